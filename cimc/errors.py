@@ -1,0 +1,27 @@
+"""The one error type users see: a message with a location, printed on one line."""
+
+from __future__ import annotations
+
+
+class CimcError(Exception):
+    """A user-facing error: bad input, unsupported model, malformed program.
+
+    `location` names the place (``file:line:col``, a graph node, an arch field...).
+    The CLI prints ``location: message`` on one line and exits with `exit_code`.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, location: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+class VerificationMismatch(CimcError):
+    """The compiled program disagrees with the integer golden (exit 1, not a usage error)."""
+
+    exit_code = 1
