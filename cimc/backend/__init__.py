@@ -1,0 +1,1 @@
+"""Backend: tiling, weight-stationary mapping, weight streaming, bounds (and later emission)."""

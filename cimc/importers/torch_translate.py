@@ -1,0 +1,332 @@
+"""Walks an exported aten graph and builds the canonical graph.
+
+Values of fx nodes are either run-time values (`Ref`, naming a canonical node) or
+constants (torch tensors and Python scalars). A node whose operands are all constants is
+folded by running its aten op; shape queries on run-time values (sym_size, new_ones...)
+are answered from the bound static shapes. Everything else goes through the aten op
+table (`torch_ops.TABLE`).
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.export.graph_signature import InputKind, OutputKind
+from torch.fx import Node as FxNode
+from torch.fx.node import map_aggregate
+
+from cimc.errors import CimcError
+from cimc.importers.torch_builder import Builder
+from cimc.importers.torch_load import LoadedProgram, UserInput
+from cimc.ir import DType, Graph, TensorType
+from cimc.ir.op_base import OPS, Op
+from cimc.ir.ops import Cast
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A run-time value: the name of the canonical node that produces it."""
+
+    name: str
+
+
+Handler = Callable[["Translator", FxNode], Any]
+
+# Ops without effect on the values we compute (checks, no-op markers).
+IGNORED = frozenset(
+    {
+        "aten._assert_tensor_metadata.default",
+        "aten._assert_scalar.default",
+        "aten._assert_async.msg",
+        "aten.sym_constrain_range_for_size.default",
+        "aten.sym_constrain_range.default",
+    }
+)
+
+# Ops that read only the shape / dtype of their first operand.
+SHAPE_ONLY = frozenset(
+    {
+        "aten.sym_size.int",
+        "aten.sym_numel.default",
+        "aten.sym_stride.int",
+        "aten.new_ones.default",
+        "aten.new_zeros.default",
+        "aten.new_full.default",
+        "aten.new_empty.default",
+        "aten.zeros_like.default",
+        "aten.ones_like.default",
+        "aten.full_like.default",
+        "aten.empty_like.default",
+    }
+)
+
+TORCH_DTYPES: dict[torch.dtype, DType] = {
+    torch.float32: DType.F32,
+    torch.float64: DType.F32,
+    torch.float16: DType.F32,
+    torch.bfloat16: DType.F32,
+    torch.int64: DType.I64,
+    torch.int32: DType.I32,
+    torch.int16: DType.I16,
+    torch.int8: DType.I8,
+    torch.uint8: DType.I64,
+    torch.bool: DType.BOOL,
+}
+
+
+def ir_dtype(dtype: torch.dtype, where: str) -> DType:
+    if dtype not in TORCH_DTYPES:
+        raise CimcError(f"tensors of dtype {dtype} are not supported", where)
+    return TORCH_DTYPES[dtype]
+
+
+def to_numpy(value: torch.Tensor, where: str) -> np.ndarray:
+    """A torch constant as a numpy array of an IR dtype (floats become f32)."""
+    dtype = ir_dtype(value.dtype, where)
+    return np.ascontiguousarray(value.detach().to(torch.device("cpu")).numpy().astype(dtype.numpy))
+
+
+def target_name(node: FxNode) -> str:
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload | torch._ops.HigherOrderOperator):
+        return str(target)
+    return getattr(target, "__name__", str(target))
+
+
+def location(node: FxNode) -> str:
+    """fx node name plus the last user frame of its stack trace (file:line)."""
+    trace = node.meta.get("stack_trace") or ""
+    frames = re.findall(r'File "([^"]+)", line (\d+)', trace)
+    if not frames:
+        return node.name
+    path, line = frames[-1]
+    return f"{node.name} @ {os.path.basename(path)}:{line}"
+
+
+def input_meaning(name: str, dtype: DType) -> str:
+    """The meaning of a graph input, from its name (HF conventions) and dtype."""
+    lowered = name.lower()
+    for meaning in ("attention_mask", "position_ids", "token_type_ids"):
+        if meaning in lowered:
+            return meaning
+    return "float" if dtype.is_float else "token_ids"
+
+
+class Translator:
+    """State of one translation: the fx value environment and the builder."""
+
+    def __init__(self, loaded: LoadedProgram, builder: Builder, table: dict[str, Handler]) -> None:
+        self.loaded = loaded
+        self.program = loaded.program
+        self.b = builder
+        self.table = table
+        self.env: dict[str, Any] = {}
+        self.node: FxNode | None = None
+        self._materialized: dict[tuple[str, str], str] = {}
+
+    # ---- helpers for handlers ---------------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        return location(self.node) if self.node is not None else self.loaded.source
+
+    def error(self, message: str) -> CimcError:
+        return CimcError(message, self.where)
+
+    def value(self, arg: Any) -> Any:
+        """The value of an fx argument (nested lists/tuples mapped element-wise)."""
+        return map_aggregate(arg, lambda a: self.env[a.name] if isinstance(a, FxNode) else a)
+
+    def is_runtime(self, arg: Any) -> bool:
+        return isinstance(self.value(arg), Ref)
+
+    def name(self, arg: Any, dtype: DType | None = None, layout: str = "") -> str:
+        """A canonical value for `arg`: run-time values as they are, constants materialized
+        (`layout` "kn" transposes a 2-D weight), scalars as 0-d constants of `dtype`."""
+        value = self.value(arg)
+        if isinstance(value, Ref):
+            return self.cast(value.name, dtype) if dtype is not None else value.name
+        if isinstance(value, torch.Tensor):
+            return self.tensor_constant(arg, value, dtype, layout)
+        if isinstance(value, bool | int | float):
+            kind = dtype or (DType.BOOL if isinstance(value, bool) else
+                             DType.F32 if isinstance(value, float) else DType.I64)
+            return self.b.constant(np.array(value, dtype=kind.numpy), self.fresh("scalar"))
+        raise self.error(f"expected a tensor operand, got {value!r}")
+
+    def tensor_constant(self, arg: Any, value: torch.Tensor, dtype: DType | None, layout: str) -> str:
+        array = to_numpy(value, self.where)
+        if layout == "kn":
+            array = np.ascontiguousarray(array.T)
+        if dtype is not None:
+            array = array.astype(dtype.numpy)
+        base = arg.name if isinstance(arg, FxNode) else self.fresh("const")
+        key = (base, f"{layout}:{array.dtype.name}")
+        if key not in self._materialized:
+            self._materialized[key] = self.b.constant(array, base)
+        return self._materialized[key]
+
+    def cast(self, name: str, dtype: DType) -> str:
+        return self.b.emit(Cast(dtype), (name,), f"{name}_{dtype}")
+
+    def fresh(self, suffix: str) -> str:
+        return f"{self.node.name}_{suffix}" if self.node is not None else suffix
+
+    def emit(self, op: Op, inputs: tuple[str, ...] | list[str], suffix: str = "") -> Ref:
+        """Build `op`; the result is named after the fx node (plus `suffix` for helpers)."""
+        return Ref(self.b.emit(op, tuple(inputs), self.fresh(suffix) if suffix else self.fresh("")[:-1]))
+
+    def out_dtype(self) -> DType:
+        assert self.node is not None
+        val = self.node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            raise self.error("the exported node has no tensor metadata")
+        return ir_dtype(val.dtype, self.where)
+
+    def type_of(self, arg: Any) -> TensorType:
+        """The type of an fx argument, run-time or constant."""
+        value = self.value(arg)
+        if isinstance(value, Ref):
+            return self.b.type(value.name)
+        if isinstance(value, torch.Tensor):
+            return TensorType(tuple(value.shape), ir_dtype(value.dtype, self.where))
+        raise self.error(f"expected a tensor operand, got {value!r}")
+
+    # ---- the walk ---------------------------------------------------------------------
+
+    def run(self) -> Graph:
+        check_supported(self.program, self.table, self.loaded.source)
+        self.bind_placeholders()
+        for node in self.program.graph.nodes:
+            self.node = node
+            if node.op == "call_function":
+                self.env[node.name] = self.call(node)
+            elif node.op == "output":
+                self.set_outputs(node)
+            elif node.op != "placeholder":
+                raise self.error(f"fx node kind '{node.op}' is not supported")
+        self.node = None
+        self.b.graph.dead_code_elimination()
+        return self.b.graph
+
+    def bind_placeholders(self) -> None:
+        specs = {s.arg.name: s for s in self.program.graph_signature.input_specs}
+        inputs = {i.name: i for i in self.loaded.inputs}
+        for node in self.program.graph.nodes:
+            if node.op != "placeholder":
+                continue
+            self.node = node
+            spec = specs[node.name]
+            if spec.kind == InputKind.USER_INPUT:
+                self.env[node.name] = self.user_input(node, inputs.get(node.name))
+            elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+                self.env[node.name] = self.program.state_dict.get(spec.target, None)
+                if self.env[node.name] is None:  # non-persistent buffers live in constants
+                    self.env[node.name] = self.program.constants[spec.target]
+            elif spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
+                self.env[node.name] = self.program.constants[spec.target]
+            else:
+                raise self.error(f"program input kind {spec.kind.name} is not supported")
+
+    def user_input(self, node: FxNode, bound: UserInput | None) -> Any:
+        if bound is None:  # a non-tensor input (e.g. a flag): its exported value
+            return node.meta.get("val")
+        dtype = ir_dtype(bound.dtype, self.where)
+        type_ = TensorType(bound.shape, dtype)
+        return Ref(self.b.graph.add_input(node.name, type_, input_meaning(node.name, dtype), self.where))
+
+    def call(self, node: FxNode) -> Any:
+        name = target_name(node)
+        self.b.loc = self.where
+        if name in IGNORED:
+            return None
+        args, kwargs = self.value(node.args), self.value(node.kwargs)
+        if name in SHAPE_ONLY:
+            args = (self.dummy(args[0]), *args[1:])
+        if not contains_ref((args, kwargs)):
+            return self.fold(node, args, kwargs)
+        if node.target is operator.getitem:
+            return args[0][args[1]]
+        return self.table[name](self, node)
+
+    def dummy(self, value: Any) -> Any:
+        """A zero tensor standing for a run-time value whose shape alone is read."""
+        if not isinstance(value, Ref):
+            return value
+        t = self.b.type(value.name)
+        return torch.zeros(t.shape, dtype=getattr(torch, str(t.dtype.numpy)))
+
+    def fold(self, node: FxNode, args: Any, kwargs: Any) -> Any:
+        try:
+            with torch.no_grad():
+                return node.target(*args, **kwargs)
+        except Exception as exc:  # any aten failure on constants is a model problem
+            raise self.error(f"cannot evaluate {target_name(node)} on constants: {exc}") from None
+
+    def set_outputs(self, node: FxNode) -> None:
+        specs = self.program.graph_signature.output_specs
+        values = node.args[0]
+        pairs: list[tuple[str, str]] = []
+        for spec, arg in zip(specs, values, strict=True):
+            if spec.kind != OutputKind.USER_OUTPUT:
+                raise self.error(f"programs with {spec.kind.name} outputs are not supported")
+            out_name = "output" if len(values) == 1 else f"output_{len(pairs)}"
+            if not isinstance(self.value(arg), Ref | torch.Tensor):
+                raise self.error(f"output {out_name} is not a tensor")
+            pairs.append((out_name, self.name(arg)))
+        self.b.graph.set_outputs(pairs)
+
+
+def contains_ref(value: Any) -> bool:
+    found = False
+
+    def visit(v: Any) -> Any:
+        nonlocal found
+        found = found or isinstance(v, Ref)
+        return v
+
+    map_aggregate(value, visit)
+    return found
+
+
+def check_supported(program: torch.export.ExportedProgram, table: dict[str, Handler], where: str) -> None:
+    """One error naming every aten op on run-time values that has no translation."""
+    runtime = runtime_nodes(program)
+    missing = []
+    for node in program.graph.nodes:
+        if node.op != "call_function" or node.name not in runtime:
+            continue
+        name = target_name(node)
+        if name not in table and name not in IGNORED and node.target is not operator.getitem:
+            missing.append((name, node))
+    if missing:
+        listed = "; ".join(f"{op} (fx node {n.name})" for op, n in missing)
+        canonical = ", ".join(sorted(OPS))
+        raise CimcError(
+            f"unsupported aten op(s) on run-time values: {listed}. The canonical ops are: "
+            f"{canonical}; rewrite the model with these or ask for the op to be added",
+            location(missing[0][1]),
+        )
+
+
+def runtime_nodes(program: torch.export.ExportedProgram) -> set[str]:
+    """fx nodes whose value depends on user input values (not just their shapes)."""
+    users = {s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT}
+    runtime: set[str] = set()
+    for node in program.graph.nodes:
+        if node.op == "placeholder":
+            if node.name in users and isinstance(node.meta.get("val"), torch.Tensor):
+                runtime.add(node.name)
+            continue
+        if node.op != "call_function" or target_name(node) in SHAPE_ONLY:
+            continue
+        if any(a.name in runtime for a in node.all_input_nodes):
+            runtime.add(node.name)
+    return runtime

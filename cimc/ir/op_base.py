@@ -1,0 +1,194 @@
+"""The op base class, the op registry and the helpers the type rules share.
+
+An op is a frozen dataclass whose fields are its typed attributes. The class carries its
+arity, which operands must be constants, a `normalize` step (negative axes -> positive...)
+and an `infer` type rule. A type rule that fails raises `OpTypeError`; the graph turns it
+into a located `CimcError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from cimc.errors import CimcError
+from cimc.ir.types import DType, TensorType
+
+
+class OpTypeError(Exception):
+    """The operands of an op do not satisfy its type rule (message without location)."""
+
+
+@dataclass(frozen=True)
+class Op:
+    """Base of every op. Subclasses set NAME and the arity and implement `infer`."""
+
+    NAME: ClassVar[str] = ""
+    MIN_INPUTS: ClassVar[int] = 0
+    MAX_INPUTS: ClassVar[int | None] = 0  # None = variadic
+    CONSTANT_OPERANDS: ClassVar[tuple[int, ...]] = ()  # operand positions that must be constants
+
+    def __post_init__(self) -> None:
+        for name, kind in attribute_schema(type(self)).items():
+            object.__setattr__(
+                self, name, coerce_attribute(self.NAME, name, kind, getattr(self, name))
+            )
+
+    def normalize(self, inputs: tuple[TensorType, ...]) -> Op:
+        """The canonical spelling of this op for these operand types (default: itself)."""
+        return self
+
+    def infer(self, inputs: tuple[TensorType, ...]) -> TensorType:
+        """The result type, or OpTypeError naming what is wrong with the operands."""
+        raise NotImplementedError(f"op {self.NAME} has no type rule")
+
+    def attributes(self) -> dict[str, Any]:
+        """Attribute values by name, sorted by name (the printed order)."""
+        return {name: getattr(self, name) for name in sorted(attribute_schema(type(self)))}
+
+    def key(self) -> Hashable:
+        """A hashable identity of the op and its attributes (used by CSE)."""
+        return (self.NAME, tuple(self.attributes().items()))
+
+    def check_arity(self, count: int) -> None:
+        lo, hi = self.MIN_INPUTS, self.MAX_INPUTS
+        if count < lo or (hi is not None and count > hi):
+            if hi is None:
+                wanted = f"at least {lo}"
+            elif lo == hi:
+                wanted = f"{lo}"
+            else:
+                wanted = f"{lo} to {hi}"
+            raise OpTypeError(f"{self.NAME} takes {wanted} operand(s), got {count}")
+
+
+OPS: dict[str, type[Op]] = {}
+"""Every registered op class by its IR name (``layer_norm`` -> LayerNorm)."""
+
+OpClass = TypeVar("OpClass", bound=type[Op])
+
+
+def register_op(cls: OpClass) -> OpClass:
+    """Class decorator: make the op known to the parser, printer, verifier and reference."""
+    if not cls.NAME or cls.NAME in OPS:
+        raise ValueError(f"op class {cls.__name__} has an empty or duplicate NAME '{cls.NAME}'")
+    OPS[cls.NAME] = cls
+    return cls
+
+
+def op_class(name: str) -> type[Op]:
+    """The op class called `name` in IR text; CimcError if there is none."""
+    try:
+        return OPS[name]
+    except KeyError:
+        raise CimcError(f"unknown op '{name}'") from None
+
+
+_SCHEMAS: dict[type[Op], dict[str, Any]] = {}
+
+
+def attribute_schema(cls: type[Op]) -> dict[str, Any]:
+    """Attribute name -> annotated Python type, for the fields of an op class."""
+    if cls not in _SCHEMAS:
+        hints = typing.get_type_hints(cls)
+        _SCHEMAS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return _SCHEMAS[cls]
+
+
+def coerce_attribute(op: str, name: str, kind: Any, value: Any) -> Any:
+    """Convert importer-friendly values (numpy scalars, lists) to the declared type."""
+    where = f"{op}: attribute {name}"
+    if kind is bool:
+        if isinstance(value, bool | np.bool_):
+            return bool(value)
+    elif kind is int:
+        if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+            return int(value)
+    elif kind is float:
+        if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+            value, bool
+        ):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif kind == tuple[int, ...]:
+        if isinstance(value, tuple | list | np.ndarray):
+            items = list(value)
+            if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in items):
+                return tuple(int(v) for v in items)
+    elif kind in (DType, TensorType):
+        if isinstance(value, kind):
+            return value
+    elif kind is np.ndarray:
+        if isinstance(value, np.ndarray):
+            return value
+    else:
+        raise TypeError(f"{where}: unsupported attribute type {kind}")
+    raise CimcError(f"{where} must be {type_name(kind)}, got {value!r}")
+
+
+def type_name(kind: Any) -> str:
+    if kind == tuple[int, ...]:
+        return "a list of ints"
+    if kind is DType:
+        return f"a dtype ({', '.join(d.value for d in DType)})"
+    return getattr(kind, "__name__", str(kind))
+
+
+# ---- helpers shared by the type rules -------------------------------------------------
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise OpTypeError(message)
+
+
+def broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """numpy broadcasting of shapes, or OpTypeError naming them."""
+    try:
+        return tuple(int(d) for d in np.broadcast_shapes(*shapes))
+    except ValueError:
+        listed = ", ".join(str(list(s)) for s in shapes)
+        raise OpTypeError(f"shapes {listed} do not broadcast") from None
+
+
+def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    try:
+        return tuple(np.broadcast_shapes(shape, target)) == tuple(target)
+    except ValueError:
+        return False
+
+
+def same_dtype(inputs: tuple[TensorType, ...], what: str = "operands") -> DType:
+    dtypes = sorted({t.dtype.value for t in inputs})
+    expect(len(dtypes) == 1, f"{what} must have one dtype, got {', '.join(dtypes)}")
+    return inputs[0].dtype
+
+
+def expect_dtype(t: TensorType, allowed: tuple[DType, ...], what: str) -> None:
+    names = "/".join(d.value for d in allowed)
+    expect(t.dtype in allowed, f"{what} must be {names}, got {t}")
+
+
+def expect_float(t: TensorType, what: str) -> None:
+    expect_dtype(t, (DType.F32,), what)
+
+
+NUMERIC = (DType.F32, DType.I64, DType.I32, DType.I16, DType.I8)
+INTEGER = (DType.I64, DType.I32, DType.I16, DType.I8)
+
+
+def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
+    """Python-style negative axis -> [0, rank); OpTypeError when out of range."""
+    expect(-rank <= axis < rank, f"{what} {axis} out of range for rank {rank}")
+    return axis % rank if rank else 0
+
+
+def expect_normalized_axis(axis: int, rank: int, what: str = "axis") -> None:
+    expect(0 <= axis < rank, f"{what} {axis} must be in [0, {rank})")

@@ -1,0 +1,1 @@
+"""The CIM machine: program data model, opcode table, parser, printer, validator, interpreter."""

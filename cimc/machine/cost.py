@@ -1,0 +1,272 @@
+"""Per-instruction cost: functional unit, latency in cycles, energy breakdown, channel use.
+
+One cost function per opcode, registered in the opcode table (`register_cost`), with the
+signature `cost(instr, core, arch) -> InstrCost`. The formulas (isa/SPEC.md, "Cost model"):
+
+- dma / gather: dma_setup + source/destination latency + hops + ceil(bytes / slowest port),
+  where the ports are the DRAM or flash channel, the global-buffer port and the NoC link of
+  the core (only when the transfer crosses the NoC). Flash reads shorter than one chunk take
+  a chunk's time. The shared channels (dram, flash, gb) are held during the data phase.
+- send: ceil(bits / NoC link) + hops; recv: 1 cycle after the matching send's data arrived.
+- mload: ceil(bits / min(write bandwidth, source port)); mvm: n * input_bits / bits_per_cycle
+  + pipeline cycles.
+- vector op: ceil(elements / lanes) * op cycles (vector_div_cycles for div, isqrt) + pipeline.
+
+Energy (pJ): MACs * mac_fj, written weight bits, bytes read and written per memory level,
+NoC bits x hops, vector element operations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from cimc.machine.arch import Arch
+from cimc.machine.opcodes import COSTS, register_cost, spec_of
+from cimc.machine.program import Imm, Instr, MacroRef, View
+
+ENERGY_KINDS = (
+    "mac",
+    "weight_write",
+    "scratchpad",
+    "global_buffer",
+    "noc",
+    "dram",
+    "flash",
+    "vector",
+)
+_SPACE_ENERGY = {"sp": "scratchpad", "gb": "global_buffer", "dram": "dram", "flash": "flash"}
+_LONG_VECTOR_OPS = frozenset({"div", "isqrt"})
+
+
+@dataclass(frozen=True)
+class Energy:
+    """Energy breakdown in pJ."""
+
+    mac: float = 0.0
+    weight_write: float = 0.0
+    scratchpad: float = 0.0
+    global_buffer: float = 0.0
+    noc: float = 0.0
+    dram: float = 0.0
+    flash: float = 0.0
+    vector: float = 0.0
+
+    def __add__(self, other: Energy) -> Energy:
+        return Energy(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def total(self) -> float:
+        return sum(getattr(self, f.name) for f in fields(self))
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class InstrCost:
+    """Cost of one instruction on one core.
+
+    `unit` names the core's unit (`dma`, `noc`, `vector`, `macro3`, `sync`). `channels` are
+    the chip-wide resources held for `data_cycles` starting `lead` cycles after the start.
+    `moved` lists (source space, destination space, bytes) for traffic statistics.
+    """
+
+    unit: str
+    cycles: int
+    energy: Energy
+    channels: tuple[str, ...] = ()
+    lead: int = 0
+    data_cycles: int = 0
+    moved: tuple[tuple[str, str, int], ...] = ()
+    macs: int = 0
+
+
+def instr_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    """The cost of `instr` executed by `core` (dispatch through the opcode table)."""
+    return COSTS[instr.opcode](instr, core, arch)  # type: ignore[no-any-return]
+
+
+def _access(space: str, nbytes: int, arch: Arch) -> dict[str, float]:
+    """Energy of reading or writing `nbytes` of `space`."""
+    e = arch.energy
+    per_byte = {
+        "sp": e.sp_pj_per_byte,
+        "gb": e.gb_pj_per_byte,
+        "dram": e.dram_pj_per_byte,
+        "flash": e.flash_pj_per_byte,
+    }[space]
+    return {_SPACE_ENERGY[space]: nbytes * per_byte}
+
+
+def _energy(*parts: dict[str, float]) -> Energy:
+    total: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0.0) + value
+    return Energy(**total)
+
+
+# --- data movement -------------------------------------------------------------------------
+
+
+def _port(space: str, nbytes: int, arch: Arch) -> tuple[float, int, int, str | None]:
+    """(bytes per cycle, latency, bytes the port is charged for, channel name) of a space."""
+    m = arch.memory
+    if space == "dram":
+        return arch.dram_bytes_per_cycle, m.dram_latency_cycles, nbytes, "dram"
+    if space == "flash":
+        return (
+            arch.flash_bytes_per_cycle,
+            m.flash_latency_cycles,
+            max(nbytes, m.flash_chunk_bytes),
+            "flash",
+        )
+    if space == "gb":
+        return m.gb_bits_per_cycle / 8, m.gb_latency_cycles, nbytes, "gb"
+    return math.inf, 0, nbytes, None
+
+
+def transfer(src: str, dst: str, nbytes: int, core: int, arch: Arch) -> InstrCost:
+    """A DMA of `nbytes` from space `src` to space `dst` issued by `core`."""
+    ports = [_port(src, nbytes, arch), _port(dst, nbytes, arch)]
+    crosses_noc = (src == "sp") != (dst == "sp")
+    hops = arch.memory_hops(core) if crosses_noc else 0
+    link = arch.chip.noc_bits_per_cycle / 8
+    # Each port needs ceil(charged bytes / bandwidth); the slowest one sets the data phase.
+    phases = [math.ceil(charged / bw) for bw, _, charged, _ in ports if bw != math.inf]
+    if crosses_noc or not phases:  # sp<->sp copies go through the DMA datapath (link width)
+        phases.append(math.ceil(nbytes / link))
+    data = max(phases)
+    lead = arch.core.dma_setup_cycles + sum(p[1] for p in ports) + hops * arch.chip.noc_hop_cycles
+    channels = tuple(sorted({p[3] for p in ports if p[3] is not None}))
+    noc = {"noc": nbytes * 8 * hops * arch.energy.noc_pj_per_bit_hop}
+    energy = _energy(_access(src, nbytes, arch), _access(dst, nbytes, arch), noc)
+    return InstrCost("dma", lead + data, energy, channels, lead, data, ((src, dst, nbytes),))
+
+
+def _view(instr: Instr, i: int) -> View:
+    op = instr.operands[i]
+    assert isinstance(op, View)
+    return op
+
+
+@register_cost("dma")
+def _dma_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    dst, src = _view(instr, 0), _view(instr, 1)
+    return transfer(src.space, dst.space, src.nbytes, core, arch)
+
+
+@register_cost("gather")
+def _gather_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    dst, table, index = _view(instr, 0), _view(instr, 1), _view(instr, 2)
+    base = transfer(table.space, dst.space, dst.nbytes, core, arch)
+    # One burst per row: each row pays the source latency again (rows are independent).
+    extra_latency = (dst.rows - 1) * _port(table.space, 0, arch)[1]
+    energy = base.energy + _energy(_access("sp", index.nbytes, arch))
+    return InstrCost(
+        "dma",
+        base.cycles + extra_latency,
+        energy,
+        base.channels,
+        base.lead,
+        base.data_cycles + extra_latency,
+        base.moved,
+    )
+
+
+def _noc_bits(view: View) -> int:
+    return view.nbytes * 8
+
+
+@register_cost("send")
+def _send_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    peer, src = instr.operands[0], _view(instr, 1)
+    assert isinstance(peer, Imm)
+    hops = arch.hops(core, peer.value) if 0 <= peer.value < arch.chip.cores else 0
+    cycles = (
+        math.ceil(_noc_bits(src) / arch.chip.noc_bits_per_cycle) + hops * arch.chip.noc_hop_cycles
+    )
+    energy = _energy(
+        _access("sp", src.nbytes, arch),
+        {"noc": _noc_bits(src) * hops * arch.energy.noc_pj_per_bit_hop},
+    )
+    return InstrCost("noc", max(cycles, 1), energy, moved=(("sp", "sp", src.nbytes),))
+
+
+@register_cost("recv")
+def _recv_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    dst = _view(instr, 1)
+    return InstrCost("noc", 1, _energy(_access("sp", dst.nbytes, arch)))
+
+
+@register_cost("barrier", "halt")
+def _sync_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    return InstrCost("sync", 0, Energy())
+
+
+# --- macro ---------------------------------------------------------------------------------
+
+
+def _macro_unit(instr: Instr) -> tuple[str, MacroRef]:
+    found = spec_of(instr).macro(instr)
+    assert found is not None
+    return f"macro{found[0].index}", found[0]
+
+
+@register_cost("mload", "mload.t")
+def _mload_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    unit, _ = _macro_unit(instr)
+    src = _view(instr, 1)
+    bits = src.nbytes * 8
+    bandwidth = arch.macro.write_bits_per_cycle
+    lead, channels, noc = 0, (), 0.0
+    if src.space == "gb":  # streamed over the NoC from the shared buffer
+        hops = arch.memory_hops(core)
+        bandwidth = min(bandwidth, arch.memory.gb_bits_per_cycle, arch.chip.noc_bits_per_cycle)
+        lead = arch.memory.gb_latency_cycles + hops * arch.chip.noc_hop_cycles
+        channels = ("gb",)
+        noc = bits * hops * arch.energy.noc_pj_per_bit_hop
+    data = math.ceil(bits / bandwidth)
+    energy = _energy(
+        _access(src.space, src.nbytes, arch),
+        {"weight_write": bits * arch.energy.weight_write_pj_per_bit, "noc": noc},
+    )
+    moved = ((src.space, "macro", src.nbytes),)
+    return InstrCost(unit, lead + data, energy, channels, lead, data if channels else 0, moved)
+
+
+@register_cost("mvm", "mvm.acc")
+def _mvm_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    unit, _ = _macro_unit(instr)
+    dst, src = _view(instr, 0), _view(instr, 1)
+    macs = src.rows * src.cols * dst.cols
+    cycles = src.rows * arch.mvm_cycles_per_vector + arch.macro.pipeline_cycles
+    sp_bytes = src.nbytes + dst.nbytes * (2 if instr.opcode == "mvm.acc" else 1)
+    energy = _energy({"mac": macs * arch.energy.mac_fj / 1000.0}, _access("sp", sp_bytes, arch))
+    return InstrCost(unit, cycles, energy, macs=macs)
+
+
+# --- vector unit ---------------------------------------------------------------------------
+
+_VECTOR_OPS = (
+    "add", "sub", "mul", "max", "min", "shl", "rshr", "div", "req", "isqrt", "lut",
+    "rsum", "rmax", "sel", "mov", "transpose", "fill",
+)  # fmt: skip
+
+
+@register_cost(*_VECTOR_OPS)
+def _vector_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    spec = spec_of(instr)
+    reads, writes = spec.reads(instr), spec.writes(instr)
+    # Work is over the larger of the main input and the output (rsum reads R x C and writes
+    # R x 1); lut's table and broadcast operands are not per-element work.
+    elements = max(v.elements for v in (*reads[:1], *writes))
+    per_group = arch.core.vector_div_cycles if instr.opcode in _LONG_VECTOR_OPS else 1
+    groups = math.ceil(elements / arch.core.vector_lanes)
+    cycles = groups * per_group + arch.core.vector_pipeline_cycles
+    sp_bytes = sum(v.nbytes for v in (*reads, *writes))
+    energy = _energy(
+        {"vector": elements * arch.energy.vector_pj_per_op}, _access("sp", sp_bytes, arch)
+    )
+    return InstrCost("vector", cycles, energy)

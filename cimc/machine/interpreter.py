@@ -1,0 +1,245 @@
+"""The bit-exact reference interpreter: runs a parsed `Program` on an `Arch` with numpy.
+
+Cores run their streams in order; the interpreter runs core 0 until it blocks (a recv
+whose send has not executed, a barrier not every core reached) or halts, then core 1, ...
+round robin. When no live core can progress, that is a deadlock error naming each core's
+instruction. Every run-time error is a `CimcError` at the instruction's `FILE:LINE:COL`,
+naming the core.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+
+from cimc.errors import CimcError
+from cimc.machine import semantics  # noqa: F401  (registers the kernels in the opcode table)
+from cimc.machine.arch import Arch
+from cimc.machine.kernels import KernelError
+from cimc.machine.opcodes import KERNELS, spec_of
+from cimc.machine.printer import print_operand
+from cimc.machine.program import Decl, Instr, Program
+from cimc.machine.state import NP_DTYPES, CoreState, Machine
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One executed instruction; `writes` are copies of its destination views afterwards."""
+
+    step: int
+    core: int
+    pc: int
+    instr: Instr
+    writes: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class RunStats:
+    steps: int
+    opcode_counts: dict[str, int]  # sorted by opcode
+    macs: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outputs: dict[str, np.ndarray]  # declaration order
+    trace: list[TraceEvent] = field(default_factory=list)
+    stats: RunStats = field(default_factory=lambda: RunStats(0, {}, 0))
+
+
+def run_program(
+    program: Program,
+    arch: Arch,
+    inputs: dict[str, np.ndarray],
+    consts: dict[str, np.ndarray] | None = None,
+    trace: bool = False,
+) -> RunResult:
+    """Run `program` to completion and return its outputs (one 2-D array per `.output`).
+
+    `consts` defaults to the program's companion safetensors file (`.consts`).
+    """
+    machine = Machine.create(arch, _core_states(program, arch))
+    if consts is None:
+        consts = load_consts(program)
+    _place_consts(machine, program, consts)
+    _place_inputs(machine, program, inputs)
+    events: list[TraceEvent] = []
+    counts: Counter[str] = Counter()
+    _run(machine, program, events if trace else None, counts)
+    outputs = {d.name: _read_decl(machine, d) for d in program.decls_of("output")}
+    stats = RunStats(sum(counts.values()), dict(sorted(counts.items())), machine.macs)
+    return RunResult(outputs, events, stats)
+
+
+def consts_path(program: Program) -> Path | None:
+    """The companion constants file, which must stay inside the program's folder."""
+    if program.consts_file is None:
+        return None
+    folder = Path(program.source_name).resolve().parent
+    path = (folder / program.consts_file).resolve()
+    if not path.is_relative_to(folder):
+        raise CimcError(
+            f"constants file {program.consts_file!r} is outside the program's folder",
+            f"{program.source_name}:1:1",
+        )
+    return path
+
+
+def load_consts(program: Program) -> dict[str, np.ndarray]:
+    """Tensors of the `.consts` file (empty when the program declares none)."""
+    path = consts_path(program)
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise CimcError(f"constants file {path} not found", program.source_name)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CimcError(f"cannot read constants file {path}: {e}", program.source_name) from None
+
+
+# --- setup ---------------------------------------------------------------------------------
+
+
+def _core_states(program: Program, arch: Arch) -> list[CoreState]:
+    states = []
+    for stream in program.cores:
+        if not 0 <= stream.core < arch.chip.cores:
+            raise CimcError(
+                f"core {stream.core} does not exist on '{arch.name}' ({arch.chip.cores} cores)",
+                f"{program.source_name}:{stream.line}:1",
+            )
+        states.append(CoreState(stream.core, stream.instrs))
+    return sorted(states, key=lambda s: s.core)
+
+
+def _decl_array(machine: Machine, program: Program, decl: Decl) -> np.ndarray:
+    mem = machine.shared.get(decl.space)
+    loc = program.loc(decl)
+    if mem is None:
+        raise CimcError(f"{decl.name} must live in gb, dram or flash, not {decl.space}", loc)
+    if decl.addr < 0 or decl.end > mem.size:
+        raise CimcError(
+            f"{decl.name} ({decl.addr:#x}..{decl.end:#x}) is outside {decl.space} "
+            f"({mem.size} bytes on '{machine.arch.name}')",
+            loc,
+        )
+    if decl.dtype is None:
+        return mem[decl.addr : decl.end]
+    return np.ndarray(decl.shape, NP_DTYPES[decl.dtype], buffer=mem, offset=decl.addr)
+
+
+def _fit(name: str, what: str, array: np.ndarray, decl: Decl, loc: str) -> np.ndarray:
+    """Check dtype and shape of user data against its declaration; return it as R x C."""
+    assert decl.dtype is not None
+    want = NP_DTYPES[decl.dtype]
+    declared = f"{decl.dtype}[{decl.rows}x{decl.cols}]"
+    if array.dtype.newbyteorder("<") != want:
+        raise CimcError(
+            f"{what} '{name}' has dtype {array.dtype}; the program declares {declared}", loc
+        )
+    # Leading unit dims are accepted: a (1, 7, 96) tensor fills a 7x96 declaration.
+    squeezed = array.shape
+    while len(squeezed) > 2 and squeezed[0] == 1:
+        squeezed = squeezed[1:]
+    if tuple(squeezed) not in ((decl.rows, decl.cols), (decl.rows * decl.cols,)) or (
+        len(squeezed) == 1 and decl.rows != 1
+    ):
+        raise CimcError(
+            f"{what} '{name}' has shape {tuple(array.shape)}; the program declares {declared}", loc
+        )
+    return array.reshape(decl.rows, decl.cols)
+
+
+def _place_consts(machine: Machine, program: Program, consts: dict[str, np.ndarray]) -> None:
+    for decl in program.decls_of("const"):
+        loc = program.loc(decl)
+        if decl.name not in consts:
+            raise CimcError(f"constant '{decl.name}' is missing from the constants file", loc)
+        data = _fit(decl.name, "constant", np.asarray(consts[decl.name]), decl, loc)
+        _decl_array(machine, program, decl)[...] = data
+
+
+def _place_inputs(machine: Machine, program: Program, inputs: dict[str, np.ndarray]) -> None:
+    declared = program.decls_of("input")
+    names = [d.name for d in declared]
+    extra = sorted(set(inputs) - set(names))
+    if extra:
+        raise CimcError(
+            f"unknown input '{extra[0]}'; the program's inputs are: {', '.join(names) or 'none'}",
+            program.source_name,
+        )
+    for decl in declared:
+        loc = program.loc(decl)
+        if decl.name not in inputs:
+            raise CimcError(f"input '{decl.name}' is missing", loc)
+        data = _fit(decl.name, "input", np.asarray(inputs[decl.name]), decl, loc)
+        _decl_array(machine, program, decl)[...] = data
+    for decl in program.decls_of("region"):
+        _decl_array(machine, program, decl)  # bounds check; memories start zeroed
+
+
+def _read_decl(machine: Machine, decl: Decl) -> np.ndarray:
+    mem = machine.shared[decl.space]
+    assert decl.dtype is not None
+    return np.ndarray(decl.shape, NP_DTYPES[decl.dtype], buffer=mem, offset=decl.addr).copy()
+
+
+# --- execution -----------------------------------------------------------------------------
+
+
+def _run(
+    machine: Machine, program: Program, events: list[TraceEvent] | None, counts: Counter[str]
+) -> None:
+    """Round robin over the cores until all halt; no progress in a full round = deadlock."""
+    while True:
+        progress = False
+        for cs in machine.cores:
+            while not cs.halted:
+                if cs.pc >= len(cs.instrs):
+                    where = f"{program.source_name}:{cs.instrs[-1].line if cs.instrs else 1}:1"
+                    raise CimcError(f"core {cs.core}: stream ends without halt", where)
+                instr = cs.instrs[cs.pc]
+                if not _step(machine, program, cs, instr):
+                    break
+                counts[instr.opcode] += 1
+                if events is not None:
+                    events.append(_event(machine, cs, instr, len(events)))
+                progress = True
+                cs.pc += 1
+        if all(cs.halted for cs in machine.cores):
+            return
+        if not progress:
+            raise _deadlock(machine, program)
+
+
+def _step(machine: Machine, program: Program, cs: CoreState, instr: Instr) -> bool:
+    try:
+        return bool(KERNELS[instr.opcode](machine, cs, instr))
+    except KernelError as e:
+        raise CimcError(f"core {cs.core}: {instr.opcode}: {e}", program.loc(instr)) from None
+
+
+def _event(machine: Machine, cs: CoreState, instr: Instr, step: int) -> TraceEvent:
+    writes = tuple(machine.array(cs.core, v).copy() for v in spec_of(instr).writes(instr))
+    return TraceEvent(step, cs.core, cs.pc, instr, writes)
+
+
+def _deadlock(machine: Machine, program: Program) -> CimcError:
+    waiting = [cs for cs in machine.cores if not cs.halted]
+    parts = [
+        f"core {cs.core} waits at line {cs.instrs[cs.pc].line} `{instr_text(cs.instrs[cs.pc])}`"
+        for cs in waiting
+    ]
+    first = waiting[0].instrs[waiting[0].pc]
+    return CimcError("deadlock: " + "; ".join(parts), program.loc(first))
+
+
+def instr_text(instr: Instr) -> str:
+    """`opcode operands` on one line, without indentation or comment (for messages)."""
+    return f"{instr.opcode} {', '.join(print_operand(op) for op in instr.operands)}".rstrip()

@@ -1,0 +1,155 @@
+"""Exact integer kernels of the vector unit and the macros, in numpy (int64 intermediates).
+
+These are the interpreter's own implementation of the integer semantics of isa/SPEC.md.
+The PyTorch golden (cimc/quant/intops.py) implements the same rules independently; tests
+compare the two bit for bit. Nothing here uses float arithmetic except the MVM, where
+float32/float64 BLAS is proven exact (see `matmul_exact`).
+
+Kernels raise `KernelError` with a reason; the interpreter adds the instruction location.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+I64 = np.int64
+I64_MIN = np.iinfo(np.int64).min
+I64_MAX = np.iinfo(np.int64).max
+MAX_SHIFT = 63
+# int8 x int8 products are at most 2^14 in magnitude; K of them sum below 2^24 (float32's
+# exact-integer limit) for K <= 1024, and below 2^53 (float64's) for K <= 2^39.
+F32_EXACT_ROWS = 1024
+
+
+class KernelError(ValueError):
+    """An integer-semantics violation (overflow, division by zero...), without location."""
+
+
+def _first(mask: np.ndarray, *arrays: np.ndarray) -> str:
+    """Describe the first offending element: its (row, col) index and operand values."""
+    index = tuple(int(i) for i in np.argwhere(mask)[0])
+    values = ", ".join(str(np.broadcast_to(a, mask.shape)[index]) for a in arrays)
+    return f"at element {index} (operands {values})"
+
+
+def _check(bad: np.ndarray, reason: str, *arrays: np.ndarray) -> None:
+    if bad.any():
+        raise KernelError(f"{reason} {_first(bad, *arrays)}")
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    r = a + b
+    _check(((a ^ r) & (b ^ r)) < 0, "int64 overflow in add", a, b)
+    return r
+
+
+def sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    r = a - b
+    _check(((a ^ b) & (a ^ r)) < 0, "int64 overflow in sub", a, b)
+    return r
+
+
+def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Product in int64; wraparound is detected by dividing back."""
+    r = a * b
+    safe = np.where(a == 0, 1, a)
+    wrapped = (a != 0) & (r // safe != b)
+    # -1 * INT64_MIN wraps to INT64_MIN and divides back "correctly": flag it explicitly.
+    wrapped |= ((a == -1) & (b == I64_MIN)) | ((b == -1) & (a == I64_MIN))
+    _check(wrapped, "int64 overflow in multiply", a, b)
+    return r
+
+
+def _check_shift(s: np.ndarray) -> None:
+    _check((s < 0) | (s > MAX_SHIFT), f"shift amount outside [0, {MAX_SHIFT}]", s)
+
+
+def shl(a: np.ndarray, s: np.ndarray) -> np.ndarray:
+    _check_shift(s)
+    r = a << s
+    _check((r >> s) != a, "int64 overflow in shl", a, s)
+    return r
+
+
+def rshr(x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Rounding shift right, round half toward +inf: (x + 2^(s-1)) >> s; s = 0 is identity."""
+    _check_shift(s)
+    s = np.broadcast_to(s, np.broadcast_shapes(np.shape(x), np.shape(s)))
+    half = np.where(s > 0, np.left_shift(I64(1), np.maximum(s - 1, 0)), 0).astype(I64)
+    return add(x, half) >> s
+
+
+def req(
+    a: np.ndarray,
+    m: np.ndarray,
+    s: np.ndarray,
+    zp: np.ndarray,
+    lo: int,
+    hi: int,
+) -> np.ndarray:
+    """clamp(RSHR(a * m, s) + zp, lo, hi), every step exact in int64."""
+    return np.clip(add(rshr(mul(a, m), s), zp), lo, hi)
+
+
+def div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Floor division by a positive divisor."""
+    _check(b <= 0, "divisor must be > 0", a, b)
+    return a // b
+
+
+def isqrt(a: np.ndarray) -> np.ndarray:
+    """floor(sqrt(a)) for a >= 0, exact: a float estimate corrected with integer tests."""
+    _check(a < 0, "isqrt of a negative value", a)
+    r = np.floor(np.sqrt(a.astype(np.float64))).astype(I64)
+    r = np.minimum(r, 3037000499)  # floor(sqrt(2^63 - 1)): keeps r * r in int64
+    for _ in range(4):
+        # r too big: r * r > a  <=>  r > a // r  (r > 0).
+        too_big = (r > 0) & (r > a // np.maximum(r, 1))
+        # r too small: (r + 1)^2 <= a  <=>  r + 1 <= a // (r + 1).
+        too_small = ~too_big & (r + 1 <= a // (r + 1))
+        if not (too_big.any() or too_small.any()):
+            return r
+        r = r - too_big + too_small
+    raise AssertionError("isqrt correction did not converge")  # unreachable for int64
+
+
+def lut(a: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """table[a + 128] for int8 a; table is a flat array of 256 entries."""
+    _check((a < -128) | (a > 127), "lut index outside int8", a)
+    return table.reshape(-1)[a + 128]
+
+
+def rsum(a: np.ndarray) -> np.ndarray:
+    """Row sums (R x C -> R x 1) in int64, overflow checked."""
+    r = a.sum(axis=1, keepdims=True, dtype=I64)
+    big = np.abs(a.astype(np.float64)).sum(axis=1, keepdims=True) >= 2.0**62
+    if big.any():  # only possible with i64 inputs: redo those rows exactly
+        for row in np.flatnonzero(big):
+            exact = sum(int(v) for v in a[row])
+            if not I64_MIN <= exact <= I64_MAX:
+                raise KernelError(f"int64 overflow in rsum at row {row}")
+    return r
+
+
+def rmax(a: np.ndarray) -> np.ndarray:
+    return a.max(axis=1, keepdims=True)
+
+
+def sel(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.where(cond != 0, a, b)
+
+
+def check_range(x: np.ndarray, lo: int, hi: int, dtype: str) -> None:
+    """A result stored into a narrower dtype must fit: no silent wraparound."""
+    _check((x < lo) | (x > hi), f"result outside {dtype} range [{lo}, {hi}]", x)
+
+
+def matmul_exact(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Exact int64 result of int8 (n x r) @ int8 (r x c) via BLAS in float32 or float64.
+
+    `x` and `w` may already be float arrays holding int8 values (the interpreter keeps a
+    float copy of each macro so that an MVM does not convert its weights every time).
+    """
+    rows = x.shape[1]
+    ftype = np.float32 if rows <= F32_EXACT_ROWS else np.float64
+    return np.matmul(x.astype(ftype, copy=False), w.astype(ftype, copy=False)).astype(I64)

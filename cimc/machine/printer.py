@@ -1,0 +1,90 @@
+"""Print a `Program` as canonical assembly text (parse(print(p)) == p).
+
+Canonical layout: `.arch`, `.consts`, then header items (declarations with aligned columns,
+full-line comments), then each core after a blank line; instructions indented two spaces,
+the mnemonic padded to 8 columns, operands separated by ", ", the trailing comment at column
+COMMENT_COL (or two spaces after a longer line); addresses and offsets in lowercase hex,
+immediates, shapes and byte counts in decimal.
+"""
+
+from __future__ import annotations
+
+from cimc.machine.program import (
+    Comment,
+    CoreStream,
+    Decl,
+    Imm,
+    Instr,
+    MacroRef,
+    Operand,
+    Program,
+    View,
+)
+
+COMMENT_COL = 64
+INDENT = "  "
+
+
+def print_program(program: Program) -> str:
+    lines = [f".arch {program.arch_name}"]
+    if program.consts_file is not None:
+        lines.append(f".consts {program.consts_file}")
+    for item in program.header:
+        lines.append(
+            _with_comment(print_decl(item), item.comment)
+            if isinstance(item, Decl)
+            else f"; {item.text}".rstrip()
+        )
+    for stream in program.cores:
+        lines.append("")
+        lines.extend(_core_lines(stream))
+    return "\n".join(lines) + "\n"
+
+
+def _core_lines(stream: CoreStream) -> list[str]:
+    lines = [f".core {stream.core}"]
+    for item in stream.items:
+        if isinstance(item, Comment):
+            lines.append(f"{INDENT}; {item.text}".rstrip())
+        else:
+            lines.append(print_instr(item))
+    return lines
+
+
+def _with_comment(body: str, comment: str | None) -> str:
+    if comment is None:
+        return body
+    return f"{body.ljust(COMMENT_COL - 2)}  ; {comment}".rstrip()
+
+
+def print_instr(instr: Instr) -> str:
+    """One canonical instruction line, indented, with its trailing comment."""
+    operands = ", ".join(print_operand(op) for op in instr.operands)
+    body = f"{INDENT}{instr.opcode:<8} {operands}".rstrip()
+    return _with_comment(body, instr.comment)
+
+
+def print_decl(decl: Decl) -> str:
+    place = f"{decl.space}[{decl.addr:#x}]"
+    typ = str(decl.nbytes) if decl.dtype is None else f"{decl.dtype}[{decl.rows}x{decl.cols}]"
+    return f".{decl.kind:<7} {decl.name:<15} {place:<15} {typ}"
+
+
+def print_operand(op: Operand) -> str:
+    if isinstance(op, View):
+        return print_view(op)
+    if isinstance(op, MacroRef):
+        return f"m{op.index}" if op.whole else f"m{op.index}[{op.r0}:{op.r1},{op.c0}:{op.c1}]"
+    assert isinstance(op, Imm)
+    return str(op.value)
+
+
+def print_view(view: View) -> str:
+    if view.symbol is None:
+        addr = f"{view.addr:#x}"
+    elif view.offset:
+        addr = f"{view.symbol}+{view.offset:#x}"
+    else:
+        addr = view.symbol
+    stride = "" if view.stride == view.cols else f"/{view.stride}"
+    return f"{view.space}[{addr}]:{view.dtype}[{view.rows}x{view.cols}{stride}]"

@@ -1,0 +1,166 @@
+"""Machine state of the interpreter: byte memories, strided views onto them, macros, FIFOs.
+
+Every memory is a flat little-endian `uint8` array (`np.zeros` is lazily backed, so a large
+DRAM costs nothing until touched). A `View` becomes a writable strided numpy array on that
+buffer, never a copy.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cimc.machine.arch import Arch
+from cimc.machine.kernels import KernelError
+from cimc.machine.program import Imm, Instr, MacroRef, Operand, View
+
+NP_DTYPES: dict[str, np.dtype] = {
+    "i8": np.dtype("<i1"),
+    "i16": np.dtype("<i2"),
+    "i32": np.dtype("<i4"),
+    "i64": np.dtype("<i8"),
+}
+# Float copies of recently used macros, so an MVM does not convert its weights every time.
+_FLOAT_CACHE_MACROS = 512
+
+
+@dataclass
+class MacroState:
+    """One macro's int8 cells and their written bits."""
+
+    weights: np.ndarray  # rows x cols int8
+    written: np.ndarray  # rows x cols bool
+    all_written: bool = False
+
+
+@dataclass
+class CoreState:
+    core: int
+    instrs: tuple[Instr, ...]
+    pc: int = 0
+    halted: bool = False
+    barriers: int = 0  # barriers reached so far (including the one it may wait at)
+    at_barrier: bool = False
+
+
+@dataclass
+class Message:
+    """A `send` in flight: a copy of the data plus where it came from (for recv's errors)."""
+
+    data: np.ndarray
+    dtype: str
+    instr: Instr
+
+
+@dataclass
+class Machine:
+    """The whole chip's state during one run."""
+
+    arch: Arch
+    cores: list[CoreState]
+    shared: dict[str, np.ndarray] = field(default_factory=dict)
+    scratchpads: dict[int, np.ndarray] = field(default_factory=dict)
+    macros: dict[tuple[int, int], MacroState] = field(default_factory=dict)
+    fifos: dict[tuple[int, int, int], deque[Message]] = field(default_factory=dict)
+    float_cache: OrderedDict[tuple[int, int], np.ndarray] = field(default_factory=OrderedDict)
+    macs: int = 0
+
+    @classmethod
+    def create(cls, arch: Arch, cores: list[CoreState]) -> Machine:
+        shared = {s: np.zeros(arch.space_bytes(s), np.uint8) for s in ("gb", "dram", "flash")}
+        sps = {c.core: np.zeros(arch.core.scratchpad_bytes, np.uint8) for c in cores}
+        return cls(arch=arch, cores=cores, shared=shared, scratchpads=sps)
+
+    def memory(self, core: int, space: str) -> np.ndarray:
+        return self.scratchpads[core] if space == "sp" else self.shared[space]
+
+    def array(self, core: int, view: View) -> np.ndarray:
+        """The view as a writable strided array on its memory (bounds and alignment checked)."""
+        mem = self.memory(core, view.space)
+        size = view.elem_bytes
+        if view.addr % size:
+            raise KernelError(
+                f"{view.space}[{view.addr:#x}] is not aligned to {size} bytes for {view.dtype}"
+            )
+        if view.addr < 0 or view.end > mem.size:
+            raise KernelError(
+                f"{view.space}[{view.addr:#x}:{view.end:#x}] is outside {view.space} "
+                f"({mem.size} bytes)"
+            )
+        return np.ndarray(
+            view.shape,
+            dtype=NP_DTYPES[view.dtype],
+            buffer=mem,
+            offset=view.addr,
+            strides=(view.stride * size, size),
+        )
+
+    def read(self, core: int, op: Operand) -> np.ndarray:
+        """A view or immediate operand as int64 (immediates as 0-d arrays, for broadcasting)."""
+        if isinstance(op, Imm):
+            return np.asarray(op.value, dtype=np.int64)
+        assert isinstance(op, View)
+        return self.array(core, op).astype(np.int64)
+
+    def store(self, core: int, view: View, values: np.ndarray) -> None:
+        """Write int64 results to a view; a value outside the view's dtype is an error."""
+        info = np.iinfo(NP_DTYPES[view.dtype])
+        lo, hi = int(values.min(initial=info.max)), int(values.max(initial=info.min))
+        if lo < info.min or hi > info.max:
+            bad = (values < info.min) | (values > info.max)
+            index = tuple(int(i) for i in np.argwhere(np.broadcast_to(bad, view.shape))[0])
+            value = np.broadcast_to(values, view.shape)[index]
+            raise KernelError(
+                f"result {value} at element {index} does not fit the destination's "
+                f"{view.dtype} range [{info.min}, {info.max}]"
+            )
+        self.array(core, view)[...] = values
+
+    def macro(self, core: int, ref: MacroRef) -> MacroState:
+        """The macro a reference names, created empty on first use (bounds checked)."""
+        rows, cols = self.arch.macro.rows, self.arch.macro.cols
+        if not 0 <= ref.index < self.arch.core.macros:
+            raise KernelError(
+                f"macro m{ref.index} does not exist (m0..m{self.arch.core.macros - 1})"
+            )
+        if not (0 <= ref.r0 < ref.r1 <= rows and 0 <= ref.c0 < ref.c1 <= cols):
+            raise KernelError(
+                f"window m{ref.index}[{ref.r0}:{ref.r1},{ref.c0}:{ref.c1}] is outside the "
+                f"{rows}x{cols} macro"
+            )
+        key = (core, ref.index)
+        if key not in self.macros:
+            self.macros[key] = MacroState(
+                np.zeros((rows, cols), np.int8), np.zeros((rows, cols), bool)
+            )
+        return self.macros[key]
+
+    def write_macro(self, core: int, ref: MacroRef, data: np.ndarray) -> None:
+        state = self.macro(core, ref)
+        state.weights[ref.r0 : ref.r1, ref.c0 : ref.c1] = data
+        state.written[ref.r0 : ref.r1, ref.c0 : ref.c1] = True
+        state.all_written = state.all_written or bool(state.written.all())
+        self.float_cache.pop((core, ref.index), None)
+
+    def macro_window_f32(self, core: int, ref: MacroRef) -> np.ndarray:
+        """The window's weights as float32 (exact for int8); every cell must be written."""
+        state = self.macro(core, ref)
+        window = (slice(ref.r0, ref.r1), slice(ref.c0, ref.c1))
+        if not state.all_written and not state.written[window].all():
+            r, c = (int(i) for i in np.argwhere(~state.written[window])[0])
+            raise KernelError(
+                f"macro m{ref.index} cell ({ref.r0 + r}, {ref.c0 + c}) is read before any "
+                "mload wrote it"
+            )
+        key = (core, ref.index)
+        full = self.float_cache.get(key)
+        if full is None:
+            full = state.weights.astype(np.float32)
+            self.float_cache[key] = full
+            if len(self.float_cache) > _FLOAT_CACHE_MACROS:
+                self.float_cache.popitem(last=False)
+        else:
+            self.float_cache.move_to_end(key)
+        return full[window]

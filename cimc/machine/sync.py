@@ -1,0 +1,281 @@
+"""Static analysis of the synchronisation skeleton: send/recv matching, deadlock, races.
+
+All addresses and all sync instructions are static, so the validator can decide before
+running: every send meets exactly one recv (FIFO per (source, destination, tag)), the
+cores cannot deadlock, and no two cores touch overlapping gb/dram bytes (one of them
+writing) unless a barrier or a send/recv chain orders them. Ordering is computed with
+vector clocks over one simulated execution of the skeleton; any interleaving gives the
+same clocks because matching is fixed by FIFO order.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from cimc.errors import CimcError
+from cimc.machine.opcodes import spec_of
+from cimc.machine.program import Imm, Instr, Program, View
+
+Site = tuple[int, int]  # (core id, index in that core's instruction list)
+
+
+@dataclass(frozen=True)
+class Access:
+    """One gb/dram access: who, where in the stream, what bytes, and what it had seen."""
+
+    core: int
+    index: int
+    instr: Instr
+    view: View
+    write: bool
+    clock: tuple[int, ...]  # vector clock right after the instruction
+
+
+def _err(
+    program: Program, core: int, instr: Instr, message: str, col: int | None = None
+) -> CimcError:
+    return CimcError(f"core {core}: {message}", program.loc(instr, col))
+
+
+def _imm(instr: Instr, i: int) -> int:
+    op = instr.operands[i]
+    assert isinstance(op, Imm)
+    return op.value
+
+
+def _view(instr: Instr, i: int) -> View:
+    op = instr.operands[i]
+    assert isinstance(op, View)
+    return op
+
+
+def match_messages(program: Program) -> dict[Site, Site]:
+    """Pair every recv with its send (FIFO per (src, dst, tag)); returns recv site -> send site.
+
+    Raises CimcError at the first unmatched send or recv, or at a recv whose dtype or shape
+    differs from its send's.
+    """
+    sends: dict[tuple[int, int, int], list[Site]] = {}
+    recvs: dict[tuple[int, int, int], list[Site]] = {}
+    for stream in program.cores:
+        for i, instr in enumerate(stream.instrs):
+            if instr.opcode == "send":
+                key = (stream.core, _imm(instr, 0), _imm(instr, 2))
+                sends.setdefault(key, []).append((stream.core, i))
+            elif instr.opcode == "recv":
+                key = (_imm(instr, 0), stream.core, _imm(instr, 2))
+                recvs.setdefault(key, []).append((stream.core, i))
+    pairs: dict[Site, Site] = {}
+    for key in sorted(set(sends) | set(recvs)):
+        s_list, r_list = sends.get(key, []), recvs.get(key, [])
+        for send, recv in zip(s_list, r_list, strict=False):
+            _check_pair(program, send, recv)
+            pairs[recv] = send
+    _check_unmatched(program, sends, recvs)
+    return pairs
+
+
+def _instr(program: Program, site: Site) -> Instr:
+    return program.instrs(site[0])[site[1]]
+
+
+def _check_pair(program: Program, send: Site, recv: Site) -> None:
+    s, r = _instr(program, send), _instr(program, recv)
+    sv, rv = _view(s, 1), _view(r, 1)
+    if (sv.dtype, sv.shape) != (rv.dtype, rv.shape):
+        got = f"{rv.dtype}[{rv.rows}x{rv.cols}]"
+        sent = f"{sv.dtype}[{sv.rows}x{sv.cols}]"
+        raise _err(
+            program,
+            recv[0],
+            r,
+            f"recv of {got} from core {send[0]} tag {_imm(r, 2)} does not match the {sent} "
+            f"sent at line {s.line}; make the two views agree",
+            r.operand_col(1),
+        )
+
+
+def _check_unmatched(
+    program: Program,
+    sends: dict[tuple[int, int, int], list[Site]],
+    recvs: dict[tuple[int, int, int], list[Site]],
+) -> None:
+    extra: list[tuple[Site, str]] = []
+    for key in set(sends) | set(recvs):
+        src, dst, tag = key
+        s_list, r_list = sends.get(key, []), recvs.get(key, [])
+        for site in s_list[len(r_list) :]:
+            extra.append((site, f"send to core {dst} tag {tag} has no matching recv on core {dst}"))
+        for site in r_list[len(s_list) :]:
+            extra.append(
+                (site, f"recv from core {src} tag {tag} has no matching send on core {src}")
+            )
+    if extra:
+        site, message = min(extra)
+        raise _err(program, site[0], _instr(program, site), message + "; add it or remove this one")
+
+
+def check_barrier_counts(program: Program) -> None:
+    """Every core passes the same number of barriers (else the others wait forever)."""
+    counts = {s.core: sum(i.opcode == "barrier" for i in s.instrs) for s in program.cores}
+    most = max(counts.values(), default=0)
+    for stream in program.cores:
+        if counts[stream.core] < most and stream.instrs:
+            owner = max(counts, key=lambda c: (counts[c], -c))
+            raise _err(
+                program,
+                stream.core,
+                stream.instrs[-1],
+                f"reaches {counts[stream.core]} barrier(s) but core {owner} reaches {most}; "
+                f"every core must reach every barrier",
+            )
+
+
+class _Skeleton:
+    """One deterministic round-robin run of the sync instructions, recording clocks."""
+
+    def __init__(self, program: Program, pairs: dict[Site, Site]) -> None:
+        self.program = program
+        self.pairs = pairs
+        self.cores = [s.core for s in program.cores]
+        self.streams = {s.core: s.instrs for s in program.cores}
+        width = max(self.cores, default=-1) + 1
+        self.clock = {c: [0] * width for c in self.cores}
+        self.pc = dict.fromkeys(self.cores, 0)
+        self.sent: dict[Site, tuple[int, ...]] = {}
+        self.at_barrier: set[int] = set()
+        self.accesses: list[Access] = []
+
+    def run(self) -> list[Access]:
+        live = [c for c in self.cores if self.streams[c]]
+        while live:
+            progressed = [self._run_core(core) for core in live]
+            released = self._release_barrier(live)
+            if not any(progressed) and not released:
+                raise self._deadlock(live)
+            live = [c for c in live if self.pc[c] < len(self.streams[c])]
+        return self.accesses
+
+    def _run_core(self, core: int) -> bool:
+        progressed = False
+        stream = self.streams[core]
+        while self.pc[core] < len(stream) and core not in self.at_barrier:
+            index = self.pc[core]
+            instr = stream[index]
+            if instr.opcode == "recv":
+                send = self.pairs[(core, index)]
+                if send not in self.sent:
+                    break
+                self.clock[core] = [
+                    max(a, b) for a, b in zip(self.clock[core], self.sent[send], strict=True)
+                ]
+            self.clock[core][core] = index + 1
+            if instr.opcode == "barrier":
+                self.at_barrier.add(core)
+            elif instr.opcode == "send":
+                self.sent[(core, index)] = tuple(self.clock[core])
+            self._record(core, index, instr)
+            self.pc[core] = index + 1
+            progressed = True
+        return progressed
+
+    def _record(self, core: int, index: int, instr: Instr) -> None:
+        spec = spec_of(instr)
+        clock = tuple(self.clock[core])
+        for view, access in spec.views(instr):
+            if view.space in ("gb", "dram"):
+                write = access.value != "r"
+                self.accesses.append(Access(core, index, instr, view, write, clock))
+
+    def _release_barrier(self, live: list[int]) -> bool:
+        if not self.at_barrier or len(self.at_barrier) < len(live):
+            return False
+        merged = [max(col) for col in zip(*(self.clock[c] for c in live), strict=True)]
+        for c in live:
+            self.clock[c] = list(merged)
+        self.at_barrier.clear()
+        return True
+
+    def _deadlock(self, live: list[int]) -> CimcError:
+        waits = []
+        for c in live:
+            instr = self.streams[c][self.pc[c] - 1 if c in self.at_barrier else self.pc[c]]
+            what = "barrier" if c in self.at_barrier else _waits_for(instr)
+            waits.append(f"core {c} waits at line {instr.line} ({what})")
+        first = live[0]
+        stuck = self.streams[first][
+            self.pc[first] - 1 if first in self.at_barrier else self.pc[first]
+        ]
+        return _err(self.program, first, stuck, "deadlock: " + ", ".join(waits))
+
+
+def _waits_for(recv: Instr) -> str:
+    return f"recv from core {_imm(recv, 0)} tag {_imm(recv, 2)}"
+
+
+def happens_before(a: Access, b: Access) -> bool:
+    return b.clock[a.core] >= a.index + 1
+
+
+def _bytes_overlap(a: View, b: View) -> bool:
+    """Exact test: do the rows of two (possibly strided) views share a byte?"""
+    if a.addr >= b.end or b.addr >= a.end:
+        return False
+    ra, rb = a.row_ranges(), b.row_ranges()
+    starts = [r[0] for r in rb]
+    for lo, hi in ra:
+        k = bisect.bisect_right(starts, lo) - 1
+        for s, e in rb[max(k, 0) :]:
+            if s >= hi:
+                break
+            if e > lo:
+                return True
+    return False
+
+
+def find_race(accesses: list[Access]) -> tuple[Access, Access] | None:
+    """First unordered pair of overlapping accesses by two cores with a write among them,
+    or None when race-free.
+
+    Along one core's stream both `b.index` and `b.clock[j]` grow, so the accesses of core i
+    unordered with an access `a` of core j form one contiguous slice, found by bisection:
+    only that slice (in practice: the same barrier epoch) is compared byte by byte.
+    """
+    by_core: dict[int, list[Access]] = {}
+    for acc in accesses:
+        by_core.setdefault(acc.core, []).append(acc)
+    cores = sorted(by_core)
+    index = {c: [b.index for b in by_core[c]] for c in cores}
+    for j in cores:
+        seen = {i: [b.clock[j] for b in by_core[i]] for i in cores if i != j}
+        for a in by_core[j]:
+            for i, clocks in seen.items():
+                lo = bisect.bisect_left(index[i], a.clock[i])
+                hi = bisect.bisect_left(clocks, a.index + 1, lo)
+                for b in by_core[i][lo:hi]:
+                    if (a.write or b.write) and b.view.space == a.view.space:
+                        if _bytes_overlap(a.view, b.view):
+                            return a, b
+    return None
+
+
+def _describe(acc: Access) -> str:
+    kind = "write" if acc.write else "read"
+    return f"{acc.view.space} {kind} [{acc.view.addr:#x}, {acc.view.end:#x})"
+
+
+def check_sync(program: Program) -> None:
+    """Matching, barrier counts, deadlock freedom and race freedom, in that order."""
+    pairs = match_messages(program)
+    check_barrier_counts(program)
+    race = find_race(_Skeleton(program, pairs).run())
+    if race is not None:
+        a, b = sorted(race, key=lambda x: (x.instr.line, x.core))
+        raise _err(
+            program,
+            b.core,
+            b.instr,
+            f"{_describe(b)} races with core {a.core}'s {_describe(a)} at line {a.instr.line}; "
+            f"order them with a barrier or a send/recv",
+        )

@@ -1,0 +1,1 @@
+"""Passes over the IR and the pass manager (see cimc.passes.manager)."""

@@ -1,0 +1,235 @@
+"""Passes by name, pipeline strings, and a pass manager that verifies between passes.
+
+    passes = parse_pipeline("simplify,fold-constants{max-elements=4096},cse,dce")
+    graph = PassManager(passes, print_ir_after_all=True, print_fn=sys.stderr.write).run(graph)
+
+A pass is a frozen dataclass whose fields are its options. `GraphPass.run(graph) -> bool`
+rewrites a Graph in place; a pass changing IR level implements `apply` and returns the new
+IR in its PassResult. Any IR with a `verify()` method can go through the manager.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from cimc.errors import CimcError
+from cimc.ir.graph import Graph
+from cimc.ir.printer import print_graph
+
+
+@dataclass(frozen=True)
+class PassResult:
+    ir: Any
+    modified: bool
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Base of all passes; NAME is the pipeline spelling (``fold-constants``)."""
+
+    NAME: ClassVar[str] = ""
+
+    def apply(self, ir: Any) -> PassResult:
+        raise NotImplementedError
+
+    def spec(self) -> str:
+        """The pipeline text of this pass with all its options (sorted)."""
+        options = [
+            f"{f.name.replace('_', '-')}={_format_option(getattr(self, f.name))}"
+            for f in sorted(dataclasses.fields(self), key=lambda f: f.name)
+        ]
+        return f"{self.NAME}{{{','.join(options)}}}" if options else self.NAME
+
+
+@dataclass(frozen=True)
+class GraphPass(Pass):
+    """A pass that rewrites a Graph in place; `run` returns whether it changed anything."""
+
+    def apply(self, ir: Any) -> PassResult:
+        if not isinstance(ir, Graph):
+            raise CimcError(f"pass {self.NAME} runs on a graph, not on {type(ir).__name__}")
+        return PassResult(ir, self.run(ir))
+
+    def run(self, graph: Graph) -> bool:
+        raise NotImplementedError
+
+
+PASSES: dict[str, type[Pass]] = {}
+PassClass = TypeVar("PassClass", bound=type[Pass])
+
+
+def register_pass(cls: PassClass) -> PassClass:
+    """Class decorator: make a pass available to pipeline strings under its NAME."""
+    if not cls.NAME or cls.NAME in PASSES:
+        raise ValueError(f"pass {cls.__name__} has an empty or duplicate NAME '{cls.NAME}'")
+    PASSES[cls.NAME] = cls
+    return cls
+
+
+def pass_class(name: str) -> type[Pass]:
+    _load_builtin_passes()
+    try:
+        return PASSES[name]
+    except KeyError:
+        known = ", ".join(sorted(PASSES))
+        raise CimcError(f"unknown pass '{name}' (known: {known})", "pipeline") from None
+
+
+def parse_pipeline(text: str) -> list[Pass]:
+    """`a,b{opt=1,flag=true},c` -> pass instances; errors say which column is wrong."""
+    passes: list[Pass] = []
+    for start, item in _split_top_level(text):
+        name, _, rest = item.partition("{")
+        name = name.strip()
+        if not name:
+            raise CimcError("empty pass name", f"pipeline:{start + 1}")
+        cls = pass_class(name)
+        options = _parse_options(cls, rest, start + len(item) - len(rest)) if rest else {}
+        passes.append(cls(**options))
+    return passes
+
+
+def pipeline_text(passes: Sequence[Pass]) -> str:
+    return ",".join(p.spec() for p in passes)
+
+
+@dataclass(frozen=True)
+class PassTiming:
+    name: str
+    seconds: float
+    modified: bool
+
+
+class PassManager:
+    """Runs passes in order, verifying the IR after each one (and before the first)."""
+
+    def __init__(
+        self,
+        passes: Sequence[Pass],
+        *,
+        verify_each: bool = True,
+        print_ir_after_all: bool = False,
+        print_ir_after: Sequence[str] = (),
+        time_passes: bool = False,
+        print_fn: Callable[[str], object] = sys.stderr.write,
+        printer: Callable[[Any], str] | None = None,
+    ) -> None:
+        for name in print_ir_after:
+            pass_class(name)  # a misspelled pass name is an error, not silence
+        self.passes = list(passes)
+        self.verify_each = verify_each
+        self.print_ir_after_all = print_ir_after_all
+        self.print_ir_after = frozenset(print_ir_after)
+        self.time_passes = time_passes
+        self.print_fn = print_fn
+        self.printer = printer or default_printer
+        self.timings: list[PassTiming] = []
+
+    def run(self, ir: Any) -> Any:
+        """Run the pipeline; returns the final IR (the same object for in-place passes)."""
+        self.timings = []
+        if self.verify_each:
+            _verify(ir, "the input IR is invalid before any pass ran")
+        for k, p in enumerate(self.passes):
+            started = time.perf_counter()
+            try:
+                result = p.apply(ir)
+            except CimcError as e:
+                raise CimcError(f"pass {p.NAME} failed: {e.message}", e.location) from None
+            self.timings.append(PassTiming(p.NAME, time.perf_counter() - started, result.modified))
+            ir = result.ir
+            if self.verify_each:
+                before = ", ".join(q.NAME for q in self.passes[:k]) or "none"
+                _verify(ir, f"pass {p.NAME} produced invalid IR (passes before it: {before})")
+            if self.print_ir_after_all or p.NAME in self.print_ir_after:
+                self.print_fn(f"// ----- IR after {p.spec()} ----- //\n{self.printer(ir)}")
+        if self.time_passes:
+            self.print_fn(self.timing_report())
+        return ir
+
+    def timing_report(self) -> str:
+        total = sum(t.seconds for t in self.timings)
+        lines = ["// ----- pass timing ----- //"]
+        for t in self.timings:
+            share = 100 * t.seconds / total if total else 0.0
+            changed = "" if t.modified else "  (no change)"
+            lines.append(f"{t.seconds * 1000:10.3f} ms {share:5.1f}%  {t.name}{changed}")
+        lines.append(f"{total * 1000:10.3f} ms 100.0%  total")
+        return "\n".join(lines) + "\n"
+
+
+def default_printer(ir: Any) -> str:
+    return print_graph(ir) if isinstance(ir, Graph) else str(ir)
+
+
+def _verify(ir: Any, context: str) -> None:
+    verify = getattr(ir, "verify", None)
+    if verify is None:
+        return
+    try:
+        verify()
+    except CimcError as e:
+        raise CimcError(f"{context}: {e.message}", e.location) from None
+
+
+def _split_top_level(text: str) -> list[tuple[int, str]]:
+    """Split on commas outside braces, keeping each item's start column (0-based)."""
+    items: list[tuple[int, str]] = []
+    depth, start = 0, 0
+    for k, ch in enumerate(text + ","):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                raise CimcError("unbalanced '}'", f"pipeline:{k + 1}")
+        elif ch == "," and depth == 0:
+            items.append((start, text[start:k]))
+            start = k + 1
+    if depth:
+        raise CimcError("unclosed '{'", f"pipeline:{len(text)}")
+    return items
+
+
+def _parse_options(cls: type[Pass], text: str, column: int) -> dict[str, Any]:
+    where = f"pipeline:{column + 1}"
+    if not text.rstrip().endswith("}"):
+        raise CimcError(f"options of {cls.NAME} must end with '}}'", where)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    options: dict[str, Any] = {}
+    for part in text.rstrip()[:-1].replace(",", " ").split():
+        key, sep, value = part.partition("=")
+        field = key.strip().replace("-", "_")
+        if not sep or field not in fields:
+            known = ", ".join(sorted(f.replace("_", "-") for f in fields)) or "none"
+            raise CimcError(f"{cls.NAME} has no option '{key}' (options: {known})", where)
+        options[field] = _convert_option(cls.NAME, key, hints[field], value.strip(), where)
+    return options
+
+
+def _convert_option(pass_name: str, key: str, kind: Any, value: str, where: str) -> Any:
+    try:
+        if kind is bool:
+            if value not in ("true", "false"):
+                raise ValueError(value)
+            return value == "true"
+        if kind in (int, float, str):
+            return kind(value)
+    except ValueError:
+        pass
+    raise CimcError(f"option {key} of {pass_name} must be {kind.__name__}, got '{value}'", where)
+
+
+def _format_option(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _load_builtin_passes() -> None:
+    import cimc.passes.generic  # noqa: F401  (registers the generic passes)

@@ -1,0 +1,41 @@
+"""Named example models for `cimc example NAME -o DIR` (family + preset + head)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cimc.errors import CimcError
+from cimc.zoo.export import export_onnx
+from cimc.zoo.models import build_model, example_inputs
+
+
+@dataclass(frozen=True)
+class Example:
+    family: str
+    preset: str
+    head: str
+    exporter: str
+
+
+EXAMPLES: dict[str, Example] = {
+    "bert-tiny": Example("bert", "tiny", "hidden", "dynamo"),
+    "distilbert-tiny": Example("distilbert", "tiny", "hidden", "dynamo"),
+    "gpt2-tiny": Example("gpt2", "tiny", "lm", "dynamo"),
+    "llama-tiny": Example("llama", "tiny", "lm", "dynamo"),
+    "qwen2-tiny": Example("qwen2", "tiny", "lm", "dynamo"),
+}
+
+
+def write_example(
+    name: str, out_dir: str | Path, seq_len: int = 8, exporter: str | None = None
+) -> Path:
+    """Export example `name` to ``DIR/NAME.onnx`` (symbolic batch/seq axes); returns the path."""
+    if name not in EXAMPLES:
+        known = ", ".join(sorted(EXAMPLES))
+        raise CimcError(f"unknown example {name!r}; known examples: {known}", "example")
+    ex = EXAMPLES[name]
+    model = build_model(ex.family, ex.preset, head=ex.head)
+    inputs = example_inputs(model, seq_len=seq_len)
+    path = Path(out_dir) / f"{name}.onnx"
+    return export_onnx(model, inputs, path, exporter=exporter or ex.exporter)

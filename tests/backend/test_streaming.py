@@ -1,0 +1,155 @@
+"""Weight streaming: phases fit their banks, the image is in load order, bytes and time."""
+
+from __future__ import annotations
+
+import pytest
+from backend_strategies import targets, workloads
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cimc.backend.streaming import POLICIES, StreamPlan, compare_policies, plan_streaming
+from cimc.backend.target import Target, load_target
+from cimc.backend.workload import MatmulLayer, TransformerDims, Workload, transformer_workload
+from cimc.errors import CimcError
+
+BERT_BASE = TransformerDims(12, 768, 12, 3072, 128)
+
+
+def assert_plan_valid(plan: StreamPlan, work: Workload, target: Target) -> None:
+    # every tile of every layer loaded exactly once per copy, in image order
+    loaded = sorted((e.tile.key, e.copy) for e in plan.image)
+    assert len(loaded) == len(set(loaded))
+    cells = {layer.name: 0 for layer in work.layers}
+    for entry in plan.image:
+        cells[entry.tile.layer] += entry.nbytes if entry.copy == 0 else 0
+    assert cells == {layer.name: layer.weight_bytes for layer in work.layers}
+    # the image is contiguous and each phase is one contiguous range, in phase order
+    offset = 0
+    for entry in plan.image:
+        assert entry.offset == offset
+        offset += entry.nbytes
+    for phase in plan.phases:
+        inside = [e for e in plan.image if e.phase == phase.index]
+        assert inside[0].offset == phase.offset
+        assert sum(e.nbytes for e in inside) == phase.nbytes
+    # capacity: one image per macro, inside the machine; banks used by streamed phases
+    # are disjoint from the pinned bank
+    pinned = {s for p in plan.resident for s in p.placement.slots}
+    for phase in plan.phases:
+        slots = phase.placement.slots
+        assert len(slots) == len(set(slots)) <= target.total_macros
+        assert all(0 <= c < target.cores and 0 <= m < target.macros_per_core for c, m in slots)
+        if phase.bank != -1:
+            assert not pinned & set(slots)
+    # consecutive streamed phases of a double-buffered plan use disjoint banks
+    if plan.policy != "sequential":
+        streamed = plan.streamed
+        for a, b in zip(streamed, streamed[1:], strict=False):
+            assert not set(a.placement.slots) & set(b.placement.slots)
+    assert plan.bytes_first_inference >= plan.weight_bytes
+    assert 0.0 < plan.utilization <= 1.0
+    assert plan.makespan_estimate >= sum(p.compute_cycles for p in plan.phases)
+    assert 0 <= plan.exposed_load_cycles <= plan.load_cycles
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    work=workloads(max_layers=4, max_dim=120),
+    target=targets(max_macros=6),
+    policy=st.sampled_from(POLICIES),
+)
+def test_random_plans_are_valid(work: Workload, target: Target, policy: str) -> None:
+    try:
+        plan = plan_streaming(work, target, policy)  # type: ignore[arg-type]
+    except CimcError as e:
+        assert "needs at least 2 macros" in str(e) and target.total_macros == 1
+        return
+    assert_plan_valid(plan, work, target)
+    assert plan.bytes_first_inference == work.weight_bytes  # nothing loaded twice
+    if policy != "pin-what-fits" and len(plan.phases) > 1:
+        assert plan.bytes_per_inference == work.weight_bytes
+    assert plan.bytes_per_inference <= work.weight_bytes
+
+
+def test_bert_base_streams_on_default() -> None:
+    target = load_target("default")
+    work = transformer_workload(BERT_BASE)
+    plans = {p.policy: p for p in compare_policies(work, target)}
+    for plan in plans.values():
+        assert_plan_valid(plan, work, target)
+        assert len(plan.streamed) > 1
+        assert plan.bytes_first_inference == work.weight_bytes
+    seq, dbl, pin = plans["sequential"], plans["double-buffer"], plans["pin-what-fits"]
+    assert seq.bytes_per_inference == dbl.bytes_per_inference == work.weight_bytes
+    assert pin.bytes_per_inference < work.weight_bytes
+    assert seq.hidden_load_cycles == 0 < dbl.hidden_load_cycles
+    assert dbl.makespan_estimate < seq.makespan_estimate
+    assert max(len(p.placement.macros) for p in dbl.phases) <= target.total_macros // 2
+
+
+def test_bert_base_is_resident_on_large() -> None:
+    target = load_target("large")
+    work = transformer_workload(BERT_BASE)
+    for plan in compare_policies(work, target):
+        assert len(plan.phases) == 1 and plan.phases[0].bank == -1
+        assert plan.bytes_first_inference == work.weight_bytes
+        assert plan.bytes_per_inference == 0 and plan.load_cycles == 0
+        assert plan.utilization >= 0.9
+
+
+def test_odd_dims_on_tiny() -> None:
+    target = load_target("tiny")
+    work = transformer_workload(TransformerDims(2, 96, 3, 250, 7))
+    for plan in compare_policies(work, target):
+        assert_plan_valid(plan, work, target)
+        assert plan.bytes_first_inference == work.weight_bytes
+        assert plan.utilization > 0.95
+    dbl = plan_streaming(work, target, "double-buffer")
+    # fc2's column (K=250: 8 tiles) exceeds a 4-macro bank: its reduction is split
+    assert dbl.split_columns == 2 * 3
+
+
+def chain(vectors: int) -> Workload:
+    return Workload(
+        tuple(
+            MatmulLayer(f"l{i}", 64, 64, vectors, depends_on=(f"l{i - 1}",) if i else ())
+            for i in range(6)
+        )
+    )
+
+
+def test_double_buffering_wins_when_loads_and_compute_are_comparable() -> None:
+    target = Target("t", 1, (1, 1), 4, 32, 32)  # one 64x64 layer (4 tiles) per full phase
+    seq = plan_streaming(chain(40), target, "sequential")
+    dbl = plan_streaming(chain(40), target, "double-buffer")
+    assert len(seq.phases) == 6 and len(dbl.phases) == 12
+    assert seq.exposed_load_cycles == seq.load_cycles
+    assert dbl.hidden_load_cycles > 0.5 * dbl.load_cycles
+    assert dbl.makespan_estimate < seq.makespan_estimate
+    assert plan_streaming(chain(40), target, "auto") == dbl
+
+
+def test_double_buffering_loses_when_compute_dominates() -> None:
+    # half the macros per phase doubles compute; the little load time hidden cannot pay
+    target = Target("t", 1, (1, 1), 4, 32, 32)
+    seq = plan_streaming(chain(512), target, "sequential")
+    dbl = plan_streaming(chain(512), target, "double-buffer")
+    assert dbl.hidden_load_cycles > 0.8 * dbl.load_cycles
+    assert seq.makespan_estimate < dbl.makespan_estimate
+    assert plan_streaming(chain(512), target, "auto") == seq
+
+
+def test_pin_what_fits_keeps_a_resident_prefix() -> None:
+    target = Target("t", 2, (2, 1), 8, 32, 32)
+    work = transformer_workload(TransformerDims(2, 64, 2, 128, tokens=1, context=16))
+    plan = plan_streaming(work, target, "pin-what-fits", pin_fraction=0.5)
+    assert plan.phases[0].bank == -1 and len(plan.phases[0].placement.macros) <= 8
+    pinned = {e.tile.layer for e in plan.image if e.phase == 0}
+    assert "layer0.q" in pinned
+    assert plan.bytes_per_inference == work.weight_bytes - plan.phases[0].nbytes
+    assert plan.phases[0].offset == 0  # the resident set leads the image
+
+
+def test_unknown_policy_is_a_user_error() -> None:
+    with pytest.raises(CimcError, match="unknown streaming policy 'lru'"):
+        plan_streaming(Workload((MatmulLayer("a", 4, 4, 1),)), load_target("tiny"), "lru")  # type: ignore[arg-type]
