@@ -12,7 +12,10 @@ fastest. The bound is their maximum; schedule quality is makespan / bound.
 - Load: cold (first inference) every weight byte is loaded; warm (weights that fit stay
   resident from the previous inference) at least the bytes beyond the macro capacity.
 - Critical path: longest chain of per-item minimal durations; cold, a static layer cannot
-  finish before its own weight bytes have arrived.
+  finish before its own weight bytes have arrived and one MVM has run over the last.
+  An item's outputs count as ready when the whole item is done (a schedule of whole-item
+  instructions, as emission produces); a schedule that pipelined single rows through
+  consecutive layers could beat this term.
 """
 
 from __future__ import annotations
@@ -144,8 +147,10 @@ def _critical_path(workload: Workload, target: Target, source: Source, warm: boo
     finish: dict[str, int] = {}
     for item in workload.items:
         start = max((finish[d] for d in item.depends_on), default=0)
-        if isinstance(item, MatmulLayer) and not warm:
-            arrival = math.ceil(item.weight_bytes / target.source_bytes_per_cycle(source))
-            start = max(start, arrival)
         finish[item.name] = start + min_duration(item, target)
+        if isinstance(item, MatmulLayer) and not warm:
+            # its tiles may compute while later ones load, but the last byte must arrive
+            # before the last MVM (one vector) over it
+            arrival = math.ceil(item.weight_bytes / target.source_bytes_per_cycle(source))
+            finish[item.name] = max(finish[item.name], arrival + target.mvm_cycles(1))
     return max(finish.values(), default=0)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from cimc.backend.target import Target
 from cimc.backend.tiling import MacroImage, Tile, pack
-from cimc.backend.workload import Workload
+from cimc.backend.workload import MatmulLayer, Workload
 from cimc.errors import CimcError
 
 Slot = tuple[int, int]  # (core, macro index within the core)
@@ -108,21 +108,20 @@ def place(
             f"placement on {target.name}",
         )
     placed = _place_images(images, free, copy=0)
-    layer_names = sorted({t.layer for t in tiles}, key=lambda n: min_key(tiles, n))
-    copies = {name: 1 for name in layer_names}
+    order = {t.layer: t.layer_index for t in tiles}
+    copies = {name: 1 for name in sorted(order, key=lambda name: order[name])}
     if duplicate and workload is not None:
         placed += _duplicate(tiles, target, free, workload, copies)
     return Placement(target.rows, target.cols, tuple(placed), tuple(copies.items()))
-
-
-def min_key(tiles: Sequence[Tile], layer: str) -> tuple[int, int, int]:
-    return min(t.key for t in tiles if t.layer == layer)
 
 
 class _FreeSlots:
     """Free macros per core, handed out in snake order starting from a cursor core."""
 
     def __init__(self, target: Target, slots: Sequence[Slot]) -> None:
+        valid = set(all_slots(target))
+        if len(set(slots)) != len(slots) or not set(slots) <= valid:
+            raise CimcError("slots must be distinct macros of the target", f"target {target.name}")
         self.order = [c for c in target.snake_order() if any(s[0] == c for s in slots)]
         self.free = {c: sorted(m for core, m in slots if core == c) for c in self.order}
         self.cursor = 0
@@ -179,7 +178,7 @@ def _duplicate(
         candidates = [
             name
             for name in copies
-            if len(alone[name]) <= free.count and copies[name] < _vectors(workload, name)
+            if len(alone[name]) <= free.count and copies[name] < layer_vectors(workload, name)
         ]
         if not candidates:
             return placed
@@ -188,55 +187,23 @@ def _duplicate(
         copies[hottest] += 1
 
 
-def _vectors(workload: Workload, layer: str) -> int:
-    return workload.item(layer).vectors  # type: ignore[union-attr]
+def layer_vectors(workload: Workload, layer: str) -> int:
+    item = workload.item(layer)
+    if not isinstance(item, MatmulLayer):
+        raise CimcError("tiles name a work item that is not a static matmul", f"layer {layer}")
+    return item.vectors
 
 
 def _heat(
     layer: str, copies: int, images: Sequence[MacroImage], workload: Workload, target: Target
 ) -> tuple[int, int, int]:
     """Time of one copy on its busiest macro; ties: more weight, then earlier layer."""
-    share = math.ceil(_vectors(workload, layer) / copies)
+    share = math.ceil(layer_vectors(workload, layer) / copies)
     busiest = max(len(image.windows) for image in images)
     cells = sum(image.cells_used for image in images)
     return (target.mvm_cycles(share) * busiest, cells, -workload.position(layer))
 
 
-@dataclass(frozen=True)
-class Movement:
-    """Estimated activation traffic of a placement, per inference."""
-
-    input_bytes: int  # input rows delivered to each (core, K-range) holding tiles
-    partial_bytes: int  # int32 partial sums sent to the reducing core
-    partial_hop_bytes: int  # the same, times mesh hops
-
-
-def movement(placement: Placement, workload: Workload, target: Target) -> Movement:
-    """Input delivery and partial-sum traffic implied by `placement`."""
-    inputs: set[tuple[str, int, int, int]] = set()
-    column_cores: dict[tuple[str, int, int], dict[int, int]] = {}
-    for pt in placement.tiles:
-        inputs.add((pt.tile.layer, pt.copy, pt.core, pt.tile.kb))
-        cores = column_cores.setdefault((pt.tile.layer, pt.copy, pt.tile.nb), {})
-        cores[pt.core] = cores.get(pt.core, 0) + 1
-    rows_of = {(pt.tile.layer, pt.tile.kb): pt.tile.rows for pt in placement.tiles}
-    cols_of = {(pt.tile.layer, pt.tile.nb): pt.tile.cols for pt in placement.tiles}
-    input_bytes = sum(
-        _share(workload, placement, layer, copy) * rows_of[layer, kb]
-        for layer, copy, _core, kb in sorted(inputs)
-    )
-    partial = hop = 0
-    for (layer, copy, nb), cores in sorted(column_cores.items()):
-        home = max(sorted(cores), key=lambda c: cores[c])
-        size = _share(workload, placement, layer, copy) * cols_of[layer, nb] * 4
-        for core in sorted(cores):
-            if core != home:
-                partial += size
-                hop += size * target.hops(core, home)
-    return Movement(input_bytes, partial, hop)
-
-
-def _share(workload: Workload, placement: Placement, layer: str, copy: int) -> int:
-    """Input vectors copy `copy` of `layer` processes (copies split them evenly)."""
-    vectors, copies = _vectors(workload, layer), placement.copies_of(layer)
+def vector_share(vectors: int, copies: int, copy: int) -> int:
+    """Input vectors copy `copy` of a layer processes (copies split them evenly)."""
     return vectors // copies + (1 if copy < vectors % copies else 0)

@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from cimc.backend.bounds import min_duration
 from cimc.backend.mapping import Placement, Slot, all_slots, place
 from cimc.backend.target import Source, Target
 from cimc.backend.tiling import Tile, pack, tile_workload
-from cimc.backend.workload import MatmulLayer, Workload
+from cimc.backend.timing import phase_computes, timeline
+from cimc.backend.workload import Workload
 from cimc.errors import CimcError
 
 Policy = Literal["sequential", "double-buffer", "pin-what-fits", "auto"]
@@ -52,10 +52,10 @@ class Phase:
 
 @dataclass(frozen=True)
 class ImageEntry:
-    """One tile (one copy) in the constants image, in load order."""
+    """One tile in the constants image, in load order (duplicates are written from the
+    same staged bytes, so a tile appears once however many copies its phase holds)."""
 
     tile: Tile
-    copy: int
     phase: int
     offset: int
 
@@ -66,6 +66,8 @@ class ImageEntry:
 
 @dataclass(frozen=True)
 class StreamPlan:
+    """Phases in execution order, the load-ordered weight image and the time estimates."""
+
     policy: Policy
     source: Source
     weight_bytes: int
@@ -74,7 +76,7 @@ class StreamPlan:
     split_columns: int
     load_cycles: int  # all streamed (non-resident) loads of one steady-state inference
     exposed_load_cycles: int  # compute idle waiting for loads, steady state
-    makespan_estimate: int  # steady state, weight loads and static compute only
+    makespan_estimate: int  # steady state: loads, MVMs, activation traffic, work chains
     first_makespan_estimate: int  # first inference: resident weights loaded too
 
     @property
@@ -86,6 +88,10 @@ class StreamPlan:
         return tuple(p for p in self.phases if p.bank != -1)
 
     @property
+    def resident_macros(self) -> int:
+        return sum(len(p.placement.macros) for p in self.resident)
+
+    @property
     def bytes_first_inference(self) -> int:
         return sum(p.nbytes for p in self.phases)
 
@@ -93,6 +99,11 @@ class StreamPlan:
     def bytes_per_inference(self) -> int:
         """Bytes loaded by each steady-state inference (decode: per token)."""
         return sum(p.nbytes for p in self.streamed)
+
+    @property
+    def macro_write_bytes(self) -> int:
+        """Bytes written into macros by the first inference (duplicates included)."""
+        return sum(pm.image.cells_used for p in self.phases for pm in p.placement.macros)
 
     @property
     def hidden_load_cycles(self) -> int:
@@ -209,38 +220,61 @@ def _split(
     tiles: Sequence[Tile], target: Target, span: int | None, banks: dict[int, tuple[Slot, ...]]
 ) -> tuple[list[tuple[int, list[Tile]]], int]:
     """Greedy phases over column blocks in program order; returns (bank, tiles) and splits."""
-    stream_banks = [b for b in sorted(banks) if b >= 0]
-    pinned_cap = len(banks.get(-1, ()))
-    groups: list[tuple[int, list[Tile]]] = []
-    current: list[Tile] = []
-    bank = -1 if pinned_cap else stream_banks[0]
+    phaser = _Phaser(target, span, banks)
     split = 0
     for column in _columns(tiles):
-        if _fits(current + column, target, span, len(banks[bank])):
-            current += column
+        if phaser.fits(column):
+            phaser.add(column)
             continue
-        if current:
-            groups.append((bank, current))
-            bank = _next_bank(bank, groups, stream_banks)
-            current = []
-        if _fits(column, target, span, len(banks[bank])):
-            current = list(column)
+        phaser.close()
+        if phaser.fits(column):
+            phaser.add(column)
             continue
         split += 1
         for tile in column:  # a column block larger than a bank: split its reduction
-            if not _fits(current + [tile], target, span, len(banks[bank])):
-                groups.append((bank, current))
-                bank = _next_bank(bank, groups, stream_banks)
-                current = []
-            current.append(tile)
-    if current:
-        groups.append((bank, current))
-    return groups, split
+            if not phaser.fits([tile]):
+                phaser.close()
+            phaser.add([tile])
+    phaser.close()
+    return phaser.groups, split
 
 
-def _next_bank(bank: int, groups: list[tuple[int, list[Tile]]], stream_banks: list[int]) -> int:
-    streamed = sum(1 for b, _ in groups if b >= 0)
-    return stream_banks[streamed % len(stream_banks)]
+class _Phaser:
+    """The phase being filled: its bank, full-tile count and partial tiles."""
+
+    def __init__(self, target: Target, span: int | None, banks: dict[int, tuple[Slot, ...]]):
+        self.target, self.span, self.banks = target, span, banks
+        self.stream_banks = [b for b in sorted(banks) if b >= 0]
+        self.bank = -1 if -1 in banks else self.stream_banks[0]
+        self.groups: list[tuple[int, list[Tile]]] = []
+        self.tiles: list[Tile] = []
+        self.full = 0
+        self.partial: list[Tile] = []
+
+    def _is_full(self, tile: Tile) -> bool:
+        return tile.rows == self.target.rows and tile.cols == self.target.cols
+
+    def fits(self, extra: Sequence[Tile]) -> bool:
+        capacity = len(self.banks[self.bank])
+        full = self.full + sum(1 for t in extra if self._is_full(t))
+        partial = self.partial + [t for t in extra if not self._is_full(t)]
+        if full > capacity or not partial:
+            return full <= capacity
+        return full + len(pack(partial, self.target.rows, self.target.cols, self.span)) <= capacity
+
+    def add(self, extra: Sequence[Tile]) -> None:
+        self.tiles.extend(extra)
+        self.full += sum(1 for t in extra if self._is_full(t))
+        self.partial.extend(t for t in extra if not self._is_full(t))
+
+    def close(self) -> None:
+        """End the current phase (if any) and move to the next streaming bank."""
+        if not self.tiles:
+            return
+        self.groups.append((self.bank, self.tiles))
+        count = len(self.groups) - (1 if -1 in self.banks else 0)
+        self.bank = self.stream_banks[count % len(self.stream_banks)]
+        self.tiles, self.full, self.partial = [], 0, []
 
 
 def _columns(tiles: Sequence[Tile]) -> list[list[Tile]]:
@@ -248,14 +282,6 @@ def _columns(tiles: Sequence[Tile]) -> list[list[Tile]]:
     for tile in sorted(tiles, key=lambda t: t.key):
         columns.setdefault(tile.key[:2], []).append(tile)
     return list(columns.values())
-
-
-def _fits(tiles: Sequence[Tile], target: Target, span: int | None, capacity: int) -> bool:
-    full = sum(1 for t in tiles if t.rows == target.rows and t.cols == target.cols)
-    if full > capacity:
-        return False
-    partial = [t for t in tiles if t.rows != target.rows or t.cols != target.cols]
-    return full + len(pack(partial, target.rows, target.cols, span)) <= capacity
 
 
 def _finish(
@@ -266,20 +292,22 @@ def _finish(
     groups: Sequence[tuple[int, Placement]],
     split: int,
 ) -> StreamPlan:
-    computes = _phase_computes(workload, target, [placement for _, placement in groups])
+    computes = phase_computes(workload, target, [placement for _, placement in groups])
     phases: list[Phase] = []
     image: list[ImageEntry] = []
     offset = 0
     for index, ((bank, placement), compute) in enumerate(zip(groups, computes, strict=True)):
         start = offset
         for pt in placement.tiles:
-            image.append(ImageEntry(pt.tile, pt.copy, index, offset))
-            offset += pt.tile.cells
+            if pt.copy == 0:
+                image.append(ImageEntry(pt.tile, index, offset))
+                offset += pt.tile.cells
         phases.append(Phase(index, bank, placement, start, offset - start, compute))
     transfers = [target.transfer_cycles(p.nbytes, source, len(p.placement.macros)) for p in phases]
+    steps = [(p.bank, p.compute_cycles, t) for p, t in zip(phases, transfers, strict=True)]
     latency, sequential = target.latency_cycles(source), policy == "sequential"
-    makespan, load_cycles = _timeline(phases, transfers, latency, sequential, cold=False)
-    first_makespan, _ = _timeline(phases, transfers, latency, sequential, cold=True)
+    makespan, load_cycles = timeline(steps, latency, sequential, cold=False)
+    first_makespan, _ = timeline(steps, latency, sequential, cold=True)
     busy = sum(p.compute_cycles for p in phases)
     return StreamPlan(
         policy=policy,
@@ -293,86 +321,6 @@ def _finish(
         makespan_estimate=makespan,
         first_makespan_estimate=first_makespan,
     )
-
-
-def _timeline(
-    phases: Sequence[Phase], transfers: Sequence[int], latency: int, sequential: bool, cold: bool
-) -> tuple[int, int]:
-    """Steady-state (end time, load time): one DMA stream, one phase computing at a time.
-
-    A phase's load may start once the previous load is done and its bank is free (the
-    last phase that used the bank finished computing); sequential waits for all compute.
-    The image is in load order, so a load that starts the moment the previous one ends
-    continues the same contiguous read and pays no new latency; a restart pays it.
-    `cold`: the first inference, which also loads the resident phases (image first).
-    """
-    load_end = compute_end = load_total = 0
-    flowing = False
-    bank_free: dict[int, int] = {}
-    for phase, transfer in zip(phases, transfers, strict=True):
-        if phase.bank == -1 and not cold:  # resident: loaded by an earlier inference
-            compute_end += phase.compute_cycles
-            continue
-        ready = compute_end if sequential else bank_free.get(phase.bank, 0)
-        start = max(load_end, ready)
-        duration = transfer + (0 if flowing and start == load_end else latency)
-        load_end, load_total, flowing = start + duration, load_total + duration, True
-        compute_end = max(compute_end, load_end) + phase.compute_cycles
-        bank_free[phase.bank] = compute_end
-    return compute_end, load_total
-
-
-def _phase_computes(
-    workload: Workload, target: Target, placements: Sequence[Placement]
-) -> list[int]:
-    """Per phase: max(busiest macro, dependency chain) of the work it hosts."""
-    macro_busy: list[dict[tuple[int, int], int]] = [{} for _ in placements]
-    layer_time: list[dict[str, int]] = [{} for _ in placements]
-    last_phase: dict[str, int] = {}
-    for index, placement in enumerate(placements):
-        for pm in placement.macros:
-            for window in pm.image.windows:
-                layer = window.tile.layer
-                item = workload.item(layer)
-                assert isinstance(item, MatmulLayer)
-                cycles = target.mvm_cycles(
-                    _share(item.vectors, placement.copies_of(layer), pm.copy)
-                )
-                slot = (pm.core, pm.macro)
-                macro_busy[index][slot] = macro_busy[index].get(slot, 0) + cycles
-                per_layer = layer_time[index]
-                per_layer[layer] = max(per_layer.get(layer, 0), macro_busy[index][slot])
-                last_phase[layer] = index
-    chains = _chains(workload, target, layer_time, last_phase)
-    return [
-        max(max(busy.values(), default=0), chain)
-        for busy, chain in zip(macro_busy, chains, strict=True)
-    ]
-
-
-def _chains(
-    workload: Workload,
-    target: Target,
-    layer_time: Sequence[dict[str, int]],
-    last_phase: dict[str, int],
-) -> list[int]:
-    """Longest dependency chain inside each phase; other work joins its latest phase."""
-    finish: list[dict[str, int]] = [{} for _ in layer_time]
-    phase = 0
-    for item in workload.items:
-        homes = [i for i, times in enumerate(layer_time) if item.name in times]
-        if not isinstance(item, MatmulLayer):
-            homes = [phase]
-        for home in homes:
-            start = max((finish[home].get(d, 0) for d in item.depends_on), default=0)
-            duration = layer_time[home].get(item.name) or min_duration(item, target)
-            finish[home][item.name] = start + duration
-        phase = last_phase.get(item.name, phase)
-    return [max(f.values(), default=0) for f in finish]
-
-
-def _share(vectors: int, copies: int, copy: int) -> int:
-    return vectors // copies + (1 if copy < vectors % copies else 0)
 
 
 def compare_policies(

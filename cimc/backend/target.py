@@ -32,6 +32,7 @@ class Target:
     write_bits_per_cycle: int = 1024
     clock_mhz: float = 800.0
     noc_bits_per_cycle: int = 256
+    gb_bits_per_cycle: int = 1024
     vector_lanes: int = 64
     vector_pipeline_cycles: int = 2
     dram_gbps: float = 6.4
@@ -120,6 +121,7 @@ class Target:
             write_bits_per_cycle=macro.write_bits_per_cycle,
             clock_mhz=float(chip.clock_mhz),
             noc_bits_per_cycle=chip.noc_bits_per_cycle,
+            gb_bits_per_cycle=mem.gb_bits_per_cycle,
             vector_lanes=core.vector_lanes,
             vector_pipeline_cycles=core.vector_pipeline_cycles,
             dram_gbps=float(mem.dram_gbps),

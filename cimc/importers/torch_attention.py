@@ -33,7 +33,7 @@ def sdpa(t: Translator, node: FxNode) -> Ref:
     for name, what in ((q, "query"), (k, "key"), (v, "value")):
         if t.b.type(name).rank != 4:
             raise t.error(f"attention {what} must be [B, H, S, D], got {t.b.type(name)}")
-    k, v = unrepeat_pair(t.b, k, v)
+    k, v = unrepeat_pair(t, k, v)
     sq, sk, d = t.b.shape(q)[2], t.b.shape(k)[2], t.b.shape(q)[3]
     scale = t.value(a["scale"])
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
@@ -53,33 +53,36 @@ def sdpa(t: Translator, node: FxNode) -> Ref:
 # ---- GQA ------------------------------------------------------------------------------
 
 
-def unrepeat_pair(b: Builder, k: str, v: str) -> tuple[str, str]:
+def unrepeat_pair(t: Translator, k: str, v: str) -> tuple[str, str]:
     """K and V before repeat_kv, when both were repeated the same way."""
-    k0, v0 = unrepeat(b, k), unrepeat(b, v)
-    if k0 is None or v0 is None or b.shape(k0)[1] != b.shape(v0)[1]:
+    k_heads, v_heads = repeated_source(t.b, k), repeated_source(t.b, v)
+    if k_heads is None or v_heads is None or t.b.shape(k_heads)[1] != t.b.shape(v_heads)[1]:
         return k, v
-    return k0, v0
+    return unsplit(t, k_heads, "k"), unsplit(t, v_heads, "v")
 
 
-def unrepeat(b: Builder, name: str) -> str | None:
-    """x when `name` is reshape(expand(reshape(x, [B,H,1,S,D]), [B,H,r,S,D]), [B,H*r,S,D])."""
+def repeated_source(b: Builder, name: str) -> str | None:
+    """y [B,H,1,S,D] when `name` is reshape(expand(y, [B,H,r,S,D]), [B,H*r,S,D])."""
     node = b.node(name)
     if not isinstance(node.op, Reshape):
         return None
     expanded = b.node(node.inputs[0])
     if not isinstance(expanded.op, Expand) or len(expanded.op.shape) != 5:
         return None
-    unsqueezed = b.node(expanded.inputs[0])
-    if not isinstance(unsqueezed.op, Reshape):
+    y = expanded.inputs[0]
+    bsz, heads, reps, seq, dim = expanded.op.shape
+    if b.shape(y) != (bsz, heads, 1, seq, dim):
         return None
-    x = unsqueezed.inputs[0]
-    bsz, heads, seq, dim = b.shape(x)
-    reps = expanded.op.shape[2]
-    if unsqueezed.op.shape != (bsz, heads, 1, seq, dim):
-        return None
-    if expanded.op.shape != (bsz, heads, reps, seq, dim):
-        return None
-    return x if node.op.shape == (bsz, heads * reps, seq, dim) else None
+    return y if node.op.shape == (bsz, heads * reps, seq, dim) else None
+
+
+def unsplit(t: Translator, y: str, what: str) -> str:
+    """y [B,H,1,S,D] as [B,H,S,D]: the unsqueeze's input when there is one."""
+    bsz, heads, _, seq, dim = t.b.shape(y)
+    node = t.b.node(y)
+    if isinstance(node.op, Reshape) and t.b.shape(node.inputs[0]) == (bsz, heads, seq, dim):
+        return node.inputs[0]
+    return t.emit(Reshape((bsz, heads, seq, dim)), [y], what).name
 
 
 # ---- masks ----------------------------------------------------------------------------

@@ -85,10 +85,11 @@ class Builder:
             return self.constant(op.value, name)
         return self.graph.add_node(op, operands, name=name, loc=self.loc)
 
-    def constant(self, value: np.ndarray, name: str) -> str:
-        """A constant node; small constants with equal contents are shared."""
+    def constant(self, value: np.ndarray, name: str, share: bool = True) -> str:
+        """A constant node; small anonymous constants with equal contents are shared
+        (`share=False` for model parameters, which keep their own names)."""
         value = np.asarray(value)
-        if value.size > SMALL_CONSTANT:
+        if value.size > SMALL_CONSTANT or not share:
             return self.graph.add_constant(value, name=name, loc=self.loc)
         key = (value.dtype.name, value.shape, np.ascontiguousarray(value).tobytes())
         if key not in self._small:

@@ -170,7 +170,8 @@ class Translator:
         base = arg.name if isinstance(arg, FxNode) else self.fresh("const")
         key = (base, f"{layout}:{array.dtype.name}")
         if key not in self._materialized:
-            self._materialized[key] = self.b.constant(array, base)
+            share = not (isinstance(arg, FxNode) and arg.op == "placeholder")
+            self._materialized[key] = self.b.constant(array, base, share)
         return self._materialized[key]
 
     def cast(self, name: str, dtype: DType) -> str:

@@ -43,7 +43,8 @@ class Graph:
 
     def __init__(self, name: str = "main") -> None:
         self.name = name
-        self._g = nx.DiGraph()  # edge producer -> user; node attribute "node" holds the Node
+        self._g = nx.DiGraph()  # edges producer -> user: topological order, users, cycles
+        self._nodes: dict[str, Node] = {}  # name -> Node, in insertion order
         self._seq: dict[str, int] = {}  # insertion order, the topological tie-breaker
         self._next_seq = 0
         self._suffix: dict[str, int] = {}
@@ -115,10 +116,9 @@ class Graph:
 
     def node(self, name: str) -> Node:
         try:
-            node: Node = self._g.nodes[name]["node"]
+            return self._nodes[name]
         except KeyError:
             raise CimcError(f"no value %{name} in graph @{self.name}") from None
-        return node
 
     def __contains__(self, name: object) -> bool:
         return name in self._seq
@@ -126,9 +126,17 @@ class Graph:
     def __len__(self) -> int:
         return len(self._seq)
 
+    def __str__(self) -> str:
+        from cimc.ir.printer import print_graph  # the printer imports this module
+
+        return print_graph(self)
+
+    def __repr__(self) -> str:
+        return f"<Graph @{self.name}: {len(self)} nodes, {len(self._outputs)} outputs>"
+
     def nodes(self) -> list[Node]:
         """All nodes in topological order, ties broken by insertion order."""
-        return [self._g.nodes[n]["node"] for n in self.order()]
+        return [self._nodes[n] for n in self.order()]
 
     def order(self) -> list[str]:
         if self._order is None:
@@ -137,6 +145,11 @@ class Graph:
             except nx.NetworkXUnfeasible:
                 raise CimcError(f"graph @{self.name} has a cycle: {self._cycle_text()}") from None
         return list(self._order)
+
+    def constant_value(self, name: str) -> np.ndarray | None:
+        """The data of constant %name (read-only), or None when %name is not a constant."""
+        op = self.node(name).op
+        return op.value if isinstance(op, Constant) else None
 
     def input_nodes(self) -> list[Node]:
         """Graph inputs in insertion order."""
@@ -191,7 +204,7 @@ class Graph:
             self.node(i)
         self._g.remove_edges_from(list(self._g.in_edges(name)))
         self._g.add_edges_from((i, name) for i in inputs)
-        self._g.nodes[name]["node"] = Node(name, node.op, tuple(inputs), node.type, node.loc)
+        self._nodes[name] = Node(name, node.op, tuple(inputs), node.type, node.loc)
         self._order = None
 
     def replace_op(self, name: str, op: Op, inputs: Sequence[str] | None = None) -> None:
@@ -200,7 +213,7 @@ class Graph:
         operands = node.inputs if inputs is None else tuple(inputs)
         new_op, type_ = self._check(name, node.loc, op, operands)
         self.set_inputs(name, operands)
-        self._g.nodes[name]["node"] = Node(name, new_op, operands, type_, node.loc)
+        self._nodes[name] = Node(name, new_op, operands, type_, node.loc)
 
     def remove_node(self, name: str) -> None:
         """Remove an unused node (not an output, no users)."""
@@ -211,7 +224,7 @@ class Graph:
         if self.is_output(name):
             raise CimcError(f"cannot remove %{name}: it is a graph output")
         self._g.remove_node(name)
-        del self._seq[name]
+        del self._seq[name], self._nodes[name]
         self._order = None
 
     def dead_code_elimination(self) -> int:
@@ -225,7 +238,7 @@ class Graph:
         ]
         self._g.remove_nodes_from(dead)
         for name in dead:
-            del self._seq[name]
+            del self._seq[name], self._nodes[name]
         self._order = None
         return len(dead)
 
@@ -233,6 +246,7 @@ class Graph:
         """An independent graph sharing the (immutable) ops and constant arrays."""
         other = Graph(self.name)
         other._g = self._g.copy()
+        other._nodes = dict(self._nodes)
         other._seq = dict(self._seq)
         other._next_seq = self._next_seq
         other._suffix = dict(self._suffix)
@@ -284,14 +298,15 @@ class Graph:
             raise CimcError(e.message, e.location or where) from None
 
     def _insert(self, node: Node) -> None:
-        self._g.add_node(node.name, node=node)
+        self._g.add_node(node.name)
+        self._nodes[node.name] = node
         self._g.add_edges_from((i, node.name) for i in node.inputs)
         self._seq[node.name] = self._next_seq
         self._next_seq += 1
         self._order = None
 
     def _by_seq(self) -> list[Node]:
-        return [self._g.nodes[n]["node"] for n in sorted(self._seq, key=self._seq.__getitem__)]
+        return list(self._nodes.values())  # dicts keep insertion order
 
     def _cycle_text(self) -> str:
         cycle = nx.find_cycle(self._g)

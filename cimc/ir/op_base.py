@@ -172,8 +172,9 @@ def same_dtype(inputs: tuple[TensorType, ...], what: str = "operands") -> DType:
 
 
 def expect_dtype(t: TensorType, allowed: tuple[DType, ...], what: str) -> None:
-    names = "/".join(d.value for d in allowed)
-    expect(t.dtype in allowed, f"{what} must be {names}, got {t}")
+    if t.dtype not in allowed:
+        names = "/".join(d.value for d in allowed)
+        raise OpTypeError(f"{what} must be {names}, got {t}")
 
 
 def expect_float(t: TensorType, what: str) -> None:
@@ -184,10 +185,11 @@ NUMERIC = (DType.F32, DType.I64, DType.I32, DType.I16, DType.I8)
 INTEGER = (DType.I64, DType.I32, DType.I16, DType.I8)
 
 
-def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
-    """Python-style negative axis -> [0, rank); OpTypeError when out of range."""
-    expect(-rank <= axis < rank, f"{what} {axis} out of range for rank {rank}")
-    return axis % rank if rank else 0
+def normalize_axis(axis: int, rank: int, what: str = "axis", of: str = "rank") -> int:
+    """Python-style negative axis (or index) -> [0, rank); OpTypeError when out of range."""
+    if not -rank <= axis < rank:
+        raise OpTypeError(f"{what} {axis} out of range for {of} {rank}")
+    return axis % rank
 
 
 def expect_normalized_axis(axis: int, rank: int, what: str = "axis") -> None:

@@ -2,7 +2,8 @@
 
     from cimc.ir.ops import Linear, LayerNorm, Attention, OPS
 
-`OPS` maps the IR name (``layer_norm``) to the op class; importing this module fills it.
+`OPS` maps the IR name (``layer_norm``) to the op class; importing this module fills it
+with the canonical ops, listed in `CANONICAL_OPS`.
 """
 
 from __future__ import annotations
@@ -54,7 +55,16 @@ from cimc.ir.ops_tensor import (
     Transpose,
 )
 
+CANONICAL_OPS: frozenset[str] = frozenset(
+    cls.NAME
+    for cls in list(globals().values())
+    if isinstance(cls, type) and issubclass(cls, Op) and OPS.get(cls.NAME) is cls
+)
+"""The IR names of the float-level ops of notes/CANONICAL_OPS.md (OPS may hold more:
+dialects such as cimc.ir.ops_quant register their own ops when imported)."""
+
 __all__ = [
+    "CANONICAL_OPS",
     "INPUT_MEANINGS",
     "OPS",
     "Add",

@@ -228,7 +228,7 @@ class Gather(Op):
     def normalize(self, inputs: tuple[TensorType, ...]) -> Op:
         x = inputs[0]
         axis = normalize_axis(self.axis, x.rank)
-        return Gather(axis, normalize_axis(self.index, x.shape[axis], "index"))
+        return Gather(axis, normalize_axis(self.index, x.shape[axis], "index", "dimension"))
 
     def infer(self, inputs: tuple[TensorType, ...]) -> TensorType:
         x = inputs[0]

@@ -20,48 +20,8 @@ from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.ir.op_base import Op, attribute_schema, coerce_attribute, op_class, type_name
 from cimc.ir.ops_tensor import Constant, Input
+from cimc.ir.text_tokens import SourceText, Token, tokenize
 from cimc.ir.types import DType, TensorType
-
-_TOKEN = re.compile(
-    r"""
-    (?P<ws>[ \t\r\n]+|//[^\n]*)
-  | (?P<value>%(?:[A-Za-z0-9_.$\-]+|"(?:[^"\\]|\\.)*"))
-  | (?P<symbol>@(?:[A-Za-z0-9_.$\-]+|"(?:[^"\\]|\\.)*"))
-  | (?P<string>"(?:[^"\\]|\\.)*")
-  | (?P<number>-?(?:inf|nan|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?))
-  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<punct>[=(){}\[\],:<>])
-    """,
-    re.VERBOSE,
-)
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str
-    text: str
-    line: int
-    col: int
-
-
-def tokenize(text: str, source: str) -> list[Token]:
-    tokens: list[Token] = []
-    pos, line, line_start = 0, 1, 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            where = f"{source}:{line}:{pos - line_start + 1}"
-            raise CimcError(f"unexpected character {text[pos]!r}", where)
-        kind = m.lastgroup or ""
-        if kind != "ws":
-            tokens.append(Token(kind, m.group(), line, pos - line_start + 1))
-        newlines = m.group().count("\n")
-        if newlines:
-            line += newlines
-            line_start = m.start() + m.group().rindex("\n") + 1
-        pos = m.end()
-    tokens.append(Token("eof", "", line, pos - line_start + 1))
-    return tokens
 
 
 def parse_graph(
@@ -73,7 +33,7 @@ def parse_graph(
 ) -> Graph:
     """Parse one `graph @name { ... }`; the result is verified."""
     data = _load_constants(constants)
-    parser = _Parser(tokenize(text, source), source, data, random_seed)
+    parser = _Parser(SourceText(text, source), data, random_seed)
     graph = parser.parse()
     graph.verify()
     return graph
@@ -81,7 +41,7 @@ def parse_graph(
 
 def parse_type(text: str, source: str = "<type>") -> TensorType:
     """Parse a type such as ``f32[1, 8, 16]``."""
-    parser = _Parser(tokenize(text, source), source, {}, None)
+    parser = _Parser(SourceText(text, source), {}, None)
     t = parser.tensor_type()
     parser.expect("eof")
     return t
@@ -98,10 +58,8 @@ def _load_constants(constants: Mapping[str, np.ndarray] | str | Path | None) -> 
 
 
 class _Parser:
-    def __init__(
-        self, tokens: list[Token], source: str, data: Mapping[str, Any], seed: int | None
-    ) -> None:
-        self.tokens = tokens
+    def __init__(self, source: SourceText, data: Mapping[str, Any], seed: int | None) -> None:
+        self.tokens = tokenize(source)
         self.pos = 0
         self.source = source
         self.data = data
@@ -134,7 +92,7 @@ class _Parser:
 
     def fail(self, message: str, token: Token | None = None) -> NoReturn:
         t = token or self.peek()
-        raise CimcError(message, f"{self.source}:{t.line}:{t.col}")
+        raise CimcError(message, self.source.where(t.offset))
 
     @staticmethod
     def name_of(token: Token) -> str:
@@ -354,6 +312,8 @@ class _Parser:
                 values[key] = coerce_attribute(cls.NAME, key, kind, raw)
             except CimcError:
                 self.fail(f"{cls.NAME}: attribute {key} must be {type_name(kind)}", token)
+            except TypeError:  # a dialect attribute (e.g. a plan) with no text form
+                self.fail(f"{cls.NAME}: attribute {key} cannot be read from IR text", token)
         try:
             return cls(**values)
         except TypeError:

@@ -132,4 +132,6 @@ def _is_uniform(value: np.ndarray) -> bool:
     if value.size == 0:
         return False
     rows = np.ascontiguousarray(value).reshape(value.size).view(np.uint8).reshape(value.size, -1)
+    if not (rows[-1] == rows[0]).all():
+        return False  # fast exit for weights, so printing a big model stays cheap
     return bool((rows == rows[0]).all())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -91,7 +92,12 @@ class TensorType:
         return int(np.prod(self.shape, dtype=np.int64))
 
     def __str__(self) -> str:
-        return f"{self.dtype}[{', '.join(str(d) for d in self.shape)}]"
+        return self.text
+
+    @cached_property
+    def text(self) -> str:
+        """``f32[1, 8, 768]``; cached because type-rule messages format types often."""
+        return f"{self.dtype.value}[{', '.join(map(str, self.shape))}]"
 
     @staticmethod
     def of(array: np.ndarray) -> TensorType:

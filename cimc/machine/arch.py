@@ -29,6 +29,10 @@ def _int(check: str = "pos") -> Any:
     return field(metadata={"type": int, "check": check})
 
 
+def _mesh() -> Any:
+    return field(metadata={"type": "mesh", "check": "pos"})
+
+
 def _num(check: str = "pos") -> Any:
     return field(metadata={"type": float, "check": check})
 
@@ -36,7 +40,7 @@ def _num(check: str = "pos") -> Any:
 @dataclass(frozen=True)
 class ChipSpec:
     cores: int = _int()
-    mesh: tuple[int, int] = field(metadata={"type": "mesh", "check": "pos"})
+    mesh: tuple[int, int] = _mesh()
     clock_mhz: float = _num()
     noc_bits_per_cycle: int = _int("bytes8")
     noc_hop_cycles: int = _int("nonneg")

@@ -220,7 +220,8 @@ def _mload_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
     src = _view(instr, 1)
     bits = src.nbytes * 8
     bandwidth = arch.macro.write_bits_per_cycle
-    lead, channels, noc = 0, (), 0.0
+    lead, noc = 0, 0.0
+    channels: tuple[str, ...] = ()
     if src.space == "gb":  # streamed over the NoC from the shared buffer
         hops = arch.memory_hops(core)
         bandwidth = min(bandwidth, arch.memory.gb_bits_per_cycle, arch.chip.noc_bits_per_cycle)

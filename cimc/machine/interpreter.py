@@ -61,7 +61,12 @@ def run_program(
 ) -> RunResult:
     """Run `program` to completion and return its outputs (one 2-D array per `.output`).
 
-    `consts` defaults to the program's companion safetensors file (`.consts`).
+    `inputs` maps every `.input` name to an array of its dtype and shape (leading unit
+    dimensions allowed). `consts` defaults to the program's companion safetensors file.
+    With `trace`, the result lists every executed instruction in execution order with a
+    copy of what it wrote (for locating the first divergence from the golden).
+    Static rules are the validator's job (`validate(program, arch)`, run by the CLI first);
+    everything that can only be known at run time is checked here.
     """
     machine = Machine.create(arch, _core_states(program, arch))
     if consts is None:
@@ -131,7 +136,7 @@ def _decl_array(machine: Machine, program: Program, decl: Decl) -> np.ndarray:
         )
     if decl.dtype is None:
         return mem[decl.addr : decl.end]
-    return np.ndarray(decl.shape, NP_DTYPES[decl.dtype], buffer=mem, offset=decl.addr)
+    return np.ndarray((decl.rows, decl.cols), NP_DTYPES[decl.dtype], buffer=mem, offset=decl.addr)
 
 
 def _fit(name: str, what: str, array: np.ndarray, decl: Decl, loc: str) -> np.ndarray:
@@ -187,7 +192,8 @@ def _place_inputs(machine: Machine, program: Program, inputs: dict[str, np.ndarr
 def _read_decl(machine: Machine, decl: Decl) -> np.ndarray:
     mem = machine.shared[decl.space]
     assert decl.dtype is not None
-    return np.ndarray(decl.shape, NP_DTYPES[decl.dtype], buffer=mem, offset=decl.addr).copy()
+    shape = (decl.rows, decl.cols)
+    return np.ndarray(shape, NP_DTYPES[decl.dtype], buffer=mem, offset=decl.addr).copy()
 
 
 # --- execution -----------------------------------------------------------------------------

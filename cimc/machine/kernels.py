@@ -144,12 +144,14 @@ def check_range(x: np.ndarray, lo: int, hi: int, dtype: str) -> None:
     _check((x < lo) | (x > hi), f"result outside {dtype} range [{lo}, {hi}]", x)
 
 
-def matmul_exact(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Exact int64 result of int8 (n x r) @ int8 (r x c) via BLAS in float32 or float64.
+def matmul_exact(x: np.ndarray, w: np.ndarray, dtype: type = I64) -> np.ndarray:
+    """Exact result of int8 (n x r) @ int8 (r x c) via BLAS in float32 or float64.
 
     `x` and `w` may already be float arrays holding int8 values (the interpreter keeps a
-    float copy of each macro so that an MVM does not convert its weights every time).
+    float copy of each macro so that an MVM does not convert its weights every time). The
+    result is returned as `dtype`; |sum| <= r * 2^14 <= 2^30 for r <= 65536 rows (the arch
+    limit), so int32 is always wide enough.
     """
     rows = x.shape[1]
     ftype = np.float32 if rows <= F32_EXACT_ROWS else np.float64
-    return np.matmul(x.astype(ftype, copy=False), w.astype(ftype, copy=False)).astype(I64)
+    return np.matmul(x.astype(ftype, copy=False), w.astype(ftype, copy=False)).astype(dtype)

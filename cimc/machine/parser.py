@@ -11,10 +11,12 @@ import difflib
 import functools
 import re
 from pathlib import Path
+from typing import cast
 
 import lark
 
 from cimc.errors import CimcError
+from cimc.machine.fastparse import fast_tree
 from cimc.machine.opcodes import (
     I64_MAX,
     I64_MIN,
@@ -33,16 +35,20 @@ from cimc.machine.program import (
     CoreItem,
     CoreStream,
     Decl,
+    DeclKind,
+    DType,
     HeaderItem,
     Imm,
     Instr,
     MacroRef,
     Program,
+    Space,
     View,
 )
 from cimc.resources import isa_dir
 
 _MACRO_NAME = re.compile(r"m([0-9]+)")
+ARCH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 _DECL_SPACES = {
     "const": ("flash", "dram", "gb"),
     "input": ("dram", "gb"),
@@ -63,7 +69,9 @@ def load_program(path: str | Path) -> Program:
     try:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise CimcError(f"cannot read the program: {e.strerror or e}", str(p)) from None
+        raise CimcError(
+            f"cannot read the program: {getattr(e, 'strerror', None) or e}", str(p)
+        ) from None
     return parse_program(text, str(p))
 
 
@@ -71,17 +79,26 @@ def parse_program(text: str, source_name: str = "<program>") -> Program:
     """Parse `text`; `source_name` names the file in error locations."""
     if not text.endswith("\n"):
         text += "\n"
+    tree = fast_tree(text)  # Lark's tree for the common line forms, several times faster
+    if tree is None:
+        tree = lark_tree(text, source_name)
+    return _Builder(source_name).build(tree)
+
+
+def lark_tree(text: str, source_name: str = "<program>") -> lark.Tree:
+    """The parse tree from the grammar itself (syntax errors become CimcErrors)."""
     try:
-        tree = grammar().parse(text)
+        return grammar().parse(text)
     except lark.UnexpectedInput as e:
         raise _syntax_error(e, text, source_name) from None
-    return _Builder(source_name).build(tree)
 
 
 def _syntax_error(e: lark.UnexpectedInput, text: str, source: str) -> CimcError:
     loc = f"{source}:{e.line}:{e.column}"
     if isinstance(e, lark.UnexpectedToken):
         got = "end of line" if e.token.type == "_NL" else repr(str(e.token))
+        if e.token.type == "PATH" and "PATH" not in e.expected:
+            got = repr(str(e.token)[0])  # the catch-all PATH token swallowed what follows
     else:
         got = repr(text[e.pos_in_stream]) if e.pos_in_stream is not None else "input"
     expected = sorted(getattr(e, "expected", None) or getattr(e, "allowed", None) or ())
@@ -113,7 +130,7 @@ def _expected_hint(expected: list[str]) -> str:
     return f"; expected {' or '.join(words)}"
 
 
-def _int(token: lark.Token) -> int:
+def _int(token: object) -> int:
     return int(str(token), 0)
 
 
@@ -177,6 +194,12 @@ class _Builder:
             raise self.err("'.arch' must come first (after comments) and appear once", node.meta)
         children, comment = _split_comment(node.children)
         self.arch = str(children[0])
+        if not ARCH_NAME.fullmatch(self.arch):
+            raise self.err(
+                f"arch {self.arch!r} is not a preset name (letters, digits, '_', '-', '.'); "
+                f"name the preset the program was compiled for, not a file",
+                children[0],
+            )
         if comment is not None:  # kept, on its own line
             self.header.append(Comment(comment))
 
@@ -209,14 +232,14 @@ class _Builder:
             )
         dtype, rows, cols, nbytes = self._decl_type(typ, kind)
         decl = Decl(
-            kind,
+            cast(DeclKind, kind),
             str(name),
-            str(space),
+            cast(Space, str(space)),
             _int(addr),
             dtype,
             rows,
             cols,
-            nbytes,  # type: ignore[arg-type]
+            nbytes,
             comment,
             node.meta.line,
             node.meta.column,
@@ -224,7 +247,7 @@ class _Builder:
         self.decls[decl.name] = decl
         self.header.append(decl)
 
-    def _decl_type(self, typ: object, kind: str) -> tuple:
+    def _decl_type(self, typ: object, kind: str) -> tuple[DType | None, int, int, int]:
         if isinstance(typ, lark.Token):
             if kind != "region":
                 raise self.err(f"a .{kind} needs a type like i8[7x96], not a byte count", typ)
@@ -236,18 +259,18 @@ class _Builder:
         if kind == "region":
             raise self.err("a .region takes a byte count (e.g. 4096), not a typed shape", typ.meta)
         dtype_tok, shape_tok = typ.children
-        dtype = self._dtype(dtype_tok)
+        dtype = cast(DType, self._dtype(dtype_tok))
         rows, cols, stride = self._shape(shape_tok)
         if stride != cols:
             raise self.err("a declaration cannot have a row stride; declare RxC", shape_tok)
         return dtype, rows, cols, rows * cols * DTYPE_BYTES[dtype]
 
-    def _dtype(self, tok: lark.Token) -> str:
+    def _dtype(self, tok: object) -> str:
         if str(tok) not in DTYPES:
             raise self.err(f"unknown dtype {str(tok)!r}; use one of {', '.join(DTYPES)}", tok)
         return str(tok)
 
-    def _shape(self, tok: lark.Token) -> tuple[int, int, int]:
+    def _shape(self, tok: object) -> tuple[int, int, int]:
         dims, _, stride_text = str(tok).partition("/")
         rows, cols = (int(d) for d in dims.split("x"))
         stride = int(stride_text) if stride_text else cols
@@ -340,7 +363,9 @@ class _Builder:
         addr, symbol, offset = self._address(space, addr_node)
         dtype = self._dtype(dtype_tok)
         rows, cols, stride = self._shape(shape_tok)
-        return View(space, addr, dtype, rows, cols, stride, symbol, offset)  # type: ignore[arg-type]
+        return View(
+            cast(Space, space), addr, cast(DType, dtype), rows, cols, stride, symbol, offset
+        )
 
     def _address(self, space: str, node: lark.Tree) -> tuple[int, str | None, int]:
         if node.data == "abs_addr":

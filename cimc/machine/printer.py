@@ -9,6 +9,10 @@ immediates, shapes and byte counts in decimal.
 
 from __future__ import annotations
 
+import re
+
+from cimc.errors import CimcError
+from cimc.machine.parser import ARCH_NAME
 from cimc.machine.program import (
     Comment,
     CoreStream,
@@ -25,15 +29,26 @@ COMMENT_COL = 64
 INDENT = "  "
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_PATH = re.compile(r"[^\s;,]+")
+
+
+def _checked(pattern: re.Pattern[str], text: str, what: str) -> str:
+    """Refuse names the grammar cannot read back (the file would not parse)."""
+    if not pattern.fullmatch(text):
+        raise CimcError(f"{what} {text!r} cannot be written in assembly; use {pattern.pattern}")
+    return text
+
+
 def print_program(program: Program) -> str:
-    lines = [f".arch {program.arch_name}"]
+    lines = [f".arch {_checked(ARCH_NAME, program.arch_name, 'arch name')}"]
     if program.consts_file is not None:
-        lines.append(f".consts {program.consts_file}")
+        lines.append(f".consts {_checked(_PATH, program.consts_file, 'constants path')}")
     for item in program.header:
         lines.append(
             _with_comment(print_decl(item), item.comment)
             if isinstance(item, Decl)
-            else f"; {item.text}".rstrip()
+            else f"; {_one_line(item.text)}".rstrip()
         )
     for stream in program.cores:
         lines.append("")
@@ -45,16 +60,21 @@ def _core_lines(stream: CoreStream) -> list[str]:
     lines = [f".core {stream.core}"]
     for item in stream.items:
         if isinstance(item, Comment):
-            lines.append(f"{INDENT}; {item.text}".rstrip())
+            lines.append(f"{INDENT}; {_one_line(item.text)}".rstrip())
         else:
             lines.append(print_instr(item))
     return lines
 
 
+def _one_line(text: str) -> str:
+    """Comment text as it can appear on one line (a newline would end the comment)."""
+    return text.replace("\r", " ").replace("\n", " ").strip()
+
+
 def _with_comment(body: str, comment: str | None) -> str:
     if comment is None:
         return body
-    return f"{body.ljust(COMMENT_COL - 2)}  ; {comment}".rstrip()
+    return f"{body.ljust(COMMENT_COL - 2)}  ; {_one_line(comment)}".rstrip()
 
 
 def print_instr(instr: Instr) -> str:
@@ -65,6 +85,7 @@ def print_instr(instr: Instr) -> str:
 
 
 def print_decl(decl: Decl) -> str:
+    _checked(_NAME, decl.name, "declaration name")
     place = f"{decl.space}[{decl.addr:#x}]"
     typ = str(decl.nbytes) if decl.dtype is None else f"{decl.dtype}[{decl.rows}x{decl.cols}]"
     return f".{decl.kind:<7} {decl.name:<15} {place:<15} {typ}"

@@ -7,6 +7,7 @@ program built in Python equals the same program parsed back from its printed tex
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 Space = Literal["sp", "gb", "dram", "flash"]
@@ -40,9 +41,13 @@ class View:
     dtype: DType
     rows: int
     cols: int
-    stride: int
+    stride: int = 0  # 0 means contiguous rows: normalized to `cols`
     symbol: str | None = None
     offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.stride == 0:
+            object.__setattr__(self, "stride", self.cols)
 
     @property
     def elem_bytes(self) -> int:
@@ -167,8 +172,9 @@ class CoreStream:
     items: tuple[CoreItem, ...]
     line: int = field(default=0, compare=False)
 
-    @property
+    @cached_property
     def instrs(self) -> tuple[Instr, ...]:
+        """The instructions without comments (cached: the stream is immutable)."""
         return tuple(item for item in self.items if isinstance(item, Instr))
 
 
@@ -186,24 +192,26 @@ class Program:
     source_name: str = field(default="<program>", compare=False)
     consts_line: int = field(default=0, compare=False)
 
-    @property
+    @cached_property
     def decls(self) -> tuple[Decl, ...]:
         return tuple(item for item in self.header if isinstance(item, Decl))
 
+    @cached_property
+    def _decl_by_name(self) -> dict[str, Decl]:
+        return {d.name: d for d in reversed(self.decls)}  # the first of duplicates wins
+
     def decl(self, name: str) -> Decl | None:
-        for d in self.decls:
-            if d.name == name:
-                return d
-        return None
+        return self._decl_by_name.get(name)
 
     def decls_of(self, kind: DeclKind) -> tuple[Decl, ...]:
         return tuple(d for d in self.decls if d.kind == kind)
 
+    @cached_property
+    def _core_by_id(self) -> dict[int, CoreStream]:
+        return {s.core: s for s in reversed(self.cores)}
+
     def core(self, core_id: int) -> CoreStream | None:
-        for stream in self.cores:
-            if stream.core == core_id:
-                return stream
-        return None
+        return self._core_by_id.get(core_id)
 
     def instrs(self, core_id: int) -> tuple[Instr, ...]:
         stream = self.core(core_id)

@@ -28,9 +28,10 @@ from cimc.machine import cost as _cost  # noqa: F401  (registers the cost functi
 from cimc.machine.arch import Arch
 from cimc.machine.cost import Energy, InstrCost, instr_cost
 from cimc.machine.opcodes import Access, spec_of
-from cimc.machine.program import Imm, Instr, Program, View
+from cimc.machine.program import Imm, Instr, Program
 
-_PRUNE_AT = 64
+_PRUNE_AT = 8
+Range = tuple[str, int, int, bool]  # space, first byte, one past the last, is a write
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class _Core:
     core: int
     instrs: tuple[Instr, ...]
     costs: tuple[InstrCost, ...]
+    ranges: tuple[tuple[Range, ...], ...]
     pc: int = 0
     floor: int = 0  # earliest start of the next instruction (in-order issue)
     finish: int = 0  # latest end of everything issued so far
@@ -78,6 +80,7 @@ class _Sim:
     arch: Arch
     program: Program
     cores: dict[int, _Core]
+    relaxed: bool
     channel_free: dict[str, int] = field(default_factory=dict)
     channel_busy: dict[str, int] = field(default_factory=dict)
     sends: dict[tuple[int, int, int], deque[int]] = field(default_factory=dict)
@@ -87,13 +90,23 @@ class _Sim:
     items: list[Scheduled] = field(default_factory=list)
 
 
-def simulate(program: Program, arch: Arch) -> Schedule:
-    """Place every instruction of `program` in time on `arch`."""
+def simulate(program: Program, arch: Arch, relaxed: bool = False) -> Schedule:
+    """Place every instruction of `program` in time on `arch`.
+
+    `relaxed` drops unit and channel contention and keeps only in-order issue, address
+    dependences and synchronisation: its makespan is the dependence-bound critical path,
+    a lower bound of the real makespan (every constraint it keeps, the real schedule has).
+    """
     cores = {
-        s.core: _Core(s.core, s.instrs, tuple(instr_cost(i, s.core, arch) for i in s.instrs))
+        s.core: _Core(
+            s.core,
+            s.instrs,
+            tuple(instr_cost(i, s.core, arch) for i in s.instrs),
+            tuple(_ranges(i) for i in s.instrs),
+        )
         for s in program.cores
     }
-    sim = _Sim(arch, program, cores)
+    sim = _Sim(arch, program, cores, relaxed)
     for c in sorted(cores):
         _push(sim, cores[c])
     while sim.heap:
@@ -135,15 +148,16 @@ def _push(sim: _Sim, core: _Core) -> None:
 
 def _ready(sim: _Sim, core: _Core, instr: Instr) -> int:
     cost = core.costs[core.pc]
-    t = max(core.floor, core.unit_free.get(cost.unit, 0))
+    t = core.floor if sim.relaxed else max(core.floor, core.unit_free.get(cost.unit, 0))
     if instr.opcode == "barrier":
         return max(t, core.finish)  # a barrier is a fence
-    for view, access in spec_of(instr).views(instr):
-        for old in core.accesses.get(_space_key(view), ()):
-            if old.lo < view.end and view.addr < old.hi and (old.write or access != Access.READ):
-                t = max(t, old.end)
-    for channel in cost.channels:
-        t = max(t, sim.channel_free.get(channel, 0) - cost.lead)
+    for space, lo, hi, write in core.ranges[core.pc]:
+        for old in core.accesses.get(space, ()):
+            if old.lo < hi and lo < old.hi and (old.write or write) and old.end > t:
+                t = old.end
+    if not sim.relaxed:
+        for channel in cost.channels:
+            t = max(t, sim.channel_free.get(channel, 0) - cost.lead)
     return t
 
 
@@ -176,9 +190,9 @@ def _record(sim: _Sim, core: _Core, instr: Instr, cost: InstrCost, start: int, e
     for channel in cost.channels:
         sim.channel_free[channel] = start + cost.lead + cost.data_cycles
         sim.channel_busy[channel] = sim.channel_busy.get(channel, 0) + cost.data_cycles
-    for view, access in spec_of(instr).views(instr):
-        entries = core.accesses.setdefault(_space_key(view), [])
-        entries.append(_Access(view.addr, view.end, end, access != Access.READ))
+    for space, lo, hi, write in core.ranges[core.pc]:
+        entries = core.accesses.setdefault(space, [])
+        entries.append(_Access(lo, hi, end, write))
         if len(entries) > _PRUNE_AT:  # finished before anything still to come can start
             entries[:] = [a for a in entries if a.end > core.floor]
     core.pc += 1
@@ -215,5 +229,9 @@ def _recv_key(core: int, instr: Instr) -> tuple[int, int, int]:
     return (peer.value, core, tag.value)
 
 
-def _space_key(view: View) -> str:
-    return view.space
+def _ranges(instr: Instr) -> tuple[Range, ...]:
+    """Bounding byte range of every view operand, with whether the instruction writes it."""
+    return tuple(
+        (view.space, view.addr, view.end, access != Access.READ)
+        for view, access in spec_of(instr).views(instr)
+    )

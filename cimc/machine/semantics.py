@@ -9,6 +9,7 @@ interpreter adds the instruction's location and the core id.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -123,17 +124,19 @@ def _mload(m: Machine, cs: CoreState, instr: Instr) -> bool:
 def _mvm(m: Machine, cs: CoreState, instr: Instr) -> bool:
     dst, src, ref = _view(instr.operands[0]), _view(instr.operands[1]), _macro(instr.operands[2])
     weights = m.macro_window_f32(cs.core, ref)
-    result = k.matmul_exact(m.array(cs.core, src), weights)
     if instr.opcode == "mvm.acc":
+        result = k.matmul_exact(m.array(cs.core, src), weights)
         result += m.array(cs.core, dst)
-    m.store(cs.core, dst, result)
+        m.store(cs.core, dst, result)  # range-checked: the running sum may leave int32
+    else:  # a single product always fits int32 (see matmul_exact)
+        m.array(cs.core, dst)[...] = k.matmul_exact(m.array(cs.core, src), weights, np.int32)
     m.macs += src.rows * src.cols * dst.cols
     return True
 
 
 # --- vector unit ---------------------------------------------------------------------------
 
-_BINARY = {
+_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "add": k.add,
     "sub": k.sub,
     "mul": k.mul,
@@ -164,7 +167,7 @@ def _req(m: Machine, cs: CoreState, instr: Instr) -> bool:
     return True
 
 
-_UNARY = {
+_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "isqrt": k.isqrt,
     "rsum": k.rsum,
     "rmax": k.rmax,

@@ -22,6 +22,9 @@ NP_DTYPES: dict[str, np.dtype] = {
     "i32": np.dtype("<i4"),
     "i64": np.dtype("<i8"),
 }
+_RANGES: dict[str, tuple[int, int]] = {
+    name: (int(np.iinfo(dt).min), int(np.iinfo(dt).max)) for name, dt in NP_DTYPES.items()
+}
 # Float copies of recently used macros, so an MVM does not convert its weights every time.
 _FLOAT_CACHE_MACROS = 512
 
@@ -106,15 +109,14 @@ class Machine:
 
     def store(self, core: int, view: View, values: np.ndarray) -> None:
         """Write int64 results to a view; a value outside the view's dtype is an error."""
-        info = np.iinfo(NP_DTYPES[view.dtype])
-        lo, hi = int(values.min(initial=info.max)), int(values.max(initial=info.min))
-        if lo < info.min or hi > info.max:
-            bad = (values < info.min) | (values > info.max)
+        low, high = _RANGES[view.dtype]
+        if view.dtype != "i64" and (values.min() < low or values.max() > high):
+            bad = (values < low) | (values > high)
             index = tuple(int(i) for i in np.argwhere(np.broadcast_to(bad, view.shape))[0])
             value = np.broadcast_to(values, view.shape)[index]
             raise KernelError(
                 f"result {value} at element {index} does not fit the destination's "
-                f"{view.dtype} range [{info.min}, {info.max}]"
+                f"{view.dtype} range [{low}, {high}]"
             )
         self.array(core, view)[...] = values
 

@@ -220,7 +220,7 @@ def happens_before(a: Access, b: Access) -> bool:
 
 def _bytes_overlap(a: View, b: View) -> bool:
     """Exact test: do the rows of two (possibly strided) views share a byte?"""
-    if a.addr >= b.end or b.addr >= a.end:
+    if a.space != b.space or a.addr >= b.end or b.addr >= a.end:
         return False
     ra, rb = a.row_ranges(), b.row_ranges()
     starts = [r[0] for r in rb]
@@ -254,9 +254,8 @@ def find_race(accesses: list[Access]) -> tuple[Access, Access] | None:
                 lo = bisect.bisect_left(index[i], a.clock[i])
                 hi = bisect.bisect_left(clocks, a.index + 1, lo)
                 for b in by_core[i][lo:hi]:
-                    if (a.write or b.write) and b.view.space == a.view.space:
-                        if _bytes_overlap(a.view, b.view):
-                            return a, b
+                    if (a.write or b.write) and _bytes_overlap(a.view, b.view):
+                        return a, b
     return None
 
 

@@ -74,7 +74,9 @@ def _metadata(tracks: list[tuple[int, str]], chip_pid: int, title: str) -> list[
     meta: list[dict[str, object]] = []
     for core in sorted({c for c, _ in tracks}):
         meta.append(_name_event("process_name", core, 0, f"core {core}"))
-        meta.append({"name": "process_sort_index", "ph": "M", "pid": core, "args": {"sort_index": core}})
+        meta.append(
+            {"name": "process_sort_index", "ph": "M", "pid": core, "args": {"sort_index": core}}
+        )
     for core, unit in tracks:
         meta.append(_name_event("thread_name", core, _track(unit), _track_name(unit)))
         meta.append(

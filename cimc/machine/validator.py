@@ -10,13 +10,14 @@ skeleton (send/recv matching, barrier counts, deadlock, gb/dram races; see sync.
 
 from __future__ import annotations
 
+import bisect
 import posixpath
 
 import numpy as np
 
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch
-from cimc.machine.opcodes import OPCODES, OperandError, check_operands, describe_error
+from cimc.machine.opcodes import OPCODES, Access, OperandError, check_operands, describe_error
 from cimc.machine.program import Decl, Imm, Instr, MacroRef, Program, View
 from cimc.machine.sync import check_sync
 
@@ -127,6 +128,8 @@ class _StreamChecker:
         self.program, self.arch, self.core = program, arch, core
         self.written: dict[int, np.ndarray] = {}
         self.cores_present = {s.core for s in program.cores}
+        consts = sorted((d.space, d.addr, d.end, d.name) for d in program.decls_of("const"))
+        self.consts = {sp: [c[1:] for c in consts if c[0] == sp] for sp in ("gb", "dram")}
 
     def err(self, instr: Instr, message: str, operand: int | None = None) -> CimcError:
         col = None if operand is None else instr.operand_col(operand)
@@ -139,9 +142,12 @@ class _StreamChecker:
     def run(self, instrs: tuple[Instr, ...]) -> None:
         for instr in instrs:
             self._check_table(instr)
+            spec = OPCODES[instr.opcode]
             for i, op in enumerate(instr.operands):
                 if isinstance(op, View):
                     self._check_view(instr, i, op)
+                    if spec.operands[i].access != Access.READ:
+                        self._check_not_const(instr, i, op)
                 elif isinstance(op, MacroRef):
                     self._check_macro(instr, i, op)
             if instr.opcode in ("send", "recv"):
@@ -182,6 +188,19 @@ class _StreamChecker:
                 f"view [{view.addr:#x}, {view.end:#x}) runs outside "
                 f"{decl.name!r} [{decl.addr:#x}, {decl.end:#x})",
             )
+
+    def _check_not_const(self, instr: Instr, i: int, view: View) -> None:
+        """Constants are read-only: a run must not change what the next run starts from."""
+        consts = self.consts.get(view.space)
+        if not consts:
+            return
+        for lo, hi in view.row_ranges():
+            k = bisect.bisect_right(consts, (hi,)) - 1  # the last const starting before hi
+            if k >= 0 and consts[k][1] > lo:
+                name = consts[k][2]
+                raise self.operand_err(
+                    instr, i, f"writes constant {name!r}; constants are read-only, use a .region"
+                )
 
     def _check_macro(self, instr: Instr, i: int, ref: MacroRef) -> None:
         rows, cols = self.arch.macro.rows, self.arch.macro.cols

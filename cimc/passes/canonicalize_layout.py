@@ -97,7 +97,5 @@ def _perms(shape: tuple[int, ...], out: tuple[int, ...]) -> list[tuple[int, ...]
     if len(shape) != len(out) or len(shape) > 6:
         return []
     return [
-        p
-        for p in itertools.permutations(range(len(shape)))
-        if tuple(shape[i] for i in p) == out
+        p for p in itertools.permutations(range(len(shape))) if tuple(shape[i] for i in p) == out
     ]

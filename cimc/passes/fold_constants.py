@@ -13,7 +13,7 @@ from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.ir.ops import Constant, Input
 from cimc.passes.manager import GraphPass, register_pass
-from cimc.reference.float_model import evaluate_op
+from cimc.reference.float_model import evaluate_op, has_kernel
 
 
 @register_pass
@@ -32,7 +32,7 @@ class FoldConstants(GraphPass):
         return bool(folded)
 
     def _foldable(self, graph: Graph, node: Node) -> bool:
-        if isinstance(node.op, Input | Constant) or not node.inputs:
+        if isinstance(node.op, Input | Constant) or not node.inputs or not has_kernel(node.op):
             return False
         operands = [graph.node(i) for i in node.inputs]
         if not all(isinstance(o.op, Constant) for o in operands):
@@ -41,8 +41,8 @@ class FoldConstants(GraphPass):
         return node.type.numel <= max(self.max_elements, largest)
 
     def _fold(self, graph: Graph, node: Node) -> None:
-        operands = [graph.node(i).op.value for i in node.inputs]  # type: ignore[attr-defined]
-        value = evaluate_op(node.op, operands, node.where)
+        operands = [graph.constant_value(i) for i in node.inputs]
+        value = evaluate_op(node.op, [v for v in operands if v is not None], node.where)
         graph.replace_op(node.name, Constant(value), inputs=())
         if graph.node(node.name).type != node.type:
             got = graph.node(node.name).type

@@ -1,7 +1,7 @@
 """idioms-activation: decomposed GELU (erf and tanh forms) -> gelu, x*sigmoid(x) -> silu.
 
-    erf GELU:  x * 0.5 * (1 + erf(x / sqrt(2)))          (any association of the product)
-    tanh GELU: x * 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
+erf GELU:  x * 0.5 * (1 + erf(x / sqrt(2)))          (any association of the product)
+tanh GELU: x * 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
 """
 
 from __future__ import annotations

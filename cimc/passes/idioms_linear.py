@@ -1,8 +1,8 @@
 """idioms-linear: fold bias adds into linear, drop the flatten/unflatten around it.
 
-    add(linear(x, w), b)                       -> linear(x, w, b)   (b constant, [N])
-    matmul(x, w) with a constant 2-D w         -> linear(x, w)
-    reshape(linear(reshape(x, [M, K])), [..., N]) -> linear(x)      (GPT-2's Conv1D/addmm)
+add(linear(x, w), b)                       -> linear(x, w, b)   (b constant, [N])
+matmul(x, w) with a constant 2-D w         -> linear(x, w)
+reshape(linear(reshape(x, [M, K])), [..., N]) -> linear(x)      (GPT-2's Conv1D/addmm)
 """
 
 from __future__ import annotations

@@ -13,9 +13,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from cimc.ir.graph import Graph, Node
-from cimc.ir.ops import Add, Div, LayerNorm, Mul, Pow, Reciprocal, ReduceMean, RmsNorm, Rsqrt
-from cimc.ir.ops import Sqrt, Sub
-from cimc.passes.idioms_match import const_array, operand_pairs, producer, scalar, single_use
+from cimc.ir.ops import (
+    Add,
+    Div,
+    LayerNorm,
+    Mul,
+    Pow,
+    Reciprocal,
+    ReduceMean,
+    RmsNorm,
+    Rsqrt,
+    Sqrt,
+    Sub,
+)
+from cimc.passes.idioms_match import const_array, operand_pairs, scalar, single_use
 from cimc.passes.manager import GraphPass, register_pass
 
 
@@ -116,7 +127,9 @@ def _layer_norm(graph: Graph, mean: Node) -> bool:
     if not _last_axis_mean(graph, mean):
         return False
     centered = [
-        u for u in graph.users(mean.name) if graph.node(u).op == Sub() and graph.node(u).inputs == (x, mean.name)
+        u
+        for u in graph.users(mean.name)
+        if graph.node(u).op == Sub() and graph.node(u).inputs == (x, mean.name)
     ]
     if len(centered) != 1:
         return False
@@ -147,7 +160,9 @@ def _rms_norm(graph: Graph, mean: Node) -> bool:
     return _replace(graph, normalized, x, channels, plus[1], with_beta=False)
 
 
-def _replace(graph: Graph, normalized: str, x: str, channels: int, eps: float, with_beta: bool) -> bool:
+def _replace(
+    graph: Graph, normalized: str, x: str, channels: int, eps: float, with_beta: bool
+) -> bool:
     loc = graph.node(normalized).loc
     scaled = _affine(graph, normalized, Mul, channels)
     if scaled is not None:

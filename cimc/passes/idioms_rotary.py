@@ -1,6 +1,6 @@
 """idioms-rotary: HF rotary embedding -> rotary(x, cos, sin).
 
-    x * cos + cat(-x[..., D/2:], x[..., :D/2]) * sin      (operands in any order)
+x * cos + cat(-x[..., D/2:], x[..., :D/2]) * sin      (operands in any order)
 """
 
 from __future__ import annotations
@@ -40,8 +40,15 @@ def _rotate_half_of(graph: Graph, name: str) -> str | None:
         return None
     d = graph.node(first.inputs[0]).type.shape[-1]
     last = cat.type.rank - 1
-    halves = ((first.op.axis, first.op.start, first.op.stop), (second.op.axis, second.op.start, second.op.stop))
-    if halves != ((last, 0, d // 2), (last, d // 2, d)) or first.op.step != 1 or second.op.step != 1:
+    halves = (
+        (first.op.axis, first.op.start, first.op.stop),
+        (second.op.axis, second.op.start, second.op.stop),
+    )
+    if (
+        halves != ((last, 0, d // 2), (last, d // 2, d))
+        or first.op.step != 1
+        or second.op.step != 1
+    ):
         return None
     return first.inputs[0]
 

@@ -11,6 +11,9 @@ IR in its PassResult. Any IR with a `verify()` method can go through the manager
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
+import re
 import sys
 import time
 import typing
@@ -93,6 +96,22 @@ def parse_pipeline(text: str) -> list[Pass]:
         options = _parse_options(cls, rest, start + len(item) - len(rest)) if rest else {}
         passes.append(cls(**options))
     return passes
+
+
+def describe_passes() -> str:
+    """One line per registered pass: name, default options, first docstring line."""
+    _load_builtin_passes()
+    lines = []
+    for name in sorted(PASSES):
+        cls = PASSES[name]
+        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().splitlines()
+        summary = doc[0].split(": ", 1)[-1] if doc else ""
+        try:
+            spec = cls().spec()
+        except TypeError:  # a pass with required options
+            spec = name
+        lines.append(f"{spec:48s} {summary}")
+    return "\n".join(lines) + "\n"
 
 
 def pipeline_text(passes: Sequence[Pass]) -> str:
@@ -198,19 +217,20 @@ def _split_top_level(text: str) -> list[tuple[int, str]]:
 
 
 def _parse_options(cls: type[Pass], text: str, column: int) -> dict[str, Any]:
-    where = f"pipeline:{column + 1}"
+    """Options `k=v` separated by commas or spaces; `column` is where `text` starts (0-based)."""
     if not text.rstrip().endswith("}"):
-        raise CimcError(f"options of {cls.NAME} must end with '}}'", where)
+        raise CimcError(f"options of {cls.NAME} must end with '}}'", f"pipeline:{column + 1}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     options: dict[str, Any] = {}
-    for part in text.rstrip()[:-1].replace(",", " ").split():
-        key, sep, value = part.partition("=")
-        field = key.strip().replace("-", "_")
+    for m in re.finditer(r"[^\s,]+", text.rstrip()[:-1]):
+        where = f"pipeline:{column + m.start() + 1}"
+        key, sep, value = m.group().partition("=")
+        field = key.replace("-", "_")
         if not sep or field not in fields:
             known = ", ".join(sorted(f.replace("_", "-") for f in fields)) or "none"
             raise CimcError(f"{cls.NAME} has no option '{key}' (options: {known})", where)
-        options[field] = _convert_option(cls.NAME, key, hints[field], value.strip(), where)
+        options[field] = _convert_option(cls.NAME, key, hints[field], value, where)
     return options
 
 
@@ -232,4 +252,8 @@ def _format_option(value: Any) -> str:
 
 
 def _load_builtin_passes() -> None:
-    import cimc.passes.generic  # noqa: F401  (registers the generic passes)
+    """Import every module of cimc.passes once, so each pass file registers itself."""
+    import cimc.passes
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(cimc.passes.__path__)):
+        importlib.import_module(f"cimc.passes.{module}")

@@ -85,9 +85,12 @@ def _binary_identity(graph: Graph, node: Node) -> str | None:
     for k in positions:
         x, c = node.inputs[k], node.inputs[1 - k]
         const = graph.node(c).op
-        if graph.node(x).type == node.type and isinstance(const, Constant):
-            if _is_neutral(const.value, neutral):
-                return x
+        if (
+            graph.node(x).type == node.type
+            and isinstance(const, Constant)
+            and _is_neutral(const.value, neutral)
+        ):
+            return x
     return None
 
 

@@ -91,7 +91,9 @@ class WeightQuant:
     scale: np.ndarray  # float64, one per output channel
 
 
-def quantize_weight_per_channel(w: np.ndarray, axis: int = -1) -> WeightQuant:
+def quantize_weight_per_channel(
+    w: np.ndarray, axis: int = -1, loc: str | None = None
+) -> WeightQuant:
     """Symmetric int8 per-output-channel quantization, codes in [-127, 127].
 
     `axis` is the output-channel axis (the last one for cimc's [K, N] linear weights).
@@ -101,7 +103,7 @@ def quantize_weight_per_channel(w: np.ndarray, axis: int = -1) -> WeightQuant:
     """
     wf = np.asarray(w, dtype=np.float64)
     if not np.all(np.isfinite(wf)):
-        raise CimcError("weight contains NaN or infinity")
+        raise CimcError("weight contains NaN or infinity", loc)
     ax = axis % wf.ndim
     other = tuple(i for i in range(wf.ndim) if i != ax)
     scale = np.abs(wf).max(axis=other) / 127.0 if other else np.abs(wf) / 127.0
@@ -154,7 +156,7 @@ def quantize_multiplier(ratio: float, loc: str | None = None) -> tuple[int, int]
     if not math.isfinite(ratio) or ratio <= 0:
         raise CimcError(f"requantization ratio must be positive and finite, got {ratio!r}", loc)
     m, e = math.frexp(ratio)
-    mult = int(Fraction(m) * (1 << MULT_BITS))
+    mult = round_half_even(Fraction(m) * (1 << MULT_BITS))
     if mult == 1 << MULT_BITS:
         mult >>= 1
         e += 1

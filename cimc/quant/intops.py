@@ -106,6 +106,18 @@ def _absmax(x: torch.Tensor) -> int:
     return int(x.abs().max()) if x.numel() else 0
 
 
+def _f32_matmul_is_ieee() -> bool:
+    """False when a user lowered float32 matmul precision (bf16/tf32 paths are not exact)."""
+    try:
+        if torch.get_float32_matmul_precision() != "highest":
+            return False
+        mkldnn = torch.backends.mkldnn
+        levels = (torch.backends, mkldnn, getattr(mkldnn, "matmul", None))
+        return all(getattr(lv, "fp32_precision", "none") in ("none", "ieee") for lv in levels)
+    except (RuntimeError, AttributeError):  # mixed legacy/new precision APIs: play safe
+        return False
+
+
 def imatmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Exact integer matmul (torch.matmul broadcasting), int64 result.
 
@@ -116,9 +128,7 @@ def imatmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     k = a.shape[-1]
     bound = k * _absmax(a) * _absmax(b)
-    # A lowered float32 matmul precision (bf16/tf32 paths) would break exactness.
-    f32_ok = torch.get_float32_matmul_precision() == "highest"
-    if bound <= _F32_EXACT and f32_ok:
+    if bound <= _F32_EXACT and _f32_matmul_is_ieee():
         out = torch.matmul(a.to(torch.float32), b.to(torch.float32))
     elif bound <= _F64_EXACT:
         out = torch.matmul(a.to(torch.float64), b.to(torch.float64))

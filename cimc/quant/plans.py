@@ -10,6 +10,7 @@ Scales are float64 "real = code * scale"; see constants.py for the conventions.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -48,7 +49,7 @@ def plan_linear(
     if w.ndim != 2:
         raise CimcError(f"linear weight must be [K, N], got shape {w.shape}", loc)
     k, n = w.shape
-    wq = qc.quantize_weight_per_channel(w, axis=1)
+    wq = qc.quantize_weight_per_channel(w, axis=1, loc=loc)
     bias = np.zeros(n, np.float64) if b is None else np.asarray(b, np.float64)
     bq = qc.quantize_bias(bias, x_scale, wq.scale, loc)
     acc_bound = k * 128 * 127 + int(np.abs(bq.astype(np.int64)).max(initial=0))
@@ -125,10 +126,48 @@ class LutPlan:
 
 
 def plan_unary(
-    fn: str, in_scale: float, out_scale: float, out_bits: int, loc: str | None = None
+    fn: str | Callable[[float], float],
+    in_scale: float,
+    out_scale: float,
+    out_bits: int,
+    loc: str | None = None,
 ) -> LutPlan:
-    """Any elementwise function of an int8 input: gelu, gelu_tanh, silu, tanh, sigmoid, ..."""
+    """Any elementwise function of an int8 input: a name from tables.UNARY_FUNCTIONS
+    (gelu, gelu_tanh, silu, tanh, sigmoid, erf, exp, relu, neg, sqrt) or a float callable
+    (e.g. x ** 3 for `pow`), whose table is only as machine independent as the callable."""
     return LutPlan(tables.lut8_table(fn, in_scale, out_scale, out_bits, loc))
+
+
+@dataclass(frozen=True)
+class RescalePlan:
+    requant: qc.Requant  # per tensor: x -> codes at another scale / width
+
+
+def plan_rescale(
+    in_scale: float, out_scale: float, out_bits: int, loc: str | None = None
+) -> RescalePlan:
+    """Change of scale or width (int16 residual -> int8 LUT input, concat operands, ...)."""
+    return RescalePlan(qc.requant_per_tensor(in_scale / out_scale, out_bits, loc))
+
+
+@dataclass(frozen=True)
+class ReducePlan:
+    kind: str  # "sum", "mean" or "max"
+    requant: qc.Requant  # RSUM / RMAX result -> output codes (mean folds 1/n in)
+
+
+REDUCE_KINDS = ("sum", "mean", "max")
+
+
+def plan_reduce(
+    kind: str, n: int, in_scale: float, out_scale: float, out_bits: int, loc: str | None = None
+) -> ReducePlan:
+    """reduce_sum / reduce_mean / reduce_max over n elements of int8/int16 codes."""
+    if kind not in REDUCE_KINDS:
+        raise CimcError(f"unknown reduction {kind!r}; use one of {REDUCE_KINDS}", loc)
+    qc.check_int64_bound(n * (1 << 15) * (1 << 31), "reduction intermediate", loc)
+    ratio = in_scale / out_scale / (n if kind == "mean" else 1)
+    return ReducePlan(kind, qc.requant_per_tensor(ratio, out_bits, loc))
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,22 @@ matmul) and integer add/sub/mul/compare/select. No float arithmetic at run time.
 Codes: real = code * scale, symmetric; int8 in [-127, 127], int16 in [-32767, 32767].
 
 Design note (integer steps; "acc" = exact integer accumulator):
-- linear     acc = x_i8 @ W_i8 + bias_i32 (int32, K*127*128 + |bias| < 2^31 proven);
+- linear     acc = x_i8 @ W_i8 + bias_i32 (int32, K*127*128 + |bias| < 2^31 proven;
+             W per output channel in [-127, 127], bias = rint(b / (s_x * s_w[n])));
              y = REQ(acc, M[n], s[n], 0, lo, hi) per output channel (product int64).
 - matmul     acc = a_i8 @ b_i8 (int32); y = REQ(acc, M, s) per tensor.
 - add/sub    t = a*Ma + b*Mb (int64, one shared shift, |M| < 2^31); y = clamp(RSHR(t, s)).
              One rounding: error <= 1/2 output step + 2^-30 relative.
 - mul        y = REQ(a*b, M, s) (a*b < 2^31, product with M in int64).
-- unary      y = LUT8(x_i8, T): gelu, gelu_tanh, silu, tanh, sigmoid, erf, exp, relu, neg.
+- unary      y = LUT8(x_i8, T): gelu, gelu_tanh, silu, tanh, sigmoid, erf, exp, relu, neg,
+             sqrt, or any callable.
              Input must be int8 (requantize int16 first); output int8 or int16 codes.
 - embedding  y = T[ids], T pre-quantized at the output scale: no arithmetic.
+- rescale    y = REQ(x, M, s) (scale / width change, e.g. int16 -> int8 before a LUT8).
+- reduce     sum / mean / max: y = REQ(RSUM(x), M, s) (mean folds 1/n into M) or
+             REQ(RMAX(x), M, s).
 - rotary     t = x*C + rotate_half(x)*S with Q1.14 C, S (|t| < 2^31); y = REQ(t, M, s).
-- softmax    (last axis, int8/int16 x, optional bool mask, True = allowed)
+- softmax    (axis `dim`, default last; int8/int16 x; optional bool mask, True = allowed)
              m = RMAX(select(mask, x, -2^40)); a = clamp(select(mask, m - x, 0), 0, 65535);
              h = DIV(a, 256); l = a - 256*h;
              e = select(mask, RSHR(LUT8(h-128, EH) * LUT8(l-128, EL), 30), 0) with
@@ -39,10 +44,14 @@ Design note (integer steps; "acc" = exact integer accumulator):
              inv = DIV(2^P, max(r, 1)) (one per row); u = RSHR(c*inv, P-k-16) (Q.16,
              |c*inv| < 2^63 proven); y = clamp(RSHR(u*G[ch] + B[ch], s)) with G = gamma
              and B = beta folded into per-channel integers at one shift s.
-Intermediates needing int64: REQ products, add's t, softmax/attention EH*EL, e*R, S, R, e*p_max,
-p' @ v when p_max = 16383, acc*R, norm sums, V, c*inv, u*G + B.
-int32 suffices for: int8 matmul accumulators, rotary t, mul products, the exp tables.
-int16: activations (residual stream), attention logits, rotary/norm Q tables.
+Widths the backend needs (worst cases proven by the plans):
+- int64: REQ products x*M, add's t, EH*EL, e*R and the row sums S and reciprocals R of
+  softmax/attention, e*p_max, p' @ v when p_max = 16383 (the two passes' combination),
+  acc*R, norm sums RSUM(x), RSUM(x*x), V, r << 2k, c*inv, u*G + B, the norm bias B.
+- int32: int8 matmul accumulators (each MVM pass), linear bias, multipliers M and G,
+  rotary t, mul products, the exp tables, e (<= 2^30), u (|u| <= 2^(17 + ceil(log2(n)/2))).
+- int16: activation codes (residual stream), attention logits, Q1.14 rotary tables,
+  LUT8 tables with int16 outputs. uint8/int16 softmax codes when out_max is 255/32767.
 """
 
 from __future__ import annotations
@@ -63,6 +72,8 @@ from cimc.quant.plans import (
     MatmulPlan,
     MulPlan,
     NormPlan,
+    ReducePlan,
+    RescalePlan,
     RotaryPlan,
     SoftmaxPlan,
 )
@@ -118,6 +129,20 @@ def unary(x: torch.Tensor, plan: LutPlan) -> torch.Tensor:
     return io.lut8(x, _t(plan.table))
 
 
+def rescale(x: torch.Tensor, plan: RescalePlan) -> torch.Tensor:
+    _check_codes(x, 32, "rescale input")
+    return requant(x, plan.requant)
+
+
+def reduce(x: torch.Tensor, plan: ReducePlan, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor:
+    """reduce_sum / reduce_mean / reduce_max over `dims`, then one REQ."""
+    _check_codes(x, 16, "reduction input")
+    out = x
+    for d in sorted((d % x.ndim for d in dims), reverse=True):
+        out = io.rmax(out, d, keepdim) if plan.kind == "max" else io.rsum(out, d, keepdim)
+    return requant(out, plan.requant)
+
+
 def embedding(ids: torch.Tensor, plan: EmbeddingPlan) -> torch.Tensor:
     vocab = plan.table.shape[0]
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
@@ -150,14 +175,17 @@ def _exp_below_max(
     return torch.where(allowed, io.rshr(prod, EXP_FRAC_BITS), zero)
 
 
-def softmax(x: torch.Tensor, plan: SoftmaxPlan, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Masked softmax over the last axis; codes in [0, out_max] at scale 1/out_max."""
+def softmax(
+    x: torch.Tensor, plan: SoftmaxPlan, mask: torch.Tensor | None = None, dim: int = -1
+) -> torch.Tensor:
+    """Masked softmax over `dim`; codes in [0, out_max] at scale 1/out_max."""
     _check_codes(x, 16, "softmax input")
     allowed = torch.ones_like(x, dtype=torch.bool) if mask is None else mask.expand(x.shape)
+    x, allowed = x.movedim(dim, -1), allowed.movedim(dim, -1)
     e = _exp_below_max(x, allowed, plan.exp_hi, plan.exp_lo)
     total = io.rsum(e)
     recip = io.div_floor(torch.full_like(total, plan.out_max << RECIP_BITS), total.clamp(min=1))
-    return io.rshr(e * recip, RECIP_BITS)
+    return io.rshr(e * recip, RECIP_BITS).movedim(-1, dim)
 
 
 def _allowed(q_len: int, k_len: int, causal: bool, mask: torch.Tensor | None) -> torch.Tensor:
@@ -177,6 +205,8 @@ def attention(
     """q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv], int8 codes; mask bool."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_codes(t, 8, f"attention {name}")
+    if q.shape[1] % k.shape[1] or k.shape[1] != v.shape[1]:
+        raise ValueError(f"attention heads: Hq={q.shape[1]} is not a multiple of Hkv={k.shape[1]}")
     group = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(group, dim=1)
     v = v.repeat_interleave(group, dim=1)

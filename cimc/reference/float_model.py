@@ -8,7 +8,8 @@ Missing inputs are generated from their meaning (see `default_inputs`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +41,11 @@ def register_kernel(op_class: type[Op], kernel: Kernel) -> None:
     KERNELS[op_class] = kernel
 
 
+def has_kernel(op: Op) -> bool:
+    """Whether the float reference can execute `op`."""
+    return type(op) in KERNELS
+
+
 def evaluate_op(op: Op, operands: Sequence[np.ndarray], where: str = "") -> np.ndarray:
     """Run one op's kernel on numpy operands (used by constant folding)."""
     tensors = [torch.from_numpy(np.array(a)) for a in operands]  # writable copies
@@ -58,27 +64,41 @@ class FloatModel:
                 raise CimcError(
                     f"the float reference has no kernel for op {node.op.NAME}", node.where
                 )
+        self._constants = {name: _shared_tensor(value) for name, value in graph.constants().items()}
 
     def run(self, inputs: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Graph outputs by output name; intermediates are freed after their last use."""
-        last_use = self._last_uses()
+        values = self._run(inputs, {node for _, node in self.graph.outputs})
+        return {out: values[name] for out, name in self.graph.outputs}
+
+    def run_all(
+        self, inputs: Mapping[str, np.ndarray] | None = None, names: Collection[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Node values by node name in topological order: all of them, or only `names`.
+
+        This is what per-layer accuracy needs; pass `names` on big models to bound memory.
+        """
+        if names is not None:
+            for name in sorted(set(names)):
+                self.graph.node(name)  # an unknown name is an error, not an empty result
+        keep = set(names) if names is not None else {n.name for n in self.nodes}
+        return self._run(inputs, keep)
+
+    def _run(
+        self, inputs: Mapping[str, np.ndarray] | None, keep: set[str]
+    ) -> dict[str, np.ndarray]:
+        last_use = {operand: k for k, node in enumerate(self.nodes) for operand in node.inputs}
         values: dict[str, torch.Tensor] = {}
+        kept: dict[str, np.ndarray] = {}
         feeds = self._feeds(inputs)
-        outputs = {node for _, node in self.graph.outputs}
         for k, node in enumerate(self.nodes):
             values[node.name] = self._execute(node, values, feeds)
+            if node.name in keep:
+                kept[node.name] = _to_numpy(values[node.name])
             for operand in set(node.inputs):
-                if last_use[operand] == k and operand not in outputs:
-                    del values[operand]
-        return {out: _to_numpy(values[name]) for out, name in self.graph.outputs}
-
-    def run_all(self, inputs: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Every node's value by node name, in topological order (for per-layer accuracy)."""
-        values: dict[str, torch.Tensor] = {}
-        feeds = self._feeds(inputs)
-        for node in self.nodes:
-            values[node.name] = self._execute(node, values, feeds)
-        return {name: _to_numpy(value) for name, value in values.items()}
+                if last_use[operand] == k:
+                    del values[operand]  # free intermediates early: big models stay in memory
+        return kept
 
     def _execute(
         self, node: Node, values: Mapping[str, torch.Tensor], feeds: Mapping[str, np.ndarray]
@@ -86,7 +106,7 @@ class FloatModel:
         if isinstance(node.op, Input):
             return torch.from_numpy(np.array(feeds[node.name]))
         if isinstance(node.op, Constant):
-            return torch.from_numpy(np.array(node.op.value))  # writable copy; torch warns otherwise
+            return self._constants[node.name]
         result = _kernel_call(node.op, [values[i] for i in node.inputs], node.where)
         if tuple(result.shape) != node.type.shape:
             raise CimcError(
@@ -106,13 +126,6 @@ class FloatModel:
         for node in self.graph.input_nodes():
             given[node.name] = _check_feed(node, given[node.name])
         return given
-
-    def _last_uses(self) -> dict[str, int]:
-        last: dict[str, int] = {}
-        for k, node in enumerate(self.nodes):
-            for operand in node.inputs:
-                last[operand] = k
-        return last
 
 
 def run_graph(
@@ -212,10 +225,20 @@ def _kernel_call(op: Op, tensors: list[torch.Tensor], where: str) -> torch.Tenso
         raise CimcError(f"the float reference has no kernel for op {op.NAME}", where)
     try:
         with torch.no_grad():
-            return kernel(op, tensors)
+            # Contiguous results make every kernel's numerics independent of how its
+            # operands were produced (a folded weight and a transposed view then agree).
+            return kernel(op, tensors).contiguous()
     except (RuntimeError, ValueError, IndexError) as e:
         raise CimcError(f"{op.NAME} failed in the float reference: {e}", where) from None
 
 
+def _shared_tensor(value: np.ndarray) -> torch.Tensor:
+    """A tensor viewing a read-only constant without copying (kernels never write in place)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch warns about non-writable arrays
+        return torch.from_numpy(value)
+
+
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
+    # A copy: a result may view a constant (reshape of a weight), which callers must not edit.
+    return t.detach().numpy().copy()

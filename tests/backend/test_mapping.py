@@ -7,9 +7,10 @@ import pytest
 from backend_strategies import targets, workloads
 from hypothesis import given, settings
 
-from cimc.backend.mapping import Placement, movement, place
+from cimc.backend.mapping import Placement, place
 from cimc.backend.target import Target, load_target
 from cimc.backend.tiling import tile_workload
+from cimc.backend.traffic import movement, reductions
 from cimc.backend.workload import MatmulLayer, TransformerDims, Workload, transformer_workload
 from cimc.errors import CimcError
 
@@ -46,6 +47,14 @@ def test_random_placements_respect_capacity_and_cover_each_copy(
         return
     assert_valid(placement, work, target)
     assert len(placement.macros) <= target.total_macros
+    for red in reductions(placement, target):
+        layer = work.item(red.layer)
+        assert isinstance(layer, MatmulLayer)
+        spans = sorted((pt.tile.k0, pt.tile.k1) for g in red.groups for pt in g.tiles)
+        assert spans[0][0] == 0 and spans[-1][1] == layer.k
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+        assert len(red.groups[0].tiles) == max(len(g.tiles) for g in red.groups)
+        assert len({g.core for g in red.groups}) == len(red.groups)
 
 
 def test_capacity_overflow_names_the_numbers() -> None:
@@ -79,6 +88,10 @@ def test_columns_longer_than_a_core_move_partials_to_a_neighbour() -> None:
     assert moved.partial_bytes == 3 * 8 * 4  # core 1's partial sum, int32
     assert moved.partial_hop_bytes == moved.partial_bytes  # neighbours: one hop
     assert moved.input_bytes == 3 * 48  # every K-range delivered to exactly one core
+    (red,) = reductions(placement, target)
+    assert (red.home, red.senders) == (0, (1,))
+    assert [pt.tile.kb for pt in red.groups[0].tiles] == [0, 1, 2, 3]  # mvm, then mvm.acc
+    assert [pt.tile.kb for pt in red.groups[1].tiles] == [4, 5]
 
 
 def test_large_preset_holds_bert_base_with_high_utilization() -> None:

@@ -34,9 +34,13 @@ def test_streamed_phases_show_their_image_ranges() -> None:
 def test_summary_pairs_cold_and_steady_figures() -> None:
     target = load_target("tiny")
     plan = plan_streaming(WORK, target)
-    summary = plan_summary(plan, lower_bound(WORK, target), lower_bound(WORK, target, warm=True))
+    summary = plan_summary(plan, WORK, target)
     assert summary["weight_bytes_loaded"] == 3080 == summary["weight_bytes"]
     assert summary["weight_bytes_loaded_per_inference"] == 0
     assert summary["lower_bound_cycles"] <= summary["makespan_estimate_cycles"]
     assert summary["steady_lower_bound_cycles"] <= summary["steady_makespan_estimate_cycles"]
     assert 0 < summary["macro_utilization"] <= 1
+    assert summary["lower_bound_cycles"] == lower_bound(WORK, target).cycles
+    # all four macros are on core 0: each K-range of 3 input vectors is delivered once
+    assert summary["input_bytes_to_cores"] == 3 * 7 + 3 * 40
+    assert summary["partial_sum_bytes"] == 0

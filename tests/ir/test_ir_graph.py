@@ -204,7 +204,9 @@ def test_verify_requires_outputs_and_constant_weights() -> None:
     g.verify()
     e = g.add_node(Exp(), [x], name="e")
     g.set_inputs(fc, [x, g.add_node(Reshape((3, 2)), [e])])
-    with pytest.raises(CimcError, match=r"^%fc: operand 1 \(%reshape\) of linear must be a constant"):
+    with pytest.raises(
+        CimcError, match=r"^%fc: operand 1 \(%reshape\) of linear must be a constant"
+    ):
         g.verify()
 
 

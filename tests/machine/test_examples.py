@@ -18,6 +18,7 @@ from cimc.machine.interpreter import run_program
 from cimc.machine.parser import load_program
 from cimc.machine.printer import print_program
 from cimc.machine.schedule import simulate
+from cimc.machine.validator import validate
 from cimc.resources import isa_dir
 
 EXAMPLES = isa_dir() / "examples"
@@ -29,7 +30,10 @@ def _load(name: str) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray], np
     program = load_program(path)
     inputs = dict(np.load(EXAMPLES / f"{name}.inputs.npz", allow_pickle=False))
     out = run_program(program, load_arch(program.arch_name), inputs).outputs["y"]
-    consts = {k: torch.from_numpy(v).to(torch.int64) for k, v in load_file(str(path.with_suffix(".safetensors"))).items()}
+    consts = {
+        k: torch.from_numpy(v).to(torch.int64)
+        for k, v in load_file(str(path.with_suffix(".safetensors"))).items()
+    }
     return consts, inputs, out
 
 
@@ -46,14 +50,16 @@ def _req(x: torch.Tensor, m: torch.Tensor | int, s: int, zp: torch.Tensor | int)
 
 
 def _round_div(n: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """floor((n + ceil(d / 2)) / d): the programs' round-half-up division."""
-    return torch.div(n + ((d + 1) >> 1), d, rounding_mode="floor")
+    """floor((n + floor(d / 2)) / d) = floor(n / d + 1/2): the programs' rounding."""
+    return torch.div(n + d // 2, d, rounding_mode="floor")
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_example_is_canonical(name: str) -> None:
+def test_example_is_canonical_and_valid(name: str) -> None:
     text = (EXAMPLES / f"{name}.cimasm").read_text()
-    assert print_program(load_program(EXAMPLES / f"{name}.cimasm")) == text
+    program = load_program(EXAMPLES / f"{name}.cimasm")
+    assert print_program(program) == text
+    validate(program, load_arch(program.arch_name))
 
 
 def test_matmul_2core() -> None:

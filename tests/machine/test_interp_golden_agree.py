@@ -23,7 +23,8 @@ EDGES = np.array([0, 1, -1, 2, -2, 127, -128, 32767, -32768, 2**31 - 1, -(2**31)
 def _values(n: int, bits: int) -> np.ndarray:
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     v = RNG.integers(lo, hi, n, endpoint=True, dtype=np.int64)
-    return np.concatenate([v, EDGES[(EDGES >= lo) & (EDGES <= hi)]])
+    edges = EDGES
+    return np.concatenate([v, edges[(edges >= lo) & (edges <= hi)]])
 
 
 def _t(a: np.ndarray) -> torch.Tensor:

@@ -292,3 +292,25 @@ def test_core_missing_on_arch() -> None:
     text = ".arch tiny\n.output y dram[0x0] i8[1x1]\n\n.core 0\n  halt\n.core 2\n  halt\n"
     with pytest.raises(CimcError, match="core 2 does not exist on 'tiny'"):
         run(text)
+
+
+def test_large_preset_far_cores() -> None:
+    """64 cores: data crosses the 8x8 mesh corner to corner; memories are allocated lazily."""
+    text = """.arch large
+.output  y       dram[0x0]       i32[1x4]
+
+.core 0
+  fill     sp[0x7fff0]:i32[1x4], -5
+  send     63, sp[0x7fff0]:i32[1x4], 1
+  halt
+.core 63
+  recv     0, sp[0x0]:i32[1x4], 1
+  dma      dram[y]:i32[1x4], sp[0x0]:i32[1x4]
+  halt
+"""
+    assert run(text, "large").outputs["y"].tolist() == [[-5] * 4]
+    from cimc.machine.schedule import simulate
+
+    items = {(i.core, i.pc): i for i in simulate(parse_program(text, "p"), load_arch("large")).items}
+    send = items[(0, 1)]
+    assert send.end - send.start == 1 + 14  # 128 bits over a 256-bit link, 14 hops

@@ -97,7 +97,10 @@ def test_rshr_rounds_half_up() -> None:
     np.testing.assert_array_equal(run_op("rshr $y, $a, 0", ("i32", (1, 12)), a=x), x)
     shifts = np.array([[0, 1, 2, 3, 1, 1, 1, 1, 1, 1, 1, 1]], np.int8)
     got = run_op("rshr $y, $a, $b", ("i32", (1, 12)), a=x, b=shifts)
-    want2 = [(int(v) + (1 << (s - 1) if s else 0)) >> int(s) for v, s in zip(x[0], shifts[0])]
+    want2 = [
+        (int(v) + (1 << (s - 1) if s else 0)) >> int(s)
+        for v, s in zip(x[0], shifts[0], strict=True)
+    ]
     np.testing.assert_array_equal(got, [want2])
 
 

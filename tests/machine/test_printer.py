@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
+from cimc.errors import CimcError
 from cimc.machine.arch import load_arch
 from cimc.machine.opcodes import OPCODES
 from cimc.machine.parser import parse_program
 from cimc.machine.printer import COMMENT_COL, print_program, print_view
-from cimc.machine.program import Imm, Instr, View
+from cimc.machine.program import Comment, CoreStream, Decl, Imm, Instr, Program, View
 from cimc.machine.validator import validate
+from cimc.resources import isa_dir
 from tests.machine.strategies import (
     BUILDERS,
     STRUCTURAL,
@@ -62,12 +66,8 @@ def test_canonical_text_is_a_valid_tiny_program_except_window() -> None:
     # m1[0:16,8:40] runs past the 32 columns of tiny's macros: the printer does not care,
     # the validator does.
     program = parse_program(CANONICAL, "c.cimasm")
-    try:
+    with pytest.raises(CimcError, match=r"c.cimasm:14:12: core 0: window m1\[0:16,8:40\] exceeds"):
         validate(program, load_arch("tiny"))
-    except Exception as e:
-        assert "m1[0:16,8:40] exceeds the 32x32 macro" in str(e)
-    else:
-        raise AssertionError("the out-of-range window was not reported")
 
 
 def test_non_canonical_spacing_and_hex_are_normalized() -> None:
@@ -136,3 +136,26 @@ def test_parse_of_print_is_identity(program) -> None:  # type: ignore[no-untyped
 @given(programs())
 def test_generated_programs_are_valid_for_tiny(program) -> None:  # type: ignore[no-untyped-def]
     validate(parse_program(print_program(program)), load_arch("tiny"))
+
+
+EXAMPLES = sorted((isa_dir() / "examples").glob("*.cimasm"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_shipped_examples_are_canonical_and_valid(path: Path) -> None:
+    text = path.read_text()
+    program = parse_program(text, str(path))
+    assert print_program(program) == text
+    validate(program, load_arch(program.arch_name))
+
+
+def test_comments_are_kept_on_one_line_and_bad_names_refused() -> None:
+    fill = Instr("fill", (View("sp", 0, "i8", 1, 1, 1), Imm(3)), "a\nb ")
+    program = Program("tiny", None, (Comment("x\ny"),), (CoreStream(0, (fill,)),))
+    text = print_program(program)
+    assert text.splitlines()[1] == "; x y" and text.splitlines()[-1].endswith("; a b")
+    bad = Decl("input", "onnx::x", "dram", 0, "i8", 1, 1, 1)
+    with pytest.raises(CimcError, match="declaration name 'onnx::x' cannot be written"):
+        print_program(Program("tiny", None, (bad,), ()))
+    with pytest.raises(CimcError, match="constants path 'a b' cannot be written"):
+        print_program(Program("tiny", "a b", (), ()))

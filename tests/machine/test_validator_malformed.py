@@ -68,14 +68,19 @@ def test_fixed_corpus_programs_validate() -> None:
         validate(program, load_arch(program.arch_name))
 
 
+_CLI_CASES = [("run", p) for p in CASES[::4]] + [("report", p) for p in CASES[2::9]]
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("cimc.__main__") is None,
     reason="the CLI (cimc/__main__.py) is not there yet",
 )
-@pytest.mark.parametrize("path", CASES[::4], ids=[p.stem for p in CASES[::4]])
-def test_cli_reports_malformed_program_on_one_line(path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "path"), _CLI_CASES, ids=[f"{c}-{p.stem}" for c, p in _CLI_CASES]
+)
+def test_cli_reports_malformed_program_on_one_line(command: str, path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "cimc", "run", str(path)],
+        [sys.executable, "-m", "cimc", command, str(path)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -85,4 +90,4 @@ def test_cli_reports_malformed_program_on_one_line(path: Path) -> None:
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].endswith(_expected(path)), lines[0]
+    assert lines[0] == f"{path}:{_expected(path)}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cimc.ir import DType, Graph, TensorType
+from cimc.ir import Graph, TensorType
 from cimc.ir import ops as O
 from cimc.ir.parser import parse_graph
 from cimc.passes.manager import PassManager, parse_pipeline
@@ -178,39 +178,22 @@ def test_simplify_removes_noops_and_merges_chains() -> None:
     assert_same_function(graph, after)
 
 
-def random_graph(seed: int) -> Graph:
-    """A random chain-rich graph of shape ops, casts and elementwise ops on one tensor."""
-    rng = np.random.default_rng(seed)
-    g = Graph(f"random{seed}")
-    values = [g.add_input("x", TensorType((2, 3, 4), DType.F32))]
-    for _ in range(25):
-        x = values[int(rng.integers(len(values)))]
-        t = g.node(x).type
-        choice = int(rng.integers(7))
-        if choice == 0:
-            op: O.Op = O.Transpose(tuple(int(p) for p in rng.permutation(t.rank)))
-        elif choice == 1:
-            op = O.Reshape(tuple(int(d) for d in rng.permutation(t.shape)))
-        elif choice == 2:
-            op = O.Exp() if rng.random() < 0.5 else O.Neg()
-        elif choice == 3:
-            op = O.Cast(DType.F32)
-        elif choice == 4:
-            op = O.Expand((2, *t.shape)) if t.rank < 5 else O.Neg()
-        elif choice == 5:
-            c = g.add_constant(np.full(t.shape[-1:], 0.5, np.float32))
-            values.append(g.add_node(O.Mul(), [x, c]))
-            continue
-        else:
-            op = O.Slice(0, 0, t.shape[0], 1)
-        values.append(g.add_node(op, [x]))
-    g.set_outputs([(f"o{k}", v) for k, v in enumerate(values[-4:])])
-    return g
+def test_fold_constants_skips_ops_without_a_float_kernel() -> None:
+    from dataclasses import dataclass
 
+    @dataclass(frozen=True)
+    class Opaque(O.Op):  # not registered, no kernel: e.g. a later dialect's op
+        NAME = "opaque"
+        MIN_INPUTS = MAX_INPUTS = 1
 
-@pytest.mark.parametrize("seed", range(6))
-def test_random_graphs_survive_all_passes(seed: int) -> None:
-    graph = random_graph(seed)
-    after = apply("simplify,fold-constants,cse,dce,canonicalize", graph)
-    assert_same_function(graph, after, seeds=(seed,))
-    assert len(after) <= len(graph)
+        def infer(self, inputs: tuple[TensorType, ...]) -> TensorType:
+            return inputs[0]
+
+    g = Graph()
+    c = g.add_constant(np.ones(3, np.float32), name="c")
+    e = g.add_node(O.Exp(), [c], name="e")
+    g.set_outputs([g.add_node(Opaque(), [e], name="o")])
+    PassManager(parse_pipeline("fold-constants")).run(g)
+    assert isinstance(g.node("e").op, O.Constant) and isinstance(g.node("o").op, Opaque)
+    assert g.constant_value("o") is None
+    np.testing.assert_allclose(g.constant_value("e"), np.e)

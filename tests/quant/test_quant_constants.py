@@ -41,7 +41,7 @@ def test_quantize_multiplier_range_edges() -> None:
     assert (mult, shift) == (1 << 30, 62)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(
     st.floats(min_value=2.0**-32, max_value=2.0**29, allow_nan=False, exclude_max=True),
     st.lists(st.integers(-(1 << 31), (1 << 31) - 1), min_size=1, max_size=16),

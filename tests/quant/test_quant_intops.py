@@ -85,7 +85,7 @@ def test_isqrt_rejects_negative() -> None:
         io.isqrt(t([4, -1]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, INT64_MAX), min_size=1, max_size=20))
 def test_isqrt_matches_math_isqrt(values: list[int]) -> None:
     assert io.isqrt(t(values)).tolist() == [math.isqrt(v) for v in values]
@@ -134,3 +134,37 @@ def test_imatmul_batched_broadcast() -> None:
     b = torch.randint(-128, 128, (2, 3, 16, 7), generator=g, dtype=I64)
     out = io.imatmul(a, b)
     assert torch.equal(out, torch.matmul(a, b))  # torch's int64 matmul as reference
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-(1 << 61), (1 << 61) - 1), min_size=1, max_size=12),
+    st.integers(0, 62),
+)
+def test_rshr_matches_rational_rounding(xs: list[int], s: int) -> None:
+    got = io.rshr(t(xs), s).tolist()
+    assert got == [math.floor(Fraction(x, 1 << s) + Fraction(1, 2)) for x in xs]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-(1 << 62), 1 << 62), min_size=1, max_size=12),
+    st.integers(1, 1 << 40),
+)
+def test_div_floor_matches_python(xs: list[int], d: int) -> None:
+    assert io.div_floor(t(xs), d).tolist() == [x // d for x in xs]
+
+
+def test_imatmul_stays_exact_when_float32_precision_is_lowered() -> None:
+    g = torch.Generator().manual_seed(5)
+    a = torch.randint(-128, 128, (4, 512), generator=g, dtype=I64)
+    b = torch.randint(-128, 128, (512, 3), generator=g, dtype=I64)
+    matmul_cfg = getattr(torch.backends.mkldnn, "matmul", None)
+    if matmul_cfg is None or not hasattr(matmul_cfg, "fp32_precision"):
+        pytest.skip("this torch has no per-backend float32 precision switch")
+    saved = matmul_cfg.fp32_precision
+    try:
+        matmul_cfg.fp32_precision = "bf16"
+        assert io.imatmul(a, b).tolist() == _exact_matmul(a, b)
+    finally:
+        matmul_cfg.fp32_precision = saved

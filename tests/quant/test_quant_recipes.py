@@ -6,6 +6,10 @@ is the recipe's own error, not the input quantization's. Bounds are in output st
 
 from __future__ import annotations
 
+import ast
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +17,7 @@ import torch.nn.functional as F
 
 from cimc.errors import CimcError
 from cimc.quant import constants as qc
+from cimc.quant import intops as io
 from cimc.quant import plans, recipes, tables
 
 
@@ -148,3 +153,87 @@ def test_embedding_is_a_lookup_of_prequantized_rows(rng) -> None:
 def test_embedding_plan_rejects_bad_table() -> None:
     with pytest.raises(CimcError, match=r"\[V, D\]"):
         plans.plan_embedding(np.zeros(5), 0.1, 8, loc="wte")
+
+
+def test_rescale_int16_to_int8(quant, rng) -> None:
+    x = rng.normal(0, 3, 1000)
+    sx = quant.scale_for(x, 16)
+    xq = quant.codes(x, sx, 16)
+    sy = 0.5 * np.abs(x).max() / 127  # half the range saturates
+    y = recipes.rescale(xq, plans.plan_rescale(sx, sy, 8))
+    assert quant.steps(y, sy, f64(xq, sx), 8).max() <= 0.5 + 1e-6
+    assert int(y.max()) == 127 and int(y.min()) == -127
+
+
+@pytest.mark.parametrize("kind", ["sum", "mean", "max"])
+def test_reduce(quant, rng, kind: str) -> None:
+    x = rng.normal(0, 1, (3, 5, 7))
+    sx = quant.scale_for(x, 8)
+    xq = quant.codes(x, sx, 8)
+    xd = f64(xq, sx)
+    ref = xd.max(axis=(0, 2)) if kind == "max" else xd.sum(axis=(0, 2))
+    ref = ref / 21 if kind == "mean" else ref
+    sy = np.abs(ref).max() / 32767
+    y = recipes.reduce(xq, plans.plan_reduce(kind, 21, sx, sy, 16), (0, -1), keepdim=False)
+    assert y.shape == (5,)
+    assert quant.steps(y, sy, ref, 16).max() <= 0.5 + 1e-4
+    with pytest.raises(CimcError, match="reduction"):
+        plans.plan_reduce("min", 21, sx, sy, 16)
+
+
+def test_sqrt_and_callable_tables(quant) -> None:
+    x = torch.arange(-128, 128, dtype=torch.int64)
+    y = recipes.unary(x, plans.plan_unary("sqrt", 0.01, 1 / 1000, 16))
+    assert y[:128].eq(0).all() and int(y[128 + 100]) == 1000  # sqrt(1.0) = 1.0
+    cube = plans.plan_unary(lambda v: v**3, 0.01, 1e-6, 16)
+    assert int(recipes.unary(torch.tensor([30]), cube)) == 27000
+
+
+def test_tables_are_pinned_bit_for_bit() -> None:
+    """Machine independence: these digests must not change on any platform."""
+
+    def digest(a: np.ndarray) -> str:
+        return hashlib.sha256(np.ascontiguousarray(a, dtype="<i8").tobytes()).hexdigest()[:16]
+
+    got = {
+        "gelu": digest(tables.lut8_table("gelu", 0.0371, 0.0289, 16)),
+        "silu": digest(tables.lut8_table("silu", 0.0371, 0.0289, 8)),
+        "exp_hi": digest(tables.exp_tables(0.00113)[0]),
+        "exp_lo": digest(tables.exp_tables(0.00113)[1]),
+        "rope": digest(tables.rope_tables(32, 8, 10000.0)[1]),
+    }
+    assert got == PINNED_DIGESTS
+
+
+# Computed once (mpmath 1.3, 128-bit); every entry is also checked against float elsewhere.
+PINNED_DIGESTS = {
+    "gelu": "fec2b2cf2b29c9b8",
+    "silu": "fba4b8388af1015d",
+    "exp_hi": "86487ad9b8d26bc7",
+    "exp_lo": "9059d39d953f6987",
+    "rope": "3830841dea413768",
+}
+
+
+FLOAT_NAMES = {"float", "float16", "float32", "float64", "double", "bfloat16", "math"}
+
+
+def _float_uses(path: Path) -> list[tuple[str, int]]:
+    """(enclosing function, line) of every float type / math use in a module's code."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for node in ast.walk(fn):
+            name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+            if name in FLOAT_NAMES:
+                found.append((fn.name, node.lineno))
+    return found
+
+
+def test_no_float_on_the_integer_path() -> None:
+    """Recipes never touch floats; intops only in imatmul's proven-exact BLAS path."""
+    assert _float_uses(Path(recipes.__file__)) == []
+    uses = _float_uses(Path(io.__file__))
+    assert uses and {fn for fn, _ in uses} == {"imatmul"}

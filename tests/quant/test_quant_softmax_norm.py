@@ -44,6 +44,15 @@ def test_softmax_masked_within_bound(quant, rng, bits: int, out_max: int) -> Non
     assert torch.equal(p, recipes.softmax(xq, plan, torch.from_numpy(allowed)))
 
 
+def test_softmax_over_another_axis(quant, rng) -> None:
+    x = torch.from_numpy(rng.integers(-127, 128, (5, 7, 3)))
+    plan = plans.plan_softmax(0.05, 255)
+    p = recipes.softmax(x, plan, dim=1)
+    assert torch.equal(p, recipes.softmax(x.transpose(1, 2), plan).transpose(1, 2))
+    ref = torch.softmax(x.double() * 0.05, dim=1).numpy() * 255
+    assert np.abs(p.numpy() - ref).max() <= SOFTMAX_STEPS
+
+
 def test_softmax_without_mask_and_flat_rows(quant) -> None:
     x = torch.zeros(3, 4, dtype=torch.int64)  # flat rows: exactly uniform
     p = recipes.softmax(x, plans.plan_softmax(0.1, 127))

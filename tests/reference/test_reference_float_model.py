@@ -49,7 +49,7 @@ def test_default_inputs_follow_meaning() -> None:
     graph = all_ops_graph()
     inputs = default_inputs(graph, seed=0)
     assert inputs["ids"].dtype == np.int64 and inputs["ids"].shape == (2, 6)
-    assert 0 <= inputs["ids"].min() and inputs["ids"].max() < 32  # table has 32 rows
+    assert inputs["ids"].min() >= 0 and inputs["ids"].max() < 32  # table has 32 rows
     np.testing.assert_array_equal(inputs["mask"], np.ones((2, 6), np.int64))
     np.testing.assert_array_equal(inputs["pos"], [[0, 1, 2, 3, 4, 5]])
     assert inputs["x"].dtype == np.float32 and inputs["x"].std() > 0.5
@@ -78,7 +78,9 @@ def test_vocab_found_through_id_plumbing_or_given() -> None:
 def test_given_inputs_are_checked() -> None:
     graph = all_ops_graph()
     inputs = default_inputs(graph)
-    with pytest.raises(CimcError, match=r"^input %ids: input is int32\[2, 6\], expected i64\[2, 6\]"):
+    with pytest.raises(
+        CimcError, match=r"^input %ids: input is int32\[2, 6\], expected i64\[2, 6\]"
+    ):
         run_graph(graph, {**inputs, "ids": inputs["ids"].astype(np.int32)})
     with pytest.raises(CimcError, match=r"graph has no input 'idz' \(inputs: ids, mask, pos, x\)"):
         run_graph(graph, {"idz": inputs["ids"]})
@@ -117,3 +119,16 @@ def test_op_without_kernel_is_a_located_error() -> None:
     with pytest.raises(CimcError) as info:
         FloatModel(g)
     assert str(info.value) == "%m (model.py:12): the float reference has no kernel for op mystery"
+
+
+def test_run_all_subset_and_results_do_not_alias_weights() -> None:
+    graph = all_ops_graph()
+    inputs = default_inputs(graph)
+    model = FloatModel(graph)
+    some = model.run_all(inputs, names=["table", "emb", "q"])
+    assert list(some) == ["table", "emb", "q"]
+    np.testing.assert_array_equal(some["q"], model.run_all(inputs)["q"])
+    some["table"][:] = 0.0  # editing a result must not change the graph's weights
+    assert np.abs(graph.node("table").op.value).sum() > 0
+    with pytest.raises(CimcError, match="no value %nope in graph @all_ops"):
+        model.run_all(inputs, names=["nope"])

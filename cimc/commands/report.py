@@ -1,0 +1,125 @@
+"""`cimc report`: cycles, energy, utilization and traffic of a program from the cost model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from cimc.commands.run import add_arch_option, load_program_and_arch
+from cimc.machine.summary import CostSummary, summarize
+
+NAME = "report"
+HELP = "estimate cycles, energy and utilization of a program (schedule simulation)"
+EPILOG = """\
+example:
+  cimc report isa/examples/double_buffer.cimasm
+  cimc report isa/examples/matmul_2core.cimasm --arch default --json > report.json
+
+Cycles come from a schedule simulation (in-order issue per core, unit availability,
+address dependences, shared DRAM/flash/global-buffer channels, send/recv and barriers);
+energy from per-instruction costs of the arch preset. The lower bound is the busiest unit
+or channel (or one issue cycle per instruction); quality = makespan / lower bound.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        NAME,
+        help=HELP,
+        description=HELP,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("program", metavar="PROGRAM.cimasm", help="assembly program")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--layers", type=int, default=15, metavar="N",
+                   help="show the N most energy-hungry source locations (default 15)")  # fmt: skip
+    add_arch_option(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    program, arch = load_program_and_arch(args.program, args.arch)
+    summary = summarize(program, arch)
+    if args.json:
+        print(json.dumps(_finite(summary.as_dict()), indent=2))
+    else:
+        print_summary(summary, Console(width=120), args.layers)
+    return 0
+
+
+def _finite(value: object) -> object:
+    """JSON has no infinity: an unbounded figure (no off-chip bytes) becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _table(title: str, *columns: str) -> Table:
+    """A table whose title never wraps; the first column is left-aligned, others right."""
+    table = Table(title=title, min_width=len(title) + 4)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    return table
+
+
+def print_summary(s: CostSummary, console: Console, layers: int = 15) -> None:
+    head = _table(
+        f"{s.program} on '{s.arch}' ({s.cores} cores, {s.clock_mhz:g} MHz)", "figure", "value"
+    )
+    head.add_row("makespan", f"{s.makespan_cycles:,} cycles = {s.time_us:,.3f} us")
+    head.add_row("lower bound", f"{s.lower_bound_cycles:,} cycles ({s.lower_bound_reason})")
+    head.add_row("schedule quality", f"{s.schedule_quality:.2f}x the lower bound")
+    head.add_row("energy", f"{s.energy_total_uj:,.4f} uJ")
+    head.add_row("MACs", f"{s.macs:,} ({s.tops:.3f} TOPS effective)")
+    head.add_row(
+        "macros used", f"{s.macros_used} ({100 * s.macro_cell_utilization:.1f}% of their cells)"
+    )
+    console.print(head)
+    energy = _table("energy breakdown", "kind", "uJ", "share")
+    for kind, uj in s.energy_uj.items():
+        share = uj / s.energy_total_uj if s.energy_total_uj else 0.0
+        energy.add_row(kind, f"{uj:.4f}", f"{100 * share:.1f}%")
+    console.print(energy)
+    _print_units(s, console)
+    _print_counts(s, console)
+    _print_layers(s, console, layers)
+
+
+def _print_units(s: CostSummary, console: Console) -> None:
+    units = _table("unit utilization", "unit", "busy cycles", "utilization")
+    for u in s.units:
+        units.add_row(u.name, f"{u.busy_cycles:,}", f"{100 * u.utilization:.1f}%")
+    console.print(units)
+
+
+def _print_counts(s: CostSummary, console: Console) -> None:
+    counts = _table("instructions by opcode", "opcode", "count")
+    for opcode, n in s.opcode_counts.items():
+        counts.add_row(opcode, f"{n:,}")
+    console.print(counts)
+    moved = _table("bytes moved", "path", "bytes")
+    for path, n in s.bytes_moved.items():
+        moved.add_row(path, f"{n:,}")
+    console.print(moved)
+
+
+def _print_layers(s: CostSummary, console: Console, limit: int) -> None:
+    rows = sorted(s.layers, key=lambda layer: -layer.energy_uj)[:limit]
+    title = f"source locations (top {len(rows)} of {len(s.layers)} by energy)"
+    table = _table(title, "source", "instrs", "MACs", "off-chip bytes", "ops/byte", "uJ")
+    for layer in rows:
+        intensity = (
+            "-" if math.isinf(layer.arithmetic_intensity) else f"{layer.arithmetic_intensity:.1f}"
+        )
+        table.add_row(layer.name, f"{layer.instructions:,}", f"{layer.macs:,}",
+                      f"{layer.offchip_bytes:,}", intensity, f"{layer.energy_uj:.4f}")  # fmt: skip
+    console.print(table)

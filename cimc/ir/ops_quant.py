@@ -1,0 +1,417 @@
+"""The quantized dialect: integer ops that each hold the plan of their recipe.
+
+A q-op produces symmetric integer codes (``real = code * scale``) of `bits` bits (i8 or i16)
+and carries, as typed attributes, its output `scale` (compile-time float64, used only to
+dequantize) and its plan (cimc.quant.plans: every integer constant of its recipe, computed
+once by the quantize pass). Weights live inside the plans, so `q.linear` has one operand.
+Data-movement ops (reshape, transpose, slice, concat, gather, expand) and mask logic stay
+canonical ops on integer / bool values; codes pass through them unchanged, so a value's
+scale is that of the q-op it comes from (see cimc.quant.golden.value_scales).
+
+    %fc = q.linear(%x) {bits = 8, plan = "LinearPlan(...)", scale = 0.0123} : i8[1, 8, 32]
+
+`q.quantize` is the one host-side op: float input -> codes at the graph boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cimc.errors import CimcError
+from cimc.ir.op_base import (
+    INTEGER,
+    Op,
+    attribute_schema,
+    broadcast,
+    coerce_attribute,
+    expect,
+    expect_dtype,
+    register_op,
+)
+from cimc.ir.types import DType, TensorType
+from cimc.quant.constants import Requant, qmax
+from cimc.quant.plans import (
+    AddPlan,
+    AttentionPlan,
+    EmbeddingPlan,
+    LinearPlan,
+    LutPlan,
+    MatmulPlan,
+    MulPlan,
+    NormPlan,
+    RotaryPlan,
+    SoftmaxPlan,
+)
+
+CODE_DTYPES = (DType.I8, DType.I16)
+PLAN_TYPES = (
+    AddPlan,
+    AttentionPlan,
+    EmbeddingPlan,
+    LinearPlan,
+    LutPlan,
+    MatmulPlan,
+    MulPlan,
+    NormPlan,
+    Requant,
+    RotaryPlan,
+    SoftmaxPlan,
+)
+
+
+def code_dtype(bits: int) -> DType:
+    return DType.I8 if bits == 8 else DType.I16
+
+
+def describe(value: Any) -> str:
+    """Deterministic one-line text of a plan: scalars inline, arrays as type + digest."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = sorted(dataclasses.fields(value), key=lambda f: f.name)
+        inner = ", ".join(f"{f.name}={describe(getattr(value, f.name))}" for f in fields)
+        return f"{type(value).__name__}({inner})"
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return str(value.item())
+        data = np.ascontiguousarray(value)
+        digest = hashlib.sha256(data.tobytes()).hexdigest()[:8]
+        dims = ", ".join(str(d) for d in value.shape)
+        return f"{DType.from_numpy(value.dtype)}[{dims}]#{digest}"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True, eq=False)
+class QOp(Op):
+    """Base of the q-ops: output codes of `bits` bits at `scale`; subclasses add `plan`."""
+
+    scale: float
+    bits: int
+    INT8_OPERANDS: ClassVar[tuple[int, ...]] = ()  # operands that must be int8 codes
+    CODE_OPERANDS: ClassVar[tuple[int, ...]] = (0,)  # operands that must be i8/i16 codes
+
+    def __post_init__(self) -> None:
+        for name, kind in attribute_schema(type(self)).items():
+            value = getattr(self, name)
+            if kind in PLAN_TYPES or kind is np.ndarray:
+                if not isinstance(value, kind):
+                    raise CimcError(f"{self.NAME}: attribute {name} must be a {kind.__name__}")
+            else:
+                object.__setattr__(self, name, coerce_attribute(self.NAME, name, kind, value))
+        if self.bits not in (8, 16):
+            raise CimcError(f"{self.NAME}: bits must be 8 or 16, got {self.bits}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise CimcError(f"{self.NAME}: scale must be positive and finite, got {self.scale}")
+
+    def attributes(self) -> dict[str, Any]:
+        """Printable attributes: plans as their deterministic description."""
+        out: dict[str, Any] = {}
+        for name in sorted(attribute_schema(type(self))):
+            value = getattr(self, name)
+            out[name] = describe(value) if name in ("plan", "value") else value
+        return out
+
+    def key(self) -> Hashable:
+        return (self.NAME, tuple(self.attributes().items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, QOp) and self.key() == other.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    @property
+    def out_range(self) -> int:
+        """Largest |code| the plan can produce (checked against `bits`)."""
+        return qmax(self.bits)
+
+    def infer(self, inputs: tuple[TensorType, ...]) -> TensorType:
+        for k in self.CODE_OPERANDS:
+            if k < len(inputs):
+                expect_dtype(inputs[k], CODE_DTYPES, f"{self.NAME} operand {k}")
+        for k in self.INT8_OPERANDS:
+            expect_dtype(inputs[k], (DType.I8,), f"{self.NAME} operand {k} (int8 codes)")
+        expect(self.out_range <= qmax(self.bits), f"{self.NAME} plan exceeds {self.bits} bits")
+        return TensorType(self.shape(inputs), code_dtype(self.bits))
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        return inputs[0].shape
+
+
+def _requant_hi(rq: Requant) -> int:
+    return max(abs(rq.lo), abs(rq.hi))
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QQuantize(QOp):
+    """Host-side quantization of a float graph input: clamp(rint(x / scale))."""
+
+    NAME = "q.quantize"
+    MIN_INPUTS = MAX_INPUTS = 1
+    CODE_OPERANDS = ()
+
+    def infer(self, inputs: tuple[TensorType, ...]) -> TensorType:
+        expect_dtype(inputs[0], (DType.F32,), "q.quantize operand")
+        return TensorType(inputs[0].shape, code_dtype(self.bits))
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QConstant(QOp):
+    """A constant activation operand (e.g. an added position table), stored as codes."""
+
+    NAME = "q.constant"
+    value: np.ndarray
+    CODE_OPERANDS = ()
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        expect(self.value.dtype == code_dtype(self.bits).numpy, "q.constant dtype != bits")
+        return tuple(self.value.shape)
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QRequant(QOp):
+    """Change of scale and/or width: REQ(x, M, s) per tensor (or per channel)."""
+
+    NAME = "q.requant"
+    MIN_INPUTS = MAX_INPUTS = 1
+    plan: Requant
+
+    @property
+    def out_range(self) -> int:
+        return _requant_hi(self.plan)
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QLinear(QOp):
+    """y = REQ(x_i8 @ W_i8 + bias_i32) per output channel; W and bias live in the plan."""
+
+    NAME = "q.linear"
+    MIN_INPUTS = MAX_INPUTS = 1
+    INT8_OPERANDS = (0,)
+    plan: LinearPlan
+
+    @property
+    def out_range(self) -> int:
+        return _requant_hi(self.plan.requant)
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        x = inputs[0]
+        k, n = self.plan.weight.shape
+        expect(x.rank >= 1 and x.shape[-1] == k, f"q.linear input {x} does not have K={k}")
+        return (*x.shape[:-1], n)
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QMatMul(QOp):
+    """y = REQ(a_i8 @ b_i8) of two run-time values."""
+
+    NAME = "q.matmul"
+    MIN_INPUTS = MAX_INPUTS = 2
+    INT8_OPERANDS = CODE_OPERANDS = (0, 1)
+    plan: MatmulPlan
+
+    @property
+    def out_range(self) -> int:
+        return _requant_hi(self.plan.requant)
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        a, b = inputs
+        expect(a.rank >= 2 and b.rank >= 2 and a.shape[-1] == b.shape[-2], "q.matmul K mismatch")
+        return (*broadcast(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QAdd(QOp):
+    """y = clamp(RSHR(a*Ma + b*Mb, s)): residual adds and subtractions (sign in Mb)."""
+
+    NAME = "q.add"
+    MIN_INPUTS = MAX_INPUTS = 2
+    CODE_OPERANDS = (0, 1)
+    plan: AddPlan
+
+    @property
+    def out_range(self) -> int:
+        return max(abs(self.plan.lo), abs(self.plan.hi))
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        return broadcast(inputs[0].shape, inputs[1].shape)
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QMul(QOp):
+    """y = REQ(a * b) elementwise."""
+
+    NAME = "q.mul"
+    MIN_INPUTS = MAX_INPUTS = 2
+    CODE_OPERANDS = (0, 1)
+    plan: MulPlan
+
+    @property
+    def out_range(self) -> int:
+        return _requant_hi(self.plan.requant)
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        return broadcast(inputs[0].shape, inputs[1].shape)
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QLut(QOp):
+    """y = LUT8(x_i8, T): any elementwise function `fn` (gelu, silu, tanh, exp...)."""
+
+    NAME = "q.lut"
+    MIN_INPUTS = MAX_INPUTS = 1
+    INT8_OPERANDS = (0,)
+    fn: str
+    plan: LutPlan
+
+    @property
+    def out_range(self) -> int:
+        return int(np.abs(self.plan.table.astype(np.int64)).max())
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QEmbedding(QOp):
+    """y = T[ids] with the table stored as codes at the output scale."""
+
+    NAME = "q.embedding"
+    MIN_INPUTS = MAX_INPUTS = 1
+    CODE_OPERANDS = ()
+    plan: EmbeddingPlan
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        expect_dtype(inputs[0], INTEGER, "q.embedding ids")
+        expect(self.plan.table.dtype == code_dtype(self.bits).numpy, "q.embedding table width")
+        return (*inputs[0].shape, self.plan.table.shape[1])
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QRotary(QOp):
+    """y = REQ(x*C + rotate_half(x)*S) with Q1.14 cos/sin tables in the plan."""
+
+    NAME = "q.rotary"
+    MIN_INPUTS = MAX_INPUTS = 1
+    plan: RotaryPlan
+
+    @property
+    def out_range(self) -> int:
+        return _requant_hi(self.plan.requant)
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        x = inputs[0]
+        expect(x.shape[-1] % 2 == 0, f"q.rotary needs an even last axis, got {x}")
+        broadcast(x.shape, tuple(self.plan.cos.shape))
+        return x.shape
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QSoftmax(QOp):
+    """Softmax over the last axis (optional bool mask); codes in [0, out_max], scale 1/out_max."""
+
+    NAME = "q.softmax"
+    MIN_INPUTS = 1
+    MAX_INPUTS = 2
+    plan: SoftmaxPlan
+
+    @property
+    def out_range(self) -> int:
+        return self.plan.out_max
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        if len(inputs) == 2:
+            expect_dtype(inputs[1], (DType.BOOL,), "q.softmax mask")
+            broadcast(inputs[1].shape, inputs[0].shape)
+        return inputs[0].shape
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QAttention(QOp):
+    """Fused attention of int8 q, k, v (GQA, causal and bool mask in the plan / operand 3)."""
+
+    NAME = "q.attention"
+    MIN_INPUTS = 3
+    MAX_INPUTS = 4
+    INT8_OPERANDS = CODE_OPERANDS = (0, 1, 2)
+    plan: AttentionPlan
+
+    @property
+    def out_range(self) -> int:
+        return max(abs(self.plan.lo), abs(self.plan.hi))
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        q, k, v = inputs[:3]
+        expect(q.rank == k.rank == v.rank == 4, "q.attention operands must be [B, H, S, D]")
+        expect(q.shape[1] % k.shape[1] == 0, f"{q.shape[1]} query heads vs {k.shape[1]} kv")
+        expect(q.shape[-1] == k.shape[-1] and k.shape[2] == v.shape[2], "q.attention dims")
+        if len(inputs) == 4:
+            expect_dtype(inputs[3], (DType.BOOL,), "q.attention mask")
+            broadcast(inputs[3].shape, (*q.shape[:3], k.shape[2]))
+        return (*q.shape[:3], v.shape[3])
+
+
+@dataclass(frozen=True, eq=False)
+class _QNorm(QOp):
+    MIN_INPUTS = MAX_INPUTS = 1
+    RMS: ClassVar[bool] = False
+    plan: NormPlan
+
+    @property
+    def out_range(self) -> int:
+        return max(abs(self.plan.lo), abs(self.plan.hi))
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        x = inputs[0]
+        expect(self.plan.rms == self.RMS, f"{self.NAME} holds the wrong normalization plan")
+        expect(x.shape[-1] == self.plan.n, f"{self.NAME} plan is for {self.plan.n} channels")
+        return x.shape
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QLayerNorm(_QNorm):
+    """layer_norm over the last axis by exact centering, ISQRT and one DIV per row."""
+
+    NAME = "q.layer_norm"
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QRmsNorm(_QNorm):
+    """rms_norm over the last axis (as q.layer_norm without centering)."""
+
+    NAME = "q.rms_norm"
+    RMS = True
+
+
+Q_OPS: tuple[type[QOp], ...] = (
+    QQuantize,
+    QConstant,
+    QRequant,
+    QLinear,
+    QMatMul,
+    QAdd,
+    QMul,
+    QLut,
+    QEmbedding,
+    QRotary,
+    QSoftmax,
+    QAttention,
+    QLayerNorm,
+    QRmsNorm,
+)

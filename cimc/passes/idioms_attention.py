@@ -1,0 +1,206 @@
+"""idioms-attention: scaled dot-product attention spelled out by exporters -> attention.
+
+    p = softmax(matmul(q * s1, kT * s2) * s3 + additive_mask [+ ...]);  out = matmul(p, v)
+    (or masked with where(m, scores, -big); scale by mul or div; kT a transpose of k)
+
+q/k/v are brought back to [B, H, S, D]; GQA's repeat_kv (reshape -> expand -> reshape)
+is undone so k/v keep their Hkv heads; the additive mask becomes a boolean operand
+(idioms_mask), and a constant causal triangle becomes ``causal=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cimc.ir.graph import Graph, Node
+from cimc.ir.ops import (
+    Add,
+    Attention,
+    Div,
+    Expand,
+    LogicalAnd,
+    MatMul,
+    Mul,
+    Reshape,
+    Softmax,
+    Transpose,
+    Where,
+)
+from cimc.passes.idioms_mask import (
+    BLOCKED,
+    MaskPlan,
+    build_mask,
+    plan_bool_mask,
+    split_causal,
+    strip_broadcasts,
+)
+from cimc.passes.idioms_match import const_array, operand_pairs, scalar, scalar_operand
+from cimc.passes.manager import GraphPass, register_pass
+
+_SWAP_LAST = (0, 1, 3, 2)
+
+
+@register_pass
+@dataclass(frozen=True)
+class AttentionIdioms(GraphPass):
+    NAME = "idioms-attention"
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for node in graph.nodes():
+            if node.name in graph and isinstance(node.op, Softmax):
+                changed |= _attention(graph, node)
+        if changed:
+            graph.dead_code_elimination()
+        return changed
+
+
+@dataclass(frozen=True)
+class Match:
+    q: str
+    kt: str
+    v: str
+    scale: float
+    masks: tuple[MaskPlan, ...]
+    out: str
+
+
+def _unscale(graph: Graph, name: str) -> tuple[str, float]:
+    """(x, s) for x * s, s * x or x / (1/s) with scalar constant s; else (name, 1)."""
+    node = graph.node(name)
+    if isinstance(node.op, Mul):
+        found = scalar_operand(graph, node)
+        if found is not None:
+            inner, s = _unscale(graph, found[0])
+            return inner, s * found[1]
+    if isinstance(node.op, Div):
+        d = scalar(graph, node.inputs[1])
+        if d:
+            inner, s = _unscale(graph, node.inputs[0])
+            return inner, s / d
+    return name, 1.0
+
+
+def _scores(graph: Graph, name: str) -> tuple[Node, float] | None:
+    inner, s = _unscale(graph, name)
+    node = graph.node(inner)
+    return (node, s) if isinstance(node.op, MatMul) else None
+
+
+def _peel_masks(graph: Graph, name: str) -> tuple[str, list[MaskPlan]] | None:
+    """Walk from the softmax input through mask adds / where-masking to the scores."""
+    plans: list[MaskPlan] = []
+    while _scores(graph, name) is None:
+        node = graph.node(name)
+        step = None
+        if isinstance(node.op, Add):
+            for s, m in operand_pairs(node):
+                plan = plan_bool_mask(graph, m) if const_array(graph, s) is None else None
+                if plan is not None:
+                    step = (s, plan)
+                    break
+        elif isinstance(node.op, Where):
+            cond, a, b = node.inputs
+            fill = scalar(graph, b)
+            if fill is not None and fill <= BLOCKED:
+                step = (a, MaskPlan("value", name=cond))
+        if step is None:
+            return None
+        name = step[0]
+        plans.append(step[1])
+    return name, plans
+
+
+def _match(graph: Graph, softmax: Node) -> Match | None:
+    if softmax.type.rank != 4 or softmax.op.axis != 3:
+        return None
+    users = graph.users(softmax.name)
+    if len(users) != 1 or graph.is_output(softmax.name):
+        return None
+    out = graph.node(users[0])
+    if not isinstance(out.op, MatMul) or out.inputs[0] != softmax.name:
+        return None
+    peeled = _peel_masks(graph, softmax.inputs[0])
+    if peeled is None:
+        return None
+    scores, plans = peeled
+    found = _scores(graph, scores)
+    assert found is not None
+    mm, s = found
+    q, sq = _unscale(graph, mm.inputs[0])
+    kt, sk = _unscale(graph, mm.inputs[1])
+    shapes = [graph.node(n).type for n in (q, kt, out.inputs[1])]
+    if any(t.rank != 4 or not t.dtype.is_float for t in shapes):
+        return None
+    return Match(q, kt, out.inputs[1], s * sq * sk, tuple(plans), out.name)
+
+
+def _untranspose(graph: Graph, kt: str, loc: str) -> str:
+    node = graph.node(kt)
+    if isinstance(node.op, Transpose) and node.op.perm == _SWAP_LAST:
+        return node.inputs[0]
+    return graph.add_node(Transpose(_SWAP_LAST), [kt], f"{kt}.k", loc)
+
+
+@register_pass
+@dataclass(frozen=True)
+class GroupedQueryAttention(GraphPass):
+    """idioms-gqa: attention on repeat_kv(k), repeat_kv(v) -> attention on k, v (Hkv heads)."""
+
+    NAME = "idioms-gqa"
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for node in graph.nodes():
+            if isinstance(node.op, Attention):
+                k, v = _unrepeat(graph, node.inputs[1]), _unrepeat(graph, node.inputs[2])
+                if k is not None and v is not None and k[1] == v[1]:
+                    graph.replace_op(
+                        node.name, node.op, [node.inputs[0], k[0], v[0], *node.inputs[3:]]
+                    )
+                    changed = True
+        if changed:
+            graph.dead_code_elimination()
+        return changed
+
+
+def _unrepeat(graph: Graph, name: str) -> tuple[str, int] | None:
+    """(k0, n) when `name` is repeat_kv(k0, n) = reshape(expand(x[B, H, 1, S, D])).
+
+    x may be any spelling of k0 with a unit axis inserted; k0 is re-derived from it by a
+    reshape that canonicalize-layout then merges with x's own layout chain.
+    """
+    merged = graph.node(name)
+    if not isinstance(merged.op, Reshape):
+        return None
+    expanded = graph.node(merged.inputs[0])
+    if not isinstance(expanded.op, Expand) or expanded.type.rank != 5:
+        return None
+    split = graph.node(expanded.inputs[0])
+    b, h, one, s, d = split.type.shape
+    n = expanded.type.shape[2]
+    if one != 1 or expanded.type.shape != (b, h, n, s, d) or merged.type.shape != (b, h * n, s, d):
+        return None
+    k0 = graph.add_node(Reshape((b, h, s, d)), [split.name], f"{split.name}.kv", split.loc)
+    return k0, n
+
+
+def _attention(graph: Graph, softmax: Node) -> bool:
+    m = _match(graph, softmax)
+    if m is None:
+        return False
+    loc = graph.node(m.out).loc
+    mask = None
+    for plan in m.masks:
+        part = build_mask(graph, plan, m.out, loc)
+        if part is not None and mask is not None:
+            part = graph.add_node(LogicalAnd(), [mask, part], f"{m.out}.mask", loc)
+        mask = part if part is not None else mask
+    mask = strip_broadcasts(graph, mask)
+    sq, sk = softmax.type.shape[2], softmax.type.shape[3]
+    mask, causal = split_causal(graph, mask, sq, sk)
+    mask = strip_broadcasts(graph, mask)
+    k = _untranspose(graph, m.kt, loc)
+    operands = [m.q, k, m.v] + ([mask] if mask is not None else [])
+    graph.replace_op(m.out, Attention(m.scale, causal), operands)
+    return True

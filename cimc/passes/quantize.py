@@ -1,0 +1,63 @@
+"""quantize: canonical float graph -> q-dialect graph (calibration + integer plans).
+
+    quantize{calibration=calib.npz,samples=8,method=max,wide=residual+norm+softmax+rotary+mul+output}
+
+Without `calibration`, inputs are generated from their meaning and a note saying so goes
+to stderr (unless quiet=true). `wide` lists the value categories kept in `wide-bits`
+(int16) precision, '+'-separated ("none" for an all-int8 model); see cimc.quant.scales.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from cimc.errors import CimcError
+from cimc.ir.graph import Graph
+from cimc.passes.manager import Pass, PassResult, register_pass
+from cimc.quant.quantize import QuantOptions, quantize_model
+from cimc.quant.scales import WIDE_CATEGORIES, Precision
+
+
+@register_pass
+@dataclass(frozen=True)
+class Quantize(Pass):
+    NAME = "quantize"
+    calibration: str = ""
+    samples: int = 8
+    seed: int = 0
+    method: str = "max"
+    percentile: float = 99.99
+    act_bits: int = 8
+    wide_bits: int = 16
+    wide: str = "+".join(WIDE_CATEGORIES)
+    p_bits: int = 14
+    quiet: bool = False
+
+    def options(self) -> QuantOptions:
+        wide = () if self.wide in ("", "none") else tuple(self.wide.split("+"))
+        unknown = [w for w in wide if w not in WIDE_CATEGORIES]
+        if unknown:
+            known = "+".join(WIDE_CATEGORIES)
+            raise CimcError(f"unknown wide category {unknown[0]!r} (known: {known})", "quantize")
+        for bits in (self.act_bits, self.wide_bits):
+            if bits not in (8, 16):
+                raise CimcError(f"activation widths must be 8 or 16, got {bits}", "quantize")
+        return QuantOptions(Precision(self.act_bits, self.wide_bits, wide), self.p_bits)
+
+    def apply(self, ir: Any) -> PassResult:
+        if not isinstance(ir, Graph):
+            raise CimcError(f"pass {self.NAME} runs on a graph, not on {type(ir).__name__}")
+        result = quantize_model(
+            ir,
+            self.calibration or None,
+            samples=self.samples,
+            seed=self.seed,
+            method=self.method,
+            percentile=self.percentile,
+            options=self.options(),
+        )
+        if result.calibration.generated and not self.quiet:
+            sys.stderr.write(f"cimc: {result.note}\n")
+        return PassResult(result.graph, True)

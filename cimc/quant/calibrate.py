@@ -1,0 +1,227 @@
+"""Calibration: run the float reference on sample inputs and record each value's range.
+
+    data = calibration_data(graph, "calib.npz")      # or None: generated inputs (data.note)
+    calib = calibrate(graph, data, method="max")
+    calib.ranges["fc"]                                # |x| <= R over the samples
+
+A calibration file is an .npz with one array per graph input, named after it, samples on
+the leading axis: shape [N, *input shape] (or [N, *input shape[1:]] for a batch-1 input).
+Without a file, inputs are generated from their meaning (token ids inside the embedding
+table, masks of ones, positions 0..S-1, Gaussian floats) and the note says so.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cimc.errors import CimcError
+from cimc.ir.graph import Graph, Node
+from cimc.ir.ops import Attention, Embedding, Input
+from cimc.ir.types import DType
+from cimc.quant import constants as qc
+from cimc.quant.scales import through_data_movement
+from cimc.reference.float_model import FloatModel, default_inputs
+
+Sample = dict[str, np.ndarray]
+DEFAULT_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """Input samples for calibration; `generated` is True when no file was given."""
+
+    samples: list[Sample]
+    generated: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibrated absolute ranges of every float value (and of attention logits)."""
+
+    ranges: dict[str, float]  # node name -> R with |x| <= R (or the chosen percentile)
+    logit_ranges: dict[str, float]  # attention node -> range of q k^T * scale where allowed
+    channel_ranges: dict[str, np.ndarray] = field(default_factory=dict)  # last-axis absmax
+    samples: int = 0
+    generated: bool = False
+    note: str = ""
+    method: str = "max"
+
+
+def calibration_data(
+    graph: Graph,
+    path: str | Path | None = None,
+    count: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+) -> CalibrationData:
+    """Samples from `path` (validated), or `count` generated ones when path is None."""
+    if path is not None:
+        samples = load_calibration_file(graph, path)
+        return CalibrationData(samples, False, f"calibrated on {len(samples)} samples from {path}")
+    samples = generated_samples(graph, count, seed)
+    note = (
+        f"no calibration file given: calibrated on {count} generated inputs (random token "
+        "ids inside the vocabulary, masks of ones, positions 0..S-1); pass --calibration "
+        "FILE.npz with real inputs for better scales"
+    )
+    return CalibrationData(samples, True, note)
+
+
+def generated_samples(graph: Graph, count: int = DEFAULT_SAMPLES, seed: int = 0) -> list[Sample]:
+    """`count` input sets generated from the inputs' meaning (seeds seed..seed+count-1)."""
+    if count < 1:
+        raise CimcError(f"need at least one calibration sample, got {count}", "calibration")
+    return [default_inputs(graph, seed=seed + k) for k in range(count)]
+
+
+def load_calibration_file(graph: Graph, path: str | Path) -> list[Sample]:
+    """Read and validate a calibration .npz (no pickles); returns one input dict per sample."""
+    where = str(path)
+    if not Path(path).is_file():
+        raise CimcError("calibration file not found", where)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in sorted(npz.files)}
+    except ValueError as e:
+        raise CimcError(f"cannot read arrays (object arrays are not accepted): {e}", where) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise CimcError(f"not a valid .npz file ({e}); save it with numpy.savez", where) from None
+    inputs = graph.input_nodes()
+    _check_names(arrays, [n.name for n in inputs], where)
+    checked = {n.name: _check_array(graph, n, arrays[n.name], where) for n in inputs}
+    counts = sorted({len(a) for a in checked.values()})
+    if len(counts) != 1:
+        listed = ", ".join(f"{k}: {len(v)}" for k, v in checked.items())
+        raise CimcError(f"arrays disagree on the number of samples ({listed})", where)
+    if counts[0] < 1:
+        raise CimcError("the calibration arrays hold no samples", where)
+    return [{name: a[k] for name, a in checked.items()} for k in range(counts[0])]
+
+
+def _check_names(arrays: Mapping[str, np.ndarray], names: list[str], where: str) -> None:
+    missing = [n for n in names if n not in arrays]
+    extra = [n for n in arrays if n not in names]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing arrays for inputs {', '.join(missing)}")
+        if extra:
+            parts.append(f"arrays {', '.join(extra)} match no graph input")
+        raise CimcError(f"{'; '.join(parts)} (graph inputs: {', '.join(names)})", where)
+
+
+def _check_array(graph: Graph, node: Node, array: np.ndarray, where: str) -> np.ndarray:
+    t = node.type
+    at = f"{where}: array '{node.name}'"
+    shape = tuple(array.shape)
+    if shape[1:] != t.shape:
+        if t.shape and t.shape[0] == 1 and shape[1:] == t.shape[1:] and len(shape) == t.rank:
+            array = array.reshape((shape[0], *t.shape))
+        else:
+            want = ", ".join(["N", *(str(d) for d in t.shape)])
+            raise CimcError(f"has shape {list(shape)}, expected [{want}] (samples first)", at)
+    return _convert(graph, node, array, at)
+
+
+def _convert(graph: Graph, node: Node, array: np.ndarray, at: str) -> np.ndarray:
+    t = node.type
+    kind = array.dtype.kind
+    if t.dtype.is_float:
+        if kind not in "fiu":
+            raise CimcError(f"is {array.dtype}, expected a float array", at)
+        if not np.all(np.isfinite(array)):
+            raise CimcError("contains NaN or infinity", at)
+        return array.astype(np.float32)
+    if kind not in "iub":
+        raise CimcError(f"is {array.dtype}, expected integers for input type {t}", at)
+    assert isinstance(node.op, Input)
+    meaning = node.op.meaning
+    if t.dtype is DType.BOOL or meaning == "attention_mask":
+        if not np.isin(array, (0, 1)).all():
+            raise CimcError("mask values must be 0 or 1", at)
+    if meaning == "token_ids":
+        vocab = vocab_size(graph, node.name)
+        if vocab is not None and array.size and (array.min() < 0 or array.max() >= vocab):
+            raise CimcError(f"token ids must lie in [0, {vocab}) (the embedding table)", at)
+    info = np.iinfo(t.dtype.numpy) if t.dtype.is_int else None
+    if info is not None and array.size and (array.min() < info.min or array.max() > info.max):
+        raise CimcError(f"values do not fit {t.dtype}", at)
+    return array.astype(t.dtype.numpy)
+
+
+def vocab_size(graph: Graph, name: str) -> int | None:
+    """Rows of the smallest embedding table the ids `name` reach, None if none does."""
+    rows = [
+        graph.node(graph.node(user).inputs[1]).type.shape[0]
+        for user, operand in through_data_movement(graph, name)
+        if isinstance(graph.node(user).op, Embedding) and operand == 0
+    ]
+    return min(rows) if rows else None
+
+
+# ---- range collection -------------------------------------------------------------------
+
+
+def calibrate(
+    graph: Graph, data: CalibrationData, method: str = "max", percentile: float = 99.99
+) -> Calibration:
+    """Ranges of every float value and attention logit over the samples."""
+    if method not in qc.CALIBRATION_METHODS:
+        known = ", ".join(qc.CALIBRATION_METHODS)
+        raise CimcError(f"unknown calibration method {method!r} (known: {known})", "calibration")
+    model = FloatModel(graph)
+    floats = [n for n in graph.nodes() if n.type.dtype.is_float]
+    attentions = [n for n in graph.nodes() if isinstance(n.op, Attention)]
+    seen: dict[str, list[np.ndarray]] = {n.name: [] for n in floats}
+    seen_logits: dict[str, list[np.ndarray]] = {n.name: [] for n in attentions}
+    channels: dict[str, np.ndarray] = {}
+    for sample in data.samples:
+        values = model.run_all(sample)
+        for n in floats:
+            _collect(seen[n.name], values[n.name], method)
+            channels[n.name] = _channel_max(channels.get(n.name), values[n.name])
+        for n in attentions:
+            _collect(seen_logits[n.name], _logits(n, values), method)
+    where = {n.name: n.where for n in floats}
+    ranges = {k: _range(v, method, percentile, where[k]) for k, v in seen.items()}
+    logits = {k: _range(v, method, percentile, where[k]) for k, v in seen_logits.items()}
+    return Calibration(
+        ranges, logits, channels, len(data.samples), data.generated, data.note, method
+    )
+
+
+def _collect(store: list[np.ndarray], value: np.ndarray, method: str) -> None:
+    a = np.abs(np.asarray(value, np.float64))
+    store.append(np.array([a.max(initial=0.0)]) if method == "max" else a.ravel())
+
+
+def _range(parts: Sequence[np.ndarray], method: str, percentile: float, loc: str) -> float:
+    return qc.calibration_range(np.concatenate(list(parts)), method, percentile, loc)
+
+
+def _channel_max(previous: np.ndarray | None, value: np.ndarray) -> np.ndarray:
+    v = np.abs(np.asarray(value, np.float64))
+    current = v.reshape(-1, v.shape[-1]).max(axis=0) if v.ndim and v.size else np.zeros(1)
+    return current if previous is None else np.maximum(previous, current)
+
+
+def _logits(node: Node, values: Mapping[str, np.ndarray]) -> np.ndarray:
+    """q k^T * scale at the positions attention may use (float64)."""
+    assert isinstance(node.op, Attention)
+    q = np.asarray(values[node.inputs[0]], np.float64)
+    k = np.asarray(values[node.inputs[1]], np.float64)
+    k = np.repeat(k, q.shape[1] // k.shape[1], axis=1)
+    logits = q @ np.swapaxes(k, -1, -2) * node.op.scale
+    sq, sk = logits.shape[-2:]
+    allowed = np.ones((sq, sk), bool)
+    if node.op.causal:
+        allowed = np.tril(allowed, sk - sq)
+    if len(node.inputs) == 4:
+        allowed = allowed & np.asarray(values[node.inputs[3]], bool)
+    picked = logits[np.broadcast_to(allowed, logits.shape)]
+    return picked if picked.size else np.zeros(1)

@@ -1,0 +1,190 @@
+"""Quantize a canonical float graph into the q-dialect (cimc.ir.ops_quant).
+
+    data = calibration_data(graph, path_or_None)        # data.note says if inputs were generated
+    calib = calibrate(graph, data)
+    qgraph = quantize_graph(graph, calib, QuantOptions())
+
+Every float value gets a width (cimc.quant.scales) and a per-tensor scale from its
+calibrated range; every canonical op becomes a q-op whose plan (cimc.quant.plans) holds
+all its integer constants. Graph inputs: integer ids stay as they are, bool masks become
+int8 0/1 inputs (cast back to bool inside), float inputs get a host-side `q.quantize`.
+Outputs are codes; `cimc.quant.golden.value_scales` gives the scale to dequantize them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cimc.errors import CimcError
+from cimc.ir.graph import Graph, Node
+from cimc.ir.ops import Cast, Concat, Constant, Input
+from cimc.ir.ops_quant import QConstant, QQuantize, QRequant
+from cimc.ir.types import DType, TensorType
+from cimc.quant import constants as qc
+from cimc.quant.calibrate import DEFAULT_SAMPLES, Calibration, calibrate, calibration_data
+from cimc.quant.quantize_rules import QValue, lower_node
+from cimc.quant.scales import DATA_MOVEMENT, Precision, choose_bits, wide_reasons
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """Choices of the quantize pass."""
+
+    precision: Precision = field(default_factory=Precision)
+    attention_p_bits: int = 14  # 14: two int8 MVM passes for p' @ v; 7: one pass
+
+
+class Lowering:
+    """State of one quantization: source graph, calibration, and the graph being built."""
+
+    def __init__(self, graph: Graph, calib: Calibration, options: QuantOptions) -> None:
+        graph.verify()
+        self.src = graph
+        self.calib = calib
+        self.options = options
+        self.bits = choose_bits(graph, options.precision)
+        self.out = Graph(graph.name)
+        self.env: dict[str, QValue] = {}
+        self._requants: dict[tuple[str, int, float], QValue] = {}
+
+    def run(self) -> Graph:
+        for node in self.src.nodes():
+            if isinstance(node.op, Input):
+                self.env[node.name] = self._input(node)
+            elif isinstance(node.op, Constant):
+                if not node.type.dtype.is_float:
+                    self.env[node.name] = QValue(self.out.add_constant(node.op.value, node.name))
+            elif isinstance(node.op, DATA_MOVEMENT):
+                self.env[node.name] = self._data_movement(node)
+            else:
+                self.env[node.name] = lower_node(self, node)
+        self.out.set_outputs([(out, self.value(name).name) for out, name in self.src.outputs])
+        self.out.dead_code_elimination()
+        self.out.verify()
+        return self.out
+
+    # ---- values -----------------------------------------------------------------------
+
+    def value(self, name: str) -> QValue:
+        """The quantized counterpart of source value `name` (constants materialize here)."""
+        if name not in self.env:
+            node = self.src.node(name)
+            if not isinstance(node.op, Constant):
+                raise CimcError(f"value %{name} was not lowered", node.where)
+            bits = self.options.precision.bits_for(wide_reasons(self.src, name))
+            self.env[name] = self._constant(node, bits)
+        return self.env[name]
+
+    def codes(self, name: str, bits: int | None = None, scale: float | None = None) -> QValue:
+        """Operand `name` as codes, requantized to `bits` (and `scale`) when they differ."""
+        v = self.value(name)
+        if not v.is_codes:
+            where = self.src.node(name).where
+            raise CimcError(f"expected a float value, got {self.src.node(name).type}", where)
+        bits = v.bits if bits is None else bits
+        if scale is None:
+            scale = v.scale if bits == v.bits else self.scale_of(name, bits)
+        if bits == v.bits and scale == v.scale:
+            return v
+        return self._requant(name, v, bits, scale)
+
+    def scale_of(self, name: str, bits: int) -> float:
+        """Per-tensor scale of a source value at a width, from its calibrated range."""
+        if name not in self.calib.ranges:
+            raise CimcError("value has no calibrated range", self.src.node(name).where)
+        headroom = self.options.precision.headroom(bits)
+        where = self.src.node(name).where
+        return qc.activation_scale(self.calib.ranges[name] * headroom, bits, where)
+
+    def out_bits(self, node: Node) -> int:
+        return self.bits[node.name]
+
+    def emit(self, node: Node, op: object, operands: Sequence[str]) -> str:
+        """Add the lowered op under the source node's name and location."""
+        return self.out.add_node(op, list(operands), name=node.name, loc=node.loc)  # type: ignore[arg-type]
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _input(self, node: Node) -> QValue:
+        assert isinstance(node.op, Input)
+        t, meaning = node.type, node.op.meaning
+        if t.dtype is DType.BOOL:
+            as_int8 = TensorType(t.shape, DType.I8)
+            raw = self.out.add_input(node.name, as_int8, meaning, node.loc)
+            return QValue(self.out.add_node(Cast(DType.BOOL), [raw], f"{node.name}_bool", node.loc))
+        raw = self.out.add_input(node.name, t, meaning, node.loc)
+        if not t.dtype.is_float:
+            return QValue(raw)
+        bits = self.bits[node.name]
+        scale = self.scale_of(node.name, bits)
+        op = QQuantize(scale=scale, bits=bits)
+        return QValue(self.out.add_node(op, [raw], f"{node.name}_q", node.loc), scale, bits)
+
+    def _constant(self, node: Node, bits: int) -> QValue:
+        assert isinstance(node.op, Constant)
+        value = np.asarray(node.op.value, np.float64)
+        scale = qc.activation_scale(float(np.abs(value).max(initial=0.0)), bits, node.where)
+        codes = np.asarray(qc.quantize_tensor(value, scale, bits))
+        op = QConstant(scale=scale, bits=bits, value=codes)
+        return QValue(self.out.add_node(op, [], f"{node.name}_q", node.loc), scale, bits)
+
+    def _requant(self, name: str, v: QValue, bits: int, scale: float) -> QValue:
+        key = (name, bits, scale)
+        if key not in self._requants:
+            assert v.scale is not None
+            where = self.src.node(name).where
+            plan = qc.requant_per_tensor(v.scale / scale, bits, where)
+            op = QRequant(scale=scale, bits=bits, plan=plan)
+            new = self.out.add_node(op, [v.name], f"{v.name}_i{bits}", self.src.node(name).loc)
+            self._requants[key] = QValue(new, scale, bits)
+        return self._requants[key]
+
+    def _data_movement(self, node: Node) -> QValue:
+        if not node.type.dtype.is_float:
+            operands = [self.value(i).name for i in node.inputs]
+            return QValue(self.emit(node, node.op, operands))
+        if isinstance(node.op, Concat) and len(node.inputs) > 1:
+            bits = max(self.codes(i).bits or 8 for i in node.inputs)
+            scale = self.scale_of(node.name, bits)
+            parts = [self.codes(i, bits, scale) for i in node.inputs]
+            return QValue(self.emit(node, node.op, [p.name for p in parts]), scale, bits)
+        v = self.codes(node.inputs[0])
+        return QValue(self.emit(node, node.op, [v.name]), v.scale, v.bits)
+
+
+def quantize_graph(
+    graph: Graph, calib: Calibration, options: QuantOptions | None = None
+) -> Graph:
+    """The q-dialect graph of `graph` with scales from `calib` (the input is not changed)."""
+    return Lowering(graph, calib, options or QuantOptions()).run()
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """The quantized graph, its calibration, and the note a CLI should print."""
+
+    graph: Graph
+    calibration: Calibration
+
+    @property
+    def note(self) -> str:
+        return self.calibration.note
+
+
+def quantize_model(
+    graph: Graph,
+    calibration_file: str | None = None,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    method: str = "max",
+    percentile: float = 99.99,
+    options: QuantOptions | None = None,
+) -> QuantizeResult:
+    """Calibrate (on the file, or on generated inputs) and quantize in one call."""
+    data = calibration_data(graph, calibration_file, samples, seed)
+    calib = calibrate(graph, data, method, percentile)
+    return QuantizeResult(quantize_graph(graph, calib, options), calib)

@@ -1,0 +1,247 @@
+"""One lowering rule per canonical op: float node -> q-op with its plan (see quantize.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cimc.errors import CimcError
+from cimc.ir import ops
+from cimc.ir.graph import Node
+from cimc.ir.op_base import Op
+from cimc.ir.ops_quant import (
+    QAdd,
+    QAttention,
+    QConstant,
+    QEmbedding,
+    QLayerNorm,
+    QLinear,
+    QLut,
+    QMatMul,
+    QMul,
+    QRmsNorm,
+    QRotary,
+    QSoftmax,
+)
+from cimc.quant import constants as qc
+from cimc.quant import plans
+
+if TYPE_CHECKING:
+    from cimc.quant.quantize import Lowering
+
+
+@dataclass(frozen=True)
+class QValue:
+    """A value of the quantized graph: its name, and scale/bits when it holds codes."""
+
+    name: str
+    scale: float | None = None
+    bits: int | None = None
+
+    @property
+    def is_codes(self) -> bool:
+        return self.scale is not None
+
+
+Rule = Callable[["Lowering", Node], QValue]
+
+# Canonical ops that stay as they are when no operand and no result is float (mask logic).
+INTEGER_PASSTHROUGH: tuple[type[Op], ...] = (
+    ops.Cast,
+    ops.Equal,
+    ops.Less,
+    ops.Greater,
+    ops.LogicalNot,
+    ops.LogicalAnd,
+    ops.LogicalOr,
+    ops.Where,
+)
+
+LUT_FUNCTIONS: dict[type[Op], str] = {
+    ops.Silu: "silu",
+    ops.Relu: "relu",
+    ops.Tanh: "tanh",
+    ops.Sigmoid: "sigmoid",
+    ops.Erf: "erf",
+    ops.Exp: "exp",
+    ops.Neg: "neg",
+}
+
+
+def lower_node(lw: Lowering, node: Node) -> QValue:
+    """The q-op of one canonical node, or a CimcError naming the op and its location."""
+    floats = node.type.dtype.is_float or any(
+        lw.src.node(i).type.dtype.is_float for i in node.inputs
+    )
+    if not floats and isinstance(node.op, INTEGER_PASSTHROUGH):
+        return QValue(lw.emit(node, node.op, [lw.value(i).name for i in node.inputs]))
+    rule = RULES.get(type(node.op))
+    if rule is None:
+        raise CimcError(
+            f"no integer recipe for op {node.op.NAME} on {node.type.dtype} values; "
+            "rewrite the model without it or ask for a recipe",
+            node.where,
+        )
+    return rule(lw, node)
+
+
+def _out(lw: Lowering, node: Node) -> tuple[int, float]:
+    bits = lw.out_bits(node)
+    return bits, lw.scale_of(node.name, bits)
+
+
+def _const(lw: Lowering, node: Node, k: int, what: str) -> np.ndarray:
+    operand = lw.src.node(node.inputs[k])
+    if not isinstance(operand.op, ops.Constant):
+        raise CimcError(f"{node.op.NAME} needs a constant {what} to be quantized", node.where)
+    return np.asarray(operand.op.value, np.float64)
+
+
+def _scale(v: QValue) -> float:
+    assert v.scale is not None
+    return v.scale
+
+
+def linear(lw: Lowering, node: Node) -> QValue:
+    x = lw.codes(node.inputs[0], 8)
+    w = _const(lw, node, 1, "weight")
+    b = _const(lw, node, 2, "bias") if len(node.inputs) == 3 else None
+    bits, scale = _out(lw, node)
+    plan = plans.plan_linear(w, b, _scale(x), scale, bits, node.where)
+    return QValue(lw.emit(node, QLinear(scale=scale, bits=bits, plan=plan), [x.name]), scale, bits)
+
+
+def matmul(lw: Lowering, node: Node) -> QValue:
+    a, b = lw.codes(node.inputs[0], 8), lw.codes(node.inputs[1], 8)
+    bits, scale = _out(lw, node)
+    k = lw.src.node(node.inputs[0]).type.shape[-1]
+    plan = plans.plan_matmul(_scale(a), _scale(b), scale, bits, k, loc=node.where)
+    op = QMatMul(scale=scale, bits=bits, plan=plan)
+    return QValue(lw.emit(node, op, [a.name, b.name]), scale, bits)
+
+
+def add(lw: Lowering, node: Node) -> QValue:
+    a, b = lw.codes(node.inputs[0]), lw.codes(node.inputs[1])
+    bits, scale = _out(lw, node)
+    sub = isinstance(node.op, ops.Sub)
+    plan = plans.plan_add(_scale(a), _scale(b), scale, bits, sub, node.where)
+    return QValue(lw.emit(node, QAdd(scale=scale, bits=bits, plan=plan), [a.name, b.name]), scale, bits)
+
+
+def mul(lw: Lowering, node: Node) -> QValue:
+    a = lw.codes(node.inputs[0])
+    if isinstance(node.op, ops.Div):
+        divisor = _const(lw, node, 1, "divisor (division by run-time values has no recipe)")
+        if np.any(divisor == 0):
+            raise CimcError("division by a constant that contains zeros", node.where)
+        b = constant(lw, node, 1.0 / divisor, a.bits or 8)
+    else:
+        b = lw.codes(node.inputs[1])
+    bits, scale = _out(lw, node)
+    plan = plans.plan_mul(_scale(a), _scale(b), scale, bits, node.where)
+    return QValue(lw.emit(node, QMul(scale=scale, bits=bits, plan=plan), [a.name, b.name]), scale, bits)
+
+
+def constant(lw: Lowering, node: Node, value: np.ndarray, bits: int) -> QValue:
+    """A q.constant computed at compile time for `node` (e.g. the reciprocal of a divisor)."""
+    scale = qc.activation_scale(float(np.abs(value).max(initial=0.0)), bits, node.where)
+    op = QConstant(scale=scale, bits=bits, value=np.asarray(qc.quantize_tensor(value, scale, bits)))
+    return QValue(lw.out.add_node(op, [], f"{node.name}_const", node.loc), scale, bits)
+
+
+def unary(lw: Lowering, node: Node) -> QValue:
+    if isinstance(node.op, ops.Gelu):
+        fn = "gelu_tanh" if node.op.approximate == "tanh" else "gelu"
+    else:
+        fn = LUT_FUNCTIONS[type(node.op)]
+    x = lw.codes(node.inputs[0], 8)
+    bits, scale = _out(lw, node)
+    plan = plans.plan_unary(fn, _scale(x), scale, bits, node.where)
+    return QValue(lw.emit(node, QLut(scale=scale, bits=bits, fn=fn, plan=plan), [x.name]), scale, bits)
+
+
+def embedding(lw: Lowering, node: Node) -> QValue:
+    ids = lw.value(node.inputs[0])
+    table = _const(lw, node, 1, "table")
+    bits = lw.out_bits(node)
+    # The whole table is known: cover it, not only the rows calibration happened to use.
+    scale = qc.activation_scale(float(np.abs(table).max(initial=0.0)), bits, node.where)
+    plan = plans.plan_embedding(table, scale, bits, node.where)
+    return QValue(lw.emit(node, QEmbedding(scale=scale, bits=bits, plan=plan), [ids.name]), scale, bits)
+
+
+def rotary(lw: Lowering, node: Node) -> QValue:
+    x = lw.codes(node.inputs[0])
+    cos, sin = _const(lw, node, 1, "cos table"), _const(lw, node, 2, "sin table")
+    bits, scale = _out(lw, node)
+    plan = plans.plan_rotary(cos, sin, _scale(x), scale, bits, node.where)
+    return QValue(lw.emit(node, QRotary(scale=scale, bits=bits, plan=plan), [x.name]), scale, bits)
+
+
+def softmax(lw: Lowering, node: Node) -> QValue:
+    assert isinstance(node.op, ops.Softmax)
+    if node.op.axis != node.type.rank - 1:
+        raise CimcError("the integer softmax works on the last axis only", node.where)
+    x = lw.codes(node.inputs[0])
+    bits = lw.out_bits(node)
+    out_max = qc.qmax(bits)
+    plan = plans.plan_softmax(_scale(x), out_max, node.where)
+    op = QSoftmax(scale=1.0 / out_max, bits=bits, plan=plan)
+    return QValue(lw.emit(node, op, [x.name]), 1.0 / out_max, bits)
+
+
+def attention(lw: Lowering, node: Node) -> QValue:
+    assert isinstance(node.op, ops.Attention)
+    q, k, v = (lw.codes(i, 8) for i in node.inputs[:3])
+    operands = [q.name, k.name, v.name] + [lw.value(i).name for i in node.inputs[3:]]
+    bits, scale = _out(lw, node)
+    plan = plans.plan_attention(
+        _scale(q),
+        _scale(k),
+        _scale(v),
+        node.op.scale,
+        scale,
+        bits,
+        head_dim=lw.src.node(node.inputs[0]).type.shape[-1],
+        logit_absmax=lw.calib.logit_ranges[node.name],
+        causal=node.op.causal,
+        p_bits=lw.options.attention_p_bits,
+        loc=node.where,
+    )
+    return QValue(lw.emit(node, QAttention(scale=scale, bits=bits, plan=plan), operands), scale, bits)
+
+
+def norm(lw: Lowering, node: Node) -> QValue:
+    assert isinstance(node.op, ops.LayerNorm | ops.RmsNorm)
+    x = lw.codes(node.inputs[0])
+    rms = isinstance(node.op, ops.RmsNorm)
+    gamma = _const(lw, node, 1, "gamma")
+    beta = None if rms else _const(lw, node, 2, "beta")
+    bits, scale = _out(lw, node)
+    assert x.bits is not None
+    plan = plans.plan_norm(
+        gamma, beta, node.op.eps, _scale(x), x.bits, scale, bits, rms=rms, loc=node.where
+    )
+    cls = QRmsNorm if rms else QLayerNorm
+    return QValue(lw.emit(node, cls(scale=scale, bits=bits, plan=plan), [x.name]), scale, bits)
+
+
+RULES: dict[type[Op], Rule] = {
+    ops.Linear: linear,
+    ops.MatMul: matmul,
+    ops.Add: add,
+    ops.Sub: add,
+    ops.Mul: mul,
+    ops.Div: mul,
+    ops.Gelu: unary,
+    **{cls: unary for cls in LUT_FUNCTIONS},
+    ops.Embedding: embedding,
+    ops.Rotary: rotary,
+    ops.Softmax: softmax,
+    ops.Attention: attention,
+    ops.LayerNorm: norm,
+    ops.RmsNorm: norm,
+}
