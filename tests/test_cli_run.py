@@ -43,9 +43,12 @@ def test_run_writes_outputs_and_trace(tmp_path: Path) -> None:
     assert len(complete) == sum(len(s.instrs) for s in program.cores)
 
 
-def test_report_json_and_tables() -> None:
-    done = cimc("report", str(EXAMPLES / "double_buffer.cimasm"), "--json")
+def test_report_json_and_tables(tmp_path: Path) -> None:
+    trace = tmp_path / "s.json"
+    done = cimc("report", str(EXAMPLES / "double_buffer.cimasm"), "--json", "--trace", str(trace))
     assert done.returncode == 0, done.stderr
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert sum(e["ph"] == "X" and e["pid"] == 0 for e in events) == 16
     report = json.loads(done.stdout)
     assert report["arch"] == "tiny" and report["macs"] == 32 * 128 * 32
     assert report["makespan_cycles"] >= report["lower_bound_cycles"] > 0

@@ -87,6 +87,16 @@ class StreamPlan:
     def streamed(self) -> tuple[Phase, ...]:
         return tuple(p for p in self.phases if p.bank != -1)
 
+    def column_phases(self) -> dict[tuple[str, int], tuple[int, ...]]:
+        """Phases holding each (layer, output block), in image order; a block in more
+        than one phase has its int32 partial sums carried across the phase boundary."""
+        phases: dict[tuple[str, int], list[int]] = {}
+        for entry in self.image:
+            seen = phases.setdefault((entry.tile.layer, entry.tile.nb), [])
+            if entry.phase not in seen:
+                seen.append(entry.phase)
+        return {key: tuple(value) for key, value in phases.items()}
+
     @property
     def resident_macros(self) -> int:
         return sum(len(p.placement.macros) for p in self.resident)
@@ -136,9 +146,7 @@ def plan_streaming(
     run-time operands (attention K^T and V tiles); `pin_fraction` of the rest is pinned
     under `pin-what-fits`; `auto` tries every policy (and several pin fractions).
     """
-    if policy == "auto":
-        return _best(workload, target, source, span, duplicate, reserve_per_core)
-    if policy not in POLICIES:
+    if policy not in (*POLICIES, "auto"):
         names = ", ".join((*POLICIES, "auto"))
         raise CimcError(f"unknown streaming policy {policy!r}; use one of {names}")
     usable = target.macros_per_core - reserve_per_core
@@ -150,9 +158,11 @@ def plan_streaming(
         )
     slots = tuple(s for s in all_slots(target) if s[1] < usable)
     tiles = tile_workload(workload, target.rows, target.cols).tiles
-    if len(pack(tiles, target.rows, target.cols, span)) <= len(slots):
+    if len(pack(tiles, target.rows, target.cols, span)) <= len(slots):  # all resident
         placement = place(tiles, target, slots, span=span, workload=workload, duplicate=duplicate)
         return _finish(workload, target, policy, source, [(-1, placement)], 0)
+    if policy == "auto":
+        return _best(workload, target, source, span, duplicate, reserve_per_core)
     banks = _banks(target, usable, policy, pin_fraction)
     groups, split = _split(tiles, target, span, banks)
     phases = [(bank, place(ts, target, banks[bank], span=span)) for bank, ts in groups]

@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from cimc.commands.run import add_arch_option, load_program_and_arch
+from cimc.machine.schedule import simulate
 from cimc.machine.summary import CostSummary, summarize
+from cimc.machine.trace import write_trace
 
 NAME = "report"
 HELP = "estimate cycles, energy and utilization of a program (schedule simulation)"
 EPILOG = """\
 example:
   cimc report isa/examples/double_buffer.cimasm
-  cimc report isa/examples/matmul_2core.cimasm --arch default --json > report.json
+  cimc report isa/examples/matmul_2core.cimasm --json > report.json
+  cimc report isa/examples/matmul_2core.cimasm --trace schedule.json   # ui.perfetto.dev
 
 Cycles come from a schedule simulation (in-order issue per core, unit availability,
 address dependences, shared DRAM/flash/global-buffer channels, send/recv and barriers);
@@ -36,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("program", metavar="PROGRAM.cimasm", help="assembly program")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--trace", metavar="FILE.json", help="write the schedule as a Perfetto trace")
     p.add_argument("--layers", type=int, default=15, metavar="N",
                    help="show the N most energy-hungry source locations (default 15)")  # fmt: skip
     add_arch_option(p)
@@ -44,7 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     program, arch = load_program_and_arch(args.program, args.arch)
-    summary = summarize(program, arch)
+    schedule = simulate(program, arch)
+    summary = summarize(program, arch, schedule)
+    if args.trace:
+        write_trace(args.trace, schedule, arch, Path(args.program).name)
     if args.json:
         print(json.dumps(_finite(summary.as_dict()), indent=2))
     else:

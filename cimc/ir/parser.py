@@ -1,8 +1,18 @@
 """Read the text form written by cimc.ir.printer back into a Graph.
 
-Errors are CimcErrors located ``source:line:col``. Constant references (`@name`) take their
-data from `constants` (a mapping or an .npz path); with `random_seed` set, missing data is
-filled with random values of the declared type (handy for IR written in tests).
+    graph     := "graph" @name "{" statement* "return" output ("," output)* "}"
+    statement := %name "=" body ":" type ("loc" "(" string ")")?
+    body      := "input" ("{" "meaning" "=" string "}")?
+               | "constant" (@name | "dense" "<" (element | "[" element,* "]") ">"
+                             | "splat" "<" element ">")
+               | opname "(" (%name ("," %name)*)? ")" ("{" attr ("," attr)* "}")?
+    attr      := ident "=" (int | float | true | false | string | dtype | "[" int,* "]")
+    type      := dtype "[" (int ("," int)*)? "]"          output := string "=" %name
+
+Names are bare (``[A-Za-z0-9_.$-]+``) or JSON strings (``%"/enc/fc 1"``); `//` starts a
+comment. Errors are CimcErrors located ``source:line:col``. Constant references (`@name`)
+take their data from `constants` (a mapping or an .npz path); with `random_seed` set,
+missing data is filled with random values of the declared type (handy for IR in tests).
 """
 
 from __future__ import annotations

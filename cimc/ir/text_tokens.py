@@ -15,7 +15,7 @@ _TOKEN = re.compile(
   | (?P<symbol>@(?:[A-Za-z0-9_.$\-]+|"(?:[^"\\]|\\.)*"))
   | (?P<string>"(?:[^"\\]|\\.)*")
   | (?P<number>-?(?:inf|nan|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?))
-  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_.]*)
   | (?P<punct>[=(){}\[\],:<>])
   | (?P<error>.)
     """,

@@ -26,9 +26,13 @@ class KernelError(ValueError):
 
 
 def _first(mask: np.ndarray, *arrays: np.ndarray) -> str:
-    """Describe the first offending element: its (row, col) index and operand values."""
-    index = tuple(int(i) for i in np.argwhere(mask)[0])
-    values = ", ".join(str(np.broadcast_to(a, mask.shape)[index]) for a in arrays)
+    """Describe the first offending element: its (row, col) index and operand values.
+
+    The mask may come from a broadcast operand (a 1xC shift row): index in the full shape.
+    """
+    shape = np.broadcast_shapes(np.shape(mask), *(np.shape(a) for a in arrays))
+    index = tuple(int(i) for i in np.argwhere(np.broadcast_to(mask, shape))[0])
+    values = ", ".join(str(np.broadcast_to(a, shape)[index]) for a in arrays)
     return f"at element {index} (operands {values})"
 
 

@@ -84,11 +84,13 @@ def load_calibration_file(graph: Graph, path: str | Path) -> list[Sample]:
     where = str(path)
     if not Path(path).is_file():
         raise CimcError("calibration file not found", where)
+    if not zipfile.is_zipfile(path):
+        raise CimcError("not a valid .npz file; save the arrays with numpy.savez", where)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in sorted(npz.files)}
-    except ValueError as e:
-        raise CimcError(f"cannot read arrays (object arrays are not accepted): {e}", where) from None
+    except ValueError:
+        raise CimcError("cannot read arrays: object arrays (pickles) are not accepted", where) from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise CimcError(f"not a valid .npz file ({e}); save it with numpy.savez", where) from None
     inputs = graph.input_nodes()

@@ -71,7 +71,7 @@ def test_every_canonical_op_lowers() -> None:
     assert (qk.k, qk.n, qk.vectors, qk.count) == (4, 6, 6, 8)  # 2 batches x 4 query heads
     assert (pv.k, pv.n) == (6, 4) and pv.depends_on == ("att.softmax",)
     mean = work.item("r_mean")
-    assert isinstance(mean, VectorWork) and mean.elements == 2 * 4 * 6 * 4  # reads it all
+    assert isinstance(mean, VectorWork) and mean.elements == 2 * 4 * 6 * 6  # reads all scores
     assert "q1" not in {i.name for i in work.items}  # reshape: no work
 
 
@@ -85,6 +85,6 @@ def test_hugging_face_bert_plans_on_tiny() -> None:
     )
     graph = import_torch(model, example_inputs(model, batch=1, seq_len=7))
     work = workload_from_graph(graph)
-    assert [(m.k, m.n) for m in work.layers] == 2 * [(96, 96)] * 4 + 2 * [(96, 250), (250, 96)]
+    assert [(m.k, m.n) for m in work.layers] == 2 * (4 * [(96, 96)] + [(96, 250), (250, 96)])
     plan = plan_streaming(work, load_target("tiny"))
     assert plan.bytes_first_inference == work.weight_bytes == 2 * (4 * 96 * 96 + 2 * 96 * 250)

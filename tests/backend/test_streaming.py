@@ -108,6 +108,9 @@ def test_odd_dims_on_tiny() -> None:
     dbl = plan_streaming(work, target, "double-buffer")
     # fc2's column (K=250: 8 tiles) exceeds a 4-macro bank: its reduction is split
     assert dbl.split_columns == 2 * 3
+    split = {key: p for key, p in dbl.column_phases().items() if len(p) > 1}
+    assert sorted(split) == [(f"layer{i}.fc2", nb) for i in range(2) for nb in range(3)]
+    assert all(list(p) == list(range(p[0], p[-1] + 1)) for p in split.values())
 
 
 def chain(vectors: int) -> Workload:

@@ -116,6 +116,7 @@ def test_constants_npz_path_missing_is_an_error(tmp_path: Path) -> None:
 
 BAD_TEXTS = [
     ("%x = input : f32[2]\n  %y = frobnicate(%x) : f32[2]", "3:8: unknown op 'frobnicate'"),
+    ("%x = input : f32[2]\n  %y = z.exp(%x) : f32[2]", "3:8: unknown op 'z.exp'"),
     ("%y = exp(%x) : f32[2]\n  %x = input : f32[2]", "2:12: use of %x before its definition"),
     ("%x = input : f32[2]\n  %x = exp(%x) : f32[2]", "3:3: value %x is defined twice"),
     (

@@ -311,6 +311,8 @@ def test_large_preset_far_cores() -> None:
     assert run(text, "large").outputs["y"].tolist() == [[-5] * 4]
     from cimc.machine.schedule import simulate
 
-    items = {(i.core, i.pc): i for i in simulate(parse_program(text, "p"), load_arch("large")).items}
+    items = {
+        (i.core, i.pc): i for i in simulate(parse_program(text, "p"), load_arch("large")).items
+    }
     send = items[(0, 1)]
     assert send.end - send.start == 1 + 14  # 128 bits over a 256-bit link, 14 hops

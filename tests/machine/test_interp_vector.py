@@ -154,6 +154,12 @@ def test_div_floor_and_errors() -> None:
         run_op("div $y, $a, $b", ("i32", (1, 5)), a=a, b=b)
     with pytest.raises(CimcError, match="divisor must be > 0"):
         run_op("div $y, $a, $b", ("i32", (1, 5)), a=a, b=-b - 1)
+    # a broadcast divisor column: the message indexes the full 2x5 result
+    col = np.array([[2], [0]], np.int32)
+    with pytest.raises(
+        CimcError, match=r"divisor must be > 0 at element \(1, 0\) \(operands 7, 0\)"
+    ):
+        run_op("div $y, $a, $b", ("i32", (2, 5)), a=np.full((2, 5), 7, np.int32), b=col)
 
 
 def test_isqrt_exact() -> None:

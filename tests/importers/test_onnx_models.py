@@ -1,0 +1,91 @@
+"""HF families through both ONNX exporters: accuracy against onnxruntime, canonical census."""
+
+from __future__ import annotations
+
+import pytest
+from onnx_cases import ALLOWED, census, exported, import_and_check
+
+from cimc.ir.ops import Attention
+
+FAMILIES = ("bert", "distilbert", "gpt2", "llama", "qwen2")
+DECODERS = ("gpt2", "llama", "qwen2")
+# Dynamo exports in the default run come from tests/importers/data (see onnx_cases).
+FAST_DYNAMO = ("bert", "llama")
+
+
+def _cases() -> list:
+    cases = [pytest.param(f, "legacy", id=f"{f}-legacy") for f in FAMILIES]
+    for family in FAMILIES:
+        marks = () if family in FAST_DYNAMO else (pytest.mark.slow,)
+        cases.append(pytest.param(family, "dynamo", id=f"{family}-dynamo", marks=marks))
+    return cases
+
+
+@pytest.mark.parametrize(("family", "exporter"), _cases())
+def test_matches_onnxruntime_with_canonical_census(family: str, exporter: str) -> None:
+    graph = import_and_check(exported(family, exporter))
+    ops = census(graph)
+    assert set(ops) <= ALLOWED, f"unexpected ops {set(ops) - ALLOWED}"
+    assert ops["attention"] == 2 and ops["linear"] >= 8
+    attention = [n for n in graph.nodes() if isinstance(n.op, Attention)]
+    assert all(a.op.causal == (family in DECODERS) for a in attention)
+
+
+@pytest.mark.parametrize(
+    "family", [pytest.param(f, marks=() if f in FAST_DYNAMO else pytest.mark.slow) for f in FAMILIES]
+)
+def test_exporters_agree_on_op_multiset(family: str) -> None:
+    legacy = census(import_and_check(exported(family, "legacy")))
+    dynamo = census(import_and_check(exported(family, "dynamo")))
+    legacy.pop("constant")  # exporters share (dedupe) equal initializers differently
+    dynamo.pop("constant")
+    assert legacy == dynamo
+
+
+def test_llama_keeps_grouped_kv_heads_and_rotary() -> None:
+    graph = import_and_check(exported("llama", "legacy"))
+    ops = census(graph)
+    assert ops["rms_norm"] == 5 and ops["rotary"] == 4 and ops["silu"] == 2
+    for node in graph.nodes():
+        if isinstance(node.op, Attention):
+            q, k, v = (graph.node(i).type.shape for i in node.inputs[:3])
+            assert (q[1], k[1], v[1]) == (4, 2, 2)  # GQA: repeat_kv undone
+            assert node.op.scale == pytest.approx(16**-0.5)
+
+
+def test_padding_mask_is_boolean_from_the_input() -> None:
+    graph = import_and_check(exported("bert", "legacy"))
+    node = next(n for n in graph.nodes() if isinstance(n.op, Attention))
+    mask = graph.node(node.inputs[3])
+    assert mask.type.dtype.value == "bool" and mask.type.shape == (1, 1, 1, 7)
+    source = graph.node(mask.inputs[0])
+    assert source.op.NAME == "cast" and source.inputs == ("attention_mask",)
+
+
+def test_batch_and_longer_sequence_bind_from_shapes() -> None:
+    graph = import_and_check(exported("gpt2", "legacy"), batch=2, seq=11)
+    assert graph.node("input_ids").type.shape == (2, 11)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
+def test_odd_sizes(family: str) -> None:
+    """hidden 96, 3 heads, intermediate 250 (LLaMA: 1 KV head), seq 7."""
+    graph = import_and_check(exported(family, "legacy", preset="odd"))
+    assert set(census(graph)) <= ALLOWED
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_live_dynamo_export(family: str) -> None:
+    """The same checks on a fresh dynamo export (the checked-in files may be stale)."""
+    from onnx_cases import _TMP
+
+    from cimc.zoo import build_model, example_inputs, export_onnx
+
+    model = build_model(family, "odd")
+    path = export_onnx(model, example_inputs(model), _TMP / f"{family}_odd_live.onnx")
+    legacy = census(import_and_check(exported(family, "legacy", preset="odd")))
+    dynamo = census(import_and_check(path))
+    legacy.pop("constant")
+    dynamo.pop("constant")
+    assert legacy == dynamo
