@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", choices=[*POLICIES, "auto", "all"], default="all")
     parser.add_argument("--source", choices=["dram", "flash"], default="dram")
     parser.add_argument("--duplicate", action="store_true")
+    parser.add_argument("--fill", action="store_true", help="split columns to fill phases")
     parser.add_argument("--text", action="store_true", help="print the plan text instead")
     args = parser.parse_args(argv)
     try:
@@ -46,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         policies = POLICIES if args.policy == "all" else (args.policy,)
         for policy in policies:
             start = time.perf_counter()
-            plan = plan_streaming(work, target, policy, args.source, duplicate=args.duplicate)
+            plan = plan_streaming(
+                work, target, policy, args.source, duplicate=args.duplicate, fill=args.fill
+            )
             seconds = time.perf_counter() - start
             if args.text:
                 sys.stdout.write(format_plan(plan))
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             intensity = line.ops_per_byte
             summary["ops_per_streamed_byte"] = round(intensity, 3) if line.streamed_bytes else None
             summary["ridge_ops_per_byte"] = round(line.ridge_ops_per_byte, 3)
+            summary["split_columns"] = plan.split_columns
             summary["plan_seconds"] = round(seconds, 3)
             print(json.dumps(summary))
     except CimcError as e:

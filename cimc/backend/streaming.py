@@ -17,7 +17,9 @@ chunks reach the flash/DRAM's sequential bandwidth). Policies:
 When everything fits in the macros, every policy keeps all weights resident: they load
 once (first inference) and nothing is loaded in steady state.
 A column block bigger than a whole bank is split between reduction tiles; its int32
-partial sums then cross phases (`split_columns` counts them).
+partial sums then cross phases (`split_columns` counts them). With `fill`, any column
+that does not fit the current phase is split to fill it: fewer, fuller phases (fewer
+read restarts and phase switches) for more partial sums carried across phases.
 """
 
 from __future__ import annotations
@@ -73,7 +75,6 @@ class StreamPlan:
     weight_bytes: int
     phases: tuple[Phase, ...]  # pinned phase (bank -1) first when present
     image: tuple[ImageEntry, ...]
-    split_columns: int
     load_cycles: int  # all streamed (non-resident) loads of one steady-state inference
     exposed_load_cycles: int  # compute idle waiting for loads, steady state
     makespan_estimate: int  # steady state: loads, MVMs, activation traffic, work chains
@@ -86,6 +87,11 @@ class StreamPlan:
     @property
     def streamed(self) -> tuple[Phase, ...]:
         return tuple(p for p in self.phases if p.bank != -1)
+
+    @property
+    def split_columns(self) -> int:
+        """Output blocks whose reduction tiles sit in more than one phase."""
+        return sum(1 for phases in self.column_phases().values() if len(phases) > 1)
 
     def column_phases(self) -> dict[tuple[str, int], tuple[int, ...]]:
         """Phases holding each (layer, output block), in image order; a block in more
@@ -139,12 +145,14 @@ def plan_streaming(
     duplicate: bool = False,
     pin_fraction: float = 0.5,
     reserve_per_core: int = 0,
+    fill: bool = False,
 ) -> StreamPlan:
     """Phases, placements and image layout of `workload` on `target` under `policy`.
 
     `reserve_per_core` macros of every core (the highest indices) are left free for
     run-time operands (attention K^T and V tiles); `pin_fraction` of the rest is pinned
-    under `pin-what-fits`; `auto` tries every policy (and several pin fractions).
+    under `pin-what-fits`; `auto` tries every policy (and several pin fractions);
+    `fill` splits columns to fill every phase (see the module doc).
     """
     if policy not in (*POLICIES, "auto"):
         names = ", ".join((*POLICIES, "auto"))
@@ -160,13 +168,13 @@ def plan_streaming(
     tiles = tile_workload(workload, target.rows, target.cols).tiles
     if len(pack(tiles, target.rows, target.cols, span)) <= len(slots):  # all resident
         placement = place(tiles, target, slots, span=span, workload=workload, duplicate=duplicate)
-        return _finish(workload, target, policy, source, [(-1, placement)], 0)
+        return _finish(workload, target, policy, source, [(-1, placement)])
     if policy == "auto":
-        return _best(workload, target, source, span, duplicate, reserve_per_core)
+        return _best(workload, target, source, span, duplicate, reserve_per_core, fill)
     banks = _banks(target, usable, policy, pin_fraction)
-    groups, split = _split(tiles, target, span, banks)
+    groups = _split(tiles, target, span, banks, fill)
     phases = [(bank, place(ts, target, banks[bank], span=span)) for bank, ts in groups]
-    return _finish(workload, target, policy, source, phases, split)
+    return _finish(workload, target, policy, source, phases)
 
 
 def _best(
@@ -176,6 +184,7 @@ def _best(
     span: int | None,
     duplicate: bool,
     reserve_per_core: int,
+    fill: bool,
 ) -> StreamPlan:
     """The fastest plan over policies and pin fractions; ties: fewer bytes per inference."""
 
@@ -189,6 +198,7 @@ def _best(
             duplicate=duplicate,
             pin_fraction=fraction,
             reserve_per_core=reserve_per_core,
+            fill=fill,
         )
 
     m = target.macros_per_core - reserve_per_core
@@ -227,26 +237,29 @@ def _banks(
 
 
 def _split(
-    tiles: Sequence[Tile], target: Target, span: int | None, banks: dict[int, tuple[Slot, ...]]
-) -> tuple[list[tuple[int, list[Tile]]], int]:
-    """Greedy phases over column blocks in program order; returns (bank, tiles) and splits."""
+    tiles: Sequence[Tile],
+    target: Target,
+    span: int | None,
+    banks: dict[int, tuple[Slot, ...]],
+    fill: bool,
+) -> list[tuple[int, list[Tile]]]:
+    """Greedy phases over column blocks in program order, as (bank, tiles)."""
     phaser = _Phaser(target, span, banks)
-    split = 0
     for column in _columns(tiles):
         if phaser.fits(column):
             phaser.add(column)
             continue
-        phaser.close()
-        if phaser.fits(column):
-            phaser.add(column)
-            continue
-        split += 1
-        for tile in column:  # a column block larger than a bank: split its reduction
+        if not fill:
+            phaser.close()
+            if phaser.fits(column):
+                phaser.add(column)
+                continue
+        for tile in column:  # split the column's reduction over phases
             if not phaser.fits([tile]):
                 phaser.close()
             phaser.add([tile])
     phaser.close()
-    return phaser.groups, split
+    return phaser.groups
 
 
 class _Phaser:
@@ -300,7 +313,6 @@ def _finish(
     policy: Policy,
     source: Source,
     groups: Sequence[tuple[int, Placement]],
-    split: int,
 ) -> StreamPlan:
     computes = phase_computes(workload, target, [placement for _, placement in groups])
     phases: list[Phase] = []
@@ -325,7 +337,6 @@ def _finish(
         weight_bytes=workload.weight_bytes,
         phases=tuple(phases),
         image=tuple(image),
-        split_columns=split,
         load_cycles=load_cycles,
         exposed_load_cycles=makespan - busy,
         makespan_estimate=makespan,

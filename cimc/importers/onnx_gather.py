@@ -35,10 +35,18 @@ def lower_index_op(t: Translator, node: onnx.NodeProto, x: Ref, inputs: list[Val
     arrays = [source] + [v if isinstance(v, np.ndarray) else None for v in inputs[1:]]
     flat = evaluate(node, arrays, t.opset)[0]
     plan = affine_plan(flat, shape)
+    prefix: list[ops.Op] = []
     if plan is None:
-        raise t.fail(f"{node.op_type} selects elements that are not a strided view of its input")
+        # Two output axes may walk one data axis (a flattened [B*S, 1] input): split
+        # the data into one axis per stride and retry.
+        split = _split_shape(flat, int(source.size))
+        plan = affine_plan(flat, split) if split else None
+        if plan is None:
+            raise t.fail(f"{node.op_type} selects elements that are not a strided view")
+        assert split is not None
+        prefix, shape = [ops.Reshape(split)], split
     offset, axes = plan
-    steps = _view_steps(shape, offset, axes, tuple(flat.shape))
+    steps = prefix + _view_steps(shape, offset, axes, tuple(flat.shape))
     if not np.array_equal(_run_numpy(source, steps), flat):
         raise t.fail(f"{node.op_type} could not be expressed with slice/reshape/expand")
     for k, step in enumerate(steps):
@@ -73,6 +81,24 @@ def affine_plan(flat: np.ndarray, shape: tuple[int, ...]) -> tuple[int, list[Axi
         index_shape[k] = n
         expected = expected + stride * np.arange(n, dtype=np.int64).reshape(index_shape)
     return (offset, axes) if np.array_equal(expected, flat) else None
+
+
+def _split_shape(flat: np.ndarray, size: int) -> tuple[int, ...] | None:
+    """A data shape whose row-major strides are exactly the distinct strides of `flat`."""
+    offset = int(flat.reshape(-1)[0])
+    strides = set()
+    for k, n in enumerate(flat.shape):
+        if n > 1:
+            unit = [0] * flat.ndim
+            unit[k] = 1
+            strides.add(int(flat[tuple(unit)]) - offset)
+    ordered = sorted((s for s in strides if s > 0), reverse=True)
+    if not ordered or any(s <= 0 for s in strides - {0}):
+        return None
+    dims = [size, *ordered, 1]
+    if any(a % b for a, b in zip(dims, dims[1:], strict=False)):
+        return None
+    return tuple(a // b for a, b in zip(dims, dims[1:], strict=False))
 
 
 def _data_axis(

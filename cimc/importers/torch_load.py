@@ -1,8 +1,7 @@
 """Loading torch programs: .pt2 files, ExportedPrograms, nn.Modules and fx.GraphModules.
 
-Everything is brought to one form, an inference-IR ExportedProgram (functional aten ops,
-higher-order wrappers inlined) plus a concrete shape for every user input, with dynamic
-dims bound by `shapes` / `seq_len`.
+Everything is brought to one form, a functional ExportedProgram (no in-place ops) plus a
+concrete shape for every user input, with dynamic dims bound by `shapes` / `seq_len`.
 """
 
 from __future__ import annotations
@@ -61,12 +60,36 @@ def load_program(
             "an nn.Module or an fx.GraphModule",
             "import",
         )
-    try:
-        program = program.run_decompositions({})
-    except Exception as exc:  # torch raises many types here; report the first line
-        raise CimcError(f"torch could not functionalize the program: {first_line(exc)}", where)
+    if needs_functionalization(program):
+        try:
+            program = program.run_decompositions({})
+        except Exception as exc:  # torch raises many types here; report the first line
+            raise CimcError(
+                f"torch could not functionalize the program: {first_line(exc)}", where
+            ) from None
     inputs = bind_inputs(program, example_inputs, shapes, seq_len, where)
     return LoadedProgram(program, inputs, where)
+
+
+# Higher-order ops the translator inlines itself (the others need torch's functionalization).
+INLINED_HOPS = frozenset({"wrap_with_set_grad_enabled", "wrap_with_autocast"})
+
+
+def needs_functionalization(program: ExportedProgram) -> bool:
+    """Whether the graph mutates tensors or holds other higher-order ops.
+
+    torch.export's graphs of inference models are usually functional already; functional-
+    izing them (run_decompositions) costs seconds, so it is done only when needed.
+    """
+    for node in program.graph.nodes:
+        target = node.target
+        if node.op != "call_function":
+            continue
+        if isinstance(target, torch._ops.OpOverload) and target._schema.is_mutable:
+            return True
+        if isinstance(target, torch._ops.HigherOrderOperator) and str(target) not in INLINED_HOPS:
+            return True
+    return False
 
 
 def describe(source: object) -> str:

@@ -332,3 +332,20 @@ def embedding(t: Translator, node: FxNode) -> Ref:
     if t.is_runtime(a["weight"]):
         raise t.error("embedding needs a constant table")
     return t.emit(Embedding(), [t.name(a["indices"]), t.name(a["weight"], DType.F32)])
+
+
+# ---- higher-order wrappers ------------------------------------------------------------
+
+
+@handles("wrap_with_set_grad_enabled")
+def grad_mode_region(t: Translator, node: FxNode) -> tuple[Any, ...]:
+    """A no_grad / enable_grad region: grad mode does not matter for inference."""
+    return t.inline(t.value(node.args[1]), tuple(t.value(a) for a in node.args[2:]))
+
+
+@handles("wrap_with_autocast")
+def autocast_region(t: Translator, node: FxNode) -> tuple[Any, ...]:
+    """An autocast region; only disabled ones (float32 islands) are supported."""
+    if t.value(node.args[2]):
+        raise t.error("autocast (mixed precision) regions are not supported: export in float32")
+    return t.inline(t.value(node.args[4]), tuple(t.value(a) for a in node.args[5:]))

@@ -21,6 +21,7 @@ from cimc.ir.ops import (
     Slice,
     Sub,
     Transpose,
+    Where,
 )
 
 RULES: dict[str, list[Rule]] = {}
@@ -174,3 +175,16 @@ def simplify_not(b: Builder, op: Op, inputs: tuple[str, ...]) -> RuleResult:
         return fold(np.logical_not(value))
     inner = b.node(inputs[0])
     return inner.inputs[0] if isinstance(inner.op, LogicalNot) else None
+
+
+@register(RULES, "where")
+def orient_where(b: Builder, op: Op, inputs: tuple[str, ...]) -> RuleResult:
+    """where(c, const, x) with a constant c -> where(!c, x, const): masked_fill spells masks
+    with the fill first; the normal form (and the attention matcher) has the value first."""
+    assert isinstance(op, Where)
+    cond, yes, no = inputs
+    value = b.const(cond)
+    if value is None or b.const(yes) is None or b.const(no) is not None:
+        return None
+    flipped = b.constant(np.logical_not(value), f"{cond}_not")
+    return Rewrite(op, (flipped, no, yes))

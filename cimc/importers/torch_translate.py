@@ -205,17 +205,37 @@ class Translator:
     def run(self) -> Graph:
         check_supported(self.program, self.table, self.loaded.source)
         self.bind_placeholders()
-        for node in self.program.graph.nodes:
-            self.node = node
-            if node.op == "call_function":
-                self.env[node.name] = self.call(node)
-            elif node.op == "output":
-                self.set_outputs(node)
-            elif node.op != "placeholder":
-                raise self.error(f"fx node kind '{node.op}' is not supported")
+        outputs = self.walk(self.program.graph_module)
+        self.set_outputs(outputs)
         self.node = None
         self.b.graph.dead_code_elimination()
         return self.b.graph
+
+    def walk(self, module: torch.fx.GraphModule) -> FxNode:
+        """Translate the nodes of `module` (placeholders already bound); its output node."""
+        for node in module.graph.nodes:
+            self.node = node
+            if node.op == "call_function":
+                self.env[node.name] = self.call(node)
+            elif node.op == "get_attr":
+                self.env[node.name] = fetch_attr(module, str(node.target))
+            elif node.op == "output":
+                return node
+            elif node.op != "placeholder":
+                raise self.error(f"fx node kind '{node.op}' is not supported")
+        raise self.error("the fx graph has no output node")
+
+    def inline(self, module: torch.fx.GraphModule, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Translate a higher-order op's body on `args`; returns its output values."""
+        outer_env, outer_node = self.env, self.node
+        self.env = {}
+        placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
+        for node, value in zip(placeholders, args, strict=True):
+            self.env[node.name] = value
+        out = self.walk(module)
+        values = tuple(self.value(out.args[0]))
+        self.env, self.node = outer_env, outer_node
+        return values
 
     def bind_placeholders(self) -> None:
         specs = {s.arg.name: s for s in self.program.graph_signature.input_specs}
@@ -255,6 +275,8 @@ class Translator:
             return self.fold(node, args, kwargs)
         if node.target is operator.getitem:
             return args[0][args[1]]
+        if name not in self.table:
+            raise unsupported([(name, node)])
         return self.table[name](self, node)
 
     def dummy(self, value: Any) -> Any:
@@ -272,6 +294,7 @@ class Translator:
             raise self.error(f"cannot evaluate {target_name(node)} on constants: {exc}") from None
 
     def set_outputs(self, node: FxNode) -> None:
+        self.node = node
         specs = self.program.graph_signature.output_specs
         values = node.args[0]
         pairs: list[tuple[str, str]] = []
@@ -308,13 +331,24 @@ def check_supported(program: torch.export.ExportedProgram, table: dict[str, Hand
         if name not in table and name not in IGNORED and node.target is not operator.getitem:
             missing.append((name, node))
     if missing:
-        listed = "; ".join(f"{op} (fx node {n.name})" for op, n in missing)
-        canonical = ", ".join(sorted(OPS))
-        raise CimcError(
-            f"unsupported aten op(s) on run-time values: {listed}. The canonical ops are: "
-            f"{canonical}; rewrite the model with these or ask for the op to be added",
-            location(missing[0][1]),
-        )
+        raise unsupported(missing)
+
+
+def unsupported(missing: list[tuple[str, FxNode]]) -> CimcError:
+    listed = "; ".join(f"{op} (fx node {n.name})" for op, n in missing)
+    canonical = ", ".join(sorted(OPS))
+    return CimcError(
+        f"unsupported aten op(s) on run-time values: {listed}. The canonical ops are: "
+        f"{canonical}; rewrite the model with these or ask for the op to be added",
+        location(missing[0][1]),
+    )
+
+
+def fetch_attr(module: torch.nn.Module, target: str) -> Any:
+    value: Any = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def runtime_nodes(program: torch.export.ExportedProgram) -> set[str]:

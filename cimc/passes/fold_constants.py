@@ -25,13 +25,14 @@ class FoldConstants(GraphPass):
     def run(self, graph: Graph) -> bool:
         folded: list[Node] = []
         for node in graph.nodes():
-            if self._foldable(graph, node):
+            if self.foldable(graph, node):
                 self._fold(graph, node)
                 folded.append(node)
         self._drop_orphans(graph, folded)
         return bool(folded)
 
-    def _foldable(self, graph: Graph, node: Node) -> bool:
+    def foldable(self, graph: Graph, node: Node) -> bool:
+        """All operands are constants, a kernel exists, and the result is not too big."""
         if isinstance(node.op, Input | Constant) or not node.inputs or not has_kernel(node.op):
             return False
         operands = [graph.node(i) for i in node.inputs]

@@ -54,15 +54,22 @@ class Simplify(GraphPass):
 
 
 def _simplify_node(graph: Graph, node: Node) -> bool:
-    same = _forwarded_operand(graph, node)
+    same = forwarded_operand(graph, node)
     if same is not None:
         graph.replace_all_uses(node.name, same)
         graph.remove_node(node.name)
         return True
-    return _merge_chain(graph, node)
+    merged = merged_chain(graph, node)
+    if merged is None:
+        return False
+    inner = node.inputs[0]
+    graph.replace_op(node.name, merged[0], inputs=merged[1])
+    if not graph.users(inner) and not graph.is_output(inner):
+        graph.remove_node(inner)
+    return True
 
 
-def _forwarded_operand(graph: Graph, node: Node) -> str | None:
+def forwarded_operand(graph: Graph, node: Node) -> str | None:
     """The operand this node merely passes through, if any."""
     op = node.op
     if isinstance(op, Reshape | Transpose | Cast | Expand | Slice):
@@ -122,21 +129,15 @@ _IDENTITIES: dict[type[Op], tuple[tuple[int, ...], str]] = {
 }
 
 
-def _merge_chain(graph: Graph, node: Node) -> bool:
-    """Fold an op applied to the result of the same kind of op into one op."""
+def merged_chain(graph: Graph, node: Node) -> tuple[Op, tuple[str, ...]] | None:
+    """One op (and its operands) replacing reshape/transpose/expand applied to its own kind."""
     op = node.op
     if not isinstance(op, Reshape | Transpose | Expand):
-        return False
+        return None
     inner = graph.node(node.inputs[0])
     if type(inner.op) is not type(op):
-        return False
-    merged: Op
+        return None
     if isinstance(op, Transpose):
         assert isinstance(inner.op, Transpose)
-        merged = Transpose(tuple(inner.op.perm[p] for p in op.perm))
-    else:
-        merged = op  # the outer reshape/expand alone gives the same result from the inner input
-    graph.replace_op(node.name, merged, inputs=inner.inputs)
-    if not graph.users(inner.name) and not graph.is_output(inner.name):
-        graph.remove_node(inner.name)
-    return True
+        return Transpose(tuple(inner.op.perm[p] for p in op.perm)), inner.inputs
+    return op, inner.inputs  # the outer reshape/expand alone gives the same result

@@ -90,7 +90,9 @@ def load_calibration_file(graph: Graph, path: str | Path) -> list[Sample]:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in sorted(npz.files)}
     except ValueError:
-        raise CimcError("cannot read arrays: object arrays (pickles) are not accepted", where) from None
+        raise CimcError(
+            "cannot read arrays: object arrays (pickles) are not accepted", where
+        ) from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise CimcError(f"not a valid .npz file ({e}); save it with numpy.savez", where) from None
     inputs = graph.input_nodes()
@@ -143,9 +145,9 @@ def _convert(graph: Graph, node: Node, array: np.ndarray, at: str) -> np.ndarray
         raise CimcError(f"is {array.dtype}, expected integers for input type {t}", at)
     assert isinstance(node.op, Input)
     meaning = node.op.meaning
-    if t.dtype is DType.BOOL or meaning == "attention_mask":
-        if not np.isin(array, (0, 1)).all():
-            raise CimcError("mask values must be 0 or 1", at)
+    is_mask = t.dtype is DType.BOOL or meaning == "attention_mask"
+    if is_mask and not np.isin(array, (0, 1)).all():
+        raise CimcError("mask values must be 0 or 1", at)
     if meaning == "token_ids":
         vocab = vocab_size(graph, node.name)
         if vocab is not None and array.size and (array.min() < 0 or array.max() >= vocab):

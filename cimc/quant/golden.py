@@ -109,7 +109,9 @@ class Golden:
         values: dict[str, torch.Tensor] = {}
         for node in self.nodes:
             values[node.name] = self._execute(node, values, feeds)
-        outputs = {out: _to_numpy(values[name], self.graph.node(name)) for out, name in self.graph.outputs}
+        outputs = {
+            out: _to_numpy(values[name], self.graph.node(name)) for out, name in self.graph.outputs
+        }
         kept = {n.name: _to_numpy(values[n.name], n) for n in self.nodes} if keep_all else {}
         return GoldenResult(outputs, kept)
 
@@ -127,7 +129,9 @@ class Golden:
             else:
                 result = _to_torch(KERNELS[type(node.op)](node.op, args).contiguous().numpy())
         except (ValueError, RuntimeError, IndexError) as e:
-            raise CimcError(f"{node.op.NAME} failed in the integer golden: {e}", node.where) from None
+            raise CimcError(
+                f"{node.op.NAME} failed in the integer golden: {e}", node.where
+            ) from None
         except CimcError as e:
             raise CimcError(e.message, node.where) from None
         _check_result(node, result)
@@ -213,7 +217,8 @@ def output_scales(graph: Graph) -> dict[str, float | None]:
 def dequantize_outputs(graph: Graph, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """codes * scale (float64) for every output that holds codes; others as given."""
     scales = output_scales(graph)
-    return {
-        out: value.astype(np.float64) * scales[out] if scales[out] is not None else value
-        for out, value in outputs.items()
-    }
+    result = {}
+    for out, value in outputs.items():
+        scale = scales[out]
+        result[out] = value if scale is None else value.astype(np.float64) * scale
+    return result

@@ -84,12 +84,13 @@ class Lowering:
         if not v.is_codes:
             where = self.src.node(name).where
             raise CimcError(f"expected a float value, got {self.src.node(name).type}", where)
-        bits = v.bits if bits is None else bits
+        assert v.bits is not None and v.scale is not None
+        want_bits = v.bits if bits is None else bits
         if scale is None:
-            scale = v.scale if bits == v.bits else self.scale_of(name, bits)
-        if bits == v.bits and scale == v.scale:
+            scale = v.scale if want_bits == v.bits else self.scale_of(name, want_bits)
+        if want_bits == v.bits and scale == v.scale:
             return v
-        return self._requant(name, v, bits, scale)
+        return self._requant(name, v, want_bits, scale)
 
     def scale_of(self, name: str, bits: int) -> float:
         """Per-tensor scale of a source value at a width, from its calibrated range."""
@@ -155,9 +156,7 @@ class Lowering:
         return QValue(self.emit(node, node.op, [v.name]), v.scale, v.bits)
 
 
-def quantize_graph(
-    graph: Graph, calib: Calibration, options: QuantOptions | None = None
-) -> Graph:
+def quantize_graph(graph: Graph, calib: Calibration, options: QuantOptions | None = None) -> Graph:
     """The q-dialect graph of `graph` with scales from `calib` (the input is not changed)."""
     return Lowering(graph, calib, options or QuantOptions()).run()
 

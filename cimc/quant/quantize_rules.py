@@ -128,7 +128,9 @@ def add(lw: Lowering, node: Node) -> QValue:
     bits, scale = _out(lw, node)
     sub = isinstance(node.op, ops.Sub)
     plan = plans.plan_add(_scale(a), _scale(b), scale, bits, sub, node.where)
-    return QValue(lw.emit(node, QAdd(scale=scale, bits=bits, plan=plan), [a.name, b.name]), scale, bits)
+    return QValue(
+        lw.emit(node, QAdd(scale=scale, bits=bits, plan=plan), [a.name, b.name]), scale, bits
+    )
 
 
 def mul(lw: Lowering, node: Node) -> QValue:
@@ -142,7 +144,9 @@ def mul(lw: Lowering, node: Node) -> QValue:
         b = lw.codes(node.inputs[1])
     bits, scale = _out(lw, node)
     plan = plans.plan_mul(_scale(a), _scale(b), scale, bits, node.where)
-    return QValue(lw.emit(node, QMul(scale=scale, bits=bits, plan=plan), [a.name, b.name]), scale, bits)
+    return QValue(
+        lw.emit(node, QMul(scale=scale, bits=bits, plan=plan), [a.name, b.name]), scale, bits
+    )
 
 
 def constant(lw: Lowering, node: Node, value: np.ndarray, bits: int) -> QValue:
@@ -160,7 +164,9 @@ def unary(lw: Lowering, node: Node) -> QValue:
     x = lw.codes(node.inputs[0], 8)
     bits, scale = _out(lw, node)
     plan = plans.plan_unary(fn, _scale(x), scale, bits, node.where)
-    return QValue(lw.emit(node, QLut(scale=scale, bits=bits, fn=fn, plan=plan), [x.name]), scale, bits)
+    return QValue(
+        lw.emit(node, QLut(scale=scale, bits=bits, fn=fn, plan=plan), [x.name]), scale, bits
+    )
 
 
 def embedding(lw: Lowering, node: Node) -> QValue:
@@ -170,7 +176,9 @@ def embedding(lw: Lowering, node: Node) -> QValue:
     # The whole table is known: cover it, not only the rows calibration happened to use.
     scale = qc.activation_scale(float(np.abs(table).max(initial=0.0)), bits, node.where)
     plan = plans.plan_embedding(table, scale, bits, node.where)
-    return QValue(lw.emit(node, QEmbedding(scale=scale, bits=bits, plan=plan), [ids.name]), scale, bits)
+    return QValue(
+        lw.emit(node, QEmbedding(scale=scale, bits=bits, plan=plan), [ids.name]), scale, bits
+    )
 
 
 def rotary(lw: Lowering, node: Node) -> QValue:
@@ -211,7 +219,9 @@ def attention(lw: Lowering, node: Node) -> QValue:
         p_bits=lw.options.attention_p_bits,
         loc=node.where,
     )
-    return QValue(lw.emit(node, QAttention(scale=scale, bits=bits, plan=plan), operands), scale, bits)
+    return QValue(
+        lw.emit(node, QAttention(scale=scale, bits=bits, plan=plan), operands), scale, bits
+    )
 
 
 def norm(lw: Lowering, node: Node) -> QValue:

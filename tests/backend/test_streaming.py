@@ -88,6 +88,16 @@ def test_bert_base_streams_on_default() -> None:
     assert max(len(p.placement.macros) for p in dbl.phases) <= target.total_macros // 2
 
 
+def test_filling_phases_on_default() -> None:
+    target = load_target("default")
+    work = transformer_workload(BERT_BASE)
+    filled = plan_streaming(work, target, "sequential", fill=True)
+    assert_plan_valid(filled, work, target)
+    assert len(filled.phases) == 5184 // 64  # every phase uses all 64 macros
+    assert filled.split_columns > 0
+    assert len(plan_streaming(work, target, "sequential").phases) > len(filled.phases)
+
+
 def test_bert_base_is_resident_on_large() -> None:
     target = load_target("large")
     work = transformer_workload(BERT_BASE)
@@ -202,8 +212,14 @@ def test_sequential_phases_close_only_when_the_next_column_does_not_fit(
 ) -> None:
     # dims in whole 8x8 tiles: every tile is full, so capacity counts tiles
     work = Workload(tuple(MatmulLayer(f"l{i}", 8 * k, 8 * n, 1) for i, (k, n) in enumerate(dims)))
-    plan = plan_streaming(work, Target("t", 1, (1, 1), macros, 8, 8), "sequential")
+    target = Target("t", 1, (1, 1), macros, 8, 8)
+    plan = plan_streaming(work, target, "sequential")
     assert all(len(p.placement.macros) <= macros for p in plan.phases)
+    filled = plan_streaming(work, target, "sequential", fill=True)
+    tiles = len(filled.image)
+    if tiles > macros:  # streamed: every phase but the last is full
+        assert len(filled.phases) == -(-tiles // macros)
+        assert filled.bytes_first_inference == work.weight_bytes
     if len(plan.phases) == 1:
         return
     assert len(plan.phases) >= -(-len(plan.image) // macros)

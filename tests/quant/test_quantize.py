@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import cimc.passes.quantize  # noqa: F401  (registers the pass)
 from cimc.errors import CimcError
 from cimc.ir import DType, Graph, TensorType
 from cimc.ir import ops as O
 from cimc.ir.ops_quant import QOp
 from cimc.ir.printer import print_graph
-import cimc.passes.quantize  # noqa: F401  (registers the pass)
 from cimc.passes.manager import PassManager, parse_pipeline
 from cimc.quant.accuracy import accuracy_report
 from cimc.quant.calibrate import calibrate, calibration_data, generated_samples
@@ -174,9 +174,7 @@ def test_decoder_block_with_gqa_rotary_and_bool_mask() -> None:
     mask_input = q.node("mask")
     assert mask_input.type.dtype is DType.I8  # bool masks become int8 0/1 inputs
     assert q.node("mask_bool").op.NAME == "cast"
-    assert {"q.rotary", "q.rms_norm", "q.attention", "q.lut", "q.mul", "q.add"} <= set(
-        op_names(q)
-    )
+    assert {"q.rotary", "q.rms_norm", "q.attention", "q.lut", "q.mul", "q.add"} <= set(op_names(q))
     samples = generated_samples(g, 4, seed=100)
     for s in samples:
         s["mask"] = np.ones_like(s["mask"])
