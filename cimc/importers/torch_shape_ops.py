@@ -193,3 +193,23 @@ def index_range(
     if step < 1 or not np.array_equal(values, values[0] + step * np.arange(len(values))):
         return None
     return axis, int(values[0]), int(values[0] + step * (len(values) - 1) + 1), step
+
+
+@handles("aten.slice_scatter.default")
+def slice_scatter(t: Translator, node: FxNode) -> Ref:
+    """x with x[start:end] along dim replaced by src (what functionalized x[a:b].op_() is):
+    concat(x[:start], src, x[end:])."""
+    a = bind(node)
+    dtype = t.out_dtype()
+    x, src = t.name(a["self"], dtype), t.name(a["src"], dtype)
+    dim = int(t.value(a["dim"])) % t.b.type(x).rank
+    if int(t.value(a["step"])) != 1:
+        raise t.error("slice_scatter with a step other than 1 is not supported")
+    size = t.b.shape(x)[dim]
+    start, end = t.value(a["start"]), t.value(a["end"])
+    lo, hi, _ = slice(start, end).indices(size)
+    parts = [t.emit(Slice(dim, 0, lo, 1), [x], "head").name] if lo > 0 else []
+    parts.append(src)
+    if hi < size:
+        parts.append(t.emit(Slice(dim, hi, size, 1), [x], "tail").name)
+    return t.emit(Concat(axis=dim), parts)

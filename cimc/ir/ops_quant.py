@@ -128,7 +128,8 @@ class QOp(Op):
     @property
     def out_range(self) -> int:
         """Largest |code| the plan can produce (checked against `bits`)."""
-        return qmax(self.bits)
+        plan = getattr(self, "plan", None)
+        return qmax(self.bits) if plan is None else plan_range(plan)
 
     def infer(self, inputs: tuple[TensorType, ...]) -> TensorType:
         for k in self.CODE_OPERANDS:
@@ -143,8 +144,15 @@ class QOp(Op):
         return inputs[0].shape
 
 
-def _requant_hi(rq: Requant) -> int:
-    return max(abs(rq.lo), abs(rq.hi))
+def plan_range(plan: Any) -> int:
+    """Largest |output code| of a plan: its clamp bounds, softmax out_max or table entries."""
+    if hasattr(plan, "lo"):
+        return max(abs(plan.lo), abs(plan.hi))
+    if hasattr(plan, "requant"):
+        return plan_range(plan.requant)
+    if hasattr(plan, "out_max"):
+        return int(plan.out_max)
+    return int(np.abs(plan.table.astype(np.int64)).max(initial=0))
 
 
 @register_op
@@ -184,10 +192,6 @@ class QRequant(QOp):
     MIN_INPUTS = MAX_INPUTS = 1
     plan: Requant
 
-    @property
-    def out_range(self) -> int:
-        return _requant_hi(self.plan)
-
 
 @register_op
 @dataclass(frozen=True, eq=False)
@@ -198,10 +202,6 @@ class QLinear(QOp):
     MIN_INPUTS = MAX_INPUTS = 1
     INT8_OPERANDS = (0,)
     plan: LinearPlan
-
-    @property
-    def out_range(self) -> int:
-        return _requant_hi(self.plan.requant)
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         x = inputs[0]
@@ -220,10 +220,6 @@ class QMatMul(QOp):
     INT8_OPERANDS = CODE_OPERANDS = (0, 1)
     plan: MatmulPlan
 
-    @property
-    def out_range(self) -> int:
-        return _requant_hi(self.plan.requant)
-
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         a, b = inputs
         expect(a.rank >= 2 and b.rank >= 2 and a.shape[-1] == b.shape[-2], "q.matmul K mismatch")
@@ -240,10 +236,6 @@ class QAdd(QOp):
     CODE_OPERANDS = (0, 1)
     plan: AddPlan
 
-    @property
-    def out_range(self) -> int:
-        return max(abs(self.plan.lo), abs(self.plan.hi))
-
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         return broadcast(inputs[0].shape, inputs[1].shape)
 
@@ -257,10 +249,6 @@ class QMul(QOp):
     MIN_INPUTS = MAX_INPUTS = 2
     CODE_OPERANDS = (0, 1)
     plan: MulPlan
-
-    @property
-    def out_range(self) -> int:
-        return _requant_hi(self.plan.requant)
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         return broadcast(inputs[0].shape, inputs[1].shape)
@@ -276,10 +264,6 @@ class QLut(QOp):
     INT8_OPERANDS = (0,)
     fn: str
     plan: LutPlan
-
-    @property
-    def out_range(self) -> int:
-        return int(np.abs(self.plan.table.astype(np.int64)).max())
 
 
 @register_op
@@ -307,10 +291,6 @@ class QRotary(QOp):
     MIN_INPUTS = MAX_INPUTS = 1
     plan: RotaryPlan
 
-    @property
-    def out_range(self) -> int:
-        return _requant_hi(self.plan.requant)
-
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         x = inputs[0]
         expect(x.shape[-1] % 2 == 0, f"q.rotary needs an even last axis, got {x}")
@@ -327,10 +307,6 @@ class QSoftmax(QOp):
     MIN_INPUTS = 1
     MAX_INPUTS = 2
     plan: SoftmaxPlan
-
-    @property
-    def out_range(self) -> int:
-        return self.plan.out_max
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         if len(inputs) == 2:
@@ -350,10 +326,6 @@ class QAttention(QOp):
     INT8_OPERANDS = CODE_OPERANDS = (0, 1, 2)
     plan: AttentionPlan
 
-    @property
-    def out_range(self) -> int:
-        return max(abs(self.plan.lo), abs(self.plan.hi))
-
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         q, k, v = inputs[:3]
         expect(q.rank == k.rank == v.rank == 4, "q.attention operands must be [B, H, S, D]")
@@ -370,10 +342,6 @@ class _QNorm(QOp):
     MIN_INPUTS = MAX_INPUTS = 1
     RMS: ClassVar[bool] = False
     plan: NormPlan
-
-    @property
-    def out_range(self) -> int:
-        return max(abs(self.plan.lo), abs(self.plan.hi))
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         x = inputs[0]

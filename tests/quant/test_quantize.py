@@ -261,3 +261,25 @@ def test_golden_matches_on_inputs_given_as_bool_or_int8() -> None:
     as_int8 = dict(s, mask=s["mask"].astype(np.int8))
     a, b = run_golden(q, s).outputs["y"], run_golden(q, as_int8).outputs["y"]
     assert a.dtype == np.int16 and np.array_equal(a, b)
+
+
+def test_q_op_type_rules() -> None:
+    from cimc.ir.ops_quant import QLinear
+    from cimc.quant.plans import plan_linear
+
+    w = np.random.default_rng(0).normal(0, 0.1, (C, 4)).astype(np.float32)
+    g = Graph("qops")
+    x16 = g.add_input("x16", TensorType((2, C), DType.I16))
+    x8 = g.add_input("x8", TensorType((2, C), DType.I8))
+    plan16 = plan_linear(w, None, 0.01, 0.001, 16)
+    with pytest.raises(CimcError, match="operand 0 \\(int8 codes\\) must be i8") as e:
+        g.add_node(QLinear(scale=0.001, bits=16, plan=plan16), [x16], "lin", loc="/l")
+    assert e.value.location == "%lin (/l)"
+    with pytest.raises(CimcError, match="plan exceeds 8 bits"):
+        g.add_node(QLinear(scale=0.001, bits=8, plan=plan16), [x8])
+    with pytest.raises(CimcError, match="bits must be 8 or 16"):
+        QLinear(scale=0.001, bits=12, plan=plan16)
+    with pytest.raises(CimcError, match="plan must be a LinearPlan"):
+        QLinear(scale=0.001, bits=8, plan=plan16.requant)  # type: ignore[arg-type]
+    y = g.add_node(QLinear(scale=0.001, bits=16, plan=plan16), [x8], "ok")
+    assert g.node(y).type == TensorType((2, 4), DType.I16)

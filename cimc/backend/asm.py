@@ -1,0 +1,337 @@
+"""A small program builder: declarations, address allocation, per-core instruction streams.
+
+The lowerings (cimc/backend/lower_*.py) append instructions through one `ProgramBuilder`:
+
+    b = ProgramBuilder(load_arch("tiny"))
+    x = b.input("x", "i8", 7, 96)
+    y = b.output("y", "i8", 7, 250)
+    with b.at("/fc"):
+        lower_linear(b, x, y, plan)
+    program, consts = b.build()          # or b.write(Path("out.cimasm"))
+
+Why the builder inserts barriers itself: lowerings spread work over cores and exchange
+data through gb/dram. Rather than have every lowering reason about ordering, the builder
+records the shared bytes each core touched since the last barrier and emits a barrier (on
+every active core) before an access that would race with another core's. The validator
+still checks races independently (cimc/machine/sync.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from cimc.backend.asm_alloc import NP_OF, Allocator, fit_dtype, nbytes
+from cimc.errors import CimcError
+from cimc.machine.arch import Arch
+from cimc.machine.opcodes import check_operands, describe_error, opspec
+from cimc.machine.program import (
+    Comment,
+    CoreItem,
+    CoreStream,
+    Decl,
+    DeclKind,
+    DType,
+    Imm,
+    Instr,
+    MacroRef,
+    Operand,
+    Program,
+    Space,
+    View,
+    dtype_range,
+)
+from cimc.machine.shape_rules import OperandError
+
+DECL_ALIGN = 64
+Arg = View | MacroRef | Imm | int
+
+
+@dataclass(frozen=True)
+class _Touch:
+    core: int
+    view: View
+    write: bool
+
+
+@dataclass
+class _Window:
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    key: object
+
+
+@dataclass
+class _CoreState:
+    items: list[CoreItem] = field(default_factory=list)
+    sp: Allocator | None = None
+
+
+def views_overlap(a: View, b: View) -> bool:
+    """Exact byte overlap of two views of the same space (strided rows compared)."""
+    if a.space != b.space or a.end <= b.addr or b.end <= a.addr:
+        return False
+    ra, rb = a.row_ranges(), b.row_ranges()
+    i = j = 0
+    while i < len(ra) and j < len(rb):
+        if ra[i][0] < rb[j][1] and rb[j][0] < ra[i][1]:
+            return True
+        if ra[i][1] <= rb[j][1]:
+            i += 1
+        else:
+            j += 1
+    return False
+
+
+class ProgramBuilder:
+    """Builds one `Program` plus its constants dict for `arch` on the given cores."""
+
+    def __init__(self, arch: Arch, cores: Sequence[int] | None = None) -> None:
+        self.arch = arch
+        self.cores = tuple(range(arch.chip.cores) if cores is None else cores)
+        bad = [c for c in self.cores if not 0 <= c < arch.chip.cores]
+        if bad or not self.cores:
+            raise CimcError(f"cores {bad} do not exist on '{arch.name}'", "builder")
+        self.loc: str | None = None
+        self.header: list[Decl | Comment] = []
+        self.consts: dict[str, np.ndarray] = {}
+        self._shared = {
+            s: Allocator(s, arch.space_bytes(s), align=DECL_ALIGN) for s in ("gb", "dram", "flash")
+        }
+        self._cores: dict[int, _CoreState] = {}
+        self._barriers = 0
+        self._touches: list[_Touch] = []
+        self._macros: dict[tuple[int, int], list[_Window]] = {}
+        self._tags: dict[tuple[int, int], int] = {}
+        self._names: set[str] = set()
+        self._fresh = 0
+
+    # ------------------------------------------------------------------ declarations
+    def fresh_name(self, stem: str) -> str:
+        while True:
+            self._fresh += 1
+            name = f"{stem}{self._fresh}"
+            if name not in self._names:
+                return name
+
+    def _declare(
+        self, kind: DeclKind, name: str, space: Space, dtype: DType | None, r: int, c: int, n: int
+    ) -> Decl:
+        if name in self._names:
+            raise CimcError(f"declaration name {name!r} is used twice", self.loc)
+        if space not in self._shared:
+            raise CimcError(f"{kind} {name!r} must live in gb, dram or flash, not {space}", self.loc)
+        addr = self._shared[space].alloc(n)
+        decl = Decl(kind, name, space, addr, dtype, r, c, n, comment=None)
+        self._names.add(name)
+        self.header.append(decl)
+        return decl
+
+    def _decl_view(self, decl: Decl, dtype: DType, r: int, c: int) -> View:
+        return View(decl.space, decl.addr, dtype, r, c, symbol=decl.name, offset=0)
+
+    def const(self, name: str, data: np.ndarray, dtype: DType | None = None, space: Space = "dram") -> View:
+        """Declare constant `name` (2-D; 1-D becomes 1xN) and keep its data for the file."""
+        arr = np.asarray(data, dtype=np.int64)
+        arr = arr.reshape(1, -1) if arr.ndim <= 1 else arr
+        if arr.ndim != 2:
+            raise CimcError(f"constant {name!r} must be 2-D, got shape {arr.shape}", self.loc)
+        dt = dtype or fit_dtype(arr)
+        lo, hi = dtype_range(dt)
+        if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+            raise CimcError(f"constant {name!r} does not fit {dt}", self.loc)
+        r, c = arr.shape
+        decl = self._declare("const", name, space, dt, r, c, nbytes(dt, r, c))
+        self.consts[name] = np.ascontiguousarray(arr.astype(NP_OF[dt]))
+        return self._decl_view(decl, dt, r, c)
+
+    def input(self, name: str, dtype: DType, r: int, c: int, space: Space = "dram") -> View:
+        return self._decl_view(self._declare("input", name, space, dtype, r, c, nbytes(dtype, r, c)), dtype, r, c)
+
+    def output(self, name: str, dtype: DType, r: int, c: int, space: Space = "dram") -> View:
+        return self._decl_view(self._declare("output", name, space, dtype, r, c, nbytes(dtype, r, c)), dtype, r, c)
+
+    def region(self, name: str | None, dtype: DType, r: int, c: int, space: Space = "dram") -> View:
+        """A named scratch tensor in shared memory (`.region`, zeroed at start)."""
+        decl = self._declare("region", name or self.fresh_name("tmp"), space, None, 0, 0, nbytes(dtype, r, c))
+        return self._decl_view(decl, dtype, r, c)
+
+    def note(self, text: str, core: int | None = None) -> None:
+        """A full-line comment in the header (core None) or in a core's stream."""
+        if core is None:
+            self.header.append(Comment(text))
+        else:
+            self._core(core).items.append(Comment(text))
+
+    # ------------------------------------------------------------------ scratchpad
+    def _core(self, core: int) -> _CoreState:
+        if core not in self.cores:
+            raise CimcError(f"core {core} is not one of the builder's cores {self.cores}", self.loc)
+        state = self._cores.get(core)
+        if state is None:
+            sp = Allocator(f"scratchpad of core {core}", self.arch.core.scratchpad_bytes)
+            state = self._cores[core] = _CoreState(sp=sp)
+            state.items.extend(Instr("barrier", ()) for _ in range(self._barriers))
+        return state
+
+    def alloc(self, core: int, dtype: DType, r: int, c: int) -> View:
+        sp = self._core(core).sp
+        assert sp is not None
+        return View("sp", sp.alloc(nbytes(dtype, r, c)), dtype, r, c)
+
+    def free(self, core: int, *views: View) -> None:
+        sp = self._core(core).sp
+        assert sp is not None
+        for v in views:
+            sp.free(v.addr)
+
+    def sp_largest_free(self, core: int) -> int:
+        sp = self._core(core).sp
+        assert sp is not None
+        return sp.largest_free()
+
+    @contextmanager
+    def scratch(self, core: int) -> Iterator[Scratch]:
+        """Buffers allocated through the yielded object are freed on exit."""
+        s = Scratch(self, core)
+        try:
+            yield s
+        finally:
+            self.free(core, *s.views)
+
+    # ------------------------------------------------------------------ instructions
+    @contextmanager
+    def at(self, loc: str | None) -> Iterator[None]:
+        """Source location (graph node) attached to the instructions emitted inside."""
+        old, self.loc = self.loc, loc
+        try:
+            yield
+        finally:
+            self.loc = old
+
+    def emit(self, core: int, opcode: str, *args: Arg, comment: str | None = None) -> Instr:
+        operands = tuple(Imm(a) if isinstance(a, int) else a for a in args)
+        spec = opspec(opcode)
+        try:
+            operands = check_operands(spec, operands)
+        except OperandError as e:
+            raise CimcError(f"internal lowering error: {describe_error(spec, e)}", self.loc) from None
+        instr = Instr(opcode, operands, comment if comment is not None else self.loc)
+        state = self._core(core)
+        self._order_shared(core, instr)
+        state.items.append(instr)
+        return instr
+
+    def _order_shared(self, core: int, instr: Instr) -> None:
+        """Insert a barrier when `instr` would race with another core's gb/dram access."""
+        mine = [
+            _Touch(core, v, a.value != "r")
+            for v, a in opspec(instr.opcode).views(instr)
+            if v.space in ("gb", "dram")
+        ]
+        for t in mine:
+            for o in self._touches:
+                if o.core != core and (o.write or t.write) and views_overlap(o.view, t.view):
+                    self.barrier()
+                    break
+            else:
+                continue
+            break
+        self._touches.extend(mine)
+
+    def barrier(self) -> None:
+        """A barrier on every active core (cores activated later get it prepended)."""
+        self._barriers += 1
+        for state in self._cores.values():
+            state.items.append(Instr("barrier", ()))
+        self._touches.clear()
+
+    def transfer(self, src_core: int, src: View, dst_core: int, dst: View) -> None:
+        """Copy an sp view of one core to an sp view of another (send + recv, fresh tag)."""
+        if src_core == dst_core:
+            self.emit(src_core, "dma", dst, src)
+            return
+        tag = self._tags.get((src_core, dst_core), 0)
+        self._tags[(src_core, dst_core)] = (tag + 1) % 65536
+        self.emit(src_core, "send", Imm(dst_core), src, Imm(tag))
+        self.emit(dst_core, "recv", Imm(src_core), dst, Imm(tag))
+
+    # ------------------------------------------------------------------ macros
+    def resident(self, core: int, macro: int, ref: MacroRef, key: object) -> bool:
+        """Does the window `ref` of the macro hold the static tile `key` right now?"""
+        if key is None:
+            return False
+        want = (ref.r0, ref.r1, ref.c0, ref.c1, key)
+        return any((w.r0, w.r1, w.c0, w.c1, w.key) == want for w in self._macros.get((core, macro), []))
+
+    def mload(
+        self, core: int, macro: int, r0: int, c0: int, src: View, key: object = None, transpose: bool = False
+    ) -> MacroRef:
+        """Write `src` (or its transpose) at (r0, c0) of a macro, unless the window already
+        holds `key` (a static tile: pass a key; run-time data: key None always loads)."""
+        r, c = (src.cols, src.rows) if transpose else (src.rows, src.cols)
+        ref = MacroRef(macro, r0, r0 + r, c0, c0 + c)
+        if self.resident(core, macro, ref, key):
+            return ref
+        windows = self._macros.setdefault((core, macro), [])
+        windows[:] = [w for w in windows if w.r1 <= ref.r0 or ref.r1 <= w.r0 or w.c1 <= ref.c0 or ref.c1 <= w.c0]
+        windows.append(_Window(ref.r0, ref.r1, ref.c0, ref.c1, key))
+        self.emit(core, "mload.t" if transpose else "mload", ref, src)
+        return ref
+
+    # ------------------------------------------------------------------ output
+    def build(self, source_name: str = "<program>", consts_file: str | None = None) -> tuple[Program, dict[str, np.ndarray]]:
+        streams = []
+        for core in sorted(self._cores):
+            items = (*self._cores[core].items, Instr("halt", ()))
+            streams.append(CoreStream(core, items))
+        if not streams:
+            streams.append(CoreStream(self.cores[0], (Instr("halt", ()),)))
+        cf = consts_file if self.consts else None
+        program = Program(self.arch.name, cf, tuple(self.header), tuple(streams), source_name=source_name)
+        return program, dict(self.consts)
+
+    def write(self, path: Path) -> tuple[Program, Path, Path | None]:
+        """Write PATH (.cimasm) and, when there are constants, PATH.safetensors beside it."""
+        from safetensors.numpy import save_file
+
+        from cimc.machine.printer import print_program
+
+        consts_path = path.with_suffix(".safetensors")
+        program, consts = self.build(str(path), consts_path.name)
+        path.write_text(print_program(program))
+        if not consts:
+            return program, path, None
+        save_file(consts, str(consts_path))
+        return program, path, consts_path
+
+    def instruction_count(self) -> int:
+        return sum(isinstance(i, Instr) for s in self._cores.values() for i in s.items)
+
+
+@dataclass
+class Scratch:
+    """Scratchpad buffers of one core, freed together (see ProgramBuilder.scratch)."""
+
+    builder: ProgramBuilder
+    core: int
+    views: list[View] = field(default_factory=list)
+
+    def __call__(self, dtype: DType, r: int, c: int) -> View:
+        v = self.builder.alloc(self.core, dtype, r, c)
+        self.views.append(v)
+        return v
+
+    def like(self, view: View, dtype: DType | None = None) -> View:
+        return self(dtype or view.dtype, view.rows, view.cols)
+
+
+def retype(view: View, dtype: DType) -> View:
+    """The same address with another dtype (only for freshly allocated, unshared buffers)."""
+    return replace(view, dtype=dtype)
