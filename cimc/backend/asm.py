@@ -39,7 +39,6 @@ from cimc.machine.program import (
     Imm,
     Instr,
     MacroRef,
-    Operand,
     Program,
     Space,
     View,
@@ -126,7 +125,9 @@ class ProgramBuilder:
         if name in self._names:
             raise CimcError(f"declaration name {name!r} is used twice", self.loc)
         if space not in self._shared:
-            raise CimcError(f"{kind} {name!r} must live in gb, dram or flash, not {space}", self.loc)
+            raise CimcError(
+                f"{kind} {name!r} must live in gb, dram or flash, not {space}", self.loc
+            )
         addr = self._shared[space].alloc(n)
         decl = Decl(kind, name, space, addr, dtype, r, c, n, comment=None)
         self._names.add(name)
@@ -136,7 +137,9 @@ class ProgramBuilder:
     def _decl_view(self, decl: Decl, dtype: DType, r: int, c: int) -> View:
         return View(decl.space, decl.addr, dtype, r, c, symbol=decl.name, offset=0)
 
-    def const(self, name: str, data: np.ndarray, dtype: DType | None = None, space: Space = "dram") -> View:
+    def const(
+        self, name: str, data: np.ndarray, dtype: DType | None = None, space: Space = "dram"
+    ) -> View:
         """Declare constant `name` (2-D; 1-D becomes 1xN) and keep its data for the file."""
         arr = np.asarray(data, dtype=np.int64)
         arr = arr.reshape(1, -1) if arr.ndim <= 1 else arr
@@ -152,14 +155,20 @@ class ProgramBuilder:
         return self._decl_view(decl, dt, r, c)
 
     def input(self, name: str, dtype: DType, r: int, c: int, space: Space = "dram") -> View:
-        return self._decl_view(self._declare("input", name, space, dtype, r, c, nbytes(dtype, r, c)), dtype, r, c)
+        return self._decl_view(
+            self._declare("input", name, space, dtype, r, c, nbytes(dtype, r, c)), dtype, r, c
+        )
 
     def output(self, name: str, dtype: DType, r: int, c: int, space: Space = "dram") -> View:
-        return self._decl_view(self._declare("output", name, space, dtype, r, c, nbytes(dtype, r, c)), dtype, r, c)
+        return self._decl_view(
+            self._declare("output", name, space, dtype, r, c, nbytes(dtype, r, c)), dtype, r, c
+        )
 
     def region(self, name: str | None, dtype: DType, r: int, c: int, space: Space = "dram") -> View:
         """A named scratch tensor in shared memory (`.region`, zeroed at start)."""
-        decl = self._declare("region", name or self.fresh_name("tmp"), space, None, 0, 0, nbytes(dtype, r, c))
+        decl = self._declare(
+            "region", name or self.fresh_name("tmp"), space, None, 0, 0, nbytes(dtype, r, c)
+        )
         return self._decl_view(decl, dtype, r, c)
 
     def note(self, text: str, core: int | None = None) -> None:
@@ -221,7 +230,9 @@ class ProgramBuilder:
         try:
             operands = check_operands(spec, operands)
         except OperandError as e:
-            raise CimcError(f"internal lowering error: {describe_error(spec, e)}", self.loc) from None
+            raise CimcError(
+                f"internal lowering error: {describe_error(spec, e)}", self.loc
+            ) from None
         instr = Instr(opcode, operands, comment if comment is not None else self.loc)
         state = self._core(core)
         self._order_shared(core, instr)
@@ -268,10 +279,19 @@ class ProgramBuilder:
         if key is None:
             return False
         want = (ref.r0, ref.r1, ref.c0, ref.c1, key)
-        return any((w.r0, w.r1, w.c0, w.c1, w.key) == want for w in self._macros.get((core, macro), []))
+        return any(
+            (w.r0, w.r1, w.c0, w.c1, w.key) == want for w in self._macros.get((core, macro), [])
+        )
 
     def mload(
-        self, core: int, macro: int, r0: int, c0: int, src: View, key: object = None, transpose: bool = False
+        self,
+        core: int,
+        macro: int,
+        r0: int,
+        c0: int,
+        src: View,
+        key: object = None,
+        transpose: bool = False,
     ) -> MacroRef:
         """Write `src` (or its transpose) at (r0, c0) of a macro, unless the window already
         holds `key` (a static tile: pass a key; run-time data: key None always loads)."""
@@ -280,13 +300,19 @@ class ProgramBuilder:
         if self.resident(core, macro, ref, key):
             return ref
         windows = self._macros.setdefault((core, macro), [])
-        windows[:] = [w for w in windows if w.r1 <= ref.r0 or ref.r1 <= w.r0 or w.c1 <= ref.c0 or ref.c1 <= w.c0]
+        windows[:] = [
+            w
+            for w in windows
+            if w.r1 <= ref.r0 or ref.r1 <= w.r0 or w.c1 <= ref.c0 or ref.c1 <= w.c0
+        ]
         windows.append(_Window(ref.r0, ref.r1, ref.c0, ref.c1, key))
         self.emit(core, "mload.t" if transpose else "mload", ref, src)
         return ref
 
     # ------------------------------------------------------------------ output
-    def build(self, source_name: str = "<program>", consts_file: str | None = None) -> tuple[Program, dict[str, np.ndarray]]:
+    def build(
+        self, source_name: str = "<program>", consts_file: str | None = None
+    ) -> tuple[Program, dict[str, np.ndarray]]:
         streams = []
         for core in sorted(self._cores):
             items = (*self._cores[core].items, Instr("halt", ()))
@@ -294,7 +320,9 @@ class ProgramBuilder:
         if not streams:
             streams.append(CoreStream(self.cores[0], (Instr("halt", ()),)))
         cf = consts_file if self.consts else None
-        program = Program(self.arch.name, cf, tuple(self.header), tuple(streams), source_name=source_name)
+        program = Program(
+            self.arch.name, cf, tuple(self.header), tuple(streams), source_name=source_name
+        )
         return program, dict(self.consts)
 
     def write(self, path: Path) -> tuple[Program, Path, Path | None]:

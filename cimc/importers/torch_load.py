@@ -6,6 +6,7 @@ concrete shape for every user input, with dynamic dims bound by `shapes` / `seq_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -127,7 +128,8 @@ def export_module(
             where,
         )
     args, kwargs = split_inputs(example_inputs)
-    module.eval()
+    with contextlib.suppress(NotImplementedError):  # ExportedProgram.module() refuses eval()
+        module.eval()
     try:
         with torch.no_grad():
             return torch.export.export(module, args, kwargs)

@@ -136,7 +136,7 @@ class PassManager:
         print_ir_after_all: bool = False,
         print_ir_after: Sequence[str] = (),
         time_passes: bool = False,
-        print_fn: Callable[[str], object] = sys.stderr.write,
+        print_fn: Callable[[str], object] | None = None,
         printer: Callable[[Any], str] | None = None,
     ) -> None:
         for name in print_ir_after:
@@ -146,7 +146,8 @@ class PassManager:
         self.print_ir_after_all = print_ir_after_all
         self.print_ir_after = frozenset(print_ir_after)
         self.time_passes = time_passes
-        self.print_fn = print_fn
+        # Looked up at print time so a redirected stderr (tests, the CLI) is honoured.
+        self.print_fn = print_fn or (lambda text: sys.stderr.write(text))
         self.printer = printer or default_printer
         self.timings: list[PassTiming] = []
 

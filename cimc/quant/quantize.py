@@ -20,6 +20,7 @@ import numpy as np
 
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
+from cimc.ir.op_base import Op
 from cimc.ir.ops import Cast, Concat, Constant, Input
 from cimc.ir.ops_quant import QConstant, QQuantize, QRequant
 from cimc.ir.types import DType, TensorType
@@ -48,6 +49,7 @@ class Lowering:
         self.bits = choose_bits(graph, options.precision)
         self.out = Graph(graph.name)
         self.env: dict[str, QValue] = {}
+        self.reserved = {n.name for n in graph.nodes()}
         self._requants: dict[tuple[str, int, float], QValue] = {}
 
     def run(self) -> Graph:
@@ -103,9 +105,19 @@ class Lowering:
     def out_bits(self, node: Node) -> int:
         return self.bits[node.name]
 
-    def emit(self, node: Node, op: object, operands: Sequence[str]) -> str:
-        """Add the lowered op under the source node's name and location."""
-        return self.out.add_node(op, list(operands), name=node.name, loc=node.loc)  # type: ignore[arg-type]
+    def emit(self, node: Node, op: Op, operands: Sequence[str]) -> str:
+        """Add the lowered op under the source node's name (kept: accuracy reports match by it)."""
+        name = self.out.add_node(op, list(operands), name=node.name, loc=node.loc)
+        assert name == node.name, f"lowered %{node.name} was renamed %{name}"
+        return name
+
+    def helper_name(self, base: str) -> str:
+        """A name for an inserted node that no source node uses (they keep their names)."""
+        name, k = base, 0
+        while name in self.reserved or name in self.out:
+            k += 1
+            name = f"{base}_{k}"
+        return name
 
     # ---- internals ----------------------------------------------------------------------
 
@@ -115,14 +127,20 @@ class Lowering:
         if t.dtype is DType.BOOL:
             as_int8 = TensorType(t.shape, DType.I8)
             raw = self.out.add_input(node.name, as_int8, meaning, node.loc)
-            return QValue(self.out.add_node(Cast(DType.BOOL), [raw], f"{node.name}_bool", node.loc))
+            return QValue(
+                self.out.add_node(
+                    Cast(DType.BOOL), [raw], self.helper_name(f"{node.name}_bool"), node.loc
+                )
+            )
         raw = self.out.add_input(node.name, t, meaning, node.loc)
         if not t.dtype.is_float:
             return QValue(raw)
         bits = self.bits[node.name]
         scale = self.scale_of(node.name, bits)
         op = QQuantize(scale=scale, bits=bits)
-        return QValue(self.out.add_node(op, [raw], f"{node.name}_q", node.loc), scale, bits)
+        return QValue(
+            self.out.add_node(op, [raw], self.helper_name(f"{node.name}_q"), node.loc), scale, bits
+        )
 
     def _constant(self, node: Node, bits: int) -> QValue:
         assert isinstance(node.op, Constant)
@@ -130,7 +148,9 @@ class Lowering:
         scale = qc.activation_scale(float(np.abs(value).max(initial=0.0)), bits, node.where)
         codes = np.asarray(qc.quantize_tensor(value, scale, bits))
         op = QConstant(scale=scale, bits=bits, value=codes)
-        return QValue(self.out.add_node(op, [], f"{node.name}_q", node.loc), scale, bits)
+        return QValue(
+            self.out.add_node(op, [], self.helper_name(f"{node.name}_q"), node.loc), scale, bits
+        )
 
     def _requant(self, name: str, v: QValue, bits: int, scale: float) -> QValue:
         key = (name, bits, scale)
@@ -139,7 +159,9 @@ class Lowering:
             where = self.src.node(name).where
             plan = qc.requant_per_tensor(v.scale / scale, bits, where)
             op = QRequant(scale=scale, bits=bits, plan=plan)
-            new = self.out.add_node(op, [v.name], f"{v.name}_i{bits}", self.src.node(name).loc)
+            new = self.out.add_node(
+                op, [v.name], self.helper_name(f"{v.name}_i{bits}"), self.src.node(name).loc
+            )
             self._requants[key] = QValue(new, scale, bits)
         return self._requants[key]
 

@@ -153,7 +153,9 @@ def constant(lw: Lowering, node: Node, value: np.ndarray, bits: int) -> QValue:
     """A q.constant computed at compile time for `node` (e.g. the reciprocal of a divisor)."""
     scale = qc.activation_scale(float(np.abs(value).max(initial=0.0)), bits, node.where)
     op = QConstant(scale=scale, bits=bits, value=np.asarray(qc.quantize_tensor(value, scale, bits)))
-    return QValue(lw.out.add_node(op, [], f"{node.name}_const", node.loc), scale, bits)
+    return QValue(
+        lw.out.add_node(op, [], lw.helper_name(f"{node.name}_const"), node.loc), scale, bits
+    )
 
 
 def unary(lw: Lowering, node: Node) -> QValue:

@@ -169,3 +169,9 @@ def test_describe_passes_lists_every_registered_pass_with_its_options() -> None:
     fold = next(line for line in lines if line.startswith("fold-constants"))
     assert fold.startswith("fold-constants{max-elements=65536}")
     assert "evaluate nodes whose operands are all constants" in fold
+
+
+def test_default_print_goes_to_the_current_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    PassManager(parse_pipeline("dce"), print_ir_after=["dce"]).run(parse_graph(TEXT))
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("// ----- IR after dce ----- //\n")

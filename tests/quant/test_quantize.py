@@ -283,3 +283,17 @@ def test_q_op_type_rules() -> None:
         QLinear(scale=0.001, bits=8, plan=plan16.requant)  # type: ignore[arg-type]
     y = g.add_node(QLinear(scale=0.001, bits=16, plan=plan16), [x8], "ok")
     assert g.node(y).type == TensorType((2, 4), DType.I16)
+
+
+def test_inserted_nodes_never_take_a_source_name() -> None:
+    g = Graph("names")
+    x = g.add_input("x", TensorType((2, C), DType.F32))
+    rng = np.random.default_rng(2)
+    y = g.add_node(O.Add(), [x, x], "x_q")  # the name the quantize node would like
+    z = linear(g, rng, y, C, C, "x_q_i8")  # and the requant's
+    g.set_outputs([("y", g.add_node(O.Add(), [y, z], "out"))])
+    q = quantized(g)
+    assert q.node("x_q").op.NAME == "q.add" and q.node("x_q_i8").op.NAME == "q.linear"
+    assert q.node("x_q_1").op.NAME == "q.quantize"
+    rows = accuracy_report(g, q, generated_samples(g, 2, seed=5), per_value=True).values
+    assert [r.name for r in rows] == ["x", "x_q", "x_q_i8", "out"]
