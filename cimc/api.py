@@ -1,9 +1,9 @@
 """The top-level Python API: one call imports any supported model into a canonical graph.
 
-    import cimc
-    graph = cimc.import_model("bert.onnx", seq_len=128)
-    graph = cimc.import_model("llama.pt2", seq_len=32)
-    graph = cimc.import_model(module, example_inputs=(input_ids, attention_mask))
+import cimc
+graph = cimc.import_model("bert.onnx", seq_len=128)
+graph = cimc.import_model("llama.pt2", seq_len=32)
+graph = cimc.import_model(module, example_inputs=(input_ids, attention_mask))
 """
 
 from __future__ import annotations

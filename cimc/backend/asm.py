@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,7 @@ class ProgramBuilder:
         self.loc: str | None = None
         self.header: list[Decl | Comment] = []
         self.consts: dict[str, np.ndarray] = {}
+        self._const_views: dict[str, View] = {}
         self._shared = {
             s: Allocator(s, arch.space_bytes(s), align=DECL_ALIGN) for s in ("gb", "dram", "flash")
         }
@@ -150,9 +151,15 @@ class ProgramBuilder:
         if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
             raise CimcError(f"constant {name!r} does not fit {dt}", self.loc)
         r, c = arr.shape
+        if name in self.consts:  # the same layer lowered again (e.g. the next decode step)
+            old = self._const_views[name]
+            if (old.dtype, old.shape) == (dt, arr.shape) and np.array_equal(self.consts[name], arr):
+                return old
+            raise CimcError(f"constant {name!r} declared twice with different data", self.loc)
         decl = self._declare("const", name, space, dt, r, c, nbytes(dt, r, c))
         self.consts[name] = np.ascontiguousarray(arr.astype(NP_OF[dt]))
-        return self._decl_view(decl, dt, r, c)
+        self._const_views[name] = self._decl_view(decl, dt, r, c)
+        return self._const_views[name]
 
     def input(self, name: str, dtype: DType, r: int, c: int, space: Space = "dram") -> View:
         return self._decl_view(
@@ -358,8 +365,3 @@ class Scratch:
 
     def like(self, view: View, dtype: DType | None = None) -> View:
         return self(dtype or view.dtype, view.rows, view.cols)
-
-
-def retype(view: View, dtype: DType) -> View:
-    """The same address with another dtype (only for freshly allocated, unshared buffers)."""
-    return replace(view, dtype=dtype)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cimc.backend.asm import ProgramBuilder, Scratch
-from cimc.backend.asm_alloc import chunks, cols, fit_dtype, split_even
+from cimc.backend.asm_alloc import chunks, cols, fit_dtype, split_even, sub
 from cimc.errors import CimcError
 from cimc.machine.program import DTYPE_BYTES, DType, View
 from cimc.quant.constants import Requant
@@ -100,7 +100,7 @@ def row_chunk(
 
 def row_work(total: int, cores: Sequence[int], chunk: int) -> list[tuple[int, int, int]]:
     """(core, r0, r1) pieces: rows split evenly over cores, then into chunks."""
-    out = []
+    out: list[tuple[int, int, int]] = []
     for core, (a, z) in zip(cores, split_even(total, len(cores)), strict=False):
         out.extend((core, a + s, a + e) for s, e in chunks(z - a, chunk))
     return out
@@ -113,3 +113,34 @@ def row_bytes(*cols_dtypes: tuple[int, DType]) -> int:
 def check_shape(view: View, shape: tuple[int, int], what: str, loc: str | None) -> None:
     if view.shape != shape:
         raise CimcError(f"{what} must be {shape[0]}x{shape[1]}, got {view.rows}x{view.cols}", loc)
+
+
+@dataclass(frozen=True)
+class Heads:
+    """A [batch, heads, seq, dim] tensor held as a 2-D view: token-major [batch*seq x
+    heads*dim] (head h in columns h*dim:(h+1)*dim) or head-major [batch*heads*seq x dim]."""
+
+    view: View
+    batch: int
+    heads: int
+    seq: int
+    dim: int
+    head_major: bool = False
+
+    def __post_init__(self) -> None:
+        want = (
+            (self.batch * self.heads * self.seq, self.dim)
+            if self.head_major
+            else (self.batch * self.seq, self.heads * self.dim)
+        )
+        if self.view.shape != want:
+            raise CimcError(
+                f"a [{self.batch}, {self.heads}, {self.seq}, {self.dim}] tensor needs a "
+                f"{want[0]}x{want[1]} view, got {self.view.rows}x{self.view.cols}"
+            )
+
+    def head(self, bi: int, h: int) -> View:
+        if self.head_major:
+            r0 = (bi * self.heads + h) * self.seq
+            return sub(self.view, r0, r0 + self.seq)
+        return sub(self.view, bi * self.seq, (bi + 1) * self.seq, h * self.dim, (h + 1) * self.dim)

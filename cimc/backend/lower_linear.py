@@ -15,12 +15,13 @@ tiles (more tiles than macros) is simply rewritten in program order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cimc.backend.asm import ProgramBuilder
+from cimc.backend.asm import ProgramBuilder, Scratch
 from cimc.backend.asm_alloc import chunks, cols, split_even, sub
-from cimc.backend.lower_common import SLACK, check_shape, emit_req, req_consts
+from cimc.backend.lower_common import SLACK, ReqConsts, check_shape, emit_req, req_consts
+from cimc.backend.mapping import Placement
 from cimc.errors import CimcError
 from cimc.machine.program import DTYPE_BYTES, MacroRef, Space, View
 from cimc.quant.plans import LinearPlan, MatmulPlan
@@ -84,6 +85,28 @@ def place_tiles(
     return tuple(slots)
 
 
+def slots_from_placement(placement: Placement, layer: str, copy: int = 0) -> tuple[TileSlot, ...]:
+    """The tiles of `layer` (copy `copy`) as placed by cimc.backend.mapping.place."""
+    return tuple(
+        TileSlot(pt.tile.k0, pt.tile.k1, pt.tile.n0, pt.tile.n1, pt.core, pt.macro, pt.r0, pt.c0)
+        for pt in placement.tiles
+        if pt.tile.layer == layer and pt.copy == copy
+    )
+
+
+@dataclass
+class Staging:
+    """Scratchpad buffers that weight tiles pass through on their way from dram/flash to a
+    macro, used in turn: the DMA of the next tile overlaps the write of this one."""
+
+    bufs: list[View]
+    turn: int = 0
+
+    def next(self) -> View:
+        self.turn = (self.turn + 1) % len(self.bufs)
+        return self.bufs[self.turn]
+
+
 def mvm_tiles(
     b: ProgramBuilder,
     core: int,
@@ -92,7 +115,7 @@ def mvm_tiles(
     kbase: int,
     w: WeightRef,
     slots: Sequence[TileSlot],
-    staging: View | None,
+    staging: Staging | None,
     accumulate: bool = False,
 ) -> None:
     """acc (+)= x[:, k0-kbase : k1-kbase] @ W[k0:k1, n0:n1] summed over `slots` (one core,
@@ -104,8 +127,8 @@ def mvm_tiles(
         if not b.resident(core, s.macro, ref, key):
             src = w.tile(s)
             if src.space not in ("sp", "gb"):
-                assert staging is not None, "run-time weights outside sp/gb need a staging buffer"
-                stage = View("sp", staging.addr, "i8", src.rows, src.cols)
+                assert staging is not None, "weights outside sp/gb need a staging buffer"
+                stage = View("sp", staging.next().addr, "i8", src.rows, src.cols)
                 b.emit(core, "dma", stage, src)
                 src = stage
             b.mload(core, s.macro, s.r0, s.c0, src, key, transpose=w.transposed)
@@ -207,7 +230,13 @@ def lower_matmul(
     )
 
 
-def _bias_req(b, sc, acc, n0, bias, rc, y) -> View:  # type: ignore[no-untyped-def]
+Finish = Callable[[Scratch, View, int], View]
+
+
+def _bias_req(
+    b: ProgramBuilder, sc: Scratch, acc: View, n0: int, bias: View | None, rc: ReqConsts, y: View
+) -> View:
+    """Output codes of one column block: REQ(acc + bias) into a new sp buffer."""
     if bias is not None:
         bb = sc("i32", 1, acc.cols)
         b.emit(sc.core, "dma", bb, cols(bias, n0, n0 + acc.cols))
@@ -217,53 +246,73 @@ def _bias_req(b, sc, acc, n0, bias, rc, y) -> View:  # type: ignore[no-untyped-d
     return out
 
 
-def _product(b, x, y, w, slots, finish) -> None:  # type: ignore[no-untyped-def]
-    """The shared loop: token chunks x column blocks, partial sums reduced at home."""
-    k, n = x.cols, y.cols
-    blocks = _blocks(slots, k, n, b.loc)
-    active = sorted({s.core for s in slots})
-    widest = max(bl.n1 - bl.n0 for bl in blocks)
-    out_b = DTYPE_BYTES[y.dtype]
+@dataclass(frozen=True)
+class _Bufs:
+    """One core's buffers: x columns lo:hi of a token chunk, accumulators, staging."""
+
+    lo: int
+    hi: int
+    xs: View
+    acc: View
+    tmp: View
+    stage: Staging
+
+
+def _token_chunk(
+    b: ProgramBuilder, slots: Sequence[TileSlot], x: View, y: View, widest: int
+) -> int:
     tc = x.rows
-    for core in active:
+    for core in sorted({s.core for s in slots}):
         lo, hi = _k_span(slots, core)
-        per_row = (hi - lo) + widest * (8 + out_b)
-        fixed = b.arch.macro.rows * b.arch.macro.cols + widest * 16 + 8 * SLACK
+        per_row = (hi - lo) + widest * (8 + DTYPE_BYTES[y.dtype])
+        fixed = 2 * b.arch.macro.rows * b.arch.macro.cols + widest * 16 + 8 * SLACK
         tc = min(tc, (b.sp_largest_free(core) - fixed) // per_row)
     if tc < 1:
         raise CimcError("scratchpad too small for one token of this matmul", b.loc)
+    return tc
+
+
+def _product(
+    b: ProgramBuilder, x: View, y: View, w: WeightRef, slots: Sequence[TileSlot], finish: Finish
+) -> None:
+    """The shared loop: token chunks x column blocks, partial sums reduced at home."""
+    blocks = _blocks(slots, x.cols, y.cols, b.loc)
+    widest = max(bl.n1 - bl.n0 for bl in blocks)
+    tc = _token_chunk(b, slots, x, y, widest)
     bufs = {}
-    for core in active:
+    for core in sorted({s.core for s in slots}):
         lo, hi = _k_span(slots, core)
-        xs = b.alloc(core, "i8", tc, hi - lo)
-        acc = b.alloc(core, "i32", tc, widest)
-        tmp = b.alloc(core, "i32", tc, widest)
-        stage = b.alloc(core, "i8", b.arch.macro.rows, b.arch.macro.cols)
-        bufs[core] = (lo, hi, xs, acc, tmp, stage)
+        bufs[core] = _Bufs(
+            lo,
+            hi,
+            b.alloc(core, "i8", tc, hi - lo),
+            b.alloc(core, "i32", tc, widest),
+            b.alloc(core, "i32", tc, widest),
+            Staging([b.alloc(core, "i8", b.arch.macro.rows, b.arch.macro.cols) for _ in range(2)]),
+        )
     for t0, t1 in chunks(x.rows, tc):
-        nt = t1 - t0
-        for core in active:
-            lo, hi, xs, *_ = bufs[core]
-            b.emit(core, "dma", sub(xs, 0, nt), sub(x, t0, t1, lo, hi))
+        for core, cb in bufs.items():
+            b.emit(core, "dma", sub(cb.xs, 0, t1 - t0), sub(x, t0, t1, cb.lo, cb.hi))
         for bl in blocks:
-            _block(b, bl, bufs, nt, w)
-            home_acc = sub(bufs[bl.home][3], 0, nt, 0, bl.n1 - bl.n0)
+            home_acc = _block(b, bl, bufs, t1 - t0, w)
             with b.scratch(bl.home) as sc:
                 out = finish(sc, home_acc, bl.n0)
                 b.emit(bl.home, "dma", sub(y, t0, t1, bl.n0, bl.n1), out)
-    for core in active:
-        b.free(core, *bufs[core][2:])
+    for core, cb in bufs.items():
+        b.free(core, cb.xs, cb.acc, cb.tmp, *cb.stage.bufs)
 
 
-def _block(b, bl, bufs, nt, w) -> None:  # type: ignore[no-untyped-def]
-    """Home's partial sum first, then each partner's, sent home and added there."""
+def _block(b: ProgramBuilder, bl: _Block, bufs: dict[int, _Bufs], nt: int, w: WeightRef) -> View:
+    """Home's partial sum first, then each partner's, sent home and added there; returns
+    the home accumulator."""
     width = bl.n1 - bl.n0
-    home_acc = sub(bufs[bl.home][3], 0, nt, 0, width)
-    tmp = sub(bufs[bl.home][4], 0, nt, 0, width)
+    home_acc = sub(bufs[bl.home].acc, 0, nt, 0, width)
+    tmp = sub(bufs[bl.home].tmp, 0, nt, 0, width)
     for core, part in (bl.parts[-1], *bl.parts[:-1]):
-        lo, _, xs, acc, _, stage = bufs[core]
-        a = sub(acc, 0, nt, 0, width)
-        mvm_tiles(b, core, a, sub(xs, 0, nt), lo, w, part, stage)
+        cb = bufs[core]
+        a = sub(cb.acc, 0, nt, 0, width)
+        mvm_tiles(b, core, a, sub(cb.xs, 0, nt), cb.lo, w, part, cb.stage)
         if core != bl.home:
             b.transfer(core, a, bl.home, tmp)
             b.emit(bl.home, "add", home_acc, home_acc, tmp)
+    return home_acc

@@ -7,7 +7,7 @@ the ONNX spec of the model's opset.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -113,7 +113,7 @@ def _gather_elements(attrs: dict, inputs: Arrays) -> list[np.ndarray]:
 def _shape(attrs: dict, inputs: Arrays) -> list[np.ndarray]:
     assert inputs[0] is not None
     shape = np.array(inputs[0].shape, dtype=np.int64)
-    start, end = attrs.get("start", 0), attrs.get("end", None)
+    start, end = attrs.get("start", 0), attrs.get("end")
     return [shape[start:end]]
 
 
@@ -169,4 +169,3 @@ _FAST: dict[str, FastPath] = {
     "Identity": _identity,
     "Transpose": _transpose,
 }
-

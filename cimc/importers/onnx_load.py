@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+import onnx.inliner
 
 from cimc.errors import CimcError
 
@@ -38,7 +39,8 @@ def _parse(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError and others for garbage
-        raise CimcError(f"not a valid ONNX protobuf ({type(e).__name__}); re-export it", where)
+        msg = f"not a valid ONNX protobuf ({type(e).__name__}); re-export it"
+        raise CimcError(msg, where) from None
     if not model.graph.node and not model.graph.output:
         # protobuf happily parses many short byte strings as an empty message
         raise CimcError("the file holds no ONNX graph (empty or corrupt); re-export it", where)

@@ -113,7 +113,9 @@ def transpose(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -
 def expand(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
     x = t.ref(inputs[0])
     in_shape = t.type_of(x).shape
-    target = tuple(int(d) for d in np.broadcast_shapes(in_shape, tuple(_ints(t, inputs[1], "shape"))))
+    target = tuple(
+        int(d) for d in np.broadcast_shapes(in_shape, tuple(_ints(t, inputs[1], "shape")))
+    )
     if target == in_shape:
         return [x]
     return [t.emit(ops.Expand(target), [x])]

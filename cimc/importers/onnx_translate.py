@@ -42,7 +42,7 @@ Value = np.ndarray | Ref | IsNanOf
 Handler = Callable[["Translator", onnx.NodeProto, list["Value | None"]], list[Value]]
 HANDLERS: dict[str, Handler] = {}
 
-_ONNX_TO_DTYPE = {
+_ONNX_TO_DTYPE: dict[int, DType] = {
     onnx.TensorProto.FLOAT: DType.F32,
     onnx.TensorProto.INT64: DType.I64,
     onnx.TensorProto.INT32: DType.I32,
@@ -161,8 +161,15 @@ class Translator:
     # ---- the walk ---------------------------------------------------------------------
 
     def add_initializers(self, model: onnx.ModelProto) -> None:
-        for tensor in model.graph.initializer:
-            self.bind(tensor.name, numpy_helper.to_array(tensor))
+        """Move the weights out of the protobuf one by one (peak memory ~1x the weights)."""
+        initializers = model.graph.initializer
+        arrays: list[tuple[str, np.ndarray]] = []
+        while initializers:
+            tensor = initializers[-1]
+            arrays.append((tensor.name, numpy_helper.to_array(tensor)))
+            del initializers[-1]
+        for name, array in reversed(arrays):
+            self.bind(name, array)
 
     def add_inputs(self, dtypes: dict[str, int], shapes: dict[str, tuple[int, ...]]) -> None:
         for name, shape in shapes.items():
@@ -194,7 +201,7 @@ class Translator:
         present = [v for v in inputs if v is not None]
         if all(isinstance(v, np.ndarray) for v in present):
             arrays = [v if isinstance(v, np.ndarray) else None for v in inputs]
-            return evaluate(node, arrays, self.opset)
+            return list(evaluate(node, arrays, self.opset))
         handler = HANDLERS.get(node.op_type)
         if handler is None:
             raise unknown_op(node)

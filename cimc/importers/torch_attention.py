@@ -18,7 +18,18 @@ from cimc.importers.torch_builder import Builder
 from cimc.importers.torch_ops import bind, handles
 from cimc.importers.torch_translate import Ref, Translator
 from cimc.ir import DType
-from cimc.ir.ops import Add, Attention, Cast, Expand, LogicalAnd, LogicalNot, Mul, Reshape, Sub, Where
+from cimc.ir.ops import (
+    Add,
+    Attention,
+    Cast,
+    Expand,
+    LogicalAnd,
+    LogicalNot,
+    Mul,
+    Reshape,
+    Sub,
+    Where,
+)
 
 # Additive mask entries at or below this count as "masked" (HF uses finfo.min or -inf).
 MASKED = -1e4
@@ -31,8 +42,8 @@ def sdpa(t: Translator, node: FxNode) -> Ref:
         raise t.error("attention dropout must be 0: export the model in eval mode")
     q, k, v = (t.name(a[n], DType.F32) for n in ("query", "key", "value"))
     for name, what in ((q, "query"), (k, "key"), (v, "value")):
-        if t.b.type(name).rank != 4:
-            raise t.error(f"attention {what} must be [B, H, S, D], got {t.b.type(name)}")
+        if t.b.type_of(name).rank != 4:
+            raise t.error(f"attention {what} must be [B, H, S, D], got {t.b.type_of(name)}")
     k, v = unrepeat_pair(t, k, v)
     sq, sk, d = t.b.shape(q)[2], t.b.shape(k)[2], t.b.shape(q)[3]
     scale = t.value(a["scale"])
@@ -90,11 +101,11 @@ def unsplit(t: Translator, y: str, what: str) -> str:
 
 def boolean_mask(t: Translator, mask: str) -> str:
     """The mask as booleans (True = may attend); additive float masks are converted."""
-    dtype = t.b.type(mask).dtype
+    dtype = t.b.type_of(mask).dtype
     if dtype == DType.BOOL:
         return mask
     if not dtype.is_float:
-        raise t.error(f"attention mask must be bool or float, got {t.b.type(mask)}")
+        raise t.error(f"attention mask must be bool or float, got {t.b.type_of(mask)}")
     converted = additive_to_bool(t, mask)
     if converted is None:
         raise t.error(
@@ -150,9 +161,9 @@ def scaled_keep_mask(t: Translator, inputs: tuple[str, ...]) -> str | None:
         if not b.is_scalar(one, 1.0) or not isinstance(b.node(m).op, Cast):
             continue
         source = b.node(m).inputs[0]
-        if b.type(source).dtype == DType.BOOL:
+        if b.type_of(source).dtype == DType.BOOL:
             return source
-        if b.type(source).dtype.is_int:
+        if b.type_of(source).dtype.is_int:
             return t.emit(Cast(DType.BOOL), [source], "mask").name
     return None
 
@@ -162,7 +173,9 @@ def is_masked_value(b: Builder, name: str) -> bool:
     return value is not None and value.size > 0 and bool(np.all(value <= MASKED))
 
 
-def strip_causal(t: Translator, mask: str, causal: bool, sq: int, sk: int) -> tuple[str | None, bool]:
+def strip_causal(
+    t: Translator, mask: str, causal: bool, sq: int, sk: int
+) -> tuple[str | None, bool]:
     """Move a constant causal triangle out of the mask into `causal`; drop all-True parts
     and broadcasts."""
     b = t.b

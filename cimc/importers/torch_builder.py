@@ -49,7 +49,7 @@ class Builder:
     def node(self, name: str) -> Node:
         return self.graph.node(name)
 
-    def type(self, name: str) -> TensorType:
+    def type_of(self, name: str) -> TensorType:
         return self.graph.node(name).type
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -99,7 +99,7 @@ class Builder:
     def _normalize(self, op: Op, inputs: tuple[str, ...], name: str) -> Op:
         """The op's normal form for its operands (rules compare resolved shapes)."""
         try:
-            return op.normalize(tuple(self.type(i) for i in inputs))
+            return op.normalize(tuple(self.type_of(i) for i in inputs))
         except OpTypeError as e:
             raise CimcError(str(e), node_location(name, self.loc)) from None
 

@@ -1,7 +1,7 @@
 """The torch.export / torch.fx importer: program -> canonical graph.
 
-    graph = import_torch("model.pt2", seq_len=16)
-    graph = import_torch(module, example_inputs=(ids, mask))
+graph = import_torch("model.pt2", seq_len=16)
+graph = import_torch(module, example_inputs=(ids, mask))
 """
 
 from __future__ import annotations

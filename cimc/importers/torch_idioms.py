@@ -198,7 +198,7 @@ def rms_stat(b: Builder, name: str, x: str) -> tuple[str, float] | None:
         mean = b.node(node.inputs[1 - k])
         if eps is None or not isinstance(mean.op, ReduceMean) or not mean.op.keepdim:
             continue
-        if mean.op.axes != (b.type(x).rank - 1,):
+        if mean.op.axes != (b.type_of(x).rank - 1,):
             continue
         sq = b.node(mean.inputs[0])
         squares = sq.op == Pow(2.0) and sq.inputs == (x,)
@@ -237,7 +237,7 @@ def rotary_terms(b: Builder, cos_term: str, sin_term: str) -> tuple[str, str, st
 def is_rotate_half(b: Builder, name: str, x: str) -> bool:
     """cat(-x[..., D/2:], x[..., :D/2]) on the last axis."""
     node = b.node(name)
-    rank, dim = b.type(x).rank, b.shape(x)[-1]
+    rank, dim = b.type_of(x).rank, b.shape(x)[-1]
     if not isinstance(node.op, Concat) or node.op.axis != rank - 1 or len(node.inputs) != 2:
         return False
     neg = b.node(node.inputs[0])
@@ -249,7 +249,7 @@ def is_rotate_half(b: Builder, name: str, x: str) -> bool:
 
 def is_slice(b: Builder, name: str, x: str, start: int, stop: int) -> bool:
     node = b.node(name)
-    rank = b.type(x).rank
+    rank = b.type_of(x).rank
     return node.op == Slice(rank - 1, start, stop, 1) and node.inputs == (x,)
 
 
@@ -262,9 +262,9 @@ def table(b: Builder, name: str, x: str) -> str:
     for axis in range(len(shape) - 2):  # axes along which the table does not vary
         if np.all(full == full.take([0], axis=axis)):
             full = full.take([0], axis=axis)
-    squeezed = full.reshape(full.shape[len(shape) - 2 :]) if all(
-        d == 1 for d in full.shape[:-2]
-    ) else full
+    squeezed = (
+        full.reshape(full.shape[len(shape) - 2 :]) if all(d == 1 for d in full.shape[:-2]) else full
+    )
     return b.constant(np.ascontiguousarray(squeezed), f"{name}_table")
 
 
@@ -283,6 +283,7 @@ def linear_sandwich(b: Builder, op: Op, inputs: tuple[str, ...]) -> RuleResult:
     if not isinstance(lin.op, Linear) or not b.is_op(lin.inputs[0], Reshape):
         return None
     flat = b.node(lin.inputs[0])
+    assert isinstance(flat.op, Reshape)
     k, n = b.shape(lin.inputs[1])
     if len(flat.op.shape) != 2 or op.shape[-1:] != (n,) or len(op.shape) < 2:
         return None

@@ -108,7 +108,9 @@ def first_line(exc: BaseException) -> str:
 def load_pt2(path: str) -> ExportedProgram:
     """torch.export.load with errors a user can act on."""
     if not os.path.isfile(path):
-        raise CimcError("no such file; pass the path of a .pt2 file written by torch.export.save", path)
+        raise CimcError(
+            "no such file; pass the path of a .pt2 file written by torch.export.save", path
+        )
     if not zipfile.is_zipfile(path):
         raise CimcError("not a .pt2 archive (expected a zip written by torch.export.save)", path)
     try:
@@ -170,11 +172,15 @@ def bind_inputs(
     """
     examples = example_shapes(program, example_inputs)
     shapes = dict(shapes or {})
-    placeholders = [p for p in user_placeholders(program) if isinstance(p.meta.get("val"), torch.Tensor)]
+    placeholders = [
+        p for p in user_placeholders(program) if isinstance(p.meta.get("val"), torch.Tensor)
+    ]
     unknown = sorted(set(shapes) - {p.name for p in placeholders})
     if unknown:
         known = ", ".join(p.name for p in placeholders)
-        raise CimcError(f"shapes name unknown input(s) {', '.join(unknown)}; inputs: {known}", where)
+        raise CimcError(
+            f"shapes name unknown input(s) {', '.join(unknown)}; inputs: {known}", where
+        )
     symbols: dict[str, int] = {}
     for p in placeholders:  # explicit shapes bind their symbols first
         given = shapes.get(p.name, examples.get(p.name))
@@ -183,7 +189,9 @@ def bind_inputs(
     result = []
     for p in placeholders:
         val = p.meta["val"]
-        dims = [bind_dim(d, axis, p.name, symbols, seq_len, where) for axis, d in enumerate(val.shape)]
+        dims = [
+            bind_dim(d, axis, p.name, symbols, seq_len, where) for axis, d in enumerate(val.shape)
+        ]
         result.append(UserInput(p.name, tuple(dims), val.dtype))
     check_ranges(program, symbols, where)
     return tuple(result)

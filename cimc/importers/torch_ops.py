@@ -92,7 +92,7 @@ def is_tensorish(value: Any) -> bool:
 def dummy_dtype(t: Translator, value: Any) -> torch.dtype:
     if isinstance(value, torch.Tensor):
         return value.dtype
-    return getattr(torch, t.b.type(value.name).dtype.numpy.name)
+    return getattr(torch, t.b.type_of(value.name).dtype.numpy.name)
 
 
 # ---- elementwise ----------------------------------------------------------------------
@@ -146,7 +146,7 @@ def arith(t: Translator, node: FxNode) -> Ref:
     dtype = t.out_dtype()
     x, y = t.name(a["self"], dtype), t.name(a["other"], dtype)
     if a.get("alpha") not in (None, 1):  # add/sub: self + alpha * other
-        y = t.emit(Mul(), [y, t.name(a["alpha"], dtype)], "alpha")
+        y = t.emit(Mul(), [y, t.name(a["alpha"], dtype)], "alpha").name
     return t.emit(BINARY[kind](), [x, y])
 
 
@@ -165,7 +165,7 @@ def rsub(t: Translator, node: FxNode) -> Ref:
     dtype = t.out_dtype()
     x, y = t.name(a["self"], dtype), t.name(a["other"], dtype)
     if a.get("alpha") not in (None, 1):
-        x = t.emit(Mul(), [x, t.name(a["alpha"], dtype)], "alpha")
+        x = t.emit(Mul(), [x, t.name(a["alpha"], dtype)], "alpha").name
     return t.emit(Sub(), [y, x])
 
 
@@ -237,14 +237,18 @@ def no_op(t: Translator, node: FxNode) -> Any:
 
 # ---- reductions and normalization -----------------------------------------------------
 
-REDUCE = {"aten.mean.dim": ReduceMean, "aten.sum.dim_IntList": ReduceSum, "aten.amax.default": ReduceMax}
+REDUCE = {
+    "aten.mean.dim": ReduceMean,
+    "aten.sum.dim_IntList": ReduceSum,
+    "aten.amax.default": ReduceMax,
+}
 
 
 @handles(*REDUCE)
 def reduce(t: Translator, node: FxNode) -> Ref:
     a = bind(node)
     x = t.name(a["self"], t.out_dtype())
-    rank = t.b.type(x).rank
+    rank = t.b.type_of(x).rank
     dims = t.value(a["dim"])
     axes = tuple(range(rank)) if dims in (None, []) else tuple(sorted(d % rank for d in dims))
     return t.emit(REDUCE[str(node.target)](axes=axes, keepdim=bool(a["keepdim"])), [x])
@@ -321,7 +325,7 @@ def matmul_of(t: Translator, x_arg: Any, w_arg: Any, suffix: str = "") -> Ref:
     if not t.is_runtime(w_arg) and t.type_of(w_arg).rank == 2:
         return t.emit(Linear(), [x, t.name(w_arg, DType.F32)], suffix)
     w = t.name(w_arg, DType.F32)
-    if t.b.type(x).rank < 2 or t.b.type(w).rank < 2:
+    if t.b.type_of(x).rank < 2 or t.b.type_of(w).rank < 2:
         raise t.error("matmul of vectors (rank 1) is not supported")
     return t.emit(MatMul(), [x, w], suffix)
 

@@ -48,7 +48,7 @@ for _name in ("aten.unsqueeze.default", "aten.squeeze.dim", "aten.squeeze.dims",
 @handles("aten.transpose.int")
 def transpose(t: Translator, node: FxNode) -> Ref:
     x = t.name(node.args[0])
-    rank = t.b.type(x).rank
+    rank = t.b.type_of(x).rank
     perm = list(range(rank))
     d0, d1 = (int(t.value(a)) % max(rank, 1) for a in node.args[1:3])
     perm[d0], perm[d1] = perm[d1], perm[d0]
@@ -63,7 +63,7 @@ def permute(t: Translator, node: FxNode) -> Ref:
 @handles("aten.t.default", "aten.numpy_T.default")
 def t_(t: Translator, node: FxNode) -> Ref:
     x = t.name(node.args[0])
-    rank = t.b.type(x).rank
+    rank = t.b.type_of(x).rank
     return t.emit(Transpose(tuple(reversed(range(rank)))), [x])
 
 
@@ -114,7 +114,7 @@ def cat(t: Translator, node: FxNode) -> Ref:
 def stack(t: Translator, node: FxNode) -> Ref:
     a = bind(node)
     parts = [t.name(p, t.out_dtype()) for p in a["tensors"]]
-    rank = t.b.type(parts[0]).rank + 1
+    rank = t.b.type_of(parts[0]).rank + 1
     dim = int(t.value(a["dim"])) % rank
     shaped = []
     for k, p in enumerate(parts):
@@ -128,7 +128,7 @@ def stack(t: Translator, node: FxNode) -> Ref:
 def split(t: Translator, node: FxNode) -> tuple[Ref, ...]:
     x = t.name(node.args[0])
     dim = int(t.value(node.args[2])) if len(node.args) > 2 else 0
-    dim %= t.b.type(x).rank
+    dim %= t.b.type_of(x).rank
     total = t.b.shape(x)[dim]
     sizes = ints(t, node.args[1])
     if str(node.target) == "aten.split.Tensor":
@@ -169,7 +169,7 @@ def index(t: Translator, node: FxNode) -> Ref:
         value = t.emit(Slice(d, start, stop, step), [value], f"slice{d}").name
     adjacent = dims == list(range(dims[0], dims[-1] + 1))
     block = sorted(dims, key=lambda d: ranges[d][0])  # type: ignore[index]
-    rest = [d for d in range(t.b.type(x).rank) if d not in dims]
+    rest = [d for d in range(t.b.type_of(x).rank) if d not in dims]
     at = dims[0] if adjacent else 0
     perm = (*rest[:at], *block, *rest[at:])
     value = t.emit(Transpose(perm), [value], "perm").name
@@ -202,7 +202,7 @@ def slice_scatter(t: Translator, node: FxNode) -> Ref:
     a = bind(node)
     dtype = t.out_dtype()
     x, src = t.name(a["self"], dtype), t.name(a["src"], dtype)
-    dim = int(t.value(a["dim"])) % t.b.type(x).rank
+    dim = int(t.value(a["dim"])) % t.b.type_of(x).rank
     if int(t.value(a["step"])) != 1:
         raise t.error("slice_scatter with a step other than 1 is not supported")
     size = t.b.shape(x)[dim]

@@ -86,7 +86,7 @@ def simplify_expand(b: Builder, op: Op, inputs: tuple[str, ...]) -> RuleResult:
 def simplify_cast(b: Builder, op: Op, inputs: tuple[str, ...]) -> RuleResult:
     assert isinstance(op, Cast)
     (x,) = inputs
-    if b.type(x).dtype == op.dtype:
+    if b.type_of(x).dtype == op.dtype:
         return x
     value = b.const(x)
     if value is not None:

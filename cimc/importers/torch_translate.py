@@ -24,7 +24,7 @@ from torch.fx.node import map_aggregate
 
 from cimc.errors import CimcError
 from cimc.importers.torch_builder import Builder
-from cimc.importers.torch_load import LoadedProgram, UserInput
+from cimc.importers.torch_load import LoadedProgram, UserInput, first_line
 from cimc.ir import DType, Graph, TensorType
 from cimc.ir.op_base import OPS, Op
 from cimc.ir.ops import Cast
@@ -156,12 +156,19 @@ class Translator:
         if isinstance(value, torch.Tensor):
             return self.tensor_constant(arg, value, dtype, layout)
         if isinstance(value, bool | int | float):
-            kind = dtype or (DType.BOOL if isinstance(value, bool) else
-                             DType.F32 if isinstance(value, float) else DType.I64)
+            kind = dtype or (
+                DType.BOOL
+                if isinstance(value, bool)
+                else DType.F32
+                if isinstance(value, float)
+                else DType.I64
+            )
             return self.b.constant(np.array(value, dtype=kind.numpy), self.fresh("scalar"))
         raise self.error(f"expected a tensor operand, got {value!r}")
 
-    def tensor_constant(self, arg: Any, value: torch.Tensor, dtype: DType | None, layout: str) -> str:
+    def tensor_constant(
+        self, arg: Any, value: torch.Tensor, dtype: DType | None, layout: str
+    ) -> str:
         array = to_numpy(value, self.where)
         if layout == "kn":
             array = np.ascontiguousarray(array.T)
@@ -182,7 +189,9 @@ class Translator:
 
     def emit(self, op: Op, inputs: tuple[str, ...] | list[str], suffix: str = "") -> Ref:
         """Build `op`; the result is named after the fx node (plus `suffix` for helpers)."""
-        return Ref(self.b.emit(op, tuple(inputs), self.fresh(suffix) if suffix else self.fresh("")[:-1]))
+        return Ref(
+            self.b.emit(op, tuple(inputs), self.fresh(suffix) if suffix else self.fresh("")[:-1])
+        )
 
     def out_dtype(self) -> DType:
         assert self.node is not None
@@ -195,7 +204,7 @@ class Translator:
         """The type of an fx argument, run-time or constant."""
         value = self.value(arg)
         if isinstance(value, Ref):
-            return self.b.type(value.name)
+            return self.b.type_of(value.name)
         if isinstance(value, torch.Tensor):
             return TensorType(tuple(value.shape), ir_dtype(value.dtype, self.where))
         raise self.error(f"expected a tensor operand, got {value!r}")
@@ -261,7 +270,9 @@ class Translator:
             return node.meta.get("val")
         dtype = ir_dtype(bound.dtype, self.where)
         type_ = TensorType(bound.shape, dtype)
-        return Ref(self.b.graph.add_input(node.name, type_, input_meaning(node.name, dtype), self.where))
+        return Ref(
+            self.b.graph.add_input(node.name, type_, input_meaning(node.name, dtype), self.where)
+        )
 
     def call(self, node: FxNode) -> Any:
         name = target_name(node)
@@ -283,20 +294,24 @@ class Translator:
         """A zero tensor standing for a run-time value whose shape alone is read."""
         if not isinstance(value, Ref):
             return value
-        t = self.b.type(value.name)
+        t = self.b.type_of(value.name)
         return torch.zeros(t.shape, dtype=getattr(torch, str(t.dtype.numpy)))
 
     def fold(self, node: FxNode, args: Any, kwargs: Any) -> Any:
+        function = node.target
+        assert callable(function)
         try:
             with torch.no_grad():
-                return node.target(*args, **kwargs)
+                return function(*args, **kwargs)
         except Exception as exc:  # any aten failure on constants is a model problem
-            raise self.error(f"cannot evaluate {target_name(node)} on constants: {exc}") from None
+            message = f"cannot evaluate {target_name(node)} on constants: {first_line(exc)}"
+            raise self.error(message) from None
 
     def set_outputs(self, node: FxNode) -> None:
         self.node = node
         specs = self.program.graph_signature.output_specs
         values = node.args[0]
+        assert isinstance(values, tuple | list)
         pairs: list[tuple[str, str]] = []
         for spec, arg in zip(specs, values, strict=True):
             if spec.kind != OutputKind.USER_OUTPUT:
@@ -320,7 +335,9 @@ def contains_ref(value: Any) -> bool:
     return found
 
 
-def check_supported(program: torch.export.ExportedProgram, table: dict[str, Handler], where: str) -> None:
+def check_supported(
+    program: torch.export.ExportedProgram, table: dict[str, Handler], where: str
+) -> None:
     """One error naming every aten op on run-time values that has no translation."""
     runtime = runtime_nodes(program)
     missing = []
@@ -353,7 +370,9 @@ def fetch_attr(module: torch.nn.Module, target: str) -> Any:
 
 def runtime_nodes(program: torch.export.ExportedProgram) -> set[str]:
     """fx nodes whose value depends on user input values (not just their shapes)."""
-    users = {s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT}
+    users = {
+        s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT
+    }
     runtime: set[str] = set()
     for node in program.graph.nodes:
         if node.op == "placeholder":

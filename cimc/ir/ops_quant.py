@@ -46,6 +46,7 @@ from cimc.quant.plans import (
     MatmulPlan,
     MulPlan,
     NormPlan,
+    ReducePlan,
     RotaryPlan,
     SoftmaxPlan,
 )
@@ -60,6 +61,7 @@ PLAN_TYPES = (
     MatmulPlan,
     MulPlan,
     NormPlan,
+    ReducePlan,
     Requant,
     RotaryPlan,
     SoftmaxPlan,
@@ -268,6 +270,25 @@ class QLut(QOp):
 
 @register_op
 @dataclass(frozen=True, eq=False)
+class QReduce(QOp):
+    """y = REQ(RSUM(x)) or REQ(RMAX(x)) over `axes` (the plan's kind; mean folds 1/n in)."""
+
+    NAME = "q.reduce"
+    MIN_INPUTS = MAX_INPUTS = 1
+    axes: tuple[int, ...]
+    keepdim: bool
+    plan: ReducePlan
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        x = inputs[0]
+        expect(all(0 <= a < x.rank for a in self.axes), f"q.reduce axes {self.axes} for {x}")
+        if self.keepdim:
+            return tuple(1 if k in self.axes else d for k, d in enumerate(x.shape))
+        return tuple(d for k, d in enumerate(x.shape) if k not in self.axes)
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
 class QEmbedding(QOp):
     """y = T[ids] with the table stored as codes at the output scale."""
 
@@ -376,6 +397,7 @@ Q_OPS: tuple[type[QOp], ...] = (
     QAdd,
     QMul,
     QLut,
+    QReduce,
     QEmbedding,
     QRotary,
     QSoftmax,

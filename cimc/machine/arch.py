@@ -25,21 +25,29 @@ _CHECKS: dict[str, tuple[Any, str]] = {
 }
 
 
-def _int(check: str = "pos") -> Any:
-    return field(metadata={"type": int, "check": check})
+# Resource limits: far above any real chip, low enough that the validator and interpreter
+# never attempt an absurd allocation (a 1 TiB DRAM, a 2^40-cell macro) or a float overflow.
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+INT_MAX = 1 << 32  # counts, cycles and bandwidths
+NUM_RANGE = (1e-6, 1e9)  # positive floats (clock, bandwidths, energies)
+MAX_MACRO_CELLS = 1 << 24  # rows x cols of one macro (16 MiB)
+
+
+def _int(check: str = "pos", most: int = INT_MAX) -> Any:
+    return field(metadata={"type": int, "check": check, "max": most})
 
 
 def _mesh() -> Any:
-    return field(metadata={"type": "mesh", "check": "pos"})
+    return field(metadata={"type": "mesh", "check": "pos", "max": 1024})
 
 
 def _num(check: str = "pos") -> Any:
-    return field(metadata={"type": float, "check": check})
+    return field(metadata={"type": float, "check": check, "max": NUM_RANGE[1]})
 
 
 @dataclass(frozen=True)
 class ChipSpec:
-    cores: int = _int()
+    cores: int = _int(most=1024)
     mesh: tuple[int, int] = _mesh()
     clock_mhz: float = _num()
     noc_bits_per_cycle: int = _int("bytes8")
@@ -48,9 +56,9 @@ class ChipSpec:
 
 @dataclass(frozen=True)
 class CoreSpec:
-    macros: int = _int()
-    scratchpad_bytes: int = _int("bytes8")
-    vector_lanes: int = _int()
+    macros: int = _int(most=4096)
+    scratchpad_bytes: int = _int("bytes8", 64 * MIB)
+    vector_lanes: int = _int(most=1 << 16)
     vector_pipeline_cycles: int = _int("nonneg")
     vector_div_cycles: int = _int()  # per lane group, for div and isqrt (iterative units)
     dma_setup_cycles: int = _int("nonneg")
@@ -58,8 +66,8 @@ class CoreSpec:
 
 @dataclass(frozen=True)
 class MacroSpec:
-    rows: int = _int()
-    cols: int = _int()
+    rows: int = _int(most=1 << 16)  # int32 accumulation: rows * 127 * 128 < 2^31
+    cols: int = _int(most=1 << 16)
     input_bits: int = _int()
     bits_per_cycle: int = _int()
     pipeline_cycles: int = _int("nonneg")
@@ -68,13 +76,13 @@ class MacroSpec:
 
 @dataclass(frozen=True)
 class MemorySpec:
-    gb_bytes: int = _int("bytes8")
+    gb_bytes: int = _int("bytes8", 16 * GIB)
     gb_bits_per_cycle: int = _int("bytes8")
     gb_latency_cycles: int = _int("nonneg")
-    dram_bytes: int = _int("bytes8")
+    dram_bytes: int = _int("bytes8", 256 * GIB)
     dram_gbps: float = _num()
     dram_latency_cycles: int = _int("nonneg")
-    flash_bytes: int = _int("bytes8")
+    flash_bytes: int = _int("bytes8", 512 * GIB)
     flash_gbps: float = _num()
     flash_chunk_bytes: int = _int("pow2")
     flash_latency_cycles: int = _int("nonneg")
@@ -228,7 +236,8 @@ def _check_value(value: Any, meta: Any, where: str, source: str) -> Any:
         ok = isinstance(value, list) and len(value) == 2
         if not ok or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise CimcError(f"{where}: must be a list of two integers [X, Y]", source)
-        parts = [_check_value(v, {"type": int, "check": check}, where, source) for v in value]
+        meta = {"type": int, "check": check, "max": meta["max"]}
+        parts = [_check_value(v, meta, where, source) for v in value]
         return (parts[0], parts[1])
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise CimcError(f"{where}: must be a number, got {value!r}", source)
@@ -239,6 +248,10 @@ def _check_value(value: Any, meta: Any, where: str, source: str) -> Any:
     test, reason = _CHECKS[check]
     if not test(value):
         raise CimcError(f"{where}: {reason}, got {value!r}", source)
+    if value > meta["max"]:
+        raise CimcError(f"{where}: at most {meta['max']:,} (resource limit), got {value!r}", source)
+    if kind is float and 0 < value < NUM_RANGE[0]:
+        raise CimcError(f"{where}: 0 or at least {NUM_RANGE[0]:g}, got {value!r}", source)
     return float(value) if kind is float else value
 
 
@@ -260,8 +273,11 @@ def _check_consistency(arch: Arch, source: str) -> None:
             f"got {m.bits_per_cycle}",
             source,
         )
-    if m.rows > 1 << 16:
-        # int32 accumulation bound: rows * 127 * 128 must stay below 2^31.
-        raise CimcError(f"field 'macro.rows': at most 65536 rows, got {m.rows}", source)
+    if m.rows * m.cols > MAX_MACRO_CELLS:
+        raise CimcError(
+            f"field 'macro.cols': {m.rows}x{m.cols} cells per macro, at most "
+            f"{MAX_MACRO_CELLS:,} (resource limit)",
+            source,
+        )
     if arch.memory.flash_chunk_bytes > arch.memory.flash_bytes:
         raise CimcError("field 'memory.flash_chunk_bytes': larger than memory.flash_bytes", source)

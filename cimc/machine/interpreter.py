@@ -26,6 +26,9 @@ from cimc.machine.printer import print_operand
 from cimc.machine.program import Decl, Instr, Program
 from cimc.machine.state import NP_DTYPES, CoreState, Machine
 
+# Simulated memory the interpreter allocates at most (isa/SPEC.md, section 7).
+MAX_MACHINE_BYTES = 4 << 30
+
 
 @dataclass(frozen=True)
 class TraceEvent:
@@ -68,7 +71,7 @@ def run_program(
     Static rules are the validator's job (`validate(program, arch)`, run by the CLI first);
     everything that can only be known at run time is checked here.
     """
-    machine = Machine.create(arch, _core_states(program, arch))
+    machine = Machine.create(arch, _core_states(program, arch), memory_extents(program))
     if consts is None:
         consts = load_consts(program)
     _place_consts(machine, program, consts)
@@ -111,6 +114,26 @@ def load_consts(program: Program) -> dict[str, np.ndarray]:
 # --- setup ---------------------------------------------------------------------------------
 
 
+def memory_extents(program: Program) -> dict[str, int]:
+    """Bytes of each space the program can touch: one past the end of its last declaration
+    or view there (sp: over all cores). Refuses programs above the interpreter's budget."""
+    ends: dict[str, int] = {}
+    for d in program.decls:
+        ends[d.space] = max(ends.get(d.space, 0), d.end)
+    for stream in program.cores:
+        for instr in stream.instrs:
+            for view, _ in spec_of(instr).views(instr):
+                ends[view.space] = max(ends.get(view.space, 0), view.end)
+    total = sum(ends.values()) + ends.get("sp", 0) * (len(program.cores) - 1)
+    if total > MAX_MACHINE_BYTES:
+        raise CimcError(
+            f"the program addresses {total:,} bytes of memory (all cores' sp, gb, dram, "
+            f"flash); the reference interpreter runs at most {MAX_MACHINE_BYTES:,}",
+            program.source_name,
+        )
+    return ends
+
+
 def _core_states(program: Program, arch: Arch) -> list[CoreState]:
     states = []
     for stream in program.cores:
@@ -128,10 +151,10 @@ def _decl_array(machine: Machine, program: Program, decl: Decl) -> np.ndarray:
     loc = program.loc(decl)
     if mem is None:
         raise CimcError(f"{decl.name} must live in gb, dram or flash, not {decl.space}", loc)
-    if decl.addr < 0 or decl.end > mem.size:
+    if decl.addr < 0 or decl.end > mem.size:  # memories cover every declaration
         raise CimcError(
             f"{decl.name} ({decl.addr:#x}..{decl.end:#x}) is outside {decl.space} "
-            f"({mem.size} bytes on '{machine.arch.name}')",
+            f"({machine.arch.space_bytes(decl.space)} bytes on '{machine.arch.name}')",
             loc,
         )
     if decl.dtype is None:
@@ -229,6 +252,11 @@ def _step(machine: Machine, program: Program, cs: CoreState, instr: Instr) -> bo
         return bool(KERNELS[instr.opcode](machine, cs, instr))
     except KernelError as e:
         raise CimcError(f"core {cs.core}: {instr.opcode}: {e}", program.loc(instr)) from None
+    except MemoryError:  # operands are bounded (arch limits), but the host may be smaller
+        raise CimcError(
+            f"core {cs.core}: {instr.opcode}: the host ran out of memory for its operands",
+            program.loc(instr),
+        ) from None
 
 
 def _event(machine: Machine, cs: CoreState, instr: Instr, step: int) -> TraceEvent:

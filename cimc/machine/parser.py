@@ -130,8 +130,30 @@ def _expected_hint(expected: list[str]) -> str:
     return f"; expected {' or '.join(words)}"
 
 
+_MAX_DIGITS = 40  # far beyond int64: longer numbers are refused before conversion
+
+
+class _LongNumber(Exception):
+    """A number with more digits than any address or immediate can have (`token` says where)."""
+
+    def __init__(self, token: object) -> None:
+        super().__init__(str(token))
+        self.token = token
+
+
+def _digits(text: str, base: int, token: object) -> int:
+    if len(text) > _MAX_DIGITS:
+        raise _LongNumber(token)
+    return int(text, base)
+
+
 def _int(token: object) -> int:
-    return int(str(token), 0)
+    """A grammar integer: decimal (leading zeros allowed) or 0x hex, maybe signed."""
+    text = str(token)
+    body = text.lstrip("+-")
+    hexa = body.startswith("0x")
+    value = _digits(body[2:], 16, token) if hexa else _digits(body, 10, token)
+    return -value if text.startswith("-") else value
 
 
 def _comment(node: lark.Tree | None) -> str | None:
@@ -167,7 +189,14 @@ class _Builder:
 
     def build(self, tree: lark.Tree) -> Program:
         for node in tree.children:
-            getattr(self, f"_on_{node.data}")(node)
+            try:
+                getattr(self, f"_on_{node.data}")(node)
+            except _LongNumber as e:
+                text = str(e.token)
+                raise self.err(
+                    f"number {text[:12]}... is too long; write at most {_MAX_DIGITS} digits",
+                    e.token,
+                ) from None
         self._close_core()
         if self.arch is None:
             raise CimcError(
@@ -272,8 +301,8 @@ class _Builder:
 
     def _shape(self, tok: object) -> tuple[int, int, int]:
         dims, _, stride_text = str(tok).partition("/")
-        rows, cols = (int(d) for d in dims.split("x"))
-        stride = int(stride_text) if stride_text else cols
+        rows, cols = (_digits(d, 10, tok) for d in dims.split("x"))
+        stride = _digits(stride_text, 10, tok) if stride_text else cols
         if rows <= 0 or cols <= 0:
             raise self.err(f"shape {dims} must have positive rows and columns", tok)
         if stride < cols:
@@ -337,7 +366,7 @@ class _Builder:
                 f"a macro mN or mN[r0:r1,c0:c1], or an integer",
                 node.meta,
             )
-        return MacroRef(int(match.group(1)), 0, 0, 0, 0, whole=True)
+        return MacroRef(_digits(match.group(1), 10, node.children[0]), 0, 0, 0, 0, whole=True)
 
     def _op_window(self, node: lark.Tree) -> MacroRef:
         name, r0, r1, c0, c1 = node.children
@@ -353,7 +382,8 @@ class _Builder:
                 f"{cols[0]}:{cols[1]}]; use r0 < r1 and c0 < c1",
                 node.meta,
             )
-        return MacroRef(int(match.group(1)), rows[0], rows[1], cols[0], cols[1])
+        index = _digits(match.group(1), 10, name)
+        return MacroRef(index, rows[0], rows[1], cols[0], cols[1])
 
     def _op_view(self, node: lark.Tree) -> View:
         space_tok, addr_node, dtype_tok, shape_tok = node.children

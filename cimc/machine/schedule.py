@@ -9,6 +9,9 @@ Rules (isa/SPEC.md, "Cost model"):
   range. Macro cells are ordered by the macro's unit;
 - the DRAM and flash channels and the global-buffer port are chip-wide: a transfer holds
   them during its data phase (contention);
+- a send starts after every earlier instruction of its core that touches gb or dram has
+  finished (a fence for shared memory: the validator orders those accesses before
+  everything after the matching recv, so the schedule must too);
 - recv completes one cycle after the matching send's data arrived; a barrier waits until
   all previous instructions of its core finished and releases every core at the latest
   arrival.
@@ -31,6 +34,7 @@ from cimc.machine.opcodes import Access, spec_of
 from cimc.machine.program import Imm, Instr, Program
 
 _PRUNE_AT = 8
+_SHARED = ("gb", "dram")  # writable shared spaces: where cores can race (flash is read-only)
 Range = tuple[str, int, int, bool]  # space, first byte, one past the last, is a write
 
 
@@ -70,6 +74,7 @@ class _Core:
     pc: int = 0
     floor: int = 0  # earliest start of the next instruction (in-order issue)
     finish: int = 0  # latest end of everything issued so far
+    shared_finish: int = 0  # latest end of everything issued so far that touches gb/dram
     unit_free: dict[str, int] = field(default_factory=dict)
     accesses: dict[str, list[_Access]] = field(default_factory=dict)
     barriers: int = 0
@@ -151,6 +156,8 @@ def _ready(sim: _Sim, core: _Core, instr: Instr) -> int:
     t = core.floor if sim.relaxed else max(core.floor, core.unit_free.get(cost.unit, 0))
     if instr.opcode == "barrier":
         return max(t, core.finish)  # a barrier is a fence
+    if instr.opcode == "send":
+        t = max(t, core.shared_finish)  # a send is a fence for gb/dram (happens-before)
     for space, lo, hi, write in core.ranges[core.pc]:
         for old in core.accesses.get(space, ()):
             if old.lo < hi and lo < old.hi and (old.write or write) and old.end > t:
@@ -191,6 +198,8 @@ def _record(sim: _Sim, core: _Core, instr: Instr, cost: InstrCost, start: int, e
         sim.channel_free[channel] = start + cost.lead + cost.data_cycles
         sim.channel_busy[channel] = sim.channel_busy.get(channel, 0) + cost.data_cycles
     for space, lo, hi, write in core.ranges[core.pc]:
+        if space in _SHARED:
+            core.shared_finish = max(core.shared_finish, end)
         entries = core.accesses.setdefault(space, [])
         entries.append(_Access(lo, hi, end, write))
         if len(entries) > _PRUNE_AT:  # finished before anything still to come can start

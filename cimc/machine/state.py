@@ -25,6 +25,7 @@ NP_DTYPES: dict[str, np.dtype] = {
 _RANGES: dict[str, tuple[int, int]] = {
     name: (int(np.iinfo(dt).min), int(np.iinfo(dt).max)) for name, dt in NP_DTYPES.items()
 }
+SHARED = ("gb", "dram", "flash")
 # Float copies of recently used macros, so an MVM does not convert its weights every time.
 _FLOAT_CACHE_MACROS = 512
 
@@ -71,9 +72,12 @@ class Machine:
     macs: int = 0
 
     @classmethod
-    def create(cls, arch: Arch, cores: list[CoreState]) -> Machine:
-        shared = {s: np.zeros(arch.space_bytes(s), np.uint8) for s in ("gb", "dram", "flash")}
-        sps = {c.core: np.zeros(arch.core.scratchpad_bytes, np.uint8) for c in cores}
+    def create(cls, arch: Arch, cores: list[CoreState], extents: dict[str, int]) -> Machine:
+        """Memories sized to `extents` (bytes per space that the program can touch, at most
+        the arch's sizes): a program on a 256 GiB DRAM allocates only what it addresses."""
+        size = {s: min(extents.get(s, 0), arch.space_bytes(s)) for s in ("sp", *SHARED)}
+        shared = {s: np.zeros(size[s], np.uint8) for s in SHARED}
+        sps = {c.core: np.zeros(size["sp"], np.uint8) for c in cores}
         return cls(arch=arch, cores=cores, shared=shared, scratchpads=sps)
 
     def memory(self, core: int, space: str) -> np.ndarray:
@@ -87,10 +91,10 @@ class Machine:
             raise KernelError(
                 f"{view.space}[{view.addr:#x}] is not aligned to {size} bytes for {view.dtype}"
             )
-        if view.addr < 0 or view.end > mem.size:
+        if view.addr < 0 or view.end > mem.size:  # memories cover every view of the program
             raise KernelError(
                 f"{view.space}[{view.addr:#x}:{view.end:#x}] is outside {view.space} "
-                f"({mem.size} bytes)"
+                f"({self.arch.space_bytes(view.space)} bytes)"
             )
         return np.ndarray(
             view.shape,

@@ -69,7 +69,10 @@ def _shorten(graph: Graph, node: Node) -> bool:
 def _simulate(x: np.ndarray, chain: list[Node]) -> np.ndarray:
     for n in chain:
         op = n.op
-        x = x.reshape(op.shape) if isinstance(op, Reshape) else x.transpose(op.perm)
+        if isinstance(op, Reshape):
+            x = x.reshape(op.shape)
+        elif isinstance(op, Transpose):
+            x = x.transpose(op.perm)
     return x
 
 

@@ -51,7 +51,7 @@ def _erf_input(graph: Graph, name: str) -> str | None:
 
 def _cube_of(graph: Graph, name: str) -> str | None:
     node = producer(graph, name, Pow)
-    if node is not None and node.op.exponent == 3.0:
+    if node is not None and isinstance(node.op, Pow) and node.op.exponent == 3.0:
         return node.inputs[0]
     return None
 

@@ -112,7 +112,7 @@ def _peel_masks(graph: Graph, name: str) -> tuple[str, list[MaskPlan]] | None:
 
 
 def _match(graph: Graph, softmax: Node) -> Match | None:
-    if softmax.type.rank != 4 or softmax.op.axis != 3:
+    if softmax.type.rank != 4 or not isinstance(softmax.op, Softmax) or softmax.op.axis != 3:
         return None
     users = graph.users(softmax.name)
     if len(users) != 1 or graph.is_output(softmax.name):

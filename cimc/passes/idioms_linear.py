@@ -74,9 +74,15 @@ def _unflatten(graph: Graph, outer: Node) -> bool:
     if not isinstance(flat.op, Reshape) or flat.type.rank != 2:
         return False
     x = graph.node(flat.inputs[0])
-    if isinstance(x.op, Constant) or x.type.shape[-1] != flat.type.shape[-1]:
+    lead = outer.type.shape[:-1]
+    if isinstance(x.op, Constant) or outer.type.shape[-1] != lin.type.shape[-1]:
         return False
-    if outer.type.shape != (*x.type.shape[:-1], lin.type.shape[-1]):
+    if int(np.prod(lead)) != flat.type.shape[0]:
         return False
-    graph.replace_op(outer.name, Linear(), [x.name, *lin.inputs[1:]])
+    source = x.name
+    if x.type.shape != (*lead, flat.type.shape[1]):
+        # x is e.g. [B, S, H, D] flattened straight to [B*S, H*D]: reshape it to [B, S, K]
+        view = Reshape((*lead, flat.type.shape[1]))
+        source = graph.add_node(view, [x.name], f"{flat.name}.rows", flat.loc)
+    graph.replace_op(outer.name, Linear(), [source, *lin.inputs[1:]])
     return True

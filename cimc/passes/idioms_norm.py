@@ -47,7 +47,8 @@ class NormIdioms(GraphPass):
 
 def _last_axis_mean(graph: Graph, node: Node) -> bool:
     rank = graph.node(node.inputs[0]).type.rank
-    return node.op.axes == (rank - 1,) and node.op.keepdim
+    op = node.op
+    return isinstance(op, ReduceMean) and op.axes == (rank - 1,) and op.keepdim
 
 
 def _squared(graph: Graph, name: str) -> str | None:
@@ -108,9 +109,10 @@ def _affine(graph: Graph, name: str, op: type, channels: int) -> tuple[str, str]
         return None
     for a, c in operand_pairs(user):
         value = const_array(graph, c)
-        if a == name and value is not None and value.size == channels and value.ndim >= 1:
-            if value.shape[-1] == channels:
-                return user.name, _vector(graph, c, value, channels)
+        if a != name or value is None or value.size != channels:
+            continue
+        if value.ndim >= 1 and value.shape[-1] == channels:
+            return user.name, _vector(graph, c, value, channels)
     return None
 
 

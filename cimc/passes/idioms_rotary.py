@@ -31,13 +31,16 @@ class RotaryIdioms(GraphPass):
 def _rotate_half_of(graph: Graph, name: str) -> str | None:
     """x when `name` is cat(-x[..., D/2:], x[..., :D/2]) on the last axis."""
     cat = producer(graph, name, Concat)
-    if cat is None or len(cat.inputs) != 2 or cat.op.axis != cat.type.rank - 1:
+    if cat is None or len(cat.inputs) != 2 or not isinstance(cat.op, Concat):
+        return None
+    if cat.op.axis != cat.type.rank - 1:
         return None
     neg = producer(graph, cat.inputs[0], Neg)
     second = producer(graph, neg.inputs[0], Slice) if neg else None
     first = producer(graph, cat.inputs[1], Slice)
     if second is None or first is None or first.inputs != second.inputs:
         return None
+    assert isinstance(first.op, Slice) and isinstance(second.op, Slice)
     d = graph.node(first.inputs[0]).type.shape[-1]
     last = cat.type.rank - 1
     halves = (

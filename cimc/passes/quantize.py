@@ -5,6 +5,8 @@
 Without `calibration`, inputs are generated from their meaning and a note saying so goes
 to stderr (unless quiet=true). `wide` lists the value categories kept in `wide-bits`
 (int16) precision, '+'-separated ("none" for an all-int8 model); see cimc.quant.scales.
+`headroom` widens the calibrated range of int16 values; `smooth` is the SmoothQuant alpha
+for norms with outlier channels (0 = off).
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ class Quantize(Pass):
     act_bits: int = 8
     wide_bits: int = 16
     wide: str = "+".join(WIDE_CATEGORIES)
+    headroom: float = 2.0
     p_bits: int = 14
+    smooth: float = 0.5
+    smooth_threshold: float = 4.0
     quiet: bool = False
 
     def options(self) -> QuantOptions:
@@ -44,7 +49,8 @@ class Quantize(Pass):
         for bits in (self.act_bits, self.wide_bits):
             if bits not in (8, 16):
                 raise CimcError(f"activation widths must be 8 or 16, got {bits}", "quantize")
-        return QuantOptions(Precision(self.act_bits, self.wide_bits, wide), self.p_bits)
+        precision = Precision(self.act_bits, self.wide_bits, wide, self.headroom)
+        return QuantOptions(precision, self.p_bits, self.smooth, self.smooth_threshold)
 
     def apply(self, ir: Any) -> PassResult:
         if not isinstance(ir, Graph):

@@ -35,10 +35,12 @@ from cimc.ir.ops_quant import (
     QMul,
     QOp,
     QQuantize,
+    QReduce,
     QRequant,
     QRmsNorm,
     QRotary,
     QSoftmax,
+    code_dtype,
 )
 from cimc.quant import constants as qc
 from cimc.quant import recipes
@@ -50,10 +52,18 @@ Tensors = list[torch.Tensor]
 QKernel = Callable[[Any, Tensors], torch.Tensor]
 
 
-def _quantize(op: QQuantize, args: Tensors) -> torch.Tensor:
-    x = args[0].numpy().astype(np.float64)
+def host_quantize(op: QQuantize, x: np.ndarray) -> np.ndarray:
+    """The host's side of a float graph input: clamp(rint(x / scale)) in float64 (exact).
+
+    Whoever feeds the compiled program (verify, the CLI) must use this same function.
+    """
     lo, hi = qc.qrange(op.bits)
-    return torch.from_numpy(np.clip(np.rint(x / op.scale), lo, hi).astype(np.int64))
+    codes = np.clip(np.rint(np.asarray(x, np.float64) / op.scale), lo, hi)
+    return codes.astype(code_dtype(op.bits).numpy)
+
+
+def _quantize(op: QQuantize, args: Tensors) -> torch.Tensor:
+    return torch.from_numpy(host_quantize(op, args[0].numpy()).astype(np.int64))
 
 
 def _opt_mask(args: Tensors, k: int) -> torch.Tensor | None:
@@ -69,6 +79,7 @@ Q_KERNELS: dict[type[QOp], QKernel] = {
     QAdd: lambda op, a: recipes.add(a[0], a[1], op.plan),
     QMul: lambda op, a: recipes.mul(a[0], a[1], op.plan),
     QLut: lambda op, a: recipes.unary(a[0], op.plan),
+    QReduce: lambda op, a: recipes.reduce(a[0], op.plan, op.axes, op.keepdim),
     QEmbedding: lambda op, a: recipes.embedding(a[0], op.plan),
     QRotary: lambda op, a: recipes.rotary(a[0], op.plan),
     QSoftmax: lambda op, a: recipes.softmax(a[0], op.plan, _opt_mask(a, 1)),

@@ -28,6 +28,7 @@ from cimc.quant import constants as qc
 from cimc.quant.calibrate import DEFAULT_SAMPLES, Calibration, calibrate, calibration_data
 from cimc.quant.quantize_rules import QValue, lower_node
 from cimc.quant.scales import DATA_MOVEMENT, Precision, choose_bits, wide_reasons
+from cimc.quant.smooth import smooth_graph
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class QuantOptions:
 
     precision: Precision = field(default_factory=Precision)
     attention_p_bits: int = 14  # 14: two int8 MVM passes for p' @ v; 7: one pass
+    smooth_alpha: float = 0.5  # outlier smoothing of norm -> linear pairs (0 = off)
+    smooth_threshold: float = 4.0  # ... applied where channel max > this x channel median
 
 
 class Lowering:
@@ -58,7 +61,8 @@ class Lowering:
                 self.env[node.name] = self._input(node)
             elif isinstance(node.op, Constant):
                 if not node.type.dtype.is_float:
-                    self.env[node.name] = QValue(self.out.add_constant(node.op.value, node.name))
+                    const = self.out.add_constant(node.op.value, node.name, node.loc)
+                    self.env[node.name] = QValue(const)
             elif isinstance(node.op, DATA_MOVEMENT):
                 self.env[node.name] = self._data_movement(node)
             else:
@@ -180,7 +184,10 @@ class Lowering:
 
 def quantize_graph(graph: Graph, calib: Calibration, options: QuantOptions | None = None) -> Graph:
     """The q-dialect graph of `graph` with scales from `calib` (the input is not changed)."""
-    return Lowering(graph, calib, options or QuantOptions()).run()
+    options = options or QuantOptions()
+    if options.smooth_alpha > 0:
+        graph, calib = smooth_graph(graph, calib, options.smooth_alpha, options.smooth_threshold)
+    return Lowering(graph, calib, options).run()
 
 
 @dataclass(frozen=True)

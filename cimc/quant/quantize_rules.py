@@ -22,6 +22,7 @@ from cimc.ir.ops_quant import (
     QLut,
     QMatMul,
     QMul,
+    QReduce,
     QRmsNorm,
     QRotary,
     QSoftmax,
@@ -171,6 +172,25 @@ def unary(lw: Lowering, node: Node) -> QValue:
     )
 
 
+REDUCE_KINDS: dict[type[Op], str] = {
+    ops.ReduceSum: "sum",
+    ops.ReduceMean: "mean",
+    ops.ReduceMax: "max",
+}
+
+
+def reduce(lw: Lowering, node: Node) -> QValue:
+    assert isinstance(node.op, ops.ReduceSum | ops.ReduceMean | ops.ReduceMax)
+    x = lw.codes(node.inputs[0])
+    shape = lw.src.node(node.inputs[0]).type.shape
+    n = int(np.prod([shape[a] for a in node.op.axes], dtype=np.int64))
+    bits, scale = _out(lw, node)
+    kind = REDUCE_KINDS[type(node.op)]
+    plan = plans.plan_reduce(kind, n, _scale(x), scale, bits, node.where)
+    op = QReduce(scale=scale, bits=bits, axes=node.op.axes, keepdim=node.op.keepdim, plan=plan)
+    return QValue(lw.emit(node, op, [x.name]), scale, bits)
+
+
 def embedding(lw: Lowering, node: Node) -> QValue:
     ids = lw.value(node.inputs[0])
     table = _const(lw, node, 1, "table")
@@ -251,6 +271,7 @@ RULES: dict[type[Op], Rule] = {
     ops.Gelu: unary,
     **{cls: unary for cls in LUT_FUNCTIONS},
     ops.Embedding: embedding,
+    **{cls: reduce for cls in REDUCE_KINDS},
     ops.Rotary: rotary,
     ops.Softmax: softmax,
     ops.Attention: attention,

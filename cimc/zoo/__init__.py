@@ -1,8 +1,8 @@
 """Random-weight Hugging Face models for tests, examples and the CLI (`cimc example`).
 
-    from cimc.zoo import build_model, example_inputs, export_onnx
-    model = build_model("llama", preset="odd", head="lm", num_hidden_layers=1)
-    path = export_onnx(model, example_inputs(model), "out/llama.onnx", exporter="dynamo")
+from cimc.zoo import build_model, example_inputs, export_onnx
+model = build_model("llama", preset="odd", head="lm", num_hidden_layers=1)
+path = export_onnx(model, example_inputs(model), "out/llama.onnx", exporter="dynamo")
 """
 
 from __future__ import annotations

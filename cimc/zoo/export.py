@@ -3,6 +3,12 @@
 Inputs are named ``input_ids`` and ``attention_mask`` ([batch, seq], int64); the output
 is named ``output``. With ``dynamic=True`` the batch and sequence axes are symbolic (as
 users export them), otherwise the example shape is baked in.
+
+Measured with torch 2.13 / transformers 5.23 (sdpa attention, use_cache=False): all five
+families (bert, distilbert, gpt2, llama, qwen2) export with all three exporters. LLaMA
+and Qwen2 (GQA) do export with dynamo=False: HF's sdpa path calls repeat_kv explicitly
+when tracing, so the legacy exporter never sees enable_gqa. torch.export specializes a
+symbolic batch traced at 1, hence the batch-2 trace below. Dynamo exports take 8-30 s.
 """
 
 from __future__ import annotations

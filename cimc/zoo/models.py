@@ -208,7 +208,8 @@ def example_inputs(
     model: HiddenStates, batch: int = 1, seq_len: int = 7, seed: int = 0, padded: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and an attention mask for `model`; `padded` zeroes the last mask entry."""
-    vocab = int(model.model.config.vocab_size)
+    config: Any = model.model.config
+    vocab = int(config.vocab_size)
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab, (batch, seq_len), generator=gen, dtype=torch.int64)
     mask = torch.ones((batch, seq_len), dtype=torch.int64)

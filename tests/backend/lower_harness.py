@@ -44,4 +44,6 @@ def np_dtype(bits: int) -> type:
 def assert_exact(got: np.ndarray, want: torch.Tensor) -> None:
     w = want.numpy().astype(np.int64).reshape(got.shape)
     bad = np.argwhere(got.astype(np.int64) != w)
-    assert bad.size == 0, f"{len(bad)} mismatches, first at {tuple(bad[0])}: {got[tuple(bad[0])]} != {w[tuple(bad[0])]}"
+    if bad.size:
+        at = tuple(bad[0])
+        raise AssertionError(f"{len(bad)} mismatches, first at {at}: {got[at]} != {w[at]}")

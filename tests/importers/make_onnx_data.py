@@ -1,6 +1,6 @@
 """Rebuild the checked-in dynamo exports used by the default test run.
 
-    python tests/importers/make_onnx_data.py
+python tests/importers/make_onnx_data.py
 """
 
 from __future__ import annotations

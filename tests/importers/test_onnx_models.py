@@ -32,7 +32,8 @@ def test_matches_onnxruntime_with_canonical_census(family: str, exporter: str) -
 
 
 @pytest.mark.parametrize(
-    "family", [pytest.param(f, marks=() if f in FAST_DYNAMO else pytest.mark.slow) for f in FAMILIES]
+    "family",
+    [pytest.param(f, marks=() if f in FAST_DYNAMO else pytest.mark.slow) for f in FAMILIES],
 )
 def test_exporters_agree_on_op_multiset(family: str) -> None:
     legacy = census(import_and_check(exported(family, "legacy")))
@@ -89,3 +90,41 @@ def test_live_dynamo_export(family: str) -> None:
     legacy.pop("constant")
     dynamo.pop("constant")
     assert legacy == dynamo
+
+
+@pytest.mark.parametrize(
+    "family",
+    [pytest.param(f, marks=() if f in FAST_DYNAMO else pytest.mark.slow) for f in FAMILIES],
+)
+def test_onnx_and_torch_export_agree(family: str) -> None:
+    """The third exporter: torch.export through cimc's torch importer, same multiset."""
+    from cimc.importers.torch_export import import_torch
+    from cimc.zoo import build_model, example_inputs
+
+    model = build_model(family)
+    via_torch = census(import_torch(model, example_inputs(model, seq_len=7)))
+    via_onnx = census(import_and_check(exported(family, "legacy")))
+    via_torch.pop("constant")
+    via_onnx.pop("constant")
+    assert via_torch == via_onnx
+
+
+@pytest.mark.parametrize("family", FAST_DYNAMO)
+def test_imported_graph_round_trips_through_ir_text(family: str) -> None:
+    from cimc.ir.parser import parse_graph
+    from cimc.ir.printer import print_graph, referenced_constants
+
+    graph = import_and_check(exported(family, "dynamo"))
+    text = print_graph(graph)
+    again = parse_graph(text, constants=referenced_constants(graph))
+    assert print_graph(again) == text
+    assert "loc(" in text  # ONNX node names survive as locations
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_lm_head_logits(family: str) -> None:
+    """The logits variant; GPT-2 ties its LM head to the embedding table."""
+    graph = import_and_check(exported(family, "legacy", head="lm"))
+    ((_, out),) = graph.outputs
+    node = graph.node(out)
+    assert node.op.NAME == "linear" and node.type.shape == (1, 7, 512)

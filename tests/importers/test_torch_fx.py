@@ -99,7 +99,9 @@ def test_constant_subgraphs_of_unsupported_ops_are_folded() -> None:
     x = torch.randn(2, 3)
     graph = import_torch(Table(), (x,))
     assert [n.op.NAME for n in graph.nodes()] == ["input", "constant", "mul"]
-    np.testing.assert_allclose(FloatModel(graph).run({"x": x.numpy()})["output"], x * torch.arange(1, 4))
+    np.testing.assert_allclose(
+        FloatModel(graph).run({"x": x.numpy()})["output"], x * torch.arange(1, 4)
+    )
 
 
 def test_module_needs_example_inputs() -> None:
@@ -117,3 +119,30 @@ def test_export_failure_is_one_line() -> None:
 def test_unsupported_source_type() -> None:
     with pytest.raises(CimcError, match="cannot import a int"):
         import_torch(3)  # type: ignore[arg-type]
+
+
+class TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.register_buffer("table", torch.arange(6.0).reshape(2, 3))
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, token_type_ids=None):
+        h = self.emb(input_ids) + self.emb(position_ids)
+        return h, h[:, -1], self.table * 2  # the last output is a constant
+
+
+def test_multiple_outputs_and_input_meanings() -> None:
+    model = TwoHeads().eval()
+    ids, pos = torch.tensor([[1, 2, 3]]), torch.tensor([[0, 1, 2]])
+    graph = import_torch(model, (ids, pos))
+    meanings = {n.name: n.op.meaning for n in graph.input_nodes()}
+    assert meanings == {"input_ids": "token_ids", "position_ids": "position_ids"}
+    assert [out for out, _ in graph.outputs] == ["output_0", "output_1", "output_2"]
+    got = FloatModel(graph).run({"input_ids": ids.numpy(), "position_ids": pos.numpy()})
+    with torch.no_grad():
+        want = model(ids, pos)
+    for k, w in enumerate(want):
+        np.testing.assert_allclose(got[f"output_{k}"], w.numpy(), rtol=1e-6)
+    last = graph.node(graph.outputs[1][1])
+    assert last.op.NAME == "gather" and last.op.axis == 1 and last.op.index == 2

@@ -71,7 +71,10 @@ def test_rms_norm(fn) -> None:
 @pytest.mark.parametrize(
     "fn, approximate",
     [
-        (lambda m, x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))), "tanh"),
+        (
+            lambda m, x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
+            "tanh",
+        ),
         (lambda m, x: x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))), "none"),
         (lambda m, x: x * (1.0 + torch.erf(x * (1 / math.sqrt(2.0)))) * 0.5, "none"),
         (lambda m, x: F.gelu(x, approximate="tanh"), "tanh"),
@@ -186,7 +189,9 @@ def test_linear_weight_is_transposed_to_kn() -> None:
     layer = nn.Linear(16, 24)
     graph = imported(layer, X)
     (lin,) = [n for n in graph.nodes() if n.op.NAME == "linear"]
-    np.testing.assert_array_equal(graph.node(lin.inputs[1]).op.value, layer.weight.detach().T.numpy())
+    np.testing.assert_array_equal(
+        graph.node(lin.inputs[1]).op.value, layer.weight.detach().T.numpy()
+    )
 
 
 def test_runtime_weight_is_a_matmul() -> None:
@@ -219,3 +224,21 @@ def test_index_range() -> None:
     assert index_range(np.array([[0]]), 1, (2, 1)) == (-1, 0, 1, 1)
     assert index_range(np.array([4, 2, 0]), 6, (3,)) is None  # decreasing
     assert index_range(np.array([[0, 1], [1, 0]]), 2, (2, 2)) is None  # varies on two axes
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda m, x, y: torch.add(x, y, alpha=2.0) - torch.sub(y, x, alpha=0.5),
+        lambda m, x, y: torch.rsub(x, 1.5) + torch.rsub(x, y, alpha=3.0),
+        lambda m, x, y: torch.where((x >= y) | (x < -1.0), x / y, torch.relu(-y)),
+        lambda m, x, y: ((x != y) & (x <= 0.5)).float() * torch.exp(x) + x.amax(-1, keepdim=True),
+        lambda m, x, y: (
+            torch.softmax(x, -1) + x.sum(dim=(0, 2), keepdim=True) + torch.reciprocal(y * y + 1)
+        ),
+        lambda m, x, y: torch.stack([x, y], dim=1).flatten(1, 2)[:, ::2].transpose(0, 1),
+    ],
+)
+def test_elementwise_and_shape_spellings(fn) -> None:
+    y = torch.rand(2, 5, 16) + 0.5
+    imported(Lambda(fn), X, y)

@@ -18,9 +18,11 @@ from cimc.zoo import build_model, example_inputs
 DECODERS = ("gpt2", "llama", "qwen2")
 
 
+LAYER_FIELD = {"gpt2": "n_layer", "distilbert": "n_layers"}
+
+
 def layers_override(family: str, layers: int) -> dict[str, int]:
-    return {"n_layer": layers} if family == "gpt2" else {
-        "n_layers": layers} if family == "distilbert" else {"num_hidden_layers": layers}  # fmt: skip
+    return {LAYER_FIELD.get(family, "num_hidden_layers"): layers}
 
 
 def run_float(graph: Graph, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:

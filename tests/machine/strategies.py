@@ -1,20 +1,25 @@
-"""Hypothesis strategies: random programs that are valid for the `tiny` arch.
+"""Hypothesis strategies: random programs that are valid for an arch preset (`tiny` default).
 
-`programs()` draws whole programs that pass `validate(program, load_arch("tiny"))`: two cores,
-every opcode of the table (BUILDERS covers them all, a test checks it), views in range and
-aligned, macro windows written before they are read, sends and recvs paired inside the same
-barrier epoch (no deadlock), shared memory touched by core 0 only (no race). Values are not
-constrained, so running them may raise run-time errors (overflow, negative isqrt): the fuzzer
-treats those as expected CimcErrors, never as crashes.
+`programs(geometry)` draws whole programs that pass `validate(program, arch)`: up to four of
+the arch's cores, every opcode of the table (BUILDERS covers them all, a test checks it),
+views in range and aligned, macro windows written before they are read, no deadlock and no
+race. Shared memory follows an ownership scheme that makes races impossible by construction:
+the first core owns the `buf` region and the output `y`; every other core owns a private gb
+region `privN`; inputs and constants are read by all; and data crosses cores through the
+`mail` dram region, written by one core and read by another only after a send/recv between
+them (handoffs are emitted in one global order, so recvs never wait in a cycle) or after a
+barrier. Values are not constrained, so running them may raise run-time errors (overflow,
+negative isqrt): the fuzzers treat those as expected CimcErrors, never as crashes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from hypothesis import strategies as st
 
+from cimc.machine.arch import Arch
 from cimc.machine.program import (
     DTYPE_BYTES,
     DTYPES,
@@ -30,9 +35,35 @@ from cimc.machine.program import (
     dtype_range,
 )
 
-# Sizes of isa/arch/tiny.toml (test_strategies checks they still match the preset).
+# Sizes of isa/arch/tiny.toml (test_printer checks they still match the preset).
 TINY = {"sp": 16384, "gb": 65536, "dram": 4194304, "flash": 4194304}
 TINY_MACROS, TINY_ROWS, TINY_COLS = 4, 32, 32
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the generator needs to know of an arch: its name, cores, sp and macro sizes."""
+
+    arch: str
+    cores: int
+    sp: int
+    macros: int
+    rows: int
+    cols: int
+
+    @classmethod
+    def of(cls, arch: Arch) -> Geometry:
+        return cls(
+            arch.name,
+            arch.chip.cores,
+            arch.core.scratchpad_bytes,
+            arch.core.macros,
+            arch.macro.rows,
+            arch.macro.cols,
+        )
+
+
+TINY_GEOMETRY = Geometry("tiny", 2, TINY["sp"], TINY_MACROS, TINY_ROWS, TINY_COLS)
 
 DECLS = (
     Decl("const", "w", "flash", 0x0, "i8", 32, 32, 1024),
@@ -41,52 +72,76 @@ DECLS = (
     Decl("output", "y", "dram", 0x2000, "i32", 8, 8, 256),
     Decl("region", "buf", "gb", 0x0, None, 0, 0, 4096),
 )
+MAIL = Decl("region", "mail", "dram", 0x4000, None, 0, 0, 0x2000)
+MAIL_SLOT = 256  # bytes per handoff slot: 32 slots per barrier epoch
+
+
+def private_region(core: int) -> Decl:
+    """The gb region only `core` touches (cores other than the first of the program)."""
+    return Decl("region", f"priv{core}", "gb", 0x1000 + core * 0x800, None, 0, 0, 0x800)
+
 
 _text = st.text(
     st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters=";"), max_size=20
 ).map(str.strip)
 _comment = st.one_of(st.none(), _text.filter(bool))
 Draw = st.DrawFn
+_OWNED = ("region", "output")  # what the owning core may write (inputs stay as given)
 
 
 @dataclass
 class Ctx:
-    """What a builder may use: the core it is on (shared memory only on core 0)."""
+    """What a builder may use: the core it is on, the arch's sizes, the shared data it owns
+    (writable) and may read. By default the first core owns `buf` and `y`."""
 
     core: int
+    geo: Geometry = TINY_GEOMETRY
+    readable: tuple[Decl, ...] = DECLS
+    writable: tuple[Decl, ...] = field(default=tuple(d for d in DECLS if d.kind in _OWNED))
+
+    @classmethod
+    def for_core(cls, core: int, owner: bool, geo: Geometry = TINY_GEOMETRY) -> Ctx:
+        if owner:
+            return cls(core, geo, DECLS, tuple(d for d in DECLS if d.kind in _OWNED))
+        mine = private_region(core)
+        shared = tuple(d for d in DECLS if d.kind in ("const", "input"))
+        return cls(core, geo, (*shared, mine), (mine,))
 
 
 def _dim(draw: Draw, hi: int = 8) -> int:
     return int(draw(st.integers(1, hi)))
 
 
-def sp_view(draw: Draw, dtype: str, rows: int, cols: int) -> View:
+def sp_view(draw: Draw, dtype: str, rows: int, cols: int, sp: int = TINY["sp"]) -> View:
     elem = DTYPE_BYTES[dtype]
     stride = cols + int(draw(st.sampled_from([0, 0, 0, 3])))
     span = ((rows - 1) * stride + cols) * elem
-    slot = int(draw(st.integers(0, (TINY["sp"] - span) // elem)))
+    slot = int(draw(st.integers(0, (sp - span) // elem)))
     return View("sp", slot * elem, dtype, rows, cols, stride)
+
+
+def _sp(draw: Draw, ctx: Ctx, dtype: str, rows: int, cols: int) -> View:
+    return sp_view(draw, dtype, rows, cols, ctx.geo.sp)
 
 
 def _dtype(draw: Draw) -> str:
     return str(draw(st.sampled_from(DTYPES)))
 
 
-def shared_view(draw: Draw, rows: int, cols: int, write: bool) -> View:
-    """A view inside a declared symbol (core 0 only), symbolic or numeric."""
-    choices = [d for d in DECLS if not write or d.kind in ("region", "output")]
-    decl = draw(st.sampled_from(choices))
-    assert isinstance(decl, Decl)
-    dtype = decl.dtype or "i8"
+def decl_view(draw: Draw, decl: Decl, rows: int, cols: int, dtype: str | None = None) -> View:
+    """A view inside `decl` (its dtype, or `dtype` for a region), symbolic or numeric."""
+    dtype = decl.dtype or dtype or "i8"
     elem = DTYPE_BYTES[dtype]
-    rows, cols = min(rows, decl.rows or 8), min(cols, decl.cols or 32)
+    max_cols = decl.cols or decl.nbytes // elem
+    cols = min(cols, max_cols)
+    rows = min(rows, decl.rows or decl.nbytes // (cols * elem))
     room = decl.nbytes - rows * cols * elem
     offset = int(draw(st.integers(0, room // elem))) * elem
     symbolic = bool(draw(st.booleans()))
     return View(
         decl.space,
         decl.addr + offset,
-        dtype,
+        dtype,  # type: ignore[arg-type]
         rows,
         cols,
         cols,
@@ -95,17 +150,25 @@ def shared_view(draw: Draw, rows: int, cols: int, write: bool) -> View:
     )
 
 
-def _operand_or_imm(draw: Draw, dtype: str, rows: int, cols: int) -> View | Imm:
+def shared_view(draw: Draw, rows: int, cols: int, write: bool, ctx: Ctx | None = None) -> View:
+    """A view inside a declaration the core may read (or write), symbolic or numeric."""
+    ctx = ctx or Ctx(0)
+    decl = draw(st.sampled_from(ctx.writable if write else ctx.readable))
+    assert isinstance(decl, Decl)
+    return decl_view(draw, decl, rows, cols, _dtype(draw))
+
+
+def _operand_or_imm(draw: Draw, ctx: Ctx, dtype: str, rows: int, cols: int) -> View | Imm:
     if draw(st.booleans()):
         return Imm(int(draw(st.integers(-1000, 1000))))
     shape = draw(st.sampled_from([(rows, cols), (1, cols), (rows, 1), (1, 1)]))
-    return sp_view(draw, dtype, *shape)
+    return _sp(draw, ctx, dtype, *shape)
 
 
 def _binary(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     r, c = _dim(draw), _dim(draw)
-    dst, a = sp_view(draw, _dtype(draw), r, c), sp_view(draw, _dtype(draw), r, c)
-    b = _operand_or_imm(draw, _dtype(draw), r, c)
+    dst, a = _sp(draw, ctx, _dtype(draw), r, c), _sp(draw, ctx, _dtype(draw), r, c)
+    b = _operand_or_imm(draw, ctx, _dtype(draw), r, c)
     if op in ("shl", "rshr") and isinstance(b, Imm):
         b = Imm(abs(b.value) % 64)
     if op == "div" and isinstance(b, Imm):
@@ -116,11 +179,11 @@ def _binary(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
 def _unary(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     r, c = _dim(draw), _dim(draw)
     if op in ("rsum", "rmax"):
-        return [Instr(op, (sp_view(draw, _dtype(draw), r, 1), sp_view(draw, _dtype(draw), r, c)))]
+        return [Instr(op, (_sp(draw, ctx, _dtype(draw), r, 1), _sp(draw, ctx, _dtype(draw), r, c)))]
     if op == "transpose":
         dt = _dtype(draw)
-        return [Instr(op, (sp_view(draw, dt, c, r), sp_view(draw, dt, r, c)))]
-    return [Instr(op, (sp_view(draw, _dtype(draw), r, c), sp_view(draw, _dtype(draw), r, c)))]
+        return [Instr(op, (_sp(draw, ctx, dt, c, r), _sp(draw, ctx, dt, r, c)))]
+    return [Instr(op, (_sp(draw, ctx, _dtype(draw), r, c), _sp(draw, ctx, _dtype(draw), r, c)))]
 
 
 def _req(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
@@ -129,13 +192,13 @@ def _req(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     lo_min, hi_max = dtype_range(dt)
     lo = int(draw(st.integers(lo_min, hi_max)))
     hi = int(draw(st.integers(lo, hi_max)))
-    s = draw(st.one_of(st.integers(0, 63).map(Imm), st.just(sp_view(draw, "i8", 1, c))))
+    s = draw(st.one_of(st.integers(0, 63).map(Imm), st.just(_sp(draw, ctx, "i8", 1, c))))
     ops = (
-        sp_view(draw, dt, r, c),
-        sp_view(draw, "i32", r, c),
-        _operand_or_imm(draw, "i32", r, c),
+        _sp(draw, ctx, dt, r, c),
+        _sp(draw, ctx, "i32", r, c),
+        _operand_or_imm(draw, ctx, "i32", r, c),
         s,
-        _operand_or_imm(draw, "i8", r, c),
+        _operand_or_imm(draw, ctx, "i8", r, c),
         Imm(lo),
         Imm(hi),
     )
@@ -145,73 +208,81 @@ def _req(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
 def _lut(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     r, c = _dim(draw), _dim(draw)
     dt = _dtype(draw)
-    ops = (sp_view(draw, dt, r, c), sp_view(draw, "i8", r, c), sp_view(draw, dt, 1, 256))
+    ops = (_sp(draw, ctx, dt, r, c), _sp(draw, ctx, "i8", r, c), _sp(draw, ctx, dt, 1, 256))
     return [Instr(op, ops)]
 
 
 def _sel(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     r, c = _dim(draw), _dim(draw)
-    dst = sp_view(draw, _dtype(draw), r, c)
-    rest = tuple(_operand_or_imm(draw, _dtype(draw), r, c) for _ in range(3))
+    dst = _sp(draw, ctx, _dtype(draw), r, c)
+    rest = tuple(_operand_or_imm(draw, ctx, _dtype(draw), r, c) for _ in range(3))
     return [Instr(op, (dst, *rest))]
 
 
 def _fill(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     dt = _dtype(draw)
     value = int(draw(st.integers(*dtype_range(dt))))
-    return [Instr(op, (sp_view(draw, dt, _dim(draw), _dim(draw)), Imm(value)))]
+    return [Instr(op, (_sp(draw, ctx, dt, _dim(draw), _dim(draw)), Imm(value)))]
 
 
-def _window(draw: Draw, rows: int, cols: int, whole: bool) -> MacroRef:
-    index = int(draw(st.integers(0, TINY_MACROS - 1)))
+def _window(draw: Draw, ctx: Ctx, rows: int, cols: int, whole: bool) -> MacroRef:
+    g = ctx.geo
+    index = int(draw(st.integers(0, g.macros - 1)))
     if whole:
         return MacroRef(index, 0, rows, 0, cols, whole=True)
-    r0 = int(draw(st.integers(0, TINY_ROWS - rows)))
-    c0 = int(draw(st.integers(0, TINY_COLS - cols)))
+    r0 = int(draw(st.integers(0, g.rows - rows)))
+    c0 = int(draw(st.integers(0, g.cols - cols)))
     return MacroRef(index, r0, r0 + rows, c0, c0 + cols)
 
 
 def _macro(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     """An mload (plain or transposed) of a window, then maybe an mvm over it."""
-    k, n = _dim(draw, TINY_ROWS), _dim(draw, TINY_COLS)
-    window = _window(draw, k, n, bool(draw(st.booleans())))
+    k, n = _dim(draw, ctx.geo.rows), _dim(draw, ctx.geo.cols)
+    window = _window(draw, ctx, k, n, bool(draw(st.booleans())))
     transposed = op == "mload.t" or (op.startswith("mvm") and draw(st.booleans()))
     src_shape = (n, k) if transposed else (k, n)
-    space_gb = ctx.core == 0 and bool(draw(st.booleans()))
+    gb = [d for d in ctx.writable if d.space == "gb" and d.nbytes >= k * n + 0x40]
     src: View
-    if space_gb:
-        src = View("gb", 0x40, "i8", *src_shape, src_shape[1], "buf", 0x40)
+    if gb and draw(st.booleans()):  # a gb region this core owns
+        src = View("gb", gb[0].addr + 0x40, "i8", *src_shape, src_shape[1], gb[0].name, 0x40)
     else:
-        src = sp_view(draw, "i8", *src_shape)
+        src = _sp(draw, ctx, "i8", *src_shape)
     load = Instr("mload.t" if transposed else "mload", (window, src))
     if not op.startswith("mvm"):
         return [load]
     rows = _dim(draw)
-    mvm = Instr(op, (sp_view(draw, "i32", rows, n), sp_view(draw, "i8", rows, k), window))
-    return [load, mvm]
+    dst, x = _sp(draw, ctx, "i32", rows, n), _sp(draw, ctx, "i8", rows, k)
+    return [load, Instr(op, (dst, x, window))]
 
 
 def _dma(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     r, c = _dim(draw), _dim(draw)
-    if ctx.core != 0:
+    kind = draw(st.sampled_from(["sp", "load", "store", "shared"]))
+    if kind == "sp":
         dt = _dtype(draw)
-        return [Instr(op, (sp_view(draw, dt, r, c), sp_view(draw, dt, r, c)))]
-    if draw(st.booleans()):
-        src = shared_view(draw, r, c, False)
-        return [Instr(op, (sp_view(draw, src.dtype, src.rows, src.cols), src))]
-    dst = shared_view(draw, r, c, True)
-    return [Instr(op, (dst, sp_view(draw, dst.dtype, dst.rows, dst.cols)))]
+        return [Instr(op, (_sp(draw, ctx, dt, r, c), _sp(draw, ctx, dt, r, c)))]
+    if kind == "load":
+        src = shared_view(draw, r, c, False, ctx)
+        return [Instr(op, (_sp(draw, ctx, src.dtype, src.rows, src.cols), src))]
+    dst = shared_view(draw, r, c, True, ctx)
+    if kind == "store":
+        return [Instr(op, (dst, _sp(draw, ctx, dst.dtype, dst.rows, dst.cols)))]
+    # memory to memory (e.g. flash -> gb, dram -> dram) without the scratchpad
+    src = shared_view(draw, dst.rows, dst.cols, False, ctx)
+    if (src.dtype, src.shape) != (dst.dtype, dst.shape):
+        return [Instr(op, (dst, _sp(draw, ctx, dst.dtype, dst.rows, dst.cols)))]
+    return [Instr(op, (dst, src))]
 
 
 def _gather(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     n, d = _dim(draw), _dim(draw)
     dt = _dtype(draw)
-    table = sp_view(draw, dt, _dim(draw), d)
-    if ctx.core == 0 and draw(st.booleans()):
-        table = View("flash", 0x0, "i8", 32, d, 32, "w", 0)
+    table = _sp(draw, ctx, dt, _dim(draw), d)
+    if draw(st.booleans()):
+        table = View("flash", 0x0, "i8", 32, d, 32, "w", 0)  # every core may read `w`
         dt = "i8"
-    index = sp_view(draw, _dtype(draw), n, 1)
-    return [Instr(op, (sp_view(draw, dt, n, d), table, index))]
+    index = _sp(draw, ctx, _dtype(draw), n, 1)
+    return [Instr(op, (_sp(draw, ctx, dt, n, d), table, index))]
 
 
 Builder = Callable[[Draw, Ctx, str], list[Instr]]
@@ -231,43 +302,72 @@ STRUCTURAL = ("send", "recv", "barrier", "halt")
 
 
 @st.composite
-def instrs(draw: Draw, core: int, opcode: str | None = None) -> list[Instr]:
+def instrs(draw: Draw, core: int, opcode: str | None = None, ctx: Ctx | None = None) -> list[Instr]:
     op = opcode or str(draw(st.sampled_from(sorted(BUILDERS))))
-    out = BUILDERS[op](draw, Ctx(core), op)
+    out = BUILDERS[op](draw, ctx or Ctx.for_core(core, owner=core == 0), op)
     return [Instr(i.opcode, i.operands, draw(_comment)) for i in out]
 
 
-@st.composite
-def _epoch(draw: Draw, tag_base: int) -> tuple[list[CoreItem], list[CoreItem]]:
-    """One barrier epoch: random work on both cores plus messages from core 0 to core 1."""
-    items: list[list[CoreItem]] = [[], []]
-    for core in (0, 1):
-        for _ in range(int(draw(st.integers(0, 4)))):
-            items[core].extend(draw(instrs(core)))
-            if draw(st.integers(0, 5)) == 0:
-                items[core].append(Comment(str(draw(_text))))
-    for k in range(int(draw(st.integers(0, 2)))):
-        r, c, dt = _dim(draw), _dim(draw), _dtype(draw)
-        tag = tag_base + k % 2
-        items[0].append(Instr("send", (Imm(1), sp_view(draw, dt, r, c), Imm(tag))))
-        items[1].append(Instr("recv", (Imm(0), sp_view(draw, dt, r, c), Imm(tag))))
-    return items[0], items[1]
+def _work(draw: Draw, ctx: Ctx, items: list[CoreItem], most: int) -> None:
+    for _ in range(int(draw(st.integers(0, most)))):
+        items.extend(draw(instrs(ctx.core, ctx=ctx)))
+        if draw(st.integers(0, 5)) == 0:
+            items.append(Comment(str(draw(_text))))
+
+
+def _handoff(draw: Draw, ctxs: dict[int, Ctx], items: dict[int, list[CoreItem]], k: int) -> None:
+    """Core a passes data to core b: a plain message, or through the `mail` slot k (written
+    by a, read by b after a recv that orders the two dram accesses)."""
+    a, b = draw(st.permutations(sorted(ctxs)))[:2]
+    tag = int(draw(st.sampled_from([k % 2, 7, 65535])))
+    r, c, dt = _dim(draw), _dim(draw), _dtype(draw)
+    sent, got = _sp(draw, ctxs[a], dt, r, c), _sp(draw, ctxs[b], dt, r, c)
+    if draw(st.booleans()):  # through mail
+        slot = replace(MAIL, addr=MAIL.addr + k * MAIL_SLOT, nbytes=MAIL_SLOT)
+        box = decl_view(draw, slot, r, c, dt)
+        box = replace(box, symbol="mail", offset=box.addr - MAIL.addr) if box.symbol else box
+        items[a].append(Instr("dma", (box, _sp(draw, ctxs[a], dt, box.rows, box.cols))))
+        items[b].append(Instr("dma", (_sp(draw, ctxs[b], dt, box.rows, box.cols), box)))
+        at = len(items[b]) - 1  # b's read goes after its recv
+    else:
+        at = len(items[b])
+    items[a].append(Instr("send", (Imm(b), sent, Imm(tag))))
+    items[b].insert(at, Instr("recv", (Imm(a), got, Imm(tag))))
 
 
 @st.composite
-def programs(draw: Draw) -> Program:
-    cores: list[list[CoreItem]] = [[], []]
+def _epoch(draw: Draw, ctxs: dict[int, Ctx]) -> dict[int, list[CoreItem]]:
+    """One barrier epoch: random work on every core, messages and mail handoffs."""
+    items: dict[int, list[CoreItem]] = {c: [] for c in ctxs}
+    for ctx in ctxs.values():
+        _work(draw, ctx, items[ctx.core], 4)
+    handoffs = int(draw(st.integers(0, 3))) if len(ctxs) > 1 else 0
+    for k in range(handoffs):
+        _handoff(draw, ctxs, items, k)
+        for ctx in ctxs.values():
+            _work(draw, ctx, items[ctx.core], 1)
+    return items
+
+
+@st.composite
+def programs(draw: Draw, geo: Geometry = TINY_GEOMETRY, max_cores: int = 4) -> Program:
+    count = int(draw(st.integers(1, min(geo.cores, max_cores))))
+    if geo.cores <= max_cores and draw(st.integers(0, 2)):
+        ids = list(range(geo.cores))  # usually every core of a small chip
+    else:
+        ids = sorted(draw(st.sets(st.integers(0, geo.cores - 1), min_size=count, max_size=count)))
+    ctxs = {c: Ctx.for_core(c, owner=c == ids[0], geo=geo) for c in ids}
+    cores: dict[int, list[CoreItem]] = {c: [] for c in ids}
     epochs = int(draw(st.integers(1, 3)))
     for e in range(epochs):
-        a, b = draw(_epoch(2 * e))
-        cores[0].extend(a)
-        cores[1].extend(b)
-        if e < epochs - 1:
-            for items in cores:
-                items.append(Instr("barrier", ()))
-    header: list[Decl | Comment] = [replace(d, comment=draw(_comment)) for d in DECLS]
+        for c, items in draw(_epoch(ctxs)).items():
+            cores[c].extend(items)
+            if e < epochs - 1:
+                cores[c].append(Instr("barrier", ()))
+    decls = [*DECLS, *(private_region(c) for c in ids[1:])] + ([MAIL] if len(ids) > 1 else [])
+    header: list[Decl | Comment] = [replace(d, comment=draw(_comment)) for d in decls]
     if draw(st.booleans()):
         header.insert(int(draw(st.integers(0, len(header)))), Comment(str(draw(_text))))
-    streams = tuple(CoreStream(c, (*items, Instr("halt", ()))) for c, items in enumerate(cores))
+    streams = tuple(CoreStream(c, (*cores[c], Instr("halt", ()))) for c in ids)
     consts = draw(st.sampled_from([None, "tiny.safetensors", "weights/w.safetensors"]))
-    return Program("tiny", consts, tuple(header), streams, "<generated>")
+    return Program(geo.arch, consts, tuple(header), streams, "<generated>")

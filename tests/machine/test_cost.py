@@ -197,3 +197,57 @@ def test_relaxed_schedule_is_a_lower_bound() -> None:
     text = OVERLAP.format(addr="0x4000")
     program = parse_program(text, "s.cimasm")
     assert simulate(program, DEFAULT, relaxed=True).makespan < simulate(program, DEFAULT).makespan
+
+
+SEND_FENCE = """.arch tiny
+.region  buf     dram[0x0]       4096
+
+.core 0
+  {first}
+  fill     sp[0x2000]:i8[1x8], 1
+  send     1, sp[0x2000]:i8[1x8], 0
+  halt
+.core 1
+  recv     0, sp[0x0]:i8[1x8], 0
+  {second}
+  halt
+"""
+_WRITE = "dma      dram[buf]:i8[32x128], sp[0x0]:i8[32x128]"
+_READ = "dma      sp[0x1000]:i8[32x128], dram[buf]:i8[32x128]"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [(_WRITE, _READ), (_READ, _WRITE), (_WRITE, _WRITE)]
+)
+def test_send_waits_for_earlier_shared_accesses(first: str, second: str) -> None:
+    """The validator orders core 0's dram access before core 1's (send -> recv); the
+    schedule must not start core 1's access while core 0's is still in flight."""
+    program = parse_program(SEND_FENCE.format(first=first, second=second), "f.cimasm")
+    arch = load_arch("tiny")
+    from cimc.machine.validator import validate
+
+    validate(program, arch)  # race-free: the send/recv orders the two dram accesses
+    s = {(i.core, i.pc): i for i in simulate(program, arch).items}
+    for sched in (s, {(i.core, i.pc): i for i in simulate(program, arch, relaxed=True).items}):
+        dma0, send, dma1 = sched[(0, 0)], sched[(0, 2)], sched[(1, 1)]
+        assert send.start >= dma0.end
+        assert dma1.start >= dma0.end
+    assert s[(0, 2)].start == s[(0, 0)].end
+
+
+def test_send_does_not_wait_for_scratchpad_work() -> None:
+    """The fence is for gb/dram only: a long MVM on other sp bytes overlaps the send."""
+    text = """.arch tiny
+.core 0
+  fill     sp[0x0]:i8[32x32], 1
+  mload    m0, sp[0x0]:i8[32x32]
+  mvm      sp[0x400]:i32[64x32], sp[0x0]:i8[64x32], m0
+  send     1, sp[0x3000]:i8[1x8], 0
+  halt
+.core 1
+  recv     0, sp[0x0]:i8[1x8], 0
+  halt
+"""
+    s = _sched(text, "tiny")
+    mvm, send = s[(0, 2)], s[(0, 3)]
+    assert send.start == mvm.start + 1 and send.start < mvm.end

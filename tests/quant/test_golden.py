@@ -135,3 +135,16 @@ def test_golden_is_not_the_float_model() -> None:
     got = dequantize_outputs(q, run_golden(q, s).outputs)["hidden"]
     err = np.abs(got - ref)
     assert 0 < err.max() < 0.05 * np.abs(ref).max()
+
+
+def test_host_quantize_rounds_and_saturates() -> None:
+    from cimc.ir.ops_quant import QQuantize
+    from cimc.quant.golden import host_quantize
+
+    op = QQuantize(scale=0.5, bits=8)
+    x = np.array([0.24, 0.25, 0.75, -0.75, 63.4, 1000.0, -1000.0], np.float32)
+    assert host_quantize(op, x).tolist() == [0, 0, 2, -2, 127, 127, -127]  # ties to even
+    q = quantized(decoder_graph())
+    s = generated_samples(decoder_graph(), 1, seed=3)[0]
+    codes = run_golden(q, s, keep_all=True).values["x_q"]
+    assert np.array_equal(codes, host_quantize(q.node("x_q").op, s["x"]))  # type: ignore[arg-type]

@@ -121,13 +121,14 @@ def test_wide_values_needing_int8_get_one_requant() -> None:
     assert min_cosine(g, q) >= 0.999
 
 
-@pytest.mark.parametrize("wide", [Precision(), Precision(wide=())])
-def test_all_int8_is_less_accurate_than_mixed(wide: Precision) -> None:
+def test_all_int8_is_less_accurate_than_mixed() -> None:
     g = encoder_graph(seed=3)
-    q = quantized(g, QuantOptions(wide))
-    widths = {n.type.dtype for n in q.nodes() if isinstance(n.op, QOp)}
-    assert widths == ({DType.I8} if not wide.wide else {DType.I8, DType.I16})
-    assert min_cosine(g, q) >= (0.995 if not wide.wide else 0.999)
+    mixed, int8 = quantized(g), quantized(g, QuantOptions(Precision(wide=())))
+    assert {n.type.dtype for n in int8.nodes() if isinstance(n.op, QOp)} == {DType.I8}
+    assert {n.type.dtype for n in mixed.nodes() if isinstance(n.op, QOp)} == {DType.I8, DType.I16}
+    cos_mixed, cos_int8 = min_cosine(g, mixed), min_cosine(g, int8)
+    assert cos_mixed >= 0.999 and cos_int8 >= 0.99
+    assert 1 - cos_mixed < (1 - cos_int8) / 2  # int16 cuts the error (measured 3.7x)
 
 
 def test_causal_attention_with_padding_mask() -> None:
@@ -203,12 +204,25 @@ def linear_k(g: Graph, rng: np.random.Generator, x: str, k: int, n: int, name: s
 def test_op_without_recipe_is_a_located_error() -> None:
     g = Graph("bad")
     x = g.add_input("x", TensorType((2, 4), DType.F32))
-    mean = g.add_node(O.ReduceMean((1,), True), [x], "mean", loc="/blk/ReduceMean")
-    g.set_outputs([("y", mean)])
+    square = g.add_node(O.Pow(2.0), [x], "square", loc="/blk/Pow")
+    g.set_outputs([("y", square)])
     with pytest.raises(CimcError) as e:
         quantized(g)
-    assert e.value.location == "%mean (/blk/ReduceMean)"
-    assert "no integer recipe for op reduce_mean" in e.value.message
+    assert e.value.location == "%square (/blk/Pow)"
+    assert "no integer recipe for op pow" in e.value.message
+
+
+def test_reductions() -> None:
+    g = Graph("reduce")
+    x = g.add_input("x", TensorType((2, 6, C), DType.F32))
+    mean = g.add_node(O.ReduceMean((2,), True), [x], "mean")
+    centered = g.add_node(O.Sub(), [x, mean], "centered")
+    top = g.add_node(O.ReduceMax((1,), False), [centered], "top")
+    total = g.add_node(O.ReduceSum((0, 2), False), [x], "total")
+    g.set_outputs([("top", top), ("total", total)])
+    q = quantized(g)
+    assert op_names(q).count("q.reduce") == 3 and q.node("top").type.shape == (2, C)
+    assert min_cosine(g, q) >= 0.999
 
 
 def test_nan_in_calibration_names_the_value() -> None:
@@ -296,4 +310,4 @@ def test_inserted_nodes_never_take_a_source_name() -> None:
     assert q.node("x_q").op.NAME == "q.add" and q.node("x_q_i8").op.NAME == "q.linear"
     assert q.node("x_q_1").op.NAME == "q.quantize"
     rows = accuracy_report(g, q, generated_samples(g, 2, seed=5), per_value=True).values
-    assert [r.name for r in rows] == ["x", "x_q", "x_q_i8", "out"]
+    assert [r.name for r in rows] == ["x_q", "x_q_i8", "out"]  # matched by source name

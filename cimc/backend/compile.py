@@ -1,0 +1,391 @@
+"""The graph -> program driver: every value placed (values.py), every node lowered in order.
+
+    compiled = compile_graph(qgraph, load_arch("tiny"))
+    write_compiled(compiled, Path("model.cimasm"))        # + model.safetensors beside it
+    feeds = program_inputs(compiled, {"x": x})            # host side: q.quantize of floats
+    outs = graph_outputs(compiled, run_program(compiled.program, arch, feeds, compiled.consts).outputs)
+
+Each node's instructions carry its location (`%name (source)`) as their comment, so a
+value, its instructions and the trace map onto each other (cimc/verify.py relies on it).
+A q-op without an instruction lowering stops with "no lowering for <op> yet" at the node.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from cimc.backend.asm import ProgramBuilder
+from cimc.backend.asm_alloc import NP_OF, rows
+from cimc.backend.lower_movement import MOVEMENT, copy_view, materialize
+from cimc.backend.values import ValueStore, decl_name, machine_dtype, plan_values, rows_cols
+from cimc.errors import CimcError
+from cimc.ir.graph import Graph, Node
+from cimc.ir.ops import Constant, Input, Reshape
+from cimc.ir.ops_quant import QConstant, QQuantize
+from cimc.machine.arch import Arch
+from cimc.machine.program import Program, View
+from cimc.machine.validator import validate
+from cimc.quant import constants as qc
+
+FREE = (Input, Constant, QConstant, QQuantize, Reshape)  # placed by values.py, no code
+
+
+@dataclass(frozen=True)
+class InputBinding:
+    """A program `.input` and the graph input it is computed from on the host."""
+
+    decl: str
+    graph_input: str
+    dtype: str  # machine dtype of the declaration
+    rows: int
+    cols: int
+    scale: float | None = None  # q.quantize: codes = clamp(rint(x / scale))
+    bits: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputBinding:
+    decl: str
+    graph_output: str
+    value: str  # the graph value written there
+    shape: tuple[int, ...]
+    numpy_dtype: str
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled graph: the program, its constants, and how graph values map onto it."""
+
+    program: Program
+    consts: dict[str, np.ndarray]
+    arch: Arch
+    graph: Graph
+    inputs: tuple[InputBinding, ...]
+    outputs: tuple[OutputBinding, ...]
+    views: dict[str, View]  # graph value -> its storage view
+    comments: dict[str, str]  # instruction comment -> graph value (node) name
+
+
+class Emitter:
+    """What a node lowering sees: the builder and the views of its operands and result."""
+
+    def __init__(self, b: ProgramBuilder, store: ValueStore, graph: Graph) -> None:
+        self.b = b
+        self.store = store
+        self.graph = graph
+
+    def operand(self, node: Node, k: int) -> View:
+        return self.store.view(node.inputs[k])
+
+    def result(self, node: Node) -> View:
+        return self.store.view(node.name)
+
+    def broadcast(self, node: Node, k: int, shape: tuple[int, ...]) -> View:
+        """Operand k as a view that broadcasts to `shape` as 1xC, Rx1, 1x1 or RxC; any
+        other broadcast is materialized with strided copies first."""
+        src = self.graph.node(node.inputs[k])
+        s = (1,) * (len(shape) - len(src.type.shape)) + src.type.shape
+        lead = s[:-1] if s else ()
+        if all(d == 1 for d in lead) or lead == shape[:-1]:
+            return self.operand(node, k)
+        full = (*shape[:-1], s[-1])
+        r, c = rows_cols(full)
+        tmp = self.b.region(None, machine_dtype(src), r, c)
+        materialize(self.b, self.operand(node, k), s, tmp, full)
+        return tmp
+
+    def name(self, node: Node) -> str:
+        """The constant-name prefix of a node (its weights become `NAME.w`, ...)."""
+        return decl_name(node.name)
+
+
+Lowerer = Callable[[Emitter, Node], None]
+
+
+def _lowering(module: str, function: str, op: str, where: str) -> Callable[..., None]:
+    """A lowering function of cimc/backend/<module>.py, or the honest error."""
+    try:
+        mod = importlib.import_module(f"cimc.backend.{module}")
+        return getattr(mod, function)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError):
+        raise CimcError(f"no lowering for {op} yet (cimc/backend/{module}.py)", where) from None
+
+
+def compile_graph(
+    graph: Graph, arch: Arch, name: str = "model", check: bool = True
+) -> Compiled:
+    """Lower a quantized graph to a program for `arch` (validated unless check=False)."""
+    graph.verify()
+    plan = plan_values(graph, arch)
+    b = ProgramBuilder(arch)
+    b.note(f"cimc: graph @{graph.name} for arch '{arch.name}'")
+    store = ValueStore(graph, plan, b)
+    em = Emitter(b, store, graph)
+    comments: dict[str, str] = {}
+    for node in graph.nodes():
+        comment = " ".join(node.where.split())
+        comments[comment] = node.name
+        with b.at(comment):
+            if isinstance(node.op, FREE):
+                _declare(store, node)
+                continue
+            lower = LOWERINGS.get(node.op.NAME) or MOVEMENT.get(node.op.NAME)
+            if lower is None:
+                raise CimcError(f"no lowering for {node.op.NAME} yet", node.where)
+            lower(em, node)
+    outputs = _bind_outputs(em, graph, comments)
+    program, consts = b.build(f"{name}.cimasm", f"{name}.safetensors")
+    if check:
+        validate(program, arch)
+    return Compiled(
+        program, consts, arch, graph, _bind_inputs(graph, plan.host_inputs, store), outputs,
+        dict(store.views), comments,
+    )  # fmt: skip
+
+
+def _declare(store: ValueStore, node: Node) -> None:
+    """Inputs, constants and re-views get their view now (declarations in graph order)."""
+    if isinstance(node.op, Input) and node.type.dtype.is_float:
+        return  # quantized on the host: the q.quantize node holds the `.input`
+    store.view(node.name)
+
+
+def _bind_outputs(em: Emitter, graph: Graph, comments: dict[str, str]) -> tuple[OutputBinding, ...]:
+    """Outputs not written in place (re-views, inputs, repeats) are copied into theirs."""
+    out = []
+    for oname, value in graph.outputs:
+        node = graph.node(value)
+        decl = em.store.output_decls.get(oname)
+        if decl is None:
+            decl = decl_name(oname)
+            r, c = rows_cols(node.type.shape)
+            comment = f"%{value} (output {oname})"
+            comments[comment] = value
+            with em.b.at(comment):
+                target = em.b.output(decl, machine_dtype(node), r, c)
+                copy_view(em.b, em.store.view(value), target)
+        numpy_dtype = np.dtype(node.type.dtype.numpy).name
+        out.append(OutputBinding(decl, oname, value, node.type.shape, numpy_dtype))
+    return tuple(out)
+
+
+def _bind_inputs(
+    graph: Graph, host: Mapping[str, str], store: ValueStore
+) -> tuple[InputBinding, ...]:
+    binds = []
+    for node in graph.nodes():
+        if node.name in host:
+            op = node.op
+            assert isinstance(op, QQuantize)
+            v = store.view(node.name)
+            binds.append(InputBinding(v.symbol or "", host[node.name], v.dtype, v.rows, v.cols,
+                                      op.scale, op.bits))  # fmt: skip
+        elif isinstance(node.op, Input) and not node.type.dtype.is_float:
+            v = store.view(node.name)
+            binds.append(InputBinding(v.symbol or "", node.name, v.dtype, v.rows, v.cols))
+    return tuple(binds)
+
+
+# ---------------------------------------------------------------- host side of a program
+
+
+def program_inputs(compiled: Compiled, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The `.input` arrays of the program for graph inputs (float inputs quantized as the
+    golden does: float32 first, then clamp(rint(x / scale)) in float64)."""
+    feeds = {}
+    for bind in compiled.inputs:
+        if bind.graph_input not in inputs:
+            raise CimcError(f"missing input {bind.graph_input!r}", "inputs")
+        x = np.asarray(inputs[bind.graph_input])
+        if bind.rows * bind.cols != x.size:
+            raise CimcError(f"has {x.size} elements, expected {bind.rows}x{bind.cols}",
+                            f"input {bind.graph_input}")  # fmt: skip
+        if bind.scale is not None:
+            assert bind.bits is not None
+            x = qc.quantize_tensor(x.astype(np.float32), bind.scale, bind.bits)
+        codes = x.astype(np.int64).reshape(bind.rows, bind.cols)
+        info = np.iinfo(NP_OF[bind.dtype])
+        if codes.size and (codes.min() < info.min or codes.max() > info.max):
+            raise CimcError(f"values do not fit {bind.dtype}", f"input {bind.graph_input}")
+        feeds[bind.decl] = codes.astype(NP_OF[bind.dtype])
+    return feeds
+
+
+def graph_outputs(compiled: Compiled, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The program's `.output` arrays in the graph's output shapes and dtypes."""
+    return {
+        o.graph_output: np.asarray(outputs[o.decl]).reshape(o.shape).astype(o.numpy_dtype)
+        for o in compiled.outputs
+    }
+
+
+def write_compiled(compiled: Compiled, path: Path) -> tuple[Path, Path | None]:
+    """Write PATH (.cimasm) and its constants PATH.safetensors (when there are any)."""
+    from safetensors.numpy import save_file
+
+    from cimc.machine.printer import print_program
+
+    consts_path = path.with_suffix(".safetensors")
+    has = bool(compiled.consts)
+    program = replace(
+        compiled.program, consts_file=consts_path.name if has else None, source_name=str(path)
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(print_program(program))
+        if has:
+            save_file(dict(sorted(compiled.consts.items())), str(consts_path))
+    except OSError as e:
+        raise CimcError(f"cannot write the program: {e.strerror or e}", str(path)) from None
+    return path, consts_path if has else None
+
+
+# ---------------------------------------------------------------- q-op lowerings
+
+
+def _linear(em: Emitter, node: Node) -> None:
+    fn = _lowering("lower_linear", "lower_linear", node.op.NAME, node.where)
+    fn(em.b, em.operand(node, 0), em.result(node), node.op.plan, name=em.name(node))  # type: ignore[attr-defined]
+
+
+def _matmul(em: Emitter, node: Node) -> None:
+    """Batched a[..., M, K] @ b[..., K, N]: one 2-D product per batch index."""
+    fn = _lowering("lower_linear", "lower_matmul", node.op.NAME, node.where)
+    a_t, b_t = (em.graph.node(i).type.shape for i in node.inputs)
+    m, k, n = a_t[-2], a_t[-1], b_t[-1]
+    batch = int(np.prod(node.type.shape[:-2], dtype=np.int64))
+    b_batch = int(np.prod(b_t[:-2], dtype=np.int64))
+    if int(np.prod(a_t[:-2], dtype=np.int64)) != batch or b_batch not in (1, batch):
+        raise CimcError("q.matmul broadcasts only the right operand's batch of 1", node.where)
+    a, bm, y = em.operand(node, 0), em.operand(node, 1), em.result(node)
+    for i in range(batch):
+        j = i if b_batch > 1 else 0
+        fn(em.b, rows(a, i * m, (i + 1) * m), rows(bm, j * k, (j + 1) * k),
+           rows(y, i * m, (i + 1) * m), node.op.plan, name=em.name(node))  # type: ignore[attr-defined]  # fmt: skip
+
+
+def _binary(function: str) -> Lowerer:
+    """add / mul: the full-shape operand first, the other as a 2-D broadcast."""
+
+    def lower(em: Emitter, node: Node) -> None:
+        fn = _lowering("lower_elementwise", function, node.op.NAME, node.where)
+        shapes = [em.graph.node(i).type.shape for i in node.inputs]
+        plan = node.op.plan  # type: ignore[attr-defined]
+        first = 1 if shapes[0] != node.type.shape and shapes[1] == node.type.shape else 0
+        if first == 1 and function == "lower_add":  # a*Ma + b*Mb is symmetric
+            plan = replace(plan, mult_a=plan.mult_b, mult_b=plan.mult_a)
+        full = em.operand(node, first)
+        if shapes[first] != node.type.shape:
+            full = materialized_full(em, node, first)
+        other = em.broadcast(node, 1 - first, node.type.shape)
+        fn(em.b, full, other, em.result(node), plan)
+
+    return lower
+
+
+def materialized_full(em: Emitter, node: Node, k: int) -> View:
+    """Operand k expanded to the node's full shape in a scratch region."""
+    src = em.graph.node(node.inputs[k])
+    shape = node.type.shape
+    s = (1,) * (len(shape) - len(src.type.shape)) + src.type.shape
+    r, c = rows_cols(shape)
+    tmp = em.b.region(None, machine_dtype(src), r, c)
+    materialize(em.b, em.operand(node, k), s, tmp, shape)
+    return tmp
+
+
+def _requant(em: Emitter, node: Node) -> None:
+    from cimc.quant.plans import RescalePlan
+
+    fn = _lowering("lower_elementwise", "lower_rescale", node.op.NAME, node.where)
+    fn(em.b, em.operand(node, 0), em.result(node), RescalePlan(node.op.plan))  # type: ignore[attr-defined]
+
+
+def _lut(em: Emitter, node: Node) -> None:
+    fn = _lowering("lower_elementwise", "lower_unary", node.op.NAME, node.where)
+    fn(em.b, em.operand(node, 0), em.result(node), node.op.plan, name=f"{em.name(node)}.lut")  # type: ignore[attr-defined]
+
+
+def _norm(em: Emitter, node: Node) -> None:
+    fn = _lowering("lower_norm", "lower_norm", node.op.NAME, node.where)
+    fn(em.b, em.operand(node, 0), em.result(node), node.op.plan, name=em.name(node))  # type: ignore[attr-defined]
+
+
+def _softmax(em: Emitter, node: Node) -> None:
+    fn = _lowering("lower_softmax", "lower_softmax", node.op.NAME, node.where)
+    mask = em.broadcast(node, 1, node.type.shape) if len(node.inputs) > 1 else None
+    fn(em.b, em.operand(node, 0), em.result(node), node.op.plan, mask=mask, name=em.name(node))  # type: ignore[attr-defined]
+
+
+def _attention(em: Emitter, node: Node) -> None:
+    """Operands [B, H, S, D] are stored head-major: [B*H*S x D] views."""
+    fn = _lowering("lower_attention", "lower_attention", node.op.NAME, node.where)
+    from cimc.backend.lower_attention import Heads
+
+    def heads(view: View, shape: tuple[int, ...]) -> Heads:
+        return Heads(view, shape[0], shape[1], shape[2], shape[3], head_major=True)
+
+    q, k, v = (heads(em.operand(node, i), em.graph.node(node.inputs[i]).type.shape)
+               for i in range(3))  # fmt: skip
+    mask = None
+    if len(node.inputs) == 4:
+        mask = _attention_mask(em, node, q.batch, q.seq, k.seq)
+    out = heads(em.result(node), node.type.shape)
+    fn(em.b, q, k, v, out, node.op.plan, mask=mask, name=em.name(node))  # type: ignore[attr-defined]
+
+
+def _attention_mask(em: Emitter, node: Node, batch: int, sq: int, sk: int) -> View:
+    """The bool mask as [B x Sk] (same for every head and query) or [B*Sq x Sk]."""
+    shape = em.graph.node(node.inputs[3]).type.shape
+    m = (1,) * (4 - len(shape)) + shape
+    view = em.operand(node, 3)
+    if m[1] == 1 and m[0] == batch and m[2] in (1, sq) and m[3] == sk:
+        return view
+    raise CimcError(
+        f"attention mask of shape {list(shape)} is not [B, 1, 1 or Sq, Sk]; per-head masks "
+        "have no lowering yet",
+        node.where,
+    )
+
+
+def _pending(module: str, function: str) -> Lowerer:
+    """A q-op whose lowering module is announced but may not exist yet."""
+
+    def lower(em: Emitter, node: Node) -> None:
+        fn = _lowering(module, function, node.op.NAME, node.where)
+        fn(em.b, em.operand(node, 0), em.result(node), node.op.plan, name=em.name(node))  # type: ignore[attr-defined]
+
+    return lower
+
+
+def _rotary(em: Emitter, node: Node) -> None:
+    """[B, H, S, D] values are head-major views; other ranks go as plain views."""
+    fn = _lowering("lower_rotary", "lower_rotary", node.op.NAME, node.where)
+    x, y = em.operand(node, 0), em.result(node)
+    if len(node.type.shape) == 4:
+        from cimc.backend.lower_attention import Heads
+
+        bt, h, s, d = node.type.shape
+        x, y = Heads(x, bt, h, s, d, head_major=True), Heads(y, bt, h, s, d, head_major=True)  # type: ignore[assignment]
+    fn(em.b, x, y, node.op.plan, name=em.name(node))  # type: ignore[attr-defined]
+
+
+LOWERINGS: dict[str, Lowerer] = {
+    "q.linear": _linear,
+    "q.matmul": _matmul,
+    "q.add": _binary("lower_add"),
+    "q.mul": _binary("lower_mul"),
+    "q.requant": _requant,
+    "q.lut": _lut,
+    "q.layer_norm": _norm,
+    "q.rms_norm": _norm,
+    "q.softmax": _softmax,
+    "q.attention": _attention,
+    "q.embedding": _pending("lower_embedding", "lower_embedding"),
+    "q.rotary": _rotary,
+}

@@ -1,0 +1,40 @@
+"""`cimc example`: write a built-in random-weight model (cimc/zoo) as an ONNX file."""
+
+from __future__ import annotations
+
+import argparse
+
+from cimc.zoo import EXAMPLES, ONNX_EXPORTERS, write_example
+
+NAME = "example"
+HELP = "write a built-in example model (random weights) as ONNX"
+EPILOG = f"""\
+example:
+  cimc example bert-tiny -o models/
+  cimc verify models/bert-tiny.onnx --arch tiny --seq-len 8
+
+Examples: {", ".join(sorted(EXAMPLES))}. The ONNX file has symbolic batch and sequence
+axes (inputs input_ids and attention_mask); bind them with --seq-len when compiling.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        NAME,
+        help=HELP,
+        description=HELP,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", metavar="NAME", help=f"one of {', '.join(sorted(EXAMPLES))}")
+    p.add_argument("-o", "--output", metavar="DIR", default=".", help="folder (default: .)")
+    p.add_argument("--seq-len", type=int, default=8, metavar="N",
+                   help="sequence length traced at export (default 8)")  # fmt: skip
+    p.add_argument("--exporter", choices=ONNX_EXPORTERS, help="ONNX exporter (default: dynamo)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = write_example(args.name, args.output, seq_len=args.seq_len, exporter=args.exporter)
+    print(f"wrote {path}")
+    return 0
