@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -58,6 +59,8 @@ class Campaign:
         if total % 1000 == 0:
             rate = total / (time.time() - self.started)
             print(f"{total} cases, {rate:.0f}/s, {self._bugs()} bugs", file=sys.stderr)
+        if total % 5000 == 0:  # partial counts survive an interrupted campaign
+            print(json.dumps({"cases": total, "counts": dict(self.counts)}), file=sys.stderr)
 
     def _bugs(self) -> int:
         return sum(n for k, n in self.counts.items() if "BUG" in k)
@@ -93,7 +96,7 @@ class Campaign:
             text = print_program(program)
             if len(self.pool) < 2000:
                 self.pool.append(("gen.cimasm", text))
-            self.check("generated", Case(text, "gen.cimasm"))
+            self.check("generated", Case(text, "gen.cimasm", report_twice=0.2))
 
         one()
 
@@ -102,16 +105,21 @@ class Campaign:
         donors = tuple(text for _, text in seeds[:8])
         for _ in range(count):
             name, text = self.rng.choice(seeds)
-            case = Case(mutate(text, self.rng, donors), name)
+            case = Case(mutate(text, self.rng, donors), name, report_twice=0.2)
             self.check("mutated", case, parser_check=self.rng.random() < 0.1)
 
     def arch(self, count: int) -> None:
-        seeds = Workdir.seeds() + self.pool[:200]
+        seeds = Workdir.seeds()
         for _ in range(count):
             name, text = self.rng.choice(seeds)
             preset = text.split("\n", 1)[0].removeprefix(".arch ").strip()
             toml = (isa_dir() / "arch" / f"{preset}.toml").read_text()
-            self.check("arch", Case(text, name, mutate_toml(toml, self.rng), input_noise=0.0))
+            toml = mutate_toml(toml, self.rng)
+            self.check("arch", Case(text, name, toml, input_noise=0.0, report_twice=0.2))
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: stop and print the counts so far
 
 
 def main() -> int:
@@ -124,9 +132,13 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="cimc-fuzz-") as tmp:
         campaign = Campaign(Workdir(Path(tmp)), args.save, args.seed)
-        campaign.generated(args.generated, args.seed)
-        campaign.mutated(args.mutated)
-        campaign.arch(args.arch)
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            campaign.arch(args.arch)
+            campaign.generated(args.generated, args.seed)
+            campaign.mutated(args.mutated)
+        except KeyboardInterrupt:
+            print("interrupted: partial counts", file=sys.stderr)
     elapsed = time.time() - campaign.started
     total = sum(campaign.counts.values())
     print(f"{total} cases in {elapsed:.0f} s (seed {args.seed})")

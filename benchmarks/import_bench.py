@@ -1,24 +1,66 @@
 """ONNX import + canonicalize time and peak memory of a BERT-base-size model.
 
     python benchmarks/import_bench.py [--exporter legacy|dynamo] [--seq-len 128] [--layers 12]
+    python benchmarks/import_bench.py --onnx model.onnx --seq-len 128   # an existing file
 
-Exports a random-weight BERT-base (hidden 768, 12 layers) once, then measures
-`import_onnx` (load, fold, translate, idioms) with tracemalloc (peak of Python/numpy
-allocations during the import) and the process's peak RSS, against the weight bytes.
+Exports a random-weight BERT-base (hidden 768, 12 layers), then imports it in a fresh
+child process (so the exporter's memory does not count) and reports `import_onnx` time
+(load, fold, translate, idioms), the tracemalloc peak of Python/numpy allocations during
+the import, and the child's peak RSS, against the weight bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
 
-from cimc.importers import import_onnx
-from cimc.zoo import build_model, example_inputs, export_onnx, weight_bytes
+MIB = 1 << 20
+
+
+def measure(path: Path, seq_len: int) -> None:
+    """Import `path` twice (timed, then under tracemalloc) and print the figures."""
+    from cimc.importers import import_onnx
+
+    started = time.perf_counter()
+    graph = import_onnx(path, seq_len=seq_len)
+    seconds = time.perf_counter() - started
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the second import
+    del graph
+    tracemalloc.start()
+    graph = import_onnx(path, seq_len=seq_len)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    weights = sum(v.nbytes for v in graph.constants().values())
+    ops = Counter(n.op.NAME for n in graph.nodes())
+    file_mib = path.stat().st_size / MIB
+    print(f"constants        {weights / MIB:8.1f} MiB  (onnx file {file_mib:.1f} MiB)")
+    print(f"import           {seconds:8.2f} s")
+    print(f"tracemalloc peak {peak / MIB:8.1f} MiB  = {peak / weights:.2f} x constants")
+    ratio = rss / weights
+    print(f"peak RSS         {rss / MIB:8.1f} MiB  = {ratio:.2f} x constants (process, with torch)")
+    print(f"graph            {len(graph)} nodes: {dict(sorted(ops.items()))}")
+
+
+def export(exporter: str, seq_len: int, layers: int, out_dir: Path) -> Path:
+    from cimc.zoo import build_model, example_inputs, export_onnx, weight_bytes
+
+    model = build_model("bert", "base", num_hidden_layers=layers)
+    started = time.perf_counter()
+    path = export_onnx(
+        model, example_inputs(model, seq_len=seq_len), out_dir / "bert.onnx", exporter=exporter
+    )
+    print(f"model            bert-base, {layers} layers, seq {seq_len}, {exporter} exporter")
+    print(f"weights          {weight_bytes(model) / MIB:8.1f} MiB (torch parameters)")
+    print(f"export           {time.perf_counter() - started:8.2f} s")
+    return path
 
 
 def main() -> None:
@@ -26,43 +68,17 @@ def main() -> None:
     parser.add_argument("--exporter", default="legacy", choices=["legacy", "dynamo"])
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--onnx", type=Path, help="import this file instead of exporting")
     args = parser.parse_args()
-
-    model = build_model("bert", "base", num_hidden_layers=args.layers)
-    weights = weight_bytes(model)
+    if args.onnx:
+        measure(args.onnx, args.seq_len)
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        path = export_onnx(
-            model, example_inputs(model, seq_len=args.seq_len), Path(tmp) / "bert.onnx",
-            exporter=args.exporter,
-        )  # fmt: skip
-        export_s = time.perf_counter() - started
-        file_bytes = sum(p.stat().st_size for p in Path(tmp).iterdir())
-        del model
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        tracemalloc.start()
-        started = time.perf_counter()
-        graph = import_onnx(path, seq_len=args.seq_len)
-        import_s = time.perf_counter() - started
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        # a second import without tracemalloc: its overhead inflates the timing above
-        started = time.perf_counter()
-        import_onnx(path, seq_len=args.seq_len)
-        plain_s = time.perf_counter() - started
-
-    ops = Counter(n.op.NAME for n in graph.nodes())
-    mib = 1 << 20
-    print(f"model            bert-base, {args.layers} layers, seq {args.seq_len}, {args.exporter}")
-    print(f"weights          {weights / mib:8.1f} MiB  (onnx files {file_bytes / mib:.1f} MiB)")
-    print(f"export           {export_s:8.2f} s")
-    print(f"import           {plain_s:8.2f} s  ({import_s:.2f} s under tracemalloc)")
-    print(f"tracemalloc peak {peak / mib:8.1f} MiB  = {peak / weights:.2f} x weights")
-    print(
-        f"peak RSS         {rss_after / mib:8.1f} MiB  (before import {rss_before / mib:.1f} MiB)"
-    )
-    print(f"graph            {len(graph)} nodes: {dict(sorted(ops.items()))}")
+        path = export(args.exporter, args.seq_len, args.layers, Path(tmp))
+        sys.stdout.flush()
+        child = [sys.executable, __file__, "--onnx", str(path), "--seq-len", str(args.seq_len)]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        subprocess.run(child, check=True, env=env)
 
 
 if __name__ == "__main__":

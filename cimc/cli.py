@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from cimc import __version__
 from cimc.errors import CimcError
@@ -29,8 +30,16 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr, exit 2, like every other cimc error (the
+    subcommand parsers inherit this class through add_subparsers)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cimc",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -22,6 +22,7 @@ from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.passes.manager import Pass, PassManager, PassTiming, parse_pipeline
+from cimc.passes.quantize import Quantize
 
 DEFAULT_PIPELINE = "canonicalize,check-canonical,quantize"
 QUANTIZE = "quantize"
@@ -74,7 +75,7 @@ def split_pipeline(passes: Sequence[Pass]) -> tuple[list[Pass], list[Pass]]:
 def _with_calibration(passes: list[Pass], path: str | None) -> list[Pass]:
     if path is None:
         return passes
-    return [replace(p, calibration=path) if p.NAME == QUANTIZE else p for p in passes]  # type: ignore[type-var]
+    return [replace(p, calibration=path) if isinstance(p, Quantize) else p for p in passes]
 
 
 def compile_model(model: Any, arch: Arch, options: PipelineOptions | None = None) -> PipelineResult:

@@ -15,16 +15,16 @@ that wrote its first wrong element. Accuracy: dequantized outputs vs the float g
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from cimc.backend.compile import Compiled, graph_outputs, program_inputs
+from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.interpreter import TraceEvent, instr_text, run_program
 from cimc.machine.opcodes import spec_of
-from cimc.machine.parser import parse_program
 from cimc.machine.printer import print_program
 from cimc.machine.program import DTYPE_BYTES, Instr, Program, View
 from cimc.quant.accuracy import cosine
@@ -55,8 +55,14 @@ class Divergence:
     instruction: str  # text of the last instruction that wrote that element
     instruction_location: str  # FILE:LINE:COL
     core: int
+    error: str = ""  # set when the program stopped with a run-time error there
 
     def message(self) -> str:
+        if self.error:
+            return (
+                f"the program failed in %{self.value} at {self.instruction_location} "
+                f"(`{self.instruction}`): {self.error}"
+            )
         return (
             f"first diverging value %{self.value} ({self.mismatched} elements differ; at "
             f"{list(self.index)} machine {self.got} != golden {self.want}), written by "
@@ -82,10 +88,14 @@ class VerifyReport:
             "mismatched_elements": self.mismatched_elements,
             "cosine_vs_float": self.cosine_vs_float,
             "outputs": {
-                o.name: {"shape": list(o.shape), "cosine": o.cosine,
-                         "max_abs_error": o.max_abs_error, "mismatched": o.mismatched}
+                o.name: {
+                    "shape": list(o.shape),
+                    "cosine": o.cosine,
+                    "max_abs_error": o.max_abs_error,
+                    "mismatched": o.mismatched,
+                }
                 for o in self.outputs
-            },  # fmt: skip
+            },
             "divergence": None if self.divergence is None else _divergence_json(self.divergence),
             **self.figures,
         }
@@ -102,15 +112,29 @@ def _divergence_json(d: Divergence) -> dict[str, Any]:
         "instruction": d.instruction,
         "instruction_location": d.instruction_location,
         "core": d.core,
+        "error": d.error,
     }
 
 
 def located_program(compiled: Compiled, program: Program | None = None) -> Program:
-    """The program with line numbers (printed and parsed back; proves the round trip)."""
+    """The program with the line numbers of its printed text (for FILE:LINE:COL messages).
+
+    Instructions are numbered by walking the canonical text (cheaper than parsing it)."""
     program = program or compiled.program
     if program.cores and program.cores[0].line:
         return program
-    return parse_program(print_program(program), program.source_name)
+    lines = print_program(program).splitlines()
+    streams, at = [], 0
+    for stream in program.cores:
+        at = lines.index(f".core {stream.core}", at)
+        header, items = at + 1, []
+        for item in stream.items:
+            at += 1
+            while not lines[at].strip():
+                at += 1
+            items.append(replace(item, line=at + 1, col=3) if isinstance(item, Instr) else item)
+        streams.append(replace(stream, items=tuple(items), line=header))
+    return replace(program, cores=tuple(streams))
 
 
 def verify_compiled(
@@ -126,7 +150,14 @@ def verify_compiled(
     program = located_program(compiled, program)
     feeds = program_inputs(compiled, inputs)
     golden = Golden(compiled.graph).run(inputs, keep_all=True)
-    run = run_program(program, compiled.arch, feeds, compiled.consts)
+    try:
+        run = run_program(program, compiled.arch, feeds, compiled.consts)
+    except CimcError as e:
+        failure = run_time_failure(compiled, program, e)
+        if failure is None:
+            raise
+        total = sum(int(v.size) for v in golden.outputs.values())
+        return VerifyReport(False, total, (), failure)
     got = graph_outputs(compiled, run.outputs)
     bad = {k: int(np.count_nonzero(got[k] != golden.outputs[k])) for k in golden.outputs}
     divergence = None
@@ -165,6 +196,22 @@ def _accuracy(
 
 
 # ---------------------------------------------------------------- divergence
+
+
+def run_time_failure(compiled: Compiled, program: Program, error: CimcError) -> Divergence | None:
+    """A run-time error of the program as a divergence at the failing instruction's node."""
+    parts = (error.location or "").rsplit(":", 2)
+    line = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else -1
+    for stream in program.cores:
+        for instr in stream.instrs:
+            node = compiled.comments.get(instr.comment or "")
+            if instr.line == line and node is not None:
+                where = compiled.graph.node(node).where
+                loc = error.location or program.loc(instr)
+                return Divergence(
+                    node, where, 0, (), 0, 0, instr_text(instr), loc, stream.core, error.message
+                )
+    return None
 
 
 class _Shadow:
@@ -243,9 +290,16 @@ def _describe(
     node = compiled.graph.node(name)
     index = np.unravel_index(r * view.cols + c, node.type.shape) if node.type.shape else ()
     return Divergence(
-        name, node.where, int(np.count_nonzero(got != want)), tuple(int(i) for i in index),
-        int(got[r, c]), int(want[r, c]), instr_text(writer[1]), program.loc(writer[1]), writer[0],
-    )  # fmt: skip
+        name,
+        node.where,
+        int(np.count_nonzero(got != want)),
+        tuple(int(i) for i in index),
+        int(got[r, c]),
+        int(want[r, c]),
+        instr_text(writer[1]),
+        program.loc(writer[1]),
+        writer[0],
+    )
 
 
 def _last_writer(

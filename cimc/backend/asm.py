@@ -251,7 +251,7 @@ class ProgramBuilder:
         mine = [
             _Touch(core, v, a.value != "r")
             for v, a in opspec(instr.opcode).views(instr)
-            if v.space in ("gb", "dram")
+            if v.space in ("gb", "dram") and v.symbol not in self.consts  # consts: read-only
         ]
         for t in mine:
             for o in self._touches:

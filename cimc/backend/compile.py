@@ -3,7 +3,8 @@
     compiled = compile_graph(qgraph, load_arch("tiny"))
     write_compiled(compiled, Path("model.cimasm"))        # + model.safetensors beside it
     feeds = program_inputs(compiled, {"x": x})            # host side: q.quantize of floats
-    outs = graph_outputs(compiled, run_program(compiled.program, arch, feeds, compiled.consts).outputs)
+    run = run_program(compiled.program, arch, feeds, compiled.consts)
+    outs = graph_outputs(compiled, run.outputs)                 # graph shapes and dtypes
 
 Each node's instructions carry its location (`%name (source)`) as their comment, so a
 value, its instructions and the trace map onto each other (cimc/verify.py relies on it).
@@ -16,6 +17,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,16 +90,21 @@ class Emitter:
     def broadcast(self, node: Node, k: int, shape: tuple[int, ...]) -> View:
         """Operand k as a view that broadcasts to `shape` as 1xC, Rx1, 1x1 or RxC; any
         other broadcast is materialized with strided copies first."""
-        src = self.graph.node(node.inputs[k])
-        s = (1,) * (len(shape) - len(src.type.shape)) + src.type.shape
-        lead = s[:-1] if s else ()
-        if all(d == 1 for d in lead) or lead == shape[:-1]:
+        s = self._padded(node, k, shape)
+        if all(d == 1 for d in s[:-1]) or s[:-1] == shape[:-1]:
             return self.operand(node, k)
-        full = (*shape[:-1], s[-1])
-        r, c = rows_cols(full)
-        tmp = self.b.region(None, machine_dtype(src), r, c)
-        materialize(self.b, self.operand(node, k), s, tmp, full)
+        return self.expanded(node, k, (*shape[:-1], s[-1]))
+
+    def expanded(self, node: Node, k: int, shape: tuple[int, ...]) -> View:
+        """Operand k broadcast to `shape` in a scratch region of its own."""
+        r, c = rows_cols(shape)
+        tmp = self.b.region(None, machine_dtype(self.graph.node(node.inputs[k])), r, c)
+        materialize(self.b, self.operand(node, k), self._padded(node, k, shape), tmp, shape)
         return tmp
+
+    def _padded(self, node: Node, k: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+        own = self.graph.node(node.inputs[k]).type.shape
+        return (1,) * (len(shape) - len(own)) + own
 
     def name(self, node: Node) -> str:
         """The constant-name prefix of a node (its weights become `NAME.w`, ...)."""
@@ -116,9 +123,7 @@ def _lowering(module: str, function: str, op: str, where: str) -> Callable[..., 
         raise CimcError(f"no lowering for {op} yet (cimc/backend/{module}.py)", where) from None
 
 
-def compile_graph(
-    graph: Graph, arch: Arch, name: str = "model", check: bool = True
-) -> Compiled:
+def compile_graph(graph: Graph, arch: Arch, name: str = "model", check: bool = True) -> Compiled:
     """Lower a quantized graph to a program for `arch` (validated unless check=False)."""
     graph.verify()
     plan = plan_values(graph, arch)
@@ -142,10 +147,8 @@ def compile_graph(
     program, consts = b.build(f"{name}.cimasm", f"{name}.safetensors")
     if check:
         validate(program, arch)
-    return Compiled(
-        program, consts, arch, graph, _bind_inputs(graph, plan.host_inputs, store), outputs,
-        dict(store.views), comments,
-    )  # fmt: skip
+    inputs = _bind_inputs(graph, plan.host_inputs, store)
+    return Compiled(program, consts, arch, graph, inputs, outputs, dict(store.views), comments)
 
 
 def _declare(store: ValueStore, node: Node) -> None:
@@ -179,15 +182,15 @@ def _bind_inputs(
 ) -> tuple[InputBinding, ...]:
     binds = []
     for node in graph.nodes():
-        if node.name in host:
-            op = node.op
-            assert isinstance(op, QQuantize)
-            v = store.view(node.name)
-            binds.append(InputBinding(v.symbol or "", host[node.name], v.dtype, v.rows, v.cols,
-                                      op.scale, op.bits))  # fmt: skip
-        elif isinstance(node.op, Input) and not node.type.dtype.is_float:
-            v = store.view(node.name)
-            binds.append(InputBinding(v.symbol or "", node.name, v.dtype, v.rows, v.cols))
+        op = node.op
+        if node.name in host and isinstance(op, QQuantize):
+            source, scale, bits = host[node.name], op.scale, op.bits
+        elif isinstance(op, Input) and not node.type.dtype.is_float:
+            source, scale, bits = node.name, None, None
+        else:
+            continue
+        v = store.view(node.name)
+        binds.append(InputBinding(v.symbol or "", source, v.dtype, v.rows, v.cols, scale, bits))
     return tuple(binds)
 
 
@@ -197,14 +200,16 @@ def _bind_inputs(
 def program_inputs(compiled: Compiled, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The `.input` arrays of the program for graph inputs (float inputs quantized as the
     golden does: float32 first, then clamp(rint(x / scale)) in float64)."""
-    feeds = {}
+    feeds: dict[str, np.ndarray] = {}
     for bind in compiled.inputs:
         if bind.graph_input not in inputs:
             raise CimcError(f"missing input {bind.graph_input!r}", "inputs")
         x = np.asarray(inputs[bind.graph_input])
         if bind.rows * bind.cols != x.size:
-            raise CimcError(f"has {x.size} elements, expected {bind.rows}x{bind.cols}",
-                            f"input {bind.graph_input}")  # fmt: skip
+            raise CimcError(
+                f"has {x.size} elements, expected {bind.rows}x{bind.cols}",
+                f"input {bind.graph_input}",
+            )
         if bind.scale is not None:
             assert bind.bits is not None
             x = qc.quantize_tensor(x.astype(np.float32), bind.scale, bind.bits)
@@ -248,16 +253,21 @@ def write_compiled(compiled: Compiled, path: Path) -> tuple[Path, Path | None]:
 # ---------------------------------------------------------------- q-op lowerings
 
 
+def _plan(node: Node) -> Any:
+    """The plan of a q-op (every q-op with a lowering holds one)."""
+    return getattr(node.op, "plan")  # noqa: B009  (Op has no `plan`; its q-op subclasses do)
+
+
 def _linear(em: Emitter, node: Node) -> None:
     fn = _lowering("lower_linear", "lower_linear", node.op.NAME, node.where)
-    fn(em.b, em.operand(node, 0), em.result(node), node.op.plan, name=em.name(node))  # type: ignore[attr-defined]
+    fn(em.b, em.operand(node, 0), em.result(node), _plan(node), name=em.name(node))
 
 
 def _matmul(em: Emitter, node: Node) -> None:
     """Batched a[..., M, K] @ b[..., K, N]: one 2-D product per batch index."""
     fn = _lowering("lower_linear", "lower_matmul", node.op.NAME, node.where)
     a_t, b_t = (em.graph.node(i).type.shape for i in node.inputs)
-    m, k, n = a_t[-2], a_t[-1], b_t[-1]
+    m, k = a_t[-2], a_t[-1]
     batch = int(np.prod(node.type.shape[:-2], dtype=np.int64))
     b_batch = int(np.prod(b_t[:-2], dtype=np.int64))
     if int(np.prod(a_t[:-2], dtype=np.int64)) != batch or b_batch not in (1, batch):
@@ -265,8 +275,14 @@ def _matmul(em: Emitter, node: Node) -> None:
     a, bm, y = em.operand(node, 0), em.operand(node, 1), em.result(node)
     for i in range(batch):
         j = i if b_batch > 1 else 0
-        fn(em.b, rows(a, i * m, (i + 1) * m), rows(bm, j * k, (j + 1) * k),
-           rows(y, i * m, (i + 1) * m), node.op.plan, name=em.name(node))  # type: ignore[attr-defined]  # fmt: skip
+        fn(
+            em.b,
+            rows(a, i * m, (i + 1) * m),
+            rows(bm, j * k, (j + 1) * k),
+            rows(y, i * m, (i + 1) * m),
+            _plan(node),
+            name=em.name(node),
+        )
 
 
 def _binary(function: str) -> Lowerer:
@@ -275,51 +291,40 @@ def _binary(function: str) -> Lowerer:
     def lower(em: Emitter, node: Node) -> None:
         fn = _lowering("lower_elementwise", function, node.op.NAME, node.where)
         shapes = [em.graph.node(i).type.shape for i in node.inputs]
-        plan = node.op.plan  # type: ignore[attr-defined]
+        plan = _plan(node)
         first = 1 if shapes[0] != node.type.shape and shapes[1] == node.type.shape else 0
         if first == 1 and function == "lower_add":  # a*Ma + b*Mb is symmetric
             plan = replace(plan, mult_a=plan.mult_b, mult_b=plan.mult_a)
         full = em.operand(node, first)
         if shapes[first] != node.type.shape:
-            full = materialized_full(em, node, first)
+            full = em.expanded(node, first, node.type.shape)
         other = em.broadcast(node, 1 - first, node.type.shape)
         fn(em.b, full, other, em.result(node), plan)
 
     return lower
 
 
-def materialized_full(em: Emitter, node: Node, k: int) -> View:
-    """Operand k expanded to the node's full shape in a scratch region."""
-    src = em.graph.node(node.inputs[k])
-    shape = node.type.shape
-    s = (1,) * (len(shape) - len(src.type.shape)) + src.type.shape
-    r, c = rows_cols(shape)
-    tmp = em.b.region(None, machine_dtype(src), r, c)
-    materialize(em.b, em.operand(node, k), s, tmp, shape)
-    return tmp
-
-
 def _requant(em: Emitter, node: Node) -> None:
     from cimc.quant.plans import RescalePlan
 
     fn = _lowering("lower_elementwise", "lower_rescale", node.op.NAME, node.where)
-    fn(em.b, em.operand(node, 0), em.result(node), RescalePlan(node.op.plan))  # type: ignore[attr-defined]
+    fn(em.b, em.operand(node, 0), em.result(node), RescalePlan(_plan(node)))
 
 
 def _lut(em: Emitter, node: Node) -> None:
     fn = _lowering("lower_elementwise", "lower_unary", node.op.NAME, node.where)
-    fn(em.b, em.operand(node, 0), em.result(node), node.op.plan, name=f"{em.name(node)}.lut")  # type: ignore[attr-defined]
+    fn(em.b, em.operand(node, 0), em.result(node), _plan(node), name=f"{em.name(node)}.lut")
 
 
 def _norm(em: Emitter, node: Node) -> None:
     fn = _lowering("lower_norm", "lower_norm", node.op.NAME, node.where)
-    fn(em.b, em.operand(node, 0), em.result(node), node.op.plan, name=em.name(node))  # type: ignore[attr-defined]
+    fn(em.b, em.operand(node, 0), em.result(node), _plan(node), name=em.name(node))
 
 
 def _softmax(em: Emitter, node: Node) -> None:
     fn = _lowering("lower_softmax", "lower_softmax", node.op.NAME, node.where)
     mask = em.broadcast(node, 1, node.type.shape) if len(node.inputs) > 1 else None
-    fn(em.b, em.operand(node, 0), em.result(node), node.op.plan, mask=mask, name=em.name(node))  # type: ignore[attr-defined]
+    fn(em.b, em.operand(node, 0), em.result(node), _plan(node), mask=mask, name=em.name(node))
 
 
 def _attention(em: Emitter, node: Node) -> None:
@@ -330,13 +335,14 @@ def _attention(em: Emitter, node: Node) -> None:
     def heads(view: View, shape: tuple[int, ...]) -> Heads:
         return Heads(view, shape[0], shape[1], shape[2], shape[3], head_major=True)
 
-    q, k, v = (heads(em.operand(node, i), em.graph.node(node.inputs[i]).type.shape)
-               for i in range(3))  # fmt: skip
+    q, k, v = (
+        heads(em.operand(node, i), em.graph.node(node.inputs[i]).type.shape) for i in range(3)
+    )
     mask = None
     if len(node.inputs) == 4:
         mask = _attention_mask(em, node, q.batch, q.seq, k.seq)
     out = heads(em.result(node), node.type.shape)
-    fn(em.b, q, k, v, out, node.op.plan, mask=mask, name=em.name(node))  # type: ignore[attr-defined]
+    fn(em.b, q, k, v, out, _plan(node), mask=mask, name=em.name(node))
 
 
 def _attention_mask(em: Emitter, node: Node, batch: int, sq: int, sk: int) -> View:
@@ -358,7 +364,7 @@ def _pending(module: str, function: str) -> Lowerer:
 
     def lower(em: Emitter, node: Node) -> None:
         fn = _lowering(module, function, node.op.NAME, node.where)
-        fn(em.b, em.operand(node, 0), em.result(node), node.op.plan, name=em.name(node))  # type: ignore[attr-defined]
+        fn(em.b, em.operand(node, 0), em.result(node), _plan(node), name=em.name(node))
 
     return lower
 
@@ -372,7 +378,18 @@ def _rotary(em: Emitter, node: Node) -> None:
 
         bt, h, s, d = node.type.shape
         x, y = Heads(x, bt, h, s, d, head_major=True), Heads(y, bt, h, s, d, head_major=True)  # type: ignore[assignment]
-    fn(em.b, x, y, node.op.plan, name=em.name(node))  # type: ignore[attr-defined]
+    fn(em.b, x, y, _table_plan(node), name=em.name(node))
+
+
+def _table_plan(node: Node) -> Any:
+    """The rotary plan with [S, D] tables: exporters may give [1, 1, S, D] (same values)."""
+    plan = _plan(node)
+    cos, sin = plan.cos, plan.sin
+    if cos.ndim > 2 and all(d == 1 for d in cos.shape[:-2] + sin.shape[:-2]):
+        return replace(plan, cos=cos.reshape(cos.shape[-2:]), sin=sin.reshape(sin.shape[-2:]))
+    if cos.ndim != 2:
+        raise CimcError(f"rotary tables of shape {list(cos.shape)} are not [S, D]", node.where)
+    return plan
 
 
 LOWERINGS: dict[str, Lowerer] = {

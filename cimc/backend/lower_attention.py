@@ -27,7 +27,7 @@ import numpy as np
 from cimc.backend.asm import ProgramBuilder, Scratch
 from cimc.backend.asm_alloc import chunks, cols, split_even, sub
 from cimc.backend.lower_common import Heads
-from cimc.backend.lower_linear import TileSlot, WeightRef, mvm_tiles
+from cimc.backend.lower_tiles import TileLoader, TileSlot, WeightRef, mvm_tiles
 from cimc.backend.lower_softmax import EXP_BYTES_PER_ELEMENT, ExpTables, emit_exp
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch
@@ -121,9 +121,9 @@ class _Attn:
 class _KV:
     """One kv head's operands in sp, as macro tiles."""
 
-    kt: WeightRef
+    kt: TileLoader
     kt_slots: list[TileSlot]
-    vw: WeightRef
+    vw: TileLoader
     v_slots: list[TileSlot]
     vt: View | None = None  # vector mode: V^T [Dv x Sk] in sp
 
@@ -177,9 +177,9 @@ def _kv_head(at: _Attn, core: int, bi: int, g: int) -> None:
             vt = sc("i8", dv, sk)
             b.emit(core, "transpose", vt, vs)
         kv = _KV(
-            WeightRef(ks, transposed=True, key=(*key, "k")),
+            TileLoader(b, core, WeightRef(ks, transposed=True, key=(*key, "k"))),
             kt_slots,
-            WeightRef(vs, key=(*key, "v")),
+            TileLoader(b, core, WeightRef(vs, key=(*key, "v"))),
             _grid(core, sk, dv, shape, pool[len(kt_slots) % len(pool) :] + pool),
             vt,
         )
@@ -199,10 +199,10 @@ def _query_rows(at: _Attn, sc: Scratch, kv: _KV, bi: int, h: int, qr: tuple[int,
     b.emit(core, "dma", qs, sub(at.q.head(bi, h), *qr))
     acc = sc("i32", n, sk)
     if kv.vt is not None:
-        _rows_dot(b, sc, qs, kv.kt.view, acc)
+        _rows_dot(b, sc, qs, ks_of(kv), acc)
     else:
         for block in _blocks(kv.kt_slots):
-            mvm_tiles(b, core, cols(acc, block[0].n0, block[0].n1), qs, 0, kv.kt, block, None)
+            mvm_tiles(b, cols(acc, block[0].n0, block[0].n1), qs, 0, block, kv.kt)
     logits = sc("i16", n, sk)
     rq = plan.logits
     b.emit(core, "req", logits, acc, int(rq.mult), int(rq.shift), 0, rq.lo, rq.hi)
@@ -259,11 +259,17 @@ def _p_times_v(b: ProgramBuilder, sc: Scratch, p: View, kv: _KV, total: View) ->
         passes = [(hi, 128), (lo, 1)]
     for i, (part, weight) in enumerate(passes):
         for block in _blocks(kv.v_slots):
-            mvm_tiles(b, core, cols(acc, block[0].n0, block[0].n1), part, 0, kv.vw, block, None)
+            mvm_tiles(b, cols(acc, block[0].n0, block[0].n1), part, 0, block, kv.vw)
         if i == 0:
             b.emit(core, "mul", total, acc, weight)
         else:
             b.emit(core, "add", total, total, acc)
+
+
+def ks_of(kv: _KV) -> View:
+    """K of the kv head in sp (vector mode reads its rows directly)."""
+    assert kv.kt.w.view is not None
+    return kv.kt.w.view
 
 
 def _rows_dot(b: ProgramBuilder, sc: Scratch, a: View, rows: View, out: View) -> None:

@@ -15,127 +15,43 @@ tiles (more tiles than macros) is simply rewritten in program order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cimc.backend.asm import ProgramBuilder, Scratch
-from cimc.backend.asm_alloc import chunks, cols, split_even, sub
+from cimc.backend.asm_alloc import chunks, cols, sub
 from cimc.backend.lower_common import SLACK, ReqConsts, check_shape, emit_req, req_consts
-from cimc.backend.mapping import Placement
+from cimc.backend.lower_tiles import (  # re-exported: the engine is part of this API
+    TileKey,
+    TileLoader,
+    TileSlot,
+    WeightRef,
+    auto_split,
+    image_views,
+    mvm_tiles,
+    place_tiles,
+    slots_from_placement,
+    tile_window,
+    windows_overlap,
+)
 from cimc.errors import CimcError
-from cimc.machine.program import DTYPE_BYTES, MacroRef, Space, View
+from cimc.machine.program import DTYPE_BYTES, Space, View
 from cimc.quant.plans import LinearPlan, MatmulPlan
 
-
-@dataclass(frozen=True)
-class TileSlot:
-    """Weight rows k0:k1 and columns n0:n1, held at (r0, c0) of `macro` on `core`."""
-
-    k0: int
-    k1: int
-    n0: int
-    n1: int
-    core: int
-    macro: int
-    r0: int = 0
-    c0: int = 0
-
-
-@dataclass(frozen=True)
-class WeightRef:
-    """The [K x N] right operand: `view` (or, transposed, `view` is [N x K] as for K^T).
-
-    `key` names a static weight so resident tiles are not reloaded; None means run-time
-    data, loaded every time.
-    """
-
-    view: View
-    transposed: bool = False
-    key: object = None
-
-    def tile(self, s: TileSlot) -> View:
-        if self.transposed:
-            return sub(self.view, s.n0, s.n1, s.k0, s.k1)
-        return sub(self.view, s.k0, s.k1, s.n0, s.n1)
-
-
-def place_tiles(
-    b: ProgramBuilder, k: int, n: int, cores: Sequence[int] | None = None, split: str = "n"
-) -> tuple[TileSlot, ...]:
-    """A simple placement: output column blocks (split="n") or reduction blocks
-    (split="k", partial sums reduced over cores) spread evenly over `cores`; each core's
-    tiles take its macros round robin at window (0, 0)."""
-    rows, ncols = b.arch.macro.rows, b.arch.macro.cols
-    kc = [(a, min(k, a + rows)) for a in range(0, k, rows)]
-    nc = [(a, min(n, a + ncols)) for a in range(0, n, ncols)]
-    use = tuple(cores or b.cores)
-    if split not in ("n", "k"):
-        raise CimcError(f"unknown split {split!r}; use 'n' or 'k'", b.loc)
-    along = nc if split == "n" else kc
-    owner = {}
-    for core, (a, z) in zip(use, split_even(len(along), len(use)), strict=False):
-        owner.update({i: core for i in range(a, z)})
-    count = dict.fromkeys(use, 0)
-    slots = []
-    for ni, (n0, n1) in enumerate(nc):
-        for ki, (k0, k1) in enumerate(kc):
-            core = owner[ni if split == "n" else ki]
-            slots.append(TileSlot(k0, k1, n0, n1, core, count[core] % b.arch.core.macros))
-            count[core] += 1
-    return tuple(slots)
-
-
-def slots_from_placement(placement: Placement, layer: str, copy: int = 0) -> tuple[TileSlot, ...]:
-    """The tiles of `layer` (copy `copy`) as placed by cimc.backend.mapping.place."""
-    return tuple(
-        TileSlot(pt.tile.k0, pt.tile.k1, pt.tile.n0, pt.tile.n1, pt.core, pt.macro, pt.r0, pt.c0)
-        for pt in placement.tiles
-        if pt.tile.layer == layer and pt.copy == copy
-    )
-
-
-@dataclass
-class Staging:
-    """Scratchpad buffers that weight tiles pass through on their way from dram/flash to a
-    macro, used in turn: the DMA of the next tile overlaps the write of this one."""
-
-    bufs: list[View]
-    turn: int = 0
-
-    def next(self) -> View:
-        self.turn = (self.turn + 1) % len(self.bufs)
-        return self.bufs[self.turn]
-
-
-def mvm_tiles(
-    b: ProgramBuilder,
-    core: int,
-    acc: View,
-    x: View,
-    kbase: int,
-    w: WeightRef,
-    slots: Sequence[TileSlot],
-    staging: Staging | None,
-    accumulate: bool = False,
-) -> None:
-    """acc (+)= x[:, k0-kbase : k1-kbase] @ W[k0:k1, n0:n1] summed over `slots` (one core,
-    one column block; acc columns start at the block's n0)."""
-    for i, s in enumerate(slots):
-        rows, ncols = s.k1 - s.k0, s.n1 - s.n0
-        ref = MacroRef(s.macro, s.r0, s.r0 + rows, s.c0, s.c0 + ncols)
-        key = None if w.key is None else (w.key, s.k0, s.k1, s.n0, s.n1)
-        if not b.resident(core, s.macro, ref, key):
-            src = w.tile(s)
-            if src.space not in ("sp", "gb"):
-                assert staging is not None, "weights outside sp/gb need a staging buffer"
-                stage = View("sp", staging.next().addr, "i8", src.rows, src.cols)
-                b.emit(core, "dma", stage, src)
-                src = stage
-            b.mload(core, s.macro, s.r0, s.c0, src, key, transpose=w.transposed)
-        first = s.n0 - min(t.n0 for t in slots)
-        dst = cols(acc, first, first + ncols)
-        op = "mvm.acc" if (accumulate or i > 0) else "mvm"
-        b.emit(core, op, dst, cols(x, s.k0 - kbase, s.k1 - kbase), ref)
+__all__ = [
+    "TileKey",
+    "TileLoader",
+    "TileSlot",
+    "WeightRef",
+    "auto_split",
+    "image_views",
+    "lower_linear",
+    "lower_matmul",
+    "mvm_tiles",
+    "place_tiles",
+    "preload_linear",
+    "slots_from_placement",
+]
 
 
 @dataclass(frozen=True)
@@ -185,16 +101,23 @@ def lower_linear(
     y: View,
     plan: LinearPlan,
     slots: Sequence[TileSlot] | None = None,
-    split: str = "n",
+    split: str = "auto",
     weight_space: Space = "dram",
     name: str | None = None,
+    max_tokens: int | None = None,
+    weight_image: Mapping[TileKey, View] | None = None,
 ) -> None:
-    """y[T x N] = REQ(x[T x K] @ W + bias) with x, y in gb/dram."""
+    """y[T x N] = REQ(x[T x K] @ W + bias) with x, y in gb/dram. `slots` place the tiles
+    (default `place_tiles(split)`); `max_tokens` caps the token rows per chunk;
+    `weight_image` takes every tile from its own view (see `image_views`) instead of a
+    `NAME.w` constant: tiles already in gb are written into the macros without staging."""
     k, n = plan.weight.shape
     check_shape(x, (x.rows, k), "linear input", b.loc)
     check_shape(y, (x.rows, n), "linear output", b.loc)
     name = name or b.fresh_name("linear")
-    w = b.const(f"{name}.w", plan.weight, "i8", weight_space)
+    w = None if weight_image else b.const(f"{name}.w", plan.weight, "i8", weight_space)
+    if split == "auto":
+        split = auto_split(b, x, n)
     bias = b.const(f"{name}.b", plan.bias.reshape(1, n), "i32")
     rc = req_consts(b, name, plan.requant, n)
     slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split)
@@ -202,10 +125,33 @@ def lower_linear(
         b,
         x,
         y,
-        WeightRef(w, key=name),
+        WeightRef(w, key=name, image=weight_image),
         slots,
         lambda sc, acc, n0: _bias_req(b, sc, acc, n0, bias, rc, y),
+        max_tokens,
     )
+
+
+def preload_linear(
+    b: ProgramBuilder,
+    plan: LinearPlan,
+    name: str,
+    slots: Sequence[TileSlot] | None = None,
+    split: str = "n",
+    weight_space: Space = "dram",
+) -> None:
+    """Write a linear layer's tiles into their macros now (e.g. while the previous layer
+    computes); a later `lower_linear` with the same name and slots finds them resident."""
+    k, n = plan.weight.shape
+    w = WeightRef(b.const(f"{name}.w", plan.weight, "i8", weight_space), key=name)
+    slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split)
+    for core in sorted({s.core for s in slots}):
+        mine = [s for s in slots if s.core == core]
+        stage = [b.alloc(core, "i8", b.arch.macro.rows, b.arch.macro.cols) for _ in range(2)]
+        loader = TileLoader(b, core, w, mine, stage)
+        for s in mine:
+            loader.ensure(s)
+        b.free(core, *stage)
 
 
 def lower_matmul(
@@ -215,7 +161,7 @@ def lower_matmul(
     y: View,
     plan: MatmulPlan,
     slots: Sequence[TileSlot] | None = None,
-    split: str = "n",
+    split: str = "auto",
     name: str | None = None,
 ) -> None:
     """y = REQ(a @ bm) with both operands int8 run-time data in gb/dram (bm written into
@@ -224,6 +170,8 @@ def lower_matmul(
     check_shape(a, (a.rows, k), "matmul lhs", b.loc)
     check_shape(y, (a.rows, n), "matmul output", b.loc)
     rc = req_consts(b, name or b.fresh_name("matmul"), plan.requant, n)
+    if split == "auto":
+        split = auto_split(b, a, n)
     slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split)
     _product(
         b, a, y, WeightRef(bm), slots, lambda sc, acc, n0: _bias_req(b, sc, acc, n0, None, rc, y)
@@ -254,65 +202,129 @@ class _Bufs:
     hi: int
     xs: View
     acc: View
-    tmp: View
-    stage: Staging
+    tmp: View | None
+    loader: TileLoader
 
 
-def _token_chunk(
-    b: ProgramBuilder, slots: Sequence[TileSlot], x: View, y: View, widest: int
-) -> int:
-    tc = x.rows
+def _token_chunks(
+    b: ProgramBuilder, slots: Sequence[TileSlot], blocks: Sequence[_Block], x: View, y: View
+) -> tuple[int, int]:
+    """(x rows held at once, accumulator rows per MVM pass). Holding every token of x
+    lets a layer whose tiles do not all fit the macros load each tile once per block;
+    the accumulators then take the scratchpad that is left."""
+    widest = max(bl.n1 - bl.n0 for bl in blocks)
+    fixed = 2 * b.arch.macro.rows * b.arch.macro.cols + widest * 16 + 8 * SLACK
+    need = []
     for core in sorted({s.core for s in slots}):
         lo, hi = _k_span(slots, core)
-        per_row = (hi - lo) + widest * (8 + DTYPE_BYTES[y.dtype])
-        fixed = 2 * b.arch.macro.rows * b.arch.macro.cols + widest * 16 + 8 * SLACK
-        tc = min(tc, (b.sp_largest_free(core) - fixed) // per_row)
+        partners = any(bl.home == core and len(bl.parts) > 1 for bl in blocks)
+        per_acc = widest * (4 + 4 * partners + DTYPE_BYTES[y.dtype])
+        need.append((hi - lo, per_acc, b.sp_largest_free(core) - fixed))
+    t = x.rows
+    if all(t * (xr + ar) <= room for xr, ar, room in need):
+        return t, t
+    if all(t * xr <= room * 3 // 4 for xr, ar, room in need):
+        return t, max(1, min((room - t * xr) // ar for xr, ar, room in need))
+    tc = min(room // (xr + ar) for xr, ar, room in need)
     if tc < 1:
         raise CimcError("scratchpad too small for one token of this matmul", b.loc)
-    return tc
+    return tc, tc
+
+
+def _all_resident(slots: Sequence[TileSlot]) -> bool:
+    """Do the slots occupy disjoint macro windows (nothing evicted, loaded once)?"""
+    refs = [(s.core, tile_window(s)) for s in slots]
+    return not any(
+        c == d and windows_overlap(a, e) for i, (c, a) in enumerate(refs) for d, e in refs[i + 1 :]
+    )
+
+
+def _blocks_outer(slots: Sequence[TileSlot], blocks: Sequence[_Block], x: View, runs: int) -> bool:
+    """Loop order by the bytes each moves: chunk-outer loads x once but reloads tiles that
+    evict each other once per token chunk; block-outer reloads x once per column block but
+    a block whose tiles all stay resident is loaded once."""
+    if runs == 1 or _all_resident(slots):
+        return False
+    area = sum((s.k1 - s.k0) * (s.n1 - s.n0) for s in slots)
+    by_block = x.rows * x.cols * len(blocks)
+    for bl in blocks:
+        part = [s for _, p in bl.parts for s in p]
+        cells = sum((s.k1 - s.k0) * (s.n1 - s.n0) for s in part)
+        by_block += cells * (1 if _all_resident(part) else runs)
+    return by_block < area * runs + x.rows * x.cols
 
 
 def _product(
-    b: ProgramBuilder, x: View, y: View, w: WeightRef, slots: Sequence[TileSlot], finish: Finish
+    b: ProgramBuilder,
+    x: View,
+    y: View,
+    w: WeightRef,
+    slots: Sequence[TileSlot],
+    finish: Finish,
+    max_tokens: int | None = None,
 ) -> None:
-    """The shared loop: token chunks x column blocks, partial sums reduced at home."""
+    """The shared loop over token chunks and column blocks (order by `_blocks_outer`);
+    partial sums of a block are reduced at its home core."""
     blocks = _blocks(slots, x.cols, y.cols, b.loc)
     widest = max(bl.n1 - bl.n0 for bl in blocks)
-    tc = _token_chunk(b, slots, x, y, widest)
+    tx, ta = _token_chunks(b, slots, blocks, x, y)
+    tx, ta = min(tx, max_tokens or tx), min(ta, max_tokens or ta)
+    runs = chunks(x.rows, tx)
+    steps = [(bl, run) for run in runs for bl in blocks]
+    by_block = _blocks_outer(slots, blocks, x, len(runs))
+    if by_block:
+        steps = [(bl, run) for bl in blocks for run in runs]
     bufs = {}
     for core in sorted({s.core for s in slots}):
         lo, hi = _k_span(slots, core)
+        partners = any(bl.home == core and len(bl.parts) > 1 for bl in blocks)
+        order = [
+            s
+            for bl, (t0, t1) in steps
+            for _ in chunks(t1 - t0, ta)
+            for c, part in bl.parts
+            if c == core
+            for s in part
+        ]
+        stage = [b.alloc(core, "i8", b.arch.macro.rows, b.arch.macro.cols) for _ in range(2)]
         bufs[core] = _Bufs(
             lo,
             hi,
-            b.alloc(core, "i8", tc, hi - lo),
-            b.alloc(core, "i32", tc, widest),
-            b.alloc(core, "i32", tc, widest),
-            Staging([b.alloc(core, "i8", b.arch.macro.rows, b.arch.macro.cols) for _ in range(2)]),
+            b.alloc(core, "i8", tx, hi - lo),
+            b.alloc(core, "i32", ta, widest),
+            b.alloc(core, "i32", ta, widest) if partners else None,
+            TileLoader(b, core, w, order, stage),
         )
-    for t0, t1 in chunks(x.rows, tc):
-        for core, cb in bufs.items():
-            b.emit(core, "dma", sub(cb.xs, 0, t1 - t0), sub(x, t0, t1, cb.lo, cb.hi))
-        for bl in blocks:
-            home_acc = _block(b, bl, bufs, t1 - t0, w)
+    loaded: tuple[int, int] | None = None
+    for bl, (t0, t1) in steps:
+        if (t0, t1) != loaded or by_block:  # x rows of this run into every core
+            for core, cb in bufs.items():
+                if by_block and core not in dict(bl.parts):
+                    continue
+                b.emit(core, "dma", sub(cb.xs, 0, t1 - t0), sub(x, t0, t1, cb.lo, cb.hi))
+            loaded = (t0, t1)
+        for s0, s1 in chunks(t1 - t0, ta):
+            home_acc = _block(b, bl, bufs, (s0, s1))
             with b.scratch(bl.home) as sc:
                 out = finish(sc, home_acc, bl.n0)
-                b.emit(bl.home, "dma", sub(y, t0, t1, bl.n0, bl.n1), out)
+                b.emit(bl.home, "dma", sub(y, t0 + s0, t0 + s1, bl.n0, bl.n1), out)
     for core, cb in bufs.items():
-        b.free(core, cb.xs, cb.acc, cb.tmp, *cb.stage.bufs)
+        b.free(core, cb.xs, cb.acc, *([cb.tmp] if cb.tmp else []), *cb.loader.staging)
 
 
-def _block(b: ProgramBuilder, bl: _Block, bufs: dict[int, _Bufs], nt: int, w: WeightRef) -> View:
-    """Home's partial sum first, then each partner's, sent home and added there; returns
-    the home accumulator."""
-    width = bl.n1 - bl.n0
+def _block(b: ProgramBuilder, bl: _Block, bufs: dict[int, _Bufs], rows: tuple[int, int]) -> View:
+    """Home's partial sum over held x rows s0:s1 first, then each partner's, sent home and
+    added there; returns the home accumulator."""
+    width, nt = bl.n1 - bl.n0, rows[1] - rows[0]
     home_acc = sub(bufs[bl.home].acc, 0, nt, 0, width)
-    tmp = sub(bufs[bl.home].tmp, 0, nt, 0, width)
     for core, part in (bl.parts[-1], *bl.parts[:-1]):
         cb = bufs[core]
         a = sub(cb.acc, 0, nt, 0, width)
-        mvm_tiles(b, core, a, sub(cb.xs, 0, nt), cb.lo, w, part, cb.stage)
+        mvm_tiles(b, a, sub(cb.xs, *rows), cb.lo, part, cb.loader)
         if core != bl.home:
+            home_tmp = bufs[bl.home].tmp
+            assert home_tmp is not None
+            tmp = sub(home_tmp, 0, nt, 0, width)
             b.transfer(core, a, bl.home, tmp)
             b.emit(bl.home, "add", home_acc, home_acc, tmp)
     return home_acc

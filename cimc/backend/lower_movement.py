@@ -21,6 +21,7 @@ from cimc.backend.asm_alloc import chunks
 from cimc.backend.lower_common import SLACK
 from cimc.errors import CimcError
 from cimc.ir.graph import Node
+from cimc.ir.ops import Concat, Gather, Slice, Transpose
 from cimc.ir.types import DType
 from cimc.machine.program import View
 
@@ -42,8 +43,14 @@ def elem_view(base: View, offset: int, rows: int, cols: int, stride: int | None 
     stride = cols if stride is None or rows == 1 else stride
     delta = offset * base.elem_bytes
     symbolic = base.symbol is not None
-    return replace(base, addr=base.addr + delta, rows=rows, cols=cols, stride=stride,
-                   offset=base.offset + delta if symbolic else 0)  # fmt: skip
+    return replace(
+        base,
+        addr=base.addr + delta,
+        rows=rows,
+        cols=cols,
+        stride=stride,
+        offset=base.offset + delta if symbolic else 0,
+    )
 
 
 class _Cores:
@@ -73,8 +80,9 @@ def _sp_rows(b: ProgramBuilder, core: int, bytes_per_row: int) -> int:
 # ---------------------------------------------------------------- transpose
 
 
-def transpose(b: ProgramBuilder, src: View, shape: tuple[int, ...], perm: Sequence[int],
-              dst: View) -> None:  # fmt: skip
+def transpose(
+    b: ProgramBuilder, src: View, shape: tuple[int, ...], perm: Sequence[int], dst: View
+) -> None:
     """dst = src (of `shape`) with axes permuted by `perm`."""
     n = len(shape)
     if perm[-1] == n - 1:
@@ -83,8 +91,9 @@ def transpose(b: ProgramBuilder, src: View, shape: tuple[int, ...], perm: Sequen
         _transpose_last(b, src, shape, perm, dst)
 
 
-def _transpose_rows(b: ProgramBuilder, src: View, shape: tuple[int, ...], perm: Sequence[int],
-                    dst: View) -> None:  # fmt: skip
+def _transpose_rows(
+    b: ProgramBuilder, src: View, shape: tuple[int, ...], perm: Sequence[int], dst: View
+) -> None:
     """The last axis stays: one strided dma per index of the outer output axes."""
     out = tuple(shape[p] for p in perm)
     s_str, d_str = strides(shape), strides(out)
@@ -94,12 +103,17 @@ def _transpose_rows(b: ProgramBuilder, src: View, shape: tuple[int, ...], perm: 
     for idx in itertools.product(*(range(d) for d in out[:-2])):
         s0 = sum(i * s_str[perm[a]] for a, i in enumerate(idx))
         d0 = sum(i * d_str[a] for a, i in enumerate(idx))
-        b.emit(cores.next(), "dma", elem_view(dst, d0, rows, cols),
-               elem_view(src, s0, rows, cols, src_stride))  # fmt: skip
+        b.emit(
+            cores.next(),
+            "dma",
+            elem_view(dst, d0, rows, cols),
+            elem_view(src, s0, rows, cols, src_stride),
+        )
 
 
-def _transpose_last(b: ProgramBuilder, src: View, shape: tuple[int, ...], perm: Sequence[int],
-                    dst: View) -> None:  # fmt: skip
+def _transpose_last(
+    b: ProgramBuilder, src: View, shape: tuple[int, ...], perm: Sequence[int], dst: View
+) -> None:
     """The last axis moves: [P x L] blocks through the scratchpad's `transpose`."""
     n = len(shape)
     out = tuple(shape[p] for p in perm)
@@ -117,8 +131,9 @@ def _transpose_last(b: ProgramBuilder, src: View, shape: tuple[int, ...], perm: 
             with b.scratch(core) as sc:
                 a = sc(src.dtype, r1 - r0, length)
                 t = sc(src.dtype, length, r1 - r0)
-                b.emit(core, "dma", a, elem_view(src, s0 + r0 * s_str[p], r1 - r0, length,
-                                                 s_str[p]))  # fmt: skip
+                b.emit(
+                    core, "dma", a, elem_view(src, s0 + r0 * s_str[p], r1 - r0, length, s_str[p])
+                )
                 b.emit(core, "transpose", t, a)
                 b.emit(core, "dma", elem_view(dst, d0 + r0, length, r1 - r0, d_str[q]), t)
 
@@ -130,38 +145,64 @@ def _outer_inner(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
 
 
-def slice_axis(b: ProgramBuilder, src: View, shape: tuple[int, ...], axis: int, start: int,
-               stop: int, step: int, dst: View) -> None:  # fmt: skip
+def slice_axis(
+    b: ProgramBuilder,
+    src: View,
+    shape: tuple[int, ...],
+    axis: int,
+    start: int,
+    stop: int,
+    step: int,
+    dst: View,
+) -> None:
     """dst = src[..., start:stop:step, ...] along `axis`."""
     outer, dim, inner = _outer_inner(shape, axis)
     count = len(range(start, stop, step))
     if step == 1:
-        b.emit(b.cores[0], "dma", elem_view(dst, 0, outer, count * inner),
-               elem_view(src, start * inner, outer, count * inner, dim * inner))  # fmt: skip
+        b.emit(
+            b.cores[0],
+            "dma",
+            elem_view(dst, 0, outer, count * inner),
+            elem_view(src, start * inner, outer, count * inner, dim * inner),
+        )
         return
     cores = _Cores(b)
     for o in range(outer):
-        b.emit(cores.next(), "dma", elem_view(dst, o * count * inner, count, inner),
-               elem_view(src, (o * dim + start) * inner, count, inner, step * inner))  # fmt: skip
+        b.emit(
+            cores.next(),
+            "dma",
+            elem_view(dst, o * count * inner, count, inner),
+            elem_view(src, (o * dim + start) * inner, count, inner, step * inner),
+        )
 
 
-def concat(b: ProgramBuilder, srcs: Sequence[tuple[View, tuple[int, ...]]], axis: int,
-           dst: View, out_shape: tuple[int, ...]) -> None:  # fmt: skip
+def concat(
+    b: ProgramBuilder,
+    srcs: Sequence[tuple[View, tuple[int, ...]]],
+    axis: int,
+    dst: View,
+    out_shape: tuple[int, ...],
+) -> None:
     """dst = concatenation of the sources along `axis`: one strided dma per source."""
     outer, total, inner = _outer_inner(out_shape, axis)
     at, cores = 0, _Cores(b)
     for view, shape in srcs:
         n = shape[axis]
-        b.emit(cores.next(), "dma", elem_view(dst, at * inner, outer, n * inner, total * inner),
-               elem_view(view, 0, outer, n * inner))  # fmt: skip
+        b.emit(
+            cores.next(),
+            "dma",
+            elem_view(dst, at * inner, outer, n * inner, total * inner),
+            elem_view(view, 0, outer, n * inner),
+        )
         at += n
 
 
 # ---------------------------------------------------------------- broadcast (expand)
 
 
-def materialize(b: ProgramBuilder, src: View, s: tuple[int, ...], dst: View,
-                t: tuple[int, ...]) -> None:  # fmt: skip
+def materialize(
+    b: ProgramBuilder, src: View, s: tuple[int, ...], dst: View, t: tuple[int, ...]
+) -> None:
     """dst (shape t) = src (shape s, same rank, numpy-broadcastable to t)."""
     if s == t:
         copy_view(b, src, elem_view(dst, 0, src.rows, src.cols))
@@ -207,24 +248,30 @@ def _shape(em: Emitter, node: Node, k: int = 0) -> tuple[int, ...]:
 
 
 def _transpose_op(em: Emitter, node: Node) -> None:
-    transpose(em.b, em.operand(node, 0), _shape(em, node), node.op.perm, em.result(node))  # type: ignore[attr-defined]
+    op = node.op
+    assert isinstance(op, Transpose)
+    transpose(em.b, em.operand(node, 0), _shape(em, node), op.perm, em.result(node))
 
 
 def _slice_op(em: Emitter, node: Node) -> None:
     op = node.op
-    slice_axis(em.b, em.operand(node, 0), _shape(em, node), op.axis, op.start, op.stop,  # type: ignore[attr-defined]
-               op.step, em.result(node))  # type: ignore[attr-defined]  # fmt: skip
+    assert isinstance(op, Slice)
+    x, shape = em.operand(node, 0), _shape(em, node)
+    slice_axis(em.b, x, shape, op.axis, op.start, op.stop, op.step, em.result(node))
 
 
 def _gather_op(em: Emitter, node: Node) -> None:
     op = node.op
-    slice_axis(em.b, em.operand(node, 0), _shape(em, node), op.axis, op.index, op.index + 1,  # type: ignore[attr-defined]
-               1, em.result(node))  # fmt: skip
+    assert isinstance(op, Gather)
+    x, shape = em.operand(node, 0), _shape(em, node)
+    slice_axis(em.b, x, shape, op.axis, op.index, op.index + 1, 1, em.result(node))
 
 
 def _concat_op(em: Emitter, node: Node) -> None:
+    op = node.op
+    assert isinstance(op, Concat)
     srcs = [(em.operand(node, k), _shape(em, node, k)) for k in range(len(node.inputs))]
-    concat(em.b, srcs, node.op.axis % len(node.type.shape), em.result(node), node.type.shape)  # type: ignore[attr-defined]
+    concat(em.b, srcs, op.axis % len(node.type.shape), em.result(node), node.type.shape)
 
 
 def _expand_op(em: Emitter, node: Node) -> None:

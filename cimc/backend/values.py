@@ -128,7 +128,7 @@ def plan_values(graph: Graph, arch: Arch) -> ValuePlan:
         slots[node.name] = slot or Slot("pool")
     last_use = _last_uses(graph, nodes, index, slots, outputs)
     gb_cap = int(arch.memory.gb_bytes * GB_SHARE)
-    pools = {
+    pools: dict[Space, Allocator] = {
         "gb": Allocator("activation pool in gb", gb_cap, align=SLOT_ALIGN),
         "dram": Allocator("activation pool in dram", arch.memory.dram_bytes, align=SLOT_ALIGN),
     }
@@ -140,7 +140,7 @@ def plan_values(graph: Graph, arch: Arch) -> ValuePlan:
         for name in frees.pop(i, []):
             slot = slots[name]
             pools[slot.space].free(slot.offset)
-    sizes = {s: align_up(p.high_water, SLOT_ALIGN) for s, p in pools.items()}
+    sizes: dict[Space, int] = {s: align_up(p.high_water, SLOT_ALIGN) for s, p in pools.items()}
     return ValuePlan(slots, {s: n for s, n in sizes.items() if n}, last_use, host)
 
 
@@ -196,8 +196,15 @@ class ValueStore:
             return View(base.space, base.addr, dt, r, c, symbol=base.symbol, offset=base.offset)
         if slot.kind == "pool":
             pool = self._pools[slot.space]
-            return View(slot.space, pool.addr + slot.offset, dt, r, c, symbol=pool.symbol,
-                        offset=slot.offset)  # fmt: skip
+            return View(
+                slot.space,
+                pool.addr + slot.offset,
+                dt,
+                r,
+                c,
+                symbol=pool.symbol,
+                offset=slot.offset,
+            )
         if slot.kind == "input":
             source = self.plan.host_inputs.get(node.name, node.name)
             return self.b.input(decl_name(source), dt, r, c)

@@ -27,17 +27,36 @@ Without --calibration, scales come from generated inputs (a note says so on stde
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options shared by compile and verify."""
     p.add_argument("model", metavar="MODEL", help="model file: .onnx or .pt2 (torch.export)")
-    p.add_argument("--arch", metavar="PRESET|FILE.toml", default="default",
-                   help="architecture preset or TOML file (default: default)")  # fmt: skip
+    p.add_argument(
+        "--arch",
+        metavar="PRESET|FILE.toml",
+        default="default",
+        help="architecture preset or TOML file (default: default)",
+    )
     p.add_argument("--seq-len", type=int, metavar="N", help="bind the symbolic sequence axis")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,...",
-                   help="bind an input's shape (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help="bind an input's shape (repeatable)",
+    )
     p.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs (np.savez)")
-    p.add_argument("-p", "--pipeline", default=DEFAULT_PIPELINE, metavar="PIPELINE",
-                   help=f"graph passes (default: {DEFAULT_PIPELINE})")  # fmt: skip
+    p.add_argument(
+        "-p",
+        "--pipeline",
+        default=DEFAULT_PIPELINE,
+        metavar="PIPELINE",
+        help=f"graph passes (default: {DEFAULT_PIPELINE})",
+    )
     p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass")
-    p.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
-                   help="print the IR after this pass (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--print-ir-after",
+        action="append",
+        default=[],
+        metavar="PASS",
+        help="print the IR after this pass (repeatable)",
+    )
     p.add_argument("--time-passes", action="store_true", help="print the time of each pass")
 
 
@@ -50,8 +69,9 @@ def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
         except ValueError:
             shape = ()
         if not sep or not name or not shape or min(shape) < 1:
-            raise CimcError(f"bad --shape {item!r}; write NAME=D0,D1,... (e.g. input_ids=1,16)",
-                            "--shape")  # fmt: skip
+            raise CimcError(
+                f"bad --shape {item!r}; write NAME=D0,D1,... (e.g. input_ids=1,16)", "--shape"
+            )
         shapes[name] = shape
     return shapes
 
@@ -87,8 +107,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(p)
-    p.add_argument("-o", "--output", metavar="OUT.cimasm",
-                   help="program to write (default: MODEL with suffix .cimasm)")  # fmt: skip
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.cimasm",
+        help="program to write (default: MODEL with suffix .cimasm)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -103,5 +127,7 @@ def run(args: argparse.Namespace) -> int:
     program = result.compiled.program
     count = sum(len(s.instrs) for s in program.cores)
     extra = f" + {consts}" if consts else ""
-    print(f"wrote {path}{extra}: {count} instructions on {len(program.cores)} cores of '{arch.name}'")
+    print(
+        f"wrote {path}{extra}: {count} instructions on {len(program.cores)} cores of '{arch.name}'"
+    )
     return 0

@@ -28,8 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", metavar="NAME", help=f"one of {', '.join(sorted(EXAMPLES))}")
     p.add_argument("-o", "--output", metavar="DIR", default=".", help="folder (default: .)")
-    p.add_argument("--seq-len", type=int, default=8, metavar="N",
-                   help="sequence length traced at export (default 8)")  # fmt: skip
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        default=8,
+        metavar="N",
+        help="sequence length traced at export (default 8)",
+    )
     p.add_argument("--exporter", choices=ONNX_EXPORTERS, help="ONNX exporter (default: dynamo)")
     p.set_defaults(handler=run)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cimc.commands.run import add_arch_option, load_program_and_arch
+from cimc.commands.run import add_arch_option, check_output_path, load_program_and_arch
 from cimc.machine.schedule import simulate
 from cimc.machine.summary import CostSummary, summarize
 from cimc.machine.trace import write_trace
@@ -41,13 +41,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("program", metavar="PROGRAM.cimasm", help="assembly program")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--trace", metavar="FILE.json", help="write the schedule as a Perfetto trace")
-    p.add_argument("--layers", type=int, default=15, metavar="N",
+    p.add_argument("--layers", type=_count, default=15, metavar="N",
                    help="show the N most energy-hungry source locations (default 15)")  # fmt: skip
     add_arch_option(p)
     p.set_defaults(handler=run)
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
+    return int(text)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_output_path(args.trace)
     program, arch = load_program_and_arch(args.program, args.arch)
     schedule = simulate(program, arch)
     summary = summarize(program, arch, schedule)

@@ -65,8 +65,8 @@ def load_program_and_arch(path: str, arch_option: str | None) -> tuple[Program, 
     try:
         arch = load_arch(arch_option or program.arch_name)
     except CimcError as e:
-        if arch_option is None and e.location is None:
-            raise CimcError(e.message, f"{path}:1:1") from None
+        if e.location is None:  # a preset name: point at where it came from
+            raise CimcError(e.message, "--arch" if arch_option else f"{path}:1:1") from None
         raise
     validate(program, arch)
     return program, arch
@@ -87,7 +87,15 @@ def load_inputs(path: str | None) -> dict[str, np.ndarray]:
         ) from None
 
 
+def check_output_path(path: str | None) -> None:
+    """Refuse an output file in a missing folder before any work is done."""
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise CimcError("cannot write here: the folder does not exist", path)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_output_path(args.output)
+    check_output_path(args.trace)
     program, arch = load_program_and_arch(args.program, args.arch)
     result = run_program(program, arch, load_inputs(args.inputs))
     if args.output:

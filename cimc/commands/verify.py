@@ -66,8 +66,13 @@ def _print(report: VerifyReport) -> None:
     for column in ("output", "shape", "mismatched", "cosine vs float", "max |error|"):
         table.add_column(column, justify="left" if column == "output" else "right")
     for o in report.outputs:
-        table.add_row(o.name, "x".join(map(str, o.shape)), str(o.mismatched),
-                      f"{o.cosine:.6f}", f"{o.max_abs_error:.4g}")  # fmt: skip
+        table.add_row(
+            o.name,
+            "x".join(map(str, o.shape)),
+            str(o.mismatched),
+            f"{o.cosine:.6f}",
+            f"{o.max_abs_error:.4g}",
+        )
     console.print(table)
     f = report.figures
     console.print(

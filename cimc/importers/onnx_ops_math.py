@@ -58,6 +58,15 @@ def unary(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> li
     return [t.emit(OPS[_UNARY[node.op_type]](), inputs)]
 
 
+@handles("Gelu")
+def gelu(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
+    """The opset-20 Gelu op (approximate = "none" or "tanh")."""
+    approximate = t.attrs().get("approximate", b"none")
+    if isinstance(approximate, bytes):
+        approximate = approximate.decode()
+    return [t.emit(ops.Gelu(str(approximate)), inputs[:1])]
+
+
 @handles("Pow")
 def power(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
     base, exponent = inputs

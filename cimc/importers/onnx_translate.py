@@ -122,7 +122,7 @@ class Translator:
             raise CimcError("IsNaN result used outside a NaN guard (Where)", value.loc)
         array = ir_array(value)
         if like is not None:
-            array = array.astype(self.type_of(like).dtype.numpy)
+            array = array.astype(self.type_of(like).dtype.numpy, copy=False)
         if id(value) not in self._origin:  # a temporary: its id may be reused later
             return Ref(self.graph.add_constant(array, self._base_name() + ".const", self.where))
         key = (id(value), array.dtype.name)

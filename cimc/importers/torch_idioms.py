@@ -258,13 +258,10 @@ def table(b: Builder, name: str, x: str) -> str:
     value = b.const(name)
     assert value is not None
     full = np.broadcast_to(value, b.shape(x))
-    shape = list(full.shape)
-    for axis in range(len(shape) - 2):  # axes along which the table does not vary
+    for axis in range(full.ndim - 2):  # drop the variation-free leading axes ([B, H] for q)
         if np.all(full == full.take([0], axis=axis)):
             full = full.take([0], axis=axis)
-    squeezed = (
-        full.reshape(full.shape[len(shape) - 2 :]) if all(d == 1 for d in full.shape[:-2]) else full
-    )
+    squeezed = full.reshape(full.shape[-2:]) if full.size == np.prod(full.shape[-2:]) else full
     return b.constant(np.ascontiguousarray(squeezed), f"{name}_table")
 
 

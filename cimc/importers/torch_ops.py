@@ -114,7 +114,7 @@ UNARY: dict[str, type[Op]] = {
 @handles(*UNARY)
 def unary(t: Translator, node: FxNode) -> Ref:
     op = UNARY[str(node.target)]()
-    dtype = DType.F32 if op.NAME != "neg" and op.NAME != "relu" else t.out_dtype()
+    dtype = t.out_dtype() if op.NAME in ("neg", "relu") else DType.F32  # others are f32-only
     return t.emit(op, [t.name(node.args[0], dtype)])
 
 

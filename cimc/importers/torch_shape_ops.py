@@ -124,14 +124,16 @@ def stack(t: Translator, node: FxNode) -> Ref:
     return t.emit(Concat(axis=dim), shaped)
 
 
-@handles("aten.split.Tensor", "aten.split_with_sizes.default")
+@handles("aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default")
 def split(t: Translator, node: FxNode) -> tuple[Ref, ...]:
     x = t.name(node.args[0])
     dim = int(t.value(node.args[2])) if len(node.args) > 2 else 0
     dim %= t.b.type_of(x).rank
     total = t.b.shape(x)[dim]
     sizes = ints(t, node.args[1])
-    if str(node.target) == "aten.split.Tensor":
+    if str(node.target) == "aten.chunk.default":  # n chunks of ceil(total / n)
+        sizes = [-(-total // sizes[0])]
+    if str(node.target) != "aten.split_with_sizes.default":
         sizes = [min(sizes[0], total - s) for s in range(0, total, sizes[0])]
     bounds = np.cumsum([0, *sizes])
     return tuple(

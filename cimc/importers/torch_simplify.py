@@ -127,12 +127,15 @@ def simplify_concat(b: Builder, op: Op, inputs: tuple[str, ...]) -> RuleResult:
 
 
 def identity_operand(b: Builder, inputs: tuple[str, ...], unit: float, sides: range) -> str | None:
-    """The operand left when the other one (at a position in `sides`) is `unit` everywhere
-    and does not widen the result by broadcasting."""
+    """The operand left when the other one (at a position in `sides`) is the scalar `unit`
+    and does not widen the result by broadcasting. Tables that happen to hold ones (cos at
+    position 0) are data, not a spelled-out identity: they stay, so idioms still match."""
     out = broadcast(*(b.shape(i) for i in inputs))
     for k in sides:
         other = inputs[1 - k]
-        if b.is_scalar(inputs[k], unit) and b.shape(other) == out:
+        value = b.const(inputs[k])
+        scalar = value is not None and value.size == 1 and b.is_scalar(inputs[k], unit)
+        if scalar and b.shape(other) == out:
             return other
     return None
 

@@ -93,6 +93,12 @@ def to_numpy(value: torch.Tensor, where: str) -> np.ndarray:
     return np.ascontiguousarray(value.detach().to(torch.device("cpu")).numpy().astype(dtype.numpy))
 
 
+def scalar_dtype(value: bool | int | float) -> DType:
+    if isinstance(value, bool):
+        return DType.BOOL
+    return DType.F32 if isinstance(value, float) else DType.I64
+
+
 def target_name(node: FxNode) -> str:
     target = node.target
     if isinstance(target, torch._ops.OpOverload | torch._ops.HigherOrderOperator):
@@ -100,13 +106,17 @@ def target_name(node: FxNode) -> str:
     return getattr(target, "__name__", str(target))
 
 
+TORCH_DIR = os.path.dirname(torch.__file__)
+
+
 def location(node: FxNode) -> str:
-    """fx node name plus the last user frame of its stack trace (file:line)."""
+    """fx node name plus the innermost model frame of its stack trace (file:line)."""
     trace = node.meta.get("stack_trace") or ""
     frames = re.findall(r'File "([^"]+)", line (\d+)', trace)
+    user = [f for f in frames if TORCH_DIR not in f[0]]  # the model's line, not torch's
     if not frames:
         return node.name
-    path, line = frames[-1]
+    path, line = (user or frames)[-1]
     return f"{node.name} @ {os.path.basename(path)}:{line}"
 
 
@@ -129,7 +139,7 @@ class Translator:
         self.table = table
         self.env: dict[str, Any] = {}
         self.node: FxNode | None = None
-        self._materialized: dict[tuple[str, str], str] = {}
+        self._materialized: dict[tuple[FxNode | str, str], str] = {}
 
     # ---- helpers for handlers ---------------------------------------------------------
 
@@ -156,13 +166,7 @@ class Translator:
         if isinstance(value, torch.Tensor):
             return self.tensor_constant(arg, value, dtype, layout)
         if isinstance(value, bool | int | float):
-            kind = dtype or (
-                DType.BOOL
-                if isinstance(value, bool)
-                else DType.F32
-                if isinstance(value, float)
-                else DType.I64
-            )
+            kind = dtype or scalar_dtype(value)
             return self.b.constant(np.array(value, dtype=kind.numpy), self.fresh("scalar"))
         raise self.error(f"expected a tensor operand, got {value!r}")
 
@@ -175,7 +179,8 @@ class Translator:
         if dtype is not None:
             array = array.astype(dtype.numpy)
         base = arg.name if isinstance(arg, FxNode) else self.fresh("const")
-        key = (base, f"{layout}:{array.dtype.name}")
+        # keyed by the fx node itself: inlined sub-graphs reuse node names
+        key = (arg if isinstance(arg, FxNode) else base, f"{layout}:{array.dtype.name}")
         if key not in self._materialized:
             share = not (isinstance(arg, FxNode) and arg.op == "placeholder")
             self._materialized[key] = self.b.constant(array, base, share)
@@ -189,9 +194,9 @@ class Translator:
 
     def emit(self, op: Op, inputs: tuple[str, ...] | list[str], suffix: str = "") -> Ref:
         """Build `op`; the result is named after the fx node (plus `suffix` for helpers)."""
-        return Ref(
-            self.b.emit(op, tuple(inputs), self.fresh(suffix) if suffix else self.fresh("")[:-1])
-        )
+        assert self.node is not None
+        name = self.fresh(suffix) if suffix else self.node.name
+        return Ref(self.b.emit(op, tuple(inputs), name))
 
     def out_dtype(self) -> DType:
         assert self.node is not None

@@ -188,6 +188,10 @@ def load_arch(name_or_path: str | Path) -> Arch:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise CimcError(f"invalid TOML: {e}", str(path)) from None
+    except UnicodeDecodeError as e:
+        raise CimcError(f"not a UTF-8 TOML file: {e.reason} at byte {e.start}", str(path)) from None
+    except OSError as e:
+        raise CimcError(f"cannot read the architecture: {e.strerror or e}", str(path)) from None
     return arch_from_dict(data, str(path))
 
 
@@ -203,8 +207,10 @@ def arch_from_dict(data: dict[str, Any], source: str = "<arch>") -> Arch:
     sections = {}
     for key, cls in _SECTIONS.items():
         table = data.get(key)
-        if not isinstance(table, dict):
+        if table is None:
             raise CimcError(f"section [{key}] is missing", source)
+        if not isinstance(table, dict):
+            raise CimcError(f"'{key}' must be a table [{key}] of fields, got {table!r}", source)
         sections[key] = _build_section(cls, key, table, source)
     arch = Arch(name=name, description=description, source=source, **sections)
     _check_consistency(arch, source)
@@ -251,7 +257,7 @@ def _check_value(value: Any, meta: Any, where: str, source: str) -> Any:
     if value > meta["max"]:
         raise CimcError(f"{where}: at most {meta['max']:,} (resource limit), got {value!r}", source)
     if kind is float and 0 < value < NUM_RANGE[0]:
-        raise CimcError(f"{where}: 0 or at least {NUM_RANGE[0]:g}, got {value!r}", source)
+        raise CimcError(f"{where}: below {NUM_RANGE[0]:g} (resource limit), got {value!r}", source)
     return float(value) if kind is float else value
 
 
@@ -277,6 +283,13 @@ def _check_consistency(arch: Arch, source: str) -> None:
         raise CimcError(
             f"field 'macro.cols': {m.rows}x{m.cols} cells per macro, at most "
             f"{MAX_MACRO_CELLS:,} (resource limit)",
+            source,
+        )
+    mvm_bytes = m.rows + 4 * m.cols  # one int8 input row and one int32 output row
+    if arch.core.scratchpad_bytes < mvm_bytes:
+        raise CimcError(
+            f"field 'core.scratchpad_bytes': {arch.core.scratchpad_bytes} bytes cannot hold "
+            f"one MVM's operands ({m.rows} input bytes + {4 * m.cols} output bytes)",
             source,
         )
     if arch.memory.flash_chunk_bytes > arch.memory.flash_bytes:

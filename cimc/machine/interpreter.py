@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file
+from safetensors import SafetensorError, safe_open
 
 from cimc.errors import CimcError
 from cimc.machine import semantics  # noqa: F401  (registers the kernels in the opcode table)
@@ -89,11 +89,12 @@ def consts_path(program: Program) -> Path | None:
     if program.consts_file is None:
         return None
     folder = Path(program.source_name).resolve().parent
-    path = (folder / program.consts_file).resolve()
+    path = (folder / program.consts_file).resolve()  # follows symlinks
     if not path.is_relative_to(folder):
         raise CimcError(
-            f"constants file {program.consts_file!r} is outside the program's folder",
-            f"{program.source_name}:1:1",
+            f"constants file {program.consts_file!r} is a link to {path}, outside the "
+            f"program's folder; copy it beside the program",
+            f"{program.source_name}:{program.consts_line}:9",
         )
     return path
 
@@ -106,9 +107,29 @@ def load_consts(program: Program) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise CimcError(f"constants file {path} not found", program.source_name)
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
+        with safe_open(str(path), framework="numpy") as f:
+            return _declared_tensors(program, f)
+    except (SafetensorError, OSError, ValueError, TypeError) as e:  # TypeError: e.g. bfloat16
         raise CimcError(f"cannot read constants file {path}: {e}", program.source_name) from None
+
+
+def _declared_tensors(program: Program, f: Any) -> dict[str, np.ndarray]:
+    """Only the declared tensors, each loaded after its shape was checked against the
+    declaration (a huge or wrong tensor in the file is never read into memory)."""
+    names = set(f.keys())
+    tensors = {}
+    for decl in program.decls_of("const"):
+        if decl.name not in names:
+            continue  # reported by _place_consts, in declaration order
+        shape = tuple(f.get_slice(decl.name).get_shape())
+        if not _shape_fits(shape, decl):
+            raise CimcError(
+                f"constant '{decl.name}' has shape {shape}; the program declares "
+                f"{decl.dtype}[{decl.rows}x{decl.cols}]",
+                program.loc(decl),
+            )
+        tensors[decl.name] = f.get_tensor(decl.name)
+    return tensors
 
 
 # --- setup ---------------------------------------------------------------------------------
@@ -171,17 +192,22 @@ def _fit(name: str, what: str, array: np.ndarray, decl: Decl, loc: str) -> np.nd
         raise CimcError(
             f"{what} '{name}' has dtype {array.dtype}; the program declares {declared}", loc
         )
-    # Leading unit dims are accepted: a (1, 7, 96) tensor fills a 7x96 declaration.
-    squeezed = array.shape
-    while len(squeezed) > 2 and squeezed[0] == 1:
-        squeezed = squeezed[1:]
-    if tuple(squeezed) not in ((decl.rows, decl.cols), (decl.rows * decl.cols,)) or (
-        len(squeezed) == 1 and decl.rows != 1
-    ):
+    if not _shape_fits(array.shape, decl):
         raise CimcError(
             f"{what} '{name}' has shape {tuple(array.shape)}; the program declares {declared}", loc
         )
     return array.reshape(decl.rows, decl.cols)
+
+
+def _shape_fits(shape: tuple[int, ...], decl: Decl) -> bool:
+    """Leading unit dims are accepted: a (1, 7, 96) tensor fills a 7x96 declaration, and a
+    flat (96,) one a 1x96 declaration."""
+    squeezed = tuple(shape)
+    while len(squeezed) > 2 and squeezed[0] == 1:
+        squeezed = squeezed[1:]
+    if len(squeezed) == 1:
+        return decl.rows == 1 and squeezed[0] == decl.cols
+    return squeezed == (decl.rows, decl.cols)
 
 
 def _place_consts(machine: Machine, program: Program, consts: dict[str, np.ndarray]) -> None:

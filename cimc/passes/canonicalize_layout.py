@@ -21,6 +21,7 @@ from cimc.passes.manager import GraphPass, register_pass
 
 _LAYOUT = (Reshape, Transpose)
 _MAX_ELEMENTS = 1 << 22  # simulate chains of up to 4M elements (BERT-large at seq 512)
+_MAX_RANK = 5  # the permutation searches try rank! candidates
 
 
 @register_pass
@@ -85,6 +86,8 @@ def _best_plan(shape: tuple[int, ...], target: np.ndarray) -> list | None:
     for perm in _perms(shape, out):
         if np.array_equal(source.transpose(perm), target):
             return [Transpose(perm)]
+    if max(len(shape), len(out)) > _MAX_RANK:
+        return None
     for perm in itertools.permutations(range(len(shape))):
         moved = source.transpose(perm)
         if np.array_equal(moved.reshape(out), target):
@@ -97,7 +100,7 @@ def _best_plan(shape: tuple[int, ...], target: np.ndarray) -> list | None:
 
 
 def _perms(shape: tuple[int, ...], out: tuple[int, ...]) -> list[tuple[int, ...]]:
-    if len(shape) != len(out) or len(shape) > 6:
+    if len(shape) != len(out) or len(shape) > _MAX_RANK + 1:
         return []
     return [
         p for p in itertools.permutations(range(len(shape))) if tuple(shape[i] for i in p) == out

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cimc.ir.graph import Graph
+from cimc.ir.graph import Graph, Node
+from cimc.ir.op_base import Op
 from cimc.ir.ops import Add, Equal, Expand, LogicalAnd, LogicalNot, Mul, Reshape, Sub, Where
 from cimc.passes.idioms_match import const_array, operand_pairs, scalar
 
@@ -28,7 +29,7 @@ class MaskPlan:
     value: np.ndarray | None = None
     name: str = ""
     parts: tuple[MaskPlan, ...] = ()
-    op: object = None
+    op: Op | None = None  # the view op of kind "view"
 
 
 def plan_bool_mask(graph: Graph, name: str) -> MaskPlan | None:
@@ -70,7 +71,7 @@ def _where_plan(graph: Graph, inputs: tuple[str, ...]) -> MaskPlan | None:
     return None
 
 
-def _scaled_plan(graph: Graph, node) -> MaskPlan | None:  # type: ignore[no-untyped-def]
+def _scaled_plan(graph: Graph, node: Node) -> MaskPlan | None:
     """(1 - m) * -big  ->  m != 0."""
     for inverted, big in operand_pairs(node):
         factor = scalar(graph, big)
@@ -101,7 +102,8 @@ def build_mask(graph: Graph, plan: MaskPlan, base: str, loc: str) -> str | None:
         assert parts[0] is not None
         return graph.add_node(LogicalNot(), [parts[0]], f"{base}.mask", loc)
     if plan.kind == "view":
-        return graph.add_node(plan.op, [parts[0]], f"{base}.mask", loc) if parts[0] else None  # type: ignore[arg-type]
+        assert plan.op is not None
+        return graph.add_node(plan.op, [parts[0]], f"{base}.mask", loc) if parts[0] else None
     present = [p for p in parts if p is not None]
     if len(present) < 2:
         return present[0] if present else None

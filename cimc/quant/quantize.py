@@ -9,6 +9,8 @@ calibrated range; every canonical op becomes a q-op whose plan (cimc.quant.plans
 all its integer constants. Graph inputs: integer ids stay as they are, bool masks become
 int8 0/1 inputs (cast back to bool inside), float inputs get a host-side `q.quantize`.
 Outputs are codes; `cimc.quant.golden.value_scales` gives the scale to dequantize them.
+Norms whose outputs show outlier channels and feed only linears are smoothed first
+(cimc.quant.smooth): exact in float, and it keeps pre-LN models accurate in int8.
 """
 
 from __future__ import annotations

@@ -49,11 +49,13 @@ def _quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _dynamic_shapes(dynamic: bool, max_seq: int) -> dict[str, dict[int, object]] | None:
+def _dynamic_shapes(
+    dynamic: bool, max_seq: int, inputs: tuple
+) -> dict[str, dict[int, object]] | None:
     if not dynamic:
         return None
     batch = torch.export.Dim("batch", max=64)
-    seq = torch.export.Dim("seq", max=max_seq)
+    seq = torch.export.Dim("seq", max=max(max_seq, int(inputs[0].shape[1])))
     return {name: {0: batch, 1: seq} for name in INPUT_NAMES}
 
 
@@ -75,7 +77,7 @@ def export_torch(
         return torch.export.export(
             model,
             _trace_inputs(inputs, dynamic),
-            dynamic_shapes=_dynamic_shapes(dynamic, max_seq),
+            dynamic_shapes=_dynamic_shapes(dynamic, max_seq, inputs),
             strict=False,
         )
 
@@ -135,7 +137,7 @@ def _export_dynamo(
             dynamo=True,
             input_names=list(INPUT_NAMES),
             output_names=[OUTPUT_NAME],
-            dynamic_shapes=_dynamic_shapes(dynamic, max_seq),
+            dynamic_shapes=_dynamic_shapes(dynamic, max_seq, inputs),
             opset_version=opset,
         )
         assert program is not None

@@ -122,8 +122,8 @@ FAMILIES: dict[str, Family] = {
     ),
 }
 
-# Config fields that make every family export cleanly and deterministically.
-_COMMON = {"use_cache": False, "attn_implementation": "sdpa"}
+# Attention implementations that export: sdpa (default), eager (needed for opset 13).
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 class HiddenStates(torch.nn.Module):
@@ -155,12 +155,15 @@ def make_config(name: str, preset: str = "tiny", **overrides: Any) -> Any:
     if preset != "tiny" and preset not in fam.presets:
         known = ", ".join(["tiny", *sorted(fam.presets)])
         raise CimcError(f"family {name!r} has no preset {preset!r}; known: {known}", "zoo")
+    attn = overrides.pop("attn_implementation", ATTENTION_IMPLEMENTATIONS[0])
+    if attn not in ATTENTION_IMPLEMENTATIONS:
+        known = ", ".join(ATTENTION_IMPLEMENTATIONS)
+        raise CimcError(f"attn_implementation {attn!r} is not one of {known}", "zoo")
     fields = {**fam.tiny, **fam.presets.get(preset, {}), **overrides}
     cls = getattr(transformers, fam.config_cls)
     config = cls(**fields)
-    for key, value in _COMMON.items():
-        setattr(config, key, value)
-    config._attn_implementation = _COMMON["attn_implementation"]
+    config.use_cache = False  # no KV-cache outputs: one tensor out, static graph
+    config._attn_implementation = attn
     return config
 
 

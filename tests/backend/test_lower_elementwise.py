@@ -15,6 +15,7 @@ from cimc.backend.lower_elementwise import (
     lower_unary,
 )
 from cimc.errors import CimcError
+from cimc.machine.program import View
 from cimc.quant import recipes
 from cimc.quant.plans import plan_add, plan_mul, plan_reduce, plan_rescale, plan_unary
 from tests.backend.lower_harness import ARCHS, arch, assert_exact, codes, np_dtype, run
@@ -100,6 +101,38 @@ def test_reduce_last_axis(arch_name: str, kind: str) -> None:
     y = b.output("y", "i8", r, 1)
     lower_reduce(b, xv, y, plan)
     assert_exact(run(b, {"x": xn})["y"], want)
+
+
+@pytest.mark.parametrize("arch_name", ARCHS)
+@pytest.mark.parametrize("kind", ["mean", "max"])
+def test_reduce_first_axis(arch_name: str, kind: str) -> None:
+    rng = np.random.default_rng(7)
+    r, c = 40, 96
+    x = codes(rng, (r, c), 16)
+    plan = plan_reduce(kind, r, 0.01, 0.02, 8)
+    want = recipes.reduce(torch.from_numpy(x), plan, (0,), keepdim=True)
+    b = ProgramBuilder(arch(arch_name))
+    xv, xn = _io(b, "x", x, 16)
+    y = b.output("y", "i8", 1, c)
+    lower_reduce(b, xv, y, plan, axis=0)
+    assert_exact(run(b, {"x": xn})["y"], want)
+
+
+def test_wide_rows_are_cut_into_column_blocks() -> None:
+    """A 2 x 3000 int16 add needs ~60 KB per row on tiny's 16 KB scratchpads."""
+    rng = np.random.default_rng(8)
+    a, bb = codes(rng, (2, 3000), 16), codes(rng, (1, 3000), 16)
+    plan = plan_add(0.01, 0.02, 0.05, 16)
+    want = recipes.add(torch.from_numpy(a), torch.from_numpy(bb), plan)
+    b = ProgramBuilder(arch("tiny"))
+    (av, an), (bv, bn) = _io(b, "a", a, 16), _io(b, "b", bb, 16)
+    y = b.output("y", "i16", 2, 3000)
+    lower_add(b, av, bv, y, plan)
+    program, _ = b.build()
+    dsts = [i.operands[0] for s in program.cores for i in s.instrs if i.opcode == "dma"]
+    stores = [v for v in dsts if isinstance(v, View) and v.space == "dram"]
+    assert len(stores) > 4 and all(v.cols < 3000 for v in stores)
+    assert_exact(run(b, {"a": an, "b": bn})["y"], want)
 
 
 def test_unary_rejects_int16_input() -> None:

@@ -40,7 +40,7 @@ def test_softmax_exact(
     out_bits = 8 if out_max == 127 else 16
     b = ProgramBuilder(arch(arch_name))
     xv = b.input("x", f"i{in_bits}", rows, cols)  # type: ignore[arg-type]
-    inputs = {"x": x.astype(np_dtype(in_bits))}
+    inputs: dict[str, np.ndarray] = {"x": x.astype(np_dtype(in_bits))}
     mv = None
     if mask is not None:
         mv = b.input("mask", "i8", *mask.shape)

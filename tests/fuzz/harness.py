@@ -58,6 +58,7 @@ class Case:
     name: str = "prog.cimasm"
     arch_toml: str | None = None
     input_noise: float = 0.1  # chance of deliberately wrong inputs (names, dtypes, shapes)
+    report_twice: float = 1.0  # chance of checking that a second report is identical
 
 
 class Workdir:
@@ -235,10 +236,11 @@ def check_case(case: Case, work: Workdir, rng: random.Random, parser_check: bool
         raise FuzzBug("nondeterministic run", f"{_outputs_key(runs[0])!r:.200}")
     if isinstance(runs[0], str) and "deadlock" in runs[0]:
         raise FuzzBug("validated program deadlocks", runs[0])
-    reports = [_stage("report", lambda: _report(program, arch), files, case.text) for _ in "ab"]
+    twice = rng.random() < case.report_twice  # the report is pure: checked on a sample
+    reports = [_stage("report", lambda: _report(program, arch), files, case.text)]
     if isinstance(reports[0], str):
         raise FuzzBug("schedule of a validated program fails", reports[0])
-    if reports[0][1:] != reports[1][1:] or reports[0][0] != reports[1][0]:
+    if twice and _report(program, arch) != reports[0]:
         raise FuzzBug("nondeterministic report", case.name)
     check_schedule_orders_races(program, reports[0][0])
     return "run error" if isinstance(runs[0], str) else "ok"

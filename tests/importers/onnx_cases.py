@@ -35,14 +35,22 @@ def data_path(family: str, exporter: str) -> Path:
 
 
 @functools.cache
-def exported(family: str, exporter: str, preset: str = "tiny", head: str = "hidden") -> Path:
-    """The ONNX export of the tiny `family` model (checked-in file for dynamo when present)."""
+def exported(
+    family: str,
+    exporter: str,
+    preset: str = "tiny",
+    head: str = "hidden",
+    opset: int = 18,
+    attn: str = "sdpa",
+) -> Path:
+    """The ONNX export of a zoo model (the checked-in dynamo file for the defaults)."""
     stored = data_path(family, exporter)
-    if preset == "tiny" and head == "hidden" and stored.is_file():
+    if (preset, head, opset, attn) == ("tiny", "hidden", 18, "sdpa") and stored.is_file():
         return stored
-    model = build_model(family, preset, head=head)
-    path = _TMP / f"{family}_{preset}_{head}_{exporter}.onnx"
-    return export_onnx(model, example_inputs(model, seq_len=SEQ), path, exporter=exporter)
+    model = build_model(family, preset, head=head, attn_implementation=attn)
+    path = _TMP / f"{family}_{preset}_{head}_{exporter}_{opset}_{attn}.onnx"
+    inputs = example_inputs(model, seq_len=SEQ)
+    return export_onnx(model, inputs, path, exporter=exporter, opset=opset)
 
 
 def feeds(batch: int = 1, seq: int = SEQ, vocab: int = 512, seed: int = 0) -> dict[str, np.ndarray]:

@@ -274,3 +274,18 @@ def test_shape_arithmetic_folds_away(tmp_path: Path) -> None:
     )
     assert ops_of(graph) == {"reshape": 1}
     assert graph.node("y").type.shape == (1, 48)
+
+
+def test_reshape_transpose_reshape_chain_becomes_one_transpose(tmp_path: Path) -> None:
+    """The dynamo spelling of k.transpose(-1, -2) on [B, H, S, D]."""
+    nodes = [
+        helper.make_node("Reshape", ["x", "flat"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+        helper.make_node("Reshape", ["t", "back"], ["y"]),
+    ]
+    weights = {"flat": np.array([4, 7, 16], np.int64), "back": np.array([1, 4, 16, 7], np.int64)}
+    inputs = {"x": (np.float32, [1, 4, 7, 16])}
+    feeds = {"x": rng.standard_normal((1, 4, 7, 16)).astype(np.float32)}
+    graph = check_against_ort(save(model(nodes, inputs, ["y"], weights), tmp_path), feeds)
+    assert ops_of(graph) == {"transpose": 1}
+    assert graph.node("y").op.perm == (0, 1, 3, 2)

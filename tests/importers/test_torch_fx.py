@@ -146,3 +146,25 @@ def test_multiple_outputs_and_input_meanings() -> None:
         np.testing.assert_allclose(got[f"output_{k}"], w.numpy(), rtol=1e-6)
     last = graph.node(graph.outputs[1][1])
     assert last.op.NAME == "gather" and last.op.axis == 1 and last.op.index == 2
+
+
+class MixedPrecision(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = self.fc(x)
+        return y.float() + x
+
+
+def test_autocast_regions_are_refused() -> None:
+    with pytest.raises(CimcError, match="autocast .* not supported: export in float32"):
+        import_torch(MixedPrecision(), (torch.randn(2, 4),))
+
+
+def test_unsupported_input_dtype() -> None:
+    with pytest.raises(CimcError, match="dtype torch.complex64 are not supported") as info:
+        import_torch(MixedPrecision().fc, (torch.randn(2, 4, dtype=torch.complex64),))
+    assert info.value.location == "input"

@@ -237,6 +237,7 @@ def test_index_range() -> None:
             torch.softmax(x, -1) + x.sum(dim=(0, 2), keepdim=True) + torch.reciprocal(y * y + 1)
         ),
         lambda m, x, y: torch.stack([x, y], dim=1).flatten(1, 2)[:, ::2].transpose(0, 1),
+        lambda m, x, y: torch.cat(torch.chunk(x, 3, dim=-1)[::-1], dim=-1),  # 6, 6, 4 wide
     ],
 )
 def test_elementwise_and_shape_spellings(fn) -> None:

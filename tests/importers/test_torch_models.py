@@ -111,3 +111,92 @@ def test_family_odd_preset_deeper(family: str) -> None:
         want = model(ids, mask).numpy()
     assert relative_error(run_float(graph, ids, mask), want) < 1e-4
     assert census(graph)["attention"] == 3
+
+
+def eager_and_sdpa(family: str) -> list[Counter[str]]:
+    """Census of the graphs of one model exported with eager and with sdpa attention."""
+    censuses = []
+    for implementation in ("eager", "sdpa"):
+        model = build_model(family, head="lm", **layers_override(family, 1))
+        model.model.config._attn_implementation = implementation
+        ids, mask = example_inputs(model, batch=2, seq_len=6, padded=True)
+        graph = import_torch(model, (ids, mask))
+        with torch.no_grad():
+            want = model(ids, mask).numpy()
+        assert relative_error(run_float(graph, ids, mask), want) < 1e-4
+        censuses.append(census(graph))
+    return censuses
+
+
+def test_eager_attention_gives_the_sdpa_graph() -> None:
+    eager, sdpa = eager_and_sdpa("llama")  # matmul/softmax/additive mask/repeat_kv spelled out
+    assert eager == sdpa
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["bert", "gpt2", "qwen2", "distilbert"])
+def test_eager_attention_gives_the_sdpa_graph_slow(family: str) -> None:
+    eager, sdpa = eager_and_sdpa(family)
+    assert eager == sdpa
+
+
+OTHER_FAMILIES = {  # config class, model class, extra config fields
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"num_key_value_heads": 2}),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", {"num_key_value_heads": 1, "head_dim": 16}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {"num_key_value_heads": 2, "pad_token_id": 0}),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {}),  # partial rotary
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"num_key_value_heads": 2, "head_dim": 16}),
+}
+
+
+class Logits(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(OTHER_FAMILIES))
+def test_other_decoder_families(family: str) -> None:
+    import transformers
+
+    config_cls, model_cls, extra = OTHER_FAMILIES[family]
+    fields = {
+        "vocab_size": 128,
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "max_position_embeddings": 64,
+    }
+    config = getattr(transformers, config_cls)(**fields, **extra)
+    config.use_cache = False
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    model = Logits(getattr(transformers, model_cls)(config)).eval()
+    ids = torch.randint(1, 128, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.int64)
+    mask[1, -2:] = 0
+    graph = import_torch(model, (ids, mask))
+    with torch.no_grad():
+        want = model(ids, mask).numpy()
+    assert relative_error(run_float(graph, ids, mask), want) < 1e-4
+    ops = census(graph)
+    assert ops["attention"] == 2 and ops["rotary"] == 4 and ops["softmax"] == 0
+
+
+def test_single_token_keeps_rotary() -> None:
+    """At position 0 cos is all ones and sin all zeros: still a rotary, not a bare x."""
+    model = build_model("llama", head="lm", num_hidden_layers=1)
+    ids, mask = example_inputs(model, seq_len=1)
+    graph = import_torch(model, (ids, mask))
+    with torch.no_grad():
+        want = model(ids, mask).numpy()
+    assert relative_error(run_float(graph, ids, mask), want) < 1e-4
+    ops = census(graph)
+    assert (
+        ops["rotary"] == 2 and ops["transpose"] == 0
+    )  # [1, S=1, H, D] -> [1, H, 1, D] is a reshape

@@ -216,9 +216,7 @@ _WRITE = "dma      dram[buf]:i8[32x128], sp[0x0]:i8[32x128]"
 _READ = "dma      sp[0x1000]:i8[32x128], dram[buf]:i8[32x128]"
 
 
-@pytest.mark.parametrize(
-    ("first", "second"), [(_WRITE, _READ), (_READ, _WRITE), (_WRITE, _WRITE)]
-)
+@pytest.mark.parametrize(("first", "second"), [(_WRITE, _READ), (_READ, _WRITE), (_WRITE, _WRITE)])
 def test_send_waits_for_earlier_shared_accesses(first: str, second: str) -> None:
     """The validator orders core 0's dram access before core 1's (send -> recv); the
     schedule must not start core 1's access while core 0's is still in flight."""

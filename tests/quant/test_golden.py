@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_quantize import decoder_graph, encoder_graph, quantized
+from test_quantize import decoder_graph, encoder_graph, qop, quantized
 
 from cimc.errors import CimcError
 from cimc.quant.calibrate import generated_samples
@@ -100,7 +100,7 @@ def test_every_value_fits_its_declared_type() -> None:
         value = result.values[node.name]
         assert value.dtype == node.type.dtype.numpy and value.shape == node.type.shape
     scales = value_scales(q)
-    assert scales["reshape"] == q.node("att").op.scale  # through transpose + reshape
+    assert scales["reshape"] == qop(q, "att").scale  # through transpose + reshape
     real = dequantize_outputs(q, result.outputs)["y"]
     assert real.dtype == np.float64 and np.allclose(real, result.outputs["y"] * scales["y"])
 
@@ -147,4 +147,6 @@ def test_host_quantize_rounds_and_saturates() -> None:
     q = quantized(decoder_graph())
     s = generated_samples(decoder_graph(), 1, seed=3)[0]
     codes = run_golden(q, s, keep_all=True).values["x_q"]
-    assert np.array_equal(codes, host_quantize(q.node("x_q").op, s["x"]))  # type: ignore[arg-type]
+    graph_op = qop(q, "x_q")
+    assert isinstance(graph_op, QQuantize)
+    assert np.array_equal(codes, host_quantize(graph_op, s["x"]))

@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import cimc.passes.quantize  # noqa: F401  (registers the pass)
 from cimc.errors import CimcError
 from cimc.ir import DType, Graph, TensorType
 from cimc.ir import ops as O
 from cimc.ir.ops_quant import QOp
 from cimc.ir.printer import print_graph
 from cimc.passes.manager import PassManager, parse_pipeline
+from cimc.passes.quantize import Quantize  # importing registers the pass
 from cimc.quant.accuracy import accuracy_report
 from cimc.quant.calibrate import calibrate, calibration_data, generated_samples
 from cimc.quant.golden import output_scales, run_golden
@@ -79,6 +79,12 @@ def quantized(graph: Graph, options: QuantOptions | None = None) -> Graph:
 
 def min_cosine(graph: Graph, qgraph: Graph) -> float:
     return accuracy_report(graph, qgraph, generated_samples(graph, 4, seed=100)).min_cosine()
+
+
+def qop(graph: Graph, name: str) -> QOp:
+    op = graph.node(name).op
+    assert isinstance(op, QOp), f"%{name} is {op.NAME}, not a q-op"
+    return op
 
 
 def op_names(graph: Graph) -> list[str]:
@@ -246,7 +252,7 @@ def test_outputs_carry_scales_and_printing_is_deterministic() -> None:
     g = encoder_graph()
     q1, q2 = quantized(g), quantized(encoder_graph())
     scales = output_scales(q1)
-    assert set(scales) == {"hidden"} and scales["hidden"] == q1.node("ln_f").op.scale
+    assert set(scales) == {"hidden"} and scales["hidden"] == qop(q1, "ln_f").scale
     text = print_graph(q1)
     assert text == print_graph(q2)
     assert 'q.linear(%ln1) {bits = 8, plan = "LinearPlan(bias=i32[32]#' in text
@@ -258,13 +264,21 @@ def test_pass_through_the_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
     q = PassManager(passes).run(g)
     assert "generated inputs" in capsys.readouterr().err
     assert q is not g and "q.attention" in op_names(q) and "attention" in op_names(g)
+    assert isinstance(passes[0], Quantize)
     expected = quantize_model(g, samples=4, options=passes[0].options())
     assert print_graph(q) == print_graph(expected.graph)
 
 
-def test_pass_option_errors() -> None:
+def test_pass_options() -> None:
+    (p,) = parse_pipeline("quantize{wide=none,smooth=0,headroom=1.5,p-bits=7,act-bits=8}")
+    assert isinstance(p, Quantize)
+    opts = p.options()
+    assert opts.precision.wide == () and opts.precision.wide_headroom == 1.5
+    assert opts.smooth_alpha == 0.0 and opts.attention_p_bits == 7
     with pytest.raises(CimcError, match="unknown wide category 'residue'"):
         PassManager(parse_pipeline("quantize{wide=residue}")).run(encoder_graph())
+    with pytest.raises(CimcError, match="activation widths must be 8 or 16, got 4"):
+        PassManager(parse_pipeline("quantize{act-bits=4}")).run(encoder_graph())
 
 
 def test_golden_matches_on_inputs_given_as_bool_or_int8() -> None:
@@ -311,3 +325,11 @@ def test_inserted_nodes_never_take_a_source_name() -> None:
     assert q.node("x_q_1").op.NAME == "q.quantize"
     rows = accuracy_report(g, q, generated_samples(g, 2, seed=5), per_value=True).values
     assert [r.name for r in rows] == ["x_q", "x_q_i8", "out"]  # matched by source name
+
+
+def test_one_pass_attention_weights() -> None:
+    g = encoder_graph(seed=6)
+    q7 = quantized(g, QuantOptions(attention_p_bits=7))
+    assert getattr(qop(q7, "att"), "plan").p_max == 127  # noqa: B009
+    assert getattr(qop(quantized(g), "att"), "plan").p_max == 16383  # noqa: B009
+    assert min_cosine(g, q7) >= 0.999

@@ -1,0 +1,162 @@
+"""Step 3: `cimc compile`, `cimc verify` (--json, exit codes) and `cimc example`."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cimc.cli as cli
+from cimc.machine.parser import load_program
+from tests.e2e.e2e_helpers import float_input, mlp
+
+NEW_COMMANDS = ("example", "compile", "verify")
+
+
+@pytest.fixture(autouse=True)
+def commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands of this step, registered as cimc/cli.py will list them."""
+    missing = tuple(c for c in NEW_COMMANDS if c not in cli.COMMANDS)
+    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, *missing))
+
+
+@pytest.fixture(scope="module")
+def onnx_mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "mlp.onnx"
+    x = torch.from_numpy(float_input((1, 6, 40)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            mlp((40, 70, 24)), (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"]
+        )
+    return path
+
+
+def test_compile_writes_program_and_constants(
+    onnx_mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out" / "mlp.cimasm"
+    code = cli.main(["compile", str(onnx_mlp), "-o", str(out), "--arch", "tiny", "--time-passes"])
+    assert code == 0
+    assert out.is_file() and out.with_suffix(".safetensors").is_file()
+    program = load_program(str(out))
+    assert program.arch_name == "tiny" and program.consts_file == "mlp.safetensors"
+    captured = capsys.readouterr()
+    assert "instructions on 2 cores of 'tiny'" in captured.out
+    assert "backend" in captured.err and "quantize" in captured.err  # --time-passes
+    assert code == cli.main(["run", str(out), "--inputs", str(_inputs(tmp_path))])
+
+
+def _inputs(tmp_path: Path) -> Path:
+    """Program inputs (codes) for `cimc run`: the .input of the compiled MLP."""
+    path = tmp_path / "codes.npz"
+    np.savez(path, x=np.ones((6, 40), np.int8))
+    return path
+
+
+def test_verify_json(onnx_mlp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["verify", str(onnx_mlp), "--arch", "tiny", "--json", "--seed", "4"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["bit_exact"] is True and out["mismatched_elements"] == 0
+    assert 0.99 < out["cosine_vs_float"] <= 1.0
+    assert out["outputs"]["y"]["shape"] == [1, 6, 24]
+    assert out["outputs"]["y"]["max_abs_error"] >= 0
+    for key in (
+        "instructions",
+        "cycles",
+        "energy_uj",
+        "macro_utilization",
+        "weight_bytes_loaded",
+        "lower_bound_cycles",
+    ):
+        assert out[key] > 0, key
+    assert out["weight_bytes_loaded"] == 40 * 70 + 70 * 24
+
+
+def test_verify_with_inputs_file_and_ir_printing(
+    onnx_mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=float_input((1, 6, 40), seed=9))
+    code = cli.main(
+        [
+            "verify",
+            str(onnx_mlp),
+            "--arch",
+            "default",
+            "--inputs",
+            str(inputs),
+            "--print-ir-after",
+            "quantize",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0 and "bit-exact" in captured.out
+    assert "// ----- IR after quantize" in captured.err and "q.linear" in captured.err
+
+
+def test_verify_mismatch_exits_1(
+    onnx_mlp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backend fault (the relu table shifted by one) is caught and located."""
+    from cimc.backend import compile as backend
+
+    real = backend._lut
+
+    def faulty(em, node):  # type: ignore[no-untyped-def]
+        from dataclasses import replace
+
+        plan = replace(node.op.plan, table=np.roll(node.op.plan.table, 1))
+        real(em, replace(node, op=replace(node.op, plan=plan)))
+
+    monkeypatch.setitem(backend.LOWERINGS, "q.lut", faulty)
+    code = cli.main(["verify", str(onnx_mlp), "--arch", "tiny", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["bit_exact"] is False and out["mismatched_elements"] > 0
+    relu = out["divergence"]["value"]
+    assert relu.startswith("relu") or "Relu" in relu, out["divergence"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compile", "missing.onnx"],
+        ["compile", "{model}", "--shape", "x=1,,3"],
+        ["compile", "{model}", "-p", "canonicalize"],
+        ["compile", "{model}", "--arch", "nosuch"],
+        ["compile", "{model}", "--seq-len", "0"],
+        ["verify", "{model}", "--inputs", "missing.npz"],
+        ["example", "nosuch-model"],
+    ],
+)
+def test_bad_input_exits_2(
+    argv: list[str], onnx_mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [a.replace("{model}", str(onnx_mlp)) for a in argv]
+    assert cli.main([*args, "-o", str(tmp_path)] if args[0] == "example" else args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and "Traceback" not in "".join(err)
+
+
+@pytest.mark.parametrize("command", NEW_COMMANDS)
+def test_help_has_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    assert "example:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_example_then_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The documented workflow: write bert-tiny as ONNX, verify it with a bound seq len."""
+    assert cli.main(["example", "bert-tiny", "-o", str(tmp_path), "--exporter", "legacy"]) == 0
+    model = tmp_path / "bert-tiny.onnx"
+    assert model.is_file()
+    code = cli.main(["verify", str(model), "--arch", "tiny", "--seq-len", "5", "--json"])
+    out = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert code == 0 and out["bit_exact"] is True
+    assert out["outputs"]["output"]["shape"] == [1, 5, 64]
