@@ -27,8 +27,8 @@ import numpy as np
 from cimc.backend.asm import ProgramBuilder, Scratch
 from cimc.backend.asm_alloc import chunks, cols, split_even, sub
 from cimc.backend.lower_common import Heads
-from cimc.backend.lower_tiles import TileLoader, TileSlot, WeightRef, mvm_tiles
 from cimc.backend.lower_softmax import EXP_BYTES_PER_ELEMENT, ExpTables, emit_exp
+from cimc.backend.lower_tiles import TileLoader, TileSlot, WeightRef, mvm_tiles
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch
 from cimc.machine.program import View

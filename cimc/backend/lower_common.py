@@ -118,7 +118,10 @@ def check_shape(view: View, shape: tuple[int, int], what: str, loc: str | None) 
 @dataclass(frozen=True)
 class Heads:
     """A [batch, heads, seq, dim] tensor held as a 2-D view: token-major [batch*seq x
-    heads*dim] (head h in columns h*dim:(h+1)*dim) or head-major [batch*heads*seq x dim]."""
+    heads*dim] (head h in columns h*dim:(h+1)*dim) or head-major [batch*heads*seq x dim].
+
+    `capacity` (default seq) is the rows each sequence occupies: a KV cache holding up to
+    `capacity` positions of which the first `seq` are valid."""
 
     view: View
     batch: int
@@ -126,21 +129,25 @@ class Heads:
     seq: int
     dim: int
     head_major: bool = False
+    capacity: int = 0
 
     def __post_init__(self) -> None:
+        cap = self.capacity or self.seq
+        object.__setattr__(self, "capacity", cap)
         want = (
-            (self.batch * self.heads * self.seq, self.dim)
+            (self.batch * self.heads * cap, self.dim)
             if self.head_major
-            else (self.batch * self.seq, self.heads * self.dim)
+            else (self.batch * cap, self.heads * self.dim)
         )
-        if self.view.shape != want:
+        if self.view.shape != want or not 1 <= self.seq <= cap:
             raise CimcError(
-                f"a [{self.batch}, {self.heads}, {self.seq}, {self.dim}] tensor needs a "
-                f"{want[0]}x{want[1]} view, got {self.view.rows}x{self.view.cols}"
+                f"a [{self.batch}, {self.heads}, {self.seq} of {cap}, {self.dim}] tensor needs "
+                f"a {want[0]}x{want[1]} view, got {self.view.rows}x{self.view.cols}"
             )
 
     def head(self, bi: int, h: int) -> View:
         if self.head_major:
-            r0 = (bi * self.heads + h) * self.seq
+            r0 = (bi * self.heads + h) * self.capacity
             return sub(self.view, r0, r0 + self.seq)
-        return sub(self.view, bi * self.seq, (bi + 1) * self.seq, h * self.dim, (h + 1) * self.dim)
+        r0 = bi * self.capacity
+        return sub(self.view, r0, r0 + self.seq, h * self.dim, (h + 1) * self.dim)

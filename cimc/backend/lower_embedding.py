@@ -32,11 +32,11 @@ def lower_embedding(
             raise CimcError("embedding ids must be a contiguous view", b.loc)
         ids = reshape(ids, n, 1)
     check_shape(y, (n, dim), "embedding output", b.loc)
+    if vocab < 1:
+        raise CimcError("embedding table is empty", b.loc)
     table = b.const(name or b.fresh_name("embed"), plan.table, y.dtype, table_space)
     per_row = DTYPE_BYTES[ids.dtype] + DTYPE_BYTES[y.dtype] * dim
     chunk = row_chunk(b, b.cores, per_row, 0, 2)
-    if vocab < 1:
-        raise CimcError("embedding table is empty", b.loc)
     for core, r0, r1 in row_work(n, b.cores, chunk):
         with b.scratch(core) as sc:
             idx, out = sc(ids.dtype, r1 - r0, 1), sc(y.dtype, r1 - r0, dim)

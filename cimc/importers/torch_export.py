@@ -11,15 +11,16 @@ import os
 import torch
 from torch.export import ExportedProgram
 
-from cimc.importers import torch_attention, torch_idioms, torch_ops, torch_shape_ops, torch_simplify
+# The attention and shape handlers register themselves in torch_ops.TABLE on import.
+import cimc.importers.torch_attention  # noqa: F401
+import cimc.importers.torch_shape_ops  # noqa: F401
+from cimc.importers import torch_idioms, torch_ops, torch_simplify
 from cimc.importers.torch_builder import Builder, Rule
 from cimc.importers.torch_load import ExampleInputs, Shapes, load_program
 from cimc.importers.torch_translate import Translator
 from cimc.ir import Graph
 from cimc.passes.idioms_pipeline import idiom_pipeline
 from cimc.passes.manager import PassManager
-
-assert torch_attention and torch_shape_ops  # imported for their handler registrations
 
 
 def rules() -> dict[str, list[Rule]]:

@@ -141,3 +141,35 @@ def test_attention_uses_only_the_given_macros() -> None:
     assert used == {3}
     inputs = {n: _to_tokens(t).astype(np.int8) for n, t in (("q", q), ("k", k), ("v", v))}
     assert_exact(run(b, inputs)["y"], torch.from_numpy(_to_tokens(want.numpy())))
+
+
+@pytest.mark.parametrize("head_major", [False, True])
+def test_attention_reads_a_partly_filled_kv_cache(head_major: bool) -> None:
+    """Decode: K and V live in caches of 10 positions per sequence, 6 of them valid."""
+    rng = np.random.default_rng(12)
+    bsz, hq, hkv, sk, cap, d = 2, 2, 1, 6, 10, 16
+    q, k, v = (
+        codes(rng, (bsz, hq, 1, d), 8),
+        codes(rng, (bsz, hkv, cap, d), 8),
+        codes(rng, (bsz, hkv, cap, d), 8),
+    )
+    plan = plan_attention(0.05, 0.05, 0.04, 0.25, 0.02, 8, d, logit_absmax=8.0, causal=True)
+    tq, tk, tv = (torch.from_numpy(t) for t in (q, k[:, :, :sk], v[:, :, :sk]))
+    want = recipes.attention(tq, tk, tv, plan)
+
+    def layout(t: np.ndarray) -> np.ndarray:
+        return t.reshape(-1, t.shape[-1]) if head_major else _to_tokens(t)
+
+    b = ProgramBuilder(arch("tiny"))
+    views = {n: b.input(n, "i8", *layout(t).shape) for n, t in (("q", q), ("k", k), ("v", v))}
+    ov = b.output("y", "i8", *layout(want.numpy()).shape)
+    lower_attention(
+        b,
+        Heads(views["q"], bsz, hq, 1, d, head_major),
+        Heads(views["k"], bsz, hkv, sk, d, head_major, capacity=cap),
+        Heads(views["v"], bsz, hkv, sk, d, head_major, capacity=cap),
+        Heads(ov, bsz, hq, 1, d, head_major),
+        plan,
+    )
+    inputs = {n: layout(t).astype(np.int8) for n, t in (("q", q), ("k", k), ("v", v))}
+    assert_exact(run(b, inputs)["y"], torch.from_numpy(layout(want.numpy())))

@@ -1,0 +1,195 @@
+"""`cimc inspect`: a compiled program by graph node and by macro (cycles, energy, tiles)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from cimc.commands.run import add_arch_option, load_program_and_arch
+from cimc.inspect.macros import ChipPhase, MacroPhase, chip_phases, macro_phases, parse_macro_spec
+from cimc.inspect.nodes import NodeStats, find_node, node_listing, node_stats
+from cimc.machine.arch import Arch
+from cimc.machine.interpreter import instr_text
+from cimc.machine.schedule import Schedule, Scheduled, simulate
+
+NAME = "inspect"
+HELP = "show a program by graph node (cycles, energy, opcodes) and by macro (weight tiles)"
+EPILOG = """\
+examples:
+  cimc inspect bert.cimasm                      # one row per graph node
+  cimc inspect bert.cimasm --node linear_1      # that node's assembly, timed
+  cimc inspect bert.cimasm --macro 0.1          # tiles held by core 0's macro m1, per phase
+  cimc inspect isa/examples/matmul_2core.cimasm --json > nodes.json
+
+Nodes are the instructions' trailing comments (the compiler writes the graph node there).
+Cycles and start times come from the schedule simulation of `cimc report`: "busy" sums
+each instruction's unit time, "span" runs from the node's first start to its last end.
+A macro's phase runs from one mload of it to the next; the chip map shows, for each
+fill of the macros, which node's tile every macro holds and how full it is.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        NAME,
+        help=HELP,
+        description=HELP,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("program", metavar="PROGRAM.cimasm", help="assembly program")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--node", metavar="NAME", help="list this node's instructions, timed")
+    group.add_argument("--macro", metavar="CORE.MACRO", help="phases of one macro, e.g. 0.3")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_arch_option(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    program, arch = load_program_and_arch(args.program, args.arch)
+    schedule = simulate(program, arch)
+    console = Console(width=140, highlight=False, markup=False)
+    if args.node is not None:
+        node = find_node(schedule, args.node)
+        items = node_listing(schedule, node)
+        _emit(args.json, console, lambda: _node_json(node, items), lambda: _node_text(node, items))
+        return 0
+    phases = macro_phases(program, schedule)
+    if args.macro is not None:
+        core, macro = parse_macro_spec(args.macro, program, arch)
+        mine = tuple(p for p in phases if (p.core, p.macro) == (core, macro))
+        _emit(args.json, console, lambda: [p.as_dict() for p in mine],
+              lambda: _macro_text(core, macro, mine, arch))  # fmt: skip
+        return 0
+    chips = chip_phases(phases, schedule.makespan)
+    stats = node_stats(schedule)
+    _emit(
+        args.json,
+        console,
+        lambda: {"nodes": [s.as_dict() for s in stats], "chip_phases": _chip_json(chips, arch)},
+        lambda: _overview_text(stats, chips, schedule, arch),
+    )
+    return 0
+
+
+def _emit(as_json: bool, console: Console, data, text) -> None:  # type: ignore[no-untyped-def]
+    if as_json:
+        print(json.dumps(data(), indent=2))
+        return
+    for block in text():
+        console.print(block)
+
+
+_TEXT_COLUMNS = ("opcodes", "instruction", "unit", "window", "tile (source)", "node", "MVMs")
+
+
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, min_width=len(title) + 4)
+    for i, column in enumerate(columns):
+        left = i == 0 or column in _TEXT_COLUMNS
+        table.add_column(column, justify="left" if left else "right")
+    return table
+
+
+def _mix(opcodes: dict[str, int], limit: int = 5) -> str:
+    top = sorted(opcodes.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = " ".join(f"{op}:{n}" for op, n in top[:limit])
+    return text + (" ..." if len(top) > limit else "")
+
+
+def _overview_text(
+    stats: tuple[NodeStats, ...], chips: tuple[ChipPhase, ...], schedule: Schedule, arch: Arch
+) -> list[object]:
+    title = f"{len(stats)} graph nodes on '{arch.name}' (makespan {schedule.makespan:,} cycles)"
+    table = _table(title, "node", "instrs", "busy cycles", "span", "start", "energy nJ",
+                   "MACs", "opcodes")  # fmt: skip
+    for s in stats:
+        table.add_row(s.name, f"{s.instructions:,}", f"{s.busy_cycles:,}",
+                      f"{s.span_cycles:,}", f"{s.first_start:,}", f"{s.energy_pj / 1e3:,.3f}",
+                      f"{s.macs:,}", _mix(s.opcodes))  # fmt: skip
+    return [table, *_chip_text(chips, arch)]
+
+
+def _chip_text(chips: tuple[ChipPhase, ...], arch: Arch) -> list[object]:
+    """Per chip phase, a cores x macros grid: a letter per node and the percent of cells."""
+    if not chips:
+        return ["no mload: the macros are never used"]
+    letters: dict[str, str] = {}
+    lines = [f"macro occupancy per chip phase ({len(chips)} phases; letter = node, % of cells)"]
+    cores = sorted({c for ph in chips for c, _ in ph.live})
+    for ph in chips:
+        lines.append(f"phase {ph.index}: cycles {ph.start:,}..{ph.end:,}")
+        for core in cores:
+            cells = []
+            for m in range(arch.core.macros):
+                p = ph.live.get((core, m))
+                if p is None:
+                    cells.append("  .    ")
+                    continue
+                letter = letters.setdefault(p.node, _letter(len(letters)))
+                cells.append(f"{letter:>3}{100 * p.cells / arch.macro_bytes:3.0f}%")
+            lines.append(f"  core {core:<3}|" + "".join(cells))
+    lines.append("legend: " + "; ".join(f"{v} = {k or '(no comment)'}" for k, v in letters.items()))
+    return ["\n".join(lines)]
+
+
+def _letter(i: int) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    return alphabet[i] if i < len(alphabet) else f"#{i}"
+
+
+def _chip_json(chips: tuple[ChipPhase, ...], arch: Arch) -> list[dict[str, object]]:
+    return [
+        {
+            "phase": ph.index,
+            "start": ph.start,
+            "end": ph.end,
+            "macros": [
+                {"core": c, "macro": m, "node": p.node, "tile": p.source.label,
+                 "fraction": p.cells / arch.macro_bytes}  # fmt: skip
+                for (c, m), p in ph.live.items()
+            ],
+        }
+        for ph in chips
+    ]
+
+
+def _node_text(node: str, items: tuple[Scheduled, ...]) -> list[object]:
+    energy = sum(i.cost.energy.total for i in items)
+    title = f"{node}: {len(items)} instructions, {energy / 1e3:,.3f} nJ"
+    table = _table(title, "core", "line", "instruction", "unit", "start", "cycles", "energy pJ")
+    for i in items:
+        table.add_row(str(i.core), str(i.instr.line), instr_text(i.instr), i.cost.unit,
+                      f"{i.start:,}", f"{i.end - i.start:,}", f"{i.cost.energy.total:,.1f}")  # fmt: skip
+    return [table]
+
+
+def _node_json(node: str, items: tuple[Scheduled, ...]) -> dict[str, object]:
+    return {
+        "node": node,
+        "instructions": [
+            {"core": i.core, "line": i.instr.line, "instr": instr_text(i.instr),
+             "unit": i.cost.unit, "start": i.start, "cycles": i.end - i.start,
+             "energy_pj": i.cost.energy.total}  # fmt: skip
+            for i in items
+        ],
+    }
+
+
+def _macro_text(core: int, macro: int, phases: tuple[MacroPhase, ...], arch: Arch) -> list[object]:
+    title = f"core {core} macro m{macro}: {len(phases)} phases ({arch.macro.rows}x{arch.macro.cols})"
+    if not phases:
+        return [f"{title}: never loaded"]
+    table = _table(title, "phase", "cycles", "window", "tile (source)", "node", "full", "MVMs")
+    for p in phases:
+        r0, r1, c0, c1 = p.window
+        tile = p.source.label + (" (transposed)" if p.transposed else "")
+        mvms = ", ".join(f"line {u.line}" for u in p.uses[:4]) + (" ..." if len(p.uses) > 4 else "")
+        table.add_row(str(p.index), f"{p.start:,}..{p.end:,}", f"[{r0}:{r1},{c0}:{c1}]", tile,
+                      p.node, f"{100 * p.cells / arch.macro_bytes:.0f}%",
+                      f"{len(p.uses)}: {mvms}" if p.uses else "0 (unused)")  # fmt: skip
+    return [table]
