@@ -1,0 +1,160 @@
+"""The figures of `cimc report --plot DIR`.
+
+- occupancy.png: macro occupancy per chip phase, one cores x macros heatmap per phase
+  (colour = fraction of the macro's cells holding a live tile; the label names the node);
+- layers.png: busy cycles and energy of each graph node, as horizontal bars;
+- roofline.png: each node with MACs at (ops per DRAM/flash byte, achieved ops per cycle)
+  under the chip's peak-compute and DRAM-bandwidth roofs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: headless, deterministic rendering
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from cimc.errors import CimcError  # noqa: E402
+from cimc.inspect.macros import ChipPhase, chip_phases, macro_phases  # noqa: E402
+from cimc.inspect.nodes import NodeStats, node_stats  # noqa: E402
+from cimc.machine.arch import Arch  # noqa: E402
+from cimc.machine.program import Program  # noqa: E402
+from cimc.machine.schedule import Schedule  # noqa: E402
+
+PLOT_FILES = ("occupancy.png", "layers.png", "roofline.png")
+DPI = 100
+MAX_PHASES = 24  # small multiples beyond this are unreadable: the rest are summarized
+MAX_BARS = 40
+
+
+def write_plots(program: Program, arch: Arch, schedule: Schedule, outdir: str | Path) -> list[Path]:
+    """Write every figure into `outdir` (created if missing) and return the paths."""
+    out = Path(outdir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CimcError(f"cannot create the plot folder: {e.strerror or e}", str(out)) from None
+    stats = node_stats(schedule)
+    chips = chip_phases(macro_phases(program, schedule), schedule.makespan)
+    title = Path(program.source_name).name
+    figures = {
+        "occupancy.png": occupancy_figure(chips, arch, title),
+        "layers.png": layers_figure(stats, title),
+        "roofline.png": roofline_figure(stats, arch, title),
+    }
+    paths = []
+    for name, fig in figures.items():
+        paths.append(_save(fig, out / name))
+    return paths
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    try:
+        fig.savefig(path, dpi=DPI)
+    except OSError as e:
+        raise CimcError(f"cannot write the plot: {e.strerror or e}", str(path)) from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def occupancy_grid(phase: ChipPhase, cores: list[int], arch: Arch) -> np.ndarray:
+    """Fraction of cells in use, cores x macros, during one chip phase."""
+    grid = np.zeros((len(cores), arch.core.macros))
+    for (core, macro), p in phase.live.items():
+        grid[cores.index(core), macro] = p.cells / arch.macro_bytes
+    return grid
+
+
+def occupancy_figure(chips: tuple[ChipPhase, ...], arch: Arch, title: str) -> Figure:
+    cores = sorted({c for ph in chips for c, _ in ph.live}) or [0]
+    shown = chips[:MAX_PHASES]
+    cols = min(4, max(1, len(shown)))
+    rows = max(1, math.ceil(len(shown) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 1.2 + 0.5 * len(cores) * rows + rows),
+                             squeeze=False, constrained_layout=True)  # fmt: skip
+    image = None
+    for i, ax in enumerate(axes.flat):
+        if i >= len(shown):
+            ax.axis("off")
+            continue
+        ph = shown[i]
+        image = ax.imshow(occupancy_grid(ph, cores, arch), vmin=0.0, vmax=1.0, cmap="viridis",
+                          aspect="auto", interpolation="nearest")  # fmt: skip
+        ax.set_title(f"phase {ph.index}: {ph.start:,}-{ph.end:,} cyc", fontsize=8)
+        ax.set_yticks(range(len(cores)), [f"core {c}" for c in cores], fontsize=7)
+        ax.set_xticks(range(arch.core.macros), [str(m) for m in range(arch.core.macros)],
+                      fontsize=6 if arch.core.macros <= 32 else 0)  # fmt: skip
+        ax.set_xlabel("macro", fontsize=7)
+    more = f" (first {MAX_PHASES} of {len(chips)} phases)" if len(chips) > MAX_PHASES else ""
+    if not chips:
+        more = " (no mload: macros unused)"
+    fig.suptitle(f"{title}: macro occupancy per phase{more}", fontsize=10)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="fraction of cells in use")
+    return fig
+
+
+def layers_figure(stats: tuple[NodeStats, ...], title: str) -> Figure:
+    """Busy cycles and energy per node, the most expensive MAX_BARS nodes in run order."""
+    top = sorted(stats, key=lambda s: -s.energy_pj)[:MAX_BARS]
+    rows = sorted(top, key=lambda s: (s.first_start, s.name))
+    names = [_short(s.name) for s in rows]
+    y = np.arange(len(rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 1.5 + 0.28 * max(1, len(rows))),
+                                      sharey=True, constrained_layout=True)  # fmt: skip
+    left.barh(y, [s.busy_cycles for s in rows], color="tab:blue")
+    left.set_xlabel("busy cycles (sum over units)")
+    right.barh(y, [s.energy_pj / 1e3 for s in rows], color="tab:orange")
+    right.set_xlabel("energy (nJ)")
+    left.set_yticks(y, names, fontsize=7)
+    left.invert_yaxis()  # first node on top
+    shown = f"top {len(rows)} of {len(stats)} nodes by energy" if len(stats) > len(rows) else ""
+    fig.suptitle(f"{title}: latency and energy per node {shown}".strip(), fontsize=10)
+    return fig
+
+
+def _short(name: str, limit: int = 40) -> str:
+    return name if len(name) <= limit else name[: limit - 3] + "..."
+
+
+def roofline_points(stats: tuple[NodeStats, ...]) -> list[tuple[str, float, float]]:
+    """(node, ops per off-chip byte, achieved ops per cycle) of nodes that do MACs and move
+    off-chip bytes (the others have no place on a log-log roofline)."""
+    return [
+        (s.name, 2 * s.macs / s.offchip_bytes, 2 * s.macs / s.span_cycles)
+        for s in stats
+        if s.macs and s.offchip_bytes and s.span_cycles
+    ]
+
+
+def roofline_figure(stats: tuple[NodeStats, ...], arch: Arch, title: str) -> Figure:
+    macros = arch.chip.cores * arch.core.macros
+    peak = macros * arch.macro_bytes * 2 / arch.mvm_cycles_per_vector  # ops per cycle
+    bandwidth = arch.dram_bytes_per_cycle  # bytes per cycle
+    points = roofline_points(stats)
+    xs = [p[1] for p in points]
+    lo = min([peak / bandwidth / 100, *xs]) / 2
+    hi = max([peak / bandwidth * 100, *xs]) * 2
+    x = np.geomspace(lo, hi, 200)
+    fig, ax = plt.subplots(figsize=(8, 6), constrained_layout=True)
+    ax.loglog(x, np.minimum(peak, x * bandwidth), color="black", label="attainable")
+    ax.axhline(peak, color="tab:red", linestyle="--", label=f"peak compute {peak:,.0f} ops/cycle")
+    ax.loglog(x, x * bandwidth, color="tab:blue", linestyle=":",
+              label=f"DRAM {bandwidth:.2f} B/cycle")  # fmt: skip
+    for name, intensity, achieved in points:
+        ax.scatter([intensity], [achieved], s=24, zorder=3)
+        ax.annotate(_short(name, 24), (intensity, achieved), fontsize=6,
+                    xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("arithmetic intensity (ops per DRAM/flash byte)")
+    ax.set_ylabel("achieved ops per cycle (2 x MACs / node span)")
+    ax.set_title(f"{title}: roofline on '{arch.name}' ({len(points)} nodes with MACs)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
