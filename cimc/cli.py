@@ -18,7 +18,7 @@ from cimc import __version__
 from cimc.errors import CimcError
 
 # Subcommand modules under cimc.commands, in the order `cimc --help` lists them.
-COMMANDS: tuple[str, ...] = ("run", "report", "inspect")
+COMMANDS: tuple[str, ...] = ("example", "compile", "verify", "run", "report", "inspect")
 
 DESCRIPTION = """\
 cimc compiles transformer models to a digital SRAM compute-in-memory accelerator and runs

@@ -90,7 +90,7 @@ class ValuePlan:
     host_inputs: dict[str, str] = field(default_factory=dict)  # q.quantize node -> graph input
 
 
-def _root(graph: Graph, slots: dict[str, Slot], name: str) -> str:
+def _root(slots: dict[str, Slot], name: str) -> str:
     slot = slots.get(name)
     return slot.root if slot is not None and slot.kind == "alias" else name
 
@@ -122,7 +122,7 @@ def plan_values(graph: Graph, arch: Arch) -> ValuePlan:
     for node in nodes:
         slot = _kind(graph, node, outputs)
         if isinstance(node.op, Reshape):
-            slot = Slot("alias", root=_root(graph, slots, node.inputs[0]))
+            slot = Slot("alias", root=_root(slots, node.inputs[0]))
         if isinstance(node.op, QQuantize):
             host[node.name] = node.inputs[0]
         slots[node.name] = slot or Slot("pool")
@@ -151,7 +151,7 @@ def _last_uses(
     end = len(nodes)
     last: dict[str, int] = {}
     for node in nodes:
-        root = _root(graph, slots, node.name)
+        root = _root(slots, node.name)
         uses = [index[u] for u in graph.users(node.name)]
         if node.name in outs:
             uses.append(end)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -62,8 +63,12 @@ def run(args: argparse.Namespace) -> int:
     if args.macro is not None:
         core, macro = parse_macro_spec(args.macro, program, arch)
         mine = tuple(p for p in phases if (p.core, p.macro) == (core, macro))
-        _emit(args.json, console, lambda: [p.as_dict() for p in mine],
-              lambda: _macro_text(core, macro, mine, arch))  # fmt: skip
+        _emit(
+            args.json,
+            console,
+            lambda: [p.as_dict() for p in mine],
+            lambda: _macro_text(core, macro, mine, arch),
+        )
         return 0
     chips = chip_phases(phases, schedule.makespan)
     stats = node_stats(schedule)
@@ -76,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _emit(as_json: bool, console: Console, data, text) -> None:  # type: ignore[no-untyped-def]
+def _emit(
+    as_json: bool, console: Console, data: Callable[[], object], text: Callable[[], list[object]]
+) -> None:
+    """Build only the form asked for (JSON or tables)."""
     if as_json:
         print(json.dumps(data(), indent=2))
         return
@@ -84,6 +92,7 @@ def _emit(as_json: bool, console: Console, data, text) -> None:  # type: ignore[
         console.print(block)
 
 
+MAX_TEXT_PHASES = 64
 _TEXT_COLUMNS = ("opcodes", "instruction", "unit", "window", "tile (source)", "node", "MVMs")
 
 
@@ -105,12 +114,20 @@ def _overview_text(
     stats: tuple[NodeStats, ...], chips: tuple[ChipPhase, ...], schedule: Schedule, arch: Arch
 ) -> list[object]:
     title = f"{len(stats)} graph nodes on '{arch.name}' (makespan {schedule.makespan:,} cycles)"
-    table = _table(title, "node", "instrs", "busy cycles", "span", "start", "energy nJ",
-                   "MACs", "opcodes")  # fmt: skip
+    table = _table(
+        title, "node", "instrs", "busy cycles", "span", "start", "energy nJ", "MACs", "opcodes"
+    )
     for s in stats:
-        table.add_row(s.name, f"{s.instructions:,}", f"{s.busy_cycles:,}",
-                      f"{s.span_cycles:,}", f"{s.first_start:,}", f"{s.energy_pj / 1e3:,.3f}",
-                      f"{s.macs:,}", _mix(s.opcodes))  # fmt: skip
+        table.add_row(
+            s.name,
+            f"{s.instructions:,}",
+            f"{s.busy_cycles:,}",
+            f"{s.span_cycles:,}",
+            f"{s.first_start:,}",
+            f"{s.energy_pj / 1e3:,.3f}",
+            f"{s.macs:,}",
+            _mix(s.opcodes),
+        )
     return [table, *_chip_text(chips, arch)]
 
 
@@ -121,7 +138,7 @@ def _chip_text(chips: tuple[ChipPhase, ...], arch: Arch) -> list[object]:
     letters: dict[str, str] = {}
     lines = [f"macro occupancy per chip phase ({len(chips)} phases; letter = node, % of cells)"]
     cores = sorted({c for ph in chips for c, _ in ph.live})
-    for ph in chips:
+    for ph in chips[:MAX_TEXT_PHASES]:
         lines.append(f"phase {ph.index}: cycles {ph.start:,}..{ph.end:,}")
         for core in cores:
             cells = []
@@ -133,6 +150,8 @@ def _chip_text(chips: tuple[ChipPhase, ...], arch: Arch) -> list[object]:
                 letter = letters.setdefault(p.node, _letter(len(letters)))
                 cells.append(f"{letter:>3}{100 * p.cells / arch.macro_bytes:3.0f}%")
             lines.append(f"  core {core:<3}|" + "".join(cells))
+    if len(chips) > MAX_TEXT_PHASES:
+        lines.append(f"... {len(chips) - MAX_TEXT_PHASES} more phases (all of them in --json)")
     lines.append("legend: " + "; ".join(f"{v} = {k or '(no comment)'}" for k, v in letters.items()))
     return ["\n".join(lines)]
 
@@ -149,8 +168,13 @@ def _chip_json(chips: tuple[ChipPhase, ...], arch: Arch) -> list[dict[str, objec
             "start": ph.start,
             "end": ph.end,
             "macros": [
-                {"core": c, "macro": m, "node": p.node, "tile": p.source.label,
-                 "fraction": p.cells / arch.macro_bytes}  # fmt: skip
+                {
+                    "core": c,
+                    "macro": m,
+                    "node": p.node,
+                    "tile": p.source.label,
+                    "fraction": p.cells / arch.macro_bytes,
+                }
                 for (c, m), p in ph.live.items()
             ],
         }
@@ -163,8 +187,15 @@ def _node_text(node: str, items: tuple[Scheduled, ...]) -> list[object]:
     title = f"{node}: {len(items)} instructions, {energy / 1e3:,.3f} nJ"
     table = _table(title, "core", "line", "instruction", "unit", "start", "cycles", "energy pJ")
     for i in items:
-        table.add_row(str(i.core), str(i.instr.line), instr_text(i.instr), i.cost.unit,
-                      f"{i.start:,}", f"{i.end - i.start:,}", f"{i.cost.energy.total:,.1f}")  # fmt: skip
+        table.add_row(
+            str(i.core),
+            str(i.instr.line),
+            instr_text(i.instr),
+            i.cost.unit,
+            f"{i.start:,}",
+            f"{i.end - i.start:,}",
+            f"{i.cost.energy.total:,.1f}",
+        )
     return [table]
 
 
@@ -172,16 +203,24 @@ def _node_json(node: str, items: tuple[Scheduled, ...]) -> dict[str, object]:
     return {
         "node": node,
         "instructions": [
-            {"core": i.core, "line": i.instr.line, "instr": instr_text(i.instr),
-             "unit": i.cost.unit, "start": i.start, "cycles": i.end - i.start,
-             "energy_pj": i.cost.energy.total}  # fmt: skip
+            {
+                "core": i.core,
+                "line": i.instr.line,
+                "instr": instr_text(i.instr),
+                "unit": i.cost.unit,
+                "start": i.start,
+                "cycles": i.end - i.start,
+                "energy_pj": i.cost.energy.total,
+            }
             for i in items
         ],
     }
 
 
 def _macro_text(core: int, macro: int, phases: tuple[MacroPhase, ...], arch: Arch) -> list[object]:
-    title = f"core {core} macro m{macro}: {len(phases)} phases ({arch.macro.rows}x{arch.macro.cols})"
+    title = (
+        f"core {core} macro m{macro}: {len(phases)} phases ({arch.macro.rows}x{arch.macro.cols})"
+    )
     if not phases:
         return [f"{title}: never loaded"]
     table = _table(title, "phase", "cycles", "window", "tile (source)", "node", "full", "MVMs")
@@ -189,7 +228,13 @@ def _macro_text(core: int, macro: int, phases: tuple[MacroPhase, ...], arch: Arc
         r0, r1, c0, c1 = p.window
         tile = p.source.label + (" (transposed)" if p.transposed else "")
         mvms = ", ".join(f"line {u.line}" for u in p.uses[:4]) + (" ..." if len(p.uses) > 4 else "")
-        table.add_row(str(p.index), f"{p.start:,}..{p.end:,}", f"[{r0}:{r1},{c0}:{c1}]", tile,
-                      p.node, f"{100 * p.cells / arch.macro_bytes:.0f}%",
-                      f"{len(p.uses)}: {mvms}" if p.uses else "0 (unused)")  # fmt: skip
+        table.add_row(
+            str(p.index),
+            f"{p.start:,}..{p.end:,}",
+            f"[{r0}:{r1},{c0}:{c1}]",
+            tile,
+            p.node,
+            f"{100 * p.cells / arch.macro_bytes:.0f}%",
+            f"{len(p.uses)}: {mvms}" if p.uses else "0 (unused)",
+        )
     return [table]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -22,6 +23,7 @@ example:
   cimc report isa/examples/double_buffer.cimasm
   cimc report isa/examples/matmul_2core.cimasm --json > report.json
   cimc report isa/examples/matmul_2core.cimasm --trace schedule.json   # ui.perfetto.dev
+  cimc report isa/examples/matmul_2core.cimasm --plot plots/   # occupancy, layers, roofline
 
 Cycles come from a schedule simulation (in-order issue per core, unit availability,
 address dependences, shared DRAM/flash/global-buffer channels, send/recv and barriers);
@@ -41,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("program", metavar="PROGRAM.cimasm", help="assembly program")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--trace", metavar="FILE.json", help="write the schedule as a Perfetto trace")
+    p.add_argument(
+        "--plot", metavar="DIR", help="write occupancy.png, layers.png and roofline.png here"
+    )
     p.add_argument("--layers", type=_count, default=15, metavar="N",
                    help="show the N most energy-hungry source locations (default 15)")  # fmt: skip
     add_arch_option(p)
@@ -60,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(program, arch, schedule)
     if args.trace:
         write_trace(args.trace, schedule, arch, Path(args.program).name)
+    if args.plot:
+        from cimc.plots import write_plots  # matplotlib is slow to import: only when asked
+
+        for path in write_plots(program, arch, schedule, args.plot):
+            print(f"wrote {path}", file=sys.stderr)
     if args.json:
         print(json.dumps(_finite(summary.as_dict()), indent=2))
     else:

@@ -46,12 +46,36 @@ def constant_value(node: onnx.NodeProto) -> np.ndarray:
 
 def evaluate(node: onnx.NodeProto, inputs: Arrays, opset: int) -> list[np.ndarray]:
     """Outputs of `node` on constant `inputs` (None for an absent optional input)."""
+    _refuse_huge(node, inputs)
     fast = _FAST.get(node.op_type)
     if fast is not None:
         result = fast(attributes(node), inputs)
         if result:
             return [np.asarray(r) for r in result]
     return _reference(node, inputs, opset)
+
+
+_FOLD_LIMIT = 1 << 28  # elements: the shape-building ops are checked before they allocate
+
+
+def _refuse_huge(node: onnx.NodeProto, inputs: Arrays) -> None:
+    """ConstantOfShape / Expand / Tile / Range sized by data: refuse absurd sizes first."""
+    count = 0
+    if node.op_type in ("ConstantOfShape", "Expand") and inputs[-1] is not None:
+        dims = [abs(int(d)) for d in np.asarray(inputs[-1]).reshape(-1)]
+        count = int(np.prod(dims, dtype=object)) if dims else 1
+    elif node.op_type == "Tile" and len(inputs) == 2 and inputs[0] is not None:
+        reps = [abs(int(r)) for r in np.asarray(inputs[1]).reshape(-1)]
+        count = int(inputs[0].size) * int(np.prod(reps, dtype=object))
+    elif node.op_type == "Range" and len(inputs) == 3 and all(i is not None for i in inputs):
+        start, limit, delta = (float(np.asarray(i).reshape(-1)[0]) for i in inputs)  # type: ignore[union-attr]
+        count = int(abs((limit - start) / delta)) if delta and np.isfinite(start + limit) else 0
+    if count > _FOLD_LIMIT:
+        raise CimcError(
+            f"{node.op_type} node '{node.name}' would build {count:,} elements, more than "
+            f"cimc's limit of {_FOLD_LIMIT:,}; check the model's shapes",
+            node.name or node.op_type,
+        )
 
 
 def _reference(node: onnx.NodeProto, inputs: Arrays, opset: int) -> list[np.ndarray]:

@@ -69,7 +69,8 @@ def handles(*op_types: str) -> Callable[[Handler], Handler]:
 def ir_dtype(elem_type: int, where: str) -> DType:
     """The IR dtype of an ONNX tensor element type; a CimcError for the others."""
     if elem_type not in _ONNX_TO_DTYPE:
-        name = onnx.TensorProto.DataType.Name(elem_type)
+        known = elem_type in onnx.TensorProto.DataType.values()
+        name = onnx.TensorProto.DataType.Name(elem_type) if known else f"#{elem_type} (unknown)"
         raise CimcError(f"tensors of type {name} are not supported at run time", where)
     return _ONNX_TO_DTYPE[elem_type]
 
@@ -166,13 +167,14 @@ class Translator:
         arrays: list[tuple[str, np.ndarray]] = []
         while initializers:
             tensor = initializers[-1]
-            arrays.append((tensor.name, numpy_helper.to_array(tensor)))
+            arrays.append((tensor.name, tensor_array(tensor)))
             del initializers[-1]
         for name, array in reversed(arrays):
             self.bind(name, array)
 
     def add_inputs(self, dtypes: dict[str, int], shapes: dict[str, tuple[int, ...]]) -> None:
         for name, shape in shapes.items():
+            _elements(shape, f"input '{name}'", name)  # before anything is sized by it
             dtype = ir_dtype(dtypes[name], f"input '{name}'")
             meaning = input_meaning(name, dtype)
             ir_name = self.graph.add_input(name, TensorType(shape, dtype), meaning, loc=name)
@@ -182,7 +184,17 @@ class Translator:
         for node in nodes:
             self.node = node
             inputs = [self.lookup(name) if name else None for name in node.input]
-            outputs = self.translate(node, inputs)
+            try:
+                outputs = self.translate(node, inputs)
+            except MALFORMED as e:
+                # attributes/operands of the wrong kind, rank or count reach numpy or the
+                # handlers' unpacking: name the node instead of showing a traceback
+                raise CimcError(
+                    f"malformed {node.op_type} node ({type(e).__name__}: {_first_line(e)}); "
+                    "check its inputs and attributes or re-export the model",
+                    self.where,
+                ) from None
+            check_folded(outputs, self.where)
             for name, value in zip(node.output, outputs, strict=False):
                 if name:
                     self.bind(name, value)
@@ -210,6 +222,60 @@ class Translator:
     def attrs(self) -> dict:
         assert self.node is not None
         return attributes(self.node)
+
+
+MALFORMED = (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, AttributeError)
+MAX_CONST_ELEMENTS = 1 << 28  # 1 GiB of float32: larger constants are refused, not allocated
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [""])[0][:200]
+
+
+def _elements(dims: Sequence[int], what: str, where: str) -> int:
+    """The element count of `dims`, refused when negative or over MAX_CONST_ELEMENTS."""
+    count = 1
+    for d in dims:
+        if int(d) < 0:
+            raise CimcError(f"{what} has a negative dimension in {list(dims)}", where)
+        count *= int(d)
+    if count > MAX_CONST_ELEMENTS:
+        raise CimcError(
+            f"{what} of shape {list(dims)} has {count:,} elements, more than cimc's limit of "
+            f"{MAX_CONST_ELEMENTS:,}; check the model's shapes",
+            where,
+        )
+    return count
+
+
+def tensor_array(tensor: onnx.TensorProto) -> np.ndarray:
+    """An initializer as numpy, its dims, type and data size checked before converting."""
+    where = f"initializer '{tensor.name}'"
+    count = _elements(tensor.dims, where, where)
+    if tensor.data_type not in onnx.TensorProto.DataType.values() or tensor.data_type == 0:
+        raise CimcError(f"unknown tensor data type {tensor.data_type}", where)
+    if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.raw_data:
+        raise CimcError("external data was not loaded", where)
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        itemsize = 0
+    if tensor.raw_data and itemsize and len(tensor.raw_data) != count * itemsize:
+        raise CimcError(
+            f"holds {len(tensor.raw_data)} bytes but its shape {list(tensor.dims)} needs "
+            f"{count * itemsize}; the model is corrupt, re-export it",
+            where,
+        )
+    try:
+        return numpy_helper.to_array(tensor)
+    except MALFORMED as e:
+        raise CimcError(f"cannot read the tensor: {_first_line(e)}", where) from None
+
+
+def check_folded(values: Sequence[object], where: str) -> None:
+    for value in values:
+        if isinstance(value, np.ndarray):
+            _elements(value.shape, "a folded constant", where)
 
 
 def input_meaning(name: str, dtype: DType) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from cimc.errors import CimcError
-from cimc.inspect.tiles import TileSource, trace_source
+from cimc.inspect.tiles import TileSource, core_sources
 from cimc.machine.arch import Arch
 from cimc.machine.opcodes import spec_of
 from cimc.machine.program import MacroRef, Program
@@ -27,6 +27,7 @@ class MacroUse:
     line: int
     start: int
     node: str
+    window: tuple[int, int, int, int]  # r0, r1, c0, c1 of the cells it read
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,9 @@ class MacroPhase:
     transposed: bool
     node: str
     line: int
+    pc: int  # the mload's position in its core's stream
     source: TileSource
-    cells: int  # written cells of the macro after this mload (all windows still held)
+    cells: int  # cells in use: the loaded window and every window an mvm reads in the phase
     uses: tuple[MacroUse, ...]
 
     def as_dict(self) -> dict[str, object]:
@@ -58,8 +60,8 @@ class MacroPhase:
             "line": self.line,
             "tile": self.source.label,
             "tile_kind": self.source.kind,
-            "cells_written": self.cells,
             "mvms": [{"line": u.line, "start": u.start, "node": u.node} for u in self.uses],
+            "cells_in_use": self.cells,
         }
 
 
@@ -89,35 +91,25 @@ def macro_phases(program: Program, schedule: Schedule) -> tuple[MacroPhase, ...]
     """Every phase of every macro, ordered by core, macro, then time."""
     ordered = sorted(schedule.items, key=lambda i: (i.core, i.pc))  # program order per core
     phases: list[MacroPhase] = []
-    open_: dict[tuple[int, int], list] = {}  # (core, macro) -> [phase fields..., uses, windows]
+    open_: dict[tuple[int, int], tuple[Scheduled, MacroRef, list[MacroUse]]] = {}
     for item in ordered:
         ref = _ref(item)
         if ref is None:
             continue
         key = (item.core, ref.index)
         if item.instr.opcode.startswith("mload"):
-            prev = open_.get(key)
-            windows = _keep(prev[-1] if prev else [], ref)
-            if prev:
-                phases.append(_close(prev, item.start))
-            open_[key] = [item, ref, len(phases), [], windows]
+            if key in open_:
+                phases.append(_close(open_[key], item.start))
+            open_[key] = (item, ref, [])
         elif key in open_:
             node = item.instr.comment or ""
-            open_[key][3].append(MacroUse(item.pc, item.instr.line, item.start, node))
+            window = (ref.r0, ref.r1, ref.c0, ref.c1)
+            open_[key][2].append(MacroUse(item.pc, item.instr.line, item.start, node, window))
     for state in open_.values():
         phases.append(_close(state, schedule.makespan))
-    numbered = _number(phases)
-    return tuple(
-        _with_source(p, program) for p in sorted(numbered, key=lambda p: (p.core, p.macro, p.start))
-    )
-
-
-def _keep(windows: list[tuple[int, int, int, int]], ref: MacroRef) -> list:
-    """Windows still held after writing `ref`: earlier ones it covers entirely are gone."""
-    new = (ref.r0, ref.r1, ref.c0, ref.c1)
-    kept = [w for w in windows if not (new[0] <= w[0] and w[1] <= new[1] and new[2] <= w[2]
-                                       and w[3] <= new[3])]  # fmt: skip
-    return kept + [new]
+    sources = {s.core: core_sources(program, s.core) for s in program.cores}
+    numbered = [_replace(p, source=sources[p.core][p.pc]) for p in _number(phases)]
+    return tuple(sorted(numbered, key=lambda p: (p.core, p.macro, p.start)))
 
 
 def _cells(windows: list[tuple[int, int, int, int]]) -> int:
@@ -127,8 +119,9 @@ def _cells(windows: list[tuple[int, int, int, int]]) -> int:
     return int(mask.sum())
 
 
-def _close(state: list, end: int) -> MacroPhase:
-    item, ref, _, uses, windows = state
+def _close(state: tuple[Scheduled, MacroRef, list[MacroUse]], end: int) -> MacroPhase:
+    item, ref, uses = state
+    windows = [(ref.r0, ref.r1, ref.c0, ref.c1), *(u.window for u in uses)]
     return MacroPhase(
         core=item.core,
         macro=ref.index,
@@ -139,7 +132,8 @@ def _close(state: list, end: int) -> MacroPhase:
         transposed=item.instr.opcode == "mload.t",
         node=item.instr.comment or "",
         line=item.instr.line,
-        source=TileSource(str(item.pc)),  # the pc, resolved by _with_source
+        pc=item.pc,
+        source=TileSource("?"),  # resolved per core in one pass by macro_phases
         cells=_cells(windows),
         uses=tuple(uses),
     )
@@ -157,10 +151,6 @@ def _number(phases: list[MacroPhase]) -> list[MacroPhase]:
 
 def _replace(p: MacroPhase, **changes: object) -> MacroPhase:
     return replace(p, **changes)  # type: ignore[arg-type]
-
-
-def _with_source(p: MacroPhase, program: Program) -> MacroPhase:
-    return _replace(p, source=trace_source(program, p.core, int(p.source.label)))
 
 
 @dataclass(frozen=True)
@@ -186,8 +176,9 @@ def chip_phases(phases: tuple[MacroPhase, ...], makespan: int) -> tuple[ChipPhas
             loaded, start = set(), p.start
         loaded.add(key)
         live[key] = p
-    if loaded:
-        groups.append((start, dict(sorted(live.items()))))
+    if not loaded:
+        return ()  # no mload at all
+    groups.append((start, dict(sorted(live.items()))))
     ends = [s for s, _ in groups[1:]] + [makespan]
     return tuple(
         ChipPhase(i, s, e, g) for i, ((s, g), e) in enumerate(zip(groups, ends, strict=True))

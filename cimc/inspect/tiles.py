@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from cimc.machine.opcodes import spec_of
 from cimc.machine.program import Decl, Instr, Program, View
 
@@ -60,28 +62,48 @@ def _label(program: Program, space: str, first: int, last: int) -> TileSource:
 
 def trace_source(program: Program, core: int, pc: int) -> TileSource:
     """The origin of the weights mload `pc` of `core` writes."""
+    return core_sources(program, core)[pc]
+
+
+def core_sources(program: Program, core: int) -> dict[int, TileSource]:
+    """The origin of every mload of `core`, by position in its stream.
+
+    One forward pass keeps, for every sp byte, the index of the latest instruction that wrote
+    it (exact per byte, strided views included), so a whole program costs one walk.
+    """
     instrs = program.instrs(core)
-    src = instrs[pc].operands[1]
+    writer = np.full(_sp_extent(instrs), -1, dtype=np.int64)
+    found: dict[int, TileSource] = {}
+    for pc, instr in enumerate(instrs):
+        if instr.opcode.startswith("mload"):
+            found[pc] = _source(program, core, instrs, writer, instr)
+        for out in spec_of(instr).writes(instr):
+            if out.space == "sp":
+                for lo, hi in out.row_ranges():
+                    writer[lo:hi] = pc
+    return found
+
+
+def _sp_extent(instrs: tuple[Instr, ...]) -> int:
+    ends = [v.end for i in instrs for v, _ in spec_of(i).views(i) if v.space == "sp"]
+    return max(ends, default=0)
+
+
+def _source(
+    program: Program, core: int, instrs: tuple[Instr, ...], writer: np.ndarray, instr: Instr
+) -> TileSource:
+    src = instr.operands[1]
     assert isinstance(src, View)
     last = _element(src, src.rows - 1, src.cols - 1)
     if src.space != "sp":
         return _label(program, src.space, src.addr, last)
-    writer = _last_writer(instrs, pc, src)
-    if writer is None:
+    latest = max(int(writer[lo:hi].max()) for lo, hi in src.row_ranges())
+    if latest < 0:
         return TileSource("sp never written before (zeros)")
-    instr = instrs[writer]
-    if instr.opcode != "dma":
-        return TileSource(f"computed on core {core} by {instr.opcode} (line {instr.line})")
-    dst, dsrc = instr.operands[0], instr.operands[1]
+    producer = instrs[latest]
+    if producer.opcode != "dma":
+        return TileSource(f"computed on core {core} by {producer.opcode} (line {producer.line})")
+    dst, dsrc = producer.operands[0], producer.operands[1]
     assert isinstance(dst, View) and isinstance(dsrc, View)
     first = _through_dma(dsrc, dst, src.addr)
     return _label(program, dsrc.space, first, _through_dma(dsrc, dst, last))
-
-
-def _last_writer(instrs: tuple[Instr, ...], pc: int, view: View) -> int | None:
-    """Index of the latest instruction before `pc` writing sp bytes `view` touches."""
-    for i in range(pc - 1, -1, -1):
-        for out in spec_of(instrs[i]).writes(instrs[i]):
-            if out.space == "sp" and out.addr < view.end and view.addr < out.end:
-                return i
-    return None

@@ -17,6 +17,7 @@ import lark
 
 from cimc.errors import CimcError
 from cimc.machine.fastparse import fast_tree
+from cimc.machine.numbers import MAX_DIGITS, LongNumber, digits, grammar_int
 from cimc.machine.opcodes import (
     I64_MAX,
     I64_MIN,
@@ -130,32 +131,6 @@ def _expected_hint(expected: list[str]) -> str:
     return f"; expected {' or '.join(words)}"
 
 
-_MAX_DIGITS = 40  # far beyond int64: longer numbers are refused before conversion
-
-
-class _LongNumber(Exception):
-    """A number with more digits than any address or immediate can have (`token` says where)."""
-
-    def __init__(self, token: object) -> None:
-        super().__init__(str(token))
-        self.token = token
-
-
-def _digits(text: str, base: int, token: object) -> int:
-    if len(text) > _MAX_DIGITS:
-        raise _LongNumber(token)
-    return int(text, base)
-
-
-def _int(token: object) -> int:
-    """A grammar integer: decimal (leading zeros allowed) or 0x hex, maybe signed."""
-    text = str(token)
-    body = text.lstrip("+-")
-    hexa = body.startswith("0x")
-    value = _digits(body[2:], 16, token) if hexa else _digits(body, 10, token)
-    return -value if text.startswith("-") else value
-
-
 def _comment(node: lark.Tree | None) -> str | None:
     """Trailing comment text without ';' and surrounding blanks."""
     return None if node is None else str(node.children[0])[1:].strip()
@@ -191,10 +166,10 @@ class _Builder:
         for node in tree.children:
             try:
                 getattr(self, f"_on_{node.data}")(node)
-            except _LongNumber as e:
+            except LongNumber as e:
                 text = str(e.token)
                 raise self.err(
-                    f"number {text[:12]}... is too long; write at most {_MAX_DIGITS} digits",
+                    f"number {text[:12]}... is too long; write at most {MAX_DIGITS} digits",
                     e.token,
                 ) from None
         self._close_core()
@@ -264,7 +239,7 @@ class _Builder:
             cast(DeclKind, kind),
             str(name),
             cast(Space, str(space)),
-            _int(addr),
+            grammar_int(addr),
             dtype,
             rows,
             cols,
@@ -280,7 +255,7 @@ class _Builder:
         if isinstance(typ, lark.Token):
             if kind != "region":
                 raise self.err(f"a .{kind} needs a type like i8[7x96], not a byte count", typ)
-            nbytes = _int(typ)
+            nbytes = grammar_int(typ)
             if nbytes <= 0:
                 raise self.err("a region needs a positive byte count", typ)
             return None, 0, 0, nbytes
@@ -301,8 +276,8 @@ class _Builder:
 
     def _shape(self, tok: object) -> tuple[int, int, int]:
         dims, _, stride_text = str(tok).partition("/")
-        rows, cols = (_digits(d, 10, tok) for d in dims.split("x"))
-        stride = _digits(stride_text, 10, tok) if stride_text else cols
+        rows, cols = (digits(d, 10, tok) for d in dims.split("x"))
+        stride = digits(stride_text, 10, tok) if stride_text else cols
         if rows <= 0 or cols <= 0:
             raise self.err(f"shape {dims} must have positive rows and columns", tok)
         if stride < cols:
@@ -315,7 +290,7 @@ class _Builder:
         if self.arch is None:
             raise self.err("'.core' before '.arch'; start the program with '.arch NAME'", node.meta)
         children, comment = _split_comment(node.children)
-        core_id = _int(children[0])
+        core_id = grammar_int(children[0])
         if any(c.core == core_id for c in self.cores) or core_id == self.core_id:
             raise self.err(
                 f"duplicate '.core {core_id}'; put all of its code in one section", node.meta
@@ -352,7 +327,7 @@ class _Builder:
         )
 
     def _op_imm(self, node: lark.Tree) -> Imm:
-        value = _int(node.children[0])
+        value = grammar_int(node.children[0])
         if not I64_MIN <= value <= I64_MAX:
             raise self.err(f"immediate {value} does not fit in int64", node.meta)
         return Imm(value)
@@ -366,7 +341,7 @@ class _Builder:
                 f"a macro mN or mN[r0:r1,c0:c1], or an integer",
                 node.meta,
             )
-        return MacroRef(_digits(match.group(1), 10, node.children[0]), 0, 0, 0, 0, whole=True)
+        return MacroRef(digits(match.group(1), 10, node.children[0]), 0, 0, 0, 0, whole=True)
 
     def _op_window(self, node: lark.Tree) -> MacroRef:
         name, r0, r1, c0, c1 = node.children
@@ -375,14 +350,14 @@ class _Builder:
             raise self.err(
                 f"{str(name)!r} is not a macro; a macro window is mN[r0:r1,c0:c1]", node.meta
             )
-        rows, cols = (_int(r0), _int(r1)), (_int(c0), _int(c1))
+        rows, cols = (grammar_int(r0), grammar_int(r1)), (grammar_int(c0), grammar_int(c1))
         if rows[0] >= rows[1] or cols[0] >= cols[1]:
             raise self.err(
                 f"empty macro window {str(name)}[{rows[0]}:{rows[1]},"
                 f"{cols[0]}:{cols[1]}]; use r0 < r1 and c0 < c1",
                 node.meta,
             )
-        index = _digits(match.group(1), 10, name)
+        index = digits(match.group(1), 10, name)
         return MacroRef(index, rows[0], rows[1], cols[0], cols[1])
 
     def _op_view(self, node: lark.Tree) -> View:
@@ -399,9 +374,9 @@ class _Builder:
 
     def _address(self, space: str, node: lark.Tree) -> tuple[int, str | None, int]:
         if node.data == "abs_addr":
-            return _int(node.children[0]), None, 0
+            return grammar_int(node.children[0]), None, 0
         name = str(node.children[0])
-        offset = _int(node.children[1]) if node.data == "sym_off_addr" else 0
+        offset = grammar_int(node.children[1]) if node.data == "sym_off_addr" else 0
         decl = self.decls.get(name)
         if decl is None:
             raise self.err(

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +17,7 @@ matplotlib.use("Agg")  # before pyplot: headless, deterministic rendering
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from cimc.errors import CimcError  # noqa: E402
@@ -31,6 +31,7 @@ PLOT_FILES = ("occupancy.png", "layers.png", "roofline.png")
 DPI = 100
 MAX_PHASES = 24  # small multiples beyond this are unreadable: the rest are summarized
 MAX_BARS = 40
+MAX_LABELLED_CELLS = 256
 
 
 def write_plots(program: Program, arch: Arch, schedule: Schedule, outdir: str | Path) -> list[Path]:
@@ -73,32 +74,45 @@ def occupancy_grid(phase: ChipPhase, cores: list[int], arch: Arch) -> np.ndarray
 
 
 def occupancy_figure(chips: tuple[ChipPhase, ...], arch: Arch, title: str) -> Figure:
+    """One heatmap: a band of rows (one per core) for each phase, a column per macro. One
+    axes, not small multiples, so a program with many phases still draws quickly."""
     cores = sorted({c for ph in chips for c, _ in ph.live}) or [0]
     shown = chips[:MAX_PHASES]
-    cols = min(4, max(1, len(shown)))
-    rows = max(1, math.ceil(len(shown) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 1.2 + 0.5 * len(cores) * rows + rows),
-                             squeeze=False, constrained_layout=True)  # fmt: skip
-    image = None
-    for i, ax in enumerate(axes.flat):
-        if i >= len(shown):
-            ax.axis("off")
-            continue
-        ph = shown[i]
-        image = ax.imshow(occupancy_grid(ph, cores, arch), vmin=0.0, vmax=1.0, cmap="viridis",
-                          aspect="auto", interpolation="nearest")  # fmt: skip
-        ax.set_title(f"phase {ph.index}: {ph.start:,}-{ph.end:,} cyc", fontsize=8)
-        ax.set_yticks(range(len(cores)), [f"core {c}" for c in cores], fontsize=7)
-        ax.set_xticks(range(arch.core.macros), [str(m) for m in range(arch.core.macros)],
-                      fontsize=6 if arch.core.macros <= 32 else 0)  # fmt: skip
-        ax.set_xlabel("macro", fontsize=7)
+    grid = (
+        np.vstack([occupancy_grid(ph, cores, arch) for ph in shown])
+        if shown
+        else np.zeros((len(cores), arch.core.macros))
+    )
+    height = 1.8 + 0.22 * grid.shape[0]
+    fig, ax = plt.subplots(figsize=(3.0 + 0.35 * min(arch.core.macros, 32), height), layout="tight")
+    image = ax.imshow(
+        grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto", interpolation="nearest"
+    )
+    labels = [f"phase {ph.index} core {c}" for ph in shown for c in cores] or ["core 0"]
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    for band in range(1, len(shown)):
+        ax.axhline(band * len(cores) - 0.5, color="white", linewidth=1.5)
+    step = max(1, arch.core.macros // 32)
+    ticks = range(0, arch.core.macros, step)
+    ax.set_xticks(ticks, [str(m) for m in ticks], fontsize=6)
+    ax.set_xlabel("macro")
     more = f" (first {MAX_PHASES} of {len(chips)} phases)" if len(chips) > MAX_PHASES else ""
     if not chips:
         more = " (no mload: macros unused)"
-    fig.suptitle(f"{title}: macro occupancy per phase{more}", fontsize=10)
-    if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.8, label="fraction of cells in use")
+    ax.set_title(f"{title}: macro occupancy per phase{more}", fontsize=9)
+    fig.colorbar(image, ax=ax, label="fraction of cells in use")
+    if grid.size <= MAX_LABELLED_CELLS:
+        _label_cells(ax, shown, cores)
     return fig
+
+
+def _label_cells(ax: Axes, shown: tuple[ChipPhase, ...], cores: list[int]) -> None:
+    """Name the node whose tile each macro holds (the colour alone says only how full)."""
+    for band, ph in enumerate(shown):
+        for (core, macro), p in ph.live.items():
+            row = band * len(cores) + cores.index(core)
+            name = p.node.split(" ")[0].lstrip("%")[:10]
+            ax.text(macro, row, name, ha="center", va="center", fontsize=5, color="grey")
 
 
 def layers_figure(stats: tuple[NodeStats, ...], title: str) -> Figure:
@@ -107,8 +121,9 @@ def layers_figure(stats: tuple[NodeStats, ...], title: str) -> Figure:
     rows = sorted(top, key=lambda s: (s.first_start, s.name))
     names = [_short(s.name) for s in rows]
     y = np.arange(len(rows))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 1.5 + 0.28 * max(1, len(rows))),
-                                      sharey=True, constrained_layout=True)  # fmt: skip
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(12, 1.5 + 0.28 * max(1, len(rows))), sharey=True, constrained_layout=True
+    )
     left.barh(y, [s.busy_cycles for s in rows], color="tab:blue")
     left.set_xlabel("busy cycles (sum over units)")
     right.barh(y, [s.energy_pj / 1e3 for s in rows], color="tab:orange")
@@ -143,18 +158,26 @@ def roofline_figure(stats: tuple[NodeStats, ...], arch: Arch, title: str) -> Fig
     lo = min([peak / bandwidth / 100, *xs]) / 2
     hi = max([peak / bandwidth * 100, *xs]) * 2
     x = np.geomspace(lo, hi, 200)
-    fig, ax = plt.subplots(figsize=(8, 6), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(8, 6), layout="tight")
     ax.loglog(x, np.minimum(peak, x * bandwidth), color="black", label="attainable")
     ax.axhline(peak, color="tab:red", linestyle="--", label=f"peak compute {peak:,.0f} ops/cycle")
-    ax.loglog(x, x * bandwidth, color="tab:blue", linestyle=":",
-              label=f"DRAM {bandwidth:.2f} B/cycle")  # fmt: skip
+    ax.loglog(
+        x, x * bandwidth, color="tab:blue", linestyle=":", label=f"DRAM {bandwidth:.2f} B/cycle"
+    )
+    if points:
+        colours = plt.get_cmap("tab20")(np.arange(len(points)) % 20)
+        ax.scatter(xs, [p[2] for p in points], s=24, c=colours, zorder=3)
     for name, intensity, achieved in points:
-        ax.scatter([intensity], [achieved], s=24, zorder=3)
-        ax.annotate(_short(name, 24), (intensity, achieved), fontsize=6,
-                    xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            _short(name, 24),
+            (intensity, achieved),
+            fontsize=6,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     ax.set_xlabel("arithmetic intensity (ops per DRAM/flash byte)")
     ax.set_ylabel("achieved ops per cycle (2 x MACs / node span)")
     ax.set_title(f"{title}: roofline on '{arch.name}' ({len(points)} nodes with MACs)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, which="major", alpha=0.3)
     return fig

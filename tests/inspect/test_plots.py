@@ -1,0 +1,137 @@
+"""`cimc report --plot DIR` PNGs and `--trace` JSON, produced on small programs and read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cimc.cli import main
+from cimc.commands.run import load_inputs
+from cimc.inspect.macros import chip_phases, macro_phases
+from cimc.inspect.nodes import node_stats
+from cimc.machine.interpreter import run_program
+from cimc.plots.figures import (
+    DPI,
+    PLOT_FILES,
+    layers_figure,
+    occupancy_figure,
+    occupancy_grid,
+    roofline_figure,
+    roofline_points,
+)
+from tests.inspect.conftest import DOUBLE, MATMUL, MLP, SOFTMAX, Loaded, loaded
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return np.asarray(image.convert("RGB"), dtype=np.int64)
+
+
+def _not_blank(pixels: np.ndarray) -> None:
+    assert pixels.var() > 0
+    colours = np.unique(pixels.reshape(-1, 3), axis=0)
+    assert len(colours) > 20  # more than a frame and a few labels
+
+
+@pytest.fixture
+def softmax() -> Loaded:
+    return loaded(SOFTMAX)
+
+
+def _expected_sizes(loaded_program: Loaded) -> dict[str, tuple[int, int]]:
+    """Pixel sizes of the figures, from the figure objects (built, not drawn: cheap)."""
+    import matplotlib.pyplot as plt
+
+    program, arch, schedule = loaded_program
+    stats = node_stats(schedule)
+    chips = chip_phases(macro_phases(program, schedule), schedule.makespan)
+    figures = {
+        "occupancy.png": occupancy_figure(chips, arch, "t"),
+        "layers.png": layers_figure(stats, "t"),
+        "roofline.png": roofline_figure(stats, arch, "t"),
+    }
+    sizes = {}
+    for name, fig in figures.items():
+        width, height = (int(round(v)) for v in fig.get_size_inches() * DPI)
+        sizes[name] = (width, height)
+        plt.close(fig)
+    return sizes
+
+
+def test_report_plot_writes_three_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mlp: Loaded
+) -> None:
+    out = tmp_path / "plots" / "mlp"  # created, parents too
+    code = main(["report", str(MLP), "--plot", str(out), "--json"])
+    stdout, err = capsys.readouterr()
+    assert code == 0
+    assert json.loads(stdout)["arch"] == "tiny"  # the JSON on stdout is untouched
+    assert sorted(p.name for p in out.iterdir()) == sorted(PLOT_FILES)
+    assert err.count("wrote ") == 3
+    expected = _expected_sizes(mlp)
+    assert expected["roofline.png"] == (8 * DPI, 6 * DPI)
+    assert expected["layers.png"][0] == 12 * DPI
+    for name in PLOT_FILES:
+        pixels = _pixels(out / name)
+        _not_blank(pixels)
+        assert (pixels.shape[1], pixels.shape[0]) == expected[name], name
+
+
+def test_figures_of_a_program_without_macs(softmax: Loaded) -> None:
+    """Nothing to place: the figures still build, saying so in their titles."""
+    sizes = _expected_sizes(softmax)
+    assert sizes["roofline.png"] == (8 * DPI, 6 * DPI)
+    assert roofline_points(node_stats(softmax[2])) == []
+
+
+def test_occupancy_grid_is_the_fraction_of_cells_in_use(mlp: Loaded) -> None:
+    program, arch, schedule = mlp
+    chips = chip_phases(macro_phases(program, schedule), schedule.makespan)
+    first = occupancy_grid(chips[0], [0, 1], arch)
+    assert first.shape == (2, arch.core.macros)
+    for (core, macro), p in chips[0].live.items():
+        r0, r1, c0, c1 = p.window
+        assert first[core, macro] >= (r1 - r0) * (c1 - c0) / arch.macro_bytes > 0
+    assert ((first >= 0) & (first <= 1)).all() and (first == 0).any()  # core 1 uses 2 macros
+
+
+def test_roofline_places_the_nodes_with_macs(mlp: Loaded) -> None:
+    _, arch, schedule = mlp
+    points = {name.split(" ")[0]: (x, y) for name, x, y in roofline_points(node_stats(schedule))}
+    assert sorted(points) == ["%linear", "%linear_1"]  # relu does no MACs
+    peak = arch.chip.cores * arch.core.macros * arch.macro_bytes * 2 / arch.mvm_cycles_per_vector
+    for intensity, achieved in points.values():
+        assert achieved <= min(peak, intensity * arch.dram_bytes_per_cycle)  # under the roof
+        assert intensity > 1  # each weight byte is used by 7 input rows
+
+
+def test_report_plot_refuses_a_file_as_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["report", str(DOUBLE), "--plot", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "cannot create the plot folder" in err
+
+
+@pytest.mark.parametrize("path", [MATMUL, DOUBLE], ids=lambda p: p.stem)
+def test_trace_has_one_event_per_executed_instruction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], path: Path
+) -> None:
+    trace = tmp_path / "t.json"
+    assert main(["report", str(path), "--trace", str(trace)]) == 0
+    capsys.readouterr()
+    events = json.loads(trace.read_text())["traceEvents"]
+    program, arch, _ = loaded(path)
+    result = run_program(program, arch, load_inputs(str(path.with_suffix(".inputs.npz"))))
+    on_cores = [e for e in events if e["ph"] == "X" and e["pid"] < arch.chip.cores]
+    assert len(on_cores) == result.stats.steps
+    lines = sorted(e["args"]["line"] for e in on_cores)
+    assert lines == sorted(i.line for s in program.cores for i in s.instrs)
+    assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in on_cores)
