@@ -96,12 +96,14 @@ class Machine:
                 f"{view.space}[{view.addr:#x}:{view.end:#x}] is outside {view.space} "
                 f"({self.arch.space_bytes(view.space)} bytes)"
             )
+        # One row: the stride is never used, and may exceed what numpy accepts (2^63 bytes).
+        row_step = (view.stride if view.rows > 1 else view.cols) * size
         return np.ndarray(
             view.shape,
             dtype=NP_DTYPES[view.dtype],
             buffer=mem,
             offset=view.addr,
-            strides=(view.stride * size, size),
+            strides=(row_step, size),
         )
 
     def read(self, core: int, op: Operand) -> np.ndarray:

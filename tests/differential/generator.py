@@ -128,6 +128,10 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
+    cos: torch.Tensor  # buffers (typed for mypy)
+    sin: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec

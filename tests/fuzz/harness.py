@@ -96,7 +96,8 @@ def check_error(e: CimcError, files: tuple[str, ...], text: str) -> None:
         raise FuzzBug("unlocated error", repr(message))
     if m.group("line") is not None:
         line, col = int(m.group("line")), int(m.group("col"))
-        if not (1 <= line <= text.count("\n") + 2 and col >= 1):
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").count("\n")  # as read_text
+        if not (1 <= line <= lines + 2 and col >= 1):
             raise FuzzBug("bad error position", repr(message))
 
 

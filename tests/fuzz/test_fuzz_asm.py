@@ -98,3 +98,9 @@ def test_oracle_rejects_unlocated_errors(work: Workdir) -> None:
         check_error(CimcError("m", "p.cimasm:9:1"), ("p.cimasm",), "x\n")
     check_error(CimcError("m", "p.cimasm:1:3"), ("p.cimasm",), "x\n")
     assert Path(work.root / "tiny.safetensors").is_file()
+
+
+def test_oracle_counts_lines_as_the_reader_does(work: Workdir) -> None:
+    """Files are read with universal newlines: a lone CR ends a line (atheris finding)."""
+    text = ".arch tiny\r\r\r\r.core 0\n  frob\n"
+    assert check_case(Case(text, "cr.cimasm"), work, random.Random(0)) == "load error"

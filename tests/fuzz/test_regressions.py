@@ -91,3 +91,18 @@ def test_host_out_of_memory_is_a_located_error(monkeypatch: pytest.MonkeyPatch) 
     text = ".arch tiny\n.core 0\n  add sp[0x0]:i8[1x1], sp[0x0]:i8[1x1], 1\n  halt\n"
     with pytest.raises(CimcError, match=r"^p:3:3: core 0: add: the host ran out of memory"):
         run_program(parse_program(text, "p"), load_arch("tiny"), {})
+
+
+def test_one_row_view_with_a_huge_stride_runs() -> None:
+    # The row stride of a 1-row view is never used, but numpy refused strides >= 2^63 bytes:
+    # "ValueError: Maximum allowed dimension exceeded" escaped the interpreter.
+    text = (
+        ".arch tiny\n.output y dram[0x0] i32[1x3]\n.core 0\n"
+        "  fill sp[0x10]:i32[1x3], 7\n"
+        "  sel sp[0x40]:i32[1x3], 1, sp[0x10]:i32[1x3/18446744073709551616], 0\n"
+        "  dma dram[y]:i32[1x3], sp[0x40]:i32[1x3]\n  halt\n"
+    )
+    program = parse_program(text, "p")
+    validate(program, load_arch("tiny"))
+    y = run_program(program, load_arch("tiny"), {}).outputs["y"]
+    np.testing.assert_array_equal(y, [[7, 7, 7]])

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import io
 import random
-import tracemalloc
 import traceback
+import tracemalloc
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +57,7 @@ def _export(module: torch.nn.Module, x: torch.Tensor) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (x,), buf, input_names=["x"], dynamo=False)
+        torch.onnx.export(module.eval(), (x,), buf, input_names=["x"], dynamo=False)  # type: ignore[arg-type]
     return buf.getvalue()
 
 
@@ -102,9 +102,9 @@ def _extreme_weights(path: Path) -> bool:
 
     for tensor in onnx.load(str(path)).graph.initializer:
         array = numpy_helper.to_array(tensor)
-        if array.dtype.kind == "f" and array.size:
-            if not np.isfinite(array).all() or float(np.abs(array).max()) > 1e6:
-                return True
+        floats = array.dtype.kind == "f" and array.size > 0
+        if floats and (not np.isfinite(array).all() or float(np.abs(array).max()) > 1e6):
+            return True
     return False
 
 
