@@ -152,27 +152,6 @@ def test_load_program_reads_files_and_reports_missing_ones(tmp_path: Path) -> No
         load_program(path)
 
 
-def test_an_installed_copy_finds_the_grammar_in_cimc_isa(tmp_path: Path) -> None:
-    # The wheel force-includes isa/ as cimc/_isa (pyproject); rebuild that layout by hand.
-    repo = Path(__file__).resolve().parents[2]
-    ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(repo / "cimc", tmp_path / "cimc", ignore=ignore)
-    shutil.copytree(repo / "isa", tmp_path / "cimc" / "_isa", ignore=ignore)
-    script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import cimc; "
-        "from cimc.resources import isa_dir; from cimc.machine.parser import parse_program; "
-        "p = parse_program('.arch tiny\\n.core 0\\n  halt\\n'); "
-        "print(cimc.__file__, isa_dir(), len(p.cores))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], cwd=tmp_path, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
-    package, isa, cores = proc.stdout.split()
-    assert Path(package).parent == tmp_path / "cimc"
-    assert (isa, cores) == (str(tmp_path / "cimc" / "_isa"), "1")
-
-
 def test_view_stride_defaults_to_contiguous_rows() -> None:
     assert View("sp", 0, "i8", 2, 3) == View("sp", 0, "i8", 2, 3, 3)
     assert View("sp", 0, "i8", 2, 3).row_ranges() == ((0, 6),)

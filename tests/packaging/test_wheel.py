@@ -1,0 +1,65 @@
+"""The real wheel (built by hatchling from pyproject.toml) ships isa/ and finds it when installed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _build_wheel(out: Path) -> Path:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = out.glob("cimc-*.whl")
+    return wheel
+
+
+def test_wheel_ships_isa_and_an_unpacked_copy_uses_it(tmp_path: Path) -> None:
+    wheel = _build_wheel(tmp_path / "dist")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in (
+        "cimc/_isa/cim.lark",
+        "cimc/_isa/SPEC.md",
+        "cimc/_isa/arch/default.toml",
+        "cimc/_isa/arch/tiny.toml",
+        "cimc/machine/parser.py",
+    ):
+        assert needed in names, f"{needed} missing from {wheel.name}"
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    script = (
+        "import cimc; from cimc.resources import isa_dir; "
+        "from cimc.machine.arch import load_arch; from cimc.machine.parser import parse_program; "
+        "p = parse_program('.arch tiny\\n.core 0\\n  halt\\n'); "
+        "print(cimc.__file__, isa_dir(), load_arch('default').chip.cores, len(p.cores))"
+    )
+    # -I: isolated mode, so neither the checkout nor an editable install can be picked up.
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {script}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    package, isa, cores, core_streams = proc.stdout.split()
+    assert Path(package).parent == site / "cimc"
+    assert Path(isa) == site / "cimc" / "_isa"
+    assert (cores, core_streams) == ("4", "1")
