@@ -77,6 +77,21 @@ def expand(t: Translator, node: FxNode) -> Ref:
     return t.emit(Expand(tuple(target)), [x])
 
 
+@handles("aten.repeat_interleave.self_int")
+def repeat_interleave(t: Translator, node: FxNode) -> Ref:
+    """x.repeat_interleave(r, dim) as unsqueeze + expand + reshape (how HF writes GQA)."""
+    a = bind(node)
+    x = t.name(a["self"])
+    shape = list(t.b.shape(x))
+    if a.get("dim") is None or not isinstance(t.value(a["repeats"]), int | torch.SymInt):
+        raise t.error("repeat_interleave needs an int `repeats` and a `dim`; use expand")
+    d, r = int(t.value(a["dim"])) % max(len(shape), 1), int(t.value(a["repeats"]))
+    inner = (*shape[: d + 1], 1, *shape[d + 1 :])
+    wide = t.emit(Reshape(inner), [x], "unsqueeze").name
+    wide = t.emit(Expand((*shape[: d + 1], r, *shape[d + 1 :])), [wide], "expand").name
+    return t.emit(Reshape((*shape[:d], shape[d] * r, *shape[d + 1 :])), [wide])
+
+
 @handles("aten.slice.Tensor", "aten.slice_copy.Tensor")
 def slice_(t: Translator, node: FxNode) -> Ref:
     a = bind(node)

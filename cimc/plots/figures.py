@@ -167,7 +167,21 @@ def roofline_figure(stats: tuple[NodeStats, ...], arch: Arch, title: str) -> Fig
     if points:
         colours = plt.get_cmap("tab20")(np.arange(len(points)) % 20)
         ax.scatter(xs, [p[2] for p in points], s=24, c=colours, zorder=3)
-    for name, intensity, achieved in points:
+    resident = [
+        (s.name, 2 * s.macs / s.span_cycles)
+        for s in stats
+        if s.macs and not s.offchip_bytes and s.span_cycles
+    ]
+    if resident:  # infinite intensity: drawn at the right edge
+        ax.scatter(
+            [hi] * len(resident),
+            [r[1] for r in resident],
+            marker=">",
+            color="grey",
+            zorder=3,
+            label="no DRAM/flash bytes (right edge)",
+        )
+    for name, intensity, achieved in [*points, *((n, hi, y) for n, y in resident)]:
         ax.annotate(
             _short(name, 24),
             (intensity, achieved),
@@ -177,7 +191,8 @@ def roofline_figure(stats: tuple[NodeStats, ...], arch: Arch, title: str) -> Fig
         )
     ax.set_xlabel("arithmetic intensity (ops per DRAM/flash byte)")
     ax.set_ylabel("achieved ops per cycle (2 x MACs / node span)")
-    ax.set_title(f"{title}: roofline on '{arch.name}' ({len(points)} nodes with MACs)", fontsize=10)
+    placed = len(points) + len(resident)
+    ax.set_title(f"{title}: roofline on '{arch.name}' ({placed} nodes with MACs)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="major", alpha=0.3)
     return fig

@@ -135,3 +135,29 @@ def test_trace_has_one_event_per_executed_instruction(
     lines = sorted(e["args"]["line"] for e in on_cores)
     assert lines == sorted(i.line for s in program.cores for i in s.instrs)
     assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in on_cores)
+
+
+RESIDENT = """\
+.arch tiny
+.core 0
+  fill     sp[0x0]:i8[32x32], 1                         ; %w
+  mload    m0, sp[0x0]:i8[32x32]                        ; %w
+  fill     sp[0x400]:i8[8x32], 2                        ; %x
+  mvm      sp[0x800]:i32[8x32], sp[0x400]:i8[8x32], m0  ; %mm
+  halt
+"""
+
+
+def test_roofline_puts_nodes_without_dram_bytes_at_the_edge(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / "resident.cimasm"
+    path.write_text(RESIDENT)
+    _, arch, schedule = loaded(path)
+    stats = node_stats(schedule)
+    assert roofline_points(stats) == []  # infinite intensity: not a regular point
+    fig = roofline_figure(stats, arch, "t")
+    ax = fig.axes[0]
+    assert "(1 nodes with MACs)" in ax.get_title()
+    assert [t.get_text() for t in ax.texts] == ["%mm"]
+    plt.close(fig)
