@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch, load_arch
-from cimc.pipeline import DEFAULT_PIPELINE, PipelineOptions, PipelineResult, compile_model
+
+if TYPE_CHECKING:  # the pipeline pulls in torch: import it only when a command runs
+    from cimc.pipeline import PipelineOptions, PipelineResult
+
+DEFAULT_PIPELINE = "canonicalize,check-canonical,quantize"  # == cimc.pipeline.DEFAULT_PIPELINE (tested)
 
 NAME = "compile"
 HELP = "compile a model (ONNX or .pt2) to an assembly program and its constants"
@@ -77,6 +82,8 @@ def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
 
 
 def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
+    from cimc.pipeline import PipelineOptions
+
     if args.seq_len is not None and args.seq_len < 1:
         raise CimcError(f"--seq-len must be positive, got {args.seq_len}", "--seq-len")
     return PipelineOptions(
@@ -92,6 +99,8 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
 
 
 def compile_from_args(args: argparse.Namespace) -> tuple[PipelineResult, Arch]:
+    from cimc.pipeline import compile_model
+
     if not Path(args.model).is_file():
         raise CimcError("model file not found", args.model)
     arch = load_arch(args.arch)

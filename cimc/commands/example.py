@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cimc.zoo import EXAMPLES, ONNX_EXPORTERS, write_example
+from cimc.zoo.catalog import EXAMPLES, ONNX_EXPORTERS
 
 NAME = "example"
 HELP = "write a built-in example model (random weights) as ONNX"
@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cimc.zoo import write_example  # torch + transformers: only when exporting
+
     path = write_example(args.name, args.output, seq_len=args.seq_len, exporter=args.exporter)
     print(f"wrote {path}")
     return 0

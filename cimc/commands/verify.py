@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -11,8 +12,9 @@ from rich.table import Table
 from cimc.commands.compile import add_model_options, compile_from_args
 from cimc.commands.run import load_inputs
 from cimc.errors import CimcError
-from cimc.reference.float_model import default_inputs
-from cimc.verify import VerifyReport, verify_compiled
+
+if TYPE_CHECKING:
+    from cimc.verify import VerifyReport
 
 NAME = "verify"
 HELP = "compile a model and prove the program equals the integer golden bit for bit"
@@ -45,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cimc.reference.float_model import default_inputs
+    from cimc.verify import verify_compiled
+
     result, _ = compile_from_args(args)
     given = load_inputs(args.inputs)
     known = [n.name for n in result.float_graph.input_nodes()]

@@ -85,7 +85,10 @@ def _reference(node: onnx.NodeProto, inputs: Arrays, opset: int) -> list[np.ndar
     try:
         outputs = ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
     except Exception as e:
-        raise CimcError(f"cannot fold {node.op_type}: {e}", node.name or node.op_type) from None
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise CimcError(
+            f"cannot fold {node.op_type}: {reason}", node.name or node.op_type
+        ) from None
     return [np.asarray(o) for o in outputs]
 
 

@@ -31,7 +31,28 @@ def load_model(path: str | Path) -> onnx.ModelProto:
         model = onnx.inliner.inline_local_functions(model)
     if not model.graph.output:
         raise CimcError("the ONNX graph has no outputs", where)
+    check_names(model.graph, where)
     return model
+
+
+def _printable(text: object) -> bool:
+    return isinstance(text, str) and text.isprintable()
+
+
+def check_names(graph: onnx.GraphProto, where: str) -> None:
+    """Names end up in one-line messages and IR text: refuse control characters (a
+    corrupt file) before anything prints them."""
+    values = [*graph.input, *graph.output, *graph.initializer]
+    names = [v.name for v in values]
+    for node in graph.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output]
+    for name in names:
+        if not _printable(name):
+            raise CimcError(
+                f"the graph has a name with control or non-UTF-8 characters ({name!r}); "
+                "the file is corrupt, re-export it",
+                where,
+            )
 
 
 def _parse(path: Path) -> onnx.ModelProto:

@@ -25,6 +25,7 @@ from cimc.machine.opcodes import KERNELS, spec_of
 from cimc.machine.printer import print_operand
 from cimc.machine.program import Decl, Instr, Program
 from cimc.machine.state import NP_DTYPES, CoreState, Machine
+from cimc.machine.validator import consts_path_problem
 
 # Simulated memory the interpreter allocates at most (isa/SPEC.md, section 7).
 MAX_MACHINE_BYTES = 4 << 30
@@ -88,6 +89,12 @@ def consts_path(program: Program) -> Path | None:
     """The companion constants file, which must stay inside the program's folder."""
     if program.consts_file is None:
         return None
+    problem = consts_path_problem(program.consts_file)  # also for programs never validated
+    if problem:
+        raise CimcError(
+            f"constants file {program.consts_file!r} {problem}",
+            f"{program.source_name}:{program.consts_line}:9",
+        )
     folder = Path(program.source_name).resolve().parent
     path = (folder / program.consts_file).resolve()  # follows symlinks
     if not path.is_relative_to(folder):

@@ -50,6 +50,8 @@ def consts_path_problem(path: str) -> str | None:
     """Why a `.consts` path is unsafe (absolute, or leaving the program's folder), or None."""
     if not path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
         return "must be a relative path"
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "contains a control character"
     norm = posixpath.normpath(path.replace("\\", "/"))
     if norm == ".." or norm.startswith("../") or norm == ".":
         return "must name a file inside the program's folder"

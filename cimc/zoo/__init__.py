@@ -3,45 +3,39 @@
 from cimc.zoo import build_model, example_inputs, export_onnx
 model = build_model("llama", preset="odd", head="lm", num_hidden_layers=1)
 path = export_onnx(model, example_inputs(model), "out/llama.onnx", exporter="dynamo")
+
+Names resolve lazily: `cimc.zoo.catalog` (the example list the CLI shows) must not pay for
+importing torch and transformers.
 """
 
 from __future__ import annotations
 
-from cimc.zoo.examples import EXAMPLES, write_example
-from cimc.zoo.export import (
-    EXPORTERS,
-    INPUT_NAMES,
-    ONNX_EXPORTERS,
-    OUTPUT_NAME,
-    export_onnx,
-    export_torch,
-    save_with_external_data,
-)
-from cimc.zoo.models import (
-    FAMILIES,
-    HEADS,
-    HiddenStates,
-    build_model,
-    example_inputs,
-    make_config,
-    weight_bytes,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "EXAMPLES",
-    "EXPORTERS",
-    "FAMILIES",
-    "HEADS",
-    "INPUT_NAMES",
-    "ONNX_EXPORTERS",
-    "OUTPUT_NAME",
-    "HiddenStates",
-    "build_model",
-    "example_inputs",
-    "export_onnx",
-    "export_torch",
-    "make_config",
-    "save_with_external_data",
-    "weight_bytes",
-    "write_example",
-]
+_WHERE = {
+    "EXAMPLES": "catalog",
+    "ONNX_EXPORTERS": "catalog",
+    "write_example": "examples",
+    "EXPORTERS": "export",
+    "INPUT_NAMES": "export",
+    "OUTPUT_NAME": "export",
+    "export_onnx": "export",
+    "export_torch": "export",
+    "save_with_external_data": "export",
+    "FAMILIES": "models",
+    "HEADS": "models",
+    "HiddenStates": "models",
+    "build_model": "models",
+    "example_inputs": "models",
+    "make_config": "models",
+    "weight_bytes": "models",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'cimc.zoo' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"cimc.zoo.{_WHERE[name]}"), name)

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from cimc.errors import CimcError
+from cimc.zoo.catalog import EXAMPLES
 from cimc.zoo.export import export_onnx
 from cimc.zoo.models import build_model, example_inputs
-
-
-@dataclass(frozen=True)
-class Example:
-    family: str
-    preset: str
-    head: str
-    exporter: str
-
-
-EXAMPLES: dict[str, Example] = {
-    "bert-tiny": Example("bert", "tiny", "hidden", "dynamo"),
-    "distilbert-tiny": Example("distilbert", "tiny", "hidden", "dynamo"),
-    "gpt2-tiny": Example("gpt2", "tiny", "lm", "dynamo"),
-    "llama-tiny": Example("llama", "tiny", "lm", "dynamo"),
-    "qwen2-tiny": Example("qwen2", "tiny", "lm", "dynamo"),
-}
 
 
 def write_example(

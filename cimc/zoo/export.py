@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from cimc.errors import CimcError
+from cimc.zoo.catalog import ONNX_EXPORTERS
 from cimc.zoo.models import HiddenStates
 
 EXPORTERS = ("legacy", "dynamo", "torch_export")
-ONNX_EXPORTERS = ("legacy", "dynamo")
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "output"
 MAX_SEQ = 64  # upper bound of the symbolic sequence axis for torch.export

@@ -47,6 +47,7 @@ class ModelSpec:
     blocks: int
     sdpa: bool  # F.scaled_dot_product_attention vs explicit softmax(QK^T)V
     head_out: int  # output projection width (0: none)
+    interleave: bool = False  # GQA by repeat_interleave (torch.export only) instead of expand
 
     @property
     def hidden(self) -> int:
@@ -81,6 +82,7 @@ def random_spec(seed: int) -> ModelSpec:
         blocks=rng.choice((1, 1, 2)),
         sdpa=rng.random() < 0.5,
         head_out=rng.choice((0, 0, rng.randint(3, 40))),
+        interleave=rng.random() < 0.3,  # drawn last: earlier draws keep their seeds
     )
 
 
@@ -154,6 +156,8 @@ class Attention(nn.Module):
         """GQA the way Hugging Face LLaMA writes it (expand + reshape)."""
         s = self.spec
         rep = s.heads // s.kv_heads
+        if s.interleave:
+            return t.repeat_interleave(rep, dim=1)
         t = t[:, :, None, :, :].expand(1, s.kv_heads, rep, s.seq, s.head_dim)
         return t.reshape(1, s.heads, s.seq, s.head_dim)
 

@@ -106,3 +106,13 @@ def test_one_row_view_with_a_huge_stride_runs() -> None:
     validate(program, load_arch("tiny"))
     y = run_program(program, load_arch("tiny"), {}).outputs["y"]
     np.testing.assert_array_equal(y, [[7, 7, 7]])
+
+
+def test_constants_path_with_a_control_character(tmp_path: Path) -> None:
+    # atheris: a NUL byte in the .consts path made pathlib raise "embedded null byte".
+    text = ".arch tiny\n.consts soft\x01\x00max.safetensors\n.core 0\n  halt\n"
+    program = parse_program(text, str(tmp_path / "p.cimasm"))
+    with pytest.raises(CimcError, match=r"p.cimasm:2:9: .* contains a control character"):
+        validate(program, load_arch("tiny"))
+    with pytest.raises(CimcError, match=r"p.cimasm:2:9: .* contains a control character"):
+        load_consts(program)

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from cimc.api import import_model
 from cimc.errors import CimcError
-from tests.fuzz_onnx.harness import base_models
+from tests.fuzz_onnx.harness import base_models, fuzz_one
 from tests.fuzz_onnx.mutate import absurd_constant_shape
 
 
@@ -95,3 +95,19 @@ def test_input_of_unknown_element_type(tmp_path: Path) -> None:
     model = _mlp()
     model.graph.input[0].type.tensor_type.elem_type = 99
     assert "tensors of type #99 (unknown) are not supported" in _refused(model, tmp_path)
+
+
+def test_name_with_a_newline_refused_on_one_line(tmp_path: Path) -> None:
+    model = _mlp()
+    old = model.graph.input[0].name
+    model.graph.input[0].name = "x\ny"
+    for node in model.graph.node:
+        node.input[:] = ["x\ny" if n == old else n for n in node.input]
+    assert "control or non-UTF-8 characters ('x\\ny')" in _refused(model, tmp_path)
+
+
+def test_op_type_not_utf8_refused(tmp_path: Path) -> None:
+    """Fuzz seed 3568 (a flipped bit in an op_type): the fold error printed a traceback-like
+    multi-line message."""
+    result = fuzz_one(3568, tmp_path)
+    assert result.outcome == "refused" and "non-UTF-8" in result.detail

@@ -1,0 +1,24 @@
+"""The built-in example models by name (no torch import: the CLI lists them in --help)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ONNX_EXPORTERS = ("legacy", "dynamo")
+
+
+@dataclass(frozen=True)
+class Example:
+    family: str
+    preset: str
+    head: str
+    exporter: str
+
+
+EXAMPLES: dict[str, Example] = {
+    "bert-tiny": Example("bert", "tiny", "hidden", "dynamo"),
+    "distilbert-tiny": Example("distilbert", "tiny", "hidden", "dynamo"),
+    "gpt2-tiny": Example("gpt2", "tiny", "lm", "dynamo"),
+    "llama-tiny": Example("llama", "tiny", "lm", "dynamo"),
+    "qwen2-tiny": Example("qwen2", "tiny", "lm", "dynamo"),
+}
