@@ -120,6 +120,26 @@ def load_consts(program: Program) -> dict[str, np.ndarray]:
         raise CimcError(f"cannot read constants file {path}: {e}", program.source_name) from None
 
 
+# Checked from the file header, before reading: whether numpy can hold a dtype such as BF16
+# depends on what else is imported (ml_dtypes registers it), so the check must not rely on it.
+_SAFETENSORS_DTYPE = {"i8": "I8", "i16": "I16", "i32": "I32", "i64": "I64"}
+_STORED_NAMES = {
+    "I8": "int8",
+    "U8": "uint8",
+    "I16": "int16",
+    "U16": "uint16",
+    "I32": "int32",
+    "U32": "uint32",
+    "I64": "int64",
+    "U64": "uint64",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F32": "float32",
+    "F64": "float64",
+    "BOOL": "bool",
+}
+
+
 def _declared_tensors(program: Program, f: Any) -> dict[str, np.ndarray]:
     """Only the declared tensors, each loaded after its shape was checked against the
     declaration (a huge or wrong tensor in the file is never read into memory)."""
@@ -128,7 +148,15 @@ def _declared_tensors(program: Program, f: Any) -> dict[str, np.ndarray]:
     for decl in program.decls_of("const"):
         if decl.name not in names:
             continue  # reported by _place_consts, in declaration order
-        shape = tuple(f.get_slice(decl.name).get_shape())
+        tensor = f.get_slice(decl.name)
+        stored = tensor.get_dtype()
+        if stored != _SAFETENSORS_DTYPE.get(decl.dtype or ""):
+            raise CimcError(
+                f"constant '{decl.name}' has dtype {_STORED_NAMES.get(stored, stored)}; "
+                f"the program declares {decl.dtype}[{decl.rows}x{decl.cols}]",
+                program.loc(decl),
+            )
+        shape = tuple(tensor.get_shape())
         if not _shape_fits(shape, decl):
             raise CimcError(
                 f"constant '{decl.name}' has shape {shape}; the program declares "
