@@ -13,7 +13,9 @@ from cimc.machine.arch import Arch, load_arch
 if TYPE_CHECKING:  # the pipeline pulls in torch: import it only when a command runs
     from cimc.pipeline import PipelineOptions, PipelineResult
 
-DEFAULT_PIPELINE = "canonicalize,check-canonical,quantize"  # == cimc.pipeline.DEFAULT_PIPELINE (tested)
+DEFAULT_PIPELINE = (
+    "canonicalize,check-canonical,quantize"  # == cimc.pipeline.DEFAULT_PIPELINE (tested)
+)
 
 NAME = "compile"
 HELP = "compile a model (ONNX or .pt2) to an assembly program and its constants"

@@ -1,4 +1,4 @@
-"""The real wheel (built by hatchling from pyproject.toml) ships isa/ and finds it when installed."""
+"""The real wheel (built by hatchling from pyproject.toml) ships isa/; a copy finds it."""
 
 from __future__ import annotations
 
