@@ -31,6 +31,17 @@ class Family:
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+# LLaMA and Qwen2 share the tiny shape (GQA: 4 query heads over 2 kv heads).
+_LLAMA_LIKE_TINY = {
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 160,
+    "max_position_embeddings": 128,
+}
+
 _ODD = {"hidden_size": 96, "num_attention_heads": 3, "intermediate_size": 250}
 
 FAMILIES: dict[str, Family] = {
@@ -92,15 +103,7 @@ FAMILIES: dict[str, Family] = {
         base_cls="LlamaModel",
         lm_cls="LlamaForCausalLM",
         decoder=True,
-        tiny={
-            "vocab_size": 512,
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "intermediate_size": 160,
-            "max_position_embeddings": 128,
-        },
+        tiny=_LLAMA_LIKE_TINY,
         presets={"odd": {**_ODD, "num_key_value_heads": 1}},
     ),
     "qwen2": Family(
@@ -109,15 +112,7 @@ FAMILIES: dict[str, Family] = {
         base_cls="Qwen2Model",
         lm_cls="Qwen2ForCausalLM",
         decoder=True,
-        tiny={
-            "vocab_size": 512,
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "intermediate_size": 160,
-            "max_position_embeddings": 128,
-        },
+        tiny=_LLAMA_LIKE_TINY,
         presets={"odd": {**_ODD, "num_key_value_heads": 1}},
     ),
 }
