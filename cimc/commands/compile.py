@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cimc.commands import add_command
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch, load_arch
 
@@ -110,13 +111,7 @@ def compile_from_args(args: argparse.Namespace) -> tuple[PipelineResult, Arch]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        NAME,
-        help=HELP,
-        description=HELP,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, NAME, HELP, EPILOG)
     add_model_options(p)
     p.add_argument(
         "-o",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cimc.commands import add_command
 from cimc.zoo.catalog import EXAMPLES, ONNX_EXPORTERS
 
 NAME = "example"
@@ -19,13 +20,7 @@ axes (inputs input_ids and attention_mask); bind them with --seq-len when compil
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        NAME,
-        help=HELP,
-        description=HELP,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, NAME, HELP, EPILOG)
     p.add_argument("name", metavar="NAME", help=f"one of {', '.join(sorted(EXAMPLES))}")
     p.add_argument("-o", "--output", metavar="DIR", default=".", help="folder (default: .)")
     p.add_argument(

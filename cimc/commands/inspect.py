@@ -9,6 +9,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
+from cimc.commands import add_command
 from cimc.commands.run import add_arch_option, load_program_and_arch
 from cimc.inspect.macros import ChipPhase, MacroPhase, chip_phases, macro_phases, parse_macro_spec
 from cimc.inspect.nodes import NodeStats, find_node, node_listing, node_stats
@@ -34,13 +35,7 @@ fill of the macros, which node's tile every macro holds and how full it is.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        NAME,
-        help=HELP,
-        description=HELP,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, NAME, HELP, EPILOG)
     p.add_argument("program", metavar="PROGRAM.cimasm", help="assembly program")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--node", metavar="NAME", help="list this node's instructions, timed")

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cimc.commands import add_command
 from cimc.commands.run import add_arch_option, check_output_path, load_program_and_arch
 from cimc.machine.schedule import simulate
 from cimc.machine.summary import CostSummary, summarize
@@ -33,13 +34,7 @@ or channel (or one issue cycle per instruction); quality = makespan / lower boun
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        NAME,
-        help=HELP,
-        description=HELP,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, NAME, HELP, EPILOG)
     p.add_argument("program", metavar="PROGRAM.cimasm", help="assembly program")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--trace", metavar="FILE.json", help="write the schedule as a Perfetto trace")

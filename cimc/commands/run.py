@@ -10,6 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from cimc.commands import add_command
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch, load_arch
 from cimc.machine.interpreter import run_program
@@ -31,13 +32,7 @@ engine, NoC port, vector unit and macro of each core).
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        NAME,
-        help=HELP,
-        description=HELP,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, NAME, HELP, EPILOG)
     p.add_argument("program", metavar="PROGRAM.cimasm", help="assembly program")
     p.add_argument("--inputs", metavar="FILE.npz", help="input arrays by name (np.savez)")
     p.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs here")

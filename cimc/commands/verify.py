@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from cimc.commands import add_command
 from cimc.commands.compile import add_model_options, compile_from_args
 from cimc.commands.run import load_inputs
 from cimc.errors import CimcError
@@ -32,13 +33,7 @@ ones) with --seed. Accuracy is the dequantized output against the float model.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        NAME,
-        help=HELP,
-        description=HELP,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, NAME, HELP, EPILOG)
     add_model_options(p)
     p.add_argument("--inputs", metavar="FILE.npz", help="input arrays by name (np.savez)")
     p.add_argument("--seed", type=int, default=0, help="seed of generated inputs (default 0)")
