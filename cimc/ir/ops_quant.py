@@ -228,32 +228,33 @@ class QMatMul(QOp):
         return (*broadcast(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
 
 
+@dataclass(frozen=True, eq=False)
+class _QBroadcast(QOp):
+    """Two code operands broadcast against each other."""
+
+    MIN_INPUTS = MAX_INPUTS = 2
+    CODE_OPERANDS = (0, 1)
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        return broadcast(inputs[0].shape, inputs[1].shape)
+
+
 @register_op
 @dataclass(frozen=True, eq=False)
-class QAdd(QOp):
+class QAdd(_QBroadcast):
     """y = clamp(RSHR(a*Ma + b*Mb, s)): residual adds and subtractions (sign in Mb)."""
 
     NAME = "q.add"
-    MIN_INPUTS = MAX_INPUTS = 2
-    CODE_OPERANDS = (0, 1)
     plan: AddPlan
-
-    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
-        return broadcast(inputs[0].shape, inputs[1].shape)
 
 
 @register_op
 @dataclass(frozen=True, eq=False)
-class QMul(QOp):
+class QMul(_QBroadcast):
     """y = REQ(a * b) elementwise."""
 
     NAME = "q.mul"
-    MIN_INPUTS = MAX_INPUTS = 2
-    CODE_OPERANDS = (0, 1)
     plan: MulPlan
-
-    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
-        return broadcast(inputs[0].shape, inputs[1].shape)
 
 
 @register_op
