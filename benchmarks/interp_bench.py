@@ -7,8 +7,8 @@ int32 result goes back to DRAM. Prints the interpreter's time next to torch doin
 same 144 tile matmuls and (b) one exact 128x768x3072 matmul (how the golden runs it).
 
 Run by hand: `python benchmarks/interp_bench.py [--repeat 5] [--threads N]` (target: ratio
-<= 1.5x). For a single-thread comparison also set OPENBLAS_NUM_THREADS=1 (numpy's BLAS reads
-it at import) together with `--threads 1` (torch).
+<= 1.5x). Both sides use one thread by default: `--threads` sets torch's; numpy's BLAS reads
+OPENBLAS_NUM_THREADS at import, which this script sets to 1 unless the environment sets it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import argparse
 import os
 import time
 
-import numpy as np
-import torch
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy's import: read once
 
-from cimc.machine.arch import load_arch
-from cimc.machine.interpreter import run_program
-from cimc.machine.parser import parse_program
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from cimc.machine.arch import load_arch  # noqa: E402
+from cimc.machine.interpreter import run_program  # noqa: E402
+from cimc.machine.parser import parse_program  # noqa: E402
 
 N, K, M, T = 128, 768, 3072, 128  # vectors, in features, out features, tile
 
@@ -87,10 +89,9 @@ def best_of(repeat: int, **fns) -> dict[str, tuple[float, object]]:  # type: ign
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (1)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     x = rng.integers(-128, 128, (N, K), dtype=np.int8)
     w = rng.integers(-127, 128, (K, M), dtype=np.int8)

@@ -3,10 +3,11 @@
 One cost function per opcode, registered in the opcode table (`register_cost`), with the
 signature `cost(instr, core, arch) -> InstrCost`. The formulas (isa/SPEC.md, "Cost model"):
 
-- dma / gather: dma_setup + source/destination latency + hops + ceil(bytes / slowest port),
-  where the ports are the DRAM or flash channel, the global-buffer port and the NoC link of
-  the core (only when the transfer crosses the NoC). Flash reads shorter than one chunk take
-  a chunk's time. The shared channels (dram, flash, gb) are held during the data phase.
+- dma / gather / scatter: dma_setup + source/destination latency + hops + ceil(bytes /
+  slowest port), where the ports are the DRAM or flash channel, the global-buffer port and
+  the NoC link of the core (only when the transfer crosses the NoC). Flash reads shorter
+  than one chunk take a chunk's time. The shared channels (dram, flash, gb) are held during
+  the data phase.
 - send: ceil(bits / NoC link) + hops; recv: 1 cycle after the matching send's data arrived.
 - mload: ceil(bits / min(write bandwidth, source port)); mvm: n * input_bits / bits_per_cycle
   + pipeline cycles.
@@ -163,6 +164,24 @@ def _gather_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
     base = transfer(table.space, dst.space, dst.nbytes, core, arch)
     # One burst per row: each row pays the source latency again (rows are independent).
     extra_latency = (dst.rows - 1) * _port(table.space, 0, arch)[1]
+    energy = base.energy + _energy(_access("sp", index.nbytes, arch))
+    return InstrCost(
+        "dma",
+        base.cycles + extra_latency,
+        energy,
+        base.channels,
+        base.lead,
+        base.data_cycles + extra_latency,
+        base.moved,
+    )
+
+
+@register_cost("scatter")
+def _scatter_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    table, src, index = _view(instr, 0), _view(instr, 1), _view(instr, 2)
+    base = transfer(src.space, table.space, src.nbytes, core, arch)
+    # One burst per row, as gather: each row pays the destination latency again.
+    extra_latency = (src.rows - 1) * _port(table.space, 0, arch)[1]
     energy = base.energy + _energy(_access("sp", index.nbytes, arch))
     return InstrCost(
         "dma",

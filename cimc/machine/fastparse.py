@@ -30,8 +30,11 @@ _COMMENT_LINE = re.compile(rf"{_WS}(?P<comment>;.*)$")
 _INSTR = re.compile(rf"{_WS}(?P<mn>[a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*)(?=[ \t;]|$)")
 _DIRECTIVE = re.compile(rf"{_WS}(?P<kw>\.arch|\.consts)[ \t]+(?P<path>{_PATH}){_COMMENT}")
 _CORE = re.compile(rf"{_WS}(?P<kw>\.core)[ \t]+(?P<id>{_INT}){_COMMENT}")
+_PERSIST = re.compile(
+    rf"{_WS}(?P<kw>\.persist)[ \t]+(?P<id>{_INT})[ \t]+(?P<macro>{_NAME}){_COMMENT}"
+)
 _DECL = re.compile(
-    rf"{_WS}(?P<kw>\.(?:const|input|output|region))[ \t]+(?P<name>{_NAME})[ \t]+"
+    rf"{_WS}(?P<kw>\.(?:const|input|output|region|state))[ \t]+(?P<name>{_NAME})[ \t]+"
     rf"(?P<space>{_NAME}){_WS}\[{_WS}(?P<addr>{_INT}){_WS}\]{_WS}"
     rf"(?:(?P<dtype>{_NAME}){_WS}\[{_WS}(?P<shape>{_SHAPE}){_WS}\]|(?P<nbytes>{_INT}))"
     rf"{_COMMENT}"
@@ -115,6 +118,10 @@ def _directive(ln: _Line) -> Tree | Literal[False]:
     m = _CORE.match(ln.text)
     if m:
         return ln.tree("core", [ln.tok("INT", m, "id"), *ln.comment(m)], m.start("kw") + 1)
+    m = _PERSIST.match(ln.text)
+    if m:
+        children = [ln.tok("INT", m, "id"), ln.tok("NAME", m, "macro"), *ln.comment(m)]
+        return ln.tree("persist", children, m.start("kw") + 1)
     m = _DECL.match(ln.text)
     if not m:
         return False

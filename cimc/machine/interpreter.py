@@ -23,9 +23,10 @@ from cimc.machine.arch import Arch
 from cimc.machine.kernels import KernelError
 from cimc.machine.opcodes import KERNELS, spec_of
 from cimc.machine.printer import print_operand
-from cimc.machine.program import Decl, Instr, Program
-from cimc.machine.state import NP_DTYPES, CoreState, Machine
+from cimc.machine.program import Decl, Instr, MacroRef, Program, View
+from cimc.machine.state import NP_DTYPES, CoreState, Machine, gc_paused
 from cimc.machine.validator import consts_path_problem
+from cimc.progress import poll
 
 # Simulated memory the interpreter allocates at most (isa/SPEC.md, section 7).
 MAX_MACHINE_BYTES = 4 << 30
@@ -43,6 +44,14 @@ class TraceEvent:
 
 
 @dataclass(frozen=True)
+class MacroCells:
+    """A macro's int8 cells and written bits, carried between runs by `.persist`."""
+
+    weights: np.ndarray
+    written: np.ndarray
+
+
+@dataclass(frozen=True)
 class RunStats:
     steps: int
     opcode_counts: dict[str, int]  # sorted by opcode
@@ -54,6 +63,8 @@ class RunResult:
     outputs: dict[str, np.ndarray]  # declaration order
     trace: list[TraceEvent] = field(default_factory=list)
     stats: RunStats = field(default_factory=lambda: RunStats(0, {}, 0))
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # `.state` contents at the end
+    macros: dict[tuple[int, int], MacroCells] = field(default_factory=dict)  # `.persist`ed
 
 
 def run_program(
@@ -62,13 +73,19 @@ def run_program(
     inputs: dict[str, np.ndarray],
     consts: dict[str, np.ndarray] | None = None,
     trace: bool = False,
+    state: dict[str, np.ndarray] | None = None,
+    macros: dict[tuple[int, int], MacroCells] | None = None,
 ) -> RunResult:
     """Run `program` to completion and return its outputs (one 2-D array per `.output`).
 
     `inputs` maps every `.input` name to an array of its dtype and shape (leading unit
     dimensions allowed). `consts` defaults to the program's companion safetensors file.
     With `trace`, the result lists every executed instruction in execution order with a
-    copy of what it wrote (for locating the first divergence from the golden).
+    copy of what it wrote (for locating the first divergence from the golden). `state`
+    gives the starting contents of `.state` declarations (zero when absent); the result's
+    `state` holds their contents after the run (e.g. a KV cache carried to the next run).
+    `macros` likewise gives the `.persist`ed macros' cells by (core, macro), as a previous
+    run's result returned them (unwritten when absent).
     Static rules are the validator's job (`validate(program, arch)`, run by the CLI first);
     everything that can only be known at run time is checked here.
     """
@@ -77,12 +94,22 @@ def run_program(
         consts = load_consts(program)
     _place_consts(machine, program, consts)
     _place_inputs(machine, program, inputs)
+    _place_state(machine, program, state or {})
+    _place_macros(machine, program, macros or {})
     events: list[TraceEvent] = []
     counts: Counter[str] = Counter()
-    _run(machine, program, events if trace else None, counts)
+    total = sum(len(cs.instrs) for cs in machine.cores)
+    with poll("interpret", total, lambda: sum(cs.pc for cs in machine.cores)), gc_paused():
+        _run(machine, program, events if trace else None, counts)
     outputs = {d.name: _read_decl(machine, d) for d in program.decls_of("output")}
     stats = RunStats(sum(counts.values()), dict(sorted(counts.items())), machine.macs)
-    return RunResult(outputs, events, stats)
+    kept = {d.name: _read_decl(machine, d) for d in program.decls_of("state")}
+    cells = {
+        (p.core, p.macro): MacroCells(s.weights.copy(), s.written.copy())
+        for p in program.persists
+        if (s := machine.macros.get((p.core, p.macro))) is not None
+    }
+    return RunResult(outputs, events, stats, kept, cells)
 
 
 def consts_path(program: Program) -> Path | None:
@@ -178,8 +205,9 @@ def memory_extents(program: Program) -> dict[str, int]:
         ends[d.space] = max(ends.get(d.space, 0), d.end)
     for stream in program.cores:
         for instr in stream.instrs:
-            for view, _ in spec_of(instr).views(instr):
-                ends[view.space] = max(ends.get(view.space, 0), view.end)
+            for op in instr.operands:  # every view operand (cheaper than the opcode table)
+                if isinstance(op, View) and op.end > ends.get(op.space, 0):
+                    ends[op.space] = op.end
     total = sum(ends.values()) + ends.get("sp", 0) * (len(program.cores) - 1)
     if total > MAX_MACHINE_BYTES:
         raise CimcError(
@@ -271,6 +299,41 @@ def _place_inputs(machine: Machine, program: Program, inputs: dict[str, np.ndarr
         _decl_array(machine, program, decl)[...] = data
     for decl in program.decls_of("region"):
         _decl_array(machine, program, decl)  # bounds check; memories start zeroed
+
+
+def _place_state(machine: Machine, program: Program, state: dict[str, np.ndarray]) -> None:
+    """Persistent `.state` declarations start from the caller's arrays (zero when absent)."""
+    names = [d.name for d in program.decls_of("state")]
+    extra = sorted(set(state) - set(names))
+    if extra:
+        raise CimcError(
+            f"unknown state '{extra[0]}'; the program's states are: {', '.join(names) or 'none'}",
+            program.source_name,
+        )
+    for decl in program.decls_of("state"):
+        target = _decl_array(machine, program, decl)
+        if decl.name in state:
+            loc = program.loc(decl)
+            target[...] = _fit(decl.name, "state", np.asarray(state[decl.name]), decl, loc)
+
+
+def _place_macros(
+    machine: Machine, program: Program, macros: dict[tuple[int, int], MacroCells]
+) -> None:
+    """`.persist`ed macros start with the cells a previous run handed back."""
+    declared = {(p.core, p.macro) for p in program.persists}
+    for key in sorted(macros):
+        if key not in declared:
+            raise CimcError(
+                f"macro m{key[1]} of core {key[0]} is given but the program does not "
+                f"declare '.persist {key[0]} m{key[1]}'",
+                program.source_name,
+            )
+        cells = macros[key]
+        state = machine.macro(key[0], MacroRef(key[1], 0, 1, 0, 1))
+        state.weights[...] = cells.weights
+        state.written[...] = cells.written
+        state.all_written = bool(state.written.all())
 
 
 def _read_decl(machine: Machine, decl: Decl) -> np.ndarray:

@@ -25,6 +25,37 @@ class KernelError(ValueError):
     """An integer-semantics violation (overflow, division by zero...), without location."""
 
 
+# Inclusive (min, max) of every element of an operand, as exact Python ints. The kernels
+# below first bound their result with these; only when the bound does not prove that no
+# error can occur do they run the element-wise checks (which then report the first bad
+# element). Both paths compute the same int64 values: the bound only skips checks that
+# cannot fire. Callers pass a span when they know it without looking at the values (the
+# dtype range of a narrow view, an immediate); otherwise it is measured (two reductions).
+Span = tuple[int, int]
+
+
+def span(x: np.ndarray, known: Span | None = None) -> Span:
+    if known is not None:
+        return known
+    x = np.asarray(x)
+    if x.size == 0:
+        return (0, 0)
+    return int(np.minimum.reduce(x, axis=None)), int(np.maximum.reduce(x, axis=None))
+
+
+def _fits(lo: int, hi: int) -> bool:
+    return lo >= I64_MIN and hi <= I64_MAX
+
+
+def _product_span(a: Span, b: Span) -> Span:
+    corners = (a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1])
+    return min(corners), max(corners)
+
+
+def _shift_ok(s: Span) -> bool:
+    return s[0] >= 0 and s[1] <= MAX_SHIFT
+
+
 def _first(mask: np.ndarray, *arrays: np.ndarray) -> str:
     """Describe the first offending element: its (row, col) index and operand values.
 
@@ -41,20 +72,28 @@ def _check(bad: np.ndarray, reason: str, *arrays: np.ndarray) -> None:
         raise KernelError(f"{reason} {_first(bad, *arrays)}")
 
 
-def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def add(a: np.ndarray, b: np.ndarray, sa: Span | None = None, sb: Span | None = None) -> np.ndarray:
+    (alo, ahi), (blo, bhi) = span(a, sa), span(b, sb)
+    if _fits(alo + blo, ahi + bhi):
+        return a + b
     r = a + b
     _check(((a ^ r) & (b ^ r)) < 0, "int64 overflow in add", a, b)
     return r
 
 
-def sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def sub(a: np.ndarray, b: np.ndarray, sa: Span | None = None, sb: Span | None = None) -> np.ndarray:
+    (alo, ahi), (blo, bhi) = span(a, sa), span(b, sb)
+    if _fits(alo - bhi, ahi - blo):
+        return a - b
     r = a - b
     _check(((a ^ b) & (a ^ r)) < 0, "int64 overflow in sub", a, b)
     return r
 
 
-def mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def mul(a: np.ndarray, b: np.ndarray, sa: Span | None = None, sb: Span | None = None) -> np.ndarray:
     """Product in int64; wraparound is detected by dividing back."""
+    if _fits(*_product_span(span(a, sa), span(b, sb))):
+        return a * b
     r = a * b
     safe = np.where(a == 0, 1, a)
     wrapped = (a != 0) & (r // safe != b)
@@ -68,19 +107,41 @@ def _check_shift(s: np.ndarray) -> None:
     _check((s < 0) | (s > MAX_SHIFT), f"shift amount outside [0, {MAX_SHIFT}]", s)
 
 
-def shl(a: np.ndarray, s: np.ndarray) -> np.ndarray:
+def shl(a: np.ndarray, s: np.ndarray, sa: Span | None = None, ss: Span | None = None) -> np.ndarray:
+    (alo, ahi), shifts = span(a, sa), span(s, ss)
+    if _shift_ok(shifts) and I64_MIN >> shifts[1] <= alo and ahi <= I64_MAX >> shifts[1]:
+        return a << s
     _check_shift(s)
     r = a << s
     _check((r >> s) != a, "int64 overflow in shl", a, s)
     return r
 
 
-def rshr(x: np.ndarray, s: np.ndarray) -> np.ndarray:
+def rshr(
+    x: np.ndarray, s: np.ndarray, sx: Span | None = None, ss: Span | None = None
+) -> np.ndarray:
     """Rounding shift right, round half toward +inf: (x + 2^(s-1)) >> s; s = 0 is identity."""
+    if _rshr_safe(span(x, sx), span(s, ss)):
+        return _rshr(x, s)
     _check_shift(s)
     s = np.broadcast_to(s, np.broadcast_shapes(np.shape(x), np.shape(s)))
     half = np.where(s > 0, np.left_shift(I64(1), np.maximum(s - 1, 0)), 0).astype(I64)
     return add(x, half) >> s
+
+
+def _rshr_safe(x: Span, s: Span) -> bool:
+    """No error possible: shifts in range and x + 2^(s-1) stays in int64."""
+    return _shift_ok(s) and x[1] + ((1 << (s[1] - 1)) if s[1] > 0 else 0) <= I64_MAX
+
+
+def _rshr(x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """(x + 2^(s-1)) >> s without checks; the rounding term is built at s's own shape."""
+    s = np.asarray(s)
+    if s.ndim == 0:  # one shift for all (an immediate): Python ints, no temporaries
+        v = int(s)
+        return (x + (1 << (v - 1))) >> v if v > 0 else x + 0  # a new array, as for v > 0
+    half = np.where(s > 0, np.left_shift(I64(1), np.maximum(s - 1, 0)), 0).astype(I64)
+    return (x + half) >> s
 
 
 def req(
@@ -90,20 +151,36 @@ def req(
     zp: np.ndarray,
     lo: int,
     hi: int,
+    spans: tuple[Span | None, ...] = (None, None, None, None),
 ) -> np.ndarray:
-    """clamp(RSHR(a * m, s) + zp, lo, hi), every step exact in int64."""
-    return np.clip(add(rshr(mul(a, m), s), zp), lo, hi)
+    """clamp(RSHR(a * m, s) + zp, lo, hi), every step exact in int64.
+
+    `spans` bounds a, m, s and zp when known. RSHR maps [xlo, xhi] into
+    [min(xlo, 0), max(xhi, 0)], which bounds the zero-point add."""
+    sa, sm, ss, sz = (span(v, k) for v, k in zip((a, m, s, zp), spans, strict=True))
+    p = _product_span(sa, sm)
+    if _fits(*p) and _rshr_safe(p, ss) and _fits(min(p[0], 0) + sz[0], max(p[1], 0) + sz[1]):
+        shifted = _rshr(a * m, s)
+        return _clamp(shifted if sz == (0, 0) else shifted + zp, lo, hi)
+    return _clamp(add(rshr(mul(a, m), s), zp), lo, hi)
 
 
-def div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _clamp(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """np.clip's value (min(max(x, lo), hi)) without its wrapper's per-call overhead."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
+def div(a: np.ndarray, b: np.ndarray, sa: Span | None = None, sb: Span | None = None) -> np.ndarray:
     """Floor division by a positive divisor."""
-    _check(b <= 0, "divisor must be > 0", a, b)
+    if span(b, sb)[0] <= 0:
+        _check(b <= 0, "divisor must be > 0", a, b)
     return a // b
 
 
-def isqrt(a: np.ndarray) -> np.ndarray:
+def isqrt(a: np.ndarray, sa: Span | None = None) -> np.ndarray:
     """floor(sqrt(a)) for a >= 0, exact: a float estimate corrected with integer tests."""
-    _check(a < 0, "isqrt of a negative value", a)
+    if span(a, sa)[0] < 0:
+        _check(a < 0, "isqrt of a negative value", a)
     r = np.floor(np.sqrt(a.astype(np.float64))).astype(I64)
     r = np.minimum(r, 3037000499)  # floor(sqrt(2^63 - 1)): keeps r * r in int64
     for _ in range(4):
@@ -117,15 +194,20 @@ def isqrt(a: np.ndarray) -> np.ndarray:
     raise AssertionError("isqrt correction did not converge")  # unreachable for int64
 
 
-def lut(a: np.ndarray, table: np.ndarray) -> np.ndarray:
+def lut(a: np.ndarray, table: np.ndarray, sa: Span | None = None) -> np.ndarray:
     """table[a + 128] for int8 a; table is a flat array of 256 entries."""
-    _check((a < -128) | (a > 127), "lut index outside int8", a)
+    alo, ahi = span(a, sa)
+    if alo < -128 or ahi > 127:
+        _check((a < -128) | (a > 127), "lut index outside int8", a)
     return table.reshape(-1)[a + 128]
 
 
-def rsum(a: np.ndarray) -> np.ndarray:
+def rsum(a: np.ndarray, sa: Span | None = None) -> np.ndarray:
     """Row sums (R x C -> R x 1) in int64, overflow checked."""
     r = a.sum(axis=1, keepdims=True, dtype=I64)
+    alo, ahi = span(a, sa)
+    if max(-alo, ahi) * a.shape[1] <= I64_MAX:  # no row can leave int64
+        return r
     big = np.abs(a.astype(np.float64)).sum(axis=1, keepdims=True) >= 2.0**62
     if big.any():  # only possible with i64 inputs: redo those rows exactly
         for row in np.flatnonzero(big):

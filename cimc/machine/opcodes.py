@@ -42,6 +42,7 @@ from cimc.machine.shape_rules import (
     rule_none,
     rule_reduce,
     rule_req,
+    rule_scatter,
     rule_sel,
     rule_sendrecv,
     rule_shift,
@@ -177,6 +178,17 @@ _SPECS: tuple[OpSpec, ...] = (
         ),
         rule_gather,
         "dst row i = table row index[i, 0] (embedding lookup)",
+    ),
+    OpSpec(
+        "scatter",
+        Unit.DMA,
+        (
+            OperandSpec("table", Kind.VIEW, Access.WRITE, WRITABLE),
+            _src("src"),
+            _src("index"),
+        ),
+        rule_scatter,
+        "table row index[i, 0] = src row i (e.g. append to a KV cache at a run-time position)",
     ),
     OpSpec("send", Unit.NOC, (_CORE, _src("src"), _TAG), rule_sendrecv, "send a view to a core"),
     OpSpec(

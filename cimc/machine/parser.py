@@ -42,6 +42,7 @@ from cimc.machine.program import (
     Imm,
     Instr,
     MacroRef,
+    Persist,
     Program,
     Space,
     View,
@@ -55,6 +56,7 @@ _DECL_SPACES = {
     "input": ("dram", "gb"),
     "output": ("dram", "gb"),
     "region": ("dram", "gb"),
+    "state": ("dram", "gb"),
 }
 
 
@@ -284,6 +286,24 @@ class _Builder:
             raise self.err(f"row stride {stride} is below the {cols} columns; use >= {cols}", tok)
         return rows, cols, stride
 
+    def _on_persist(self, node: lark.Tree) -> None:
+        if self.arch is None:
+            raise self.err("'.persist' before '.arch'; start with e.g. '.arch default'", node.meta)
+        if self.core_id is not None:
+            raise self.err("'.persist' must come before the first '.core'", node.meta)
+        children, comment = _split_comment(node.children)
+        core, name = grammar_int(children[0]), children[1]
+        m = _MACRO_NAME.fullmatch(str(name))
+        if m is None:
+            raise self.err(f"'.persist' takes a core id and a macro mN, not {str(name)!r}", name)
+        item = Persist(core, int(m.group(1)), comment, node.meta.line, node.meta.column)
+        if any((p.core, p.macro) == (item.core, item.macro) for p in self._persists()):
+            raise self.err(f"duplicate '.persist {core} {name}'", node.meta)
+        self.header.append(item)
+
+    def _persists(self) -> list[Persist]:
+        return [item for item in self.header if isinstance(item, Persist)]
+
     # --- core sections -------------------------------------------------------------------
 
     def _on_core(self, node: lark.Tree) -> None:
@@ -381,7 +401,7 @@ class _Builder:
         if decl is None:
             raise self.err(
                 f"undeclared symbol {name!r}; declare it with .const, .input, "
-                f".output or .region before the first .core",
+                f".output, .region or .state before the first .core",
                 node.meta,
             )
         if space not in SHARED_SPACES:

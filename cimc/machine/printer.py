@@ -21,6 +21,7 @@ from cimc.machine.program import (
     Instr,
     MacroRef,
     Operand,
+    Persist,
     Program,
     View,
 )
@@ -45,11 +46,12 @@ def print_program(program: Program) -> str:
     if program.consts_file is not None:
         lines.append(f".consts {_checked(_PATH, program.consts_file, 'constants path')}")
     for item in program.header:
-        lines.append(
-            _with_comment(print_decl(item), item.comment)
-            if isinstance(item, Decl)
-            else f"; {_one_line(item.text)}".rstrip()
-        )
+        if isinstance(item, Decl):
+            lines.append(_with_comment(print_decl(item), item.comment))
+        elif isinstance(item, Persist):
+            lines.append(_with_comment(f".persist {item.core} m{item.macro}", item.comment))
+        else:
+            lines.append(f"; {_one_line(item.text)}".rstrip())
     for stream in program.cores:
         lines.append("")
         lines.extend(_core_lines(stream))

@@ -18,8 +18,8 @@ DType = Literal["i8", "i16", "i32", "i64"]
 DTYPES: tuple[DType, ...] = ("i8", "i16", "i32", "i64")
 DTYPE_BYTES: dict[str, int] = {"i8": 1, "i16": 2, "i32": 4, "i64": 8}
 
-DeclKind = Literal["const", "input", "output", "region"]
-DECL_KINDS: tuple[DeclKind, ...] = ("const", "input", "output", "region")
+DeclKind = Literal["const", "input", "output", "region", "state"]
+DECL_KINDS: tuple[DeclKind, ...] = ("const", "input", "output", "region", "state")
 
 
 def dtype_range(dtype: str) -> tuple[int, int]:
@@ -134,7 +134,8 @@ class Instr:
 
 @dataclass(frozen=True)
 class Decl:
-    """`.const/.input/.output NAME SPACE[ADDR] DTYPE[RxC]` or `.region NAME SPACE[ADDR] NBYTES`.
+    """`.const/.input/.output/.state NAME SPACE[ADDR] DTYPE[RxC]` or `.region NAME SPACE[ADDR]
+    NBYTES`.
 
     Regions have dtype None and rows = cols = 0; `nbytes` is always the byte size.
     """
@@ -160,8 +161,20 @@ class Decl:
         return None if self.dtype is None else (self.rows, self.cols)
 
 
+@dataclass(frozen=True)
+class Persist:
+    """`.persist CORE mN`: the macro keeps its cells from one run to the next (the runner
+    passes them in and hands them back), e.g. decode weights that stay between tokens."""
+
+    core: int
+    macro: int
+    comment: str | None = None
+    line: int = field(default=0, compare=False)
+    col: int = field(default=0, compare=False)
+
+
 CoreItem = Instr | Comment
-HeaderItem = Decl | Comment
+HeaderItem = Decl | Comment | Persist
 
 
 @dataclass(frozen=True)
@@ -202,6 +215,10 @@ class Program:
 
     def decl(self, name: str) -> Decl | None:
         return self._decl_by_name.get(name)
+
+    @cached_property
+    def persists(self) -> tuple[Persist, ...]:
+        return tuple(item for item in self.header if isinstance(item, Persist))
 
     def decls_of(self, kind: DeclKind) -> tuple[Decl, ...]:
         return tuple(d for d in self.decls if d.kind == kind)

@@ -16,7 +16,7 @@ import numpy as np
 from cimc.machine import kernels as k
 from cimc.machine.kernels import KernelError
 from cimc.machine.opcodes import register_kernel
-from cimc.machine.program import Imm, Instr, MacroRef, Operand, View
+from cimc.machine.program import Imm, Instr, MacroRef, Operand, View, dtype_range
 from cimc.machine.state import CoreState, Machine, Message
 
 
@@ -35,14 +35,29 @@ def _imm(op: Operand) -> int:
     return op.value
 
 
+_NARROW = {d: dtype_range(d) for d in ("i8", "i16", "i32")}
+
+
+def _span(op: Operand) -> k.Span | None:
+    """Bounds of an operand's values known without reading them (None: i64 view)."""
+    if isinstance(op, Imm):
+        return (op.value, op.value)
+    assert isinstance(op, View)
+    return _NARROW.get(op.dtype)
+
+
+def _union(a: k.Span | None, b: k.Span | None) -> k.Span | None:
+    return None if a is None or b is None else (min(a[0], b[0]), max(a[1], b[1]))
+
+
 # --- data movement -------------------------------------------------------------------------
 
 
 @register_kernel("dma")
 def _dma(m: Machine, cs: CoreState, instr: Instr) -> bool:
     dst, src = _view(instr.operands[0]), _view(instr.operands[1])
-    data = m.array(cs.core, src).copy()  # copy first: source and destination may overlap
-    m.array(cs.core, dst)[...] = data
+    # numpy's assignment buffers overlapping source and destination itself
+    m.array(cs.core, dst)[...] = m.array(cs.core, src)
     return True
 
 
@@ -57,6 +72,23 @@ def _gather(m: Machine, cs: CoreState, instr: Instr) -> bool:
             f"index {idx[row]} in row {row} is outside the table's 0..{table.rows - 1}"
         )
     m.array(cs.core, dst)[...] = m.array(cs.core, table)[idx]
+    return True
+
+
+@register_kernel("scatter")
+def _scatter(m: Machine, cs: CoreState, instr: Instr) -> bool:
+    table, src, index = (_view(op) for op in instr.operands)
+    idx = m.array(cs.core, index)[:, 0].astype(np.int64)
+    bad = (idx < 0) | (idx >= table.rows)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise KernelError(
+            f"index {idx[row]} in row {row} is outside the table's 0..{table.rows - 1}"
+        )
+    data = m.array(cs.core, src).copy()  # read completely first: the views may overlap
+    target = m.array(cs.core, table)
+    for i, r in enumerate(idx):  # in row order: a repeated index keeps the last row
+        target[r] = data[i]
     return True
 
 
@@ -97,7 +129,8 @@ def _barrier(m: Machine, cs: CoreState, instr: Instr) -> bool:
     if not cs.at_barrier:
         cs.barriers += 1
         cs.at_barrier = True
-    if min(c.barriers for c in m.cores) < cs.barriers:
+        m.barrier_arrivals[cs.barriers] = m.barrier_arrivals.get(cs.barriers, 0) + 1
+    if m.barrier_arrivals[cs.barriers] < len(m.cores):
         return False
     cs.at_barrier = False
     return True
@@ -136,12 +169,13 @@ def _mvm(m: Machine, cs: CoreState, instr: Instr) -> bool:
 
 # --- vector unit ---------------------------------------------------------------------------
 
-_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+Binary = Callable[[np.ndarray, np.ndarray, k.Span | None, k.Span | None], np.ndarray]
+_BINARY: dict[str, Binary] = {
     "add": k.add,
     "sub": k.sub,
     "mul": k.mul,
-    "max": np.maximum,
-    "min": np.minimum,
+    "max": lambda a, b, sa, sb: np.maximum(a, b),
+    "min": lambda a, b, sa, sb: np.minimum(a, b),
     "shl": k.shl,
     "rshr": k.rshr,
     "div": k.div,
@@ -150,44 +184,60 @@ _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 
 @register_kernel(*_BINARY)
 def _binary(m: Machine, cs: CoreState, instr: Instr) -> bool:
-    dst, a, b = instr.operands
-    result = _BINARY[instr.opcode](m.read(cs.core, a), m.read(cs.core, b))
-    m.store(cs.core, _view(dst), np.broadcast_to(result, _view(dst).shape))
+    dst, a, b = _view(instr.operands[0]), instr.operands[1], instr.operands[2]
+    sa, sb = _span(a), _span(b)
+    result = _BINARY[instr.opcode](m.read(cs.core, a), m.read(cs.core, b), sa, sb)
+    known = _union(sa, sb) if instr.opcode in ("max", "min") else None
+    m.store(cs.core, dst, _to_shape(result, dst), known)
     return True
+
+
+def _to_shape(result: np.ndarray, dst: View) -> np.ndarray:
+    return result if result.shape == dst.shape else np.broadcast_to(result, dst.shape)
 
 
 @register_kernel("req")
 def _req(m: Machine, cs: CoreState, instr: Instr) -> bool:
     dst, a, mult, shift, zp, lo, hi = instr.operands
     r = m.read
+    spans = (_span(a), _span(mult), _span(shift), _span(zp))
     result = k.req(
-        r(cs.core, a), r(cs.core, mult), r(cs.core, shift), r(cs.core, zp), _imm(lo), _imm(hi)
+        r(cs.core, a),
+        r(cs.core, mult),
+        r(cs.core, shift),
+        r(cs.core, zp),
+        _imm(lo),
+        _imm(hi),
+        spans,
     )
-    m.store(cs.core, _view(dst), result)
+    m.store(cs.core, _view(dst), result, (_imm(lo), _imm(hi)))
     return True
 
 
-_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+_UNARY: dict[str, Callable[[np.ndarray, k.Span | None], np.ndarray]] = {
     "isqrt": k.isqrt,
     "rsum": k.rsum,
-    "rmax": k.rmax,
-    "mov": lambda a: a,
-    "transpose": lambda a: a.T,
+    "rmax": lambda a, sa: k.rmax(a),
+    "mov": lambda a, sa: a,
+    "transpose": lambda a, sa: a.T,
 }
+_WITHIN_OPERAND = ("rmax", "mov", "transpose")  # results lie within the operand's values
 
 
 @register_kernel(*_UNARY)
 def _unary(m: Machine, cs: CoreState, instr: Instr) -> bool:
-    dst, a = instr.operands
-    m.store(cs.core, _view(dst), _UNARY[instr.opcode](m.read(cs.core, a)))
+    dst, a = _view(instr.operands[0]), instr.operands[1]
+    sa = _span(a)
+    result = _UNARY[instr.opcode](m.read(cs.core, a), sa)
+    m.store(cs.core, dst, result, sa if instr.opcode in _WITHIN_OPERAND else None)
     return True
 
 
 @register_kernel("lut")
 def _lut(m: Machine, cs: CoreState, instr: Instr) -> bool:
     dst, a, table = (_view(op) for op in instr.operands)
-    values = k.lut(m.read(cs.core, a), m.read(cs.core, table))
-    m.store(cs.core, dst, values)
+    values = k.lut(m.read(cs.core, a), m.read(cs.core, table), _span(a))
+    m.store(cs.core, dst, values, _span(table))
     return True
 
 
@@ -195,7 +245,7 @@ def _lut(m: Machine, cs: CoreState, instr: Instr) -> bool:
 def _sel(m: Machine, cs: CoreState, instr: Instr) -> bool:
     dst, cond, a, b = instr.operands
     result = k.sel(m.read(cs.core, cond), m.read(cs.core, a), m.read(cs.core, b))
-    m.store(cs.core, _view(dst), np.broadcast_to(result, _view(dst).shape))
+    m.store(cs.core, _view(dst), _to_shape(result, _view(dst)), _union(_span(a), _span(b)))
     return True
 
 

@@ -205,6 +205,16 @@ def rule_fill(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
     return ops
 
 
+def rule_scatter(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
+    table, src, idx = _view(ops, 0), _view(ops, 1), _view(ops, 2)
+    if src.cols != table.cols:
+        raise OperandError(f"source has {src.cols} columns, the table {table.cols}", 1)
+    if idx.shape != (src.rows, 1):
+        raise OperandError(f"index must be {src.rows}x1, not {_shape(idx.shape)}", 2)
+    _same_dtype(ops, 1)
+    return ops
+
+
 def rule_gather(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
     dst, table, idx = _view(ops, 0), _view(ops, 1), _view(ops, 2)
     if dst.cols != table.cols:

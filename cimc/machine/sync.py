@@ -11,7 +11,10 @@ same clocks because matching is fixed by FIFO order.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from cimc.errors import CimcError
 from cimc.machine.opcodes import spec_of
@@ -30,6 +33,9 @@ class Access:
     view: View
     write: bool
     clock: tuple[int, ...]  # vector clock right after the instruction
+    # Barriers the core passed before it. Every core passes every barrier, so accesses of
+    # different epochs are ordered: only equal epochs can race (0 everywhere is also sound).
+    epoch: int = 0
 
 
 def _err(
@@ -145,6 +151,7 @@ class _Skeleton:
         self.pc = dict.fromkeys(self.cores, 0)
         self.sent: dict[Site, tuple[int, ...]] = {}
         self.at_barrier: set[int] = set()
+        self.epoch = dict.fromkeys(self.cores, 0)
         self.accesses: list[Access] = []
 
     def run(self) -> list[Access]:
@@ -173,6 +180,7 @@ class _Skeleton:
             self.clock[core][core] = index + 1
             if instr.opcode == "barrier":
                 self.at_barrier.add(core)
+                self.epoch[core] += 1
             elif instr.opcode == "send":
                 self.sent[(core, index)] = tuple(self.clock[core])
             self._record(core, index, instr)
@@ -186,7 +194,8 @@ class _Skeleton:
         for view, access in spec.views(instr):
             if view.space in ("gb", "dram"):
                 write = access.value != "r"
-                self.accesses.append(Access(core, index, instr, view, write, clock))
+                epoch = self.epoch[core]
+                self.accesses.append(Access(core, index, instr, view, write, clock, epoch))
 
     def _release_barrier(self, live: list[int]) -> bool:
         if not self.at_barrier or len(self.at_barrier) < len(live):
@@ -218,10 +227,29 @@ def happens_before(a: Access, b: Access) -> bool:
     return b.clock[a.core] >= a.index + 1
 
 
-def _bytes_overlap(a: View, b: View) -> bool:
-    """Exact test: do the rows of two (possibly strided) views share a byte?"""
+def _rows(v: View) -> tuple[int, int, int]:
+    """(row step in bytes, bytes per row, row count), a contiguous view as one long row."""
+    row = v.cols * v.elem_bytes
+    if v.stride == v.cols or v.rows == 1:
+        return (row * v.rows, row * v.rows, 1)
+    return (v.stride * v.elem_bytes, row, v.rows)
+
+
+def bytes_overlap(a: View, b: View) -> bool:
+    """Exact test: do the rows of two (possibly strided) views share a byte?
+
+    Row r of a is [a0 + r*s, a0 + r*s + la); with one common step s (or a single row on
+    one side), rows r and q meet iff -la < (a0 - b0) + (r - q)*s < lb: a bound on t = r - q,
+    decided in O(1). Other stride pairs compare row ranges."""
     if a.space != b.space or a.addr >= b.end or b.addr >= a.end:
         return False
+    (sa, la, na), (sb, lb, nb) = _rows(a), _rows(b)
+    if na == 1 or nb == 1 or sa == sb:
+        step = sb if na == 1 else sa
+        d = a.addr - b.addr
+        t_lo = max(-(nb - 1), (-la - d) // step + 1)  # smallest t with t*step > -la - d
+        t_hi = min(na - 1, -((d - lb) // step) - 1)  # largest t with t*step < lb - d
+        return t_lo <= t_hi
     ra, rb = a.row_ranges(), b.row_ranges()
     starts = [r[0] for r in rb]
     for lo, hi in ra:
@@ -239,24 +267,131 @@ def find_race(accesses: list[Access]) -> tuple[Access, Access] | None:
     or None when race-free.
 
     Along one core's stream both `b.index` and `b.clock[j]` grow, so the accesses of core i
-    unordered with an access `a` of core j form one contiguous slice, found by bisection:
-    only that slice (in practice: the same barrier epoch) is compared byte by byte.
+    unordered with an access `a` of core j form one contiguous slice, found by bisection.
+    Only the accesses of that slice sharing an address block with `a` are compared byte by
+    byte (`_BlockIndex`), and only cores that touch those blocks are looked at, so a long
+    barrier epoch on many cores costs n log n, not n^2. The pair found is the first in
+    (core of a, a, core of b, b) order, as a plain scan of all pairs would find it.
     """
     by_core: dict[int, list[Access]] = {}
     for acc in accesses:
         by_core.setdefault(acc.core, []).append(acc)
     cores = sorted(by_core)
-    index = {c: [b.index for b in by_core[c]] for c in cores}
+    index = _BlockIndex(by_core, cores, _block_size(accesses))
+    stream_index = {c: [b.index for b in by_core[c]] for c in cores}
+    seen: dict[tuple[int, int], list[int]] = {}  # (i, j) -> clock[j] of core i's accesses
+
+    def window(a: Access, i: int) -> tuple[int, int]:
+        """Positions of core i's accesses unordered with a: [lo, hi)."""
+        clocks = seen.get((i, a.core))
+        if clocks is None:  # built on first use: most core pairs never share a block
+            clocks = seen[(i, a.core)] = [b.clock[a.core] for b in by_core[i]]
+        lo = bisect.bisect_left(stream_index[i], a.clock[i])
+        return lo, bisect.bisect_left(clocks, a.index + 1, lo)
+
     for j in cores:
-        seen = {i: [b.clock[j] for b in by_core[i]] for i in cores if i != j}
         for a in by_core[j]:
-            for i, clocks in seen.items():
-                lo = bisect.bisect_left(index[i], a.clock[i])
-                hi = bisect.bisect_left(clocks, a.index + 1, lo)
-                for b in by_core[i][lo:hi]:
-                    if (a.write or b.write) and _bytes_overlap(a.view, b.view):
-                        return a, b
+            hit = index.first_conflict(a, window)
+            if hit is not None:
+                return a, by_core[hit[0]][hit[1]]
     return None
+
+
+def _block_size(accesses: list[Access]) -> int:
+    """The smallest power-of-two block (>= 64 bytes) whose index holds at most a few entries
+    per access: large views then span few blocks, small ones share few."""
+    starts = np.array([a.view.addr for a in accesses], dtype=np.int64)
+    lasts = np.array([a.view.end - 1 for a in accesses], dtype=np.int64)
+    block, limit = 64, 4 * len(accesses) + 1024
+    while int((lasts // block - starts // block + 1).sum()) > limit:
+        block *= 2
+    return block
+
+
+Blocks = dict[tuple[str, int, int], dict[int, list[int]]]
+
+
+class _BlockIndex:
+    """Every core's accesses by (space, address block, epoch), then by core (ascending):
+    their ascending positions in the core's list. Writes are also indexed alone: a read
+    races only with writes, and a block read by every core is usually written by one."""
+
+    def __init__(self, by_core: dict[int, list[Access]], cores: list[int], block: int) -> None:
+        self.by_core, self.block = by_core, block
+        self.all: Blocks = {}
+        self.writes: Blocks = {}
+        for core in cores:
+            for pos, acc in enumerate(by_core[core]):
+                for key in self.keys(acc):
+                    self.all.setdefault(key, {}).setdefault(core, []).append(pos)
+                    if acc.write:
+                        self.writes.setdefault(key, {}).setdefault(core, []).append(pos)
+
+    def keys(self, acc: Access) -> list[tuple[str, int, int]]:
+        view = acc.view
+        last = view.addr + ((view.rows - 1) * view.stride + view.cols) * view.elem_bytes - 1
+        first, stop = view.addr // self.block, last // self.block + 1
+        return [(view.space, k, acc.epoch) for k in range(first, stop)]
+
+    def first_conflict(
+        self, a: Access, window: Callable[[Access, int], tuple[int, int]]
+    ) -> tuple[int, int] | None:
+        """(core, position) of the first access unordered with `a` (its `window` on that
+        core) that shares a byte with it, one of the two writing; None when there is none."""
+        best: dict[int, int] = {}  # core -> smallest conflicting position so far
+        windows: dict[int, tuple[int, int]] = {}
+        checked: set[tuple[int, int]] = set()  # accesses spanning several blocks: once
+        blocks = self.all if a.write else self.writes
+        for key in self.keys(a):
+            for core, table in blocks.get(key, {}).items():
+                if core == a.core:
+                    continue
+                if core not in windows:
+                    windows[core] = window(a, core)
+                lo, hi = windows[core]
+                at = bisect.bisect_left(table, lo)
+                stop = min(hi, best.get(core, hi))
+                while at < len(table) and table[at] < stop:
+                    pos = table[at]
+                    if (core, pos) not in checked:
+                        checked.add((core, pos))
+                        if bytes_overlap(a.view, self.by_core[core][pos].view):
+                            best[core] = pos
+                            break
+                    at += 1
+        return min(best.items()) if best else None
+
+
+def _without_constant_reads(program: Program, accesses: list[Access]) -> list[Access]:
+    """Drop reads that lie inside a `.const`: they race only with a write to that constant,
+    and when no access writes into a constant (the validator rejects such writes before
+    this check) there is none. Weight reads are most accesses of a large model."""
+    consts: dict[str, list[tuple[int, int]]] = {}  # per space: disjoint merged byte ranges
+    for d in sorted(program.decls_of("const"), key=lambda d: (d.space, d.addr)):
+        spans = consts.setdefault(d.space, [])
+        if spans and d.addr <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], d.end))
+        else:
+            spans.append((d.addr, d.end))
+
+    def inside(view: View) -> tuple[int, int] | None:
+        spans = consts.get(view.space, [])
+        k = bisect.bisect_right(spans, (view.addr, float("inf"))) - 1
+        return spans[k] if k >= 0 and spans[k][1] > view.addr else None
+
+    def touches_const(view: View) -> bool:
+        spans = consts.get(view.space, [])
+        k = bisect.bisect_left(spans, (view.end,)) - 1  # the last constant starting before end
+        return k >= 0 and spans[k][1] > view.addr
+
+    if not consts or any(a.write and touches_const(a.view) for a in accesses):
+        return accesses
+    kept = []
+    for a in accesses:
+        span = None if a.write else inside(a.view)
+        if span is None or a.view.end > span[1]:
+            kept.append(a)
+    return kept
 
 
 def _describe(acc: Access) -> str:
@@ -268,7 +403,7 @@ def check_sync(program: Program) -> None:
     """Matching, barrier counts, deadlock freedom and race freedom, in that order."""
     pairs = match_messages(program)
     check_barrier_counts(program)
-    race = find_race(_Skeleton(program, pairs).run())
+    race = find_race(_without_constant_reads(program, _Skeleton(program, pairs).run()))
     if race is not None:
         a, b = sorted(race, key=lambda x: (x.instr.line, x.core))
         raise _err(
@@ -278,3 +413,6 @@ def check_sync(program: Program) -> None:
             f"{_describe(b)} races with core {a.core}'s {_describe(a)} at line {a.instr.line}; "
             f"order them with a barrier or a send/recv",
         )
+
+
+_bytes_overlap = bytes_overlap  # the fuzz harness's name for it

@@ -93,6 +93,13 @@ def _check_decls(program: Program, arch: Arch) -> None:
                 f"move one of them",
                 _at(program, later.line, later.col),
             )
+    for p in program.persists:
+        if not (0 <= p.core < arch.chip.cores and 0 <= p.macro < arch.core.macros):
+            raise CimcError(
+                f".persist {p.core} m{p.macro}: arch {arch.name!r} has cores "
+                f"0..{arch.chip.cores - 1} with macros m0..m{arch.core.macros - 1}",
+                _at(program, p.line, p.col),
+            )
 
 
 def _check_cores(program: Program, arch: Arch) -> None:
@@ -129,6 +136,10 @@ class _StreamChecker:
     def __init__(self, program: Program, arch: Arch, core: int) -> None:
         self.program, self.arch, self.core = program, arch, core
         self.written: dict[int, np.ndarray] = {}
+        shape = (arch.macro.rows, arch.macro.cols)
+        for p in program.persists:  # kept from the previous run: checked at run time
+            if p.core == core:
+                self.written[p.macro] = np.ones(shape, dtype=bool)
         self.cores_present = {s.core for s in program.cores}
         consts = sorted((d.space, d.addr, d.end, d.name) for d in program.decls_of("const"))
         self.consts = {sp: [c[1:] for c in consts if c[0] == sp] for sp in ("gb", "dram")}

@@ -285,6 +285,16 @@ def _gather(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     return [Instr(op, (_sp(draw, ctx, dt, n, d), table, index))]
 
 
+def _scatter(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
+    n, d = _dim(draw), _dim(draw)
+    if draw(st.booleans()):
+        table = shared_view(draw, _dim(draw), d, True, ctx)  # e.g. a KV cache in gb/dram
+    else:
+        table = _sp(draw, ctx, _dtype(draw), _dim(draw), d)
+    index = _sp(draw, ctx, _dtype(draw), n, 1)
+    return [Instr(op, (table, _sp(draw, ctx, table.dtype, n, table.cols), index))]
+
+
 Builder = Callable[[Draw, Ctx, str], list[Instr]]
 BUILDERS: dict[str, Builder] = {
     **{op: _binary for op in ("add", "sub", "mul", "max", "min", "shl", "rshr", "div")},
@@ -296,6 +306,7 @@ BUILDERS: dict[str, Builder] = {
     **{op: _macro for op in ("mload", "mload.t", "mvm", "mvm.acc")},
     "dma": _dma,
     "gather": _gather,
+    "scatter": _scatter,
 }
 # Built structurally by `programs()` rather than by a per-opcode builder.
 STRUCTURAL = ("send", "recv", "barrier", "halt")
