@@ -21,8 +21,10 @@ from cimc.backend.compile import Compiled, compile_graph
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
+from cimc.machine.state import gc_paused
 from cimc.passes.manager import Pass, PassManager, PassTiming, parse_pipeline
 from cimc.passes.quantize import Quantize
+from cimc.progress import report
 
 DEFAULT_PIPELINE = "canonicalize,check-canonical,quantize"
 QUANTIZE = "quantize"
@@ -40,6 +42,7 @@ class PipelineOptions:
     print_ir_after: tuple[str, ...] = ()
     time_passes: bool = False
     print_fn: Callable[[str], object] | None = None
+    streaming: str = "auto"  # weight streaming policy (cimc/backend/compile.py module doc)
 
 
 @dataclass(frozen=True)
@@ -81,16 +84,23 @@ def _with_calibration(passes: list[Pass], path: str | None) -> list[Pass]:
 def compile_model(model: Any, arch: Arch, options: PipelineOptions | None = None) -> PipelineResult:
     """Import (unless given a Graph), run the graph passes, compile for `arch`."""
     options = options or PipelineOptions()
+    report("compile", 0, 4, "import")
     graph = load_model(model, options)
     before, after = split_pipeline(parse_pipeline(options.pipeline))
     after = _with_calibration(after, options.calibration)
     float_manager, quant_manager = _manager(before, options), _manager(after, options)
+    report("compile", 1, 4, ",".join(p.NAME for p in before) or "no float passes")
     float_graph = float_manager.run(graph.copy())
+    report("compile", 2, 4, ",".join(p.NAME for p in after))
     qgraph = quant_manager.run(float_graph.copy())
+    report("compile", 3, 4, "backend")
     timings = [*float_manager.timings, *quant_manager.timings]
     started = time.perf_counter()
-    compiled = compile_graph(qgraph, arch, name=_stem(model))
+    policy: Any = options.streaming  # checked by compile_graph (a CimcError names the choices)
+    with gc_paused():  # builds ~10^5 instruction objects and no cycles: no GC passes
+        compiled = compile_graph(qgraph, arch, name=_stem(model), streaming=policy)
     timings.append(PassTiming("backend", time.perf_counter() - started, True))
+    report("compile", 4, 4)
     if options.time_passes:
         _print(options, _timing_report(timings))
     return PipelineResult(float_graph, qgraph, compiled, tuple(timings))

@@ -9,7 +9,9 @@ runs again with a trace and the shared-memory writes are replayed: each graph va
 read back right after the last instruction of its node (instructions carry their node in
 their location comment) and compared with the golden's value, in graph order. The first
 that differs is the divergence; the instruction reported is the last one of that node
-that wrote its first wrong element. Accuracy: dequantized outputs vs the float graph.
+that wrote its first wrong element. When the program checked is not the compiler's own
+(edited, or read back from a file), a shadow run of the compiled program also names the
+first instruction whose result differs. Accuracy: dequantized outputs vs the float graph.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ class Divergence:
     instruction_location: str  # FILE:LINE:COL
     core: int
     error: str = ""  # set when the program stopped with a run-time error there
+    # When the program checked is not the compiler's own (e.g. read back from a file): the
+    # first executed instruction that differs from, or writes other values than, the same
+    # instruction in a shadow run of the compiled program.
+    first_differing: str = ""
+    first_differing_location: str = ""
+    first_differing_core: int = -1
 
     def message(self) -> str:
         if self.error:
@@ -63,10 +71,17 @@ class Divergence:
                 f"the program failed in %{self.value} at {self.instruction_location} "
                 f"(`{self.instruction}`): {self.error}"
             )
+        shadow = (
+            f"; the first instruction whose result differs from the compiled program's is "
+            f"`{self.first_differing}` on core {self.first_differing_core} at "
+            f"{self.first_differing_location}"
+            if self.first_differing
+            else ""
+        )
         return (
             f"first diverging value %{self.value} ({self.mismatched} elements differ; at "
             f"{list(self.index)} machine {self.got} != golden {self.want}), written by "
-            f"`{self.instruction}` on core {self.core} at {self.instruction_location}"
+            f"`{self.instruction}` on core {self.core} at {self.instruction_location}{shadow}"
         )
 
 
@@ -113,6 +128,9 @@ def _divergence_json(d: Divergence) -> dict[str, Any]:
         "instruction_location": d.instruction_location,
         "core": d.core,
         "error": d.error,
+        "first_differing": d.first_differing,
+        "first_differing_location": d.first_differing_location,
+        "first_differing_core": d.first_differing_core,
     }
 
 
@@ -164,6 +182,8 @@ def verify_compiled(
     if any(bad.values()):
         traced = run_program(program, compiled.arch, feeds, compiled.consts, trace=True)
         divergence = find_divergence(compiled, program, traced.trace, golden.values)
+        if divergence is not None and program.cores != compiled.program.cores:
+            divergence = _with_first_differing(compiled, feeds, divergence, program, traced.trace)
     checks = _accuracy(compiled, float_graph, inputs, got, bad)
     figures = cost_figures(compiled, program) if with_figures else {}
     return VerifyReport(not any(bad.values()), sum(bad.values()), checks, divergence, figures)
@@ -236,6 +256,37 @@ class _Shadow:
                 target = self.array(view)
                 if target is not None:
                     target[...] = data.reshape(target.shape)
+
+
+def _with_first_differing(
+    compiled: Compiled,
+    feeds: dict[str, np.ndarray],
+    divergence: Divergence,
+    program: Program,
+    trace: list[TraceEvent],
+) -> Divergence:
+    """Name the first executed instruction that is not the compiled program's instruction at
+    the same (core, pc), or that wrote different values there (a shadow run of it)."""
+    try:
+        shadow = run_program(compiled.program, compiled.arch, feeds, compiled.consts, trace=True)
+    except CimcError:  # the compiled program fails itself: no reference to compare with
+        return divergence
+    expected = {(e.core, e.pc): e for e in shadow.trace}
+    for event in trace:
+        twin = expected.get((event.core, event.pc))
+        same = (
+            twin is not None
+            and twin.instr == event.instr
+            and all(np.array_equal(a, b) for a, b in zip(event.writes, twin.writes, strict=True))
+        )
+        if not same:
+            return replace(
+                divergence,
+                first_differing=instr_text(event.instr),
+                first_differing_location=program.loc(event.instr),
+                first_differing_core=event.core,
+            )
+    return divergence
 
 
 def _node_events(compiled: Compiled, trace: list[TraceEvent]) -> dict[str, list[int]]:

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -45,9 +46,17 @@ from cimc.machine.program import (
     dtype_range,
 )
 from cimc.machine.shape_rules import OperandError
+from cimc.machine.sync import bytes_overlap
 
 DECL_ALIGN = 64
 Arg = View | MacroRef | Imm | int
+
+
+class EmitHook(Protocol):
+    """The weight prefetcher, as the tile loaders see it (cimc/backend/prefetch.py)."""
+
+    def need(self, core: int, key: object) -> None: ...
+    def owns(self, key: object) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,7 @@ class ProgramBuilder:
         self._tags: dict[tuple[int, int], int] = {}
         self._names: set[str] = set()
         self._fresh = 0
+        self.hook: EmitHook | None = None  # weight prefetch (cimc/backend/prefetch.py)
 
     # ------------------------------------------------------------------ declarations
     def fresh_name(self, stem: str) -> str:
@@ -142,7 +152,9 @@ class ProgramBuilder:
         self, name: str, data: np.ndarray, dtype: DType | None = None, space: Space = "dram"
     ) -> View:
         """Declare constant `name` (2-D; 1-D becomes 1xN) and keep its data for the file."""
-        arr = np.asarray(data, dtype=np.int64)
+        arr = np.asarray(data)
+        if arr.dtype.kind not in "iu":  # integer arrays keep their dtype (a big image stays i8)
+            arr = arr.astype(np.int64)
         arr = arr.reshape(1, -1) if arr.ndim <= 1 else arr
         if arr.ndim != 2:
             raise CimcError(f"constant {name!r} must be 2-D, got shape {arr.shape}", self.loc)
@@ -171,6 +183,12 @@ class ProgramBuilder:
             self._declare("output", name, space, dtype, r, c, nbytes(dtype, r, c)), dtype, r, c
         )
 
+    def state(self, name: str, dtype: DType, r: int, c: int, space: Space = "dram") -> View:
+        """A persistent `.state` tensor (e.g. a KV cache): it outlives the run."""
+        return self._decl_view(
+            self._declare("state", name, space, dtype, r, c, nbytes(dtype, r, c)), dtype, r, c
+        )
+
     def region(self, name: str | None, dtype: DType, r: int, c: int, space: Space = "dram") -> View:
         """A named scratch tensor in shared memory (`.region`, zeroed at start)."""
         decl = self._declare(
@@ -191,7 +209,8 @@ class ProgramBuilder:
             raise CimcError(f"core {core} is not one of the builder's cores {self.cores}", self.loc)
         state = self._cores.get(core)
         if state is None:
-            sp = Allocator(f"scratchpad of core {core}", self.arch.core.scratchpad_bytes)
+            sp = Allocator(f"scratchpad of core {core}", self.arch.core.scratchpad_bytes,
+                           field="core.scratchpad_bytes")  # fmt: skip
             state = self._cores[core] = _CoreState(sp=sp)
             state.items.extend(Instr("barrier", ()) for _ in range(self._barriers))
         return state
@@ -246,22 +265,43 @@ class ProgramBuilder:
         state.items.append(instr)
         return instr
 
+    def last(self, core: int) -> CoreItem:
+        """The last item emitted on `core`."""
+        return self._core(core).items[-1]
+
     def _order_shared(self, core: int, instr: Instr) -> None:
-        """Insert a barrier when `instr` would race with another core's gb/dram access."""
+        """Insert a barrier when `instr` would race with another core's gb/dram access.
+
+        The touches since the last barrier are also indexed by (space, 4 KiB block, is a
+        write), then core, so a check compares only other cores' touches sharing a block with
+        it (only their writes, for a read): linear in the program, not quadratic in the
+        length of a barrier epoch."""
         mine = [
             _Touch(core, v, a.value != "r")
             for v, a in opspec(instr.opcode).views(instr)
             if v.space in ("gb", "dram") and v.symbol not in self.consts  # consts: read-only
         ]
+        if not self._touches:  # a new epoch: barrier() cleared the touches
+            self._touch_blocks: dict[tuple[str, int, bool], dict[int, list[_Touch]]] = {}
+        if any(self._races(t) for t in mine):
+            self.barrier()
+            self._touch_blocks = {}
         for t in mine:
-            for o in self._touches:
-                if o.core != core and (o.write or t.write) and views_overlap(o.view, t.view):
-                    self.barrier()
-                    break
-            else:
-                continue
-            break
+            for k in range(t.view.addr >> 12, ((t.view.end - 1) >> 12) + 1):
+                for write in {False, t.write}:  # key False: every touch; True: writes
+                    by_core = self._touch_blocks.setdefault((t.view.space, k, write), {})
+                    by_core.setdefault(t.core, []).append(t)
         self._touches.extend(mine)
+
+    def _races(self, t: _Touch) -> bool:
+        """Does `t` overlap another core's touch since the last barrier (a write among them)?"""
+        writes_only = not t.write  # a write conflicts with any touch, a read with writes
+        for k in range(t.view.addr >> 12, ((t.view.end - 1) >> 12) + 1):
+            block = self._touch_blocks.get((t.view.space, k, writes_only), {})
+            for other, touches in block.items():
+                if other != t.core and any(bytes_overlap(o.view, t.view) for o in touches):
+                    return True
+        return False
 
     def barrier(self) -> None:
         """A barrier on every active core (cores activated later get it prepended)."""

@@ -9,11 +9,21 @@
 Each node's instructions carry its location (`%name (source)`) as their comment, so a
 value, its instructions and the trace map onto each other (cimc/verify.py relies on it).
 A q-op without an instruction lowering stops with "no lowering for <op> yet" at the node.
+
+Weights stream by the planner (cimc/backend/streaming.py, emitted by prefetch.py): the
+`streaming` policy decides how the macros are shared between phases of static weights:
+- `sequential`: every macro serves one phase; the next phase loads when it is done;
+- `double-buffer`: two banks; phase i+1 loads into one while phase i computes on the other;
+- `pin-what-fits`: a pinned bank keeps the first weights resident (a caller that reuses
+  the program state across runs, e.g. decode steps, loads them once), the rest streams
+  double-buffered;
+- `auto` (default): the plan with the best estimated makespan (ties: fewer bytes).
+When all weights fit the macros every policy keeps them resident. In every case each
+weight byte is loaded once per inference, from one load-ordered image (`weights.img`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +33,17 @@ import numpy as np
 
 from cimc.backend.asm import ProgramBuilder
 from cimc.backend.asm_alloc import NP_OF, rows
+from cimc.backend.lower_attention import Heads, lower_attention
+from cimc.backend.lower_elementwise import lower_add, lower_mul, lower_rescale, lower_unary
+from cimc.backend.lower_embedding import lower_embedding
+from cimc.backend.lower_linear import lower_linear, lower_matmul
 from cimc.backend.lower_movement import MOVEMENT, copy_view, materialize
+from cimc.backend.lower_norm import lower_norm
+from cimc.backend.lower_rotary import lower_rotary
+from cimc.backend.lower_softmax import lower_softmax
+from cimc.backend.lower_tiles import TileSlot, auto_split, place_tiles
+from cimc.backend.prefetch import StreamSetup, layer_image, setup_streaming
+from cimc.backend.streaming import Policy, StreamPlan
 from cimc.backend.values import ValueStore, decl_name, machine_dtype, plan_values, rows_cols
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
@@ -71,15 +91,19 @@ class Compiled:
     outputs: tuple[OutputBinding, ...]
     views: dict[str, View]  # graph value -> its storage view
     comments: dict[str, str]  # instruction comment -> graph value (node) name
+    stream: StreamPlan | None = None  # phases and image of the static weights (if any)
 
 
 class Emitter:
     """What a node lowering sees: the builder and the views of its operands and result."""
 
-    def __init__(self, b: ProgramBuilder, store: ValueStore, graph: Graph) -> None:
+    def __init__(
+        self, b: ProgramBuilder, store: ValueStore, graph: Graph, stream: StreamSetup | None
+    ) -> None:
         self.b = b
         self.store = store
         self.graph = graph
+        self.stream = stream
 
     def operand(self, node: Node, k: int) -> View:
         return self.store.view(node.inputs[k])
@@ -114,23 +138,22 @@ class Emitter:
 Lowerer = Callable[[Emitter, Node], None]
 
 
-def _lowering(module: str, function: str, op: str, where: str) -> Callable[..., None]:
-    """A lowering function of cimc/backend/<module>.py, or the honest error."""
-    try:
-        mod = importlib.import_module(f"cimc.backend.{module}")
-        return getattr(mod, function)  # type: ignore[no-any-return]
-    except (ImportError, AttributeError):
-        raise CimcError(f"no lowering for {op} yet (cimc/backend/{module}.py)", where) from None
-
-
-def compile_graph(graph: Graph, arch: Arch, name: str = "model", check: bool = True) -> Compiled:
-    """Lower a quantized graph to a program for `arch` (validated unless check=False)."""
+def compile_graph(
+    graph: Graph,
+    arch: Arch,
+    name: str = "model",
+    check: bool = True,
+    streaming: Policy = "auto",
+) -> Compiled:
+    """Lower a quantized graph to a program for `arch` (validated unless check=False);
+    `streaming` is the weight streaming policy (see the module doc)."""
     graph.verify()
     plan = plan_values(graph, arch)
     b = ProgramBuilder(arch)
     b.note(f"cimc: graph @{graph.name} for arch '{arch.name}'")
     store = ValueStore(graph, plan, b)
-    em = Emitter(b, store, graph)
+    stream = setup_streaming(b, graph, streaming)
+    em = Emitter(b, store, graph, stream)
     comments: dict[str, str] = {}
     for node in graph.nodes():
         comment = " ".join(node.where.split())
@@ -143,12 +166,16 @@ def compile_graph(graph: Graph, arch: Arch, name: str = "model", check: bool = T
             if lower is None:
                 raise CimcError(f"no lowering for {node.op.NAME} yet", node.where)
             lower(em, node)
+    b.hook = None
     outputs = _bind_outputs(em, graph, comments)
     program, consts = b.build(f"{name}.cimasm", f"{name}.safetensors")
     if check:
         validate(program, arch)
     inputs = _bind_inputs(graph, plan.host_inputs, store)
-    return Compiled(program, consts, arch, graph, inputs, outputs, dict(store.views), comments)
+    splan = stream.plan if stream is not None else None
+    return Compiled(
+        program, consts, arch, graph, inputs, outputs, dict(store.views), comments, splan
+    )
 
 
 def _declare(store: ValueStore, node: Node) -> None:
@@ -259,13 +286,16 @@ def _plan(node: Node) -> Any:
 
 
 def _linear(em: Emitter, node: Node) -> None:
-    fn = _lowering("lower_linear", "lower_linear", node.op.NAME, node.where)
-    fn(em.b, em.operand(node, 0), em.result(node), _plan(node), name=em.name(node))
+    x, y, name = em.operand(node, 0), em.result(node), em.name(node)
+    if em.stream is None:
+        lower_linear(em.b, x, y, _plan(node), name=name)
+        return
+    slots, image = em.stream.slots[node.name], layer_image(em.stream, node.name)
+    lower_linear(em.b, x, y, _plan(node), slots=slots, name=name, weight_image=image)
 
 
 def _matmul(em: Emitter, node: Node) -> None:
     """Batched a[..., M, K] @ b[..., K, N]: one 2-D product per batch index."""
-    fn = _lowering("lower_linear", "lower_matmul", node.op.NAME, node.where)
     a_t, b_t = (em.graph.node(i).type.shape for i in node.inputs)
     m, k = a_t[-2], a_t[-1]
     batch = int(np.prod(node.type.shape[:-2], dtype=np.int64))
@@ -273,33 +303,43 @@ def _matmul(em: Emitter, node: Node) -> None:
     if int(np.prod(a_t[:-2], dtype=np.int64)) != batch or b_batch not in (1, batch):
         raise CimcError("q.matmul broadcasts only the right operand's batch of 1", node.where)
     a, bm, y = em.operand(node, 0), em.operand(node, 1), em.result(node)
+    slots = _dynamic_slots(em, rows(a, 0, m), k, b_t[-1])
     for i in range(batch):
         j = i if b_batch > 1 else 0
-        fn(
+        lower_matmul(
             em.b,
             rows(a, i * m, (i + 1) * m),
             rows(bm, j * k, (j + 1) * k),
             rows(y, i * m, (i + 1) * m),
             _plan(node),
+            slots=slots,
             name=em.name(node),
         )
 
 
-def _binary(function: str) -> Lowerer:
+def _dynamic_slots(em: Emitter, a: View, k: int, n: int) -> tuple[TileSlot, ...] | None:
+    """Run-time operands take the macros the streaming plan left free (None: any macro)."""
+    pool = em.stream.reserved if em.stream is not None else ()
+    if not pool:
+        return None
+    slots = place_tiles(em.b, k, n, split=auto_split(em.b, a, n))
+    return tuple(replace(s, macro=pool[s.macro % len(pool)]) for s in slots)
+
+
+def _binary(function: Callable[..., None]) -> Lowerer:
     """add / mul: the full-shape operand first, the other as a 2-D broadcast."""
 
     def lower(em: Emitter, node: Node) -> None:
-        fn = _lowering("lower_elementwise", function, node.op.NAME, node.where)
         shapes = [em.graph.node(i).type.shape for i in node.inputs]
         plan = _plan(node)
         first = 1 if shapes[0] != node.type.shape and shapes[1] == node.type.shape else 0
-        if first == 1 and function == "lower_add":  # a*Ma + b*Mb is symmetric
+        if first == 1 and function is lower_add:  # a*Ma + b*Mb is symmetric
             plan = replace(plan, mult_a=plan.mult_b, mult_b=plan.mult_a)
         full = em.operand(node, first)
         if shapes[first] != node.type.shape:
             full = em.expanded(node, first, node.type.shape)
         other = em.broadcast(node, 1 - first, node.type.shape)
-        fn(em.b, full, other, em.result(node), plan)
+        function(em.b, full, other, em.result(node), plan)
 
     return lower
 
@@ -307,30 +347,31 @@ def _binary(function: str) -> Lowerer:
 def _requant(em: Emitter, node: Node) -> None:
     from cimc.quant.plans import RescalePlan
 
-    fn = _lowering("lower_elementwise", "lower_rescale", node.op.NAME, node.where)
-    fn(em.b, em.operand(node, 0), em.result(node), RescalePlan(_plan(node)))
+    lower_rescale(em.b, em.operand(node, 0), em.result(node), RescalePlan(_plan(node)))
 
 
 def _lut(em: Emitter, node: Node) -> None:
-    fn = _lowering("lower_elementwise", "lower_unary", node.op.NAME, node.where)
-    fn(em.b, em.operand(node, 0), em.result(node), _plan(node), name=f"{em.name(node)}.lut")
+    name = f"{em.name(node)}.lut"
+    lower_unary(em.b, em.operand(node, 0), em.result(node), _plan(node), name=name)
 
 
 def _norm(em: Emitter, node: Node) -> None:
-    fn = _lowering("lower_norm", "lower_norm", node.op.NAME, node.where)
-    fn(em.b, em.operand(node, 0), em.result(node), _plan(node), name=em.name(node))
+    lower_norm(em.b, em.operand(node, 0), em.result(node), _plan(node), name=em.name(node))
+
+
+def _embedding(em: Emitter, node: Node) -> None:
+    lower_embedding(em.b, em.operand(node, 0), em.result(node), _plan(node), name=em.name(node))
 
 
 def _softmax(em: Emitter, node: Node) -> None:
-    fn = _lowering("lower_softmax", "lower_softmax", node.op.NAME, node.where)
     mask = em.broadcast(node, 1, node.type.shape) if len(node.inputs) > 1 else None
-    fn(em.b, em.operand(node, 0), em.result(node), _plan(node), mask=mask, name=em.name(node))
+    lower_softmax(
+        em.b, em.operand(node, 0), em.result(node), _plan(node), mask=mask, name=em.name(node)
+    )
 
 
 def _attention(em: Emitter, node: Node) -> None:
     """Operands [B, H, S, D] are stored head-major: [B*H*S x D] views."""
-    fn = _lowering("lower_attention", "lower_attention", node.op.NAME, node.where)
-    from cimc.backend.lower_attention import Heads
 
     def heads(view: View, shape: tuple[int, ...]) -> Heads:
         return Heads(view, shape[0], shape[1], shape[2], shape[3], head_major=True)
@@ -342,7 +383,8 @@ def _attention(em: Emitter, node: Node) -> None:
     if len(node.inputs) == 4:
         mask = _attention_mask(em, node, q.batch, q.seq, k.seq)
     out = heads(em.result(node), node.type.shape)
-    fn(em.b, q, k, v, out, _plan(node), mask=mask, name=em.name(node))
+    macros = em.stream.reserved if em.stream is not None and em.stream.reserved else None
+    lower_attention(em.b, q, k, v, out, _plan(node), mask=mask, name=em.name(node), macros=macros)
 
 
 def _attention_mask(em: Emitter, node: Node, batch: int, sq: int, sk: int) -> View:
@@ -359,26 +401,13 @@ def _attention_mask(em: Emitter, node: Node, batch: int, sq: int, sk: int) -> Vi
     )
 
 
-def _pending(module: str, function: str) -> Lowerer:
-    """A q-op whose lowering module is announced but may not exist yet."""
-
-    def lower(em: Emitter, node: Node) -> None:
-        fn = _lowering(module, function, node.op.NAME, node.where)
-        fn(em.b, em.operand(node, 0), em.result(node), _plan(node), name=em.name(node))
-
-    return lower
-
-
 def _rotary(em: Emitter, node: Node) -> None:
     """[B, H, S, D] values are head-major views; other ranks go as plain views."""
-    fn = _lowering("lower_rotary", "lower_rotary", node.op.NAME, node.where)
     x, y = em.operand(node, 0), em.result(node)
     if len(node.type.shape) == 4:
-        from cimc.backend.lower_attention import Heads
-
         bt, h, s, d = node.type.shape
         x, y = Heads(x, bt, h, s, d, head_major=True), Heads(y, bt, h, s, d, head_major=True)  # type: ignore[assignment]
-    fn(em.b, x, y, _table_plan(node), name=em.name(node))
+    lower_rotary(em.b, x, y, _table_plan(node), name=em.name(node))
 
 
 def _table_plan(node: Node) -> Any:
@@ -395,14 +424,14 @@ def _table_plan(node: Node) -> Any:
 LOWERINGS: dict[str, Lowerer] = {
     "q.linear": _linear,
     "q.matmul": _matmul,
-    "q.add": _binary("lower_add"),
-    "q.mul": _binary("lower_mul"),
+    "q.add": _binary(lower_add),
+    "q.mul": _binary(lower_mul),
     "q.requant": _requant,
     "q.lut": _lut,
     "q.layer_norm": _norm,
     "q.rms_norm": _norm,
     "q.softmax": _softmax,
     "q.attention": _attention,
-    "q.embedding": _pending("lower_embedding", "lower_embedding"),
+    "q.embedding": _embedding,
     "q.rotary": _rotary,
 }

@@ -83,6 +83,21 @@ def load_const(b: ProgramBuilder, sc: Scratch, const: View) -> View:
     return buf
 
 
+def sp_too_small(b: ProgramBuilder, what: str, short: int) -> CimcError:
+    """The scratchpad lacks `short` bytes for `what`: name the arch field and the size.
+
+    The arch alone cannot know this (it depends on the model's widths), so the check is
+    here, when lowering; "at least" because other live buffers may still move."""
+    have = b.arch.core.scratchpad_bytes
+    least = -(-(have + max(short, 1)) // 8) * 8  # the field must be a multiple of 8
+    return CimcError(
+        f"scratchpad too small for {what}: arch field 'core.scratchpad_bytes' is {have} "
+        f"bytes, this model needs at least {least}; raise it or pick a preset "
+        "with a larger scratchpad",
+        b.loc,
+    )
+
+
 def row_chunk(
     b: ProgramBuilder, cores: Sequence[int], bytes_per_row: int, fixed: int, nbufs: int
 ) -> int:
@@ -90,11 +105,8 @@ def row_chunk(
     free = min(b.sp_largest_free(c) for c in cores) - fixed - SLACK * nbufs
     rows = free // max(bytes_per_row, 1)
     if rows < 1:
-        raise CimcError(
-            f"scratchpad too small: one row needs {bytes_per_row} bytes plus {fixed} fixed; "
-            "use an arch preset with a larger scratchpad",
-            b.loc,
-        )
+        what = f"one row ({bytes_per_row} bytes plus {fixed} fixed)"
+        raise sp_too_small(b, what, bytes_per_row - free)
     return rows
 
 

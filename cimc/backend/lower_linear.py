@@ -20,7 +20,14 @@ from dataclasses import dataclass
 
 from cimc.backend.asm import ProgramBuilder, Scratch
 from cimc.backend.asm_alloc import chunks, cols, sub
-from cimc.backend.lower_common import SLACK, ReqConsts, check_shape, emit_req, req_consts
+from cimc.backend.lower_common import (
+    SLACK,
+    ReqConsts,
+    check_shape,
+    emit_req,
+    req_consts,
+    sp_too_small,
+)
 from cimc.backend.lower_tiles import (  # re-exported: the engine is part of this API
     TileKey,
     TileLoader,
@@ -227,7 +234,8 @@ def _token_chunks(
         return t, max(1, min((room - t * xr) // ar for xr, ar, room in need))
     tc = min(room // (xr + ar) for xr, ar, room in need)
     if tc < 1:
-        raise CimcError("scratchpad too small for one token of this matmul", b.loc)
+        short = max(xr + ar - room for xr, ar, room in need)
+        raise sp_too_small(b, "one token of this matmul", short)
     return tc, tc
 
 

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 from cimc.backend.asm import ProgramBuilder
 from cimc.backend.asm_alloc import chunks
-from cimc.backend.lower_common import SLACK
-from cimc.errors import CimcError
+from cimc.backend.lower_common import SLACK, sp_too_small
 from cimc.ir.graph import Node
 from cimc.ir.ops import Concat, Gather, Slice, Transpose
 from cimc.ir.types import DType
@@ -71,9 +70,10 @@ def copy_view(b: ProgramBuilder, src: View, dst: View, core: int | None = None) 
 
 
 def _sp_rows(b: ProgramBuilder, core: int, bytes_per_row: int) -> int:
-    rows = (b.sp_largest_free(core) - 4 * SLACK) // max(bytes_per_row, 1)
+    free = b.sp_largest_free(core) - 4 * SLACK
+    rows = free // max(bytes_per_row, 1)
     if rows < 1:
-        raise CimcError("scratchpad too small for one row of this copy", b.loc)
+        raise sp_too_small(b, "one row of this copy", bytes_per_row - free)
     return rows
 
 

@@ -187,14 +187,19 @@ class TileLoader:
         i = self.pos if self.pos < len(self.order) and self.order[self.pos] == s else -1
         self.pos += i >= 0
         ref, key = tile_window(s), self._key(s)
+        hook = self.b.hook
+        if hook is not None and key is not None:
+            hook.need(self.core, key)  # a prefetched tile: its load is emitted by now
         if self.b.resident(self.core, s.macro, ref, key):
             return ref
         src = self._stage(i, s)
         nxt = i + 1 if 0 <= i < len(self.order) - 1 else -1
         if nxt >= 0 and len(self.staging) > 1:
             t = self.order[nxt]
-            fresh = not self.b.resident(self.core, t.macro, tile_window(t), self._key(t))
-            if fresh or windows_overlap(ref, tile_window(t)):
+            tk = self._key(t)
+            fresh = not self.b.resident(self.core, t.macro, tile_window(t), tk)
+            owned = hook is not None and tk is not None and hook.owns(tk)  # prefetched
+            if not owned and (fresh or windows_overlap(ref, tile_window(t))):
                 self.staged[nxt] = self._stage(nxt, t)
         self.b.mload(self.core, s.macro, s.r0, s.c0, src, key, transpose=self.w.transposed)
         return ref

@@ -146,13 +146,15 @@ def plan_streaming(
     pin_fraction: float = 0.5,
     reserve_per_core: int = 0,
     fill: bool = False,
+    cold: bool = False,
 ) -> StreamPlan:
     """Phases, placements and image layout of `workload` on `target` under `policy`.
 
     `reserve_per_core` macros of every core (the highest indices) are left free for
     run-time operands (attention K^T and V tiles); `pin_fraction` of the rest is pinned
     under `pin-what-fits`; `auto` tries every policy (and several pin fractions);
-    `fill` splits columns to fill every phase (see the module doc).
+    `fill` splits columns to fill every phase (see the module doc); `cold`: `auto` ranks
+    plans by the first inference (every weight loaded) instead of the steady state.
     """
     if policy not in (*POLICIES, "auto"):
         names = ", ".join((*POLICIES, "auto"))
@@ -170,7 +172,7 @@ def plan_streaming(
         placement = place(tiles, target, slots, span=span, workload=workload, duplicate=duplicate)
         return _finish(workload, target, policy, source, [(-1, placement)])
     if policy == "auto":
-        return _best(workload, target, source, span, duplicate, reserve_per_core, fill)
+        return _best(workload, target, source, span, duplicate, reserve_per_core, fill, cold)
     banks = _banks(target, usable, policy, pin_fraction)
     groups = _split(tiles, target, span, banks, fill)
     phases = [(bank, place(ts, target, banks[bank], span=span)) for bank, ts in groups]
@@ -185,8 +187,10 @@ def _best(
     duplicate: bool,
     reserve_per_core: int,
     fill: bool,
+    cold: bool = False,
 ) -> StreamPlan:
-    """The fastest plan over policies and pin fractions; ties: fewer bytes per inference."""
+    """The fastest plan over policies and pin fractions; ties: fewer bytes per inference.
+    `cold` compares first inferences (a program that runs once), else steady states."""
 
     def plan(policy: Policy, fraction: float = 0.5) -> StreamPlan:
         return plan_streaming(
@@ -203,9 +207,13 @@ def _best(
 
     m = target.macros_per_core - reserve_per_core
     plans = [plan("sequential")]
-    if target.cores * m > 1:
+    if target.cores * m > 1 and cold:  # pinning only pays from the second inference on
+        plans.append(plan("double-buffer"))
+    elif target.cores * m > 1:
         fractions = sorted({0.25, 0.5, 0.75, (m - 2) / m}) if m >= 4 else [0.5]
         plans += [plan("double-buffer")] + [plan("pin-what-fits", f) for f in fractions]
+    if cold:
+        return min(plans, key=lambda p: (p.first_makespan_estimate, p.bytes_per_inference))
     return min(plans, key=lambda p: (p.makespan_estimate, p.bytes_per_inference))
 
 

@@ -12,7 +12,9 @@ table, masks of ones, positions 0..S-1, Gaussian floats) and the note says so.
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +23,10 @@ import numpy as np
 
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
-from cimc.ir.ops import Attention, Embedding, Input
+from cimc.ir.op_base import Op
+from cimc.ir.ops import Attention, Constant, Embedding, Input
 from cimc.ir.types import DType
+from cimc.progress import report
 from cimc.quant import constants as qc
 from cimc.quant.scales import through_data_movement
 from cimc.reference.float_model import FloatModel, default_inputs
@@ -171,22 +175,89 @@ def vocab_size(graph: Graph, name: str) -> int | None:
 # ---- range collection -------------------------------------------------------------------
 
 
+# Calibrations of recent (graph, samples, method, percentile): compiling one float graph for
+# several arch presets calibrates once. Keyed by content digests, so equal inputs hit.
+_CACHE: OrderedDict[str, Calibration] = OrderedDict()
+_CACHE_SIZE = 4
+
+
 def calibrate(
     graph: Graph, data: CalibrationData, method: str = "max", percentile: float = 99.99
 ) -> Calibration:
-    """Ranges of every float value and attention logit over the samples."""
+    """Ranges of every float value and attention logit over the samples (cached)."""
     if method not in qc.CALIBRATION_METHODS:
         known = ", ".join(qc.CALIBRATION_METHODS)
         raise CimcError(f"unknown calibration method {method!r} (known: {known})", "calibration")
+    key = f"{graph_fingerprint(graph)} {samples_digest(data.samples)} {method} {percentile!r}"
+    if key not in _CACHE:
+        _CACHE[key] = _calibrate(graph, data, method, percentile)
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    hit = _CACHE[key]
+    channels = {k: v.copy() for k, v in hit.channel_ranges.items()}  # callers own their copy
+    return Calibration(
+        dict(hit.ranges),
+        dict(hit.logit_ranges),
+        channels,
+        hit.samples,
+        data.generated,
+        data.note,
+        method,
+    )
+
+
+def graph_fingerprint(graph: Graph) -> str:
+    """sha256 of everything calibration depends on: nodes in order (name, op and attributes,
+    operands, type; constants by their content digest) and the outputs."""
+    h = hashlib.sha256()
+    for n in graph.nodes():
+        h.update(repr((n.name, _op_text(n.op), n.inputs, str(n.type))).encode())
+    h.update(repr(graph.outputs).encode())
+    return h.hexdigest()
+
+
+def _op_text(op: Op) -> str:
+    if isinstance(op, Constant):
+        return f"constant {op.digest}"
+    return f"{op.NAME} " + " ".join(f"{k}={_value_text(v)}" for k, v in op.attributes().items())
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, np.ndarray):  # repr would elide the middle of a large array
+        data = np.ascontiguousarray(value)
+        digest = hashlib.sha256(data.tobytes()).hexdigest()
+        return f"array({data.dtype.str}, {data.shape}, {digest})"
+    if isinstance(value, tuple | list):
+        return "(" + ", ".join(_value_text(v) for v in value) + ")"
+    return repr(value)
+
+
+def samples_digest(samples: Sequence[Sample]) -> str:
+    h = hashlib.sha256()
+    for sample in samples:
+        for name in sorted(sample):
+            data = np.ascontiguousarray(sample[name])
+            h.update(f"{name} {data.dtype.str} {data.shape}".encode())
+            h.update(data.tobytes())
+    return h.hexdigest()
+
+
+def _calibrate(graph: Graph, data: CalibrationData, method: str, percentile: float) -> Calibration:
     model = FloatModel(graph)
     floats = [n for n in graph.nodes() if n.type.dtype.is_float]
     attentions = [n for n in graph.nodes() if isinstance(n.op, Attention)]
     seen: dict[str, list[np.ndarray]] = {n.name: [] for n in floats}
     seen_logits: dict[str, list[np.ndarray]] = {n.name: [] for n in attentions}
     channels: dict[str, np.ndarray] = {}
-    for sample in data.samples:
+    for k, sample in enumerate(data.samples):
+        report("calibrate", k, len(data.samples), "float reference on each sample")
         values = model.run_all(sample)
         for n in floats:
+            if k and isinstance(n.op, Constant):  # same every sample: maxima are taken once
+                if method != "max":  # a percentile counts every sample's copy
+                    _collect(seen[n.name], values[n.name], method)
+                continue
             _collect(seen[n.name], values[n.name], method)
             channels[n.name] = _channel_max(channels.get(n.name), values[n.name])
         for n in attentions:
@@ -194,14 +265,28 @@ def calibrate(
     where = {n.name: n.where for n in floats}
     ranges = {k: _range(v, method, percentile, where[k]) for k, v in seen.items()}
     logits = {k: _range(v, method, percentile, where[k]) for k, v in seen_logits.items()}
+    report("calibrate", len(data.samples), len(data.samples))
     return Calibration(
         ranges, logits, channels, len(data.samples), data.generated, data.note, method
     )
 
 
 def _collect(store: list[np.ndarray], value: np.ndarray, method: str) -> None:
-    a = np.abs(np.asarray(value, np.float64))
-    store.append(np.array([a.max(initial=0.0)]) if method == "max" else a.ravel())
+    if method == "max":
+        store.append(np.array([_abs(value).max(initial=0.0)], np.float64))
+    else:
+        store.append(np.abs(np.asarray(value, np.float64)).ravel())
+
+
+def _abs(value: np.ndarray) -> np.ndarray:
+    """|value| in its own float dtype (exact, so maxima equal those taken in float64, without
+    converting every activation); other dtypes in float64."""
+    v = np.asarray(value)
+    return (
+        np.abs(v)
+        if v.dtype in (np.float16, np.float32, np.float64)
+        else np.abs(v, dtype=np.float64)
+    )
 
 
 def _range(parts: Sequence[np.ndarray], method: str, percentile: float, loc: str) -> float:
@@ -209,8 +294,12 @@ def _range(parts: Sequence[np.ndarray], method: str, percentile: float, loc: str
 
 
 def _channel_max(previous: np.ndarray | None, value: np.ndarray) -> np.ndarray:
-    v = np.abs(np.asarray(value, np.float64))
-    current = v.reshape(-1, v.shape[-1]).max(axis=0) if v.ndim and v.size else np.zeros(1)
+    v = _abs(value)
+    current = (
+        v.reshape(-1, v.shape[-1]).max(axis=0).astype(np.float64)
+        if v.ndim and v.size
+        else np.zeros(1)
+    )
     return current if previous is None else np.maximum(previous, current)
 
 

@@ -108,10 +108,3 @@ def test_unsupported_op_is_a_located_error() -> None:
     with pytest.raises(CimcError, match="no lowering for add yet") as err:
         compile_graph(g, arch("tiny"))
     assert "%plain_add (model.py:7)" in str(err.value)
-
-
-def test_missing_lowering_module_is_named() -> None:
-    from cimc.backend.compile import _lowering
-
-    with pytest.raises(CimcError, match=r"no lowering for q\.future yet \(cimc/backend/lower_x"):
-        _lowering("lower_x_not_written", "lower", "q.future", "%node (model.py:1)")
