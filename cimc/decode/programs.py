@@ -1,0 +1,293 @@
+"""Prefill and decode programs of a decoder model, sharing one constants file.
+
+    progs = build_decoder("gpt2.onnx", load_arch("tiny"), prompt_len=5, capacity=13)
+    session = DecoderSession(progs)
+    logits = session.run(progs.prefill, ids=[1, 2, 3, 4, 5], start=0)   # [5, vocab] codes
+    logits = session.run(progs.decode, ids=[tok], start=5)              # [1, vocab]
+
+One integer graph at capacity C (the export's symbolic sequence axis bound to C, quantized
+once: per-tensor scales do not depend on the length), specialized to P rows (prefill) and
+one row (decode) by cimc/decode/specialize.py. Program interface: inputs `input_ids`
+[1, n] and `cache_position` [1, n] (int64: the positions of the rows), `attention_mask`
+[1, C] over cache slots when the model takes one; `.state` KV caches (cimc/decode/lower.py);
+output the logits codes of the n rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cimc.backend.compile import Compiled, compile_graph, graph_outputs, program_inputs
+from cimc.backend.streaming import Policy
+from cimc.decode import lower  # noqa: F401  (registers the decode lowerings)
+from cimc.decode.axes import SeqAxes, probe_axes
+from cimc.decode.specialize import POSITIONS, check_decoder, specialize
+from cimc.decode.warm import WarmDecode, warm_decode
+from cimc.errors import CimcError
+from cimc.ir.graph import Graph
+from cimc.machine.arch import Arch
+from cimc.machine.interpreter import MacroCells, RunResult, run_program
+from cimc.machine.program import Decl, Program
+from cimc.machine.validator import validate
+from cimc.passes.manager import PassManager, parse_pipeline
+from cimc.passes.quantize import Quantize
+from cimc.pipeline import PipelineOptions, load_model, split_pipeline
+
+MIN_PROBE = 2  # at one position exporters simplify rotary away: never probe there
+
+
+@dataclass(frozen=True)
+class DecoderModel:
+    """The capacity-C graphs and where their sequence axes are."""
+
+    capacity: int
+    float_graph: Graph  # accuracy reference
+    qgraph: Graph  # the integer model: golden reference, source of both programs
+    axes: SeqAxes
+    token_input: str
+    mask_input: str | None
+    vocab: int
+
+
+@dataclass(frozen=True)
+class DecoderPrograms:
+    model: DecoderModel
+    prefill: Compiled
+    decode: Compiled
+    consts: dict[str, np.ndarray]  # the union of both programs' constants
+    warm: WarmDecode | None = None  # decode with weights kept in the macros between tokens
+
+    def decode_program(self, step: int) -> Program:
+        """The program of decode step `step` (1, 2, ...): cold first, then warm."""
+        if self.warm is None:
+            return self.decode.program
+        return self.warm.cold if step == 1 else self.warm.warm
+
+    @property
+    def states(self) -> tuple[Decl, ...]:
+        return self.decode.program.decls_of("state")
+
+
+def quantized_graphs(
+    model: Any, options: PipelineOptions, seq_len: int, probe: bool = False
+) -> tuple[Graph, Graph]:
+    """(float graph, integer graph) of `model` imported at `seq_len`. A `probe` only
+    serves its shapes: generated calibration data, no note about it."""
+    graph = load_model(model, replace(options, seq_len=seq_len))
+    before, after = split_pipeline(parse_pipeline(options.pipeline))
+    after = [
+        replace(
+            p,
+            quiet=probe or p.quiet,
+            calibration="" if probe else options.calibration or p.calibration,
+        )
+        if isinstance(p, Quantize)
+        else p
+        for p in after
+    ]
+    float_graph = PassManager(before).run(graph.copy())
+    return float_graph, PassManager(after).run(float_graph.copy())
+
+
+def load_decoder(model: Any, capacity: int, options: PipelineOptions | None = None) -> DecoderModel:
+    """Import and quantize at `capacity`, find the sequence axes by a probe at C-1."""
+    options = options or PipelineOptions()
+    if capacity < MIN_PROBE + 1:
+        raise CimcError(f"the capacity must be at least {MIN_PROBE + 1} positions", "decode")
+    float_graph, qgraph = quantized_graphs(model, options, capacity)
+    _, probe = quantized_graphs(model, options, capacity - 1, probe=True)
+    axes = probe_axes(qgraph, probe, capacity, capacity - 1)
+    check_decoder(qgraph, axes)
+    token, mask = _inputs(qgraph, axes)
+    vocab = _vocab(qgraph, token)
+    return DecoderModel(capacity, float_graph, qgraph, axes, token, mask, vocab)
+
+
+def _inputs(graph: Graph, axes: SeqAxes) -> tuple[str, str | None]:
+    """The token-ids input and the optional attention-mask input (nothing else)."""
+    token = mask = None
+    for node in graph.input_nodes():
+        meaning = getattr(node.op, "meaning", "")
+        if meaning == "token_ids" and node.name in axes.token and token is None:
+            token = node.name
+        elif meaning == "attention_mask" and node.name in axes.key and mask is None:
+            mask = node.name
+        else:
+            raise CimcError(
+                f"input {node.name!r} ({meaning}) is not token ids or an attention mask; "
+                "decode supports models taking (input_ids[, attention_mask])",
+                "decode",
+            )
+    if token is None:
+        raise CimcError("the model has no token-ids input with a sequence axis", "decode")
+    if graph.node(token).type.shape[0] != 1:
+        raise CimcError("decode runs batch 1 (bind the batch axis to 1)", "decode")
+    return token, mask
+
+
+def _vocab(graph: Graph, token: str) -> int:
+    tables = [
+        graph.node(u).op.plan.table.shape[0]  # type: ignore[attr-defined]
+        for u in graph.users(token)
+        if graph.node(u).op.NAME == "q.embedding"
+    ]
+    if not tables:
+        raise CimcError("the token ids feed no embedding table", "decode")
+    return int(min(tables))
+
+
+def build_decoder(
+    model: Any,
+    arch: Arch,
+    prompt_len: int,
+    capacity: int,
+    options: PipelineOptions | None = None,
+    loaded: DecoderModel | None = None,
+    streaming: Policy = "auto",
+    keep_weights: bool = True,
+) -> DecoderPrograms:
+    """Prefill (P rows) and decode (1 row) programs sharing constants and KV caches;
+    `streaming` is the backend's weight streaming policy for both; with `keep_weights`,
+    decode steps after the first skip the loads of weights that stay in the macros (and
+    `auto` places weights that all fit resident, rather than loading them layer by layer)."""
+    dm = loaded or load_decoder(model, capacity, options)
+    if not 1 <= prompt_len < dm.capacity:
+        raise CimcError(
+            f"a prompt of {prompt_len} tokens leaves no room to decode in a capacity of "
+            f"{dm.capacity} positions; raise --max-positions",
+            "decode",
+        )
+    stem = Path(str(model)).stem if isinstance(model, str | Path) else "model"
+    prefill = compile_graph(
+        specialize(dm.qgraph, dm.axes, prompt_len), arch, f"{stem}.prefill", streaming=streaming
+    )
+    one_row = specialize(dm.qgraph, dm.axes, 1)
+    decode = compile_graph(one_row, arch, f"{stem}.decode", streaming=streaming)
+    if keep_weights and streaming == "auto" and decode.stream is None:
+        # Everything fits, and `auto` then loads each layer just in time into shared
+        # macros; a resident placement keeps every weight from one token to the next.
+        decode = compile_graph(one_row, arch, f"{stem}.decode", streaming="sequential")
+    consts = merge_consts(prefill.consts, decode.consts)
+    _same_states(prefill, decode)
+    warm = warm_decode(decode.program) if keep_weights else None
+    if warm is not None:
+        validate(warm.cold, arch)
+        validate(warm.warm, arch)
+    return DecoderPrograms(dm, prefill, decode, consts, warm)
+
+
+def merge_consts(*parts: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One constants file for several programs: a shared name must hold the same tensor."""
+    merged: dict[str, np.ndarray] = {}
+    for part in parts:
+        for name, value in part.items():
+            old = merged.get(name)
+            if old is not None and (old.dtype != value.dtype or not np.array_equal(old, value)):
+                raise CimcError(f"constant {name!r} differs between the programs", "decode")
+            merged[name] = value
+    return dict(sorted(merged.items()))
+
+
+def _same_states(a: Compiled, b: Compiled) -> None:
+    def key(c: Compiled) -> list[tuple[str, str | None, int, int]]:
+        return [(d.name, d.dtype, d.rows, d.cols) for d in c.program.decls_of("state")]
+
+    if key(a) != key(b):
+        raise CimcError("prefill and decode declare different KV caches", "decode")
+
+
+@dataclass
+class DecoderSession:
+    """Runs the programs in the interpreter, carrying the KV caches between runs."""
+
+    programs: DecoderPrograms
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    macros: dict[tuple[int, int], MacroCells] = field(default_factory=dict)
+    last: RunResult | None = None
+    _located: dict[str, Program] = field(default_factory=dict)
+
+    def run(
+        self, compiled: Compiled, ids: Sequence[int], start: int, program: Program | None = None
+    ) -> np.ndarray:
+        """Logits codes [n, vocab] of tokens `ids` at positions start..start+n-1; `program`
+        replaces the compiled one (e.g. the warm decode program)."""
+        dm = self.programs.model
+        feeds = step_inputs(dm, ids, start)
+        inputs = program_inputs(compiled, feeds)
+        located = self._program(compiled, program or compiled.program)
+        kept = {(p.core, p.macro) for p in located.persists}
+        macros = {key: cells for key, cells in self.macros.items() if key in kept}
+        run = run_program(
+            located, compiled.arch, inputs, self.programs.consts, state=self.state, macros=macros
+        )
+        self.state, self.last = run.state, run
+        self.macros.update(run.macros)
+        (logits,) = graph_outputs(compiled, run.outputs).values()
+        return logits.reshape(len(ids), -1)
+
+    def _program(self, compiled: Compiled, program: Program) -> Program:
+        """The program with line numbers (run-time errors name FILE:LINE:COL)."""
+        from cimc.verify import located_program
+
+        name = program.source_name
+        if name not in self._located:
+            self._located[name] = located_program(compiled, program)
+        return self._located[name]
+
+
+def step_inputs(dm: DecoderModel, ids: Sequence[int], start: int) -> dict[str, np.ndarray]:
+    """Program inputs of tokens `ids` at positions start.. (checked against the model)."""
+    n = len(ids)
+    if start < 0 or start + n > dm.capacity:
+        raise CimcError(
+            f"positions {start}..{start + n - 1} are beyond the compiled capacity of "
+            f"{dm.capacity} positions (0..{dm.capacity - 1}); compile with a larger "
+            "--max-positions",
+            "decode",
+        )
+    check_ids(ids, dm.vocab)
+    feeds = {
+        dm.token_input: np.asarray(ids, np.int64).reshape(1, n),
+        POSITIONS: np.arange(start, start + n, dtype=np.int64).reshape(1, n),
+    }
+    if dm.mask_input is not None:
+        feeds[dm.mask_input] = np.ones((1, dm.capacity), np.int64)
+    return feeds
+
+
+def check_ids(ids: Sequence[int], vocab: int) -> None:
+    bad = [int(i) for i in ids if not 0 <= int(i) < vocab]
+    if bad:
+        raise CimcError(
+            f"token id {bad[0]} is outside the vocabulary 0..{vocab - 1}", "--prompt-ids"
+        )
+
+
+def write_programs(progs: DecoderPrograms, out_dir: Path, stem: str) -> tuple[Path, ...]:
+    """DIR/STEM.prefill.cimasm, DIR/STEM.decode.cimasm (and STEM.decode-warm.cimasm when
+    weights stay in the macros), sharing one DIR/STEM.safetensors."""
+    from safetensors.numpy import save_file
+
+    from cimc.machine.printer import print_program
+
+    consts = out_dir / f"{stem}.safetensors"
+    paths = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        programs = [("prefill", progs.prefill.program), ("decode", progs.decode_program(1))]
+        if progs.warm is not None:
+            programs.append(("decode-warm", progs.warm.warm))
+        for kind, base in programs:
+            path = out_dir / f"{stem}.{kind}.cimasm"
+            program = replace(base, consts_file=consts.name, source_name=str(path))
+            path.write_text(print_program(program))
+            paths.append(path)
+        save_file(progs.consts, str(consts))
+    except OSError as e:
+        raise CimcError(f"cannot write the programs: {e.strerror or e}", str(out_dir)) from None
+    return (*paths, consts)

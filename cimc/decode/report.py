@@ -1,0 +1,188 @@
+"""Per-token cost of a program: time, energy, bytes, load hiding and the roofline.
+
+Everything comes from the schedule simulation of the program (cimc/machine/schedule.py):
+- weight bytes loaded: bytes written into macros from constants (cimc.verify);
+- off-chip bytes: everything read from or written to dram/flash;
+- load time hidden behind compute: the cycles during which some dram/flash transfer runs
+  while some macro or vector unit computes (interval union / intersection);
+- roofline: ops (2 per MAC) per off-chip byte against the preset's ridge point
+  (peak ops per cycle of every macro / dram bytes per cycle);
+- streaming lower bound: the model's int8 weight bytes / dram bandwidth, the time a token
+  takes at least when no weight stays on chip between tokens.
+A decode program is the same every step (positions are run-time data), so its figures
+are the per-token cost of every decode step; with weights kept in the macros
+(cimc/decode/warm.py) the first decode step runs the cold program, the others the warm one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cimc.backend.compile import Compiled
+from cimc.ir.graph import Graph
+from cimc.machine.arch import Arch
+from cimc.machine.program import Program
+from cimc.machine.schedule import Schedule, simulate, total_energy
+from cimc.verify import weight_bytes_loaded
+
+OFFCHIP = ("dram", "flash")
+Interval = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class TokenCost:
+    program: str
+    arch: str
+    rows: int  # tokens computed by one run (P for prefill, 1 for decode)
+    cycles: int
+    time_us: float
+    energy_uj: float
+    energy_breakdown_uj: dict[str, float]
+    macs: int
+    weight_bytes: int  # int8 weights of the model's linear layers
+    weight_bytes_loaded: int  # written into macros from constants by one run
+    offchip_bytes: int
+    load_cycles: int  # cycles with a dram/flash transfer in flight
+    hidden_load_cycles: int  # ... while a macro or the vector unit computes
+    peak_ops_per_cycle: float
+    dram_bytes_per_cycle: float
+    streaming_bound_cycles: int  # weight_bytes / dram bandwidth
+
+    @property
+    def ops_per_byte(self) -> float:
+        return 2 * self.macs / self.offchip_bytes if self.offchip_bytes else math.inf
+
+    @property
+    def ridge_ops_per_byte(self) -> float:
+        return self.peak_ops_per_cycle / self.dram_bytes_per_cycle
+
+    @property
+    def memory_bound(self) -> bool:
+        return self.ops_per_byte < self.ridge_ops_per_byte
+
+    @property
+    def attainable_ops_per_cycle(self) -> float:
+        return min(self.peak_ops_per_cycle, self.ops_per_byte * self.dram_bytes_per_cycle)
+
+    @property
+    def achieved_ops_per_cycle(self) -> float:
+        return 2 * self.macs / self.cycles if self.cycles else 0.0
+
+    @property
+    def bound_ratio(self) -> float:
+        """Achieved per-token time over the streaming lower bound (1.0 = at the bound)."""
+        return self.cycles / self.streaming_bound_cycles if self.streaming_bound_cycles else 0.0
+
+    @property
+    def loaded_bound_cycles(self) -> int:
+        """The weight bytes this run actually loads / bandwidth (below the streaming bound
+        when weights stay in the macros between tokens)."""
+        return math.ceil(self.weight_bytes_loaded / self.dram_bytes_per_cycle)
+
+    def as_json(self) -> dict[str, Any]:
+        props = (
+            "ops_per_byte",
+            "ridge_ops_per_byte",
+            "memory_bound",
+            "attainable_ops_per_cycle",
+            "achieved_ops_per_cycle",
+            "bound_ratio",
+            "loaded_bound_cycles",
+        )
+        return {**asdict(self), **{p: _finite(getattr(self, p)) for p in props}}
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isinf(value) else value
+
+
+def model_weight_bytes(graph: Graph) -> int:
+    """int8 weight bytes of the linear layers (what streams per token when nothing stays)."""
+    total = 0
+    for node in graph.nodes():
+        plan = getattr(node.op, "plan", None)
+        weight = getattr(plan, "weight", None)
+        if node.op.NAME == "q.linear" and weight is not None:
+            total += int(weight.size)
+    return total
+
+
+def peak_ops_per_cycle(arch: Arch) -> float:
+    macros = arch.chip.cores * arch.core.macros
+    return macros * arch.macro.rows * arch.macro.cols * 2 / arch.mvm_cycles_per_vector
+
+
+def token_cost(
+    compiled: Compiled, name: str, rows: int, program: Program | None = None
+) -> TokenCost:
+    """The cost of one run of `program` (default: the compiled one)."""
+    arch, program = compiled.arch, program or compiled.program
+    schedule = simulate(program, arch)
+    energy = total_energy(schedule).as_dict()
+    loads, hidden = load_overlap(schedule)
+    offchip = sum(
+        n for item in schedule.items for s, d, n in item.cost.moved if s in OFFCHIP or d in OFFCHIP
+    )
+    weights = model_weight_bytes(compiled.graph)
+    bandwidth = arch.dram_bytes_per_cycle
+    return TokenCost(
+        program=name,
+        arch=arch.name,
+        rows=rows,
+        cycles=schedule.makespan,
+        time_us=schedule.makespan / arch.chip.clock_mhz,
+        energy_uj=sum(energy.values()) / 1e6,
+        energy_breakdown_uj={k: v / 1e6 for k, v in energy.items()},
+        macs=sum(item.cost.macs for item in schedule.items),
+        weight_bytes=weights,
+        weight_bytes_loaded=weight_bytes_loaded(program),
+        offchip_bytes=offchip,
+        load_cycles=loads,
+        hidden_load_cycles=hidden,
+        peak_ops_per_cycle=peak_ops_per_cycle(arch),
+        dram_bytes_per_cycle=bandwidth,
+        streaming_bound_cycles=math.ceil(weights / bandwidth),
+    )
+
+
+def load_overlap(schedule: Schedule) -> tuple[int, int]:
+    """(cycles with an off-chip transfer in flight, of which some unit computes too)."""
+    loads = _union((i.start, i.end) for i in schedule.items if set(i.cost.channels) & set(OFFCHIP))
+    compute = _union(
+        (i.start, i.end)
+        for i in schedule.items
+        if i.cost.unit == "vector" or i.cost.unit.startswith("macro")
+    )
+    return _length(loads), _length(_intersect(loads, compute))
+
+
+def _union(intervals: Iterable[Interval]) -> list[Interval]:
+    out: list[Interval] = []
+    for a, z in sorted(intervals):
+        if z <= a:
+            continue
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], z))
+        else:
+            out.append((a, z))
+    return out
+
+
+def _intersect(xs: list[Interval], ys: list[Interval]) -> list[Interval]:
+    out, i, j = [], 0, 0
+    while i < len(xs) and j < len(ys):
+        a, z = max(xs[i][0], ys[j][0]), min(xs[i][1], ys[j][1])
+        if a < z:
+            out.append((a, z))
+        if xs[i][1] < ys[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def _length(intervals: list[Interval]) -> int:
+    return sum(z - a for a, z in intervals)
