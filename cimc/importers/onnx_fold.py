@@ -11,21 +11,21 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from cimc.errors import CimcError
+from cimc.importers.onnx_tensor import tensor_array
 
 Arrays = list[np.ndarray | None]
 FastPath = Callable[[dict, Arrays], list[np.ndarray]]
 
 
 def attributes(node: onnx.NodeProto) -> dict:
-    """Attribute values by name (tensors as numpy arrays)."""
+    """Attribute values by name (tensors as numpy arrays, checked like initializers)."""
     out = {}
     for attr in node.attribute:
         value = onnx.helper.get_attribute_value(attr)
         if isinstance(value, onnx.TensorProto):
-            value = numpy_helper.to_array(value)
+            value = tensor_array(value, f"attribute '{attr.name}' of node '{node.name}'")
         out[attr.name] = value
     return out
 
@@ -49,7 +49,10 @@ def evaluate(node: onnx.NodeProto, inputs: Arrays, opset: int) -> list[np.ndarra
     _refuse_huge(node, inputs)
     fast = _FAST.get(node.op_type)
     if fast is not None:
-        result = fast(attributes(node), inputs)
+        try:
+            result = fast(attributes(node), inputs)
+        except (ValueError, TypeError, IndexError):
+            result = []  # operands the fast path does not take: the spec decides (or refuses)
         if result:
             return [np.asarray(r) for r in result]
     return _reference(node, inputs, opset)
@@ -151,7 +154,10 @@ def _concat(attrs: dict, inputs: Arrays) -> list[np.ndarray]:
 
 def _cast(attrs: dict, inputs: Arrays) -> list[np.ndarray]:
     assert inputs[0] is not None
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(int(attrs["to"]))
+    to = int(attrs["to"])
+    if to not in onnx.TensorProto.DataType.values() or to == onnx.TensorProto.UNDEFINED:
+        raise CimcError(f"Cast to unknown tensor type {to}")
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(to)
     return [inputs[0].astype(dtype)]
 
 

@@ -61,10 +61,10 @@ def unary(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> li
 @handles("Gelu")
 def gelu(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
     """The opset-20 Gelu op (approximate = "none" or "tanh")."""
-    approximate = t.attrs().get("approximate", b"none")
-    if isinstance(approximate, bytes):
-        approximate = approximate.decode()
-    return [t.emit(ops.Gelu(str(approximate)), inputs[:1])]
+    approximate = t.attrs().get("approximate", b"none")  # a STRING attribute: bytes
+    if approximate not in (b"none", b"tanh"):
+        raise t.fail(f"Gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+    return [t.emit(ops.Gelu(approximate.decode()), inputs[:1])]
 
 
 @handles("Pow")
@@ -124,7 +124,7 @@ def reduce(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> l
         if attrs.get("noop_with_empty_axes", 0):
             return [x]
         axes = list(range(rank))
-    normalized = tuple(sorted({a % rank for a in axes}))
+    normalized = tuple(sorted({t.axis(a, rank) for a in axes}))
     keep = bool(attrs.get("keepdims", 1))
     return [t.emit(_REDUCE[node.op_type](normalized, keep), [x])]
 
@@ -134,7 +134,7 @@ def layer_norm(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) 
     attrs = t.attrs()
     x = t.ref(inputs[0])
     rank = t.type_of(x).rank
-    if int(attrs.get("axis", -1)) % rank != rank - 1:
+    if t.axis(int(attrs.get("axis", -1)), rank) != rank - 1:
         raise t.fail("LayerNormalization is supported over the last axis only")
     scale = inputs[1]
     bias = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from cimc.importers.onnx_gather import lower_index_op
-from cimc.importers.onnx_translate import Ref, Translator, Value, handles
+from cimc.importers.onnx_translate import Ref, Translator, Value, element_count, handles
 from cimc.ir import ops
 
 
@@ -21,7 +21,10 @@ def _const(t: Translator, value: Value | None, what: str) -> np.ndarray:
 
 
 def _ints(t: Translator, value: Value | None, what: str) -> list[int]:
-    return [int(v) for v in _const(t, value, what).reshape(-1)]
+    array = _const(t, value, what)
+    if array.dtype.kind not in "iu":
+        raise t.fail(f"{what} must be integers, got {array.dtype}")
+    return [int(v) for v in array.reshape(-1)]
 
 
 def _axes(t: Translator, inputs: list[Value | None], position: int) -> list[int] | None:
@@ -29,6 +32,14 @@ def _axes(t: Translator, inputs: list[Value | None], position: int) -> list[int]
         return _ints(t, inputs[position], "axes")
     attrs = t.attrs()
     return [int(a) for a in attrs["axes"]] if "axes" in attrs else None
+
+
+def _axis_set(t: Translator, axes: list[int], rank: int) -> list[int]:
+    """Distinct axes made non-negative (located errors for out-of-range or repeated ones)."""
+    out = [t.axis(a, rank) for a in axes]
+    if len(set(out)) != len(out):
+        raise t.fail(f"axes {axes} name an axis twice")
+    return out
 
 
 def _reshape_to(t: Translator, x: Ref, shape: list[int]) -> Ref:
@@ -73,7 +84,7 @@ def reshape(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> 
 def flatten(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
     x = t.ref(inputs[0])
     in_shape = t.type_of(x).shape
-    axis = int(t.attrs().get("axis", 1)) % (len(in_shape) + 1)
+    axis = t.axis(int(t.attrs().get("axis", 1)), len(in_shape) + 1)
     outer = int(np.prod(in_shape[:axis]))
     return [_reshape_to(t, x, [outer, int(np.prod(in_shape[axis:]))])]
 
@@ -84,7 +95,7 @@ def unsqueeze(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -
     axes = _axes(t, inputs, 1) or []
     out = list(t.type_of(x).shape)
     rank = len(out) + len(axes)
-    for axis in sorted(a % rank for a in axes):
+    for axis in sorted(_axis_set(t, axes, rank)):
         out.insert(axis, 1)
     return [_reshape_to(t, x, out)]
 
@@ -94,7 +105,7 @@ def squeeze(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> 
     x = t.ref(inputs[0])
     in_shape = t.type_of(x).shape
     axes = _axes(t, inputs, 1)
-    drop = {a % len(in_shape) for a in axes} if axes is not None else None
+    drop = set(_axis_set(t, axes, len(in_shape))) if axes is not None else None
     out = [d for k, d in enumerate(in_shape) if not (d == 1 and (drop is None or k in drop))]
     return [_reshape_to(t, x, out)]
 
@@ -121,6 +132,36 @@ def expand(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> l
     return [t.emit(ops.Expand(target), [x])]
 
 
+@handles("Tile")
+def tile(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
+    """Tile as reshape + expand + reshape: an axis of size d > 1 repeated r times gets a new
+    axis of size 1 in front (broadcast to r), then the two merge into r * d, which repeats
+    the whole axis; axes of size 1 broadcast directly (repeat_interleave's legacy export)."""
+    x = t.ref(inputs[0])
+    in_shape = t.type_of(x).shape
+    if len(inputs) < 2 or inputs[1] is None:
+        raise t.fail("Tile needs its repeats input")
+    repeats = _ints(t, inputs[1], "Tile repeats")
+    if len(repeats) != len(in_shape):
+        raise t.fail(
+            f"Tile repeats {repeats} needs one entry per axis of its input {list(in_shape)}"
+        )
+    if any(r < 1 for r in repeats):
+        raise t.fail(f"Tile repeats {repeats} must be >= 1 (cimc has no empty tensors)")
+    split: list[int] = []
+    wide: list[int] = []
+    for d, r in zip(in_shape, repeats, strict=True):
+        split += [1, d] if d > 1 and r > 1 else [d]
+        wide += [r, d] if d > 1 and r > 1 else [d * r]
+    out = [d * r for d, r in zip(in_shape, repeats, strict=True)]
+    element_count(out, "Tile's output", t.where)
+    if out == list(in_shape):
+        return [x]
+    y = x if split == list(in_shape) else t.emit(ops.Reshape(tuple(split)), [x], "split")
+    y = t.emit(ops.Expand(tuple(wide)), [y], "tile")
+    return [_reshape_to(t, y, out)]
+
+
 @handles("Slice")
 def slice_(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
     x = t.ref(inputs[0])
@@ -130,13 +171,18 @@ def slice_(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> l
     axes = _axes(t, inputs, 3) or list(range(len(starts)))
     steps = _ints(t, inputs[4], "Slice steps") if len(inputs) > 4 and inputs[4] is not None else []
     steps = steps or [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise t.fail(
+            f"Slice starts {starts}, ends {ends}, axes {axes} and steps {steps} differ in length"
+        )
+    axes = _axis_set(t, axes, len(in_shape))
     for k, (start, end, axis, step) in enumerate(zip(starts, ends, axes, steps, strict=True)):
         if step < 1:
             raise t.fail(f"Slice with step {step} is not supported (only forward slices)")
-        dim = in_shape[axis % len(in_shape)]
+        dim = in_shape[axis]
         lo, hi, _ = slice(start, end, step).indices(dim)
         if (lo, max(lo, hi), step) != (0, dim, 1):
-            x = t.emit(ops.Slice(axis % len(in_shape), lo, max(lo, hi), step), [x], f"s{k}")
+            x = t.emit(ops.Slice(axis, lo, max(lo, hi), step), [x], f"s{k}")
     return [x]
 
 
@@ -145,15 +191,18 @@ def split(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> li
     x = t.ref(inputs[0])
     attrs = t.attrs()
     in_shape = t.type_of(x).shape
-    axis = int(attrs.get("axis", 0)) % len(in_shape)
+    axis = t.axis(int(attrs.get("axis", 0)), len(in_shape))
     if len(inputs) > 1 and inputs[1] is not None:
         sizes = _ints(t, inputs[1], "Split sizes")
     elif "split" in attrs:
         sizes = [int(s) for s in attrs["split"]]
     else:
-        count = int(attrs.get("num_outputs", len(node.output)))
+        count = max(int(attrs.get("num_outputs", len(node.output))), 1)
         chunk = -(-in_shape[axis] // count)
         sizes = [min(chunk, in_shape[axis] - k * chunk) for k in range(count)]
+    if any(n < 0 for n in sizes) or sum(sizes) != in_shape[axis] or len(sizes) < len(node.output):
+        raise t.fail(f"Split sizes {sizes} do not cut axis {axis} of {list(in_shape)} into "
+                     f"{len(node.output)} parts")  # fmt: skip
     outputs: list[Value] = []
     start = 0
     for k, n in enumerate(sizes):

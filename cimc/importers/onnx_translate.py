@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from cimc.errors import CimcError
+from cimc.errors import CimcError, InternalError
 from cimc.importers.onnx_fold import attributes, constant_value, evaluate
+from cimc.importers.onnx_schema import check_node
+from cimc.importers.onnx_tensor import element_count, first_line, tensor_array
 from cimc.ir.graph import Graph
 from cimc.ir.op_base import OPS, Op
 from cimc.ir.types import DType, TensorType
@@ -141,6 +142,12 @@ class Translator:
     def fail(self, message: str) -> CimcError:
         return CimcError(message, self.where)
 
+    def axis(self, value: int, rank: int, what: str = "axis") -> int:
+        """`value` in [-rank, rank) made non-negative; a located error otherwise."""
+        if not -rank <= value < rank:
+            raise self.fail(f"{what} {value} is out of range for {rank} axes")
+        return value % rank
+
     def _base_name(self) -> str:
         node = self.node
         if node is None or not node.output:
@@ -174,7 +181,7 @@ class Translator:
 
     def add_inputs(self, dtypes: dict[str, int], shapes: dict[str, tuple[int, ...]]) -> None:
         for name, shape in shapes.items():
-            _elements(shape, f"input '{name}'", name)  # before anything is sized by it
+            element_count(shape, f"input '{name}'", name)  # before anything is sized by it
             dtype = ir_dtype(dtypes[name], f"input '{name}'")
             meaning = input_meaning(name, dtype)
             ir_name = self.graph.add_input(name, TensorType(shape, dtype), meaning, loc=name)
@@ -183,17 +190,19 @@ class Translator:
     def run(self, nodes: Sequence[onnx.NodeProto]) -> None:
         for node in nodes:
             self.node = node
+            check_node(node, self.opset, self.where)  # arity and attribute types
             inputs = [self.lookup(name) if name else None for name in node.input]
             try:
                 outputs = self.translate(node, inputs)
-            except MALFORMED as e:
-                # attributes/operands of the wrong kind, rank or count reach numpy or the
-                # handlers' unpacking: name the node instead of showing a traceback
-                raise CimcError(
-                    f"malformed {node.op_type} node ({type(e).__name__}: {_first_line(e)}); "
-                    "check its inputs and attributes or re-export the model",
+            except CimcError as e:
+                e.location = e.location or self.where  # errors from shared helpers: locate
+                raise
+            except Exception as e:
+                # bad models are refused by explicit checks; anything else is a cimc bug
+                raise InternalError(
+                    f"{type(e).__name__} while translating {node.op_type} node: {first_line(e)}",
                     self.where,
-                ) from None
+                ) from e
             check_folded(outputs, self.where)
             for name, value in zip(node.output, outputs, strict=False):
                 if name:
@@ -224,58 +233,10 @@ class Translator:
         return attributes(self.node)
 
 
-MALFORMED = (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, AttributeError)
-MAX_CONST_ELEMENTS = 1 << 28  # 1 GiB of float32: larger constants are refused, not allocated
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [""])[0][:200]
-
-
-def _elements(dims: Sequence[int], what: str, where: str) -> int:
-    """The element count of `dims`, refused when negative or over MAX_CONST_ELEMENTS."""
-    count = 1
-    for d in dims:
-        if int(d) < 0:
-            raise CimcError(f"{what} has a negative dimension in {list(dims)}", where)
-        count *= int(d)
-    if count > MAX_CONST_ELEMENTS:
-        raise CimcError(
-            f"{what} of shape {list(dims)} has {count:,} elements, more than cimc's limit of "
-            f"{MAX_CONST_ELEMENTS:,}; check the model's shapes",
-            where,
-        )
-    return count
-
-
-def tensor_array(tensor: onnx.TensorProto) -> np.ndarray:
-    """An initializer as numpy, its dims, type and data size checked before converting."""
-    where = f"initializer '{tensor.name}'"
-    count = _elements(tensor.dims, where, where)
-    if tensor.data_type not in onnx.TensorProto.DataType.values() or tensor.data_type == 0:
-        raise CimcError(f"unknown tensor data type {tensor.data_type}", where)
-    if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.raw_data:
-        raise CimcError("external data was not loaded", where)
-    try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    except (KeyError, ValueError, TypeError):
-        itemsize = 0
-    if tensor.raw_data and itemsize and len(tensor.raw_data) != count * itemsize:
-        raise CimcError(
-            f"holds {len(tensor.raw_data)} bytes but its shape {list(tensor.dims)} needs "
-            f"{count * itemsize}; the model is corrupt, re-export it",
-            where,
-        )
-    try:
-        return numpy_helper.to_array(tensor)
-    except MALFORMED as e:
-        raise CimcError(f"cannot read the tensor: {_first_line(e)}", where) from None
-
-
 def check_folded(values: Sequence[object], where: str) -> None:
     for value in values:
         if isinstance(value, np.ndarray):
-            _elements(value.shape, "a folded constant", where)
+            element_count(value.shape, "a folded constant", where)
 
 
 def input_meaning(name: str, dtype: DType) -> str:

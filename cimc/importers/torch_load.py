@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -113,10 +114,84 @@ def load_pt2(path: str) -> ExportedProgram:
         )
     if not zipfile.is_zipfile(path):
         raise CimcError("not a .pt2 archive (expected a zip written by torch.export.save)", path)
+    guard = NoUnpickling()
     try:
-        return torch.export.load(path)
+        with guard, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns in several lines about bad files
+            program = torch.export.load(path)
     except Exception as exc:  # corrupt or foreign archives raise anything
+        if guard.refused:
+            raise guard.error(path) from None
         raise CimcError(f"torch.export.load failed: {first_line(exc)}", path) from None
+    if guard.refused:  # torch swallowed the refusal somewhere: still refuse the file
+        raise guard.error(path)
+    if not isinstance(program, ExportedProgram):
+        raise CimcError("the archive does not hold an ExportedProgram", path)
+    return program
+
+
+_TORCH_LOADER_LOGS = ("torch.export", "torch._export.serde.serialize")
+
+
+class _PickleRefused(Exception):
+    """Raised in place of an unpickling call while a .pt2 archive is read."""
+
+
+class NoUnpickling:
+    """While active, torch.load runs only as weights_only=True (torch's allow-listed loader
+    of tensors and containers, which the sample inputs of every .pt2 use), and the paths
+    of torch.export.load that unpickle arbitrary objects (torch.load(weights_only=False),
+    pickle.loads, TorchScript object pickles) raise instead: a .pt2 file is untrusted
+    input, and unpickling it could run any code. Not thread-safe (patches module
+    attributes for the duration of one load)."""
+
+    def __init__(self) -> None:
+        self.refused: str | None = None
+        self._saved: list[tuple[object, str, object]] = []
+
+    def __enter__(self) -> NoUnpickling:
+        import logging
+        import pickle
+
+        for name in _TORCH_LOADER_LOGS:  # they log tracebacks for bad archives: one line only
+            logger = logging.getLogger(name)
+            self._saved.append((logger, "disabled", logger.disabled))
+            logger.disabled = True
+
+        real_load = torch.load
+
+        def weights_only_load(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("weights_only") is False:
+                return self._refuse("a pickled object (torch.load with weights_only=False)")
+            kwargs["weights_only"] = True
+            return real_load(*args, **kwargs)
+
+        patches: list[tuple[object, str, object]] = [
+            (torch, "load", weights_only_load),
+            (pickle, "loads", lambda *a, **k: self._refuse("a pickled object (pickle.loads)")),
+            (pickle, "load", lambda *a, **k: self._refuse("a pickled object (pickle.load)")),
+            (torch._C, "_pickle_load_obj", lambda *a, **k: self._refuse("a TorchScript object")),
+        ]
+        for obj, name, replacement in patches:
+            self._saved.append((obj, name, getattr(obj, name)))
+            setattr(obj, name, replacement)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for obj, name, original in reversed(self._saved):
+            setattr(obj, name, original)
+        self._saved.clear()
+
+    def _refuse(self, what: str) -> Any:
+        self.refused = self.refused or what
+        raise _PickleRefused(what)
+
+    def error(self, path: str) -> CimcError:
+        return CimcError(
+            f"the archive holds {self.refused}; cimc never unpickles model files (it could "
+            "run arbitrary code): re-save the model with torch.export.save from plain tensors",
+            path,
+        )
 
 
 def export_module(

@@ -129,6 +129,14 @@ def input_meaning(name: str, dtype: DType) -> str:
     return "float" if dtype.is_float else "token_ids"
 
 
+_STORED_KINDS = (
+    InputKind.PARAMETER,
+    InputKind.BUFFER,
+    InputKind.CONSTANT_TENSOR,
+    InputKind.CUSTOM_OBJ,
+)
+
+
 class Translator:
     """State of one translation: the fx value environment and the builder."""
 
@@ -258,17 +266,30 @@ class Translator:
             if node.op != "placeholder":
                 continue
             self.node = node
-            spec = specs[node.name]
+            spec = specs.get(node.name)
+            if spec is None:
+                raise self.error("the program's signature does not list this input; re-save it")
             if spec.kind == InputKind.USER_INPUT:
                 self.env[node.name] = self.user_input(node, inputs.get(node.name))
-            elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
-                self.env[node.name] = self.program.state_dict.get(spec.target, None)
-                if self.env[node.name] is None:  # non-persistent buffers live in constants
-                    self.env[node.name] = self.program.constants[spec.target]
-            elif spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
-                self.env[node.name] = self.program.constants[spec.target]
+            elif spec.kind in _STORED_KINDS:
+                self.env[node.name] = self.stored_value(spec.kind, spec.target)
             else:
                 raise self.error(f"program input kind {spec.kind.name} is not supported")
+
+    def stored_value(self, kind: InputKind, target: str | None) -> Any:
+        """A parameter, buffer or constant (non-persistent buffers live in constants). A
+        damaged .pt2 may lack it (fuzz seeds 396, 554: a dropped constants entry)."""
+        value = None
+        if kind in (InputKind.PARAMETER, InputKind.BUFFER):
+            value = self.program.state_dict.get(target) if target is not None else None
+        if value is None and target is not None:
+            value = self.program.constants.get(target)
+        if value is None:
+            raise self.error(
+                f"the program has no value for its {kind.name.lower()} '{target}'; the file is "
+                "incomplete or corrupt, re-save it with torch.export.save"
+            )
+        return value
 
     def user_input(self, node: FxNode, bound: UserInput | None) -> Any:
         if bound is None:  # a non-tensor input (e.g. a flag): its exported value

@@ -195,6 +195,55 @@ ARCH_CASES = [
     Bad("arch-unknown-preset", lambda d: ["report", str(d / PROG), "--arch", "huge"], r"^--arch: unknown architecture preset 'huge'; presets: default, large, tiny, zigzag-dimc$"),
 ]  # fmt: skip
 
+
+def _linear_onnx(d: Path, k: int = 1024) -> tuple[str, str]:
+    """A one-MatMul model (x f32[1x4xK] @ w f32[Kx64], node 'fc') and calibration inputs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).standard_normal((k, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(model, str(d / "lin.onnx"))
+    np.savez(d / "calib.npz", x=np.ones((1, 4, k), np.float32))
+    return str(d / "lin.onnx"), str(d / "calib.npz")
+
+
+def compile_with_scratchpad(sp: int) -> Callable[[Path], list[str]]:
+    """`cimc compile` of the linear model for `tiny` with a `sp`-byte scratchpad, which the
+    arch check accepts (it holds one MVM) but the model's lowering may not fit."""
+
+    def setup(d: Path) -> list[str]:
+        model, calib = _linear_onnx(d)
+        arch = d / f"sp{sp}.toml"
+        arch.write_text(
+            _set("scratchpad_bytes", str(sp))((isa_dir() / "arch" / "tiny.toml").read_text())
+        )
+        return [
+            "compile",
+            model,
+            "--arch",
+            str(arch),
+            "--calibration",
+            calib,
+            "-o",
+            str(d / "o.cimasm"),
+        ]
+
+    return setup
+
+
+_SP = r"arch field 'core.scratchpad_bytes'"
+MODEL_CASES = [
+    Bad("compile-sp-full", compile_with_scratchpad(1024), r"^scratchpad of core 0: scratchpad of core 0 is full: cannot place \d+ bytes \(largest free block \d+ of 1024\); raise " + _SP + r" to at least \d+ bytes$"),
+    Bad("compile-sp-one-token", compile_with_scratchpad(4096), r"^%y \(fc\): scratchpad too small for one token of this matmul: " + _SP + r" is 4096 bytes, this model needs at least \d+; raise it or pick a preset with a larger scratchpad$"),
+]  # fmt: skip
+
 _C = _P + r": cannot read constants file {d}/" + CONSTS + ": "
 ASM_CASES = [
     Bad("consts-missing-file", _program(lambda t: t.replace(CONSTS, "nothere.safetensors")), rf"^{_P}: constants file {{d}}/nothere.safetensors not found$"),
@@ -226,7 +275,7 @@ CLI_CASES = [
     Bad("cli-output-is-folder", lambda d: ["run", str(d / PROG), "--inputs", str(d / INPUTS), "-o", str(d)], r"^{d}: cannot write the outputs: Is a directory$"),
 ]  # fmt: skip
 
-CASES = INPUT_CASES + ARCH_CASES + ASM_CASES + CLI_CASES
+CASES = INPUT_CASES + ARCH_CASES + ASM_CASES + CLI_CASES + MODEL_CASES
 
 
 def expected(case: Bad, folder: Path) -> str:

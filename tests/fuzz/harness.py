@@ -36,18 +36,11 @@ from cimc.machine.summary import summarize
 from cimc.machine.sync import Access, _bytes_overlap, _Skeleton, happens_before, match_messages
 from cimc.machine.trace import chrome_trace
 from cimc.resources import isa_dir
+from tests.fuzz.campaign import FuzzBug
 
 _NP = {"i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64}
 _LOCATED = re.compile(r"^(?P<file>.*?)(?::(?P<line>[0-9]+):(?P<col>[0-9]+))?: \S")
 _BIG_INPUT = 1 << 20  # bytes: larger inputs are zeros (cheap), smaller ones random
-
-
-class FuzzBug(Exception):
-    """A finding: `kind` names the broken property, the message says what happened."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
 
 
 @dataclass(frozen=True)
