@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from cimc import __version__
-from cimc.errors import CimcError
+from cimc.errors import CimcError, InternalError
+from cimc.progress import display
 
 # Subcommand modules under cimc.commands, in the order `cimc --help` lists them.
-COMMANDS: tuple[str, ...] = ("example", "compile", "verify", "run", "report", "inspect")
+COMMANDS: tuple[str, ...] = (
+    "example",
+    "compile",
+    "verify",
+    "generate",
+    "run",
+    "report",
+    "inspect",
+)
 
 DESCRIPTION = """\
 cimc compiles transformer models to a digital SRAM compute-in-memory accelerator and runs
@@ -54,13 +64,35 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
-    except CimcError as e:
+        with display(quiet=getattr(args, "quiet", False)):  # a bar only on a terminal
+            return int(args.handler(args) or 0)
+    except (CimcError, InternalError) as e:
         print(f"{e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("cimc: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("CIMC_TRACEBACK"):
+            raise
+        detail = f"{type(e).__name__}: {e} (at {_innermost_frame(e)})"
+        print(
+            f"{InternalError(detail)}; rerun with CIMC_TRACEBACK=1 for the traceback",
+            file=sys.stderr,
+        )
+        return InternalError.exit_code
+
+
+def _innermost_frame(error: BaseException) -> str:
+    """`file:line` of the deepest frame inside cimc, so a bug report points somewhere."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    tb, where = error.__traceback__, "unknown place"
+    while tb is not None:
+        frame = tb.tb_frame.f_code
+        if os.path.abspath(frame.co_filename).startswith(package):
+            where = f"{os.path.basename(frame.co_filename)}:{tb.tb_lineno} in {frame.co_name}"
+        tb = tb.tb_next
+    return where
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from cimc.commands import add_command
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch, load_arch
+from cimc.progress import add_quiet_option
 
 if TYPE_CHECKING:  # the pipeline pulls in torch: import it only when a command runs
     from cimc.pipeline import PipelineOptions, PipelineResult
@@ -66,6 +67,14 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="print the IR after this pass (repeatable)",
     )
     p.add_argument("--time-passes", action="store_true", help="print the time of each pass")
+    p.add_argument(
+        "--streaming",
+        choices=["auto", "sequential", "double-buffer", "pin-what-fits"],
+        default="auto",
+        metavar="POLICY",
+        help="weight streaming policy: auto (default), sequential, double-buffer, pin-what-fits",
+    )
+    add_quiet_option(p)
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
@@ -98,6 +107,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         print_ir_after=tuple(args.print_ir_after),
         time_passes=args.time_passes,
         print_fn=lambda text: sys.stderr.write(text),
+        streaming=args.streaming,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cimc.commands import add_command
+from cimc.progress import add_quiet_option, report
 from cimc.zoo.catalog import EXAMPLES, ONNX_EXPORTERS
 
 NAME = "example"
@@ -31,12 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="sequence length traced at export (default 8)",
     )
     p.add_argument("--exporter", choices=ONNX_EXPORTERS, help="ONNX exporter (default: dynamo)")
+    add_quiet_option(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from cimc.zoo import write_example  # torch + transformers: only when exporting
 
+    report("export", 0, 1, f"{args.name} (model build and ONNX export take seconds)")
     path = write_example(args.name, args.output, seq_len=args.seq_len, exporter=args.exporter)
+    report("export", 1, 1)
     print(f"wrote {path}")
     return 0

@@ -16,6 +16,7 @@ from cimc.commands.run import add_arch_option, check_output_path, load_program_a
 from cimc.machine.schedule import simulate
 from cimc.machine.summary import CostSummary, summarize
 from cimc.machine.trace import write_trace
+from cimc.progress import add_quiet_option
 
 NAME = "report"
 HELP = "estimate cycles, energy and utilization of a program (schedule simulation)"
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=_count, default=15, metavar="N",
                    help="show the N most energy-hungry source locations (default 15)")  # fmt: skip
     add_arch_option(p)
+    add_quiet_option(p)
     p.set_defaults(handler=run)
 
 

@@ -17,6 +17,7 @@ from cimc.machine.interpreter import run_program
 from cimc.machine.parser import load_program
 from cimc.machine.program import Program
 from cimc.machine.validator import validate
+from cimc.progress import add_quiet_option
 
 NAME = "run"
 HELP = "run an assembly program bit-exactly on the reference interpreter"
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="OUT.npz", help="write the outputs here")
     p.add_argument("--trace", metavar="FILE.json", help="write a Chrome/Perfetto trace")
     add_arch_option(p)
+    add_quiet_option(p)
     p.set_defaults(handler=run)
 
 
