@@ -9,11 +9,12 @@ The lowerings (cimc/backend/lower_*.py) append instructions through one `Program
         lower_linear(b, x, y, plan)
     program, consts = b.build()          # or b.write(Path("out.cimasm"))
 
-Why the builder inserts barriers itself: lowerings spread work over cores and exchange
-data through gb/dram. Rather than have every lowering reason about ordering, the builder
-records the shared bytes each core touched since the last barrier and emits a barrier (on
-every active core) before an access that would race with another core's. The validator
-still checks races independently (cimc/machine/sync.py).
+Why the builder orders shared accesses itself: lowerings spread work over cores and
+exchange data through gb/dram. Rather than have every lowering reason about ordering, the
+builder records the shared bytes each core touched and, before an access that would race
+with another core's, emits a send/recv token between the two cores (or a barrier when it
+conflicts with every other core): cimc/backend/asm_sync.py. The validator still checks
+races independently (cimc/machine/sync.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from cimc.backend.asm_alloc import NP_OF, Allocator, fit_dtype, nbytes
+from cimc.backend.asm_sync import SharedOrder
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch
 from cimc.machine.opcodes import check_operands, describe_error, opspec
@@ -46,9 +48,9 @@ from cimc.machine.program import (
     dtype_range,
 )
 from cimc.machine.shape_rules import OperandError
-from cimc.machine.sync import bytes_overlap
 
 DECL_ALIGN = 64
+TOKEN_BYTES = 8  # top of every scratchpad: the byte sync tokens are sent from / received in
 Arg = View | MacroRef | Imm | int
 
 
@@ -57,13 +59,10 @@ class EmitHook(Protocol):
 
     def need(self, core: int, key: object) -> None: ...
     def owns(self, key: object) -> bool: ...
-
-
-@dataclass(frozen=True)
-class _Touch:
-    core: int
-    view: View
-    write: bool
+    def before(self, core: int, instr: Instr) -> None: ...
+    def emitted(self, core: int, instr: Instr) -> None: ...
+    def barrier(self, cores: list[int]) -> None: ...
+    def node_done(self) -> None: ...
 
 
 @dataclass
@@ -115,7 +114,7 @@ class ProgramBuilder:
         }
         self._cores: dict[int, _CoreState] = {}
         self._barriers = 0
-        self._touches: list[_Touch] = []
+        self._order = SharedOrder(self, self._new_tag)
         self._macros: dict[tuple[int, int], list[_Window]] = {}
         self._tags: dict[tuple[int, int], int] = {}
         self._names: set[str] = set()
@@ -211,6 +210,7 @@ class ProgramBuilder:
         if state is None:
             sp = Allocator(f"scratchpad of core {core}", self.arch.core.scratchpad_bytes,
                            field="core.scratchpad_bytes")  # fmt: skip
+            sp.reserve_top(TOKEN_BYTES)  # the sync-token byte (token_view), above the rest
             state = self._cores[core] = _CoreState(sp=sp)
             state.items.extend(Instr("barrier", ()) for _ in range(self._barriers))
         return state
@@ -261,64 +261,65 @@ class ProgramBuilder:
             ) from None
         instr = Instr(opcode, operands, comment if comment is not None else self.loc)
         state = self._core(core)
-        self._order_shared(core, instr)
+        if self.hook is not None:
+            self.hook.before(core, instr)
+        self._order.before(core, instr)
         state.items.append(instr)
+        if self.hook is not None:
+            self.hook.emitted(core, instr)
         return instr
 
     def last(self, core: int) -> CoreItem:
         """The last item emitted on `core`."""
         return self._core(core).items[-1]
 
-    def _order_shared(self, core: int, instr: Instr) -> None:
-        """Insert a barrier when `instr` would race with another core's gb/dram access.
+    def position(self, core: int) -> int:
+        """Index the next item of `core` will have in its stream."""
+        return len(self._core(core).items)
 
-        The touches since the last barrier are also indexed by (space, 4 KiB block, is a
-        write), then core, so a check compares only other cores' touches sharing a block with
-        it (only their writes, for a read): linear in the program, not quadratic in the
-        length of a barrier epoch."""
-        mine = [
-            _Touch(core, v, a.value != "r")
-            for v, a in opspec(instr.opcode).views(instr)
-            if v.space in ("gb", "dram") and v.symbol not in self.consts  # consts: read-only
-        ]
-        if not self._touches:  # a new epoch: barrier() cleared the touches
-            self._touch_blocks: dict[tuple[str, int, bool], dict[int, list[_Touch]]] = {}
-        if any(self._races(t) for t in mine):
-            self.barrier()
-            self._touch_blocks = {}
-        for t in mine:
-            for k in range(t.view.addr >> 12, ((t.view.end - 1) >> 12) + 1):
-                for write in {False, t.write}:  # key False: every touch; True: writes
-                    by_core = self._touch_blocks.setdefault((t.view.space, k, write), {})
-                    by_core.setdefault(t.core, []).append(t)
-        self._touches.extend(mine)
+    def active_cores(self) -> list[int]:
+        return sorted(self._cores)
 
-    def _races(self, t: _Touch) -> bool:
-        """Does `t` overlap another core's touch since the last barrier (a write among them)?"""
-        writes_only = not t.write  # a write conflicts with any touch, a read with writes
-        for k in range(t.view.addr >> 12, ((t.view.end - 1) >> 12) + 1):
-            block = self._touch_blocks.get((t.view.space, k, writes_only), {})
-            for other, touches in block.items():
-                if other != t.core and any(bytes_overlap(o.view, t.view) for o in touches):
-                    return True
-        return False
+    def append(self, core: int, instr: Instr) -> None:
+        """A sync instruction from the shared-access ordering (no ordering of its own)."""
+        instr = Instr(instr.opcode, check_operands(opspec(instr.opcode), instr.operands),
+                      self.loc)  # fmt: skip
+        if self.hook is not None:
+            self.hook.before(core, instr)
+        self._core(core).items.append(instr)
+        if self.hook is not None:
+            self.hook.emitted(core, instr)
+
+    def token_view(self, core: int) -> View:
+        """The core's sync-token byte (above everything the allocator hands out)."""
+        return View("sp", self.arch.core.scratchpad_bytes - TOKEN_BYTES, "i8", 1, 1)
+
+    def sync_counts(self) -> tuple[int, int]:
+        """(barriers, send/recv token pairs) the shared-access ordering emitted."""
+        return self._barriers, self._order.pairs
 
     def barrier(self) -> None:
         """A barrier on every active core (cores activated later get it prepended)."""
+        if self.hook is not None:
+            self.hook.barrier(sorted(self._cores))  # before: loads may go ahead of it
         self._barriers += 1
         for state in self._cores.values():
             state.items.append(Instr("barrier", ()))
-        self._touches.clear()
+        self._order.cleared()
 
     def transfer(self, src_core: int, src: View, dst_core: int, dst: View) -> None:
         """Copy an sp view of one core to an sp view of another (send + recv, fresh tag)."""
         if src_core == dst_core:
             self.emit(src_core, "dma", dst, src)
             return
-        tag = self._tags.get((src_core, dst_core), 0)
-        self._tags[(src_core, dst_core)] = (tag + 1) % 65536
+        tag = self._new_tag(src_core, dst_core)
         self.emit(src_core, "send", Imm(dst_core), src, Imm(tag))
         self.emit(dst_core, "recv", Imm(src_core), dst, Imm(tag))
+
+    def _new_tag(self, src_core: int, dst_core: int) -> int:
+        tag = self._tags.get((src_core, dst_core), 0)
+        self._tags[(src_core, dst_core)] = (tag + 1) % 65536
+        return tag
 
     # ------------------------------------------------------------------ macros
     def resident(self, core: int, macro: int, ref: MacroRef, key: object) -> bool:

@@ -74,6 +74,16 @@ class Allocator:
     def largest_free(self) -> int:
         return max((end - start for start, end in self._free), default=0)
 
+    def reserve_top(self, nbytes: int) -> int:
+        """Keep the last `nbytes` of a fresh memory for good (e.g. the sync-token byte);
+        returns their address. Error messages still count the whole memory."""
+        start, end = self._free[-1]
+        if end != self.size or end - start < nbytes:
+            raise ValueError(f"{self.what}: the top {nbytes} bytes are not free")
+        self._free[-1:] = [(start, end - nbytes)] if end - nbytes > start else []
+        self._used[end - nbytes] = nbytes
+        return end - nbytes
+
 
 # --------------------------------------------------------------------------- views
 

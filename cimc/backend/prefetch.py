@@ -6,20 +6,22 @@ contiguous range of the image), the tile slots of every layer (their phase place
 and the macros left free for run-time operands (attention K^T / V, matmuls).
 
 `Prefetcher` emits the loads. Each core's tiles of a phase are cut into pieces (tiles
-contiguous in the image, up to `chunk` bytes): one `dma` of the piece into one of two
-scratchpad staging buffers, then one `mload` per tile. A phase is queued once the macros
-of its bank are free in program order (the previous phase on that bank has been passed),
-so under `double-buffer` phase i+1 loads while phase i computes, under `sequential` only
-when phase i is done, and resident (pinned) phases load from the start.
+contiguous in the image, up to `chunk` bytes): one `dma` of the piece into one of the
+core's `STAGES` scratchpad staging buffers, later one `mload` per tile. A phase is queued
+once the macros of its bank are free in program order: the previous phase on that bank
+has been passed (a later phase is in use) or used up by the graph nodes lowered so far
+(`node_done`). So under `double-buffer` phase i+1 loads while phase i computes, under
+`sequential` only when phase i is done, and resident (pinned) phases load from the start.
 
-When to emit a queued piece: cores issue in order, so a `dma` waiting for the DRAM
-channel stalls everything behind it on its core, and a barrier waits for every dma in
-flight. Emitting loads early on an estimated clock (tried: a per-core clock from the cost
-model, loads issued when the channel would idle) measured slower than loading just in
-time, because of those two rules. So a piece is emitted when one of its tiles is needed
-(`need`, from `TileLoader.ensure`), together with the next `AHEAD` queued piece of the
-same core: that load overlaps the MVMs of the tiles just loaded, as the tile loader's
-own depth-2 pipeline does, but across layer boundaries and from one image.
+When to emit: a `dma` no longer stalls its core (the DMA engine has `core.dma_channels`
+channels, cimc/machine/schedule.py) and fences ignore constant reads, so a piece's `dma`
+is emitted as soon as a staging buffer is free. Its `mload`s stall the core until the
+data is there (in-order issue), so they are emitted where an estimated clock
+(`EmitClock`, cimc/backend/prefetch_clock.py) says the data has arrived: after any
+instruction of the core, before a `recv` or barrier the core would wait at anyway, or at
+the latest when a tile is needed (`need`, from `TileLoader.ensure`). Each `mload` frees a
+staging buffer for the next piece, so the DRAM channel keeps streaming through vector
+phases (layer norm, softmax, GELU) instead of waiting for the next matmul.
 Correctness never depends on this: the builder tracks what each macro holds and
 `TileLoader` reloads any tile that is not there.
 """
@@ -36,16 +38,17 @@ from cimc.backend.asm import ProgramBuilder
 from cimc.backend.asm_alloc import cols
 from cimc.backend.from_graph import workload_from_graph
 from cimc.backend.lower_tiles import TileSlot
+from cimc.backend.prefetch_clock import EmitClock
 from cimc.backend.streaming import POLICIES, Policy, StreamPlan, plan_streaming
 from cimc.backend.target import Target
 from cimc.backend.values import decl_name
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
-from cimc.machine.program import View
+from cimc.machine.program import Instr, View
 
 IMAGE = "weights.img"
-AHEAD = 1  # pieces of the same core issued beyond the one a tile needs
+STAGES = 3  # staging buffers per core: pieces loaded ahead of their first use
 TileId = tuple[str, int, int, int, int]  # (constant-name prefix of the layer, k0, k1, n0, n1)
 
 
@@ -156,21 +159,33 @@ class Prefetcher:
         self.b, self.setup = b, setup
         pieces = _pieces(setup, names, chunk)
         self.phase_of = {key: p.phase for p in pieces for _, key, _ in p.tiles}
+        self.piece_of = {key: p for p in pieces for _, key, _ in p.tiles}
         phases = setup.plan.phases
         self.prev_user: list[int] = []  # the previous phase on the same bank, or -2
         for i, ph in enumerate(phases):
             same = [j for j in range(i) if phases[j].bank == ph.bank and ph.bank != -1]
             self.prev_user.append(same[-1] if same else -2)
         self.waiting: list[Piece] = pieces  # not yet allowed (bank busy), load order
-        self.ready: deque[Piece] = deque()
-        self.inflight: dict[int, tuple[Piece, View]] = {}  # dma emitted, mloads not yet
+        self.ready: dict[int, deque[Piece]] = {}  # per core, load order
+        self.inflight: dict[int, deque[tuple[Piece, View, int]]] = {}  # + estimated arrival
         self.loaded: set[TileId] = set()
         self.current = -1
+        self.used: set[TileId] = set()
+        self.unused = [0] * len(phases)  # per phase: tiles not needed yet
+        for p in pieces:
+            self.unused[p.phase] += len(p.tiles)
+        self.finished = -1  # every phase up to this one is used by nodes already lowered
         cores = sorted({p.core for p in pieces})
         size = max((p.nbytes for p in pieces), default=1)
-        self.staging = {c: [b.alloc(c, "i8", 1, size) for _ in range(2)] for c in cores}
-        self.turn = dict.fromkeys(cores, 0)
+        self.free = {c: deque(_staging(b, c, size)) for c in cores}
+        for c in cores:
+            self.ready[c], self.inflight[c] = deque(), deque()
         self.comments = comments  # constant prefix -> its node's comment (load provenance)
+        self.clock = EmitClock(b.arch, sharers=len(cores))
+        self._placing = False  # inside our own emission: only the clock moves
+        self.epoch = 0  # barriers emitted so far
+        self.issued_in: dict[int, int] = {}  # id(piece) -> barriers before its dma
+        self._last_end = 0
         self._allow()
 
     # ---------------------------------------------------------------- builder hooks
@@ -179,53 +194,126 @@ class Prefetcher:
         return key in self.phase_of and key not in self.loaded
 
     def need(self, core: int, key: object) -> None:
-        """A tile is about to be used on `core`: its phase (and earlier) must be loaded."""
-        phase = self.phase_of.get(key)  # type: ignore[call-overload]
-        if phase is None:
+        """A tile is about to be used: it (and the earlier pieces of its core) is mloaded
+        now, and the core's free staging buffers are refilled with the next pieces."""
+        piece = self.piece_of.get(key)  # type: ignore[call-overload]
+        if piece is None:
             return
-        if phase > self.current:
-            self.current = phase
+        if key not in self.used:
+            self.used.add(key)  # type: ignore[arg-type]
+            self.unused[piece.phase] -= 1
+        if piece.phase > self.current:
+            self.current = piece.phase
             self._allow()
-        for piece in [p for p in self.ready if p.core == core and p.phase <= phase]:
-            self.ready.remove(piece)
-            self._issue(piece)
-        held = self.inflight.get(core)
-        if held is not None and held[0].phase <= phase:
-            self._mloads(core)
-        for piece in [p for p in self.ready if p.core == core][:AHEAD]:
-            self.ready.remove(piece)
-            self._issue(piece)
+        core = piece.core
+        while key not in self.loaded:
+            if self.inflight[core] and (not self.free[core] or self._held(core, piece)):
+                self._mload_oldest(core)
+            elif self.ready[core]:
+                self._issue(self.ready[core].popleft())
+            else:  # not loadable here: TileLoader loads it itself
+                break
+        self._top_up(core)
+
+    def before(self, core: int, instr: Instr) -> None:
+        """A recv is about to be emitted: the core will wait for it anyway, so the pieces
+        that arrive meanwhile are mloaded (and their buffers refilled) before it."""
+        if instr.opcode == "recv":
+            self._fill(core, self.clock.recv_done(core, instr))
+
+    def emitted(self, core: int, instr: Instr) -> None:
+        """Every instruction: move the clock; mload the pieces that have arrived by now."""
+        self._last_end = self.clock.advance(core, instr)
+        self._fill(core, self.clock.now(core))
+
+    def barrier(self, cores: list[int]) -> None:
+        """Before a barrier: every core waits for the last one, and loads meanwhile. A piece
+        whose dma was emitted before the previous barrier is mloaded here whatever the clock
+        says: it has had a whole barrier interval to arrive, and the estimate, blind to the
+        waits at barriers, runs early (measured: this closes the DRAM gaps after GELU)."""
+        release = max((self.clock.now(c) for c in cores), default=0)
+        self.epoch += 1
+        for core in cores:
+            held = self.inflight.get(core, ())
+            old = [at for p, _, at in held if self.issued_in[id(p)] < self.epoch - 1]
+            self._fill(core, max([release, *old]))
+        self.clock.barrier(cores)
+
+    def _fill(self, core: int, until: int) -> None:
+        """mload the core's pieces that arrive by `until`, refilling their buffers."""
+        if self._placing or core not in self.inflight:
+            return
+        self._placing = True
+        try:
+            arrived = self.inflight[core]
+            while True:
+                while arrived and arrived[0][2] <= until:
+                    self._mload_oldest(core)
+                before = len(arrived)
+                self._top_up(core)
+                if len(arrived) == before or arrived[0][2] > until:
+                    break
+        finally:
+            self._placing = False
+
+    def node_done(self) -> None:
+        """A graph node is lowered: the phases it used up free their banks for the next
+        ones (without waiting for the next phase's first tile)."""
+        old = self.finished
+        while self.finished + 1 < len(self.unused) and self.unused[self.finished + 1] == 0:
+            self.finished += 1
+        if self.finished != old:
+            self._allow()
 
     # ---------------------------------------------------------------- emission
+    def _held(self, core: int, piece: Piece) -> bool:
+        return any(p is piece for p, _, _ in self.inflight[core])
+
     def _allow(self) -> None:
         """Queue the phases whose bank is free (its previous phase has been passed)."""
-        allowed = [p for p in self.waiting if self.prev_user[p.phase] < self.current]
-        self.waiting = [p for p in self.waiting if self.prev_user[p.phase] >= self.current]
-        self.ready.extend(allowed)
+        passed = max(self.current - 1, self.finished)
+        allowed = [p for p in self.waiting if self.prev_user[p.phase] <= passed]
+        self.waiting = [p for p in self.waiting if self.prev_user[p.phase] > passed]
+        for p in allowed:
+            self.ready[p.core].append(p)
+        for core in sorted({p.core for p in allowed}):
+            self._top_up(core)
+
+    def _top_up(self, core: int) -> None:
+        """Start the loads of the core's next pieces while a staging buffer is free: the
+        dma engine takes them and the core goes on (cimc/machine/schedule.py)."""
+        while self.free[core] and self.ready[core]:
+            self._issue(self.ready[core].popleft())
 
     def _issue(self, piece: Piece) -> None:
         core = piece.core
-        stage = self.staging[core][self.turn[core]]
-        self.turn[core] ^= 1
+        stage = self.free[core].popleft()
         dst = View("sp", stage.addr, "i8", 1, piece.nbytes)
         src = cols(self.setup.blob, piece.offset, piece.offset + piece.nbytes)
         with self.b.at(self.comments.get(piece.tiles[0][1][0], self.b.loc)):
             self.b.emit(core, "dma", dst, src)
-            self._mloads(core)
-        self.inflight[core] = (piece, stage)
+        self.inflight[core].append((piece, stage, self._last_end))
+        self.issued_in[id(piece)] = self.epoch
 
-    def _mloads(self, core: int) -> None:
-        held = self.inflight.pop(core, None)
-        if held is None:
-            return
-        piece, stage = held
-        for slot, key, rel in piece.tiles:
-            src = View("sp", stage.addr + rel, "i8", slot.k1 - slot.k0, slot.n1 - slot.n0)
-            self.loaded.add(key)
-            self.b.mload(core, slot.macro, slot.r0, slot.c0, src, key)
+    def _mload_oldest(self, core: int) -> None:
+        piece, stage, arrival = self.inflight[core].popleft()
+        self.clock.wait(core, arrival)  # in-order issue: the mloads wait for the data
+        with self.b.at(self.comments.get(piece.tiles[0][1][0], self.b.loc)):
+            for slot, key, rel in piece.tiles:
+                src = View("sp", stage.addr + rel, "i8", slot.k1 - slot.k0, slot.n1 - slot.n0)
+                self.loaded.add(key)
+                self.b.mload(core, slot.macro, slot.r0, slot.c0, src, key)
+        self.free[core].append(stage)
 
     def pending(self) -> Sequence[Piece]:
-        return [*self.waiting, *self.ready]
+        return [*self.waiting, *(p for q in self.ready.values() for p in q)]
+
+
+def _staging(b: ProgramBuilder, core: int, size: int) -> list[View]:
+    """STAGES buffers of `size` bytes, fewer (at least two) when they would take more than a
+    quarter of the scratchpad: the lowerings need the rest for activations."""
+    count = max(2, min(STAGES, b.arch.core.scratchpad_bytes // (4 * size)))
+    return [b.alloc(core, "i8", 1, size) for _ in range(count)]
 
 
 def setup_streaming(b: ProgramBuilder, graph: Graph, policy: Policy) -> StreamSetup | None:

@@ -23,6 +23,7 @@ UNITS: dict[str, str] = {
     "core.vector_pipeline_cycles": "cycles",
     "core.vector_div_cycles": "cycles per lane group (div, isqrt)",
     "core.dma_setup_cycles": "cycles per DMA",
+    "core.dma_channels": "DMA transfers in flight per core (0: one, blocking issue)",
     "macro.rows": "cells (reduction K)",
     "macro.cols": "cells (outputs N)",
     "macro.input_bits": "bits",

@@ -62,6 +62,7 @@ class CoreSpec:
     vector_pipeline_cycles: int = _int("nonneg")
     vector_div_cycles: int = _int()  # per lane group, for div and isqrt (iterative units)
     dma_setup_cycles: int = _int("nonneg")
+    dma_channels: int = _int("nonneg", 1024)  # transfers in flight at once; 0: one, blocking issue
 
 
 @dataclass(frozen=True)

@@ -69,9 +69,9 @@ class CostSummary:
 def summarize(program: Program, arch: Arch, schedule: Schedule | None = None) -> CostSummary:
     schedule = schedule or simulate(program, arch)
     makespan = schedule.makespan
-    units = _unit_use(schedule, makespan)
+    units = _unit_use(schedule, makespan, max(1, arch.core.dma_channels))
     critical = simulate(program, arch, relaxed=True).makespan
-    bound, reason = _lower_bound(program, units, critical)
+    bound, reason = _lower_bound(program, units, critical, arch)
     energy = total_energy(schedule).as_dict()
     macs = sum(item.cost.macs for item in schedule.items)
     time_us = makespan / arch.chip.clock_mhz
@@ -99,13 +99,19 @@ def summarize(program: Program, arch: Arch, schedule: Schedule | None = None) ->
     )
 
 
-def _unit_use(schedule: Schedule, makespan: int) -> tuple[UnitUse, ...]:
+def _unit_use(schedule: Schedule, makespan: int, dma_channels: int) -> tuple[UnitUse, ...]:
+    """Busy cycles per unit; the DMA engine's utilization is over its channels' cycles."""
     busy: dict[tuple[int, str], int] = defaultdict(int)
     for item in schedule.items:
         if item.cost.unit != "sync":
             busy[(item.core, item.cost.unit)] += item.cost.cycles
+
+    def share(unit: str, cycles: int) -> float:
+        span = makespan * (dma_channels if unit == "dma" else 1)
+        return cycles / span if span else 0.0
+
     rows = [
-        UnitUse(f"core{core}.{unit}", cycles, cycles / makespan if makespan else 0.0)
+        UnitUse(f"core{core}.{unit}", cycles, share(unit, cycles))
         for (core, unit), cycles in sorted(
             busy.items(), key=lambda kv: (kv[0][0], _unit_order(kv[0][1]))
         )
@@ -124,10 +130,18 @@ def _unit_order(unit: str) -> tuple[int, int]:
     return (3, int(unit.removeprefix("macro")))
 
 
-def _lower_bound(program: Program, units: tuple[UnitUse, ...], critical: int) -> tuple[int, str]:
+def _lower_bound(
+    program: Program, units: tuple[UnitUse, ...], critical: int, arch: Arch
+) -> tuple[int, str]:
     """No schedule beats the busiest unit or channel, nor the dependence critical path (in
-    order issue, address dependences and synchronisation without contention)."""
-    candidates = [(u.busy_cycles, f"{u.name} busy") for u in units]
+    order issue, address dependences and synchronisation without contention). A DMA engine
+    runs `core.dma_channels` transfers at once: its busy time over that many."""
+    channels = max(1, arch.core.dma_channels)
+    candidates = [
+        (-(-u.busy_cycles // channels) if u.name.endswith(".dma") else u.busy_cycles,
+         f"{u.name} busy")
+        for u in units
+    ]  # fmt: skip
     candidates.append((critical, "critical path"))
     return max(candidates, default=(0, "empty program"))
 

@@ -1,4 +1,5 @@
-"""The program builder: allocation, declarations, automatic barriers, macro residency, files."""
+"""The program builder: allocation, declarations, macro residency, files (cross-core
+ordering: test_asm_sync.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from cimc.machine.interpreter import run_program
 from cimc.machine.parser import load_program
 from cimc.machine.program import View
 from cimc.machine.validator import validate
-from tests.backend.lower_harness import arch, run
+from tests.backend.lower_harness import arch
 
 
 def test_allocator_first_fit_reuses_and_coalesces() -> None:
@@ -29,6 +30,16 @@ def test_allocator_first_fit_reuses_and_coalesces() -> None:
         a.alloc(200)
     with pytest.raises(ValueError, match="double free"):
         a.free(64)
+
+
+def test_reserved_top_stays_out_of_allocation_and_errors_count_the_whole_memory() -> None:
+    a = Allocator("sp", 256, field="core.scratchpad_bytes")
+    assert a.reserve_top(8) == 248
+    assert a.alloc(248) == 0
+    a.free(0)
+    want = r"largest free block 248 of 256\); raise arch field '\S+' to at least 264"
+    with pytest.raises(CimcError, match=want):
+        a.alloc(256)
 
 
 def test_view_helpers() -> None:
@@ -47,41 +58,6 @@ def test_views_overlap_is_exact_for_strided_columns() -> None:
     assert not views_overlap(left, right)
     assert views_overlap(left, View("dram", 20, "i8", 1, 1))
     assert not views_overlap(left, View("gb", 0, "i8", 4, 8))
-
-
-def _copy(b: ProgramBuilder, core: int, dst: View, src: View) -> None:
-    buf = b.alloc(core, src.dtype, src.rows, src.cols)
-    b.emit(core, "dma", buf, src)
-    b.emit(core, "dma", dst, buf)
-    b.free(core, buf)
-
-
-def test_cross_core_dependence_gets_a_barrier_and_disjoint_writes_do_not() -> None:
-    b = ProgramBuilder(arch("tiny"))
-    x, y = b.input("x", "i8", 4, 16), b.output("y", "i8", 4, 16)
-    t = b.region("t", "i8", 4, 16)
-    _copy(b, 0, cols(t, 0, 8), cols(x, 0, 8))  # interleaved column halves: no race
-    _copy(b, 1, cols(t, 8, 16), cols(x, 8, 16))
-    program, _ = b.build()
-    assert not any(i.opcode == "barrier" for s in program.cores for i in s.instrs)
-    _copy(b, 1, cols(y, 0, 8), cols(t, 0, 8))  # core 1 reads what core 0 wrote
-    program, _ = b.build()
-    assert [sum(i.opcode == "barrier" for i in s.instrs) for s in program.cores] == [1, 1]
-    data = np.arange(64, dtype=np.int8).reshape(4, 16)
-    out = run(b, {"x": data})["y"]
-    assert (out[:, :8] == data[:, :8]).all()
-
-
-def test_late_core_gets_earlier_barriers() -> None:
-    b = ProgramBuilder(arch("default"))
-    x, y = b.input("x", "i8", 2, 8), b.output("y", "i8", 2, 8)
-    t = b.region(None, "i8", 2, 8)
-    _copy(b, 0, t, x)
-    _copy(b, 1, y, t)  # barrier on cores 0, 1
-    _copy(b, 2, b.region(None, "i8", 2, 8), x)  # core 2 joins after the barrier
-    program, _ = b.build()
-    validate(program, b.arch)  # every core reaches the same number of barriers
-    assert program.instrs(2)[0].opcode == "barrier"
 
 
 def test_mload_skips_resident_static_tiles_only() -> None:
