@@ -84,34 +84,42 @@ def _with_calibration(passes: list[Pass], path: str | None) -> list[Pass]:
 def compile_model(model: Any, arch: Arch, options: PipelineOptions | None = None) -> PipelineResult:
     """Import (unless given a Graph), run the graph passes, compile for `arch`."""
     options = options or PipelineOptions()
-    report("compile", 0, 4, "import")
-    graph = load_model(model, options)
     before, after = split_pipeline(parse_pipeline(options.pipeline))
+    steps = 2 + len(before) + len(after)  # import, every pass, backend
+    report("compile", 0, steps, "import")
+    graph = load_model(model, options)
     after = _with_calibration(after, options.calibration)
-    float_manager, quant_manager = _manager(before, options), _manager(after, options)
-    report("compile", 1, 4, ",".join(p.NAME for p in before) or "no float passes")
+    float_manager = _manager(before, options, first_step=1, steps=steps)
+    quant_manager = _manager(after, options, first_step=1 + len(before), steps=steps)
     float_graph = float_manager.run(graph.copy())
-    report("compile", 2, 4, ",".join(p.NAME for p in after))
     qgraph = quant_manager.run(float_graph.copy())
-    report("compile", 3, 4, "backend")
+    report("compile", steps - 1, steps, "backend")
     timings = [*float_manager.timings, *quant_manager.timings]
     started = time.perf_counter()
     policy: Any = options.streaming  # checked by compile_graph (a CimcError names the choices)
     with gc_paused():  # builds ~10^5 instruction objects and no cycles: no GC passes
         compiled = compile_graph(qgraph, arch, name=_stem(model), streaming=policy)
     timings.append(PassTiming("backend", time.perf_counter() - started, True))
-    report("compile", 4, 4)
+    report("compile", steps, steps)
     if options.time_passes:
         _print(options, _timing_report(timings))
     return PipelineResult(float_graph, qgraph, compiled, tuple(timings))
 
 
-def _manager(passes: list[Pass], options: PipelineOptions) -> PassManager:
+def _manager(
+    passes: list[Pass], options: PipelineOptions, first_step: int, steps: int
+) -> PassManager:
+    """A manager whose passes are steps `first_step...` of the `steps` of "compile"."""
+
+    def on_pass(k: int, p: Pass) -> None:
+        report("compile", first_step + k, steps, f"pass {p.NAME}")
+
     return PassManager(
         passes,
         print_ir_after_all=options.print_ir_after_all,
         print_ir_after=options.print_ir_after,
         print_fn=options.print_fn,
+        on_pass=on_pass,
     )
 
 

@@ -118,12 +118,21 @@ def display(quiet: bool = False, stream: TextIO | None = None) -> Iterator[None]
         yield
         return
     shown = _Display(stream)
-    token = _REPORTER.set(shown)
+    try:
+        with listening(shown):
+            yield
+    finally:
+        shown.close()
+
+
+@contextmanager
+def listening(reporter: Reporter) -> Iterator[None]:
+    """Send the reports made inside the block to `reporter` (the display; tests record)."""
+    token = _REPORTER.set(reporter)
     try:
         yield
     finally:
         _REPORTER.reset(token)
-        shown.close()
 
 
 class Tracker:

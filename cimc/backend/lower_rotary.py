@@ -68,12 +68,14 @@ def lower_rotary(
                 b.emit(core, "dma", sn, sub(sin, pos0 + s0, pos0 + s1))
                 for bi, h in pairs[a:z]:
                     src, dst = sub(x.head(bi, h), s0, s1), sub(y.head(bi, h), s0, s1)
-                    _rotate(b, sc, src, dst, cs, sn, rc)
+                    rotate_rows(b, sc, src, dst, cs, sn, rc)
 
 
-def _rotate(
+def rotate_rows(
     b: ProgramBuilder, outer: Scratch, src: View, dst: View, cs: View, sn: View, rc: ReqConsts
 ) -> None:
+    """dst = requant(src * cos + rotate_half(src) * sin) for rows of one head, on the core
+    of `outer`; `cs` / `sn` hold the cos / sin rows of the same positions (also decode's)."""
     core, n, half = outer.core, src.rows, src.cols // 2
     with b.scratch(core) as sc:
         xs = sc(src.dtype, n, src.cols)

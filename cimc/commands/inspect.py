@@ -30,7 +30,9 @@ Nodes are the instructions' trailing comments (the compiler writes the graph nod
 Cycles and start times come from the schedule simulation of `cimc report`: "busy" sums
 each instruction's unit time, "span" runs from the node's first start to its last end.
 A macro's phase runs from one mload of it to the next; the chip map shows, for each
-fill of the macros, which node's tile every macro holds and how full it is.
+fill of the macros, which node's tile every macro holds and how full it is. A tile of
+a weight-streamed program is named the same way (`linear_1.w[0:32, 0:32]`), with its
+place in the streamed image (`via weights.img+6144`).
 """
 
 
@@ -168,6 +170,7 @@ def _chip_json(chips: tuple[ChipPhase, ...], arch: Arch) -> list[dict[str, objec
                     "macro": m,
                     "node": p.node,
                     "tile": p.source.label,
+                    "tile_via": p.source.via,
                     "fraction": p.cells / arch.macro_bytes,
                 }
                 for (c, m), p in ph.live.items()
@@ -221,7 +224,7 @@ def _macro_text(core: int, macro: int, phases: tuple[MacroPhase, ...], arch: Arc
     table = _table(title, "phase", "cycles", "window", "tile (source)", "node", "full", "MVMs")
     for p in phases:
         r0, r1, c0, c1 = p.window
-        tile = p.source.label + (" (transposed)" if p.transposed else "")
+        tile = p.source.text + (" (transposed)" if p.transposed else "")
         mvms = ", ".join(f"line {u.line}" for u in p.uses[:4]) + (" ..." if len(p.uses) > 4 else "")
         table.add_row(
             str(p.index),

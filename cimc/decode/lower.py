@@ -19,13 +19,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from cimc.backend import compile as backend
 from cimc.backend.asm import ProgramBuilder, Scratch
 from cimc.backend.asm_alloc import chunks, reshape, split_even, sub
-from cimc.backend.compile import Emitter
 from cimc.backend.lower_attention import lower_attention
 from cimc.backend.lower_common import Heads, req_consts
-from cimc.backend.lower_rotary import _rotate
+from cimc.backend.lower_rotary import rotate_rows
+from cimc.backend.lowerings import LOWERINGS, Emitter
 from cimc.errors import CimcError
 from cimc.ir.graph import Node
 from cimc.machine.program import View
@@ -70,7 +69,7 @@ def lower_decode_rotary(em: Emitter, node: Node) -> None:
                 b.emit(core, "gather", sn, sin, sub(idx, s0, s1))
                 for bi, h in pairs[a:z]:
                     src, dst = sub(x.head(bi, h), s0, s1), sub(y.head(bi, h), s0, s1)
-                    _rotate(b, sc, src, dst, cs, sn, rc)
+                    rotate_rows(b, sc, src, dst, cs, sn, rc)
 
 
 def lower_decode_attention(em: Emitter, node: Node) -> None:
@@ -117,10 +116,10 @@ def register() -> None:
         ("decode.rotary", lower_decode_rotary),
         ("decode.attention", lower_decode_attention),
     ):
-        known = backend.LOWERINGS.get(op_name)
+        known = LOWERINGS.get(op_name)
         if known is not None and known is not fn:
             raise CimcError(f"the backend already lowers {op_name} differently", "decode")
-        backend.LOWERINGS[op_name] = fn
+        LOWERINGS[op_name] = fn
 
 
 register()

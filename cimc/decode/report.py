@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cimc.backend.compile import Compiled
+from cimc.backend.roofline import Roofline
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.machine.program import Program
@@ -52,20 +53,26 @@ class TokenCost:
     streaming_bound_cycles: int  # weight_bytes / dram bandwidth
 
     @property
+    def roofline(self) -> Roofline:
+        """The run on the preset's roofline: 2 ops per MAC over its off-chip bytes."""
+        peak, bandwidth = self.peak_ops_per_cycle, self.dram_bytes_per_cycle
+        return Roofline(2 * self.macs, self.offchip_bytes, peak, bandwidth)
+
+    @property
     def ops_per_byte(self) -> float:
-        return 2 * self.macs / self.offchip_bytes if self.offchip_bytes else math.inf
+        return self.roofline.ops_per_byte
 
     @property
     def ridge_ops_per_byte(self) -> float:
-        return self.peak_ops_per_cycle / self.dram_bytes_per_cycle
+        return self.roofline.ridge_ops_per_byte
 
     @property
     def memory_bound(self) -> bool:
-        return self.ops_per_byte < self.ridge_ops_per_byte
+        return self.roofline.memory_bound
 
     @property
     def attainable_ops_per_cycle(self) -> float:
-        return min(self.peak_ops_per_cycle, self.ops_per_byte * self.dram_bytes_per_cycle)
+        return self.roofline.attainable_ops_per_cycle
 
     @property
     def achieved_ops_per_cycle(self) -> float:

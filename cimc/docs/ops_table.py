@@ -2,7 +2,7 @@
 
 - canonical IR ops (`cimc.ir.ops.CANONICAL_OPS`) with the integer form the quantize pass
   gives them (`cimc.quant.quantize_rules.RULES`, data movement and mask logic kept as they
-  are) and whether the backend emits assembly for that form (`cimc.backend.compile`);
+  are) and whether the backend emits assembly for that form (`cimc.backend.lowerings`);
 - ONNX op types the importer translates on run-time values (`onnx_translate.HANDLERS`);
 - torch.export / fx targets the torch importer translates (`torch_ops.TABLE`).
 """
@@ -12,13 +12,14 @@ from __future__ import annotations
 import inspect
 from collections import defaultdict
 
-from cimc.backend.compile import FREE, LOWERINGS
+from cimc.backend.compile import FREE
 from cimc.backend.lower_movement import MOVEMENT
+from cimc.backend.lowerings import LOWERINGS
 from cimc.importers import onnx_import, torch_export  # noqa: F401  (register their handlers)
 from cimc.importers.onnx_load import MAX_OPSET, MIN_OPSET
 from cimc.importers.onnx_translate import HANDLERS
+from cimc.importers.torch_fx import IGNORED, SHAPE_ONLY
 from cimc.importers.torch_ops import TABLE
-from cimc.importers.torch_translate import IGNORED, SHAPE_ONLY
 from cimc.ir import ops_quant
 from cimc.ir.op_base import OPS, Op
 from cimc.ir.ops import CANONICAL_OPS

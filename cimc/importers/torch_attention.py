@@ -15,8 +15,9 @@ import numpy as np
 from torch.fx import Node as FxNode
 
 from cimc.importers.torch_builder import Builder
+from cimc.importers.torch_fx import Ref
 from cimc.importers.torch_ops import bind, handles
-from cimc.importers.torch_translate import Ref, Translator
+from cimc.importers.torch_translate import Translator
 from cimc.ir import DType
 from cimc.ir.ops import (
     Add,

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch.fx import Node as FxNode
 
-from cimc.importers.torch_translate import Handler, Ref, Translator, ir_dtype, to_numpy
+from cimc.importers.torch_fx import Ref, ir_dtype, to_numpy
+from cimc.importers.torch_translate import Handler, Translator
 from cimc.ir import DType
 from cimc.ir.op_base import Op
 from cimc.ir.ops import (

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch.fx import Node as FxNode
 
+from cimc.importers.torch_fx import Ref
 from cimc.importers.torch_ops import bind, handles
-from cimc.importers.torch_translate import Ref, Translator
+from cimc.importers.torch_translate import Translator
 from cimc.ir.ops import Concat, Expand, Gather, Reshape, Slice, Transpose
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from cimc.errors import CimcError
+from cimc.inspect.image import image_tiles
 from cimc.inspect.tiles import TileSource, core_sources
 from cimc.machine.arch import Arch
 from cimc.machine.opcodes import spec_of
@@ -60,6 +61,7 @@ class MacroPhase:
             "line": self.line,
             "tile": self.source.label,
             "tile_kind": self.source.kind,
+            "tile_via": self.source.via,
             "mvms": [{"line": u.line, "start": u.start, "node": u.node} for u in self.uses],
             "cells_in_use": self.cells,
         }
@@ -107,7 +109,8 @@ def macro_phases(program: Program, schedule: Schedule) -> tuple[MacroPhase, ...]
             open_[key][2].append(MacroUse(item.pc, item.instr.line, item.start, node, window))
     for state in open_.values():
         phases.append(_close(state, schedule.makespan))
-    sources = {s.core: core_sources(program, s.core) for s in program.cores}
+    images = image_tiles(program)
+    sources = {s.core: core_sources(program, s.core, images) for s in program.cores}
     numbered = [_replace(p, source=sources[p.core][p.pc]) for p in _number(phases)]
     return tuple(sorted(numbered, key=lambda p: (p.core, p.macro, p.start)))
 

@@ -162,26 +162,20 @@ def _dma_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
 def _gather_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
     dst, table, index = _view(instr, 0), _view(instr, 1), _view(instr, 2)
     base = transfer(table.space, dst.space, dst.nbytes, core, arch)
-    # One burst per row: each row pays the source latency again (rows are independent).
-    extra_latency = (dst.rows - 1) * _port(table.space, 0, arch)[1]
-    energy = base.energy + _energy(_access("sp", index.nbytes, arch))
-    return InstrCost(
-        "dma",
-        base.cycles + extra_latency,
-        energy,
-        base.channels,
-        base.lead,
-        base.data_cycles + extra_latency,
-        base.moved,
-    )
+    return _row_bursts(base, dst.rows, table, index, arch)
 
 
 @register_cost("scatter")
 def _scatter_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
     table, src, index = _view(instr, 0), _view(instr, 1), _view(instr, 2)
     base = transfer(src.space, table.space, src.nbytes, core, arch)
-    # One burst per row, as gather: each row pays the destination latency again.
-    extra_latency = (src.rows - 1) * _port(table.space, 0, arch)[1]
+    return _row_bursts(base, src.rows, table, index, arch)
+
+
+def _row_bursts(base: InstrCost, rows: int, table: View, index: View, arch: Arch) -> InstrCost:
+    """An indexed transfer (gather, scatter): one burst per row, so each row pays the
+    table's latency again (rows are independent), plus reading the index."""
+    extra_latency = (rows - 1) * _port(table.space, 0, arch)[1]
     energy = base.energy + _energy(_access("sp", index.nbytes, arch))
     return InstrCost(
         "dma",

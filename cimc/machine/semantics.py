@@ -61,9 +61,8 @@ def _dma(m: Machine, cs: CoreState, instr: Instr) -> bool:
     return True
 
 
-@register_kernel("gather")
-def _gather(m: Machine, cs: CoreState, instr: Instr) -> bool:
-    dst, table, index = (_view(op) for op in instr.operands)
+def _table_rows(m: Machine, cs: CoreState, index: View, table: View) -> np.ndarray:
+    """The row indices of a gather / scatter, each checked to be a row of `table`."""
     idx = m.array(cs.core, index)[:, 0].astype(np.int64)
     bad = (idx < 0) | (idx >= table.rows)
     if bad.any():
@@ -71,6 +70,13 @@ def _gather(m: Machine, cs: CoreState, instr: Instr) -> bool:
         raise KernelError(
             f"index {idx[row]} in row {row} is outside the table's 0..{table.rows - 1}"
         )
+    return idx
+
+
+@register_kernel("gather")
+def _gather(m: Machine, cs: CoreState, instr: Instr) -> bool:
+    dst, table, index = (_view(op) for op in instr.operands)
+    idx = _table_rows(m, cs, index, table)
     m.array(cs.core, dst)[...] = m.array(cs.core, table)[idx]
     return True
 
@@ -78,13 +84,7 @@ def _gather(m: Machine, cs: CoreState, instr: Instr) -> bool:
 @register_kernel("scatter")
 def _scatter(m: Machine, cs: CoreState, instr: Instr) -> bool:
     table, src, index = (_view(op) for op in instr.operands)
-    idx = m.array(cs.core, index)[:, 0].astype(np.int64)
-    bad = (idx < 0) | (idx >= table.rows)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise KernelError(
-            f"index {idx[row]} in row {row} is outside the table's 0..{table.rows - 1}"
-        )
+    idx = _table_rows(m, cs, index, table)
     data = m.array(cs.core, src).copy()  # read completely first: the views may overlap
     target = m.array(cs.core, table)
     for i, r in enumerate(idx):  # in row order: a repeated index keeps the last row

@@ -206,20 +206,20 @@ def rule_fill(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
 
 
 def rule_scatter(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
-    table, src, idx = _view(ops, 0), _view(ops, 1), _view(ops, 2)
-    if src.cols != table.cols:
-        raise OperandError(f"source has {src.cols} columns, the table {table.cols}", 1)
-    if idx.shape != (src.rows, 1):
-        raise OperandError(f"index must be {src.rows}x1, not {_shape(idx.shape)}", 2)
-    _same_dtype(ops, 1)
-    return ops
+    return _indexed_rows(ops, 1, "source")  # table, src, index
 
 
 def rule_gather(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
-    dst, table, idx = _view(ops, 0), _view(ops, 1), _view(ops, 2)
-    if dst.cols != table.cols:
-        raise OperandError(f"destination has {dst.cols} columns, the table {table.cols}", 0)
-    if idx.shape != (dst.rows, 1):
-        raise OperandError(f"index must be {dst.rows}x1, not {_shape(idx.shape)}", 2)
+    return _indexed_rows(ops, 0, "destination")  # dst, table, index
+
+
+def _indexed_rows(ops: tuple[Operand, ...], k: int, what: str) -> tuple[Operand, ...]:
+    """gather / scatter: operand `k` holds one table row per index entry; the table is the
+    other of operands 0 and 1, the [rows x 1] index is operand 2."""
+    rows, table, idx = _view(ops, k), _view(ops, 1 - k), _view(ops, 2)
+    if rows.cols != table.cols:
+        raise OperandError(f"{what} has {rows.cols} columns, the table {table.cols}", k)
+    if idx.shape != (rows.rows, 1):
+        raise OperandError(f"index must be {rows.rows}x1, not {_shape(idx.shape)}", 2)
     _same_dtype(ops, 1)
     return ops

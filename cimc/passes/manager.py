@@ -138,6 +138,7 @@ class PassManager:
         time_passes: bool = False,
         print_fn: Callable[[str], object] | None = None,
         printer: Callable[[Any], str] | None = None,
+        on_pass: Callable[[int, Pass], object] | None = None,
     ) -> None:
         for name in print_ir_after:
             pass_class(name)  # a misspelled pass name is an error, not silence
@@ -149,6 +150,7 @@ class PassManager:
         # Looked up at print time so a redirected stderr (tests, the CLI) is honoured.
         self.print_fn = print_fn or (lambda text: sys.stderr.write(text))
         self.printer = printer or default_printer
+        self.on_pass = on_pass  # told (index, pass) before each pass runs: progress display
         self.timings: list[PassTiming] = []
 
     def run(self, ir: Any) -> Any:
@@ -157,6 +159,8 @@ class PassManager:
         if self.verify_each:
             _verify(ir, "the input IR is invalid before any pass ran")
         for k, p in enumerate(self.passes):
+            if self.on_pass is not None:
+                self.on_pass(k, p)
             started = time.perf_counter()
             try:
                 result = p.apply(ir)

@@ -94,7 +94,16 @@ FAMILIES: dict[str, Family] = {
         base_cls="GPT2Model",
         lm_cls="GPT2LMHeadModel",
         decoder=True,
-        tiny={"vocab_size": 512, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64},
+        tiny={
+            "vocab_size": 512,
+            "n_embd": 64,
+            "n_layer": 2,
+            "n_head": 4,
+            "n_positions": 64,
+            # GPT-2's <|endoftext|> is its last id (50256 of 50257); keep it in the vocab
+            "bos_token_id": 511,
+            "eos_token_id": 511,
+        },
         presets={"odd": {"n_embd": 96, "n_head": 3, "n_inner": 250}},
     ),
     "llama": Family(

@@ -92,6 +92,22 @@ def test_bare_macros_take_their_extent_from_the_operands() -> None:
             "'gather' operand 2 (table): dtype i16 does not match operand 1's i8",
         ),
         (
+            ".arch a\n.core 0\n  gather sp[0]:i8[2x4], sp[8]:i8[9x5], sp[64]:i32[2x1]\n",
+            "'gather' operand 1 (dst): destination has 4 columns, the table 5",
+        ),
+        (
+            ".arch a\n.core 0\n  gather sp[0]:i8[2x4], sp[8]:i8[9x4], sp[64]:i32[3x1]\n",
+            "'gather' operand 3 (index): index must be 2x1, not 3x1",
+        ),
+        (
+            ".arch a\n.core 0\n  scatter sp[0]:i8[9x4], sp[64]:i8[2x5], sp[96]:i32[2x1]\n",
+            "'scatter' operand 2 (src): source has 5 columns, the table 4",
+        ),
+        (
+            ".arch a\n.core 0\n  scatter sp[0]:i8[9x4], sp[64]:i8[2x4], sp[96]:i32[2x2]\n",
+            "'scatter' operand 3 (index): index must be 2x1, not 2x2",
+        ),
+        (
             ".arch a\n.core 0\n  transpose sp[0]:i8[2x4], sp[8]:i8[2x4]\n",
             "destination 2x4 must be the transpose of the source 2x4",
         ),

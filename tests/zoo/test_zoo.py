@@ -51,6 +51,16 @@ def test_grouped_query_attention_configs(family: str) -> None:
     assert odd.num_key_value_heads == 1
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_special_token_ids_are_in_the_vocabulary(family: str) -> None:
+    """transformers warns at build time about an id outside the vocabulary (GPT-2's 50256)."""
+    for preset in ["tiny", *FAMILIES[family].presets]:
+        config = make_config(family, preset)
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(config, key, None)
+            assert value is None or 0 <= value < config.vocab_size, (preset, key, value)
+
+
 def test_overrides_and_presets() -> None:
     config = make_config("bert", "odd", num_hidden_layers=1)
     assert (config.hidden_size, config.num_attention_heads, config.num_hidden_layers) == (96, 3, 1)
