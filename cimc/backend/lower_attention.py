@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cimc.backend import resident
 from cimc.backend.asm import ProgramBuilder, Scratch
 from cimc.backend.asm_alloc import chunks, cols, split_even, sub
 from cimc.backend.lower_common import Heads
@@ -145,6 +146,7 @@ def lower_attention(
     macros), "vector" (dot products on the vector unit) or "auto" (the cheaper estimate).
     `macros`: the macro indices K^T / V tiles may overwrite (default: all of them)."""
     _check(q, k, v, out, b.loc)
+    resident.release(b)  # rows or blocks an earlier op left in sp: attention wants the room
     pool = list(range(b.arch.core.macros)) if macros is None else list(macros)
     if not pool or not all(0 <= m < b.arch.core.macros for m in pool):
         raise CimcError(f"attention macros {pool} are not macros of '{b.arch.name}'", b.loc)

@@ -16,9 +16,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from cimc.backend import resident
 from cimc.backend.asm import ProgramBuilder, Scratch
 from cimc.backend.asm_alloc import chunks, cols, sub
 from cimc.backend.asm_alloc import rows as row_view
+from cimc.backend.forward import fan_out
 from cimc.backend.lower_common import (
     SLACK,
     check_shape,
@@ -32,6 +34,8 @@ from cimc.backend.lower_common import (
 from cimc.errors import CimcError
 from cimc.machine.program import DTYPE_BYTES, View
 from cimc.quant.plans import AddPlan, LutPlan, MulPlan, ReducePlan, RescalePlan
+
+Piece = tuple[int, int, int]  # (core, first row, one past the last row)
 
 # body(scratch, operand chunks in sp, output chunk in sp)
 Body = Callable[[Scratch, list[View], View], None]
@@ -47,24 +51,71 @@ def rowwise(
     cores: Sequence[int] | None = None,
 ) -> None:
     """Run `body` over row chunks: operands with y's row count are cut with it, the others
-    (1xC, 1x1 broadcasts) are loaded whole with every chunk."""
+    (1xC, 1x1 broadcasts, read-only in `body`) are loaded once per core, by a NoC fan-out
+    from one load when that is cheaper (cimc/backend/forward.py), and kept for its chunks."""
     use = tuple(cores or b.cores)
     total = y.rows
     per_row = row_bytes((y.cols, y.dtype)) + temp_bytes_per_row
     per_row += sum(DTYPE_BYTES[v.dtype] * v.cols for v in operands if v.rows == total)
     fixed += sum(v.nbytes for v in operands if v.rows != total)
     chunk = row_chunk(b, use, per_row, fixed, len(operands) + 8)
-    for core, r0, r1 in row_work(total, use, chunk):
+    work = row_work(total, use, chunk)
+    taken, outs = _rows_in_sp(b, operands[0] if operands[0].rows == total else None, y, work)
+    held = hold_broadcasts(b, [v for v in operands if v.rows != total], [c for c, _, _ in work])
+    for core, r0, r1 in work:
         with b.scratch(core) as sc:
-            ins = []
-            for v in operands:
-                part = row_view(v, r0, r1) if v.rows == total else v
-                buf = sc(v.dtype, part.rows, part.cols)
-                b.emit(core, "dma", buf, part)
-                ins.append(buf)
-            out = sc(y.dtype, r1 - r0, y.cols)
+            ins, kept = [], iter(held.get(core, []))
+            for j, v in enumerate(operands):
+                if v.rows != total:
+                    ins.append(next(kept))
+                elif j == 0 and taken:
+                    ins.append(taken[(core, r0, r1)])
+                else:
+                    buf = sc(v.dtype, r1 - r0, v.cols)
+                    b.emit(core, "dma", buf, row_view(v, r0, r1))
+                    ins.append(buf)
+            out = outs.get((core, r0, r1)) or sc(y.dtype, r1 - r0, y.cols)
             body(sc, ins, out)
             b.emit(core, "dma", row_view(y, r0, r1), out)
+    for core, views in held.items():
+        b.free(core, *views)
+    _rows_done(b, y, taken, outs)
+
+
+def _rows_in_sp(
+    b: ProgramBuilder, first: View | None, y: View, work: Sequence[Piece]
+) -> tuple[dict[Piece, View] | None, dict[Piece, View]]:
+    """(the first operand's rows still in the scratchpads from the op that wrote them, if
+    they match `work`; output buffers to keep there for the next op, or none)."""
+    taken = resident.take(b, first, work) if first is not None else None
+    if taken is None:
+        resident.release(b)
+    keep = resident.can_keep(b, y, work)
+    outs = {(c, r0, r1): b.alloc(c, y.dtype, r1 - r0, y.cols) for c, r0, r1 in work if keep}
+    return taken, outs
+
+
+def _rows_done(
+    b: ProgramBuilder, y: View, taken: dict[Piece, View] | None, outs: dict[Piece, View]
+) -> None:
+    for (core, _, _), view in (taken or {}).items():
+        b.free(core, view)
+    if outs:
+        resident.keep(b, y, outs)
+
+
+def hold_broadcasts(
+    b: ProgramBuilder, shared: Sequence[View], cores: Sequence[int]
+) -> dict[int, list[View]]:
+    """Each view of `shared` copied once into a buffer of every core in `cores` (the
+    caller frees them): a per-channel constant read by every chunk costs one load."""
+    active = list(dict.fromkeys(cores))
+    if not shared:
+        return {}
+    held = {c: [b.alloc(c, v.dtype, v.rows, v.cols) for v in shared] for c in active}
+    for j, v in enumerate(shared):
+        fan_out(b, v, [(c, held[c][j]) for c in active])
+    return held
 
 
 BlockBody = Callable[[Scratch, list[View], View, int], None]
@@ -93,21 +144,70 @@ def blockwise(
     slack = SLACK * (len(operands) + 8)
     free = min(b.sp_largest_free(c) for c in b.cores) - fixed - slack - per_row
     cw = max(1, min(width, free // per_elem))
+    if full(operands[0]) == (True, True) and _by_columns(b, operands, y, body, per_elem, fixed):
+        return
     chunk = row_chunk(b, b.cores, per_elem * cw + per_row, fixed, len(operands) + 8)
-    for core, r0, r1 in row_work(total, b.cores, chunk):
+    work = row_work(total, b.cores, chunk)
+    whole = cw >= width and full(operands[0]) == (True, True)  # rows can stay in sp
+    taken, outs = _rows_in_sp(b, operands[0], y, work) if whole else (None, {})
+    for core, r0, r1 in work:
         for c0, c1 in chunks(width, cw):
             with b.scratch(core) as sc:
                 ins = []
-                for v in operands:
+                for j, v in enumerate(operands):
+                    if j == 0 and taken:
+                        ins.append(taken[(core, r0, r1)])
+                        continue
                     rows_full, cols_full = full(v)
                     part = row_view(v, r0, r1) if rows_full else v
                     part = cols(part, c0, c1) if cols_full else part
                     buf = sc(v.dtype, part.rows, part.cols)
                     b.emit(core, "dma", buf, part)
                     ins.append(buf)
-                out = sc(y.dtype, r1 - r0, c1 - c0)
+                out = outs.get((core, r0, r1)) or sc(y.dtype, r1 - r0, c1 - c0)
                 body(sc, ins, out, c0)
                 b.emit(core, "dma", sub(y, r0, r1, c0, c1), out)
+    if whole:
+        _rows_done(b, y, taken, outs)
+    else:
+        resident.release(b)
+
+
+def _by_columns(
+    b: ProgramBuilder,
+    operands: Sequence[View],
+    y: View,
+    body: BlockBody,
+    per_elem: int,
+    fixed: int,
+) -> bool:
+    """blockwise over the column blocks of operand 0 that its producer (a linear layer)
+    left in the home cores' scratchpads, when they are there and each block's buffers fit;
+    False (and nothing emitted) otherwise."""
+    pieces = resident.take_cols(b, operands[0])
+    if pieces is None:
+        return False
+    total, slack = y.rows, SLACK * (len(operands) + 8)
+    if any(
+        total * (c1 - c0) * per_elem + fixed + slack > b.sp_largest_free(core)
+        for core, c0, c1 in pieces
+    ):
+        for (core, _, _), view in pieces.items():
+            b.free(core, view)
+        return False
+    for (core, c0, c1), held in sorted(pieces.items(), key=lambda kv: kv[0][1]):
+        with b.scratch(core) as sc:
+            ins = [held]
+            for v in operands[1:]:
+                part = cols(v, c0, c1) if v.cols == y.cols else v
+                buf = sc(v.dtype, part.rows, part.cols)
+                b.emit(core, "dma", buf, part)
+                ins.append(buf)
+            out = sc(y.dtype, total, c1 - c0)
+            body(sc, ins, out, c0)
+            b.emit(core, "dma", sub(y, 0, total, c0, c1), out)
+        b.free(core, held)
+    return True
 
 
 def _check_broadcast(a: View, other: View, loc: str | None) -> None:

@@ -3,23 +3,31 @@
 Integer steps (cimc/quant/recipes.py): acc = x @ W (+ bias) in int32, y = REQ(acc, M, s)
 per output channel. On the machine the weight is cut into macro tiles (rows = reduction,
 columns = outputs; edge tiles are smaller); every tile of one output column block adds
-into one int32 accumulator with `mvm.acc` (two's-complement addition is associative, so
-any tile order gives the untiled sum). Tiles of one column block placed on other cores
-compute partial sums there and `send` them to the block's home core (the core of its
-first reduction tile), which adds them, adds the bias and requantizes.
+into int32 accumulators with `mvm.acc` (two's-complement addition is associative, so
+any tile order gives the untiled sum; two chains when a core has room, see
+linear_feed.mvm_chains). Tiles of one column block placed on other cores compute partial
+sums there and `send` them to the block's home core (one of the block's cores, spread so
+that blocks sharing cores do not share a home), which adds them, adds the bias and
+requantizes.
 
-A tile is loaded with `mload` right before its first MVM; the builder remembers what each
-macro window holds, so a resident tile is not reloaded and a macro shared by several
-tiles (more tiles than macros) is simply rewritten in program order.
+x reaches the cores through linear_feed.load_x (one load per K span, forwarded over the
+NoC). A tile is loaded with `mload` before its first MVM (all of a core's tiles up front
+when they stay resident); the builder remembers what each macro window holds, so a
+resident tile is not reloaded and a macro shared by several tiles (more tiles than
+macros) is simply rewritten in program order. With one pass over all tokens the output
+blocks stay in their home cores' scratchpads for an element-wise consumer (resident.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from cimc.backend import resident
 from cimc.backend.asm import ProgramBuilder, Scratch
 from cimc.backend.asm_alloc import chunks, cols, sub
+from cimc.backend.linear_feed import CoreBufs, load_x, mvm_chains
+from cimc.backend.linear_place import k_groups
 from cimc.backend.lower_common import (
     SLACK,
     ReqConsts,
@@ -74,12 +82,16 @@ def _blocks(slots: Sequence[TileSlot], k: int, n: int, loc: str | None) -> list[
     for s in slots:
         by_cols.setdefault((s.n0, s.n1), []).append(s)
     blocks, covered = [], 0
+    homes: dict[int, int] = {}  # blocks each core is home of so far
     for (n0, n1), group in sorted(by_cols.items()):
         group.sort(key=lambda s: (s.k0, s.core))
         if n0 != covered or [(s.k0, s.k1) for s in group] != _cover(group, k):
             raise CimcError(f"tile slots do not cover weight columns {n0}:{n1} exactly", loc)
         covered = n1
-        home = group[0].core
+        # Homes spread over the block's cores: a home receives and adds every partner's
+        # partial sums, so blocks that share cores (a K split) must not share one home.
+        home = min(group, key=lambda s: homes.get(s.core, 0)).core
+        homes[home] = homes.get(home, 0) + 1
         cores = sorted({s.core for s in group} - {home}) + [home]
         parts = tuple((c, tuple(s for s in group if s.core == c)) for c in cores)
         blocks.append(_Block(n0, n1, home, parts))
@@ -123,6 +135,8 @@ def lower_linear(
     check_shape(y, (x.rows, n), "linear output", b.loc)
     name = name or b.fresh_name("linear")
     w = None if weight_image else b.const(f"{name}.w", plan.weight, "i8", weight_space)
+    if slots is None and split == "auto" and auto_split(b, x, n) == "k":
+        slots = k_groups(b, x.rows, k, n)
     if split == "auto":
         split = auto_split(b, x, n)
     bias = b.const(f"{name}.b", plan.bias.reshape(1, n), "i32")
@@ -134,7 +148,7 @@ def lower_linear(
         y,
         WeightRef(w, key=name, image=weight_image),
         slots,
-        lambda sc, acc, n0: _bias_req(b, sc, acc, n0, bias, rc, y),
+        lambda sc, acc, n0, dst: _bias_req(b, sc, acc, n0, bias, rc, y, dst),
         max_tokens,
     )
 
@@ -181,36 +195,36 @@ def lower_matmul(
         split = auto_split(b, a, n)
     slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split)
     _product(
-        b, a, y, WeightRef(bm), slots, lambda sc, acc, n0: _bias_req(b, sc, acc, n0, None, rc, y)
+        b,
+        a,
+        y,
+        WeightRef(bm),
+        slots,
+        lambda sc, acc, n0, dst: _bias_req(b, sc, acc, n0, None, rc, y, dst),
     )
 
 
-Finish = Callable[[Scratch, View, int], View]
+Finish = Callable[[Scratch, View, int, View | None], View]
 
 
 def _bias_req(
-    b: ProgramBuilder, sc: Scratch, acc: View, n0: int, bias: View | None, rc: ReqConsts, y: View
+    b: ProgramBuilder,
+    sc: Scratch,
+    acc: View,
+    n0: int,
+    bias: View | None,
+    rc: ReqConsts,
+    y: View,
+    dst: View | None = None,
 ) -> View:
-    """Output codes of one column block: REQ(acc + bias) into a new sp buffer."""
+    """Output codes of one column block: REQ(acc + bias) into `dst` or a new sp buffer."""
     if bias is not None:
         bb = sc("i32", 1, acc.cols)
         b.emit(sc.core, "dma", bb, cols(bias, n0, n0 + acc.cols))
         b.emit(sc.core, "add", acc, acc, bb)
-    out = sc(y.dtype, acc.rows, acc.cols)
+    out = dst if dst is not None else sc(y.dtype, acc.rows, acc.cols)
     emit_req(b, sc, out, acc, rc, n0)
     return out
-
-
-@dataclass(frozen=True)
-class _Bufs:
-    """One core's buffers: x columns lo:hi of a token chunk, accumulators, staging."""
-
-    lo: int
-    hi: int
-    xs: View
-    acc: View
-    tmp: View | None
-    loader: TileLoader
 
 
 def _token_chunks(
@@ -295,7 +309,7 @@ def _product(
             for s in part
         ]
         stage = [b.alloc(core, "i8", b.arch.macro.rows, b.arch.macro.cols) for _ in range(2)]
-        bufs[core] = _Bufs(
+        bufs[core] = CoreBufs(
             lo,
             hi,
             b.alloc(core, "i8", tx, hi - lo),
@@ -303,24 +317,64 @@ def _product(
             b.alloc(core, "i32", ta, widest) if partners else None,
             TileLoader(b, core, w, order, stage),
         )
+        # A second accumulator only from room left over: the epilogue (bias, output
+        # codes, requant constants) still needs its buffers after it.
+        chained = any(len(part) > 1 for bl in blocks for c, part in bl.parts if c == core)
+        epilogue = ta * widest * (4 + 8) + widest * 16 + 8 * SLACK
+        if chained and b.sp_largest_free(core) >= ta * widest * 4 + epilogue:
+            bufs[core] = replace(bufs[core], acc2=b.alloc(core, "i32", ta, widest))
+    # Tiles that all stay resident and are used in one run are written up front, so the
+    # weight DMAs do not wait for x (see linear_feed.load_x). Not under weight streaming:
+    # the prefetcher (b.hook) orders those loads itself, and writing a layer's tiles out
+    # of its order makes it load some twice.
+    preload = len(runs) == 1 and not by_block and _all_resident(slots) and b.hook is None
     loaded: tuple[int, int] | None = None
+    # One pass over all tokens: the output blocks can stay on their home cores for an
+    # element-wise consumer (cimc/backend/resident.py).
+    kept: dict[tuple[int, int, int], View] | None = {} if len(runs) == 1 and ta >= x.rows else None
+    margin = ta * widest * 12 + widest * 16 + 8 * SLACK  # the epilogue's own buffers
     for bl, (t0, t1) in steps:
         if (t0, t1) != loaded or by_block:  # x rows of this run into every core
-            for core, cb in bufs.items():
-                if by_block and core not in dict(bl.parts):
-                    continue
-                b.emit(core, "dma", sub(cb.xs, 0, t1 - t0), sub(x, t0, t1, cb.lo, cb.hi))
+            need = [c for c in bufs if not by_block or c in dict(bl.parts)]
+            idle = [c for c in b.cores if c not in bufs]
+            load_x(b, x, (t0, t1), {c: bufs[c] for c in need}, preload and loaded is None, idle)
             loaded = (t0, t1)
         for s0, s1 in chunks(t1 - t0, ta):
             home_acc = _block(b, bl, bufs, (s0, s1))
+            kept = _keep_block(b, kept, bl, y, margin)
+            dst = kept.get((bl.home, bl.n0, bl.n1)) if kept is not None else None
             with b.scratch(bl.home) as sc:
-                out = finish(sc, home_acc, bl.n0)
+                out = finish(sc, home_acc, bl.n0, dst)
                 b.emit(bl.home, "dma", sub(y, t0 + s0, t0 + s1, bl.n0, bl.n1), out)
     for core, cb in bufs.items():
-        b.free(core, cb.xs, cb.acc, *([cb.tmp] if cb.tmp else []), *cb.loader.staging)
+        extra = [v for v in (cb.tmp, cb.acc2) if v is not None]
+        b.free(core, cb.xs, cb.acc, *extra, *cb.loader.staging)
+    if kept:
+        resident.keep(b, y, kept, rows=False)
 
 
-def _block(b: ProgramBuilder, bl: _Block, bufs: dict[int, _Bufs], rows: tuple[int, int]) -> View:
+def _keep_block(
+    b: ProgramBuilder,
+    kept: dict[tuple[int, int, int], View] | None,
+    bl: _Block,
+    y: View,
+    margin: int,
+) -> dict[tuple[int, int, int], View] | None:
+    """A buffer on the block's home for its output codes, kept after the layer; None
+    (and nothing kept) once one does not fit the budget or the room left."""
+    if kept is None:
+        return None
+    nbytes = y.rows * (bl.n1 - bl.n0) * y.elem_bytes
+    mine = sum(v.nbytes for (c, _, _), v in kept.items() if c == bl.home)
+    if mine + nbytes > resident.budget(b) or b.sp_largest_free(bl.home) < nbytes + margin:
+        for (core, _, _), view in kept.items():
+            b.free(core, view)
+        return None
+    kept[(bl.home, bl.n0, bl.n1)] = b.alloc(bl.home, y.dtype, y.rows, bl.n1 - bl.n0)
+    return kept
+
+
+def _block(b: ProgramBuilder, bl: _Block, bufs: dict[int, CoreBufs], rows: tuple[int, int]) -> View:
     """Home's partial sum over held x rows s0:s1 first, then each partner's, sent home and
     added there; returns the home accumulator."""
     width, nt = bl.n1 - bl.n0, rows[1] - rows[0]
@@ -328,7 +382,8 @@ def _block(b: ProgramBuilder, bl: _Block, bufs: dict[int, _Bufs], rows: tuple[in
     for core, part in (bl.parts[-1], *bl.parts[:-1]):
         cb = bufs[core]
         a = sub(cb.acc, 0, nt, 0, width)
-        mvm_tiles(b, a, sub(cb.xs, *rows), cb.lo, part, cb.loader)
+        a2 = sub(cb.acc2, 0, nt, 0, width) if cb.acc2 is not None else None
+        mvm_chains(b, a, a2, sub(cb.xs, *rows), cb.lo, part, cb.loader)
         if core != bl.home:
             home_tmp = bufs[bl.home].tmp
             assert home_tmp is not None

@@ -13,7 +13,7 @@ G and B are per-channel constants (1 x n rows, broadcast over the chunk).
 from __future__ import annotations
 
 from cimc.backend.asm import ProgramBuilder, Scratch
-from cimc.backend.lower_common import check_shape, load_const
+from cimc.backend.lower_common import check_shape
 from cimc.backend.lower_elementwise import rowwise
 from cimc.errors import CimcError
 from cimc.machine.program import View
@@ -34,6 +34,7 @@ def lower_norm(
 
     def body(sc: Scratch, ins: list[View], out: View) -> None:
         core, xs, rows = sc.core, ins[0], out.rows
+        gs, bs = ins[1], ins[2]  # gain and bias: loaded once per core by rowwise
         sq = sc("i32", rows, n)
         c = sc("i64", rows, n)
         s1, s2, t = sc("i64", rows, 1), sc("i64", rows, 1), sc("i64", rows, 1)
@@ -54,8 +55,8 @@ def lower_norm(
         b.emit(core, "div", t, t, s2)  # inv, one per row
         b.emit(core, "mul", c, c, t)
         b.emit(core, "rshr", c, c, plan.u_shift)  # u in Q.16
-        b.emit(core, "mul", c, c, load_const(b, sc, gain))
-        b.emit(core, "add", c, c, load_const(b, sc, bias))
+        b.emit(core, "mul", c, c, gs)
+        b.emit(core, "add", c, c, bs)
         b.emit(core, "req", out, c, 1, plan.shift, 0, plan.lo, plan.hi)
 
-    rowwise(b, [x], y, body, 12 * n + 24, fixed=gain.nbytes + bias.nbytes)
+    rowwise(b, [x, gain, bias], y, body, 12 * n + 24)

@@ -11,7 +11,11 @@ Every value of shape (d0, ..., dn) lives as a contiguous [d0*...*d(n-1) x dn] re
 - a `reshape` is a free re-view of its operand's region (values are contiguous);
 - every other value gets a slot in an activation pool, in gb while the pool fits
   `GB_SHARE` of the global buffer, else in a dram pool; slots are reused once every
-  consumer of the value (and of its re-views) has run (first fit over live ranges).
+  consumer of the value (and of its re-views) has run (first fit over live ranges), and
+  only `REUSE_LAG` nodes later when the pool still fits gb that way and the weights do
+  not stream (`_weights_fit`): a slot rewritten by the very next nodes is a
+  write-after-read against the cores still reading it, which costs a synchronisation of
+  all cores (a barrier) for no data.
 
 Why a plan first: declarations need their addresses before the first instruction, and the
 pools are declared once with their high-water size, so the rest of gb stays free.
@@ -35,6 +39,7 @@ from cimc.machine.program import DTYPE_BYTES, Space, View
 from cimc.machine.program import DType as MDType
 
 GB_SHARE = 3 / 4  # of the global buffer for activations; the rest stays for lowerings
+REUSE_LAG = 4  # nodes a freed slot waits before reuse (when gb has the room)
 SLOT_ALIGN = 64
 POOL_NAMES: dict[Space, str] = {"gb": "act.gb", "dram": "act.dram"}
 
@@ -112,8 +117,16 @@ def _kind(graph: Graph, node: Node, outputs: set[str]) -> Slot | None:
     return Slot("output") if node.name in outputs else None
 
 
-def plan_values(graph: Graph, arch: Arch) -> ValuePlan:
-    """Place every value (see the module docstring); deterministic in the graph order."""
+def plan_values(graph: Graph, arch: Arch, lag: int | None = None) -> ValuePlan:
+    """Place every value (see the module docstring); deterministic in the graph order.
+    `lag` (default: REUSE_LAG when the weights stay resident, 0 when they stream or when
+    waiting would push a value out of gb) is the number of nodes a freed slot waits
+    before it is reused."""
+    if lag is None:
+        lagged = plan_values(graph, arch, REUSE_LAG) if _weights_fit(graph, arch) else None
+        if lagged is not None and "dram" not in lagged.pool_bytes:
+            return lagged
+        lag = 0
     nodes = graph.nodes()
     index = {n.name: i for i, n in enumerate(nodes)}
     outputs = {name for _, name in graph.outputs}
@@ -136,12 +149,25 @@ def plan_values(graph: Graph, arch: Arch) -> ValuePlan:
     for i, node in enumerate(nodes):
         if slots[node.name].kind == "pool":
             slots[node.name] = _place(pools, node)
-            frees.setdefault(last_use.get(node.name, i), []).append(node.name)
+            frees.setdefault(last_use.get(node.name, i) + lag, []).append(node.name)
         for name in frees.pop(i, []):
             slot = slots[name]
             pools[slot.space].free(slot.offset)
     sizes: dict[Space, int] = {s: align_up(p.high_water, SLOT_ALIGN) for s, p in pools.items()}
     return ValuePlan(slots, {s: n for s, n in sizes.items() if n}, last_use, host)
+
+
+def _weights_fit(graph: Graph, arch: Arch) -> bool:
+    """Do the static matmul tiles fit the macros at once (no weight streaming)? Measured:
+    with streamed weights the lag made BERT-base on `default` slower, so it is kept to
+    resident weights, where it removes synchronisation (see the module doc)."""
+    rows, cols = arch.macro.rows, arch.macro.cols
+    tiles = 0
+    for node in graph.nodes():
+        if node.op.NAME == "q.linear":
+            k, n = node.op.plan.weight.shape  # type: ignore[attr-defined]
+            tiles += -(-k // rows) * -(-n // cols)
+    return tiles <= arch.chip.cores * arch.core.macros
 
 
 def _last_uses(
