@@ -85,31 +85,34 @@ class SharedOrder:
             if v.space in ("gb", "dram") and v.symbol not in self.b.consts  # consts: read-only
         ]
 
-    def _candidates(self, t: Touch) -> list[tuple[int, list[Touch], int]]:
-        """(other core, its touches sharing a block with t, first one not yet ordered)."""
+    def _unordered_touches(self, t: Touch) -> dict[int, list[Touch]]:
+        """Other core -> its touches sharing a block with t and not yet ordered before t's
+        core, each once (a view spanning several blocks meets the same touch in each)."""
         seen = self.seen.get(t.core, {})
-        out = []
+        out: dict[int, dict[int, Touch]] = {}
         for k in range(t.view.addr >> BLOCK_SHIFT, ((t.view.end - 1) >> BLOCK_SHIFT) + 1):
             block = self.blocks.get((t.view.space, k, not t.write), {})  # read: writes only
             for other, touches in block.items():
                 if other != t.core:
                     lo = bisect.bisect_left(touches, seen.get(other, 0), key=lambda o: o.pos)
-                    out.append((other, touches, lo))
-        return out
+                    found = out.setdefault(other, {})
+                    for o in touches[lo:]:
+                        found[id(o)] = o
+        return {other: list(found.values()) for other, found in out.items()}
 
     def _conflicts(self, mine: list[Touch]) -> set[int]:
         found: set[int] = set()
         for t in mine:
-            for other, touches, lo in self._candidates(t):
-                if other not in found and any(bytes_overlap(o.view, t.view) for o in touches[lo:]):
+            for other, touches in self._unordered_touches(t).items():
+                if other not in found and any(bytes_overlap(o.view, t.view) for o in touches):
                     found.add(other)
         return found
 
     def _unordered(self, mine: list[Touch], other: int) -> bool:
         return any(
-            o == other and any(bytes_overlap(x.view, t.view) for x in touches[lo:])
+            bytes_overlap(x.view, t.view)
             for t in mine
-            for o, touches, lo in self._candidates(t)
+            for x in self._unordered_touches(t).get(other, ())
         )
 
     def _token(self, src: int, dst: int) -> None:

@@ -94,7 +94,7 @@ def _scatter(m: Machine, cs: CoreState, instr: Instr) -> bool:
 
 def _peer(m: Machine, cs: CoreState, op: Operand) -> int:
     peer = _imm(op)
-    if not any(c.core == peer for c in m.cores):
+    if peer not in m.scratchpads:  # one scratchpad per core of the program
         raise KernelError(f"core {peer} does not exist in this program")
     return peer
 

@@ -240,7 +240,8 @@ def bytes_overlap(a: View, b: View) -> bool:
 
     Row r of a is [a0 + r*s, a0 + r*s + la); with one common step s (or a single row on
     one side), rows r and q meet iff -la < (a0 - b0) + (r - q)*s < lb: a bound on t = r - q,
-    decided in O(1). Other stride pairs compare row ranges."""
+    decided in O(1). Other stride pairs: for each row of the view with fewer rows, the first
+    row of the other that ends after it starts is the only candidate, in O(1)."""
     if a.space != b.space or a.addr >= b.end or b.addr >= a.end:
         return False
     (sa, la, na), (sb, lb, nb) = _rows(a), _rows(b)
@@ -250,15 +251,13 @@ def bytes_overlap(a: View, b: View) -> bool:
         t_lo = max(-(nb - 1), (-la - d) // step + 1)  # smallest t with t*step > -la - d
         t_hi = min(na - 1, -((d - lb) // step) - 1)  # largest t with t*step < lb - d
         return t_lo <= t_hi
-    ra, rb = a.row_ranges(), b.row_ranges()
-    starts = [r[0] for r in rb]
-    for lo, hi in ra:
-        k = bisect.bisect_right(starts, lo) - 1
-        for s, e in rb[max(k, 0) :]:
-            if s >= hi:
-                break
-            if e > lo:
-                return True
+    if na > nb:  # loop over the side with fewer rows
+        (a, sa, la, na), (b, sb, lb, nb) = (b, sb, lb, nb), (a, sa, la, na)
+    for r in range(na):  # rows q of b meeting [lo, hi): b0 + q*sb < hi and b0 + q*sb + lb > lo
+        lo = a.addr + r * sa - b.addr
+        q = max(0, (lo - lb) // sb + 1)
+        if q < nb and q * sb < lo + la:
+            return True
     return False
 
 
