@@ -69,7 +69,10 @@ class InstrCost:
     """Cost of one instruction on one core.
 
     `unit` names the core's unit (`dma`, `noc`, `vector`, `macro3`, `sync`). `channels` are
-    the chip-wide resources held for `data_cycles` starting `lead` cycles after the start.
+    the chip-wide resources the data phase (`data_cycles`, starting `lead` cycles after the
+    start) uses; channel i is held for `channel_cycles[i]` of it (its bytes over its own
+    bandwidth: a wide global-buffer port serves several narrower NoC links at once), or for
+    the whole data phase when `channel_cycles` is empty.
     `moved` lists (source space, destination space, bytes) for traffic statistics.
     """
 
@@ -81,6 +84,11 @@ class InstrCost:
     data_cycles: int = 0
     moved: tuple[tuple[str, str, int], ...] = ()
     macs: int = 0
+    channel_cycles: tuple[int, ...] = ()
+
+    def held(self, i: int) -> int:
+        """Cycles chip-wide channel `channels[i]` is held, from the start of the data phase."""
+        return self.channel_cycles[i] if self.channel_cycles else self.data_cycles
 
 
 def instr_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
@@ -141,9 +149,14 @@ def transfer(src: str, dst: str, nbytes: int, core: int, arch: Arch) -> InstrCos
     data = max(phases)
     lead = arch.core.dma_setup_cycles + sum(p[1] for p in ports) + hops * arch.chip.noc_hop_cycles
     channels = tuple(sorted({p[3] for p in ports if p[3] is not None}))
+    held = tuple(  # a port used twice (gb -> gb) moves both sides; never past the data phase
+        min(data, sum(math.ceil(charged / bw) for bw, _, charged, name in ports if name == c))
+        for c in channels
+    )
     noc = {"noc": nbytes * 8 * hops * arch.energy.noc_pj_per_bit_hop}
     energy = _energy(_access(src, nbytes, arch), _access(dst, nbytes, arch), noc)
-    return InstrCost("dma", lead + data, energy, channels, lead, data, ((src, dst, nbytes),))
+    moved = ((src, dst, nbytes),)
+    return InstrCost("dma", lead + data, energy, channels, lead, data, moved, 0, held)
 
 
 def _view(instr: Instr, i: int) -> View:
@@ -185,6 +198,7 @@ def _row_bursts(base: InstrCost, rows: int, table: View, index: View, arch: Arch
         base.lead,
         base.data_cycles + extra_latency,
         base.moved,
+        channel_cycles=tuple(base.held(i) + extra_latency for i in range(len(base.channels))),
     )
 
 
@@ -235,11 +249,13 @@ def _mload_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
     bandwidth = arch.macro.write_bits_per_cycle
     lead, noc = 0, 0.0
     channels: tuple[str, ...] = ()
+    held: tuple[int, ...] = ()
     if src.space == "gb":  # streamed over the NoC from the shared buffer
         hops = arch.memory_hops(core)
         bandwidth = min(bandwidth, arch.memory.gb_bits_per_cycle, arch.chip.noc_bits_per_cycle)
         lead = arch.memory.gb_latency_cycles + hops * arch.chip.noc_hop_cycles
         channels = ("gb",)
+        held = (math.ceil(bits / arch.memory.gb_bits_per_cycle),)  # the port's share
         noc = bits * hops * arch.energy.noc_pj_per_bit_hop
     data = math.ceil(bits / bandwidth)
     energy = _energy(
@@ -247,7 +263,8 @@ def _mload_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
         {"weight_write": bits * arch.energy.weight_write_pj_per_bit, "noc": noc},
     )
     moved = ((src.space, "macro", src.nbytes),)
-    return InstrCost(unit, lead + data, energy, channels, lead, data if channels else 0, moved)
+    data_phase = data if channels else 0
+    return InstrCost(unit, lead + data, energy, channels, lead, data_phase, moved, 0, held)
 
 
 @register_cost("mvm", "mvm.acc")

@@ -205,10 +205,10 @@ def _channel_slot(sim: _Sim, cost: InstrCost, t: int) -> int:
     """Earliest start >= t whose data phase fits a free gap of every channel it holds."""
     while True:
         moved = t
-        for name in cost.channels:
+        for i, name in enumerate(cost.channels):
             channel = sim.channels.get(name)
             if channel is not None:
-                moved = channel.earliest(moved + cost.lead, cost.data_cycles) - cost.lead
+                moved = channel.earliest(moved + cost.lead, cost.held(i)) - cost.lead
         if moved == t:
             return t
         t = moved
@@ -244,12 +244,13 @@ def _record(sim: _Sim, core: _Core, instr: Instr, cost: InstrCost, start: int, e
     core.unit_free[cost.unit] = end
     if core.fenced[core.pc]:
         core.fence_finish = max(core.fence_finish, end)
-    for name in cost.channels:
-        if cost.data_cycles:
+    for i, name in enumerate(cost.channels):
+        held = cost.held(i)
+        if held:
             channel = sim.channels.setdefault(name, _Channel())
-            channel.book(start + cost.lead, start + cost.lead + cost.data_cycles)
+            channel.book(start + cost.lead, start + cost.lead + held)
             sim.bookings += 1
-        sim.channel_busy[name] = sim.channel_busy.get(name, 0) + cost.data_cycles
+        sim.channel_busy[name] = sim.channel_busy.get(name, 0) + held
     if sim.bookings >= _PRUNE_CHANNELS:  # no request can start before the slowest core
         sim.bookings = 0
         floor = min(c.floor for c in sim.cores.values() if c.pc < len(c.instrs))

@@ -53,7 +53,7 @@ def chrome_trace(schedule: Schedule, arch: Arch, program_name: str = "") -> dict
                 },
             }
         )
-        for channel in item.cost.channels:
+        for i, channel in enumerate(item.cost.channels):
             start = item.start + item.cost.lead
             events.append(
                 {
@@ -62,7 +62,7 @@ def chrome_trace(schedule: Schedule, arch: Arch, program_name: str = "") -> dict
                     "pid": chip_pid,
                     "tid": _CHANNEL_TRACKS[channel],
                     "ts": start * us,
-                    "dur": item.cost.data_cycles * us,
+                    "dur": item.cost.held(i) * us,
                     "args": {"line": item.instr.line},
                 }
             )

@@ -65,6 +65,19 @@ def test_flash_chunk_and_gb_cost() -> None:
     # 131072 bits at min(1024 write, 1024 gb, 256 NoC) bits/cycle, after gb latency + 2 hops
     assert (gb.lead, gb.data_cycles, gb.channels) == (4 + 2, 512, ("gb",))
     assert gb.energy.weight_write == pytest.approx(131072 * 0.012)
+    # the 1024-bit gb port is held for its own share, 128 cycles of the 512-cycle stream
+    assert gb.held(0) == 131072 // 1024
+    # flash -> gb: the flash channel for the chunk's time, the gb port for 1024 B / 128 B/cycle
+    assert small.held(0) == small.data_cycles and small.held(1) == 1024 // 128
+
+
+def test_gb_port_share_of_a_link_rate_dma() -> None:
+    c = instr_cost(instr("dma sp[0x0]:i8[64x128], gb[0x0]:i8[64x128]"), 0, DEFAULT)
+    # data phase at the 32 B/cycle NoC link; the 128 B/cycle gb port is busy a quarter of it
+    assert c.data_cycles == 8192 // 32 and c.held(0) == 8192 // 128
+    twice = instr_cost(instr("dma gb[0x4000]:i8[64x128], gb[0x0]:i8[64x128]"), 0, DEFAULT)
+    # gb -> gb moves both sides through the one port: never held past the data phase
+    assert twice.held(0) == min(twice.data_cycles, 2 * 8192 // 128)
 
 
 def test_vector_cost_by_hand() -> None:
@@ -127,6 +140,25 @@ def test_dram_channel_is_shared() -> None:
     first, second = sorted((a, b), key=lambda i: i.start)
     # the second transfer's data phase starts when the first one's ends
     assert second.start + second.cost.lead == first.start + first.cost.lead + first.cost.data_cycles
+
+
+def test_gb_port_serves_several_links_at_once() -> None:
+    text = """.arch default
+.region  x       gb[0x0]         8192
+
+.core 0
+  dma      sp[0x0]:i8[64x128], gb[x]:i8[64x128]
+  halt
+.core 1
+  dma      sp[0x0]:i8[64x128], gb[x]:i8[64x128]
+  halt
+"""
+    s = _sched(text)
+    first, second = sorted((s[(0, 0)], s[(1, 0)]), key=lambda i: i.start)
+    # each holds the 128 B/cycle port for 64 of its 256 link-rate cycles: the second waits
+    # for the first one's port share, not for its whole transfer
+    gap = (second.start + second.cost.lead) - (first.start + first.cost.lead)
+    assert gap == first.cost.held(0) == 64 < first.cost.data_cycles
 
 
 SYNC = """.arch tiny
