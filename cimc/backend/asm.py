@@ -120,6 +120,7 @@ class ProgramBuilder:
         self._names: set[str] = set()
         self._fresh = 0
         self.hook: EmitHook | None = None  # weight prefetch (cimc/backend/prefetch.py)
+        self.held_rows: object | None = None  # kept in scratchpads (backend/resident.py)
 
     # ------------------------------------------------------------------ declarations
     def fresh_name(self, stem: str) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from weakref import WeakKeyDictionary
 
 from cimc.backend.asm import ProgramBuilder
 from cimc.machine.program import View
@@ -34,9 +33,6 @@ class _Held:
     chunks: dict[Piece, View]  # (core, r0, r1) rows, or (core, c0, c1) columns (all rows)
     stamp: int  # instructions in the builder when kept
     rows: bool = True
-
-
-_HELD: WeakKeyDictionary[ProgramBuilder, _Held] = WeakKeyDictionary()
 
 
 def budget(b: ProgramBuilder) -> int:
@@ -58,14 +54,14 @@ def keep(b: ProgramBuilder, y: View, chunks: dict[Piece, View], rows: bool = Tru
     """Hold `chunks` (sp buffers allocated with b.alloc) as the rows of `y`, or with
     rows=False as its column blocks (core, c0, c1) of every row."""
     release(b)
-    _HELD[b] = _Held(y, dict(chunks), b.instruction_count(), rows)
+    b.held_rows = _Held(y, dict(chunks), b.instruction_count(), rows)
 
 
 def take(b: ProgramBuilder, x: View, work: Sequence[Piece]) -> dict[Piece, View] | None:
     """The held chunks when they are x's rows for exactly `work` and still valid (the
     caller then frees them); otherwise they are freed and None is returned."""
-    held = _HELD.get(b)
-    if held is None:
+    held = b.held_rows
+    if not isinstance(held, _Held):
         return None
     if (
         not held.rows
@@ -75,15 +71,15 @@ def take(b: ProgramBuilder, x: View, work: Sequence[Piece]) -> dict[Piece, View]
     ):
         release(b)
         return None
-    del _HELD[b]
+    b.held_rows = None
     return held.chunks
 
 
 def take_cols(b: ProgramBuilder, x: View) -> dict[Piece, View] | None:
     """The held column blocks when they are all of x and still valid (the caller frees
     them); otherwise held blocks are freed (held rows are left to `take`), None."""
-    held = _HELD.get(b)
-    if held is None or held.rows:
+    held = b.held_rows
+    if not isinstance(held, _Held) or held.rows:
         return None  # rows are for take()
     spans = sorted((c0, c1) for _, c0, c1 in held.chunks)
     covers = [c1 for _, c1 in spans[:-1]] == [c0 for c0, _ in spans[1:]]
@@ -91,13 +87,13 @@ def take_cols(b: ProgramBuilder, x: View) -> dict[Piece, View] | None:
     if held.value != x or not whole or held.stamp != b.instruction_count():
         release(b)
         return None
-    del _HELD[b]
+    b.held_rows = None
     return held.chunks
 
 
 def release(b: ProgramBuilder) -> None:
     """Free whatever is held."""
-    held = _HELD.pop(b, None)
-    if held is not None:
+    held, b.held_rows = b.held_rows, None
+    if isinstance(held, _Held):
         for (core, _, _), view in held.chunks.items():
             b.free(core, view)
