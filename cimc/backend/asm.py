@@ -295,10 +295,6 @@ class ProgramBuilder:
         """The core's sync-token byte (above everything the allocator hands out)."""
         return View("sp", self.arch.core.scratchpad_bytes - TOKEN_BYTES, "i8", 1, 1)
 
-    def sync_counts(self) -> tuple[int, int]:
-        """(barriers, send/recv token pairs) the shared-access ordering emitted."""
-        return self._barriers, self._order.pairs
-
     def barrier(self) -> None:
         """A barrier on every active core (cores activated later get it prepended)."""
         if self.hook is not None:

@@ -29,7 +29,6 @@ Correctness never depends on this: the builder tracks what each macro holds and
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -304,9 +303,6 @@ class Prefetcher:
                 self.loaded.add(key)
                 self.b.mload(core, slot.macro, slot.r0, slot.c0, src, key)
         self.free[core].append(stage)
-
-    def pending(self) -> Sequence[Piece]:
-        return [*self.waiting, *(p for q in self.ready.values() for p in q)]
 
 
 def _staging(b: ProgramBuilder, core: int, size: int) -> list[View]:

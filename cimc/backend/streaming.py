@@ -104,10 +104,6 @@ class StreamPlan:
         return {key: tuple(value) for key, value in phases.items()}
 
     @property
-    def resident_macros(self) -> int:
-        return sum(len(p.placement.macros) for p in self.resident)
-
-    @property
     def bytes_first_inference(self) -> int:
         return sum(p.nbytes for p in self.phases)
 

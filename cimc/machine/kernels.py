@@ -225,11 +225,6 @@ def sel(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(cond != 0, a, b)
 
 
-def check_range(x: np.ndarray, lo: int, hi: int, dtype: str) -> None:
-    """A result stored into a narrower dtype must fit: no silent wraparound."""
-    _check((x < lo) | (x > hi), f"result outside {dtype} range [{lo}, {hi}]", x)
-
-
 def matmul_exact(x: np.ndarray, w: np.ndarray, dtype: type = I64) -> np.ndarray:
     """Exact result of int8 (n x r) @ int8 (r x c) via BLAS in float32 or float64.
 
