@@ -7,7 +7,7 @@ import pytest
 from backend_strategies import targets, workloads
 from hypothesis import given, settings
 
-from cimc.backend.mapping import Placement, place
+from cimc.backend.mapping import REDUCTION_GROUP, Placement, place
 from cimc.backend.target import Target, load_target
 from cimc.backend.tiling import tile_workload
 from cimc.backend.traffic import movement, reductions
@@ -76,8 +76,30 @@ def test_reduction_partners_stay_on_one_core_when_a_column_fits() -> None:
     assert all(len(c) == 1 for c in cores.values())
     moved = movement(placement, work, target)
     assert moved.partial_bytes == 0
-    # 6-tile columns go whole to the next core with room: a on 0, 1, 3 (12 each), b on 2
-    assert sorted({pt.core for pt in placement.tiles if pt.tile.layer == "a"}) == [0, 1, 3]
+    # 6-tile columns go whole, round robin: a's six blocks on the first six cores in
+    # snake order, one each (they compute in parallel), b's two on the next two
+    # (default has 4 cores: the round wraps after four blocks)
+    snake = target.snake_order()
+    a_cores = [min(c) for (layer, _), c in sorted(cores.items()) if layer == "a"]
+    assert a_cores == [snake[i % 4] for i in range(6)]
+    b_cores = [min(c) for (layer, _), c in sorted(cores.items()) if layer == "b"]
+    assert b_cores == [snake[6 % 4], snake[7 % 4]]
+
+
+def test_long_reduction_columns_split_into_groups_on_several_cores() -> None:
+    # K=3072 on 128-row macros: 24 tiles a column; a core chains its tiles into one
+    # accumulator, so the column is cut into groups of REDUCTION_GROUP on distinct cores
+    target = load_target("large")
+    work = Workload((MatmulLayer("down", 3072, 256, 128),))
+    placement = place(tile_workload(work, 128, 128).tiles, target, workload=work)
+    assert_valid(placement, work, target)
+    for nb in (0, 1):
+        per_core: dict[int, int] = {}
+        for pt in placement.tiles:
+            if pt.tile.nb == nb:
+                per_core[pt.core] = per_core.get(pt.core, 0) + 1
+        assert sorted(per_core.values()) == [REDUCTION_GROUP] * (24 // REDUCTION_GROUP)
+    assert len({pt.core for pt in placement.tiles}) == 2 * 24 // REDUCTION_GROUP
 
 
 def test_columns_longer_than_a_core_move_partials_to_a_neighbour() -> None:
@@ -101,7 +123,9 @@ def test_large_preset_holds_bert_base_with_high_utilization() -> None:
     placement = place(tiles, target, workload=work)
     assert len(placement.macros) == 5184
     assert placement.utilization >= 0.9
-    assert movement(placement, work, target).partial_bytes == 0
+    # only the FFN-down columns (K=3072: 24 tiles) are split, into 4 groups of 6: three
+    # int32 partial sums of 128 x 128 per column, 6 columns, 12 layers
+    assert movement(placement, work, target).partial_bytes == 12 * 6 * 3 * 128 * 128 * 4
 
 
 def test_duplication_fills_free_macros_with_hot_layers() -> None:
@@ -133,7 +157,18 @@ def test_placement_is_deterministic() -> None:
 
 
 def test_columns_skip_to_the_next_core_rather_than_split() -> None:
-    target = load_target("default")
-    work = Workload((MatmulLayer("a", 768, 768, 16), MatmulLayer("b", 768, 256, 16)))
-    placement = place(tile_workload(work, 128, 128).tiles, target, workload=work)
-    assert sorted({pt.core for pt in placement.tiles if pt.tile.layer == "b"}) == [2]
+    # 3 cores x 8 macros: a (6 tiles) on core 0, b (6) on 1, c (2) on 2; d (4) does not
+    # fit cores 0 or 1 (2 free each) and goes whole to core 2 instead of split over 0, 1
+    target = Target("t", 3, (3, 1), 8, 8, 8)
+    work = Workload(
+        (
+            MatmulLayer("a", 48, 8, 1),
+            MatmulLayer("b", 48, 8, 1),
+            MatmulLayer("c", 16, 8, 1),
+            MatmulLayer("d", 32, 8, 1),
+        )
+    )
+    placement = place(tile_workload(work, 8, 8).tiles, target, workload=work)
+    assert_valid(placement, work, target)
+    cores = {n: sorted({pt.core for pt in placement.tiles if pt.tile.layer == n}) for n in "abcd"}
+    assert cores == {"a": [0], "b": [1], "c": [2], "d": [2]}

@@ -116,14 +116,19 @@ def test_unknown_policy_is_a_located_error(case) -> None:  # type: ignore[no-unt
         _compile(case, "fast")
 
 
-def test_weights_that_fit_stay_per_layer_under_auto() -> None:
-    """Everything fits the macros: auto keeps per-layer constants and just-in-time loads."""
+def test_weights_that_fit_load_once_from_the_image_under_auto() -> None:
+    """Everything fits the macros: auto keeps every weight resident, loaded from the
+    load-ordered image ahead of use (no per-layer constants)."""
     x = float_input((1, 3, 32))
     qgraph = quantize_model(import_module(mlp((32, 32, 32)), x)).graph
     compiled = compile_graph(qgraph, arch("tiny"))
-    assert compiled.stream is None and IMAGE not in compiled.consts
+    assert compiled.stream is not None and not compiled.stream.streamed
+    assert IMAGE in compiled.consts
+    assert not any(name.endswith(".w") for name in compiled.consts)
+    golden = Golden(qgraph).run({"input": x}).outputs["output"]
+    assert np.array_equal(_run(compiled, x), golden)
+    assert weight_bytes_loaded(compiled.program) == 2 * 32 * 32
     pinned = compile_graph(qgraph, arch("tiny"), streaming="pin-what-fits")
     assert pinned.stream is not None and not pinned.stream.streamed
-    golden = Golden(qgraph).run({"input": x}).outputs["output"]
     assert np.array_equal(_run(pinned, x), golden)
     assert weight_bytes_loaded(pinned.program) == 2 * 32 * 32
