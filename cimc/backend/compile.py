@@ -21,9 +21,9 @@ Weights stream by the planner (cimc/backend/streaming.py, emitted by prefetch.py
 - `auto` (default): the plan with the best estimated makespan (ties: fewer bytes).
 When all weights fit the macros every policy keeps them resident, loaded ahead of use
 from the image (measured against loading each layer's tiles just in time into reused
-macros: BERT-base on `large`, 4 layers, 1,211,068 cycles instead of 1,394,720; small
-zoo models within +-7%). In every case each weight byte is loaded once per inference,
-from one load-ordered image (`weights.img`).
+macros: BERT-base on `large`, 4 layers, 1,211,068 cycles instead of 1,394,720; the
+zoo's `tiny` configs from -10% to +1%). In every case each weight byte is loaded once per
+inference, from one load-ordered image (`weights.img`).
 """
 
 from __future__ import annotations

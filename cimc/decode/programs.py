@@ -153,8 +153,7 @@ def build_decoder(
 ) -> DecoderPrograms:
     """Prefill (P rows) and decode (1 row) programs sharing constants and KV caches;
     `streaming` is the backend's weight streaming policy for both; with `keep_weights`,
-    decode steps after the first skip the loads of weights that stay in the macros (and
-    `auto` places weights that all fit resident, rather than loading them layer by layer)."""
+    decode steps after the first skip the loads of weights that stay in the macros."""
     dm = loaded or load_decoder(model, capacity, options)
     if not 1 <= prompt_len < dm.capacity:
         raise CimcError(
@@ -168,10 +167,6 @@ def build_decoder(
     )
     one_row = specialize(dm.qgraph, dm.axes, 1)
     decode = compile_graph(one_row, arch, f"{stem}.decode", streaming=streaming)
-    if keep_weights and streaming == "auto" and decode.stream is None:
-        # Everything fits, and `auto` then loads each layer just in time into shared
-        # macros; a resident placement keeps every weight from one token to the next.
-        decode = compile_graph(one_row, arch, f"{stem}.decode", streaming="sequential")
     consts = merge_consts(prefill.consts, decode.consts)
     _same_states(prefill, decode)
     warm = warm_decode(decode.program) if keep_weights else None

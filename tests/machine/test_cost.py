@@ -124,37 +124,32 @@ def test_dependent_dma_waits_for_mvm() -> None:
     assert mvm.start == load.end  # same macro unit
 
 
-def test_dram_channel_is_shared() -> None:
-    text = """.arch default
-.input   x       dram[0x0]       i8[64x128]
+TWO_LOADS = """.arch default
+{decl}
 
 .core 0
-  dma      sp[0x0]:i8[64x128], dram[x]:i8[64x128]
+  dma      sp[0x0]:i8[64x128], {space}[x]:i8[64x128]
   halt
 .core 1
-  dma      sp[0x0]:i8[64x128], dram[x]:i8[64x128]
+  dma      sp[0x0]:i8[64x128], {space}[x]:i8[64x128]
   halt
 """
-    s = _sched(text)
-    a, b = s[(0, 0)], s[(1, 0)]
-    first, second = sorted((a, b), key=lambda i: i.start)
+
+
+def _two_loads(decl: str, space: str):
+    """Both cores load the same 8 KiB block from `space`: (first, second) by start."""
+    s = _sched(TWO_LOADS.format(decl=decl, space=space))
+    return sorted((s[(0, 0)], s[(1, 0)]), key=lambda i: i.start)
+
+
+def test_dram_channel_is_shared() -> None:
+    first, second = _two_loads(".input   x       dram[0x0]       i8[64x128]", "dram")
     # the second transfer's data phase starts when the first one's ends
     assert second.start + second.cost.lead == first.start + first.cost.lead + first.cost.data_cycles
 
 
 def test_gb_port_serves_several_links_at_once() -> None:
-    text = """.arch default
-.region  x       gb[0x0]         8192
-
-.core 0
-  dma      sp[0x0]:i8[64x128], gb[x]:i8[64x128]
-  halt
-.core 1
-  dma      sp[0x0]:i8[64x128], gb[x]:i8[64x128]
-  halt
-"""
-    s = _sched(text)
-    first, second = sorted((s[(0, 0)], s[(1, 0)]), key=lambda i: i.start)
+    first, second = _two_loads(".region  x       gb[0x0]         8192", "gb")
     # each holds the 128 B/cycle port for 64 of its 256 link-rate cycles: the second waits
     # for the first one's port share, not for its whole transfer
     gap = (second.start + second.cost.lead) - (first.start + first.cost.lead)
