@@ -23,7 +23,8 @@ When all weights fit the macros every policy keeps them resident, loaded ahead o
 from the image (measured against loading each layer's tiles just in time into reused
 macros: BERT-base on `large`, 4 layers, 1,211,068 cycles instead of 1,394,720; the
 zoo's `tiny` configs from -10% to +1%). In every case each weight byte is loaded once per
-inference, from one load-ordered image (`weights.img`).
+inference, from one load-ordered image (`weights.img`). After emission, loads from
+constants move up their streams (hoist.py) so they do not queue behind the weight stream.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 
 from cimc.backend.asm import ProgramBuilder
 from cimc.backend.asm_alloc import NP_OF
+from cimc.backend.hoist import hoist_const_loads
 from cimc.backend.lower_movement import MOVEMENT, copy_view
 from cimc.backend.lowerings import LOWERINGS, Emitter
 from cimc.backend.prefetch import setup_streaming
@@ -140,6 +142,7 @@ def compile_graph(
     b.hook = None
     outputs = _bind_outputs(em, graph, comments)
     program, consts = b.build(f"{name}.cimasm", f"{name}.safetensors")
+    program = hoist_const_loads(program)  # constant loads ahead of the weight stream
     if check:
         validate(program, arch)
     inputs = _bind_inputs(graph, plan.host_inputs, store)

@@ -195,6 +195,9 @@ class Prefetcher:
         self.window = lookahead_bytes(b.arch) if not setup.plan.streamed else None
         self.frontier = self.window or 0
         self.gated: deque[Piece] = deque()  # allowed, beyond the frontier (load order)
+
+    def start(self) -> None:
+        """Queue the first loads (once installed as the builder's hook: they are clocked)."""
         self._allow()
 
     # ---------------------------------------------------------------- builder hooks
@@ -360,7 +363,9 @@ def setup_streaming(b: ProgramBuilder, graph: Graph, policy: Policy) -> StreamSe
     m = b.arch.macro_bytes
     chunk = max(m, min(CHUNK_TILES * m, b.arch.core.scratchpad_bytes // 16))
     comments = {names[n]: " ".join(node.where.split()) for n, node in layers.items()}
-    b.hook = Prefetcher(b, setup, names, chunk, comments)
+    hook = Prefetcher(b, setup, names, chunk, comments)
+    b.hook = hook
+    hook.start()
     return setup
 
 
