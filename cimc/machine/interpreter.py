@@ -23,7 +23,7 @@ from cimc.machine.arch import Arch
 from cimc.machine.kernels import KernelError
 from cimc.machine.opcodes import KERNELS, spec_of
 from cimc.machine.printer import print_operand
-from cimc.machine.program import Decl, Instr, MacroRef, Program, View
+from cimc.machine.program import Decl, Instr, MacroRef, Program
 from cimc.machine.state import NP_DTYPES, CoreState, Machine, gc_paused
 from cimc.machine.validator import consts_path_problem
 from cimc.progress import poll
@@ -200,14 +200,7 @@ def _declared_tensors(program: Program, f: Any) -> dict[str, np.ndarray]:
 def memory_extents(program: Program) -> dict[str, int]:
     """Bytes of each space the program can touch: one past the end of its last declaration
     or view there (sp: over all cores). Refuses programs above the interpreter's budget."""
-    ends: dict[str, int] = {}
-    for d in program.decls:
-        ends[d.space] = max(ends.get(d.space, 0), d.end)
-    for stream in program.cores:
-        for instr in stream.instrs:
-            for op in instr.operands:  # every view operand (cheaper than the opcode table)
-                if isinstance(op, View) and op.end > ends.get(op.space, 0):
-                    ends[op.space] = op.end
+    ends = dict(program.extents)
     total = sum(ends.values()) + ends.get("sp", 0) * (len(program.cores) - 1)
     if total > MAX_MACHINE_BYTES:
         raise CimcError(

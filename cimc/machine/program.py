@@ -234,6 +234,20 @@ class Program:
         stream = self.core(core_id)
         return () if stream is None else stream.instrs
 
+    @cached_property
+    def extents(self) -> dict[str, int]:
+        """Per space, one past the last byte any declaration or view operand touches (sp: on
+        any core). Cached: a program run many times (decode steps) computes it once."""
+        ends: dict[str, int] = {}
+        for d in self.decls:
+            ends[d.space] = max(ends.get(d.space, 0), d.end)
+        for stream in self.cores:
+            for instr in stream.instrs:
+                for op in instr.operands:  # every view operand (cheaper than the opcode table)
+                    if isinstance(op, View) and op.end > ends.get(op.space, 0):
+                        ends[op.space] = op.end
+        return ends
+
     def loc(self, instr: Instr | Decl, col: int | None = None) -> str:
         """`FILE:LINE:COL` of an instruction or declaration (for CimcError locations)."""
         return f"{self.source_name}:{instr.line}:{instr.col if col is None else col}"

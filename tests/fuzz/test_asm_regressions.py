@@ -63,6 +63,8 @@ def test_interpreter_allocates_only_what_the_program_addresses() -> None:
     small = parse_program(text.replace("0x3000000000", "0x30000000"), "p")
     x = np.arange(4, dtype=np.int8).reshape(1, 4)
     assert memory_extents(small) == {"dram": 0x30000004, "sp": 4}  # 768 MiB, lazily zero
+    memory_extents(small)["sp"] = 0  # a copy: the program's cached extents stay as they are
+    assert small.extents == {"dram": 0x30000004, "sp": 4}
     np.testing.assert_array_equal(run_program(small, arch, {"x": x}).outputs["y"], x)
 
 
