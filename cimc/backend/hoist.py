@@ -27,8 +27,9 @@ writes the same bytes as before; only the timing changes.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from cimc.backend.asm import views_overlap
 from cimc.backend.prefetch import IMAGE
 from cimc.machine.opcodes import Access, spec_of
 from cimc.machine.program import CoreItem, Instr, Program, View
@@ -46,58 +47,58 @@ def hoist_const_loads(program: Program, limit: int = HOIST_LIMIT) -> Program:
     return replace(program, cores=cores)
 
 
+@dataclass(frozen=True)
+class _Item:
+    """A stream item with what the scan asks of it, computed once."""
+
+    item: CoreItem
+    load: bool  # a movable constant load
+    sp: tuple[tuple[View, Access], ...]  # its scratchpad operands
+
+
 def _hoist(items: tuple[CoreItem, ...], consts: set[str], limit: int) -> tuple[CoreItem, ...]:
-    out: list[CoreItem] = []
+    out: list[_Item] = []
     for item in items:
-        at = len(out)
-        if isinstance(item, Instr) and _movable(item, consts):
-            at = _earliest(out, item, limit, _is_piece(item), consts)
-        out.insert(at, item)
-    return tuple(out)
+        info = _Item(item, False, ())
+        if isinstance(item, Instr):
+            views = spec_of(item).views(item)
+            sp = tuple((v, a) for v, a in views if v.space == "sp")
+            info = _Item(item, item.opcode in _LOADS and _movable(views, consts), sp)
+        out.insert(_earliest(out, info, limit) if info.load else len(out), info)
+    return tuple(i.item for i in out)
 
 
-def _movable(instr: Instr, consts: set[str]) -> bool:
-    """A load from a constant whose other operands are all in the scratchpad."""
-    if instr.opcode not in _LOADS:
-        return False
-    views = spec_of(instr).views(instr)
+def _movable(views: tuple[tuple[View, Access], ...], consts: set[str]) -> bool:
+    """A dma/gather reading a constant whose other operands are all in the scratchpad."""
     reads_const = any(v.symbol in consts and a == Access.READ for v, a in views)
     private = all(v.space == "sp" or (v.symbol in consts and a == Access.READ) for v, a in views)
     return reads_const and private
 
 
-def _is_piece(instr: Instr) -> bool:
-    return any(isinstance(v, View) and v.symbol == IMAGE for v in instr.operands)
-
-
-def _earliest(out: list[CoreItem], load: Instr, limit: int, piece: bool, consts: set[str]) -> int:
+def _earliest(out: list[_Item], load: _Item, limit: int) -> int:
     """The earliest position in `out` the load may move to: below the last instruction that
     conflicts with it or loads a constant. A weight piece also stays inside the first block
     of another node's instructions above it (it may pass its own node's: earlier mloads)."""
-    spec = spec_of(load)
-    writes = [v for v, a in spec.views(load) if a != Access.READ]
-    reads = [v for v, a in spec.views(load) if a == Access.READ and v.space == "sp"]
-    at, seen, block, blocks = len(out), 0, load.comment, 0
+    instr = load.item
+    assert isinstance(instr, Instr)
+    piece = any(isinstance(v, View) and v.symbol == IMAGE for v in instr.operands)
+    writes = [v for v, a in load.sp if a != Access.READ]
+    reads = [v for v, a in load.sp if a == Access.READ]
+    at, seen, block, blocks = len(out), 0, instr.comment, 0
     while at > 0 and seen < limit:
         prev = out[at - 1]
-        if isinstance(prev, Instr):
-            if _movable(prev, consts):
+        if isinstance(prev.item, Instr):
+            if prev.load:
                 return at  # loads keep their order: the DRAM serves them as needed
-            if piece and prev.comment != block:  # the comment names the node implemented
-                block, blocks = prev.comment, blocks + 1
+            if piece and prev.item.comment != block:  # the comment names the node
+                block, blocks = prev.item.comment, blocks + 1
                 if blocks > 1:
                     return at
-            for view, access in spec_of(prev).views(prev):
-                if view.space != "sp":
-                    continue
-                if any(_overlap(view, w) for w in writes):
+            for view, access in prev.sp:
+                if any(views_overlap(view, w) for w in writes):
                     return at
-                if access != Access.READ and any(_overlap(view, r) for r in reads):
+                if access != Access.READ and any(views_overlap(view, r) for r in reads):
                     return at
             seen += 1
         at -= 1
     return at
-
-
-def _overlap(a: View, b: View) -> bool:
-    return a.addr < b.end and b.addr < a.end
