@@ -112,3 +112,23 @@ def test_a_weight_piece_moves_only_to_the_top_of_the_node_above_it() -> None:
     # the first piece passes %second's two adds, not %first's; the second piece passes
     # the add of %second, then stops at the first piece (loads keep their order)
     assert order[:-1] == ["%first", "%layer dma", "%layer dma", "%second", "%second", "%second"]
+
+
+def test_a_weight_piece_does_not_pass_a_barrier() -> None:
+    header = HEADER + f".const   {IMAGE}     dram[0x3000]    i8[1x64]\n"
+    body = f"""\
+  add      sp[0x400]:i32[1x32], sp[0x0]:i32[1x32], 1            ; %first
+  barrier
+  dma      sp[0x600]:i8[1x64], dram[{IMAGE}]:i8[1x64]           ; %layer
+  add      sp[0x480]:i32[1x32], sp[0x0]:i32[1x32], 2            ; %second
+  dma      sp[0x200]:i32[1x32], dram[c]:i32[1x32]               ; %load
+"""
+    program = parse_program(header + "\n.core 0\n" + body + "  halt\n")
+    validate(program, TINY)
+    moved = hoist_const_loads(program)
+    validate(moved, TINY)
+    order = [i.opcode + (f" {i.comment}" if i.comment else "") for i in moved.instrs(0)]
+    # the barrier alone would be a block the piece may pass (its comment names no other
+    # node), but a piece stays below it; the constant load passes %second's add and stops
+    # at the piece (loads keep their order)
+    assert order[:-1] == ["add %first", "barrier", "dma %layer", "dma %load", "add %second"]
