@@ -1,4 +1,5 @@
-"""canonicalize: simplify, fold-constants, cse and dce repeated until nothing changes."""
+"""canonicalize: simplify, fold-constants, shrink-constants, cse and dce repeated until nothing
+changes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from cimc.passes.cse import CommonSubexpressionElimination
 from cimc.passes.dce import DeadCodeElimination
 from cimc.passes.fold_constants import FoldConstants
 from cimc.passes.manager import GraphPass, register_pass
+from cimc.passes.shrink_constants import ShrinkConstants
 from cimc.passes.simplify import Simplify
 
 
@@ -23,6 +25,7 @@ class Canonicalize(GraphPass):
         passes: list[GraphPass] = [
             Simplify(),
             FoldConstants(self.fold_max_elements),
+            ShrinkConstants(),
             CommonSubexpressionElimination(),
             DeadCodeElimination(),
         ]
