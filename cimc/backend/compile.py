@@ -41,6 +41,7 @@ from cimc.backend.hoist import hoist_const_loads
 from cimc.backend.lower_movement import MOVEMENT, copy_view
 from cimc.backend.lowerings import LOWERINGS, Emitter
 from cimc.backend.prefetch import setup_streaming
+from cimc.backend.stage_consts import stage_consts
 from cimc.backend.streaming import Policy, StreamPlan
 from cimc.backend.values import ValueStore, decl_name, machine_dtype, plan_values, rows_cols
 from cimc.errors import CimcError
@@ -142,6 +143,7 @@ def compile_graph(
     b.hook = None
     outputs = _bind_outputs(em, graph, comments)
     program, consts = b.build(f"{name}.cimasm", f"{name}.safetensors")
+    program = stage_consts(program, arch)  # small constants read from gb, not behind weights
     program = hoist_const_loads(program)  # constant loads ahead of the weight stream
     if check:
         validate(program, arch)
