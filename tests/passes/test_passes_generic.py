@@ -39,7 +39,16 @@ def op_counts(graph: Graph) -> Counter[str]:
 
 
 @pytest.mark.parametrize(
-    "pipeline", ["dce", "fold-constants", "cse", "simplify", "canonicalize", "simplify,cse,dce"]
+    "pipeline",
+    [
+        "dce",
+        "fold-constants",
+        "cse",
+        "simplify",
+        "shrink-constants",
+        "canonicalize",
+        "simplify,cse,dce",
+    ],
 )
 def test_every_pass_preserves_the_all_ops_graph(pipeline: str) -> None:
     graph = parse_graph(ALL_OPS.read_text(), random_seed=0)
