@@ -23,8 +23,9 @@ When all weights fit the macros every policy keeps them resident, loaded ahead o
 from the image (measured against loading each layer's tiles just in time into reused
 macros: BERT-base on `large`, 4 layers, 1,211,068 cycles instead of 1,394,720; the
 zoo's `tiny` configs from -10% to +1%). In every case each weight byte is loaded once per
-inference, from one load-ordered image (`weights.img`). After emission, loads from
-constants move up their streams (hoist.py) so they do not queue behind the weight stream.
+inference, from one load-ordered image (`weights.img`). After emission, small constants
+are read from a gb copy made at the start (stage_consts.py) and the remaining loads from
+constants move up their streams (hoist.py), so they do not queue behind the weight stream.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ BERT tiny on `large` 11,923 cycles, last core 11,128, unstaged 11,146).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 
 from cimc.backend.asm import TOKEN_BYTES
@@ -55,11 +56,14 @@ class _Staged:
     comment: str | None  # of the first reader
 
 
-def stage_consts(program: Program, arch: Arch, max_share: float = MAX_SHARE) -> Program:
-    """`program` with its small constants read from a gb copy (see the module doc)."""
-    staged = _placement(program, arch)
+def stage_consts(program: Program, arch: Arch, max_share: float | None = None) -> Program:
+    """`program` with its small constants read from a gb copy (see the module doc);
+    `max_share` overrides `MAX_SHARE`."""
     image = program.decl(IMAGE)
-    limit = max_share * (image.nbytes if image is not None else 0)
+    if image is None:
+        return program  # no weight stream to wait behind
+    staged = _placement(program, arch)
+    limit = (MAX_SHARE if max_share is None else max_share) * image.nbytes
     if not staged or sum(s.decl.nbytes for s in staged.values()) > limit:
         return program
     base = min(s.addr for s in staged.values())
@@ -73,11 +77,11 @@ def stage_consts(program: Program, arch: Arch, max_share: float = MAX_SHARE) -> 
     for stream in program.cores:
         items: list[CoreItem] = []
         if stream.core == copier:
-            items += _copies(staged, firsts, copier, token, tag)
-        wait = {} if stream.core == copier else firsts[stream.core]
+            items += _copies(staged, firsts, copier, token, tag, base)
+        tokens = Counter(() if stream.core == copier else firsts[stream.core].values())
         for k, item in enumerate(stream.items):
-            for _ in (b for b, at in wait.items() if at == k):
-                items.append(Instr("recv", (Imm(copier), token, Imm(tag)), _comment(item)))
+            recv = Instr("recv", (Imm(copier), token, Imm(tag)), _comment(item))
+            items += [recv] * tokens.get(k, 0)  # one per batch whose token is due here
             items.append(_reread(item, staged, base))
         cores.append(replace(stream, items=tuple(items)))
     return replace(program, header=(*program.header, region), cores=tuple(cores))
@@ -131,10 +135,10 @@ def _copies(
     copier: int,
     token: View,
     tag: int,
+    base: int,
 ) -> list[CoreItem]:
     """The copier's prologue: each batch's copies, then a token to each of its readers."""
     items: list[CoreItem] = []
-    base = min(s.addr for s in staged.values())
     for batch in sorted({s.batch for s in staged.values()}):
         members = [s for s in staged.values() if s.batch == batch]
         for s in members:

@@ -5,15 +5,17 @@ same bytes."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
+from cimc.backend.prefetch import IMAGE
 from cimc.backend.stage_consts import REGION, stage_consts
 from cimc.machine.arch import load_arch
-from cimc.machine.interpreter import run_program
+from cimc.machine.interpreter import load_consts, run_program
 from cimc.machine.parser import load_program, parse_program
 from cimc.machine.printer import print_program
-from cimc.machine.program import Program, View
+from cimc.machine.program import Decl, Program, View
 from cimc.machine.validator import validate
 from cimc.resources import isa_dir
 from tests.e2e.e2e_helpers import compile_and_verify, zoo_graph
@@ -31,9 +33,17 @@ def _ops(program: Program, core: int) -> list[str]:
     return out
 
 
+def _with_image(program: Program) -> Program:
+    """The program with a (never read) weight image: staging only pays behind weights."""
+    image = Decl("const", IMAGE, "dram", 0x4000, "i8", 1, 4096, 4096)
+    return replace(program, header=(*program.header, image))
+
+
 def test_example_reads_its_constants_from_the_gb_copy_and_computes_the_same() -> None:
     path = isa_dir() / "examples" / "matmul_2core.cimasm"
-    program = load_program(path)
+    example = load_program(path)
+    consts = {**load_consts(example), IMAGE: np.zeros((1, 4096), np.int8)}
+    program = _with_image(example)
     staged = stage_consts(program, TINY, ALWAYS)
     validate(staged, TINY)
     # the last core copies b and mult (dram; w is in flash, x an input) and sends core 0,
@@ -44,17 +54,18 @@ def test_example_reads_its_constants_from_the_gb_copy_and_computes_the_same() ->
     assert ops0[first - 1] == "recv sp" and ops0.count("recv sp") == 2  # + core 1's sums
     assert ops0.count(f"dma {REGION}") == 2 and "dma b" not in ops0
     inputs = dict(np.load(path.with_suffix(".inputs.npz"), allow_pickle=False))
-    before = run_program(program, TINY, inputs).outputs["y"]
-    after = run_program(staged, TINY, inputs).outputs["y"]
+    before = run_program(program, TINY, inputs, consts).outputs["y"]
+    after = run_program(staged, TINY, inputs, consts).outputs["y"]
     np.testing.assert_array_equal(after, before)
 
 
-HEADER = """.arch tiny
+HEADER = f""".arch tiny
 .const   c               dram[0x0]       i32[1x32]
 .const   t               dram[0x100]     i8[16x32]
 .const   big             dram[0x400]     i32[1x600]
 .const   late            dram[0x1000]    i32[1x32]
 .output  y               dram[0x2000]    i32[1x32]
+.const   {IMAGE}     dram[0x3000]    i8[1x4096]
 """
 BODY = """
 .core 0
@@ -83,9 +94,10 @@ def test_tokens_come_in_batch_order_before_any_read_of_a_later_batch() -> None:
 
 
 def test_nothing_is_staged_without_room_in_gb_or_weights_to_wait_behind() -> None:
-    text = HEADER + BODY
-    program = parse_program(text)
-    assert stage_consts(program, TINY) is program  # no weight image: no window to beat
+    program = parse_program(HEADER + BODY)
+    assert stage_consts(program, TINY) is program  # 2.7 KiB of constants > 1/16 of 4 KiB
+    without = parse_program((HEADER + BODY).replace(f".const   {IMAGE}", "; no image"))
+    assert stage_consts(without, TINY, ALWAYS) is without  # no weight stream to wait behind
     full = HEADER + f".region  act             gb[0x0]         {TINY.memory.gb_bytes - 64}\n"
     program = parse_program(full + BODY)
     assert stage_consts(program, TINY, ALWAYS) is program
@@ -97,8 +109,7 @@ def test_nothing_is_staged_without_room_in_gb_or_weights_to_wait_behind() -> Non
 def test_a_staged_model_verifies_bit_exactly(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import cimc.backend.stage_consts as stage
 
-    monkeypatch.setattr(stage, "MAX_SHARE", ALWAYS)
-    monkeypatch.setattr(stage.stage_consts, "__defaults__", (ALWAYS,))
+    monkeypatch.setattr(stage, "MAX_SHARE", ALWAYS)  # compile_graph uses the default
     result, report = compile_and_verify(zoo_graph("bert", 1, 8), "default")
     assert result.compiled.program.decl(REGION) is not None
     assert report.bit_exact
