@@ -102,16 +102,21 @@ def _peer(m: Machine, cs: CoreState, op: Operand) -> int:
 @register_kernel("send")
 def _send(m: Machine, cs: CoreState, instr: Instr) -> bool:
     peer, src, tag = _peer(m, cs, instr.operands[0]), _view(instr.operands[1]), instr.operands[2]
-    data = m.array(cs.core, src).copy()
-    m.fifos.setdefault((cs.core, peer, _imm(tag)), deque()).append(Message(data, src.dtype, instr))
+    key = (cs.core, peer, _imm(tag))
+    fifo = m.fifos.get(key)
+    if fifo is None:  # not setdefault: that would build a deque at every send
+        fifo = m.fifos[key] = deque()
+    fifo.append(Message(m.array(cs.core, src).copy(), src.dtype, instr))
     return True
 
 
 @register_kernel("recv")
 def _recv(m: Machine, cs: CoreState, instr: Instr) -> bool:
     peer, dst, tag = _peer(m, cs, instr.operands[0]), _view(instr.operands[1]), instr.operands[2]
-    fifo = m.fifos.get((peer, cs.core, _imm(tag)))
+    key = (peer, cs.core, _imm(tag))
+    fifo = m.fifos.get(key)
     if not fifo:
+        cs.waits_on = key
         return False
     msg = fifo.popleft()
     if msg.data.shape != dst.shape or msg.dtype != dst.dtype:

@@ -75,9 +75,12 @@ class CoreState:
     halted: bool = False
     barriers: int = 0  # barriers reached so far (including the one it may wait at)
     at_barrier: bool = False
+    # The FIFO (sender, receiver, tag) an unfinished recv waits on: the run loop skips the
+    # core until a message is there, instead of retrying the recv every round.
+    waits_on: tuple[int, int, int] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """A `send` in flight: a copy of the data plus where it came from (for recv's errors)."""
 
@@ -113,6 +116,14 @@ class Machine:
         shared = {s: np.zeros(size[s], np.uint8) for s in SHARED}
         sps = {c.core: np.zeros(size["sp"], np.uint8) for c in cores}
         return cls(arch=arch, cores=cores, shared=shared, scratchpads=sps)
+
+    def drop_caches(self) -> None:
+        """Forget the run's view arrays and message queues (hundreds of thousands of small
+        objects for a large model). Called while garbage collection is still paused: freed
+        by reference counting they cost little, but the first collection after the pause
+        would walk every one of them (0.25 s of a 2.5 s BERT-base run on 'large')."""
+        self.views.clear()
+        self.fifos.clear()
 
     def memory(self, core: int, space: str) -> np.ndarray:
         return self.scratchpads[core] if space == "sp" else self.shared[space]

@@ -227,6 +227,50 @@ def test_deadlock_names_every_core() -> None:
     assert "core 1 waits at line 9 `barrier`" in msg
 
 
+def test_recv_waits_across_rounds_for_a_relayed_message() -> None:
+    # core 0 needs core 1's message, which core 1 can only send after core 2's arrives: core
+    # 0 waits two rounds (the loop skips it until its FIFO has a message), then finishes.
+    text = """.arch default
+.output  y       dram[0x0]       i32[1x4]
+
+.core 0
+  recv     1, sp[0x0]:i32[1x4], 5
+  dma      dram[y]:i32[1x4], sp[0x0]:i32[1x4]
+  halt
+.core 1
+  recv     2, sp[0x0]:i32[1x4], 4
+  add      sp[0x0]:i32[1x4], sp[0x0]:i32[1x4], 1
+  send     0, sp[0x0]:i32[1x4], 5
+  halt
+.core 2
+  fill     sp[0x0]:i32[1x4], 40
+  send     1, sp[0x0]:i32[1x4], 4
+  halt
+"""
+    out = run(text, arch="default", trace=True)
+    np.testing.assert_array_equal(out.outputs["y"], [[41] * 4])
+    assert [(e.core, e.instr.opcode) for e in out.trace] == [
+        (2, "fill"), (2, "send"), (2, "halt"),
+        (1, "recv"), (1, "add"), (1, "send"), (1, "halt"),
+        (0, "recv"), (0, "dma"), (0, "halt"),
+    ]  # fmt: skip
+    assert out.stats.steps == 10
+
+
+def test_stream_without_halt_is_a_run_time_error() -> None:
+    # The validator rejects this statically; the interpreter must not run off the end
+    # of an unvalidated program either.
+    text = """.arch tiny
+.output  y       dram[0x0]       i32[1x4]
+
+.core 0
+  fill     sp[0x0]:i32[1x4], 1
+  dma      dram[y]:i32[1x4], sp[0x0]:i32[1x4]
+"""
+    with pytest.raises(CimcError, match=r"p.cimasm:6:1: core 0: stream ends without halt"):
+        run(text)
+
+
 def test_barrier_orders_shared_memory() -> None:
     text = """.arch tiny
 .output  y       dram[0x0]       i32[1x4]
