@@ -343,11 +343,9 @@ def _read_decl(machine: Machine, decl: Decl) -> np.ndarray:
 def _run(machine: Machine, program: Program, events: list[TraceEvent] | None) -> None:
     """Round robin over the cores until all halt; no progress in a full round = deadlock.
 
-    A core runs until it blocks (a kernel returns False) or halts. The loop keeps the
-    program counter in a local and writes it back when the core stops: this loop runs
-    once per instruction (~200k for BERT-base), so what it does per step is what the
-    interpreter costs beyond numpy."""
-    kernels, fifos = KERNELS, machine.fifos
+    A core whose recv found its FIFO empty is skipped until a message is there, instead of
+    retrying the recv every round."""
+    fifos = machine.fifos
     while True:
         progress = False
         for cs in machine.cores:
@@ -357,38 +355,45 @@ def _run(machine: Machine, program: Program, events: list[TraceEvent] | None) ->
                 if not fifos.get(cs.waits_on):
                     continue
                 cs.waits_on = None
-            instrs, start = cs.instrs, cs.pc
-            pc, end = start, len(instrs)
-            try:
-                while pc < end:
-                    instr = instrs[pc]
-                    if not kernels[instr.opcode](machine, cs, instr):
-                        break
-                    if events is not None:
-                        cs.pc = pc  # the event records where it ran
-                        events.append(_event(machine, cs, instr, len(events)))
-                    pc += 1
-                    if cs.halted:
-                        break
-                else:
-                    where = f"{program.source_name}:{instrs[-1].line if instrs else 1}:1"
-                    raise CimcError(f"core {cs.core}: stream ends without halt", where)
-            except KernelError as e:
-                raise CimcError(
-                    f"core {cs.core}: {instr.opcode}: {e}", program.loc(instr)
-                ) from None
-            except MemoryError:  # operands are bounded (arch limits), the host may be smaller
-                raise CimcError(
-                    f"core {cs.core}: {instr.opcode}: the host ran out of memory for its operands",
-                    program.loc(instr),
-                ) from None
-            finally:
-                cs.pc = pc
-            progress = progress or pc > start
+            start = cs.pc
+            _run_core(machine, program, cs, events)
+            progress = progress or cs.pc > start
         if all(cs.halted for cs in machine.cores):
             return
         if not progress:
             raise _deadlock(machine, program)
+
+
+def _run_core(
+    machine: Machine, program: Program, cs: CoreState, events: list[TraceEvent] | None
+) -> None:
+    """Run one core until it blocks (a kernel returns False) or halts. This loop runs once
+    per instruction (~200k for BERT-base), so it keeps the program counter in a local and
+    writes it back when the core stops: what it does per step is what the interpreter
+    costs beyond numpy."""
+    kernels, instrs, pc, end = KERNELS, cs.instrs, cs.pc, len(cs.instrs)
+    try:
+        while pc < end:
+            instr = instrs[pc]
+            if not kernels[instr.opcode](machine, cs, instr):
+                return
+            if events is not None:
+                cs.pc = pc  # the event records where it ran
+                events.append(_event(machine, cs, instr, len(events)))
+            pc += 1
+            if cs.halted:
+                return
+        where = f"{program.source_name}:{instrs[-1].line if instrs else 1}:1"
+        raise CimcError(f"core {cs.core}: stream ends without halt", where)
+    except KernelError as e:
+        raise CimcError(f"core {cs.core}: {instr.opcode}: {e}", program.loc(instr)) from None
+    except MemoryError:  # operands are bounded (arch limits), but the host may be smaller
+        raise CimcError(
+            f"core {cs.core}: {instr.opcode}: the host ran out of memory for its operands",
+            program.loc(instr),
+        ) from None
+    finally:
+        cs.pc = pc
 
 
 def _executed(machine: Machine) -> Counter[str]:
