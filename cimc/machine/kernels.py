@@ -19,6 +19,8 @@ MAX_SHIFT = 63
 # int8 x int8 products are at most 2^14 in magnitude; K of them sum below 2^24 (float32's
 # exact-integer limit) for K <= 1024, and below 2^53 (float64's) for K <= 2^39.
 F32_EXACT_ROWS = 1024
+MAX_INT8_PRODUCT = 128 * 128  # |a * b| for int8 a, b
+I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 class KernelError(ValueError):
@@ -38,9 +40,13 @@ def span(x: np.ndarray, known: Span | None = None) -> Span:
     if known is not None:
         return known
     x = np.asarray(x)
-    if x.size == 0:
-        return (0, 0)
+    if x.size <= _FEW:  # a per-row scalar column: Python's min / max beat two ufunc calls
+        values = x.ravel().tolist()
+        return (min(values), max(values)) if values else (0, 0)
     return int(np.minimum.reduce(x, axis=None)), int(np.maximum.reduce(x, axis=None))
+
+
+_FEW = 16
 
 
 def _fits(lo: int, hi: int) -> bool:
@@ -160,14 +166,15 @@ def req(
     sa, sm, ss, sz = (span(v, k) for v, k in zip((a, m, s, zp), spans, strict=True))
     p = _product_span(sa, sm)
     if _fits(*p) and _rshr_safe(p, ss) and _fits(min(p[0], 0) + sz[0], max(p[1], 0) + sz[1]):
-        shifted = _rshr(a * m, s)
+        shifted = _rshr(a if sm == (1, 1) else a * m, s)  # _rshr returns a new array
         return _clamp(shifted if sz == (0, 0) else shifted + zp, lo, hi)
     return _clamp(add(rshr(mul(a, m), s), zp), lo, hi)
 
 
 def _clamp(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """np.clip's value (min(max(x, lo), hi)) without its wrapper's per-call overhead."""
-    return np.minimum(np.maximum(x, lo), hi)
+    low = np.maximum(x, lo)
+    return np.minimum(low, hi, out=low) if low.shape else np.minimum(low, hi)
 
 
 def div(a: np.ndarray, b: np.ndarray, sa: Span | None = None, sb: Span | None = None) -> np.ndarray:
@@ -236,3 +243,12 @@ def matmul_exact(x: np.ndarray, w: np.ndarray, dtype: type = I64) -> np.ndarray:
     rows = x.shape[1]
     ftype = np.float32 if rows <= F32_EXACT_ROWS else np.float64
     return np.matmul(x.astype(ftype, copy=False), w.astype(ftype, copy=False)).astype(dtype)
+
+
+def room_in_i32(acc: np.ndarray, bound: int) -> bool:
+    """Can every element of the int32 array `acc` take an addend of magnitude <= bound
+    without leaving int32? Two reductions of acc (mvm.acc's running sums stay far from
+    the limits, so the in-place int32 add is the rule and the int64 check the exception)."""
+    return acc.size == 0 or (
+        int(acc.min()) - bound >= I32_MIN and int(acc.max()) + bound <= I32_MAX
+    )

@@ -162,12 +162,16 @@ def _mload(m: Machine, cs: CoreState, instr: Instr) -> bool:
 def _mvm(m: Machine, cs: CoreState, instr: Instr) -> bool:
     dst, src, ref = _view(instr.operands[0]), _view(instr.operands[1]), _macro(instr.operands[2])
     weights = m.macro_window_f32(cs.core, ref)
+    # A single product always fits int32 (see matmul_exact).
+    product = k.matmul_exact(m.array(cs.core, src), weights, np.int32)
     if instr.opcode == "mvm.acc":
-        result = k.matmul_exact(m.array(cs.core, src), weights)
-        result += m.array(cs.core, dst)
-        m.store(cs.core, dst, result)  # range-checked: the running sum may leave int32
-    else:  # a single product always fits int32 (see matmul_exact)
-        m.array(cs.core, dst)[...] = k.matmul_exact(m.array(cs.core, src), weights, np.int32)
+        acc = m.array(cs.core, dst)
+        if k.room_in_i32(acc, src.cols * k.MAX_INT8_PRODUCT):
+            acc += product  # in place, no int64 temporaries: the sum cannot leave int32
+        else:  # range-checked: the running sum may leave int32
+            m.store(cs.core, dst, acc.astype(np.int64) + product)
+    else:
+        m.array(cs.core, dst)[...] = product
     m.macs += src.rows * src.cols * dst.cols
     return True
 

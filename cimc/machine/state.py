@@ -30,6 +30,8 @@ _RANGES: dict[str, tuple[int, int]] = {
     name: (int(np.iinfo(dt).min), int(np.iinfo(dt).max)) for name, dt in NP_DTYPES.items()
 }
 SHARED = ("gb", "dram", "flash")
+# The ufunc reductions themselves: ndarray.min / max add a Python wrapper per call.
+_minimum, _maximum = np.minimum.reduce, np.maximum.reduce
 # Float copies of recently used macros, so an MVM does not convert its weights every time.
 _FLOAT_CACHE_MACROS = 512
 
@@ -160,7 +162,7 @@ class Machine:
         if isinstance(op, Imm):
             return _immediate(op.value)
         assert isinstance(op, View)
-        return self.array(core, op).astype(np.int64)
+        return self.array(core, op).astype(np.int64, copy=False)  # kernels never write operands
 
     def store(
         self, core: int, view: View, values: np.ndarray, known: tuple[int, int] | None = None
@@ -171,7 +173,7 @@ class Machine:
         they fit)."""
         low, high = _RANGES[view.dtype]
         fits = view.dtype == "i64" or (known is not None and low <= known[0] and known[1] <= high)
-        if not fits and (values.min() < low or values.max() > high):
+        if not fits and (_minimum(values, axis=None) < low or _maximum(values, axis=None) > high):
             bad = (values < low) | (values > high)
             index = tuple(int(i) for i in np.argwhere(np.broadcast_to(bad, view.shape))[0])
             value = np.broadcast_to(values, view.shape)[index]

@@ -125,3 +125,28 @@ def test_store_range_check_still_fires_after_a_fast_kernel() -> None:
     )
     with pytest.raises(CimcError, match=r"result 4900000000 at element \(0, 0\) does not fit"):
         run_program(parse_program(text, "p"), load_arch("tiny"), {})
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 1), (4, 4), (3, 6), (2, 768)])
+def test_measured_span_is_exact_for_few_and_many_elements(shape: tuple[int, int]) -> None:
+    # Few elements are measured in Python, many by two reductions: same exact ints.
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    values = _operands(rng, 64, shape)
+    want = (min(int(v) for v in values.flat), max(int(v) for v in values.flat))
+    assert k.span(values) == want
+    assert k.span(values[:, ::-1]) == want  # a strided view
+    assert all(isinstance(v, int) for v in k.span(values))
+
+
+def test_room_in_i32_is_exact_at_both_limits() -> None:
+    bound = 32 * k.MAX_INT8_PRODUCT
+    acc = np.zeros((2, 3), np.int32)
+    assert k.room_in_i32(acc, bound)
+    acc[1, 2] = k.I32_MAX - bound
+    assert k.room_in_i32(acc, bound)
+    acc[1, 2] += 1
+    assert not k.room_in_i32(acc, bound)
+    acc[1, 2] = k.I32_MIN + bound
+    assert k.room_in_i32(acc, bound)
+    acc[1, 2] -= 1
+    assert not k.room_in_i32(acc, bound)
