@@ -20,7 +20,11 @@ MAX_SHIFT = 63
 # exact-integer limit) for K <= 1024, and below 2^53 (float64's) for K <= 2^39.
 F32_EXACT_ROWS = 1024
 MAX_INT8_PRODUCT = 128 * 128  # |a * b| for int8 a, b
-I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+I32_MIN = int(np.iinfo(np.int32).min)
+I32_MAX = int(np.iinfo(np.int32).max)
+# Spans of at most this many elements (per-row scalar columns) are measured in Python:
+# min / max over a short list beat two ufunc calls (0.8 us vs 2.8 us for two elements).
+_FEW = 16
 
 
 class KernelError(ValueError):
@@ -40,13 +44,10 @@ def span(x: np.ndarray, known: Span | None = None) -> Span:
     if known is not None:
         return known
     x = np.asarray(x)
-    if x.size <= _FEW:  # a per-row scalar column: Python's min / max beat two ufunc calls
+    if x.size <= _FEW:
         values = x.ravel().tolist()
         return (min(values), max(values)) if values else (0, 0)
     return int(np.minimum.reduce(x, axis=None)), int(np.maximum.reduce(x, axis=None))
-
-
-_FEW = 16
 
 
 def _fits(lo: int, hi: int) -> bool:
@@ -249,6 +250,5 @@ def room_in_i32(acc: np.ndarray, bound: int) -> bool:
     """Can every element of the int32 array `acc` take an addend of magnitude <= bound
     without leaving int32? Two reductions of acc (mvm.acc's running sums stay far from
     the limits, so the in-place int32 add is the rule and the int64 check the exception)."""
-    return acc.size == 0 or (
-        int(acc.min()) - bound >= I32_MIN and int(acc.max()) + bound <= I32_MAX
-    )
+    low, high = span(acc)
+    return low - bound >= I32_MIN and high + bound <= I32_MAX
