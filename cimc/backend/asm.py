@@ -35,6 +35,7 @@ from cimc.machine.opcodes import check_operands, describe_error, opspec
 from cimc.machine.program import (
     Comment,
     CoreItem,
+    CoreSet,
     CoreStream,
     Decl,
     DeclKind,
@@ -51,7 +52,7 @@ from cimc.machine.shape_rules import OperandError
 
 DECL_ALIGN = 64
 TOKEN_BYTES = 8  # top of every scratchpad: the byte sync tokens are sent from / received in
-Arg = View | MacroRef | Imm | int
+Arg = View | MacroRef | Imm | CoreSet | int
 
 
 class EmitHook(Protocol):
@@ -312,6 +313,24 @@ class ProgramBuilder:
         tag = self._new_tag(src_core, dst_core)
         self.emit(src_core, "send", Imm(dst_core), src, Imm(tag))
         self.emit(dst_core, "recv", Imm(src_core), dst, Imm(tag))
+
+    def multicast(self, src_core: int, src: View, dests: Sequence[tuple[int, View]]) -> None:
+        """Copy an sp view of one core to sp views of other cores at once (one `mcast`, a
+        recv on each; one tag, fresh for every pair)."""
+        far = sorted((c, v) for c, v in dests if c != src_core)
+        for c, v in dests:
+            if c == src_core:
+                self.emit(c, "dma", v, src)
+        if len(far) < 2:
+            for c, v in far:
+                self.transfer(src_core, src, c, v)
+            return
+        tag = max(self._tags.get((src_core, c), 0) for c, _ in far)
+        for c, _ in far:
+            self._tags[(src_core, c)] = (tag + 1) % 65536
+        self.emit(src_core, "mcast", CoreSet(tuple(c for c, _ in far)), src, Imm(tag))
+        for c, v in far:
+            self.emit(c, "recv", Imm(src_core), v, Imm(tag))
 
     def _new_tag(self, src_core: int, dst_core: int) -> int:
         tag = self._tags.get((src_core, dst_core), 0)

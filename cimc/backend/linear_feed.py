@@ -14,7 +14,7 @@ from functools import partial
 
 from cimc.backend.asm import ProgramBuilder
 from cimc.backend.asm_alloc import cols, sub
-from cimc.backend.forward import fan_out, relays_needed, senders, travel_cycles
+from cimc.backend.forward import fan_out, senders, travel_cycles
 from cimc.backend.lower_common import SLACK
 from cimc.backend.lower_tiles import TileLoader, TileSlot, mvm_tiles
 from cimc.machine.cost import transfer
@@ -43,8 +43,8 @@ def load_x(
     idle: Sequence[int] = (),
 ) -> None:
     """x rows of a run into the cores that need them: cores with the same K span get the
-    same block, loaded once and forwarded over the NoC when that is cheaper (forward.py),
-    relayed by `idle` cores (holding no tile of this layer) when they have the room.
+    same block, loaded once and multicast over the NoC when that is cheaper (forward.py),
+    by an `idle` core (holding no tile of this layer) when one has the room.
 
     With `preload`, a core that only receives x writes tiles before its blocking recv, so
     its weight DMAs keep the DRAM busy while x travels; a core that loads or forwards x
@@ -59,17 +59,18 @@ def load_x(
         spans.setdefault((cb.lo, cb.hi), []).append((core, sub(cb.xs, 0, t1 - t0)))
     srcs = {span: sub(x, t0, t1, *span) for span in spans}
     spare = sorted(idle, key=lambda c: (b.arch.memory_hops(c), c))
-    relays: dict[tuple[int, int], list[tuple[int, View]]] = {}
+    relays: dict[tuple[int, int], tuple[int, View]] = {}
     for span, dests in spans.items():
         if len(dests) < 2:
             continue
         need = srcs[span].nbytes + SLACK
-        mine = [c for c in spare if b.sp_largest_free(c) >= need][: relays_needed(len(dests))]
-        spare = [c for c in spare if c not in mine]
-        relays[span] = [(c, b.alloc(c, x.dtype, t1 - t0, span[1] - span[0])) for c in mine]
+        mine = next((c for c in spare if b.sp_largest_free(c) >= need), None)
+        if mine is not None:
+            spare.remove(mine)
+            relays[span] = (mine, b.alloc(mine, x.dtype, t1 - t0, span[1] - span[0]))
     busy = set().union(
         *(
-            senders(b.arch, srcs[k], [c for c, _ in d], [c for c, _ in relays.get(k, [])])
+            senders(b.arch, srcs[k], [c for c, _ in d], [relays[k][0]] if k in relays else [])
             for k, d in spans.items()
         )
     )
@@ -85,27 +86,24 @@ def load_x(
     write_tiles(first=True)
     for i, (span, dests) in enumerate(spans.items()):
         then = partial(write_tiles, first=False) if i == 0 else None
-        fan_out(b, srcs[span], dests, relays.get(span, []), then)
-        for core, view in relays.get(span, []):
-            b.free(core, view)
+        fan_out(b, srcs[span], dests, relays.get(span), then)
+        if span in relays:
+            b.free(*relays[span])
 
 
 def _early_tiles(
     b: ProgramBuilder,
     srcs: dict[tuple[int, int], View],
     spans: dict[tuple[int, int], list[tuple[int, View]]],
-    relays: dict[tuple[int, int], list[tuple[int, View]]],
+    relays: dict[tuple[int, int], tuple[int, View]],
     bufs: dict[int, CoreBufs],
     leaves: Sequence[int],
 ) -> int:
     """Tiles per receiving core to write before its recv: the DRAM time the receivers
-    share while x travels (one load, then a send per tree round) over one tile's."""
+    share while x travels (a load and a multicast, pipelined) over one tile's."""
     if not leaves:
         return 0
-    travel = max(
-        travel_cycles(b.arch, srcs[span], len(dests), len(relays.get(span, [])))
-        for span, dests in spans.items()
-    )
+    travel = max(travel_cycles(b.arch, srcs[span], len(dests)) for span, dests in spans.items())
     loader = bufs[leaves[0]].loader
     if not loader.order:
         return 0

@@ -21,7 +21,7 @@ from collections import deque
 from cimc.machine import cost as _cost  # noqa: F401  (registers the cost functions)
 from cimc.machine.arch import Arch
 from cimc.machine.cost import instr_cost
-from cimc.machine.program import Imm, Instr
+from cimc.machine.program import SENDS, Imm, Instr, destinations
 
 
 class EmitClock:
@@ -68,10 +68,11 @@ class EmitClock:
         self.units[(core, cost.unit)] = end
         for name in cost.channels:
             self.channels[(name, core)] = t + cost.lead + data
-        if instr.opcode == "send":
-            peer, tag = instr.operands[0], instr.operands[2]
-            assert isinstance(peer, Imm) and isinstance(tag, Imm)
-            self.sent.setdefault((core, peer.value, tag.value), deque()).append(end)
+        if instr.opcode in SENDS:
+            tag = instr.operands[2]
+            assert isinstance(tag, Imm)
+            for dst in destinations(instr):
+                self.sent.setdefault((core, dst, tag.value), deque()).append(end)
         return end
 
     def wait(self, core: int, t: int) -> None:

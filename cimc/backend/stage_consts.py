@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from cimc.backend.asm import TOKEN_BYTES
 from cimc.backend.prefetch import IMAGE
 from cimc.machine.arch import Arch
-from cimc.machine.program import CoreItem, Decl, Imm, Instr, Program, View
+from cimc.machine.program import SENDS, CoreItem, Decl, Imm, Instr, Program, View
 
 REGION = "const.gb"
 ALIGN = 64  # bytes: every copy keeps the natural alignment of its constant's views
@@ -173,8 +173,8 @@ def _reread(item: CoreItem, staged: dict[str, _Staged], base: int) -> CoreItem:
 
 
 def _tag(instr: Instr) -> int:
-    """The tag of a send or recv (-1 for other instructions)."""
-    tag = instr.operands[2] if instr.opcode in ("send", "recv") else None
+    """The tag of a send, mcast or recv (-1 for other instructions)."""
+    tag = instr.operands[2] if instr.opcode in (*SENDS, "recv") else None
     return tag.value if isinstance(tag, Imm) else -1
 
 

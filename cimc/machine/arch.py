@@ -45,9 +45,12 @@ def _num(check: str = "pos") -> Any:
     return field(metadata={"type": float, "check": check, "max": NUM_RANGE[1]})
 
 
+MAX_CORES = 1024  # also bounds the core ids an assembly core set may name
+
+
 @dataclass(frozen=True)
 class ChipSpec:
-    cores: int = _int(most=1024)
+    cores: int = _int(most=MAX_CORES)
     mesh: tuple[int, int] = _mesh()
     clock_mhz: float = _num()
     noc_bits_per_cycle: int = _int("bytes8")
@@ -148,6 +151,19 @@ class Arch:
         """Manhattan distance between two cores on the mesh."""
         (ax, ay), (bx, by) = self.core_xy(a), self.core_xy(b)
         return abs(ax - bx) + abs(ay - by)
+
+    def tree_links(self, src: int, dests: tuple[int, ...]) -> int:
+        """Links of the XY multicast tree from src to dests: routers copy a packet where
+        the XY routes to the destinations part, so each link carries it once. The routes
+        share the row of src (x first), then each column's branches up and down."""
+        sx, sy = self.core_xy(src)
+        xys = [self.core_xy(d) for d in dests]
+        xs = [sx] + [x for x, _ in xys]
+        links = max(xs) - min(xs)
+        for x in {x for x, _ in xys}:
+            ys = [y for dx, y in xys if dx == x]
+            links += max(0, max(ys) - sy) + max(0, sy - min(ys))
+        return links
 
     def memory_hops(self, core: int) -> int:
         """Hops from a core to the shared memory port (gb, DRAM and flash controllers),

@@ -8,13 +8,15 @@ signature `cost(instr, core, arch) -> InstrCost`. The formulas (isa/SPEC.md, "Co
   the NoC link of the core (only when the transfer crosses the NoC). Flash reads shorter
   than one chunk take a chunk's time. The shared channels (dram, flash, gb) are held during
   the data phase.
-- send: ceil(bits / NoC link) + hops; recv: 1 cycle after the matching send's data arrived.
+- send: ceil(bits / NoC link) + hops; mcast: the same with the farthest destination's hops
+  (routers copy the packet where the XY routes part); recv: 1 cycle after the matching
+  send's data arrived.
 - mload: ceil(bits / min(write bandwidth, source port)); mvm: n * input_bits / bits_per_cycle
   + pipeline cycles.
 - vector op: ceil(elements / lanes) * op cycles (vector_div_cycles for div, isqrt) + pipeline.
 
 Energy (pJ): MACs * mac_fj, written weight bits, bytes read and written per memory level,
-NoC bits x hops, vector element operations.
+NoC bits x hops (an mcast: x the links of its XY tree), vector element operations.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, fields
 
 from cimc.machine.arch import Arch
 from cimc.machine.opcodes import COSTS, register_cost, spec_of
-from cimc.machine.program import Imm, Instr, MacroRef, View
+from cimc.machine.program import CoreSet, Imm, Instr, MacroRef, View
 
 ENERGY_KINDS = (
     "mac",
@@ -219,6 +221,24 @@ def _send_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
         {"noc": _noc_bits(src) * hops * arch.energy.noc_pj_per_bit_hop},
     )
     return InstrCost("noc", max(cycles, 1), energy, moved=(("sp", "sp", src.nbytes),))
+
+
+@register_cost("mcast")
+def _mcast_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    peers, src = instr.operands[0], _view(instr, 1)
+    assert isinstance(peers, CoreSet)
+    dests = tuple(c for c in peers.cores if c < arch.chip.cores)
+    hops = max((arch.hops(core, d) for d in dests), default=0)
+    links = arch.tree_links(core, dests) if dests else 0
+    cycles = (
+        math.ceil(_noc_bits(src) / arch.chip.noc_bits_per_cycle) + hops * arch.chip.noc_hop_cycles
+    )
+    energy = _energy(
+        _access("sp", src.nbytes, arch),
+        {"noc": _noc_bits(src) * links * arch.energy.noc_pj_per_bit_hop},
+    )
+    moved = (("sp", "sp", src.nbytes * len(peers.cores)),)
+    return InstrCost("noc", max(cycles, 1), energy, moved=moved)
 
 
 @register_cost("recv")

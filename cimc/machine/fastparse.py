@@ -23,6 +23,7 @@ _SIGNED = r"[+-]?(?:0x[0-9a-fA-F]+|[0-9]+)"
 _NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
 _SHAPE = r"[0-9]+x[0-9]+(?:/[0-9]+)?"
 _PATH = r"[^\s;,]+"
+_CORE_RANGE = r"[0-9]+(?:-[0-9]+)?"
 _COMMENT = rf"(?:{_WS}(?P<comment>;.*))?{_WS}$"
 
 _BLANK = re.compile(rf"{_WS}$")
@@ -45,11 +46,13 @@ _OPERAND = re.compile(
         (?P<vo>{_INT}))?){_WS}\]{_WS}:{_WS}(?P<vd>{_NAME}){_WS}\[{_WS}(?P<vsh>{_SHAPE}){_WS}\]
      |(?P<wn>{_NAME}){_WS}\[{_WS}(?P<r0>{_INT}){_WS}:{_WS}(?P<r1>{_INT}){_WS},{_WS}
         (?P<c0>{_INT}){_WS}:{_WS}(?P<c1>{_INT}){_WS}\]
+     |\{{(?P<cs>{_WS}{_CORE_RANGE}(?:{_WS},{_WS}{_CORE_RANGE})*{_WS})\}}
      |(?P<imm>{_SIGNED})(?![A-Za-z0-9_.])
      |(?P<bare>{_NAME})
     ){_WS}(?P<sep>,|;|$)""",
     re.X,
 )
+_RANGE = re.compile(_CORE_RANGE)
 _TAIL = re.compile(rf"{_WS}(?P<comment>;.*)?$")
 
 
@@ -182,6 +185,13 @@ def _operand(ln: _Line, m: re.Match[str]) -> Tree:
     if m.group("wn") is not None:
         ints = [ln.tok("INT", m, g) for g in ("r0", "r1", "c0", "c1")]
         return ln.tree("window", [ln.tok("NAME", m, "wn"), *ints], m.start("wn") + 1)
+    if m.group("cs") is not None:
+        base = m.start("cs")
+        ranges = [
+            _token("CORE_RANGE", r.group(), ln.number, base + r.start(), base + r.end())
+            for r in _RANGE.finditer(m.group("cs"))
+        ]
+        return ln.tree("cores", ranges, base)  # base - 1 is the "{", base its 1-based column
     if m.group("imm") is not None:
         return ln.tree("imm", [ln.tok("SIGNED_INT", m, "imm")], m.start("imm") + 1)
     return ln.tree("bare", [ln.tok("NAME", m, "bare")], m.start("bare") + 1)

@@ -17,6 +17,7 @@ from typing import Any
 from cimc.machine.program import (
     DTYPES,
     SPACES,
+    CoreSet,
     DType,
     Imm,
     Instr,
@@ -36,6 +37,7 @@ from cimc.machine.shape_rules import (
     rule_fill,
     rule_gather,
     rule_lut,
+    rule_mcast,
     rule_mload,
     rule_mload_t,
     rule_mvm,
@@ -66,6 +68,7 @@ class Kind(StrEnum):
     IMM = "imm"
     VIEW_OR_IMM = "view or immediate"
     CORE = "core id"
+    CORES = "core set"
     TAG = "tag"
 
 
@@ -196,7 +199,14 @@ _SPECS: tuple[OpSpec, ...] = (
         Unit.NOC,
         (_CORE, _dst(), _TAG),
         rule_sendrecv,
-        "receive a view from a core (blocks until the matching send)",
+        "receive a view from a core (blocks until the matching send or mcast)",
+    ),
+    OpSpec(
+        "mcast",
+        Unit.NOC,
+        (OperandSpec("cores", Kind.CORES, Access.NONE), _src("src"), _TAG),
+        rule_mcast,
+        "send a view to every core of a set at once (NoC multicast)",
     ),
     OpSpec("barrier", Unit.SYNC, (), rule_none, "wait until every core reaches this barrier"),
     OpSpec("halt", Unit.SYNC, (), rule_none, "end of the core's stream"),
@@ -294,14 +304,16 @@ _KIND_TYPES: dict[Kind, tuple[type, ...]] = {
     Kind.VIEW_OR_IMM: (View, Imm),
     Kind.IMM: (Imm,),
     Kind.CORE: (Imm,),
+    Kind.CORES: (CoreSet,),
     Kind.TAG: (Imm,),
 }
 _KIND_TEXT = {
     Kind.VIEW: "a view SPACE[ADDR]:DTYPE[RxC]",
     Kind.MACRO: "a macro mN or mN[r0:r1,c0:c1]",
     Kind.VIEW_OR_IMM: "a view or an integer",
+    Kind.CORES: "a core set {A,B-C}",
 }
-_OPERAND_TEXT = {View: "a view", MacroRef: "a macro", Imm: "an integer"}
+_OPERAND_TEXT = {View: "a view", MacroRef: "a macro", Imm: "an integer", CoreSet: "a core set"}
 
 
 def _check_operand(want: OperandSpec, op: Operand, i: int) -> None:

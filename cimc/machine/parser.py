@@ -16,6 +16,7 @@ from typing import cast
 import lark
 
 from cimc.errors import CimcError
+from cimc.machine.arch import MAX_CORES
 from cimc.machine.fastparse import fast_tree
 from cimc.machine.numbers import MAX_DIGITS, LongNumber, digits, grammar_int
 from cimc.machine.opcodes import (
@@ -34,6 +35,7 @@ from cimc.machine.program import (
     SPACES,
     Comment,
     CoreItem,
+    CoreSet,
     CoreStream,
     Decl,
     DeclKind,
@@ -112,11 +114,14 @@ def _syntax_error(e: lark.UnexpectedInput, text: str, source: str) -> CimcError:
 _TERMINAL_WORDS = {
     "LSQB": "'['",
     "RSQB": "']'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
     "COLON": "':'",
     "COMMA": "','",
     "PLUS": "'+'",
     "SHAPE": "a shape like 7x96 or 7x96/128",
     "INT": "an integer",
+    "CORE_RANGE": "a core id or range like 4-7",
     "SIGNED_INT": "an integer",
     "NAME": "a name",
     "PATH": "a path",
@@ -351,6 +356,24 @@ class _Builder:
         if not I64_MIN <= value <= I64_MAX:
             raise self.err(f"immediate {value} does not fit in int64", node.meta)
         return Imm(value)
+
+    def _op_cores(self, node: lark.Tree) -> CoreSet:
+        cores: list[int] = []
+        for tok in node.children:
+            lo, _, hi = str(tok).partition("-")
+            first, last = digits(lo, 10, tok), digits(hi or lo, 10, tok)
+            if last >= MAX_CORES:
+                raise self.err(f"core {last} is out of range; core ids are below {MAX_CORES}", tok)
+            if first > last:
+                raise self.err(f"empty core range {tok}; write it as {last}-{first}", tok)
+            if cores and first <= cores[-1]:
+                raise self.err(
+                    f"core {first} does not follow core {cores[-1]}; list the cores of a "
+                    f"set in ascending order, each once",
+                    tok,
+                )
+            cores.extend(range(first, last + 1))
+        return CoreSet(tuple(cores))
 
     def _op_bare(self, node: lark.Tree) -> MacroRef:
         name = str(node.children[0])

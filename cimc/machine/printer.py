@@ -15,6 +15,7 @@ from cimc.errors import CimcError
 from cimc.machine.parser import ARCH_NAME
 from cimc.machine.program import (
     Comment,
+    CoreSet,
     CoreStream,
     Decl,
     Imm,
@@ -98,8 +99,26 @@ def print_operand(op: Operand) -> str:
         return print_view(op)
     if isinstance(op, MacroRef):
         return f"m{op.index}" if op.whole else f"m{op.index}[{op.r0}:{op.r1},{op.c0}:{op.c1}]"
+    if isinstance(op, CoreSet):
+        return print_cores(op.cores)
     assert isinstance(op, Imm)
     return str(op.value)
+
+
+def print_cores(cores: tuple[int, ...]) -> str:
+    """`{0,2-5}`: runs of three or more consecutive ids as ranges."""
+    parts: list[str] = []
+    i = 0
+    while i < len(cores):
+        j = i
+        while j + 1 < len(cores) and cores[j + 1] == cores[j] + 1:
+            j += 1
+        if j - i >= 2:
+            parts.append(f"{cores[i]}-{cores[j]}")
+        else:
+            parts.extend(str(c) for c in cores[i : j + 1])
+        i = j + 1
+    return "{" + ",".join(parts) + "}"
 
 
 def print_view(view: View) -> str:

@@ -106,7 +106,16 @@ class Imm:
     value: int
 
 
-Operand = View | MacroRef | Imm
+@dataclass(frozen=True)
+class CoreSet:
+    """The destination cores of an `mcast`, `{0,2-5}` in the text: ascending, no repeats."""
+
+    cores: tuple[int, ...]
+
+
+Operand = View | MacroRef | Imm | CoreSet
+
+SENDS = ("send", "mcast")  # the instructions that put a message on the NoC
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,17 @@ class Instr:
     def operand_col(self, index: int) -> int:
         """Column of operand `index` (falls back to the instruction's column)."""
         return self.operand_cols[index] if index < len(self.operand_cols) else self.col
+
+
+def destinations(instr: Instr) -> tuple[int, ...]:
+    """The cores a send or mcast delivers to, in order (empty for other instructions)."""
+    if instr.opcode not in SENDS:
+        return ()
+    peers = instr.operands[0]
+    if isinstance(peers, CoreSet):
+        return peers.cores
+    assert isinstance(peers, Imm)
+    return (peers.value,)
 
 
 @dataclass(frozen=True)

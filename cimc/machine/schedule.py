@@ -14,7 +14,7 @@ Rules (isa/SPEC.md, "Cost model"):
   range. Macro cells are ordered by the macro's unit;
 - the DRAM and flash channels and the global-buffer port are chip-wide: a transfer holds
   them during its data phase (contention), in the earliest free slot (`_Channel`);
-- send and barrier are fences for writable shared memory: they start after every earlier
+- send, mcast and barrier are fences for writable shared memory: they start after every earlier
   instruction of their core that touches gb or dram outside a `.const` has finished (the
   validator orders those accesses before everything after the matching recv / the
   barrier, so the schedule must too; constant reads cannot race, so a weight prefetch in
@@ -40,7 +40,7 @@ from cimc.machine import cost as _cost  # noqa: F401  (registers the cost functi
 from cimc.machine.arch import Arch
 from cimc.machine.cost import Energy, InstrCost, instr_cost
 from cimc.machine.opcodes import Access, spec_of
-from cimc.machine.program import Imm, Instr, Program
+from cimc.machine.program import SENDS, Imm, Instr, Program, destinations
 from cimc.progress import poll
 
 _PRUNE_AT = 8
@@ -188,7 +188,7 @@ def _ready(sim: _Sim, core: _Core, instr: Instr) -> int:
     t = _issue(sim, core)
     if not sim.relaxed and not _queued(sim, core):  # queued: _issue counted the channels
         t = max(t, core.unit_free.get(cost.unit, 0))
-    if instr.opcode in ("barrier", "send"):  # fences for writable shared memory
+    if instr.opcode == "barrier" or instr.opcode in SENDS:  # fences for shared memory
         t = max(t, core.fence_finish)
     if instr.opcode == "barrier":
         return t
@@ -234,7 +234,7 @@ def _step(sim: _Sim, core: _Core, start: int) -> None:
     else:
         core.floor = start + 1
     _record(sim, core, instr, cost, start, end)
-    if instr.opcode == "send":
+    if instr.opcode in SENDS:
         _send(sim, core, instr, end)
     _push(sim, core)
 
@@ -265,13 +265,14 @@ def _record(sim: _Sim, core: _Core, instr: Instr, cost: InstrCost, start: int, e
 
 
 def _send(sim: _Sim, core: _Core, instr: Instr, arrival: int) -> None:
-    peer, tag = instr.operands[0], instr.operands[2]
-    assert isinstance(peer, Imm) and isinstance(tag, Imm)
-    key = (core.core, peer.value, tag.value)
-    sim.sends.setdefault(key, deque()).append(arrival)
-    waiting = sim.waiting_recv.pop(key, None)
-    if waiting is not None:
-        _push(sim, sim.cores[waiting])
+    tag = instr.operands[2]
+    assert isinstance(tag, Imm)
+    for peer in destinations(instr):
+        key = (core.core, peer, tag.value)
+        sim.sends.setdefault(key, deque()).append(arrival)
+        waiting = sim.waiting_recv.pop(key, None)
+        if waiting is not None:
+            _push(sim, sim.cores[waiting])
 
 
 def _arrive(sim: _Sim, core: _Core, arrival: int) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from cimc.machine import kernels as k
 from cimc.machine.kernels import KernelError
 from cimc.machine.opcodes import register_kernel
-from cimc.machine.program import Imm, Instr, MacroRef, Operand, View, dtype_range
+from cimc.machine.program import CoreSet, Imm, Instr, MacroRef, Operand, View, dtype_range
 from cimc.machine.state import CoreState, Machine, Message
 
 
@@ -110,6 +110,21 @@ def _send(m: Machine, cs: CoreState, instr: Instr) -> bool:
     return True
 
 
+@register_kernel("mcast")
+def _mcast(m: Machine, cs: CoreState, instr: Instr) -> bool:
+    cores, src, tag = instr.operands
+    assert isinstance(cores, CoreSet)
+    peers = [_peer(m, cs, Imm(c)) for c in cores.cores]
+    msg = Message(m.array(cs.core, _view(src)).copy(), _view(src).dtype, instr)
+    for peer in peers:  # one copy for all: recv only reads the message
+        key = (cs.core, peer, _imm(tag))
+        fifo = m.fifos.get(key)
+        if fifo is None:
+            fifo = m.fifos[key] = deque()
+        fifo.append(msg)
+    return True
+
+
 @register_kernel("recv")
 def _recv(m: Machine, cs: CoreState, instr: Instr) -> bool:
     peer, dst, tag = _peer(m, cs, instr.operands[0]), _view(instr.operands[1]), instr.operands[2]
@@ -122,8 +137,8 @@ def _recv(m: Machine, cs: CoreState, instr: Instr) -> bool:
     if msg.data.shape != dst.shape or msg.dtype != dst.dtype:
         sent = f"{msg.dtype}[{msg.data.shape[0]}x{msg.data.shape[1]}]"
         raise KernelError(
-            f"receives {dst.dtype}[{dst.rows}x{dst.cols}] but the matching send (line "
-            f"{msg.instr.line}) sent {sent}"
+            f"receives {dst.dtype}[{dst.rows}x{dst.cols}] but the matching "
+            f"{msg.instr.opcode} (line {msg.instr.line}) sent {sent}"
         )
     m.array(cs.core, dst)[...] = msg.data
     return True

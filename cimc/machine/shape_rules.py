@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cimc.machine.program import Imm, MacroRef, Operand, View, dtype_range
+from cimc.machine.program import CoreSet, Imm, MacroRef, Operand, View, dtype_range
 
 TAG_MAX = 65535
 SHIFT_MAX = 63
@@ -94,6 +94,18 @@ def rule_transpose(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
 
 def rule_sendrecv(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
     _imm_in(ops, 0, 0, I64_MAX, "core id")
+    _imm_in(ops, 2, 0, TAG_MAX, "tag")
+    return ops
+
+
+def rule_mcast(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
+    cores = ops[0]
+    assert isinstance(cores, CoreSet)
+    if not cores.cores:
+        raise OperandError("names no core; list at least one, e.g. {1,2}", 0)
+    ids = cores.cores
+    if ids[0] < 0 or any(a >= b for a, b in zip(ids, ids[1:], strict=False)):
+        raise OperandError("core ids must be >= 0, ascending, each once", 0)
     _imm_in(ops, 2, 0, TAG_MAX, "tag")
     return ops
 

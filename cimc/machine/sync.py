@@ -18,7 +18,7 @@ import numpy as np
 
 from cimc.errors import CimcError
 from cimc.machine.opcodes import spec_of
-from cimc.machine.program import Imm, Instr, Program, View
+from cimc.machine.program import SENDS, Imm, Instr, Program, View, destinations
 
 Site = tuple[int, int]  # (core id, index in that core's instruction list)
 
@@ -66,9 +66,10 @@ def match_messages(program: Program) -> dict[Site, Site]:
     recvs: dict[tuple[int, int, int], list[Site]] = {}
     for stream in program.cores:
         for i, instr in enumerate(stream.instrs):
-            if instr.opcode == "send":
-                key = (stream.core, _imm(instr, 0), _imm(instr, 2))
-                sends.setdefault(key, []).append((stream.core, i))
+            if instr.opcode in SENDS:
+                for peer in destinations(instr):
+                    key = (stream.core, peer, _imm(instr, 2))
+                    sends.setdefault(key, []).append((stream.core, i))
             elif instr.opcode == "recv":
                 key = (_imm(instr, 0), stream.core, _imm(instr, 2))
                 recvs.setdefault(key, []).append((stream.core, i))
@@ -112,11 +113,11 @@ def _check_unmatched(
         src, dst, tag = key
         s_list, r_list = sends.get(key, []), recvs.get(key, [])
         for site in s_list[len(r_list) :]:
-            extra.append((site, f"send to core {dst} tag {tag} has no matching recv on core {dst}"))
+            op = _instr(program, site).opcode
+            extra.append((site, f"{op} to core {dst} tag {tag} has no matching recv on core {dst}"))
         for site in r_list[len(s_list) :]:
-            extra.append(
-                (site, f"recv from core {src} tag {tag} has no matching send on core {src}")
-            )
+            message = f"recv from core {src} tag {tag} has no matching send or mcast on core {src}"
+            extra.append((site, message))
     if extra:
         site, message = min(extra)
         raise _err(program, site[0], _instr(program, site), message + "; add it or remove this one")
@@ -181,7 +182,7 @@ class _Skeleton:
             if instr.opcode == "barrier":
                 self.at_barrier.add(core)
                 self.epoch[core] += 1
-            elif instr.opcode == "send":
+            elif instr.opcode in SENDS:
                 self.sent[(core, index)] = tuple(self.clock[core])
             self._record(core, index, instr)
             self.pc[core] = index + 1

@@ -18,7 +18,7 @@ import numpy as np
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch
 from cimc.machine.opcodes import OPCODES, Access, OperandError, check_operands, describe_error
-from cimc.machine.program import Decl, Imm, Instr, MacroRef, Program, View
+from cimc.machine.program import SENDS, Decl, Imm, Instr, MacroRef, Program, View, destinations
 from cimc.machine.sync import check_sync
 
 
@@ -163,8 +163,8 @@ class _StreamChecker:
                         self._check_not_const(instr, i, op)
                 elif isinstance(op, MacroRef):
                     self._check_macro(instr, i, op)
-            if instr.opcode in ("send", "recv"):
-                self._check_peer(instr)
+            if instr.opcode in (*SENDS, "recv"):
+                self._check_peers(instr)
 
     def _check_table(self, instr: Instr) -> None:
         """Re-run the opcode table's rules: programs built in Python skip the parser."""
@@ -243,13 +243,12 @@ class _StreamChecker:
                 i,
             )
 
-    def _check_peer(self, instr: Instr) -> None:
-        peer = instr.operands[0]
-        assert isinstance(peer, Imm)
-        if peer.value not in self.cores_present:
-            raise self.err(
-                instr,
-                f"{instr.opcode} names core {peer.value}, which has no '.core {peer.value}' "
-                f"section",
-                0,
-            )
+    def _check_peers(self, instr: Instr) -> None:
+        peer = instr.operands[0]  # recv and send: a core id; mcast: a core set
+        for core in (peer.value,) if isinstance(peer, Imm) else destinations(instr):
+            if core not in self.cores_present:
+                raise self.err(
+                    instr,
+                    f"{instr.opcode} names core {core}, which has no '.core {core}' section",
+                    0,
+                )

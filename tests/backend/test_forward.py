@@ -1,5 +1,5 @@
-"""Fan-out of one shared block to several cores (cimc/backend/forward.py): one load, a NoC
-doubling tree, exact copies; and its users (linear x, row-wise constants) load once."""
+"""Fan-out of one shared block to several cores (cimc/backend/forward.py): one load, NoC
+multicasts, exact copies; and its users (linear x, row-wise constants) load once."""
 
 from __future__ import annotations
 
@@ -11,19 +11,11 @@ import torch
 
 from cimc.backend.asm import ProgramBuilder
 from cimc.backend.asm_alloc import sub
-from cimc.backend.forward import (
-    fan_out,
-    pieces,
-    relays_needed,
-    senders,
-    tree_order,
-    tree_pairs,
-    tree_pays,
-)
+from cimc.backend.forward import fan_out, loader, multicast_pays, pieces, senders
 from cimc.backend.linear_place import k_groups
 from cimc.backend.lower_linear import lower_linear
 from cimc.backend.lower_norm import lower_norm
-from cimc.machine.program import Instr, View
+from cimc.machine.program import CoreSet, Instr, View
 from cimc.quant import recipes
 from cimc.quant.plans import plan_linear, plan_norm
 from tests.backend.lower_harness import arch, assert_exact, codes, run
@@ -60,34 +52,33 @@ def test_fan_out_copies_exactly_with_one_load(space: str) -> None:
     assert np.array_equal(got, np.tile(x, (a.chip.cores, 1)))
     instrs = _instrs(b)
     assert _reads(instrs, "x") == 1
-    sends = sum(i.opcode == "send" for core in instrs.values() for i in core)
-    assert sends == a.chip.cores - 1
+    ops = [i for core in instrs.values() for i in core]
+    assert not any(i.opcode == "send" for i in ops)
+    mcasts = [i for i in ops if i.opcode == "mcast"]
+    assert len(mcasts) == 1  # one message for all the others
+    assert mcasts[0].operands[0] == CoreSet(tuple(c for c in b.cores if c != 0))
+    assert sum(i.opcode == "recv" for i in ops) == a.chip.cores - 1
 
 
-def test_tree_pairs_reach_every_core_once_from_holders() -> None:
+def test_the_loader_is_nearest_the_memory_port_and_prefers_a_relay() -> None:
     a = arch("large")
     src = View("gb", 0, "i8", 128, 768)
     cores = list(range(3, 40, 2))
-    pairs = tree_pairs(a, src, cores)
-    assert pairs is not None
-    have = {tree_order(a, cores)[0]}
-    for s, d in pairs:
-        assert s in have and d not in have  # a sender holds the block already
-        have.add(d)
-    assert have == set(cores)
-    rounds = len(pairs).bit_length()
-    assert rounds <= 5  # ceil(log2 20): a doubling tree, not a chain
-    assert senders(a, src, cores) < set(cores)  # leaves only receive
+    first = loader(a, cores)
+    assert first in cores
+    assert all(a.memory_hops(first) <= a.memory_hops(c) for c in cores)
+    assert senders(a, src, cores) == {first}  # the others only receive
+    assert loader(a, cores, [60, 9]) == 9
+    assert senders(a, src, cores, [60]) == set()  # a relay loads: every destination a leaf
 
 
-def test_tree_is_declined_when_the_noc_is_slower_than_loading() -> None:
+def test_multicast_is_declined_when_the_noc_is_slower_than_loading() -> None:
     a = arch("default")
     src = View("gb", 0, "i8", 64, 64)
-    assert tree_pays(a, src, [0, 1, 2, 3])
-    assert not tree_pays(a, src, [0])
+    assert multicast_pays(a, src, [0, 1, 2, 3])
+    assert not multicast_pays(a, src, [0])
     slow = replace(a, chip=replace(a.chip, noc_hop_cycles=100_000))
-    assert not tree_pays(slow, src, [0, 1, 2, 3])
-    assert tree_pairs(slow, src, [0, 1, 2, 3]) is None
+    assert not multicast_pays(slow, src, [0, 1, 2, 3])
     assert senders(slow, src, [0, 1, 2, 3]) == {0, 1, 2, 3}
 
 
@@ -168,55 +159,45 @@ def test_plain_k_split_spreads_block_homes_over_cores() -> None:
     assert len(homes) == 3  # 3 column blocks of 128, 3 homes
 
 
-def test_idle_cores_relay_x_so_tile_cores_only_receive() -> None:
-    """On a chip with idle cores the tree's senders are idle cores: the cores holding the
-    tiles never send x, and write their tiles before waiting for it."""
+def test_an_idle_core_relays_x_so_tile_cores_only_receive() -> None:
+    """On a chip with idle cores an idle core loads and multicasts x: the cores holding
+    the tiles never send x, and write their tiles before waiting for it."""
     plan, x, want = _linear_case(4, 64, 256, 768)
     b = ProgramBuilder(arch("large"))
     xv, yv = b.input("x", "i8", 64, 256), b.output("y", "i8", 64, 768)
     lower_linear(b, xv, yv, plan, split="n")
     assert_exact(run(b, {"x": x.astype(np.int8)})["y"], want)
     instrs = _instrs(b)
-    assert _reads(instrs, "x") == pieces(View("gb", 0, "i8", 64, 256), 6)  # once, in pieces
+    assert _reads(instrs, "x") == pieces(View("gb", 0, "i8", 64, 256))  # once, in pieces
     workers = {c for c, core in instrs.items() if any(i.opcode == "mvm" for i in core)}
     assert len(workers) == 6
     for c in workers:
         ops = [i.opcode for i in instrs[c]]
-        assert "send" not in ops
+        assert "send" not in ops and "mcast" not in ops
         assert ops.index("mload") < ops.index("recv")  # tiles first, then wait for x
-    relays = {c for c, core in instrs.items() if any(i.opcode == "send" for i in core)}
-    assert relays and not relays & workers
+    relays = {c for c, core in instrs.items() if any(i.opcode == "mcast" for i in core)}
+    assert len(relays) == 1 and not relays & workers
 
 
-def test_relays_needed_leave_every_destination_a_leaf() -> None:
-    a = arch("large")
-    src = View("gb", 0, "i8", 128, 768)
-    for m in (6, 12, 24):
-        dests, relays = list(range(40, 40 + m)), list(range(relays_needed(m)))
-        assert senders(a, src, dests, relays) == set()
-        assert senders(a, src, dests, [])  # without relays some destinations forward
-    # for two destinations the extra rounds cost more than a second load
-    assert senders(a, src, [40, 41], list(range(relays_needed(2)))) == {40, 41}
-
-
-def test_relay_chain_pipelines_row_pieces_exactly() -> None:
-    """With a relay per destination the block runs down a chain of relays in row pieces;
-    each relay sends every piece at most twice (next relay, its destination)."""
+def test_multicast_pipelines_row_pieces_exactly() -> None:
+    """The relay loads the block in row pieces and multicasts each as soon as it has it
+    (after issuing the next piece's load); every destination only receives."""
     a = arch("large")
     b = ProgramBuilder(a)
     src = b.input("x", "i8", 64, 256, "gb")
     dests = {c: b.alloc(c, "i8", 64, 256) for c in (50, 51, 52, 53)}
-    relays = [(c, b.alloc(c, "i8", 64, 256)) for c in (8, 9, 10, 11)]
-    fan_out(b, src, list(dests.items()), relays)
+    fan_out(b, src, list(dests.items()), (8, b.alloc(8, "i8", 64, 256)))
     y = b.output("y", "i8", 64 * 4, 256)
     for i, (c, buf) in enumerate(sorted(dests.items())):
         b.emit(c, "dma", sub(y, 64 * i, 64 * (i + 1)), buf)
     x = codes(np.random.default_rng(2), (64, 256), 8).astype(np.int8)
     assert np.array_equal(run(b, {"x": x})["y"], np.tile(x, (4, 1)))
     instrs = _instrs(b)
-    n = pieces(src, 4)
+    n = pieces(src)
     assert n > 1 and _reads(instrs, "x") == n  # the block is loaded once, piece by piece
-    for c, _ in relays:
-        assert sum(i.opcode == "send" for i in instrs[c]) <= 2 * n
+    relay_ops = [i.opcode for i in instrs[8]]
+    # the next piece's load goes before each multicast
+    assert relay_ops == ["dma"] + ["dma", "mcast"] * (n - 1) + ["mcast", "halt"]
     for c in dests:
-        assert not any(i.opcode == "send" for i in instrs[c])
+        assert [i.opcode for i in instrs[c]].count("recv") == n
+        assert not any(i.opcode in ("send", "mcast") for i in instrs[c])

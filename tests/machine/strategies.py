@@ -25,6 +25,7 @@ from cimc.machine.program import (
     DTYPES,
     Comment,
     CoreItem,
+    CoreSet,
     CoreStream,
     Decl,
     Imm,
@@ -309,7 +310,7 @@ BUILDERS: dict[str, Builder] = {
     "scatter": _scatter,
 }
 # Built structurally by `programs()` rather than by a per-opcode builder.
-STRUCTURAL = ("send", "recv", "barrier", "halt")
+STRUCTURAL = ("send", "mcast", "recv", "barrier", "halt")
 
 
 @st.composite
@@ -327,23 +328,27 @@ def _work(draw: Draw, ctx: Ctx, items: list[CoreItem], most: int) -> None:
 
 
 def _handoff(draw: Draw, ctxs: dict[int, Ctx], items: dict[int, list[CoreItem]], k: int) -> None:
-    """Core a passes data to core b: a plain message, or through the `mail` slot k (written
-    by a, read by b after a recv that orders the two dram accesses)."""
-    a, b = draw(st.permutations(sorted(ctxs)))[:2]
+    """Core a passes data to one core (send) or several (mcast): a plain message, or through
+    the `mail` slot k (written by a, read by each receiver after the recv that orders the
+    two dram accesses)."""
+    a, *rest = draw(st.permutations(sorted(ctxs)))
+    many = draw(st.booleans())  # an mcast, to one core or more
+    dsts = sorted(rest[: int(draw(st.integers(1, len(rest))))] if many else rest[:1])
     tag = int(draw(st.sampled_from([k % 2, 7, 65535])))
     r, c, dt = _dim(draw), _dim(draw), _dtype(draw)
-    sent, got = _sp(draw, ctxs[a], dt, r, c), _sp(draw, ctxs[b], dt, r, c)
+    sent = _sp(draw, ctxs[a], dt, r, c)
+    at = {b: len(items[b]) for b in dsts}
     if draw(st.booleans()):  # through mail
         slot = replace(MAIL, addr=MAIL.addr + k * MAIL_SLOT, nbytes=MAIL_SLOT)
         box = decl_view(draw, slot, r, c, dt)
         box = replace(box, symbol="mail", offset=box.addr - MAIL.addr) if box.symbol else box
         items[a].append(Instr("dma", (box, _sp(draw, ctxs[a], dt, box.rows, box.cols))))
-        items[b].append(Instr("dma", (_sp(draw, ctxs[b], dt, box.rows, box.cols), box)))
-        at = len(items[b]) - 1  # b's read goes after its recv
-    else:
-        at = len(items[b])
-    items[a].append(Instr("send", (Imm(b), sent, Imm(tag))))
-    items[b].insert(at, Instr("recv", (Imm(a), got, Imm(tag))))
+        for b in dsts:  # b's read goes after its recv
+            items[b].append(Instr("dma", (_sp(draw, ctxs[b], dt, box.rows, box.cols), box)))
+    peers = CoreSet(tuple(dsts)) if many else Imm(dsts[0])
+    items[a].append(Instr("mcast" if many else "send", (peers, sent, Imm(tag))))
+    for b in dsts:
+        items[b].insert(at[b], Instr("recv", (Imm(a), _sp(draw, ctxs[b], dt, r, c), Imm(tag))))
 
 
 @st.composite
