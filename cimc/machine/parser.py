@@ -163,6 +163,7 @@ class _Builder:
         self.core_id: int | None = None
         self.core_line = 0
         self.items: list[CoreItem] = []
+        self.views: dict[View, View] = {}
 
     def err(self, message: str, meta_or_tok: object) -> CimcError:
         line = getattr(meta_or_tok, "line", 0)
@@ -411,9 +412,10 @@ class _Builder:
         addr, symbol, offset = self._address(space, addr_node)
         dtype = self._dtype(dtype_tok)
         rows, cols, stride = self._shape(shape_tok)
-        return View(
+        view = View(
             cast(Space, space), addr, cast(DType, dtype), rows, cols, stride, symbol, offset
         )
+        return self.views.setdefault(view, view)  # one object per value (ProgramBuilder._interned)
 
     def _address(self, space: str, node: lark.Tree) -> tuple[int, str | None, int]:
         if node.data == "abs_addr":

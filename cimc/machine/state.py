@@ -105,7 +105,8 @@ class Machine:
     macs: int = 0
     # Arrays of the views used so far: a view is checked and built once per run, not at
     # every execution (memories are never reallocated during a run, so they stay valid).
-    # Keyed by (core, id(view)); the entry holds the view, so its id cannot be reused.
+    # Keyed by (core, id(view)); the entry holds the view, so its id cannot be reused. The
+    # builder and the parser make equal views one object, so this is per distinct view.
     views: dict[tuple[int, int], tuple[View, np.ndarray]] = field(default_factory=dict)
     # Cores that reached their n-th barrier, by n (a barrier releases when all have).
     barrier_arrivals: dict[int, int] = field(default_factory=dict)
