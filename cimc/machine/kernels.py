@@ -54,7 +54,7 @@ def _fits(lo: int, hi: int) -> bool:
     return lo >= I64_MIN and hi <= I64_MAX
 
 
-def _product_span(a: Span, b: Span) -> Span:
+def product_span(a: Span, b: Span) -> Span:
     corners = (a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1])
     return min(corners), max(corners)
 
@@ -99,7 +99,7 @@ def sub(a: np.ndarray, b: np.ndarray, sa: Span | None = None, sb: Span | None = 
 
 def mul(a: np.ndarray, b: np.ndarray, sa: Span | None = None, sb: Span | None = None) -> np.ndarray:
     """Product in int64; wraparound is detected by dividing back."""
-    if _fits(*_product_span(span(a, sa), span(b, sb))):
+    if _fits(*product_span(span(a, sa), span(b, sb))):
         return a * b
     r = a * b
     safe = np.where(a == 0, 1, a)
@@ -165,7 +165,7 @@ def req(
     `spans` bounds a, m, s and zp when known. RSHR maps [xlo, xhi] into
     [min(xlo, 0), max(xhi, 0)], which bounds the zero-point add."""
     sa, sm, ss, sz = (span(v, k) for v, k in zip((a, m, s, zp), spans, strict=True))
-    p = _product_span(sa, sm)
+    p = product_span(sa, sm)
     if _fits(*p) and _rshr_safe(p, ss) and _fits(min(p[0], 0) + sz[0], max(p[1], 0) + sz[1]):
         shifted = _rshr(a if sm == (1, 1) else a * m, s)  # _rshr returns a new array
         return _clamp(shifted if sz == (0, 0) else shifted + zp, lo, hi)

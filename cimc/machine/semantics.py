@@ -206,14 +206,36 @@ _BINARY: dict[str, Binary] = {
 }
 
 
+# add, sub, mul: the bound of the result from the operands' bounds.
+_BOUNDS: dict[str, Callable[[k.Span, k.Span], k.Span]] = {
+    "add": lambda a, b: (a[0] + b[0], a[1] + b[1]),
+    "sub": lambda a, b: (a[0] - b[1], a[1] - b[0]),
+    "mul": k.product_span,
+}
+_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
+_DST_RANGE = {d: dtype_range(d) for d in ("i8", "i16", "i32", "i64")}
+
+
 @register_kernel(*_BINARY)
 def _binary(m: Machine, cs: CoreState, instr: Instr) -> bool:
     dst, a, b = _view(instr.operands[0]), instr.operands[1], instr.operands[2]
     sa, sb = _span(a), _span(b)
+    if sa is not None and sb is not None and instr.opcode in _BOUNDS:
+        lo, hi = _BOUNDS[instr.opcode](sa, sb)
+        dlo, dhi = _DST_RANGE[dst.dtype]
+        if dlo <= lo and hi <= dhi:  # no error possible: one ufunc, in int64, into dst
+            _UFUNCS[instr.opcode](_raw(m, cs, a), _raw(m, cs, b), out=m.array(cs.core, dst),
+                                  dtype=np.int64)  # fmt: skip
+            return True
     result = _BINARY[instr.opcode](m.read(cs.core, a), m.read(cs.core, b), sa, sb)
     known = _union(sa, sb) if instr.opcode in ("max", "min") else None
     m.store(cs.core, dst, _to_shape(result, dst), known)
     return True
+
+
+def _raw(m: Machine, cs: CoreState, op: Operand) -> np.ndarray | int:
+    """An operand as stored (a ufunc with dtype=int64 widens it as it reads)."""
+    return op.value if isinstance(op, Imm) else m.array(cs.core, _view(op))
 
 
 def _to_shape(result: np.ndarray, dst: View) -> np.ndarray:

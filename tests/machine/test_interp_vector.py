@@ -201,3 +201,32 @@ def test_in_place_update() -> None:
     a = np.array([[1, 2, 3]], np.int32)
     got = run_op("add $a, $a, $a\n  mov $y, $a", ("i32", (1, 3)), a=a)
     assert got.tolist() == [[2, 4, 6]]
+
+
+@pytest.mark.parametrize("dst", ["i16", "i32", "i64"])
+@pytest.mark.parametrize(
+    ("op", "fn"), [("add", np.add), ("sub", np.subtract), ("mul", np.multiply)]
+)
+def test_narrow_operands_into_a_wider_destination(op: str, fn: object, dst: str) -> None:
+    """i8 operands whose result provably fits the destination (one ufunc into it): the
+    same values as the int64 computation, broadcast rows, columns and immediates."""
+    a = RNG.integers(-128, 128, (3, 5)).astype(np.int8)
+    want = fn(a.astype(np.int64), -128)  # type: ignore[operator]
+    np.testing.assert_array_equal(run_op(f"{op} $y, $a, -128", (dst, (3, 5)), a=a), want)
+    for b in (a[::-1].copy(), a[:1].copy(), a[:, :1].copy()):
+        got = run_op(f"{op} $y, $a, $b", (dst, (3, 5)), a=a, b=b)
+        np.testing.assert_array_equal(got, fn(a.astype(np.int64), b.astype(np.int64)))  # type: ignore[operator]
+
+
+def test_wider_destination_overlapping_its_operand_reads_it_first() -> None:
+    """mul into an i32 view over the bytes of its own i16 operand: every operand element
+    is read before any result is written (isa/SPEC.md)."""
+    x = RNG.integers(-30000, 30000, (2, 4)).astype(np.int16)
+    text = (
+        ".arch tiny\n.input x dram[0x0] i16[2x4]\n.output y dram[0x40] i32[2x4]\n.core 0\n"
+        "  dma sp[0x0]:i16[2x4], dram[x]:i16[2x4]\n"
+        "  mul sp[0x0]:i32[2x4], sp[0x0]:i16[2x4], sp[0x0]:i16[2x4]\n"
+        "  dma dram[y]:i32[2x4], sp[0x0]:i32[2x4]\n  halt\n"
+    )
+    got = run_program(parse_program(text), load_arch("tiny"), {"x": x}).outputs["y"]
+    np.testing.assert_array_equal(got, x.astype(np.int64) ** 2)
