@@ -54,6 +54,14 @@ def _fits(lo: int, hi: int) -> bool:
     return lo >= I64_MIN and hi <= I64_MAX
 
 
+def sum_span(a: Span, b: Span) -> Span:
+    return a[0] + b[0], a[1] + b[1]
+
+
+def difference_span(a: Span, b: Span) -> Span:
+    return a[0] - b[1], a[1] - b[0]
+
+
 def product_span(a: Span, b: Span) -> Span:
     corners = (a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1])
     return min(corners), max(corners)
@@ -80,8 +88,7 @@ def _check(bad: np.ndarray, reason: str, *arrays: np.ndarray) -> None:
 
 
 def add(a: np.ndarray, b: np.ndarray, sa: Span | None = None, sb: Span | None = None) -> np.ndarray:
-    (alo, ahi), (blo, bhi) = span(a, sa), span(b, sb)
-    if _fits(alo + blo, ahi + bhi):
+    if _fits(*sum_span(span(a, sa), span(b, sb))):
         return a + b
     r = a + b
     _check(((a ^ r) & (b ^ r)) < 0, "int64 overflow in add", a, b)
@@ -89,8 +96,7 @@ def add(a: np.ndarray, b: np.ndarray, sa: Span | None = None, sb: Span | None = 
 
 
 def sub(a: np.ndarray, b: np.ndarray, sa: Span | None = None, sb: Span | None = None) -> np.ndarray:
-    (alo, ahi), (blo, bhi) = span(a, sa), span(b, sb)
-    if _fits(alo - bhi, ahi - blo):
+    if _fits(*difference_span(span(a, sa), span(b, sb))):
         return a - b
     r = a - b
     _check(((a ^ b) & (a ^ r)) < 0, "int64 overflow in sub", a, b)

@@ -16,7 +16,16 @@ import numpy as np
 from cimc.machine import kernels as k
 from cimc.machine.kernels import KernelError
 from cimc.machine.opcodes import register_kernel
-from cimc.machine.program import CoreSet, Imm, Instr, MacroRef, Operand, View, dtype_range
+from cimc.machine.program import (
+    DTYPES,
+    Imm,
+    Instr,
+    MacroRef,
+    Operand,
+    View,
+    destinations,
+    dtype_range,
+)
 from cimc.machine.state import CoreState, Machine, Message
 
 
@@ -35,7 +44,8 @@ def _imm(op: Operand) -> int:
     return op.value
 
 
-_NARROW = {d: dtype_range(d) for d in ("i8", "i16", "i32")}
+_RANGE: dict[str, k.Span] = {d: dtype_range(d) for d in DTYPES}
+_NARROW: dict[str, k.Span] = {d: r for d, r in _RANGE.items() if d != "i64"}
 
 
 def _span(op: Operand) -> k.Span | None:
@@ -92,42 +102,30 @@ def _scatter(m: Machine, cs: CoreState, instr: Instr) -> bool:
     return True
 
 
-def _peer(m: Machine, cs: CoreState, op: Operand) -> int:
-    peer = _imm(op)
-    if peer not in m.scratchpads:  # one scratchpad per core of the program
-        raise KernelError(f"core {peer} does not exist in this program")
-    return peer
+def _peer(m: Machine, core: int) -> int:
+    if core not in m.scratchpads:  # one scratchpad per core of the program
+        raise KernelError(f"core {core} does not exist in this program")
+    return core
 
 
-@register_kernel("send")
+@register_kernel("send", "mcast")
 def _send(m: Machine, cs: CoreState, instr: Instr) -> bool:
-    peer, src, tag = _peer(m, cs, instr.operands[0]), _view(instr.operands[1]), instr.operands[2]
-    key = (cs.core, peer, _imm(tag))
-    fifo = m.fifos.get(key)
-    if fifo is None:  # not setdefault: that would build a deque at every send
-        fifo = m.fifos[key] = deque()
-    fifo.append(Message(m.array(cs.core, src).copy(), src.dtype, instr))
-    return True
-
-
-@register_kernel("mcast")
-def _mcast(m: Machine, cs: CoreState, instr: Instr) -> bool:
-    cores, src, tag = instr.operands
-    assert isinstance(cores, CoreSet)
-    peers = [_peer(m, cs, Imm(c)) for c in cores.cores]
-    msg = Message(m.array(cs.core, _view(src)).copy(), _view(src).dtype, instr)
-    for peer in peers:  # one copy for all: recv only reads the message
-        key = (cs.core, peer, _imm(tag))
-        fifo = m.fifos.get(key)
-        if fifo is None:
-            fifo = m.fifos[key] = deque()
+    """Enqueue one copy of the source for every destination (recv only reads it)."""
+    src, tag, cores = _view(instr.operands[1]), _imm(instr.operands[2]), destinations(instr)
+    for peer in cores:  # every destination checked before any message is out
+        _peer(m, peer)
+    msg = Message(m.array(cs.core, src).copy(), src.dtype, instr)
+    for peer in cores:
+        fifo = m.fifos.get((cs.core, peer, tag))
+        if fifo is None:  # not setdefault: that would build a deque at every send
+            fifo = m.fifos[(cs.core, peer, tag)] = deque()
         fifo.append(msg)
     return True
 
 
 @register_kernel("recv")
 def _recv(m: Machine, cs: CoreState, instr: Instr) -> bool:
-    peer, dst, tag = _peer(m, cs, instr.operands[0]), _view(instr.operands[1]), instr.operands[2]
+    peer, dst, tag = _peer(m, _imm(instr.operands[0])), _view(instr.operands[1]), instr.operands[2]
     key = (peer, cs.core, _imm(tag))
     fifo = m.fifos.get(key)
     if not fifo:
@@ -208,12 +206,11 @@ _BINARY: dict[str, Binary] = {
 
 # add, sub, mul: the bound of the result from the operands' bounds.
 _BOUNDS: dict[str, Callable[[k.Span, k.Span], k.Span]] = {
-    "add": lambda a, b: (a[0] + b[0], a[1] + b[1]),
-    "sub": lambda a, b: (a[0] - b[1], a[1] - b[0]),
+    "add": k.sum_span,
+    "sub": k.difference_span,
     "mul": k.product_span,
 }
 _UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
-_DST_RANGE = {d: dtype_range(d) for d in ("i8", "i16", "i32", "i64")}
 
 
 @register_kernel(*_BINARY)
@@ -222,10 +219,10 @@ def _binary(m: Machine, cs: CoreState, instr: Instr) -> bool:
     sa, sb = _span(a), _span(b)
     if sa is not None and sb is not None and instr.opcode in _BOUNDS:
         lo, hi = _BOUNDS[instr.opcode](sa, sb)
-        dlo, dhi = _DST_RANGE[dst.dtype]
+        dlo, dhi = _RANGE[dst.dtype]
         if dlo <= lo and hi <= dhi:  # no error possible: one ufunc, in int64, into dst
-            _UFUNCS[instr.opcode](_raw(m, cs, a), _raw(m, cs, b), out=m.array(cs.core, dst),
-                                  dtype=np.int64)  # fmt: skip
+            ufunc = _UFUNCS[instr.opcode]
+            ufunc(_raw(m, cs, a), _raw(m, cs, b), out=m.array(cs.core, dst), dtype=np.int64)
             return True
     result = _BINARY[instr.opcode](m.read(cs.core, a), m.read(cs.core, b), sa, sb)
     known = _union(sa, sb) if instr.opcode in ("max", "min") else None
