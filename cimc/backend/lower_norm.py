@@ -16,6 +16,7 @@ from cimc.backend.asm import ProgramBuilder, Scratch
 from cimc.backend.lower_common import check_shape
 from cimc.backend.lower_elementwise import rowwise
 from cimc.errors import CimcError
+from cimc.machine.kernels import I64_MAX, I64_MIN
 from cimc.machine.program import View
 from cimc.quant.plans import NormPlan
 
@@ -53,8 +54,8 @@ def lower_norm(
         b.emit(core, "max", s2, s2, 1)
         b.emit(core, "fill", t, 1 << plan.recip_bits)
         b.emit(core, "div", t, t, s2)  # inv, one per row
-        b.emit(core, "mul", c, c, t)
-        b.emit(core, "rshr", c, c, plan.u_shift)  # u in Q.16
+        # u = RSHR(c * inv, ...) in Q.16, as one req: its clamp to int64 is the identity
+        b.emit(core, "req", c, c, t, plan.u_shift, 0, I64_MIN, I64_MAX)
         b.emit(core, "mul", c, c, gs)
         b.emit(core, "add", c, c, bs)
         b.emit(core, "req", out, c, 1, plan.shift, 0, plan.lo, plan.hi)

@@ -168,14 +168,29 @@ def req(
 ) -> np.ndarray:
     """clamp(RSHR(a * m, s) + zp, lo, hi), every step exact in int64.
 
-    `spans` bounds a, m, s and zp when known. RSHR maps [xlo, xhi] into
-    [min(xlo, 0), max(xhi, 0)], which bounds the zero-point add."""
+    `spans` bounds a, m, s and zp when known without reading them."""
     sa, sm, ss, sz = (span(v, k) for v, k in zip((a, m, s, zp), spans, strict=True))
-    p = product_span(sa, sm)
-    if _fits(*p) and _rshr_safe(p, ss) and _fits(min(p[0], 0) + sz[0], max(p[1], 0) + sz[1]):
+    # A view's dtype range is a loose bound (an i8 shift row spans -128..127, beyond the
+    # legal 0..63): measure what was only bounded before paying for the checked steps;
+    # the small per-channel operands first, the full-size `a` only if still needed.
+    if not _req_safe(sa, sm, ss, sz):
+        sm, ss, sz = (
+            span(v) if k is not None else bound
+            for v, k, bound in zip((m, s, zp), spans[1:], (sm, ss, sz), strict=True)
+        )
+        if not _req_safe(sa, sm, ss, sz) and spans[0] is not None:
+            sa = span(a)
+    if _req_safe(sa, sm, ss, sz):
         shifted = _rshr(a if sm == (1, 1) else a * m, s)  # _rshr returns a new array
         return _clamp(shifted if sz == (0, 0) else shifted + zp, lo, hi)
-    return _clamp(add(rshr(mul(a, m), s), zp), lo, hi)
+    return _clamp(add(rshr(mul(a, m, sa, sm), s, None, ss), zp, None, sz), lo, hi)
+
+
+def _req_safe(sa: Span, sm: Span, ss: Span, sz: Span) -> bool:
+    """No step of REQ can fail: the product, its rounding and the zero-point add stay in
+    int64 and the shifts are in range (RSHR maps [x0, x1] into [min(x0, 0), max(x1, 0)])."""
+    p = product_span(sa, sm)
+    return _fits(*p) and _rshr_safe(p, ss) and _fits(min(p[0], 0) + sz[0], max(p[1], 0) + sz[1])
 
 
 def _clamp(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
