@@ -41,6 +41,7 @@ from cimc.backend.asm_alloc import NP_OF
 from cimc.backend.hoist import hoist_const_loads
 from cimc.backend.lower_movement import MOVEMENT, copy_view
 from cimc.backend.lowerings import LOWERINGS, Emitter
+from cimc.backend.merge_sends import merge_sends
 from cimc.backend.prefetch import setup_streaming
 from cimc.backend.stage_consts import stage_consts
 from cimc.backend.streaming import Policy, StreamPlan
@@ -146,6 +147,7 @@ def compile_graph(
     program, consts = b.build(f"{name}.cimasm", f"{name}.safetensors")
     program = stage_consts(program, arch)  # small constants read from gb, not behind weights
     program = hoist_const_loads(program)  # constant loads ahead of the weight stream
+    program = merge_sends(program)  # runs of token sends from one core: one mcast each
     if check:
         validate(program, arch)
     inputs = _bind_inputs(graph, plan.host_inputs, store)
