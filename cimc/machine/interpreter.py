@@ -106,7 +106,7 @@ def run_program(
     stats = RunStats(sum(counts.values()), dict(sorted(counts.items())), machine.macs)
     kept = {d.name: _read_decl(machine, d) for d in program.decls_of("state")}
     cells = {
-        (p.core, p.macro): MacroCells(s.weights.copy(), s.written.copy())
+        (p.core, p.macro): MacroCells(s.weights.copy(), s.mask())
         for p in program.persists
         if (s := machine.macros.get((p.core, p.macro))) is not None
     }
@@ -325,9 +325,7 @@ def _place_macros(
             )
         cells = macros[key]
         state = machine.macro(key[0], MacroRef(key[1], 0, 1, 0, 1))
-        state.weights[...] = cells.weights
-        state.written[...] = cells.written
-        state.all_written = bool(state.written.all())
+        state.restore(cells.weights, cells.written)
 
 
 def _read_decl(machine: Machine, decl: Decl) -> np.ndarray:

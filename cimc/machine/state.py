@@ -62,11 +62,53 @@ def gc_paused() -> Iterator[None]:
 
 @dataclass
 class MacroState:
-    """One macro's int8 cells and their written bits."""
+    """One macro's int8 cells and which of them were written.
+
+    Programs load whole macros as a rule (BERT-base on `large` uses 6,144 of them), so the
+    per-cell written bits exist only once a window smaller than the macro is written:
+    until then `all_written` says all or nothing (half the memory a run touches for
+    macros, and no bit updates on a full load)."""
 
     weights: np.ndarray  # rows x cols int8
-    written: np.ndarray  # rows x cols bool
+    written: np.ndarray | None = None  # rows x cols bool, after a partial write
     all_written: bool = False
+
+    def write(self, window: tuple[slice, slice], data: np.ndarray) -> None:
+        self.weights[window] = data
+        if self.all_written:
+            return
+        if self.written is None:
+            if self.weights[window].size == self.weights.size:
+                self.all_written = True
+                return
+            self.written = np.zeros(self.weights.shape, bool)
+        self.written[window] = True
+        if self.written.all():
+            self.all_written, self.written = True, None
+
+    def unwritten(self, window: tuple[slice, slice]) -> tuple[int, int] | None:
+        """The first cell of `window` no write reached (window coordinates), or None."""
+        if self.all_written:
+            return None
+        if self.written is None:
+            return (0, 0)
+        missing = ~self.written[window]
+        if not missing.any():
+            return None
+        r, c = np.argwhere(missing)[0]
+        return int(r), int(c)
+
+    def mask(self) -> np.ndarray:
+        """The written bits of every cell."""
+        if self.written is not None:
+            return self.written.copy()
+        return np.full(self.weights.shape, self.all_written, bool)
+
+    def restore(self, weights: np.ndarray, mask: np.ndarray) -> None:
+        """Cells and written bits as `weights` and `mask` give them (a persisted macro)."""
+        self.weights[...] = weights
+        self.all_written = bool(mask.all())
+        self.written = None if self.all_written or not mask.any() else mask.copy()
 
 
 @dataclass
@@ -198,24 +240,20 @@ class Machine:
             )
         key = (core, ref.index)
         if key not in self.macros:
-            self.macros[key] = MacroState(
-                np.zeros((rows, cols), np.int8), np.zeros((rows, cols), bool)
-            )
+            self.macros[key] = MacroState(np.zeros((rows, cols), np.int8))
         return self.macros[key]
 
     def write_macro(self, core: int, ref: MacroRef, data: np.ndarray) -> None:
-        state = self.macro(core, ref)
-        state.weights[ref.r0 : ref.r1, ref.c0 : ref.c1] = data
-        state.written[ref.r0 : ref.r1, ref.c0 : ref.c1] = True
-        state.all_written = state.all_written or bool(state.written.all())
+        self.macro(core, ref).write((slice(ref.r0, ref.r1), slice(ref.c0, ref.c1)), data)
         self.float_cache.pop((core, ref.index), None)
 
     def macro_window_f32(self, core: int, ref: MacroRef) -> np.ndarray:
         """The window's weights as float32 (exact for int8); every cell must be written."""
         state = self.macro(core, ref)
         window = (slice(ref.r0, ref.r1), slice(ref.c0, ref.c1))
-        if not state.all_written and not state.written[window].all():
-            r, c = (int(i) for i in np.argwhere(~state.written[window])[0])
+        cell = state.unwritten(window)
+        if cell is not None:
+            r, c = cell
             raise KernelError(
                 f"macro m{ref.index} cell ({ref.r0 + r}, {ref.c0 + c}) is read before any "
                 "mload wrote it"

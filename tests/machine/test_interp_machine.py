@@ -109,6 +109,60 @@ def test_unwritten_macro_cells_are_an_error() -> None:
         run(text)
 
 
+def test_a_macro_nothing_wrote_is_an_error_at_its_first_cell() -> None:
+    text = """.arch tiny
+.output  y       dram[0x0]       i32[1x8]
+
+.core 0
+  fill     sp[0x100]:i8[1x5], 1
+  mvm      sp[0x200]:i32[1x8], sp[0x100]:i8[1x5], m3[2:7,1:9]
+  halt
+"""
+    with pytest.raises(CimcError, match=r"mvm: macro m3 cell \(2, 1\) is read before any mload"):
+        run(text)
+
+
+def test_partial_loads_that_cover_the_macro_make_it_whole() -> None:
+    """Four quarter windows, then one mvm over the whole macro: every cell written."""
+    loads = "".join(
+        f"  mload    m0[{r}:{r + 16},{c}:{c + 16}], sp[{0x400 * q:#x}]:i8[16x16]\n"
+        for q, (r, c) in enumerate([(0, 0), (0, 16), (16, 0), (16, 16)])
+    )
+    text = (
+        ".arch tiny\n.input w dram[0x0] i8[64x16]\n.output y dram[0x1000] i32[1x32]\n.core 0\n"
+        + "".join(
+            f"  dma      sp[{0x400 * q:#x}]:i8[16x16], dram[0x{0x100 * q:x}]:i8[16x16]\n"
+            for q in range(4)
+        )
+        + loads
+        + "  fill     sp[0x2000]:i8[1x32], 1\n"
+        "  mvm      sp[0x2100]:i32[1x32], sp[0x2000]:i8[1x32], m0\n"
+        "  dma      dram[y]:i32[1x32], sp[0x2100]:i32[1x32]\n  halt\n"
+    )
+    w = RNG.integers(-128, 128, (64, 16)).astype(np.int8)
+    got = run(text, w=w).outputs["y"]
+    blocks = [w[16 * q : 16 * q + 16] for q in range(4)]  # quarter q = rows 16q..16q+15 of w
+    macro = np.block([[blocks[0], blocks[1]], [blocks[2], blocks[3]]]).astype(np.int64)
+    np.testing.assert_array_equal(got, macro.sum(axis=0, keepdims=True))
+
+
+def test_macro_state_written_bits_round_trip() -> None:
+    from cimc.machine.state import MacroState
+
+    state = MacroState(np.zeros((4, 6), np.int8))
+    assert state.unwritten((slice(0, 4), slice(0, 6))) == (0, 0) and not state.mask().any()
+    state.write((slice(1, 3), slice(2, 5)), np.ones((2, 3), np.int8))
+    assert state.unwritten((slice(1, 3), slice(2, 5))) is None
+    assert state.unwritten((slice(1, 3), slice(1, 5))) == (0, 0)  # column 1: window coords
+    mask = state.mask()
+    assert mask.sum() == 6 and mask[1:3, 2:5].all()
+    copy = MacroState(np.zeros((4, 6), np.int8))
+    copy.restore(state.weights, mask)
+    np.testing.assert_array_equal(copy.mask(), mask)
+    copy.write((slice(0, 4), slice(0, 6)), np.full((4, 6), 2, np.int8))
+    assert copy.all_written and copy.written is None and copy.mask().all()
+
+
 @pytest.mark.parametrize(
     ("operand", "fragment"),
     [("m4", "macro m4 does not exist"), ("m0[0:33,0:4]", "outside the 32x32 macro")],
