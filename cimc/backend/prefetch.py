@@ -327,10 +327,10 @@ class Prefetcher:
     def _mload_oldest(self, core: int) -> None:
         piece, stage, arrival = self.inflight[core].popleft()
         self.clock.wait(core, arrival)  # in-order issue: the mloads wait for the data
-        with self.b.at(self.comments.get(piece.tiles[0][1][0], self.b.loc)):
-            for slot, key, rel in piece.tiles:
-                src = View("sp", stage.addr + rel, "i8", slot.k1 - slot.k0, slot.n1 - slot.n0)
-                self.loaded.add(key)
+        for slot, key, rel in piece.tiles:  # a piece may hold several layers' tiles:
+            src = View("sp", stage.addr + rel, "i8", slot.k1 - slot.k0, slot.n1 - slot.n0)
+            self.loaded.add(key)
+            with self.b.at(self.comments.get(key[0], self.b.loc)):  # each names its own
                 self.b.mload(core, slot.macro, slot.r0, slot.c0, src, key)
         self.free[core].append(stage)
 
