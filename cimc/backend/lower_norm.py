@@ -16,8 +16,7 @@ from cimc.backend.asm import ProgramBuilder, Scratch
 from cimc.backend.lower_common import check_shape
 from cimc.backend.lower_elementwise import rowwise
 from cimc.errors import CimcError
-from cimc.machine.kernels import I64_MAX, I64_MIN
-from cimc.machine.program import View
+from cimc.machine.program import View, dtype_range
 from cimc.quant.plans import NormPlan
 
 
@@ -55,7 +54,7 @@ def lower_norm(
         b.emit(core, "fill", t, 1 << plan.recip_bits)
         b.emit(core, "div", t, t, s2)  # inv, one per row
         # u = RSHR(c * inv, ...) in Q.16, as one req: its clamp to int64 is the identity
-        b.emit(core, "req", c, c, t, plan.u_shift, 0, I64_MIN, I64_MAX)
+        b.emit(core, "req", c, c, t, plan.u_shift, 0, *dtype_range("i64"))
         b.emit(core, "mul", c, c, gs)
         b.emit(core, "add", c, c, bs)
         b.emit(core, "req", out, c, 1, plan.shift, 0, plan.lo, plan.hi)

@@ -6,8 +6,8 @@ the rows one core wrote), the writer's stream gets a run of `send`s of its token
 nothing between them. One `mcast` to the same cores is the same fence at the same point of
 the stream (the sends in between ran nothing else) and delivers the same bytes; it holds the
 NoC port once over the XY tree instead of once per destination, and is one instruction
-instead of many (BERT-base, 12 layers, on `large`: 9,306 sends fewer of 118,798
-instructions). Data sends of one buffer in a row merge the same way.
+instead of many (BERT-base, 12 layers, on `large`: 10,691 sends become 1,385 mcasts,
+9,306 instructions fewer of 118,798). Data sends of one buffer in a row merge the same way.
 
 Each merged send's recv is re-tagged with the mcast's tag, chosen fresh for every pair it
 serves: a tag identifies one message per (source, destination), so the program reads the
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from cimc.machine.program import SENDS, CoreItem, CoreSet, CoreStream, Imm, Instr, Program
+from cimc.machine.program import CoreItem, CoreSet, CoreStream, Imm, Instr, Program, destinations
 from cimc.machine.shape_rules import TAG_MAX
 from cimc.machine.sync import Site, match_messages
 
@@ -117,11 +117,8 @@ def _tags_in_use(program: Program) -> dict[Pair, Counter[int]]:
     used: dict[Pair, Counter[int]] = {}
     for stream in program.cores:
         for instr in stream.instrs:
-            if instr.opcode in SENDS:
-                peers = instr.operands[0]
-                dests = peers.cores if isinstance(peers, CoreSet) else (_imm(peers),)
-                for d in dests:
-                    used.setdefault((stream.core, d), Counter())[_imm(instr.operands[2])] += 1
+            for d in destinations(instr):  # empty for anything but send / mcast
+                used.setdefault((stream.core, d), Counter())[_imm(instr.operands[2])] += 1
     return used
 
 

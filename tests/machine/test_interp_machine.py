@@ -94,31 +94,26 @@ def test_mvm_window_and_transpose_load() -> None:
     np.testing.assert_array_equal(out.outputs["y"], x.astype(np.int64) @ w.T.astype(np.int64))
 
 
-def test_unwritten_macro_cells_are_an_error() -> None:
-    text = """.arch tiny
+@pytest.mark.parametrize(
+    ("load", "window", "error"),
+    [
+        # a partial load: the first cell of the window it did not reach
+        ("  fill     sp[0x0]:i8[4x8], 1\n  mload    m0, sp[0x0]:i8[4x8]\n", "m0[0:5,0:8]",
+         r"p.cimasm:8:3: core 0: mvm: macro m0 cell \(4, 0\) is read before any mload"),
+        # nothing loaded: the window's first cell
+        ("", "m3[2:7,1:9]", r"p.cimasm:6:3: core 0: mvm: macro m3 cell \(2, 1\) is read before"),
+    ],
+)  # fmt: skip
+def test_unwritten_macro_cells_are_an_error(load: str, window: str, error: str) -> None:
+    text = f""".arch tiny
 .output  y       dram[0x0]       i32[1x8]
 
 .core 0
-  fill     sp[0x0]:i8[4x8], 1
-  mload    m0, sp[0x0]:i8[4x8]
-  fill     sp[0x100]:i8[1x5], 1
-  mvm      sp[0x200]:i32[1x8], sp[0x100]:i8[1x5], m0[0:5,0:8]
+{load}  fill     sp[0x100]:i8[1x5], 1
+  mvm      sp[0x200]:i32[1x8], sp[0x100]:i8[1x5], {window}
   halt
 """
-    with pytest.raises(CimcError, match=r"p.cimasm:8:3: core 0: mvm: macro m0 cell \(4, 0\)"):
-        run(text)
-
-
-def test_a_macro_nothing_wrote_is_an_error_at_its_first_cell() -> None:
-    text = """.arch tiny
-.output  y       dram[0x0]       i32[1x8]
-
-.core 0
-  fill     sp[0x100]:i8[1x5], 1
-  mvm      sp[0x200]:i32[1x8], sp[0x100]:i8[1x5], m3[2:7,1:9]
-  halt
-"""
-    with pytest.raises(CimcError, match=r"mvm: macro m3 cell \(2, 1\) is read before any mload"):
+    with pytest.raises(CimcError, match=error):
         run(text)
 
 
