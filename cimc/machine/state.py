@@ -107,8 +107,9 @@ class MacroState:
     def restore(self, weights: np.ndarray, mask: np.ndarray) -> None:
         """Cells and written bits as `weights` and `mask` give them (a persisted macro)."""
         self.weights[...] = weights
-        self.all_written = bool(mask.all())
-        self.written = None if self.all_written or not mask.any() else mask.copy()
+        bits = np.array(np.broadcast_to(mask, self.weights.shape), bool)  # shape checked as cells
+        self.all_written = bool(bits.all())
+        self.written = None if self.all_written or not bits.any() else bits
 
 
 @dataclass
