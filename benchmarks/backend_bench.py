@@ -8,7 +8,7 @@ the speedup of the simulated schedule over a one-instruction-at-a-time schedule.
 
 Two lower bounds are reported: the program's (cimc.machine.summary: busiest unit or
 channel, or the dependence critical path of this instruction stream) and the workload's
-(cimc.backend.bounds: compute, load and critical path of the model on the target, cold),
+(cimc.backend.plan.bounds: compute, load and critical path of the model on the target, cold),
 which does not depend on how the compiler chose to lower it. The gate uses the workload's.
 
 The serial baseline: `simulate` has no option to serialise, so it is the sum of every
@@ -33,9 +33,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from cimc.backend.bounds import lower_bound
-from cimc.backend.from_graph import workload_from_graph
-from cimc.backend.target import Target
+from cimc.backend.plan.bounds import lower_bound
+from cimc.backend.plan.from_graph import workload_from_graph
+from cimc.backend.plan.target import Target
 from cimc.ir.graph import Graph
 from cimc.machine.arch import load_arch
 from cimc.machine.interpreter import run_program

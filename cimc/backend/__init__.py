@@ -1,14 +1,9 @@
-"""Backend planning: from an abstract workload to tiles, macro placements and load phases.
+"""The backend: a quantized graph to a CIM program, in subpackages importing downward only.
 
-workload.py   the input: static matmuls, dynamic matmuls, vector work, in program order
-from_graph.py that workload derived from a float or quantized graph
-target.py     the arch preset's numbers, flattened
-tiling.py     macro-sized tiles (any dims) and packing of partial tiles into windows
-mapping.py    weight-stationary placement on (core, macro, window), duplication
-traffic.py    reduction groups per core and the activation traffic they imply
-streaming.py  phases, macro banks and the load-ordered weight image (policies)
-timing.py     phase compute / load timeline estimates
-bounds.py     lower bound on the makespan
-roofline.py   arithmetic intensity per layer and of the plan
-report.py     text form and JSON summary of a plan; plan_cli.py prints them
+plan/            workload -> tiles -> placement -> streaming phases (no instructions)
+builder/         the program builder and where graph values live
+stream/          the streaming plan emitted as prefetched weight loads
+lower/           per-op lowerings, one table keyed by op
+program_passes/  program -> program passes
+compile.py       the driver: graph -> Compiled (program, constants, bindings)
 """

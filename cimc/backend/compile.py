@@ -11,7 +11,7 @@ Each node's instructions carry its location (`%name (source)`) as their comment,
 value, its instructions and the trace map onto each other (cimc/verify.py relies on it).
 A q-op without an instruction lowering stops with "no lowering for <op> yet" at the node.
 
-Weights stream by the planner (cimc/backend/streaming.py, emitted by prefetch.py): the
+Weights stream by the planner (cimc/backend/plan/streaming.py, emitted by prefetch.py): the
 `streaming` policy decides how the macros are shared between phases of static weights:
 - `sequential`: every macro serves one phase; the next phase loads when it is done;
 - `double-buffer`: two banks; phase i+1 loads into one while phase i computes on the other;
@@ -36,25 +36,25 @@ from pathlib import Path
 
 import numpy as np
 
-from cimc.backend.asm import ProgramBuilder
-from cimc.backend.asm_alloc import NP_OF
-from cimc.backend.hoist import hoist_const_loads
-from cimc.backend.lower_movement import MOVEMENT, copy_view
-from cimc.backend.lowerings import LOWERINGS, Emitter
-from cimc.backend.merge_sends import merge_sends
-from cimc.backend.prefetch import setup_streaming
-from cimc.backend.stage_consts import stage_consts
-from cimc.backend.streaming import Policy, StreamPlan
-from cimc.backend.values import ValueStore, decl_name, machine_dtype, plan_values, rows_cols
+from cimc.backend.builder.alloc import NP_OF
+from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.builder.values import ValueStore, decl_name, machine_dtype, plan_values, rows_cols
+from cimc.backend.lower.movement import MOVEMENT, copy_view
+from cimc.backend.lower.table import LOWERINGS, Emitter
+from cimc.backend.plan.streaming import Policy, StreamPlan
+from cimc.backend.program_passes.hoist import hoist_const_loads
+from cimc.backend.program_passes.merge_sends import merge_sends
+from cimc.backend.program_passes.stage_consts import stage_consts
+from cimc.backend.stream.prefetch import setup_streaming
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.ir.ops import Constant, Input, Reshape
-from cimc.ir.ops_quant import QConstant, QQuantize
 from cimc.machine.arch import Arch
 from cimc.machine.program import Program, View
 from cimc.machine.validator import validate
 from cimc.progress import report
 from cimc.quant import constants as qc
+from cimc.quant.dialect import QConstant, QQuantize
 
 __all__ = [  # Emitter and LOWERINGS live in lowerings.py; imported from here too
     "FREE",

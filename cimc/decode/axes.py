@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
-from cimc.ir.ops_quant import QAttention, QRotary
+from cimc.quant.dialect import QAttention, QRotary
 
 MASK_OPERAND = 3  # q.attention(q, k, v, mask)
 

@@ -19,12 +19,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from cimc.backend.asm import ProgramBuilder, Scratch
-from cimc.backend.asm_alloc import chunks, reshape, split_even, sub
-from cimc.backend.lower_attention import lower_attention
-from cimc.backend.lower_common import Heads, req_consts
-from cimc.backend.lower_rotary import rotate_rows
-from cimc.backend.lowerings import LOWERINGS, Emitter
+from cimc.backend.builder.alloc import chunks, reshape, split_even, sub
+from cimc.backend.builder.asm import ProgramBuilder, Scratch
+from cimc.backend.lower.attention import lower_attention
+from cimc.backend.lower.common import Heads, req_consts
+from cimc.backend.lower.rotary import rotate_rows
+from cimc.backend.lower.table import LOWERINGS, Emitter
 from cimc.errors import CimcError
 from cimc.ir.graph import Node
 from cimc.machine.program import View
@@ -34,7 +34,7 @@ CAUSAL_CONST = "decode.causal"  # tril(C x C), shared by every layer
 
 def state_names(node_name: str) -> tuple[str, str]:
     """The `.state` names of an attention node's K and V caches."""
-    from cimc.backend.values import decl_name
+    from cimc.backend.builder.values import decl_name
 
     base = decl_name(node_name)
     return f"{base}.k_cache", f"{base}.v_cache"

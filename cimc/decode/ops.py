@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cimc.ir.op_base import expect, expect_dtype, register_op
-from cimc.ir.ops_quant import QOp
 from cimc.ir.types import DType, TensorType
+from cimc.quant.dialect import QOp
 from cimc.quant.plans import AttentionPlan, RotaryPlan
 
 POSITION_DTYPES = (DType.I64, DType.I32, DType.I16, DType.I8)

@@ -1,7 +1,7 @@
 """Weight streaming policies for decode, side by side.
 
 The decode program is compiled once per policy of the backend's planner
-(cimc/backend/streaming.py: sequential, double-buffer, pin-what-fits; `auto` picks by
+(cimc/backend/plan/streaming.py: sequential, double-buffer, pin-what-fits; `auto` picks by
 estimate) and priced by the cost model, twice:
 - *cold*: the first decode step, every weight loaded (the macros start empty); policies
   differ in how much of the load time hides behind compute (prefetch into the other bank);
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cimc.backend.compile import compile_graph
-from cimc.backend.streaming import POLICIES, Policy
+from cimc.backend.plan.streaming import POLICIES, Policy
 from cimc.decode.generate import generate
 from cimc.decode.programs import DecoderModel, DecoderPrograms, merge_consts
 from cimc.decode.report import TokenCost, token_cost

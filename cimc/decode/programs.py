@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from cimc.backend.compile import Compiled, compile_graph, graph_outputs, program_inputs
-from cimc.backend.streaming import Policy
+from cimc.backend.plan.streaming import Policy
 from cimc.decode import lower  # noqa: F401  (registers the decode lowerings)
 from cimc.decode.axes import SeqAxes, probe_axes
 from cimc.decode.specialize import POSITIONS, check_decoder, specialize

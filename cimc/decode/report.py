@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cimc.backend.compile import Compiled
-from cimc.backend.roofline import Roofline
+from cimc.backend.plan.roofline import Roofline
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.machine.program import Program

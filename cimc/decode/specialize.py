@@ -25,8 +25,8 @@ from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.ir.op_base import Op
 from cimc.ir.ops import Constant, Input, Reshape, Slice
-from cimc.ir.ops_quant import QAttention, QConstant, QEmbedding, QRotary, code_dtype
 from cimc.ir.types import DType, TensorType
+from cimc.quant.dialect import QAttention, QConstant, QEmbedding, QRotary, code_dtype
 from cimc.quant.plans import EmbeddingPlan, RotaryPlan
 
 POSITIONS = "cache_position"

@@ -9,7 +9,7 @@ A decode program runs once per token. Its weight tiles are of two kinds:
   hold run-time data (attention K^T / V) are loaded every token, as before.
 So the first decode step runs the *cold* program (every load, macros handed back) and the
 steps after it the *warm* one (only the streamed loads). Which macros stay follows from
-the policy's placement (cimc/backend/streaming.py): everything when the weights fit, the
+the policy's placement (cimc/backend/plan/streaming.py): everything when the weights fit, the
 pinned bank under `pin-what-fits`, little under `double-buffer`.
 """
 

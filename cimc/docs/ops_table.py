@@ -2,7 +2,7 @@
 
 - canonical IR ops (`cimc.ir.ops.CANONICAL_OPS`) with the integer form the quantize pass
   gives them (`cimc.quant.quantize_rules.RULES`, data movement and mask logic kept as they
-  are) and whether the backend emits assembly for that form (`cimc.backend.lowerings`);
+  are) and whether the backend emits assembly for that form (`cimc.backend.lower.table`);
 - ONNX op types the importer translates on run-time values (`onnx_translate.HANDLERS`);
 - torch.export / fx targets the torch importer translates (`torch_ops.TABLE`).
 """
@@ -13,16 +13,16 @@ import inspect
 from collections import defaultdict
 
 from cimc.backend.compile import FREE
-from cimc.backend.lower_movement import MOVEMENT
-from cimc.backend.lowerings import LOWERINGS
+from cimc.backend.lower.movement import MOVEMENT
+from cimc.backend.lower.table import LOWERINGS
 from cimc.importers import onnx_import, torch_export  # noqa: F401  (register their handlers)
 from cimc.importers.onnx_load import MAX_OPSET, MIN_OPSET
 from cimc.importers.onnx_translate import HANDLERS
 from cimc.importers.torch_fx import IGNORED, SHAPE_ONLY
 from cimc.importers.torch_ops import TABLE
-from cimc.ir import ops_quant
 from cimc.ir.op_base import OPS, Op
 from cimc.ir.ops import CANONICAL_OPS
+from cimc.quant import dialect as ops_quant
 from cimc.quant.quantize_rules import INTEGER_PASSTHROUGH, RULES
 from cimc.quant.scales import DATA_MOVEMENT
 

@@ -61,7 +61,7 @@ CANONICAL_OPS: frozenset[str] = frozenset(
     if isinstance(cls, type) and issubclass(cls, Op) and OPS.get(cls.NAME) is cls
 )
 """The IR names of the float-level ops of notes/CANONICAL_OPS.md (OPS may hold more:
-dialects such as cimc.ir.ops_quant register their own ops when imported)."""
+dialects such as cimc.quant.dialect register their own ops when imported)."""
 
 __all__ = [
     "CANONICAL_OPS",

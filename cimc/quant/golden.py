@@ -23,7 +23,9 @@ from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.ir.op_base import Op
 from cimc.ir.ops import Constant, Input
-from cimc.ir.ops_quant import (
+from cimc.quant import constants as qc
+from cimc.quant import recipes
+from cimc.quant.dialect import (
     QAdd,
     QAttention,
     QConstant,
@@ -42,8 +44,6 @@ from cimc.ir.ops_quant import (
     QSoftmax,
     code_dtype,
 )
-from cimc.quant import constants as qc
-from cimc.quant import recipes
 from cimc.quant.quantize_rules import INTEGER_PASSTHROUGH
 from cimc.quant.scales import DATA_MOVEMENT
 from cimc.reference.kernels import KERNELS

@@ -1,4 +1,4 @@
-"""Quantize a canonical float graph into the q-dialect (cimc.ir.ops_quant).
+"""Quantize a canonical float graph into the q-dialect (cimc.quant.dialect).
 
     data = calibration_data(graph, path_or_None)        # data.note says if inputs were generated
     calib = calibrate(graph, data)
@@ -24,10 +24,10 @@ from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.ir.op_base import Op
 from cimc.ir.ops import Cast, Concat, Constant, Input
-from cimc.ir.ops_quant import QConstant, QQuantize, QRequant
 from cimc.ir.types import DType, TensorType
 from cimc.quant import constants as qc
 from cimc.quant.calibrate import DEFAULT_SAMPLES, Calibration, calibrate, calibration_data
+from cimc.quant.dialect import QConstant, QQuantize, QRequant
 from cimc.quant.quantize_rules import QValue, lower_node
 from cimc.quant.scales import DATA_MOVEMENT, Precision, choose_bits, wide_reasons
 from cimc.quant.smooth import smooth_graph

@@ -12,7 +12,9 @@ from cimc.errors import CimcError
 from cimc.ir import ops
 from cimc.ir.graph import Node
 from cimc.ir.op_base import Op
-from cimc.ir.ops_quant import (
+from cimc.quant import constants as qc
+from cimc.quant import plans
+from cimc.quant.dialect import (
     QAdd,
     QAttention,
     QConstant,
@@ -27,8 +29,6 @@ from cimc.ir.ops_quant import (
     QRotary,
     QSoftmax,
 )
-from cimc.quant import constants as qc
-from cimc.quant import plans
 
 if TYPE_CHECKING:
     from cimc.quant.quantize import Lowering

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hypothesis.strategies as st
 
-from cimc.backend.target import Target
-from cimc.backend.workload import MatmulLayer, Workload
+from cimc.backend.plan.target import Target
+from cimc.backend.plan.workload import MatmulLayer, Workload
 
 
 @st.composite

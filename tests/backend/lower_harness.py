@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cimc.backend.asm import ProgramBuilder
+from cimc.backend.builder.asm import ProgramBuilder
 from cimc.machine.arch import Arch, load_arch
 from cimc.machine.interpreter import run_program
 from cimc.machine.parser import parse_program

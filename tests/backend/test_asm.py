@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cimc.backend.asm import ProgramBuilder, views_overlap
-from cimc.backend.asm_alloc import Allocator, cols, fit_dtype, reshape, split_even, sub
+from cimc.backend.builder.alloc import Allocator, cols, fit_dtype, reshape, split_even, sub
+from cimc.backend.builder.asm import ProgramBuilder, views_overlap
 from cimc.errors import CimcError
 from cimc.machine.interpreter import run_program
 from cimc.machine.parser import load_program

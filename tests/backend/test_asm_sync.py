@@ -1,6 +1,6 @@
-"""Cross-core ordering emitted by the builder (cimc/backend/asm_sync.py): a send/recv token
-between the two cores that conflict, a barrier only when a core conflicts with all others,
-and the validator's race check still catching a missing token."""
+"""Cross-core ordering emitted by the builder (cimc/backend/builder/shared_order.py): a
+send/recv token between the two cores that conflict, a barrier only when a core conflicts
+with all others, and the validator's race check still catching a missing token."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cimc.backend.asm import ProgramBuilder
-from cimc.backend.asm_alloc import cols
+from cimc.backend.builder.alloc import cols
+from cimc.backend.builder.asm import ProgramBuilder
 from cimc.errors import CimcError
 from cimc.machine.program import CoreStream, Program, View
 from cimc.machine.validator import validate

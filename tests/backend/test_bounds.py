@@ -7,10 +7,10 @@ from backend_strategies import targets, workloads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cimc.backend.bounds import _split_bound, lower_bound, min_duration
-from cimc.backend.streaming import POLICIES, compare_policies, plan_streaming
-from cimc.backend.target import Target, load_target
-from cimc.backend.workload import (
+from cimc.backend.plan.bounds import _split_bound, lower_bound, min_duration
+from cimc.backend.plan.streaming import POLICIES, compare_policies, plan_streaming
+from cimc.backend.plan.target import Target, load_target
+from cimc.backend.plan.workload import (
     DynamicMatmul,
     MatmulLayer,
     TransformerDims,

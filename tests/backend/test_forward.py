@@ -1,4 +1,4 @@
-"""Fan-out of one shared block to several cores (cimc/backend/forward.py): one load, NoC
+"""Fan-out of one shared block to several cores (cimc/backend/lower/fanout.py): one load, NoC
 multicasts, exact copies; and its users (linear x, row-wise constants) load once."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from cimc.backend.asm import ProgramBuilder
-from cimc.backend.asm_alloc import sub
-from cimc.backend.forward import fan_out, loader, multicast_pays, pieces, senders
-from cimc.backend.linear_place import k_groups
-from cimc.backend.lower_linear import lower_linear
-from cimc.backend.lower_norm import lower_norm
+from cimc.backend.builder.alloc import sub
+from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.lower.fanout import fan_out, loader, multicast_pays, pieces, senders
+from cimc.backend.lower.linear import lower_linear
+from cimc.backend.lower.linear_place import k_groups
+from cimc.backend.lower.norm import lower_norm
 from cimc.machine.program import CoreSet, Instr, View
 from cimc.quant import recipes
 from cimc.quant.plans import plan_linear, plan_norm

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cimc.backend.from_graph import workload_from_graph
-from cimc.backend.streaming import plan_streaming
-from cimc.backend.target import load_target
-from cimc.backend.workload import DynamicMatmul, MatmulLayer, VectorWork
+from cimc.backend.plan.from_graph import workload_from_graph
+from cimc.backend.plan.streaming import plan_streaming
+from cimc.backend.plan.target import load_target
+from cimc.backend.plan.workload import DynamicMatmul, MatmulLayer, VectorWork
 from cimc.ir import DType, Graph, TensorType
 from cimc.ir.ops import Gelu, LayerNorm, Linear, Reshape
 from cimc.ir.parser import parse_graph

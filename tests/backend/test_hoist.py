@@ -1,12 +1,12 @@
-"""Constant loads moved up their core's stream (cimc/backend/hoist.py): where they stop,
-and that the moved program computes the same bytes."""
+"""Constant loads moved up their core's stream (cimc/backend/program_passes/hoist.py):
+where they stop, and that the moved program computes the same bytes."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from cimc.backend.hoist import hoist_const_loads
-from cimc.backend.prefetch import IMAGE
+from cimc.backend.program_passes.hoist import hoist_const_loads
+from cimc.backend.stream.prefetch import IMAGE
 from cimc.machine.arch import load_arch
 from cimc.machine.interpreter import run_program
 from cimc.machine.parser import load_program, parse_program

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cimc.backend.asm import ProgramBuilder
-from cimc.backend.lower_attention import Heads, lower_attention
+from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.lower.attention import Heads, lower_attention
 from cimc.errors import CimcError
 from cimc.machine.program import MacroRef
 from cimc.quant import recipes
@@ -102,7 +102,7 @@ def test_attention_rejects_head_mismatch() -> None:
 def test_attention_mode_choice_follows_the_estimate() -> None:
     """Macro writes are cheap while macros are free; when every macro holds static weights
     (weight-stationary), evicting them costs a reload and the vector unit wins."""
-    from cimc.backend.lower_attention import choose_mode
+    from cimc.backend.lower.attention import choose_mode
 
     plan = plan_attention(0.05, 0.05, 0.04, 0.25, 0.02, 8, 64, logit_absmax=8.0)
     b = ProgramBuilder(arch("default"))

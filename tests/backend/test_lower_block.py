@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from cimc.backend.asm import ProgramBuilder
-from cimc.backend.lower_attention import Heads, lower_attention
-from cimc.backend.lower_elementwise import lower_add, lower_unary
-from cimc.backend.lower_linear import lower_linear
-from cimc.backend.lower_norm import lower_norm
+from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.lower.attention import Heads, lower_attention
+from cimc.backend.lower.elementwise import lower_add, lower_unary
+from cimc.backend.lower.linear import lower_linear
+from cimc.backend.lower.norm import lower_norm
 from cimc.machine.program import View
 from cimc.quant import recipes
 from cimc.quant.plans import plan_add, plan_attention, plan_linear, plan_norm, plan_unary

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cimc.backend.asm import ProgramBuilder
-from cimc.backend.lower_elementwise import (
+from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.lower.elementwise import (
     lower_add,
     lower_mul,
     lower_reduce,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cimc.backend.asm import ProgramBuilder
-from cimc.backend.lower_linear import (
+from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.lower.linear import (
     TileSlot,
     lower_linear,
     lower_matmul,
@@ -136,12 +136,12 @@ def test_linear_rejects_wrong_shapes() -> None:
 
 @pytest.mark.parametrize("arch_name", ["tiny", "default"])
 def test_linear_on_planner_placement(arch_name: str) -> None:
-    """Slots from cimc.backend.mapping (packed edge tiles, several cores) lower exactly."""
-    from cimc.backend.lower_linear import slots_from_placement
-    from cimc.backend.mapping import place
-    from cimc.backend.target import Target
-    from cimc.backend.tiling import tile_layer
-    from cimc.backend.workload import MatmulLayer
+    """Slots from cimc.backend.plan.mapping (packed edge tiles, several cores) lower exactly."""
+    from cimc.backend.lower.linear import slots_from_placement
+    from cimc.backend.plan.mapping import place
+    from cimc.backend.plan.target import Target
+    from cimc.backend.plan.tiling import tile_layer
+    from cimc.backend.plan.workload import MatmulLayer
 
     t, k, n = 5, 70, 90
     plan, x, want = _linear_case(11, t, k, n, 8)
@@ -218,7 +218,7 @@ def test_preloaded_weights_are_not_written_again() -> None:
 def test_linear_from_a_load_ordered_image_staged_in_gb() -> None:
     """The streaming layout: all tiles in one contiguous image, brought into gb by one DMA
     and written into the macros from there (no per-tile staging)."""
-    from cimc.backend.lower_linear import image_views
+    from cimc.backend.lower.linear import image_views
 
     t, k, n = 5, 70, 40
     plan, x, want = _linear_case(31, t, k, n, 8)
@@ -243,7 +243,7 @@ def test_linear_from_a_load_ordered_image_staged_in_gb() -> None:
 def test_auto_split_follows_the_traffic() -> None:
     """BERT-base FFN on default: the down projection (K = 3072) cannot hold x on every
     core and splits K; the up projection keeps column blocks per core."""
-    from cimc.backend.lower_linear import auto_split
+    from cimc.backend.lower.linear import auto_split
 
     b = ProgramBuilder(arch("default"))
     down, up = b.input("h", "i8", 128, 3072), b.input("x", "i8", 128, 768)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cimc.backend.asm import ProgramBuilder
-from cimc.backend.lower_norm import lower_norm
+from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.lower.norm import lower_norm
 from cimc.errors import CimcError
 from cimc.quant import recipes
 from cimc.quant.plans import plan_norm

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cimc.backend.asm import ProgramBuilder
-from cimc.backend.lower_common import Heads
-from cimc.backend.lower_embedding import lower_embedding
-from cimc.backend.lower_rotary import lower_rotary
+from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.lower.common import Heads
+from cimc.backend.lower.embedding import lower_embedding
+from cimc.backend.lower.rotary import lower_rotary
 from cimc.errors import CimcError
 from cimc.machine.interpreter import run_program
 from cimc.quant import recipes

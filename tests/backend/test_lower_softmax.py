@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cimc.backend.asm import ProgramBuilder
-from cimc.backend.lower_softmax import lower_softmax
+from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.lower.softmax import lower_softmax
 from cimc.quant import recipes
 from cimc.quant.plans import plan_softmax
 from tests.backend.lower_harness import ARCHS, arch, assert_exact, codes, np_dtype, run

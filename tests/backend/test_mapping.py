@@ -7,11 +7,11 @@ import pytest
 from backend_strategies import targets, workloads
 from hypothesis import given, settings
 
-from cimc.backend.mapping import REDUCTION_GROUP, Placement, place
-from cimc.backend.target import Target, load_target
-from cimc.backend.tiling import tile_workload
-from cimc.backend.traffic import movement, reductions
-from cimc.backend.workload import MatmulLayer, TransformerDims, Workload, transformer_workload
+from cimc.backend.plan.mapping import REDUCTION_GROUP, Placement, place
+from cimc.backend.plan.target import Target, load_target
+from cimc.backend.plan.tiling import tile_workload
+from cimc.backend.plan.traffic import movement, reductions
+from cimc.backend.plan.workload import MatmulLayer, TransformerDims, Workload, transformer_workload
 from cimc.errors import CimcError
 
 

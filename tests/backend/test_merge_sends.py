@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cimc.backend.merge_sends import merge_sends
+from cimc.backend.program_passes.merge_sends import merge_sends
 from cimc.machine.arch import load_arch
 from cimc.machine.interpreter import run_program
 from cimc.machine.parser import parse_program

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cimc.backend.plan_cli import main
+from cimc.backend.plan.cli import main
 
 SMALL = ["--arch", "tiny", "--layers", "2", "--hidden", "96", "--heads", "3"]
 SMALL += ["--intermediate", "250", "--tokens", "7"]

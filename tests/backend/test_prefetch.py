@@ -1,4 +1,4 @@
-"""Weight streaming in emitted programs (cimc/backend/prefetch.py): every policy runs
+"""Weight streaming in emitted programs (cimc/backend/stream/prefetch.py): every policy runs
 bit-exact, loads each weight byte once, and the policies differ as they should."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cimc.backend.compile import Compiled, compile_graph, graph_outputs, program_inputs
-from cimc.backend.prefetch import IMAGE
+from cimc.backend.stream.prefetch import IMAGE
 from cimc.errors import CimcError
 from cimc.machine.interpreter import run_program
 from cimc.machine.program import MacroRef

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cimc.backend.bounds import lower_bound
-from cimc.backend.report import format_plan, plan_summary
-from cimc.backend.streaming import plan_streaming
-from cimc.backend.target import Target, load_target
-from cimc.backend.workload import MatmulLayer, Workload
+from cimc.backend.plan.bounds import lower_bound
+from cimc.backend.plan.report import format_plan, plan_summary
+from cimc.backend.plan.streaming import plan_streaming
+from cimc.backend.plan.target import Target, load_target
+from cimc.backend.plan.workload import MatmulLayer, Workload
 
 WORK = Workload((MatmulLayer("a", 7, 40, 3), MatmulLayer("b", 40, 70, 3, depends_on=("a",))))
 

@@ -1,4 +1,4 @@
-"""Rows kept in the scratchpads between row-wise ops (cimc/backend/resident.py): the
+"""Rows kept in the scratchpads between row-wise ops (cimc/backend/lower/kept_rows.py): the
 residual add -> layer_norm -> requantize chain reads its intermediates from sp, exactly."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cimc.backend import resident
-from cimc.backend.asm import ProgramBuilder
-from cimc.backend.lower_elementwise import lower_add, lower_rescale
-from cimc.backend.lower_norm import lower_norm
+from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.lower import kept_rows as resident
+from cimc.backend.lower.elementwise import lower_add, lower_rescale
+from cimc.backend.lower.norm import lower_norm
 from cimc.machine.program import View
 from cimc.quant import recipes
 from cimc.quant.plans import plan_add, plan_norm, plan_rescale
@@ -79,8 +79,8 @@ def test_nothing_is_held_when_a_chunk_exceeds_the_budget() -> None:
 def test_linear_blocks_feed_an_elementwise_consumer_in_place() -> None:
     """linear -> gelu: the gelu works on the linear's output blocks where they were
     computed (home cores), so the linear's output is written to memory but not re-read."""
-    from cimc.backend.lower_elementwise import lower_unary
-    from cimc.backend.lower_linear import lower_linear
+    from cimc.backend.lower.elementwise import lower_unary
+    from cimc.backend.lower.linear import lower_linear
     from cimc.quant.plans import plan_linear, plan_unary
 
     rng = np.random.default_rng(3)

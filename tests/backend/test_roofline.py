@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cimc.backend.roofline import layer_intensities, roofline
-from cimc.backend.streaming import plan_streaming
-from cimc.backend.target import load_target
-from cimc.backend.workload import TransformerDims, transformer_workload
+from cimc.backend.plan.roofline import layer_intensities, roofline
+from cimc.backend.plan.streaming import plan_streaming
+from cimc.backend.plan.target import load_target
+from cimc.backend.plan.workload import TransformerDims, transformer_workload
 
 DECODE = transformer_workload(TransformerDims(2, 256, 4, 1024, tokens=1, context=32))
 

@@ -1,5 +1,5 @@
-"""Small constants copied to gb at the start (cimc/backend/stage_consts.py): which are
-staged, that readers read the copy after their token, and that the program computes the
+"""Small constants copied to gb at the start (cimc/backend/program_passes/stage_consts.py):
+which are staged, that readers read the copy after their token, and that the program computes the
 same bytes."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from cimc.backend.prefetch import IMAGE
-from cimc.backend.stage_consts import REGION, stage_consts
+from cimc.backend.program_passes.stage_consts import REGION, stage_consts
+from cimc.backend.stream.prefetch import IMAGE
 from cimc.machine.arch import load_arch
 from cimc.machine.interpreter import load_consts, run_program
 from cimc.machine.parser import load_program, parse_program
@@ -107,7 +107,7 @@ def test_nothing_is_staged_without_room_in_gb_or_weights_to_wait_behind() -> Non
 
 
 def test_a_staged_model_verifies_bit_exactly(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import cimc.backend.stage_consts as stage
+    import cimc.backend.program_passes.stage_consts as stage
 
     monkeypatch.setattr(stage, "MAX_SHARE", ALWAYS)  # compile_graph uses the default
     result, report = compile_and_verify(zoo_graph("bert", 1, 8), "default")

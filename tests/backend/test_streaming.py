@@ -7,9 +7,9 @@ from backend_strategies import targets, workloads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cimc.backend.streaming import POLICIES, StreamPlan, compare_policies, plan_streaming
-from cimc.backend.target import Target, load_target
-from cimc.backend.workload import MatmulLayer, TransformerDims, Workload, transformer_workload
+from cimc.backend.plan.streaming import POLICIES, StreamPlan, compare_policies, plan_streaming
+from cimc.backend.plan.target import Target, load_target
+from cimc.backend.plan.workload import MatmulLayer, TransformerDims, Workload, transformer_workload
 from cimc.errors import CimcError
 
 BERT_BASE = TransformerDims(12, 768, 12, 3072, 128)

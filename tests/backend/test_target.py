@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cimc.backend.target import Target, load_target
+from cimc.backend.plan.target import Target, load_target
 from cimc.errors import CimcError
 from cimc.machine.arch import load_arch, preset_names
 

@@ -9,7 +9,7 @@ from backend_strategies import workloads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cimc.backend.tiling import (
+from cimc.backend.plan.tiling import (
     MacroImage,
     Tile,
     cut_points,
@@ -18,7 +18,7 @@ from cimc.backend.tiling import (
     tile_workload,
     utilization,
 )
-from cimc.backend.workload import MatmulLayer, Workload
+from cimc.backend.plan.workload import MatmulLayer, Workload
 
 
 def coverage(tiles: list[Tile] | tuple[Tile, ...], k: int, n: int) -> np.ndarray:

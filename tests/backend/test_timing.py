@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cimc.backend.timing import timeline
+from cimc.backend.plan.timing import timeline
 
 
 def test_sequential_adds_latency_load_and_compute_per_phase() -> None:

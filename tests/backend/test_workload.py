@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cimc.backend.workload import (
+from cimc.backend.plan.workload import (
     DynamicMatmul,
     MatmulLayer,
     TransformerDims,

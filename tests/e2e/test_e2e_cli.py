@@ -104,7 +104,7 @@ def test_verify_mismatch_exits_1(
     onnx_mlp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A backend fault (the relu table shifted by one) is caught and located."""
-    from cimc.backend import lowerings as backend
+    from cimc.backend.lower import table as backend
 
     real = backend._lut
 

@@ -1,4 +1,4 @@
-"""Placement of graph values (cimc/backend/values.py): kinds, liveness reuse, gb -> dram."""
+"""Placement of graph values (cimc/backend/builder/values.py): kinds, liveness reuse, gb -> dram."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from cimc.backend.values import GB_SHARE, REUSE_LAG, decl_name, plan_values, rows_cols
+from cimc.backend.builder.values import GB_SHARE, REUSE_LAG, decl_name, plan_values, rows_cols
 from cimc.ir.graph import Graph
 from cimc.ir.ops import Reshape, Transpose
 from cimc.ir.types import DType, TensorType

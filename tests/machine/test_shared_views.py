@@ -3,7 +3,7 @@ which builds a view's array once per object and run, builds it once per distinct
 
 from __future__ import annotations
 
-from cimc.backend.asm import ProgramBuilder
+from cimc.backend.builder.asm import ProgramBuilder
 from cimc.machine.arch import load_arch
 from cimc.machine.parser import parse_program
 from cimc.machine.program import View

@@ -138,7 +138,7 @@ def test_golden_is_not_the_float_model() -> None:
 
 
 def test_host_quantize_rounds_and_saturates() -> None:
-    from cimc.ir.ops_quant import QQuantize
+    from cimc.quant.dialect import QQuantize
     from cimc.quant.golden import host_quantize
 
     op = QQuantize(scale=0.5, bits=8)

@@ -14,12 +14,12 @@ import pytest
 from cimc.errors import CimcError
 from cimc.ir import DType, Graph, TensorType
 from cimc.ir import ops as O
-from cimc.ir.ops_quant import QOp
 from cimc.ir.printer import print_graph
 from cimc.passes.manager import PassManager, parse_pipeline
 from cimc.passes.quantize import Quantize  # importing registers the pass
 from cimc.quant.accuracy import accuracy_report
 from cimc.quant.calibrate import calibrate, calibration_data, generated_samples
+from cimc.quant.dialect import QOp
 from cimc.quant.golden import output_scales, run_golden
 from cimc.quant.quantize import QuantOptions, quantize_graph, quantize_model
 from cimc.quant.scales import Precision
@@ -292,7 +292,7 @@ def test_golden_matches_on_inputs_given_as_bool_or_int8() -> None:
 
 
 def test_q_op_type_rules() -> None:
-    from cimc.ir.ops_quant import QLinear
+    from cimc.quant.dialect import QLinear
     from cimc.quant.plans import plan_linear
 
     w = np.random.default_rng(0).normal(0, 0.1, (C, 4)).astype(np.float32)

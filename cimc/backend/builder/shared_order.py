@@ -1,0 +1,135 @@
+"""Ordering of cross-core gb/dram accesses for the program builder (cimc/backend/builder/asm.py).
+
+Lowerings spread work over cores and exchange data through gb/dram. Before each
+instruction the builder asks `SharedOrder` whether it touches bytes another core touched
+(one of the two writing) without the two being ordered yet, and if so orders them:
+
+- with a token: the other core `send`s one byte to this core at the end of its stream,
+  this core `recv`s it before the instruction. A send is a fence for gb/dram (isa/SPEC.md
+  section 8) and send -> recv is happens-before for the validator (section 6), so only
+  the two cores wait for each other, not the whole chip;
+- with a barrier on every active core when this core conflicts with every other one (a
+  layer that reads what all cores wrote): one instruction per core instead of a token
+  from each of them, and the same waiting.
+
+What each core has seen of the others is a vector clock over stream positions (as the
+validator's race check computes it, cimc/machine/sync.py), so a token already received,
+directly or through a third core, is not sent again. The touches are indexed by (space,
+4 KiB block, is a write) and then core, in stream order: a check bisects to the touches
+not yet ordered before this core and compares bytes only with those.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cimc.machine.opcodes import opspec
+from cimc.machine.program import Imm, Instr, View
+from cimc.machine.sync import bytes_overlap
+
+if TYPE_CHECKING:
+    from cimc.backend.builder.asm import ProgramBuilder
+
+BLOCK_SHIFT = 12  # 4 KiB index blocks
+
+
+@dataclass(frozen=True)
+class Touch:
+    core: int
+    pos: int  # index of the instruction in its core's item list
+    view: View
+    write: bool
+
+
+class SharedOrder:
+    """Per builder: the gb/dram touches since the last barrier and the cores' clocks."""
+
+    def __init__(self, b: ProgramBuilder, new_tag: Callable[[int, int], int]) -> None:
+        self.b = b
+        self.new_tag = new_tag
+        self.blocks: dict[tuple[str, int, bool], dict[int, list[Touch]]] = {}
+        self.seen: dict[int, dict[int, int]] = {}  # core -> other core -> positions ordered
+        self.pairs = 0
+
+    def before(self, core: int, instr: Instr) -> None:
+        """Order `instr` (about to be appended on `core`) after the conflicting touches."""
+        mine = self._touches(core, instr)
+        if not mine:
+            return
+        others = self._conflicts(mine)
+        active = set(self.b.active_cores()) - {core}
+        if others and others == active and len(active) > 1:
+            self.b.barrier()  # everyone conflicts: one barrier is cheaper than the tokens
+        else:
+            for other in sorted(others):
+                if self._unordered(mine, other):  # a previous token may have covered it
+                    self._token(other, core)
+        self._record(self._touches(core, instr))  # positions after any recv just added
+
+    def cleared(self) -> None:
+        """A barrier on every core: everything before it is ordered."""
+        self.blocks.clear()
+        ends = {c: self.b.position(c) for c in self.b.active_cores()}
+        for c in ends:
+            self.seen[c] = dict(ends)
+
+    # ---------------------------------------------------------------- internals
+    def _touches(self, core: int, instr: Instr) -> list[Touch]:
+        pos = self.b.position(core)
+        return [
+            Touch(core, pos, v, a.value != "r")
+            for v, a in opspec(instr.opcode).views(instr)
+            if v.space in ("gb", "dram") and v.symbol not in self.b.consts  # consts: read-only
+        ]
+
+    def _unordered_touches(self, t: Touch) -> dict[int, list[Touch]]:
+        """Other core -> its touches sharing a block with t and not yet ordered before t's
+        core, each once (a view spanning several blocks meets the same touch in each)."""
+        seen = self.seen.get(t.core, {})
+        out: dict[int, dict[int, Touch]] = {}
+        for k in range(t.view.addr >> BLOCK_SHIFT, ((t.view.end - 1) >> BLOCK_SHIFT) + 1):
+            block = self.blocks.get((t.view.space, k, not t.write), {})  # read: writes only
+            for other, touches in block.items():
+                if other != t.core:
+                    lo = bisect.bisect_left(touches, seen.get(other, 0), key=lambda o: o.pos)
+                    found = out.setdefault(other, {})
+                    for o in touches[lo:]:
+                        found[id(o)] = o
+        return {other: list(found.values()) for other, found in out.items()}
+
+    def _conflicts(self, mine: list[Touch]) -> set[int]:
+        found: set[int] = set()
+        for t in mine:
+            for other, touches in self._unordered_touches(t).items():
+                if other not in found and any(bytes_overlap(o.view, t.view) for o in touches):
+                    found.add(other)
+        return found
+
+    def _unordered(self, mine: list[Touch], other: int) -> bool:
+        return any(
+            bytes_overlap(x.view, t.view)
+            for t in mine
+            for x in self._unordered_touches(t).get(other, ())
+        )
+
+    def _token(self, src: int, dst: int) -> None:
+        """`src` sends a token at the end of its stream; `dst` receives it now."""
+        tag = self.new_tag(src, dst)
+        sent = dict(self.seen.get(src, {}))
+        sent[src] = self.b.position(src) + 1  # up to the send (hooks may append after it)
+        self.b.append(src, Instr("send", (Imm(dst), self.b.token_view(src), Imm(tag))))
+        self.b.append(dst, Instr("recv", (Imm(src), self.b.token_view(dst), Imm(tag))))
+        mine = self.seen.setdefault(dst, {})
+        for c, n in sent.items():
+            mine[c] = max(mine.get(c, 0), n)
+        self.pairs += 1
+
+    def _record(self, mine: list[Touch]) -> None:
+        for t in mine:
+            for k in range(t.view.addr >> BLOCK_SHIFT, ((t.view.end - 1) >> BLOCK_SHIFT) + 1):
+                for write in {False, t.write}:  # key False: every touch; True: writes
+                    by_core = self.blocks.setdefault((t.view.space, k, write), {})
+                    by_core.setdefault(t.core, []).append(t)
