@@ -5,7 +5,12 @@
 
 A pass is a frozen dataclass whose fields are its options. `GraphPass.run(graph) -> bool`
 rewrites a Graph in place; a pass changing IR level implements `apply` and returns the new
-IR in its PassResult. Any IR with a `verify()` method can go through the manager.
+IR in its PassResult. Any IR with a `verify()` method can go through the manager, and is
+printed by `print_graph` (a Graph) or `str` (any other level: a plan, a program).
+
+A `CompositePass` names a sub-pipeline (`idioms`, `backend`): the manager runs, verifies,
+times and prints its passes one by one; `--print-ir-after NAME` of a composite prints after
+its last pass. Passes register by NAME from the modules of `PASS_PACKAGES`.
 """
 
 from __future__ import annotations
@@ -48,6 +53,21 @@ class Pass:
             for f in sorted(dataclasses.fields(self), key=lambda f: f.name)
         ]
         return f"{self.NAME}{{{','.join(options)}}}" if options else self.NAME
+
+
+@dataclass(frozen=True)
+class CompositePass(Pass):
+    """A named sub-pipeline; the manager expands it into its passes."""
+
+    def passes(self) -> list[Pass]:
+        raise NotImplementedError
+
+    def apply(self, ir: Any) -> PassResult:
+        modified = False
+        for p in self.passes():
+            result = p.apply(ir)
+            ir, modified = result.ir, modified or result.modified
+        return PassResult(ir, modified)
 
 
 @dataclass(frozen=True)
@@ -99,19 +119,32 @@ def parse_pipeline(text: str) -> list[Pass]:
 
 
 def describe_passes() -> str:
-    """One line per registered pass: name, default options, first docstring line."""
+    """One line per registered pass: name, default options, first docstring line (a
+    composite: the passes it runs)."""
     _load_builtin_passes()
     lines = []
     for name in sorted(PASSES):
         cls = PASSES[name]
-        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().splitlines()
-        summary = doc[0].split(": ", 1)[-1] if doc else ""
         try:
-            spec = cls().spec()
+            instance: Pass | None = cls()
         except TypeError:  # a pass with required options
-            spec = name
+            instance = None
+        if isinstance(instance, CompositePass):
+            summary = "= " + ",".join(p.NAME for p in instance.passes())
+        else:
+            summary = _summary(cls)
+        spec = instance.spec() if instance is not None else name
         lines.append(f"{spec:48s} {summary}")
     return "\n".join(lines) + "\n"
+
+
+def _summary(cls: type[Pass]) -> str:
+    """The first line of the pass's own docstring, else of its module's (one pass per file)."""
+    own = vars(cls).get("__doc__") or ""
+    if own.startswith(f"{cls.__name__}("):  # the signature dataclasses write when none is given
+        own = ""
+    doc = (own or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+    return doc[0].split(": ", 1)[-1] if doc else ""
 
 
 def pipeline_text(passes: Sequence[Pass]) -> str:
@@ -125,8 +158,31 @@ class PassTiming:
     modified: bool
 
 
+@dataclass(frozen=True)
+class Step:
+    """One pass as the manager runs it; `group` is the composite it came from ("" if none)."""
+
+    p: Pass
+    group: str = ""
+
+
+def expand(passes: Sequence[Pass]) -> list[Step]:
+    """Composite passes replaced by their passes (recursively), each tagged with its group."""
+    steps: list[Step] = []
+    for p in passes:
+        if isinstance(p, CompositePass):
+            steps += [Step(s.p, s.group or p.NAME) for s in expand(p.passes())]
+        else:
+            steps.append(Step(p))
+    return steps
+
+
 class PassManager:
-    """Runs passes in order, verifying the IR after each one (and before the first)."""
+    """Runs passes in order, verifying the IR after each one (and before the first).
+
+    Printing, as MLIR's flags: `print_ir_before` / `print_ir_after` (pass or composite
+    names), `print_ir_after_all`, and `print_ir_after_change` (print after a pass only if
+    it changed the IR; alone it means "after every pass that changed it")."""
 
     def __init__(
         self,
@@ -135,17 +191,23 @@ class PassManager:
         verify_each: bool = True,
         print_ir_after_all: bool = False,
         print_ir_after: Sequence[str] = (),
+        print_ir_before: Sequence[str] = (),
+        print_ir_after_change: bool = False,
         time_passes: bool = False,
         print_fn: Callable[[str], object] | None = None,
         printer: Callable[[Any], str] | None = None,
         on_pass: Callable[[int, Pass], object] | None = None,
     ) -> None:
-        for name in print_ir_after:
+        for name in (*print_ir_after, *print_ir_before):
             pass_class(name)  # a misspelled pass name is an error, not silence
-        self.passes = list(passes)
+        self.steps = expand(passes)
         self.verify_each = verify_each
-        self.print_ir_after_all = print_ir_after_all
+        self.print_ir_after_all = print_ir_after_all or (
+            print_ir_after_change and not print_ir_after
+        )
         self.print_ir_after = frozenset(print_ir_after)
+        self.print_ir_before = frozenset(print_ir_before)
+        self.print_ir_after_change = print_ir_after_change
         self.time_passes = time_passes
         # Looked up at print time so a redirected stderr (tests, the CLI) is honoured.
         self.print_fn = print_fn or (lambda text: sys.stderr.write(text))
@@ -153,14 +215,23 @@ class PassManager:
         self.on_pass = on_pass  # told (index, pass) before each pass runs: progress display
         self.timings: list[PassTiming] = []
 
+    @property
+    def passes(self) -> list[Pass]:
+        return [s.p for s in self.steps]
+
     def run(self, ir: Any) -> Any:
         """Run the pipeline; returns the final IR (the same object for in-place passes)."""
         self.timings = []
         if self.verify_each:
             _verify(ir, "the input IR is invalid before any pass ran")
-        for k, p in enumerate(self.passes):
+        for k, step in enumerate(self.steps):
+            p = step.p
             if self.on_pass is not None:
                 self.on_pass(k, p)
+            if p.NAME in self.print_ir_before or (
+                step.group in self.print_ir_before and self._first_of_group(k)
+            ):
+                self.print_fn(f"// ----- IR before {p.spec()} ----- //\n{self.printer(ir)}")
             started = time.perf_counter()
             try:
                 result = p.apply(ir)
@@ -169,23 +240,43 @@ class PassManager:
             self.timings.append(PassTiming(p.NAME, time.perf_counter() - started, result.modified))
             ir = result.ir
             if self.verify_each:
-                before = ", ".join(q.NAME for q in self.passes[:k]) or "none"
+                before = ", ".join(s.p.NAME for s in self.steps[:k]) or "none"
                 _verify(ir, f"pass {p.NAME} produced invalid IR (passes before it: {before})")
-            if self.print_ir_after_all or p.NAME in self.print_ir_after:
+            if self._prints_after(k, result.modified):
                 self.print_fn(f"// ----- IR after {p.spec()} ----- //\n{self.printer(ir)}")
         if self.time_passes:
             self.print_fn(self.timing_report())
         return ir
 
+    def _first_of_group(self, k: int) -> bool:
+        return k == 0 or self.steps[k - 1].group != self.steps[k].group
+
+    def _last_of_group(self, k: int) -> bool:
+        return k == len(self.steps) - 1 or self.steps[k + 1].group != self.steps[k].group
+
+    def _prints_after(self, k: int, modified: bool) -> bool:
+        step = self.steps[k]
+        wanted = (
+            self.print_ir_after_all
+            or step.p.NAME in self.print_ir_after
+            or (step.group in self.print_ir_after and self._last_of_group(k))
+        )
+        return wanted and (modified or not self.print_ir_after_change)
+
     def timing_report(self) -> str:
-        total = sum(t.seconds for t in self.timings)
-        lines = ["// ----- pass timing ----- //"]
-        for t in self.timings:
-            share = 100 * t.seconds / total if total else 0.0
-            changed = "" if t.modified else "  (no change)"
-            lines.append(f"{t.seconds * 1000:10.3f} ms {share:5.1f}%  {t.name}{changed}")
-        lines.append(f"{total * 1000:10.3f} ms 100.0%  total")
-        return "\n".join(lines) + "\n"
+        return timing_report(self.timings)
+
+
+def timing_report(timings: Sequence[PassTiming]) -> str:
+    """The `--time-passes` table: per pass its time, share and whether it changed the IR."""
+    total = sum(t.seconds for t in timings)
+    lines = ["// ----- pass timing ----- //"]
+    for t in timings:
+        share = 100 * t.seconds / total if total else 0.0
+        changed = "" if t.modified else "  (no change)"
+        lines.append(f"{t.seconds * 1000:10.3f} ms {share:5.1f}%  {t.name}{changed}")
+    lines.append(f"{total * 1000:10.3f} ms 100.0%  total")
+    return "\n".join(lines) + "\n"
 
 
 def default_printer(ir: Any) -> str:
@@ -256,9 +347,12 @@ def _format_option(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-def _load_builtin_passes() -> None:
-    """Import every module of cimc.passes once, so each pass file registers itself."""
-    import cimc.passes
+PASS_PACKAGES = ("cimc.passes",)  # every module of these registers its passes on import
 
-    for module in sorted(m.name for m in pkgutil.iter_modules(cimc.passes.__path__)):
-        importlib.import_module(f"cimc.passes.{module}")
+
+def _load_builtin_passes() -> None:
+    """Import every module of PASS_PACKAGES once, so each pass file registers itself."""
+    for package in PASS_PACKAGES:
+        path = importlib.import_module(package).__path__
+        for module in sorted(m.name for m in pkgutil.iter_modules(path)):
+            importlib.import_module(f"{package}.{module}")
