@@ -184,7 +184,7 @@ def _executor_times(compiled: Any, inputs: dict[str, Any]) -> tuple[float, float
     """Best of `TIMING_RUNS` runs each, alternating: interpreter on the program, golden on
     the quantized graph. The minimum, because this machine is shared: the golden's time
     alone varied 0.26 s to 0.49 s between two back-to-back runs of a 2-layer model."""
-    from cimc.backend.compile import program_inputs
+    from cimc.backend.builder.compiled import program_inputs
 
     feeds = program_inputs(compiled, inputs)
     interp, golden = [], []

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cimc.backend.compile import Compiled
+from cimc.backend.builder.compiled import Compiled
 from cimc.errors import CimcError
 from cimc.machine.interpreter import TraceEvent, instr_text, run_program
 from cimc.machine.opcodes import spec_of

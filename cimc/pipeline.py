@@ -1,12 +1,17 @@
-"""The whole compiler: import -> graph passes (canonicalize, quantize) -> backend.
+"""The whole compiler as one pass pipeline: import, then graph passes, then the backend.
 
     result = compile_model("bert.onnx", load_arch("default"), PipelineOptions(seq_len=16))
     write_compiled(result.compiled, Path("bert.cimasm"))
 
-The graph passes run under the pass manager (verified after each, printable with
-`print_ir_after_all` / `print_ir_after`, timed with `time_passes`). The pipeline is cut
-before `quantize` so the float graph after the float passes is kept: it is the accuracy
-reference of `cimc verify`. The backend step is timed with the passes, as `backend`.
+`compile_model` parses the pipeline (default `DEFAULT_PIPELINE`), expands composite passes
+(`backend` = tile, map, plan-values, lower, stage-consts, hoist-const-loads, merge-sends)
+and runs it under the pass manager: every pass verified, printable and timed, the import
+timed with them. The run is cut into three parts, kept in the result:
+- float: the passes before `quantize`; their graph is the accuracy reference of `verify`;
+- quantized: `quantize` and any graph pass after it; the integer golden runs that graph;
+- backend: from the first pass that leaves the graph level to the end (a program).
+A pipeline that stops at a graph gets the `backend` passes appended; decode runs the first
+two parts once and the third for each specialized graph (cimc/decode/programs.py).
 """
 
 from __future__ import annotations
@@ -15,18 +20,29 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from cimc.backend.compile import Compiled, compile_graph
+from cimc.backend.builder.compiled import Compiled
+from cimc.backend.lower.table import LoweringTable
+from cimc.backend.stages.backend import Backend, configure_backend
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
-from cimc.machine.state import gc_paused
-from cimc.passes.manager import Pass, PassManager, PassTiming, parse_pipeline
+from cimc.passes.manager import (
+    Pass,
+    PassManager,
+    PassTiming,
+    Step,
+    check_levels,
+    expand,
+    parse_pipeline,
+    timing_report,
+)
 from cimc.passes.quantize import Quantize
 from cimc.progress import report
 
-DEFAULT_PIPELINE = "canonicalize,check-canonical,quantize"
+DEFAULT_PIPELINE = "canonicalize,check-canonical,quantize,backend"
 QUANTIZE = "quantize"
 
 
@@ -40,9 +56,11 @@ class PipelineOptions:
     calibration: str | None = None
     print_ir_after_all: bool = False
     print_ir_after: tuple[str, ...] = ()
+    print_ir_before: tuple[str, ...] = ()
+    print_ir_after_change: bool = False
     time_passes: bool = False
     print_fn: Callable[[str], object] | None = None
-    streaming: str = "auto"  # weight streaming policy (cimc/backend/compile.py module doc)
+    streaming: str | None = None  # overrides the map pass's policy (plan/streaming.py)
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,15 @@ class PipelineResult:
     graph: Graph  # the quantized graph the backend compiled
     compiled: Compiled
     timings: tuple[PassTiming, ...]
+
+
+@dataclass(frozen=True)
+class Stages:
+    """A pipeline's passes cut at `quantize` and at the first pass leaving the graph level."""
+
+    float: list[Step]
+    quantized: list[Step]
+    backend: list[Step]
 
 
 def load_model(model: Any, options: PipelineOptions) -> Graph:
@@ -62,9 +89,13 @@ def load_model(model: Any, options: PipelineOptions) -> Graph:
     return import_model(model, shapes=dict(options.shapes) or None, seq_len=options.seq_len)
 
 
-def split_pipeline(passes: Sequence[Pass]) -> tuple[list[Pass], list[Pass]]:
-    """(float passes, quantize and after); a pipeline without quantize is refused."""
-    names = [p.NAME for p in passes]
+def pipeline_stages(options: PipelineOptions, configure: Callable[[Pass], Pass]) -> Stages:
+    """The options' pipeline expanded, each pass passed through `configure`, and cut."""
+    steps = [Step(configure(s.p), s.group) for s in expand(parse_pipeline(options.pipeline))]
+    if steps and steps[-1].p.OUTPUT == "graph":
+        steps += [Step(configure(s.p), s.group) for s in expand([Backend()])]
+    check_levels(steps)
+    names = [s.p.NAME for s in steps]
     if QUANTIZE not in names:
         raise CimcError(
             f"the pipeline must contain '{QUANTIZE}' (the backend compiles integer graphs); "
@@ -72,60 +103,78 @@ def split_pipeline(passes: Sequence[Pass]) -> tuple[list[Pass], list[Pass]]:
             "pipeline",
         )
     cut = names.index(QUANTIZE)
-    return list(passes[:cut]), list(passes[cut:])
+    end = next(k for k in range(cut, len(steps)) if steps[k].p.OUTPUT != "graph")
+    if steps[-1].p.OUTPUT != "program":
+        raise CimcError(f"the pipeline ends at a {steps[-1].p.OUTPUT}, not a program", "pipeline")
+    return Stages(steps[:cut], steps[cut:end], steps[end:])
 
 
-def _with_calibration(passes: list[Pass], path: str | None) -> list[Pass]:
-    if path is None:
-        return passes
-    return [replace(p, calibration=path) if isinstance(p, Quantize) else p for p in passes]
+def configurer(
+    arch: Arch,
+    options: PipelineOptions,
+    name: str = "model",
+    table: LoweringTable | None = None,
+    calibration: str | None = None,
+) -> Callable[[Pass], Pass]:
+    """Set on each pass what the caller knows: calibration on quantize, the arch, policy,
+    program name and lowering table on the backend's passes."""
+
+    def configure(p: Pass) -> Pass:
+        if isinstance(p, Quantize) and calibration is not None:
+            return replace(p, calibration=calibration)
+        return configure_backend(p, arch, name, options.streaming, table)
+
+    return configure
 
 
 def compile_model(model: Any, arch: Arch, options: PipelineOptions | None = None) -> PipelineResult:
-    """Import (unless given a Graph), run the graph passes, compile for `arch`."""
+    """Import (unless given a Graph) and run the pipeline for `arch`."""
     options = options or PipelineOptions()
-    before, after = split_pipeline(parse_pipeline(options.pipeline))
-    steps = 2 + len(before) + len(after)  # import, every pass, backend
+    configure = configurer(arch, options, _stem(model), calibration=options.calibration)
+    stages = pipeline_stages(options, configure)
+    steps = 1 + len(stages.float) + len(stages.quantized) + len(stages.backend)
     report("compile", 0, steps, "import")
-    graph = load_model(model, options)
-    after = _with_calibration(after, options.calibration)
-    float_manager = _manager(before, options, first_step=1, steps=steps)
-    quant_manager = _manager(after, options, first_step=1 + len(before), steps=steps)
-    float_graph = float_manager.run(graph.copy())
-    qgraph = quant_manager.run(float_graph.copy())
-    report("compile", steps - 1, steps, "backend")
-    timings = [*float_manager.timings, *quant_manager.timings]
     started = time.perf_counter()
-    policy: Any = options.streaming  # checked by compile_graph (a CimcError names the choices)
-    with gc_paused():  # builds ~10^5 instruction objects and no cycles: no GC passes
-        compiled = compile_graph(qgraph, arch, name=_stem(model), streaming=policy)
-    timings.append(PassTiming("backend", time.perf_counter() - started, True))
+    graph = load_model(model, options)
+    timings = [PassTiming("import", time.perf_counter() - started, True)]
+    managers = []
+    first = 1
+    for part in (stages.float, stages.quantized, stages.backend):
+        managers.append(manager(part, options, first, steps))
+        first += len(part)
+    float_graph = managers[0].run(graph.copy())
+    qgraph = managers[1].run(float_graph.copy())
+    compiled = managers[2].run(qgraph)
     report("compile", steps, steps)
+    for m in managers:
+        timings += m.timings
     if options.time_passes:
-        _print(options, _timing_report(timings))
+        _print(options, timing_report(timings))
     return PipelineResult(float_graph, qgraph, compiled, tuple(timings))
 
 
-def _manager(
-    passes: list[Pass], options: PipelineOptions, first_step: int, steps: int
+def manager(
+    steps: list[Step], options: PipelineOptions, first_step: int = 0, total: int = 0
 ) -> PassManager:
-    """A manager whose passes are steps `first_step...` of the `steps` of "compile"."""
+    """A manager printing as the options ask, whose passes are steps `first_step...` of
+    the `total` steps of "compile" in the progress display."""
 
     def on_pass(k: int, p: Pass) -> None:
-        report("compile", first_step + k, steps, f"pass {p.NAME}")
+        if total:
+            report("compile", first_step + k, total, f"pass {p.NAME}")
 
     return PassManager(
-        passes,
+        steps,
         print_ir_after_all=options.print_ir_after_all,
         print_ir_after=options.print_ir_after,
+        print_ir_before=options.print_ir_before,
+        print_ir_after_change=options.print_ir_after_change,
         print_fn=options.print_fn,
         on_pass=on_pass,
     )
 
 
 def _stem(model: Any) -> str:
-    from pathlib import Path
-
     if isinstance(model, str | Path):
         return Path(model).stem or "model"
     return "model"
@@ -133,14 +182,3 @@ def _stem(model: Any) -> str:
 
 def _print(options: PipelineOptions, text: str) -> None:
     (options.print_fn or sys.stderr.write)(text)
-
-
-def _timing_report(timings: Sequence[PassTiming]) -> str:
-    total = sum(t.seconds for t in timings)
-    lines = ["// ----- pass timing ----- //"]
-    for t in timings:
-        share = 100 * t.seconds / total if total else 0.0
-        changed = "" if t.modified else "  (no change)"
-        lines.append(f"{t.seconds * 1000:10.3f} ms {share:5.1f}%  {t.name}{changed}")
-    lines.append(f"{total * 1000:10.3f} ms 100.0%  total")
-    return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cimc.backend.compile import Compiled, graph_outputs, program_inputs
+from cimc.backend.builder.compiled import Compiled, graph_outputs, program_inputs
 from cimc.divergence import (
     Divergence,
     divergence_json,

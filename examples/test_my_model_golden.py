@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cimc.backend.compile import graph_outputs, program_inputs
+from cimc.backend.builder.compiled import graph_outputs, program_inputs
 from cimc.machine.arch import load_arch
 from cimc.machine.interpreter import run_program
 from cimc.pipeline import PipelineOptions, PipelineResult, compile_model

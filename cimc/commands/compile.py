@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # the pipeline pulls in torch: import it only when a command 
     from cimc.pipeline import PipelineOptions, PipelineResult
 
 DEFAULT_PIPELINE = (
-    "canonicalize,check-canonical,quantize"  # == cimc.pipeline.DEFAULT_PIPELINE (tested)
+    "canonicalize,check-canonical,quantize,backend"  # == cimc.pipeline.DEFAULT_PIPELINE (tested)
 )
 
 NAME = "compile"
@@ -26,16 +26,22 @@ example:
   cimc example bert-tiny -o models/
   cimc compile models/bert-tiny.onnx -o bert.cimasm --arch tiny --seq-len 8
   cimc compile model.onnx --shape input_ids=1,16 --calibration calib.npz --time-passes
+  cimc compile model.onnx --seq-len 8 --print-ir-after map      # which tile in which macro
+  cimc compile --list-passes
 
 Writes OUT.cimasm and OUT.safetensors (the constants it names) beside it. The default
-pipeline is "{DEFAULT_PIPELINE}"; -p replaces it (it must contain quantize).
+pipeline is "{DEFAULT_PIPELINE}" (`backend` = tile, map, plan-values, lower,
+stage-consts, hoist-const-loads, merge-sends); -p replaces it: it must contain quantize,
+and a pipeline that stops at a graph gets the backend passes appended.
 Without --calibration, scales come from generated inputs (a note says so on stderr).
 """
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """Options shared by compile and verify."""
-    p.add_argument("model", metavar="MODEL", help="model file: .onnx or .pt2 (torch.export)")
+    p.add_argument(
+        "model", metavar="MODEL", nargs="?", help="model file: .onnx or .pt2 (torch.export)"
+    )
     p.add_argument(
         "--arch",
         metavar="PRESET|FILE.toml",
@@ -56,25 +62,51 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "--pipeline",
         default=DEFAULT_PIPELINE,
         metavar="PIPELINE",
-        help=f"graph passes (default: {DEFAULT_PIPELINE})",
+        help=f"passes to run (default: {DEFAULT_PIPELINE})",
     )
-    p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass")
-    p.add_argument(
-        "--print-ir-after",
-        action="append",
-        default=[],
-        metavar="PASS",
-        help="print the IR after this pass (repeatable)",
-    )
-    p.add_argument("--time-passes", action="store_true", help="print the time of each pass")
+    add_pass_debug_options(p)
     p.add_argument(
         "--streaming",
         choices=["auto", "sequential", "double-buffer", "pin-what-fits"],
-        default="auto",
         metavar="POLICY",
-        help="weight streaming policy: auto (default), sequential, double-buffer, pin-what-fits",
+        help="weight streaming policy of the map pass: auto (default), sequential, "
+        "double-buffer, pin-what-fits",
     )
     add_quiet_option(p)
+
+
+def add_pass_debug_options(p: argparse.ArgumentParser) -> None:
+    """The pass manager's switches, as MLIR's tools spell them."""
+    p.add_argument("--list-passes", action="store_true", help="list every pass and exit")
+    p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass")
+    for when in ("after", "before"):
+        p.add_argument(
+            f"--print-ir-{when}",
+            action="append",
+            default=[],
+            metavar="PASS",
+            help=f"print the IR {when} this pass or composite (repeatable)",
+        )
+    p.add_argument(
+        "--print-ir-after-change",
+        action="store_true",
+        help="print the IR after a pass only if it changed it (alone: after every such pass)",
+    )
+    p.add_argument(
+        "--time-passes", action="store_true", help="print the time of import and of each pass"
+    )
+
+
+def list_passes(args: argparse.Namespace) -> bool:
+    """Print the pass list when asked (then the command is done); a model is required else."""
+    if args.list_passes:
+        from cimc.passes.manager import describe_passes
+
+        sys.stdout.write(describe_passes())
+        return True
+    if args.model is None:
+        raise CimcError("a model file is required (or --list-passes)", "arguments")
+    return False
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
@@ -105,6 +137,8 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         calibration=args.calibration,
         print_ir_after_all=args.print_ir_after_all,
         print_ir_after=tuple(args.print_ir_after),
+        print_ir_before=tuple(args.print_ir_before),
+        print_ir_after_change=args.print_ir_after_change,
         time_passes=args.time_passes,
         print_fn=lambda text: sys.stderr.write(text),
         streaming=args.streaming,
@@ -133,8 +167,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cimc.backend.compile import write_compiled
+    from cimc.backend.builder.compiled import write_compiled
 
+    if list_passes(args):
+        return 0
     result, arch = compile_from_args(args)
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".cimasm")
     if out.suffix != ".cimasm":

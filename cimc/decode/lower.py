@@ -1,4 +1,5 @@
-"""Instruction lowerings of decode.rotary and decode.attention (registered on import).
+"""Instruction lowerings of decode.rotary and decode.attention: `DECODE_LOWERINGS`, the
+backend's table with these two added, is what decode programs are lowered with.
 
 KV cache layout (part of the programs' interface): per attention node NAME two `.state`
 declarations `NAME.k_cache` i8[Hkv*C x D] and `NAME.v_cache` i8[Hkv*C x Dv], head-major:
@@ -23,10 +24,12 @@ from cimc.backend.builder.alloc import chunks, reshape, split_even, sub
 from cimc.backend.builder.asm import ProgramBuilder, Scratch
 from cimc.backend.lower.attention import lower_attention
 from cimc.backend.lower.common import Heads, req_consts
+from cimc.backend.lower.emitter import Emitter
 from cimc.backend.lower.rotary import rotate_rows
-from cimc.backend.lower.table import LOWERINGS, Emitter
-from cimc.errors import CimcError
+from cimc.backend.lower.table import LOWERINGS, Lowering
+from cimc.decode.ops import DecodeAttention, DecodeRotary
 from cimc.ir.graph import Node
+from cimc.ir.op_base import Op
 from cimc.machine.program import View
 
 CAUSAL_CONST = "decode.causal"  # tril(C x C), shared by every layer
@@ -48,8 +51,8 @@ def _positions(b: ProgramBuilder, sc: Scratch, pos: View) -> View:
     return idx
 
 
-def lower_decode_rotary(em: Emitter, node: Node) -> None:
-    b, plan, name = em.b, node.op.plan, em.name(node)  # type: ignore[attr-defined]
+def lower_decode_rotary(em: Emitter, node: Node, op: DecodeRotary) -> None:
+    b, plan, name = em.b, op.plan, em.name(node)
     bt, heads, n, d = node.type.shape
     x = Heads(em.operand(node, 0), bt, heads, n, d, head_major=True)
     y = Heads(em.result(node), bt, heads, n, d, head_major=True)
@@ -72,10 +75,9 @@ def lower_decode_rotary(em: Emitter, node: Node) -> None:
                     rotate_rows(b, sc, src, dst, cs, sn, rc)
 
 
-def lower_decode_attention(em: Emitter, node: Node) -> None:
-    b, op, name = em.b, node.op, em.name(node)
-    cap: int = op.capacity  # type: ignore[attr-defined]
-    shapes = [em.graph.node(i).type.shape for i in node.inputs]
+def lower_decode_attention(em: Emitter, node: Node, op: DecodeAttention) -> None:
+    b, name, cap = em.b, em.name(node), op.capacity
+    shapes = [em.shape(node, i) for i in range(3)]
     (_, hq, n, d), (_, hkv, _, _), (_, _, _, dv) = shapes[0], shapes[1], shapes[2]
     k_name, v_name = state_names(node.name)
     k_cache = b.state(k_name, "i8", hkv * cap, d)
@@ -105,21 +107,13 @@ def lower_decode_attention(em: Emitter, node: Node) -> None:
     k = Heads(k_cache, 1, hkv, cap, d, head_major=True)
     v = Heads(v_cache, 1, hkv, cap, dv, head_major=True)
     out = Heads(em.result(node), 1, hq, n, dv, head_major=True)
-    plan = replace(op.plan, causal=False)  # type: ignore[attr-defined]
-    macros = em.stream.reserved if em.stream is not None and em.stream.reserved else None
+    plan = replace(op.plan, causal=False)
+    macros = em.reserved_macros() or None
     lower_attention(b, q, k, v, out, plan, mask=allowed, name=name, macros=macros)
 
 
-def register() -> None:
-    """Make the decode q-ops known to the backend's lowering table (idempotent)."""
-    for op_name, fn in (
-        ("decode.rotary", lower_decode_rotary),
-        ("decode.attention", lower_decode_attention),
-    ):
-        known = LOWERINGS.get(op_name)
-        if known is not None and known is not fn:
-            raise CimcError(f"the backend already lowers {op_name} differently", "decode")
-        LOWERINGS[op_name] = fn
-
-
-register()
+DECODE_LOWERINGS: dict[type[Op], Lowering] = {
+    **LOWERINGS,
+    DecodeRotary: lower_decode_rotary,
+    DecodeAttention: lower_decode_attention,
+}

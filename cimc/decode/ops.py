@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from cimc.ir.op_base import expect, expect_dtype, register_op
 from cimc.ir.types import DType, TensorType
-from cimc.quant.dialect import QOp
+from cimc.quant.dialect import QOp, RunTimeMacroOperands
 from cimc.quant.plans import AttentionPlan, RotaryPlan
 
 POSITION_DTYPES = (DType.I64, DType.I32, DType.I16, DType.I8)
@@ -50,7 +50,7 @@ class DecodeRotary(QOp):
 
 @register_op
 @dataclass(frozen=True, eq=False)
-class DecodeAttention(QOp):
+class DecodeAttention(QOp, RunTimeMacroOperands):
     """Causal attention of n query rows over a KV cache of `capacity` positions."""
 
     NAME = "decode.attention"
@@ -59,6 +59,11 @@ class DecodeAttention(QOp):
     INT8_OPERANDS = CODE_OPERANDS = (0, 1, 2)
     plan: AttentionPlan
     capacity: int
+
+    def macro_operands(self, inputs: tuple[TensorType, ...]) -> tuple[tuple[int, int], ...]:
+        """K^T [D x C] and V [C x Dv] of one head: the keys are the whole KV cache."""
+        d, dv = inputs[0].shape[-1], inputs[2].shape[-1]
+        return ((d, self.capacity), (self.capacity, dv))
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         q, k, v, pos = inputs[:4]

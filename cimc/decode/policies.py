@@ -17,10 +17,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cimc.backend.compile import compile_graph
 from cimc.backend.plan.streaming import POLICIES, Policy
 from cimc.decode.generate import generate
-from cimc.decode.programs import DecoderModel, DecoderPrograms, merge_consts
+from cimc.decode.programs import (
+    DecoderModel,
+    DecoderPrograms,
+    compile_decoder_graph,
+    merge_consts,
+)
 from cimc.decode.report import TokenCost, token_cost
 from cimc.decode.specialize import specialize
 from cimc.decode.warm import warm_decode
@@ -66,10 +70,11 @@ def compare_policies(
 ) -> tuple[PolicyRow, ...]:
     """One row per policy: the decode program compiled with it, priced and checked."""
     decode_graph = specialize(dm.qgraph, dm.axes, 1)
-    prefill = compile_graph(specialize(dm.qgraph, dm.axes, prompt_len), arch, "model.prefill")
+    prefill_graph = specialize(dm.qgraph, dm.axes, prompt_len)
+    prefill = compile_decoder_graph(prefill_graph, arch, "model.prefill")
     rows = []
     for policy in policies:
-        decode = compile_graph(decode_graph, arch, "model.decode", streaming=policy)
+        decode = compile_decoder_graph(decode_graph, arch, "model.decode", streaming=policy)
         warm = warm_decode(decode.program)
         consts = merge_consts(prefill.consts, decode.consts)
         progs = DecoderPrograms(dm, prefill, decode, consts, warm)

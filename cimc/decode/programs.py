@@ -15,17 +15,17 @@ output the logits codes of the n rows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cimc.backend.compile import Compiled, compile_graph, graph_outputs, program_inputs
+from cimc.backend.builder.compiled import Compiled, graph_outputs, program_inputs
 from cimc.backend.plan.streaming import Policy
-from cimc.decode import lower  # noqa: F401  (registers the decode lowerings)
 from cimc.decode.axes import SeqAxes, probe_axes
+from cimc.decode.lower import DECODE_LOWERINGS
 from cimc.decode.specialize import POSITIONS, check_decoder, specialize
 from cimc.decode.warm import WarmDecode, warm_decode
 from cimc.errors import CimcError
@@ -34,9 +34,9 @@ from cimc.machine.arch import Arch
 from cimc.machine.interpreter import MacroCells, RunResult, run_program
 from cimc.machine.program import Decl, Program
 from cimc.machine.validator import validate
-from cimc.passes.manager import PassManager, parse_pipeline
+from cimc.passes.manager import Pass
 from cimc.passes.quantize import Quantize
-from cimc.pipeline import PipelineOptions, load_model, split_pipeline
+from cimc.pipeline import PipelineOptions, configurer, load_model, manager, pipeline_stages
 
 MIN_PROBE = 2  # at one position exporters simplify rotary away: never probe there
 
@@ -76,22 +76,41 @@ class DecoderPrograms:
 def quantized_graphs(
     model: Any, options: PipelineOptions, seq_len: int, probe: bool = False
 ) -> tuple[Graph, Graph]:
-    """(float graph, integer graph) of `model` imported at `seq_len`. A `probe` only
-    serves its shapes: generated calibration data, no note about it."""
+    """(float graph, integer graph) of `model` imported at `seq_len`: the pipeline's parts
+    before its backend. A `probe` only serves its shapes: generated calibration data, no
+    note about it."""
     graph = load_model(model, replace(options, seq_len=seq_len))
-    before, after = split_pipeline(parse_pipeline(options.pipeline))
-    after = [
-        replace(
-            p,
-            quiet=probe or p.quiet,
-            calibration="" if probe else options.calibration or p.calibration,
+    stages = pipeline_stages(options, _calibrated(options, probe))
+    float_graph = manager(stages.float, options).run(graph.copy())
+    return float_graph, manager(stages.quantized, options).run(float_graph.copy())
+
+
+def _calibrated(options: PipelineOptions, probe: bool) -> Callable[[Pass], Pass]:
+    def configure(p: Pass) -> Pass:
+        if not isinstance(p, Quantize):
+            return p
+        quiet = probe or p.quiet
+        return replace(
+            p, quiet=quiet, calibration="" if probe else options.calibration or p.calibration
         )
-        if isinstance(p, Quantize)
-        else p
-        for p in after
-    ]
-    float_graph = PassManager(before).run(graph.copy())
-    return float_graph, PassManager(after).run(float_graph.copy())
+
+    return configure
+
+
+def compile_decoder_graph(
+    graph: Graph,
+    arch: Arch,
+    name: str,
+    options: PipelineOptions | None = None,
+    streaming: Policy | None = None,
+) -> Compiled:
+    """A row-specialized graph through the pipeline's backend part, lowered with the
+    decode ops' lowerings."""
+    options = replace(options or PipelineOptions(), streaming=streaming)
+    configure = configurer(arch, options, name, table=DECODE_LOWERINGS)
+    backend = pipeline_stages(options, configure).backend
+    compiled: Compiled = manager(backend, options).run(graph)
+    return compiled
 
 
 def load_decoder(model: Any, capacity: int, options: PipelineOptions | None = None) -> DecoderModel:
@@ -162,11 +181,10 @@ def build_decoder(
             "decode",
         )
     stem = Path(str(model)).stem if isinstance(model, str | Path) else "model"
-    prefill = compile_graph(
-        specialize(dm.qgraph, dm.axes, prompt_len), arch, f"{stem}.prefill", streaming=streaming
-    )
+    prefill_graph = specialize(dm.qgraph, dm.axes, prompt_len)
+    prefill = compile_decoder_graph(prefill_graph, arch, f"{stem}.prefill", options, streaming)
     one_row = specialize(dm.qgraph, dm.axes, 1)
-    decode = compile_graph(one_row, arch, f"{stem}.decode", streaming=streaming)
+    decode = compile_decoder_graph(one_row, arch, f"{stem}.decode", options, streaming)
     consts = merge_consts(prefill.consts, decode.consts)
     _same_states(prefill, decode)
     warm = warm_decode(decode.program) if keep_weights else None

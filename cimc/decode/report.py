@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cimc.backend.compile import Compiled
+from cimc.backend.builder.compiled import Compiled
 from cimc.backend.plan.roofline import Roofline
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch

@@ -12,8 +12,7 @@ from __future__ import annotations
 import inspect
 from collections import defaultdict
 
-from cimc.backend.compile import FREE
-from cimc.backend.lower.movement import MOVEMENT
+from cimc.backend.lower.driver import DECLARED
 from cimc.backend.lower.table import LOWERINGS
 from cimc.importers import onnx_import, torch_export  # noqa: F401  (register their handlers)
 from cimc.importers.onnx_load import MAX_OPSET, MIN_OPSET
@@ -60,12 +59,15 @@ def _integer_form(cls: type[Op]) -> tuple[str, list[str]]:
     return "none (no integer recipe)", []
 
 
+LOWERED_NAMES = frozenset(op.NAME for op in LOWERINGS)
+
+
 def _assembly(cls: type[Op], lowered: list[str]) -> str:
-    if issubclass(cls, FREE):
+    if issubclass(cls, DECLARED):
         return "free (declaration or re-view)"
     if not lowered:
         return "-"
-    missing = [n for n in lowered if n not in LOWERINGS and n not in MOVEMENT]
+    missing = [n for n in lowered if n not in LOWERED_NAMES]
     return "not yet" if missing else "yes"
 
 

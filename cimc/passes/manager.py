@@ -39,9 +39,13 @@ class PassResult:
 
 @dataclass(frozen=True)
 class Pass:
-    """Base of all passes; NAME is the pipeline spelling (``fold-constants``)."""
+    """Base of all passes; NAME is the pipeline spelling (``fold-constants``); INPUT and
+    OUTPUT the IR levels it consumes and produces: "graph" (float or quantized), "plan"
+    (a graph with the backend's plans) or "program" (assembly)."""
 
     NAME: ClassVar[str] = ""
+    INPUT: ClassVar[str] = "graph"
+    OUTPUT: ClassVar[str] = "graph"
 
     def apply(self, ir: Any) -> PassResult:
         raise NotImplementedError
@@ -50,9 +54,19 @@ class Pass:
         """The pipeline text of this pass with all its options (sorted)."""
         options = [
             f"{f.name.replace('_', '-')}={_format_option(getattr(self, f.name))}"
-            for f in sorted(dataclasses.fields(self), key=lambda f: f.name)
+            for f in sorted(option_fields(type(self)), key=lambda f: f.name)
         ]
         return f"{self.NAME}{{{','.join(options)}}}" if options else self.NAME
+
+
+def context(default: Any = None) -> Any:
+    """A pass field that is not an option: set by the caller (an Arch object, a lowering
+    table), never spelled in pipeline text nor printed by `spec`."""
+    return dataclasses.field(default=default, metadata={"option": False}, compare=False)
+
+
+def option_fields(cls: type[Pass]) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("option", True)]
 
 
 @dataclass(frozen=True)
@@ -130,20 +144,23 @@ def describe_passes() -> str:
         except TypeError:  # a pass with required options
             instance = None
         if isinstance(instance, CompositePass):
-            summary = "= " + ",".join(p.NAME for p in instance.passes())
+            steps = expand([instance])
+            levels = f"{steps[0].p.INPUT} -> {steps[-1].p.OUTPUT}"
+            summary = "= " + ",".join(s.p.NAME for s in steps)
         else:
-            summary = _summary(cls)
+            levels, summary = f"{cls.INPUT} -> {cls.OUTPUT}", _summary(cls)
         spec = instance.spec() if instance is not None else name
-        lines.append(f"{spec:48s} {summary}")
+        lines.append(f"{spec:40s} {levels:19s} {summary}")
     return "\n".join(lines) + "\n"
 
 
 def _summary(cls: type[Pass]) -> str:
-    """The first line of the pass's own docstring, else of its module's (one pass per file)."""
+    """The first line of the pass's own docstring, else of its module's (one pass per file,
+    its doc starting "Pass name: what it does")."""
     own = vars(cls).get("__doc__") or ""
-    if own.startswith(f"{cls.__name__}("):  # the signature dataclasses write when none is given
-        own = ""
-    doc = (own or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+    if own and not own.startswith(f"{cls.__name__}("):  # dataclasses write the signature
+        return own.strip().splitlines()[0]
+    doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
     return doc[0].split(": ", 1)[-1] if doc else ""
 
 
@@ -166,11 +183,13 @@ class Step:
     group: str = ""
 
 
-def expand(passes: Sequence[Pass]) -> list[Step]:
+def expand(passes: Sequence[Pass | Step]) -> list[Step]:
     """Composite passes replaced by their passes (recursively), each tagged with its group."""
     steps: list[Step] = []
     for p in passes:
-        if isinstance(p, CompositePass):
+        if isinstance(p, Step):
+            steps.append(p)
+        elif isinstance(p, CompositePass):
             steps += [Step(s.p, s.group or p.NAME) for s in expand(p.passes())]
         else:
             steps.append(Step(p))
@@ -186,7 +205,7 @@ class PassManager:
 
     def __init__(
         self,
-        passes: Sequence[Pass],
+        passes: Sequence[Pass | Step],
         *,
         verify_each: bool = True,
         print_ir_after_all: bool = False,
@@ -201,6 +220,7 @@ class PassManager:
         for name in (*print_ir_after, *print_ir_before):
             pass_class(name)  # a misspelled pass name is an error, not silence
         self.steps = expand(passes)
+        check_levels(self.steps)
         self.verify_each = verify_each
         self.print_ir_after_all = print_ir_after_all or (
             print_ir_after_change and not print_ir_after
@@ -267,6 +287,17 @@ class PassManager:
         return timing_report(self.timings)
 
 
+def check_levels(steps: Sequence[Step]) -> None:
+    """Each pass must consume the IR level the pass before it produces."""
+    for before, step in zip(steps, steps[1:], strict=False):
+        if step.p.INPUT != before.p.OUTPUT:
+            raise CimcError(
+                f"pass {step.p.NAME} runs on a {step.p.INPUT}, but after {before.p.NAME} "
+                f"the IR is a {before.p.OUTPUT}",
+                "pipeline",
+            )
+
+
 def timing_report(timings: Sequence[PassTiming]) -> str:
     """The `--time-passes` table: per pass its time, share and whether it changed the IR."""
     total = sum(t.seconds for t in timings)
@@ -317,7 +348,7 @@ def _parse_options(cls: type[Pass], text: str, column: int) -> dict[str, Any]:
     if not text.rstrip().endswith("}"):
         raise CimcError(f"options of {cls.NAME} must end with '}}'", f"pipeline:{column + 1}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name for f in option_fields(cls)}
     options: dict[str, Any] = {}
     for m in re.finditer(r"[^\s,]+", text.rstrip()[:-1]):
         where = f"pipeline:{column + m.start() + 1}"
@@ -347,7 +378,10 @@ def _format_option(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-PASS_PACKAGES = ("cimc.passes",)  # every module of these registers its passes on import
+PASS_PACKAGES = (
+    "cimc.passes",
+    "cimc.backend.stages",
+)  # every module of these registers its passes on import
 
 
 def _load_builtin_passes() -> None:

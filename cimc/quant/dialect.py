@@ -157,6 +157,15 @@ def plan_range(plan: Any) -> int:
     return int(np.abs(plan.table.astype(np.int64)).max(initial=0))
 
 
+class RunTimeMacroOperands:
+    """Interface of q-ops that write run-time operands into macros (attention's K^T and V,
+    a matmul's right operand): the backend keeps macros free for them."""
+
+    def macro_operands(self, inputs: tuple[TensorType, ...]) -> tuple[tuple[int, int], ...]:
+        """The [K x N] shapes of the operands written into macros at once."""
+        raise NotImplementedError
+
+
 @register_op
 @dataclass(frozen=True, eq=False)
 class QQuantize(QOp):
@@ -214,13 +223,16 @@ class QLinear(QOp):
 
 @register_op
 @dataclass(frozen=True, eq=False)
-class QMatMul(QOp):
+class QMatMul(QOp, RunTimeMacroOperands):
     """y = REQ(a_i8 @ b_i8) of two run-time values."""
 
     NAME = "q.matmul"
     MIN_INPUTS = MAX_INPUTS = 2
     INT8_OPERANDS = CODE_OPERANDS = (0, 1)
     plan: MatmulPlan
+
+    def macro_operands(self, inputs: tuple[TensorType, ...]) -> tuple[tuple[int, int], ...]:
+        return ((inputs[1].shape[-2], inputs[1].shape[-1]),)
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         a, b = inputs
@@ -339,7 +351,7 @@ class QSoftmax(QOp):
 
 @register_op
 @dataclass(frozen=True, eq=False)
-class QAttention(QOp):
+class QAttention(QOp, RunTimeMacroOperands):
     """Fused attention of int8 q, k, v (GQA, causal and bool mask in the plan / operand 3)."""
 
     NAME = "q.attention"
@@ -347,6 +359,11 @@ class QAttention(QOp):
     MAX_INPUTS = 4
     INT8_OPERANDS = CODE_OPERANDS = (0, 1, 2)
     plan: AttentionPlan
+
+    def macro_operands(self, inputs: tuple[TensorType, ...]) -> tuple[tuple[int, int], ...]:
+        """K^T [D x Sk] and V [Sk x Dv] of one head."""
+        d, keys, dv = inputs[0].shape[-1], inputs[1].shape[-2], inputs[2].shape[-1]
+        return ((d, keys), (keys, dv))
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         q, k, v = inputs[:3]

@@ -8,7 +8,7 @@ import torch
 
 from cimc.backend.builder.asm import ProgramBuilder
 from cimc.backend.lower.linear import (
-    TileSlot,
+    PlacedTile,
     lower_linear,
     lower_matmul,
     place_tiles,
@@ -90,7 +90,7 @@ def test_linear_packed_windows_and_resident_tiles() -> None:
     (the next decode step) reuses the resident tiles: no second mload."""
     k, n = 40, 16  # tiles 32x16 and 8x16 on tiny
     plan, x, want = _linear_case(7, 4, k, n, 8)
-    slots = (TileSlot(0, 32, 0, 16, 0, 0, 0, 0), TileSlot(32, 40, 0, 16, 0, 0, 0, 16))
+    slots = (PlacedTile.at(0, 32, 0, 16, 0, 0, 0, 0), PlacedTile.at(32, 40, 0, 16, 0, 0, 0, 16))
     b = ProgramBuilder(arch("tiny"))
     xv = b.input("x", "i8", 4, k)
     y1, y2 = b.output("y1", "i8", 4, n), b.output("y2", "i8", 4, n)
@@ -159,7 +159,9 @@ def test_linear_one_macro_reloaded_for_every_tile() -> None:
     t, k, n = 6, 96, 40
     plan, x, want = _linear_case(13, t, k, n, 8)
     slots = [
-        TileSlot(k0, k0 + 32, n0, min(n, n0 + 32), 0, 0) for n0 in (0, 32) for k0 in (0, 32, 64)
+        PlacedTile.at(k0, k0 + 32, n0, min(n, n0 + 32), 0, 0)
+        for n0 in (0, 32)
+        for k0 in (0, 32, 64)
     ]
     b, xv, yv = _build_linear("tiny", t, k, n, 8)
     lower_linear(b, xv, yv, plan, slots=slots, weight_space="flash")
@@ -190,7 +192,9 @@ def test_linear_block_outer_order_keeps_tiles_loaded_once() -> None:
     runs block by block, so each tile is written once and x is re-read per block."""
     t, k, n = 60, 64, 64
     plan, x, want = _linear_case(19, t, k, n, 8)
-    slots = [TileSlot(k0, k0 + 32, n0, n0 + 32, 0, k0 // 32) for n0 in (0, 32) for k0 in (0, 32)]
+    slots = [
+        PlacedTile.at(k0, k0 + 32, n0, n0 + 32, 0, k0 // 32) for n0 in (0, 32) for k0 in (0, 32)
+    ]
     b, xv, yv = _build_linear("tiny", t, k, n, 8)
     lower_linear(b, xv, yv, plan, slots=slots, max_tokens=4)
     program, _ = b.build()

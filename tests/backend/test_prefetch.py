@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cimc.backend.compile import Compiled, compile_graph, graph_outputs, program_inputs
+from cimc.backend.builder.compiled import Compiled, graph_outputs, program_inputs
+from cimc.backend.stages.backend import compile_graph
 from cimc.backend.stream.prefetch import IMAGE
 from cimc.errors import CimcError
 from cimc.machine.interpreter import run_program

@@ -240,8 +240,8 @@ def compile_with_scratchpad(sp: int) -> Callable[[Path], list[str]]:
 
 _SP = r"arch field 'core.scratchpad_bytes'"
 MODEL_CASES = [
-    Bad("compile-sp-full", compile_with_scratchpad(1024), r"^scratchpad of core 0: scratchpad of core 0 is full: cannot place \d+ bytes \(largest free block \d+ of 1024\); raise " + _SP + r" to at least \d+ bytes$"),
-    Bad("compile-sp-one-token", compile_with_scratchpad(4096), r"^%y \(fc\): scratchpad too small for one token of this matmul: " + _SP + r" is 4096 bytes, this model needs at least \d+; raise it or pick a preset with a larger scratchpad$"),
+    Bad("compile-sp-full", compile_with_scratchpad(1024), r"^scratchpad of core 0: pass lower failed: scratchpad of core 0 is full: cannot place \d+ bytes \(largest free block \d+ of 1024\); raise " + _SP + r" to at least \d+ bytes$"),
+    Bad("compile-sp-one-token", compile_with_scratchpad(4096), r"^%y \(fc\): pass lower failed: scratchpad too small for one token of this matmul: " + _SP + r" is 4096 bytes, this model needs at least \d+; raise it or pick a preset with a larger scratchpad$"),
 ]  # fmt: skip
 
 _C = _P + r": cannot read constants file {d}/" + CONSTS + ": "

@@ -72,7 +72,7 @@ def test_positions_and_ids_are_checked(gpt2) -> None:  # type: ignore[no-untyped
     compiled = gpt2.decode
     feeds = step_inputs(gpt2.model, [1], 6)
     feeds["cache_position"] = np.array([[7]])
-    from cimc.backend.compile import program_inputs
+    from cimc.backend.builder.compiled import program_inputs
 
     program = located_program(compiled)
     with pytest.raises(

@@ -47,7 +47,8 @@ def test_compile_writes_program_and_constants(
     assert program.arch_name == "tiny" and program.consts_file == "mlp.safetensors"
     captured = capsys.readouterr()
     assert "instructions on 2 cores of 'tiny'" in captured.out
-    assert "backend" in captured.err and "quantize" in captured.err  # --time-passes
+    timing = captured.err[captured.err.index("// ----- pass timing") :]  # --time-passes
+    assert all(f"  {name}" in timing for name in ("import", "quantize", "lower", "merge-sends"))
     assert code == cli.main(["run", str(out), "--inputs", str(_inputs(tmp_path))])
 
 
@@ -105,16 +106,17 @@ def test_verify_mismatch_exits_1(
 ) -> None:
     """A backend fault (the relu table shifted by one) is caught and located."""
     from cimc.backend.lower import table as backend
+    from cimc.quant.dialect import QLut
 
-    real = backend._lut
+    real = backend.LOWERINGS[QLut]
 
-    def faulty(em, node):  # type: ignore[no-untyped-def]
+    def faulty(em, node, op):  # type: ignore[no-untyped-def]
         from dataclasses import replace
 
-        plan = replace(node.op.plan, table=np.roll(node.op.plan.table, 1))
-        real(em, replace(node, op=replace(node.op, plan=plan)))
+        plan = replace(op.plan, table=np.roll(op.plan.table, 1))
+        real(em, node, replace(op, plan=plan))
 
-    monkeypatch.setitem(backend.LOWERINGS, "q.lut", faulty)
+    monkeypatch.setitem(backend.LOWERINGS, QLut, faulty)
     code = cli.main(["verify", str(onnx_mlp), "--arch", "tiny", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["bit_exact"] is False and out["mismatched_elements"] > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from cimc.backend.compile import Compiled
+from cimc.backend.builder.compiled import Compiled
 from cimc.machine.program import CoreStream, Instr, Program
 from cimc.pipeline import PipelineOptions, compile_model
 from cimc.reference.float_model import default_inputs

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cimc.backend.compile import compile_graph, graph_outputs, program_inputs
+from cimc.backend.builder.compiled import graph_outputs, program_inputs
+from cimc.backend.stages.backend import compile_graph
 from cimc.machine.interpreter import run_program
 from cimc.machine.printer import print_program
 from cimc.quant.golden import Golden

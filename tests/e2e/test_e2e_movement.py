@@ -8,7 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from cimc.backend.compile import compile_graph, graph_outputs, program_inputs
+from cimc.backend.builder.compiled import graph_outputs, program_inputs
+from cimc.backend.stages.backend import compile_graph
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.ir.ops import Cast, Concat, Expand, Gather, Reshape, Slice, Transpose

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cimc.errors import CimcError
+from cimc.machine.printer import print_program
 from cimc.pipeline import PipelineOptions, compile_model
 from cimc.verify import verify_compiled
 from tests.e2e.e2e_helpers import arch, float_input, import_module, mlp
@@ -18,18 +19,71 @@ def graph():  # type: ignore[no-untyped-def]
     return import_module(mlp((40, 64, 16)), float_input((1, 4, 40)))
 
 
+BACKEND = [
+    "tile",
+    "map",
+    "plan-values",
+    "lower",
+    "stage-consts",
+    "hoist-const-loads",
+    "merge-sends",
+]
+
+
 def test_print_options_and_timings(graph) -> None:  # type: ignore[no-untyped-def]
     printed: list[str] = []
     options = PipelineOptions(print_ir_after_all=True, time_passes=True, print_fn=printed.append)
     result = compile_model(graph, arch("tiny"), options)
     headers = [p.splitlines()[0] for p in printed if p.startswith("// ----- IR after")]
-    assert [h.split()[4].split("{")[0] for h in headers] == [
-        "canonicalize", "check-canonical", "quantize"
-    ]  # fmt: skip
-    assert "q.linear" in printed[2] and "q.linear" not in printed[0]
-    assert printed[-1].startswith("// ----- pass timing") and "backend" in printed[-1]
-    assert [t.name for t in result.timings][-2:] == ["quantize", "backend"]
+    names = [h.split()[4].split("{")[0] for h in headers]
+    assert names == ["canonicalize", "check-canonical", "quantize", *BACKEND]
+    dumps = dict(zip(names, printed, strict=False))
+    assert "q.linear" in dumps["quantize"] and "q.linear" not in dumps["canonicalize"]
+    assert "// tile: " in dumps["tile"] and "phase 0" in dumps["map"]
+    assert "value %" in dumps["plan-values"] and "phase 0" in dumps["plan-values"]
+    assert dumps["merge-sends"].endswith(print_program(result.compiled.program))
+    assert ".core 0" in dumps["lower"] and "mvm" in dumps["lower"]
+    assert printed[-1].startswith("// ----- pass timing") and "  import" in printed[-1]
+    assert [t.name for t in result.timings] == ["import", *names]
     assert all(n.type.dtype.is_float for n in result.float_graph.nodes() if n.op.NAME == "linear")
+
+
+def test_print_before_after_change_and_composites(graph) -> None:  # type: ignore[no-untyped-def]
+    """--print-ir-before, --print-ir-after of a composite (after its last pass) and
+    --print-ir-after-change (only passes that changed the IR)."""
+    printed: list[str] = []
+    options = PipelineOptions(
+        print_ir_before=("tile",), print_ir_after=("backend",), print_fn=printed.append
+    )
+    compile_model(graph, arch("tiny"), options)
+    assert [p.splitlines()[0] for p in printed] == [
+        "// ----- IR before tile{arch=} ----- //",
+        "// ----- IR after merge-sends ----- //",
+    ]
+    assert "q.linear" in printed[0]  # the quantized graph the backend starts from
+    changed: list[str] = []
+    options = PipelineOptions(print_ir_after_change=True, print_fn=changed.append)
+    result = compile_model(graph, arch("tiny"), options)
+    names = [p.split()[4].split("{")[0] for p in changed]
+    assert names == [t.name for t in result.timings[1:] if t.modified]
+    assert "check-canonical" not in names  # an analysis: never changes the graph
+    assert {"quantize", "tile", "map", "plan-values", "lower"} <= set(names)
+
+
+def test_pipeline_with_explicit_backend_passes(graph) -> None:  # type: ignore[no-untyped-def]
+    """Spelling the backend passes out, with a policy, gives the program of the composite."""
+    spelled = "canonicalize,check-canonical,quantize," + ",".join(BACKEND)
+    a = compile_model(graph, arch("tiny"), PipelineOptions(pipeline=spelled))
+    b = compile_model(graph, arch("tiny"))
+    assert print_program(a.compiled.program) == print_program(b.compiled.program)
+    with pytest.raises(CimcError, match="pass lower runs on a plan, but after quantize"):
+        compile_model(graph, arch("tiny"), PipelineOptions(pipeline="quantize,lower"))
+    with pytest.raises(CimcError, match="unknown streaming policy 'fast'"):
+        compile_model(
+            graph,
+            arch("tiny"),
+            PipelineOptions(pipeline="quantize,tile,map{policy=fast},plan-values,lower"),
+        )
 
 
 def test_pipeline_without_quantize_is_refused(graph) -> None:  # type: ignore[no-untyped-def]

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cimc.backend.builder.compiled import Compiled, write_compiled
 from cimc.backend.builder.values import decl_name
-from cimc.backend.compile import Compiled, compile_graph, write_compiled
+from cimc.backend.stages.backend import compile_graph
 from cimc.backend.stream.prefetch import IMAGE
 from cimc.cli import main
 from cimc.inspect.image import image_tiles, tile_label

@@ -36,7 +36,7 @@ from cimc.ir.types import DType
 from cimc.machine.arch import Arch
 from cimc.machine.program import DTYPE_BYTES, Space, View
 from cimc.machine.program import DType as MDType
-from cimc.quant.dialect import QConstant, QQuantize
+from cimc.quant.dialect import QConstant, QLinear, QQuantize
 
 GB_SHARE = 3 / 4  # of the global buffer for activations; the rest stays for lowerings
 REUSE_LAG = 4  # nodes a freed slot waits before reuse (when gb has the room)
@@ -76,7 +76,7 @@ def decl_name(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class Slot:
+class Storage:
     """Where a value lives: a declaration (kind input/output/const) or a pool slot."""
 
     kind: str  # "input", "output", "const", "pool", "alias", "host"
@@ -89,32 +89,32 @@ class Slot:
 class ValuePlan:
     """The placement of every value of a graph, and the pool sizes it needs."""
 
-    slots: dict[str, Slot]
+    slots: dict[str, Storage]
     pool_bytes: dict[Space, int]
     last_use: dict[str, int]  # root value -> index of the last node that reads it
     host_inputs: dict[str, str] = field(default_factory=dict)  # q.quantize node -> graph input
 
 
-def _root(slots: dict[str, Slot], name: str) -> str:
+def _root(slots: dict[str, Storage], name: str) -> str:
     slot = slots.get(name)
     return slot.root if slot is not None and slot.kind == "alias" else name
 
 
-def _kind(graph: Graph, node: Node, outputs: set[str]) -> Slot | None:
+def _kind(graph: Graph, node: Node, outputs: set[str]) -> Storage | None:
     if isinstance(node.op, Input):
         users = graph.users(node.name)
         if node.type.dtype.is_float:
             if users and all(isinstance(graph.node(u).op, QQuantize) for u in users):
-                return Slot("host")
+                return Storage("host")
             raise CimcError("float graph inputs must be quantized (q.quantize)", node.where)
-        return Slot("input")
+        return Storage("input")
     if isinstance(node.op, QQuantize):
-        return Slot("input")
+        return Storage("input")
     if isinstance(node.op, Constant | QConstant):
-        return Slot("const")
+        return Storage("const")
     if isinstance(node.op, Reshape):
         return None  # decided by the caller: an alias of the operand's region
-    return Slot("output") if node.name in outputs else None
+    return Storage("output") if node.name in outputs else None
 
 
 def plan_values(graph: Graph, arch: Arch, lag: int | None = None) -> ValuePlan:
@@ -130,15 +130,15 @@ def plan_values(graph: Graph, arch: Arch, lag: int | None = None) -> ValuePlan:
     nodes = graph.nodes()
     index = {n.name: i for i, n in enumerate(nodes)}
     outputs = {name for _, name in graph.outputs}
-    slots: dict[str, Slot] = {}
+    slots: dict[str, Storage] = {}
     host: dict[str, str] = {}
     for node in nodes:
         slot = _kind(graph, node, outputs)
         if isinstance(node.op, Reshape):
-            slot = Slot("alias", root=_root(slots, node.inputs[0]))
+            slot = Storage("alias", root=_root(slots, node.inputs[0]))
         if isinstance(node.op, QQuantize):
             host[node.name] = node.inputs[0]
-        slots[node.name] = slot or Slot("pool")
+        slots[node.name] = slot or Storage("pool")
     last_use = _last_uses(graph, nodes, index, slots, outputs)
     gb_cap = int(arch.memory.gb_bytes * GB_SHARE)
     pools: dict[Space, Allocator] = {
@@ -164,14 +164,18 @@ def _weights_fit(graph: Graph, arch: Arch) -> bool:
     rows, cols = arch.macro.rows, arch.macro.cols
     tiles = 0
     for node in graph.nodes():
-        if node.op.NAME == "q.linear":
-            k, n = node.op.plan.weight.shape  # type: ignore[attr-defined]
+        if isinstance(node.op, QLinear):
+            k, n = node.op.plan.weight.shape
             tiles += -(-k // rows) * -(-n // cols)
     return tiles <= arch.chip.cores * arch.core.macros
 
 
 def _last_uses(
-    graph: Graph, nodes: list[Node], index: dict[str, int], slots: dict[str, Slot], outs: set[str]
+    graph: Graph,
+    nodes: list[Node],
+    index: dict[str, int],
+    slots: dict[str, Storage],
+    outs: set[str],
 ) -> dict[str, int]:
     """Index of the last reader of each root region (the end for graph outputs)."""
     end = len(nodes)
@@ -185,13 +189,13 @@ def _last_uses(
     return last
 
 
-def _place(pools: dict[Space, Allocator], node: Node) -> Slot:
+def _place(pools: dict[Space, Allocator], node: Node) -> Storage:
     r, c = rows_cols(node.type.shape)
     nbytes = r * c * DTYPE_BYTES[machine_dtype(node)]
     try:
-        return Slot("pool", "gb", pools["gb"].alloc(nbytes))
+        return Storage("pool", "gb", pools["gb"].alloc(nbytes))
     except CimcError:
-        return Slot("pool", "dram", pools["dram"].alloc(nbytes))
+        return Storage("pool", "dram", pools["dram"].alloc(nbytes))
 
 
 class ValueStore:
@@ -240,6 +244,7 @@ class ValueStore:
             self.output_decls[outs[0]] = name
             return self.b.output(name, dt, r, c)
         if slot.kind == "const":
-            value = node.op.value  # type: ignore[attr-defined]
+            assert isinstance(node.op, Constant | QConstant)  # the only "const" values
+            value = node.op.value
             return self.b.const(decl_name(node.name), value.astype("int64").reshape(r, c), dt)
         raise CimcError(f"value of kind {slot.kind} has no storage", node.where)

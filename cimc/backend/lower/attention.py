@@ -29,7 +29,7 @@ from cimc.backend.builder.asm import ProgramBuilder, Scratch
 from cimc.backend.lower import kept_rows as resident
 from cimc.backend.lower.common import Heads
 from cimc.backend.lower.softmax import EXP_BYTES_PER_ELEMENT, ExpTables, emit_exp
-from cimc.backend.lower.tiles import TileLoader, TileSlot, WeightRef, mvm_tiles
+from cimc.backend.lower.tiles import PlacedTile, TileLoader, WeightRef, mvm_tiles
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch
 from cimc.machine.program import View
@@ -41,19 +41,19 @@ MODES = ("macro", "vector")
 
 def _grid(
     core: int, k: int, n: int, shape: tuple[int, int], macros: Sequence[int]
-) -> list[TileSlot]:
+) -> list[PlacedTile]:
     """Macro tiles of a [k x n] operand on `core`, taking `macros` round robin."""
     r, c = shape
-    out: list[TileSlot] = []
+    out: list[PlacedTile] = []
     for n0 in range(0, n, c):
         for k0 in range(0, k, r):
             macro = macros[len(out) % len(macros)]
-            out.append(TileSlot(k0, min(k, k0 + r), n0, min(n, n0 + c), core, macro))
+            out.append(PlacedTile.at(k0, min(k, k0 + r), n0, min(n, n0 + c), core, macro))
     return out
 
 
-def _blocks(slots: Sequence[TileSlot]) -> list[list[TileSlot]]:
-    groups: dict[int, list[TileSlot]] = {}
+def _blocks(slots: Sequence[PlacedTile]) -> list[list[PlacedTile]]:
+    groups: dict[int, list[PlacedTile]] = {}
     for s in slots:
         groups.setdefault(s.n0, []).append(s)
     return [groups[n0] for n0 in sorted(groups)]
@@ -123,9 +123,9 @@ class _KV:
     """One kv head's operands in sp, as macro tiles."""
 
     kt: TileLoader
-    kt_slots: list[TileSlot]
+    kt_slots: list[PlacedTile]
     vw: TileLoader
-    v_slots: list[TileSlot]
+    v_slots: list[PlacedTile]
     vt: View | None = None  # vector mode: V^T [Dv x Sk] in sp
 
 

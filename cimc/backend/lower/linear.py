@@ -37,9 +37,9 @@ from cimc.backend.lower.common import (
 from cimc.backend.lower.linear_feed import CoreBufs, load_x, mvm_chains
 from cimc.backend.lower.linear_place import k_groups
 from cimc.backend.lower.tiles import (  # re-exported: the engine is part of this API
+    PlacedTile,
     TileKey,
     TileLoader,
-    TileSlot,
     WeightRef,
     auto_split,
     image_views,
@@ -56,7 +56,7 @@ from cimc.quant.plans import LinearPlan, MatmulPlan
 __all__ = [
     "TileKey",
     "TileLoader",
-    "TileSlot",
+    "PlacedTile",
     "WeightRef",
     "auto_split",
     "image_views",
@@ -74,11 +74,11 @@ class _Block:
     n0: int
     n1: int
     home: int
-    parts: tuple[tuple[int, tuple[TileSlot, ...]], ...]  # (core, its slots), home last
+    parts: tuple[tuple[int, tuple[PlacedTile, ...]], ...]  # (core, its slots), home last
 
 
-def _blocks(slots: Sequence[TileSlot], k: int, n: int, loc: str | None) -> list[_Block]:
-    by_cols: dict[tuple[int, int], list[TileSlot]] = {}
+def _blocks(slots: Sequence[PlacedTile], k: int, n: int, loc: str | None) -> list[_Block]:
+    by_cols: dict[tuple[int, int], list[PlacedTile]] = {}
     for s in slots:
         by_cols.setdefault((s.n0, s.n1), []).append(s)
     blocks, covered = [], 0
@@ -100,7 +100,7 @@ def _blocks(slots: Sequence[TileSlot], k: int, n: int, loc: str | None) -> list[
     return blocks
 
 
-def _cover(group: Sequence[TileSlot], k: int) -> list[tuple[int, int]]:
+def _cover(group: Sequence[PlacedTile], k: int) -> list[tuple[int, int]]:
     """The K ranges the group must have: consecutive from 0 to k (as the group has them)."""
     out, at = [], 0
     for s in group:
@@ -109,7 +109,7 @@ def _cover(group: Sequence[TileSlot], k: int) -> list[tuple[int, int]]:
     return out if at == k else []
 
 
-def _k_span(slots: Sequence[TileSlot], core: int) -> tuple[int, int]:
+def _k_span(slots: Sequence[PlacedTile], core: int) -> tuple[int, int]:
     mine = [s for s in slots if s.core == core]
     return min(s.k0 for s in mine), max(s.k1 for s in mine)
 
@@ -119,7 +119,7 @@ def lower_linear(
     x: View,
     y: View,
     plan: LinearPlan,
-    slots: Sequence[TileSlot] | None = None,
+    slots: Sequence[PlacedTile] | None = None,
     split: str = "auto",
     weight_space: Space = "dram",
     name: str | None = None,
@@ -157,7 +157,7 @@ def preload_linear(
     b: ProgramBuilder,
     plan: LinearPlan,
     name: str,
-    slots: Sequence[TileSlot] | None = None,
+    slots: Sequence[PlacedTile] | None = None,
     split: str = "n",
     weight_space: Space = "dram",
 ) -> None:
@@ -181,7 +181,7 @@ def lower_matmul(
     bm: View,
     y: View,
     plan: MatmulPlan,
-    slots: Sequence[TileSlot] | None = None,
+    slots: Sequence[PlacedTile] | None = None,
     split: str = "auto",
     name: str | None = None,
 ) -> None:
@@ -228,7 +228,7 @@ def _bias_req(
 
 
 def _token_chunks(
-    b: ProgramBuilder, slots: Sequence[TileSlot], blocks: Sequence[_Block], x: View, y: View
+    b: ProgramBuilder, slots: Sequence[PlacedTile], blocks: Sequence[_Block], x: View, y: View
 ) -> tuple[int, int]:
     """(x rows held at once, accumulator rows per MVM pass). Holding every token of x
     lets a layer whose tiles do not all fit the macros load each tile once per block;
@@ -253,7 +253,7 @@ def _token_chunks(
     return tc, tc
 
 
-def _all_resident(slots: Sequence[TileSlot]) -> bool:
+def _all_resident(slots: Sequence[PlacedTile]) -> bool:
     """Do the slots occupy disjoint macro windows (nothing evicted, loaded once)?"""
     refs = [(s.core, tile_window(s)) for s in slots]
     return not any(
@@ -261,7 +261,9 @@ def _all_resident(slots: Sequence[TileSlot]) -> bool:
     )
 
 
-def _blocks_outer(slots: Sequence[TileSlot], blocks: Sequence[_Block], x: View, runs: int) -> bool:
+def _blocks_outer(
+    slots: Sequence[PlacedTile], blocks: Sequence[_Block], x: View, runs: int
+) -> bool:
     """Loop order by the bytes each moves: chunk-outer loads x once but reloads tiles that
     evict each other once per token chunk; block-outer reloads x once per column block but
     a block whose tiles all stay resident is loaded once."""
@@ -281,7 +283,7 @@ def _product(
     x: View,
     y: View,
     w: WeightRef,
-    slots: Sequence[TileSlot],
+    slots: Sequence[PlacedTile],
     finish: Finish,
     max_tokens: int | None = None,
 ) -> None:

@@ -16,7 +16,7 @@ from cimc.backend.builder.alloc import cols, sub
 from cimc.backend.builder.asm import ProgramBuilder
 from cimc.backend.lower.common import SLACK
 from cimc.backend.lower.fanout import fan_out, senders, travel_cycles
-from cimc.backend.lower.tiles import TileLoader, TileSlot, mvm_tiles
+from cimc.backend.lower.tiles import PlacedTile, TileLoader, mvm_tiles
 from cimc.machine.cost import transfer
 from cimc.machine.program import View
 
@@ -118,7 +118,7 @@ def mvm_chains(
     acc2: View | None,
     x: View,
     kbase: int,
-    part: Sequence[TileSlot],
+    part: Sequence[PlacedTile],
     loader: TileLoader,
 ) -> None:
     """acc = x @ W over the tiles of one core in one column block. Each `mvm.acc` waits

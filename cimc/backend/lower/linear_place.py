@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from cimc.backend.builder.alloc import split_even
 from cimc.backend.builder.asm import ProgramBuilder
-from cimc.backend.lower.tiles import TileSlot
+from cimc.backend.lower.tiles import PlacedTile
 
 
-def k_groups(b: ProgramBuilder, t: int, k: int, n: int) -> tuple[TileSlot, ...] | None:
+def k_groups(b: ProgramBuilder, t: int, k: int, n: int) -> tuple[PlacedTile, ...] | None:
     """Each output column block cut into g consecutive K groups, one (block, group) per
     core, with the fewest groups whose x columns (t rows) fit half a scratchpad; None when
     the cores are too few. Against a plain K split (every core a partner of every block)
@@ -28,5 +28,5 @@ def k_groups(b: ProgramBuilder, t: int, k: int, n: int) -> tuple[TileSlot, ...] 
             for j, ki in enumerate(range(a, z)):
                 k0, n1 = ki * rows, min(n, n0 + ncols)
                 macro = j % b.arch.core.macros
-                slots.append(TileSlot(k0, min(k, k0 + rows), n0, n1, core, macro))
+                slots.append(PlacedTile.at(k0, min(k, k0 + rows), n0, n1, core, macro))
     return tuple(slots)

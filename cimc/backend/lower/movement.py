@@ -12,20 +12,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from cimc.backend.builder.alloc import chunks
 from cimc.backend.builder.asm import ProgramBuilder
 from cimc.backend.lower.common import SLACK, sp_too_small
-from cimc.ir.graph import Node
-from cimc.ir.ops import Concat, Gather, Slice, Transpose
-from cimc.ir.types import DType
 from cimc.machine.program import View
-
-if TYPE_CHECKING:
-    from cimc.backend.compile import Emitter
 
 
 def strides(shape: Sequence[int]) -> tuple[int, ...]:
@@ -238,68 +231,3 @@ def _repeat(b: ProgramBuilder, core: int, src: View, dst: View) -> None:
             b.emit(core, "dma", a, part)
             b.emit(core, "sel", out, 1, a, 0)
             b.emit(core, "dma", elem_view(dst, r0 * dst.stride, r1 - r0, dst.cols, dst.stride), out)
-
-
-# ---------------------------------------------------------------- graph ops
-
-
-def _shape(em: Emitter, node: Node, k: int = 0) -> tuple[int, ...]:
-    return em.graph.node(node.inputs[k]).type.shape
-
-
-def _transpose_op(em: Emitter, node: Node) -> None:
-    op = node.op
-    assert isinstance(op, Transpose)
-    transpose(em.b, em.operand(node, 0), _shape(em, node), op.perm, em.result(node))
-
-
-def _slice_op(em: Emitter, node: Node) -> None:
-    op = node.op
-    assert isinstance(op, Slice)
-    x, shape = em.operand(node, 0), _shape(em, node)
-    slice_axis(em.b, x, shape, op.axis, op.start, op.stop, op.step, em.result(node))
-
-
-def _gather_op(em: Emitter, node: Node) -> None:
-    op = node.op
-    assert isinstance(op, Gather)
-    x, shape = em.operand(node, 0), _shape(em, node)
-    slice_axis(em.b, x, shape, op.axis, op.index, op.index + 1, 1, em.result(node))
-
-
-def _concat_op(em: Emitter, node: Node) -> None:
-    op = node.op
-    assert isinstance(op, Concat)
-    srcs = [(em.operand(node, k), _shape(em, node, k)) for k in range(len(node.inputs))]
-    concat(em.b, srcs, op.axis % len(node.type.shape), em.result(node), node.type.shape)
-
-
-def _expand_op(em: Emitter, node: Node) -> None:
-    s = _shape(em, node)
-    s = (1,) * (len(node.type.shape) - len(s)) + s
-    materialize(em.b, em.operand(node, 0), s, em.result(node), node.type.shape)
-
-
-def _cast_op(em: Emitter, node: Node) -> None:
-    """To bool: x != 0 as i8 0/1 (`sel`); between integer types: a range-checked `mov`."""
-    from cimc.backend.lower.elementwise import rowwise
-
-    b, to_bool = em.b, node.type.dtype is DType.BOOL
-
-    def body(sc, ins, out) -> None:  # type: ignore[no-untyped-def]
-        if to_bool:
-            b.emit(sc.core, "sel", out, ins[0], 1, 0)
-        else:
-            b.emit(sc.core, "mov", out, ins[0])
-
-    rowwise(b, [em.operand(node, 0)], em.result(node), body, 0)
-
-
-MOVEMENT: dict[str, Callable[[Emitter, Node], None]] = {
-    "transpose": _transpose_op,
-    "slice": _slice_op,
-    "gather": _gather_op,
-    "concat": _concat_op,
-    "expand": _expand_op,
-    "cast": _cast_op,
-}

@@ -1,96 +1,75 @@
-"""What a node lowering sees (`Emitter`), and the lowering of every q-op by name.
+"""The lowering of every op that emits code, in one table keyed by op class.
 
-compile.py walks the graph and calls `LOWERINGS[op name](emitter, node)` for each node that
-emits code; data movement ops have their table in lower_movement.py (`MOVEMENT`) and
-decode q-ops register themselves here (cimc/decode/lower.py). Each function below adapts
-one node (operand views, shapes, plan) to the builder-level lowering of its lower_*.py.
+The driver (driver.py) calls `table[type(node.op)](emitter, node, node.op)` for each node;
+each function below adapts one node (operand views, shapes, the typed op and its plan) to
+the builder-level lowering of its module. Extensions pass a table of their own to the
+`lower` pass (decode: `{**LOWERINGS, DecodeAttention: ...}`), nothing mutates this one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from cimc.backend.builder.alloc import rows
-from cimc.backend.builder.asm import ProgramBuilder
-from cimc.backend.builder.values import ValueStore, decl_name, machine_dtype, rows_cols
-from cimc.backend.lower.attention import Heads, lower_attention
-from cimc.backend.lower.elementwise import lower_add, lower_mul, lower_rescale, lower_unary
+from cimc.backend.builder.asm import Scratch
+from cimc.backend.lower.attention import lower_attention
+from cimc.backend.lower.common import Heads
+from cimc.backend.lower.elementwise import (
+    lower_add,
+    lower_mul,
+    lower_rescale,
+    lower_unary,
+    rowwise,
+)
 from cimc.backend.lower.embedding import lower_embedding
+from cimc.backend.lower.emitter import Emitter
 from cimc.backend.lower.linear import lower_linear, lower_matmul
-from cimc.backend.lower.movement import materialize
+from cimc.backend.lower.movement import concat, materialize, slice_axis, transpose
 from cimc.backend.lower.norm import lower_norm
 from cimc.backend.lower.rotary import lower_rotary
 from cimc.backend.lower.softmax import lower_softmax
-from cimc.backend.lower.tiles import TileSlot, auto_split, place_tiles
-from cimc.backend.stream.prefetch import StreamSetup, layer_image
+from cimc.backend.lower.tiles import auto_split, place_tiles
+from cimc.backend.stream.prefetch import layer_image
 from cimc.errors import CimcError
-from cimc.ir.graph import Graph, Node
+from cimc.ir.graph import Node
+from cimc.ir.op_base import Op
+from cimc.ir.ops import Cast, Concat, Expand, Gather, Slice, Transpose
+from cimc.ir.types import DType
 from cimc.machine.program import View
+from cimc.quant.dialect import (
+    QAdd,
+    QAttention,
+    QEmbedding,
+    QLayerNorm,
+    QLinear,
+    QLut,
+    QMatMul,
+    QMul,
+    QRequant,
+    QRmsNorm,
+    QRotary,
+    QSoftmax,
+)
+from cimc.quant.plans import RescalePlan, RotaryPlan
+
+Lowering = Callable[[Emitter, Node, Any], None]  # (emitter, node, node.op as its class)
+LoweringTable = Mapping[type[Op], Lowering]
 
 
-class Emitter:
-    """What a node lowering sees: the builder and the views of its operands and result."""
-
-    def __init__(
-        self, b: ProgramBuilder, store: ValueStore, graph: Graph, stream: StreamSetup | None
-    ) -> None:
-        self.b = b
-        self.store = store
-        self.graph = graph
-        self.stream = stream
-
-    def operand(self, node: Node, k: int) -> View:
-        return self.store.view(node.inputs[k])
-
-    def result(self, node: Node) -> View:
-        return self.store.view(node.name)
-
-    def broadcast(self, node: Node, k: int, shape: tuple[int, ...]) -> View:
-        """Operand k as a view that broadcasts to `shape` as 1xC, Rx1, 1x1 or RxC; any
-        other broadcast is materialized with strided copies first."""
-        s = self._padded(node, k, shape)
-        if all(d == 1 for d in s[:-1]) or s[:-1] == shape[:-1]:
-            return self.operand(node, k)
-        return self.expanded(node, k, (*shape[:-1], s[-1]))
-
-    def expanded(self, node: Node, k: int, shape: tuple[int, ...]) -> View:
-        """Operand k broadcast to `shape` in a scratch region of its own."""
-        r, c = rows_cols(shape)
-        tmp = self.b.region(None, machine_dtype(self.graph.node(node.inputs[k])), r, c)
-        materialize(self.b, self.operand(node, k), self._padded(node, k, shape), tmp, shape)
-        return tmp
-
-    def _padded(self, node: Node, k: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-        own = self.graph.node(node.inputs[k]).type.shape
-        return (1,) * (len(shape) - len(own)) + own
-
-    def name(self, node: Node) -> str:
-        """The constant-name prefix of a node (its weights become `NAME.w`, ...)."""
-        return decl_name(node.name)
-
-
-Lowerer = Callable[[Emitter, Node], None]
-
-
-def _plan(node: Node) -> Any:
-    """The plan of a q-op (every q-op with a lowering holds one)."""
-    return getattr(node.op, "plan")  # noqa: B009  (Op has no `plan`; its q-op subclasses do)
-
-
-def _linear(em: Emitter, node: Node) -> None:
+def _linear(em: Emitter, node: Node, op: QLinear) -> None:
     x, y, name = em.operand(node, 0), em.result(node), em.name(node)
-    assert em.stream is not None  # setup_streaming plans every graph with a q.linear
+    assert em.stream is not None  # the map pass plans every graph with a q.linear
     slots, image = em.stream.slots[node.name], layer_image(em.stream, node.name)
-    lower_linear(em.b, x, y, _plan(node), slots=slots, name=name, weight_image=image)
+    lower_linear(em.b, x, y, op.plan, slots=slots, name=name, weight_image=image)
 
 
-def _matmul(em: Emitter, node: Node) -> None:
+def _matmul(em: Emitter, node: Node, op: QMatMul) -> None:
     """Batched a[..., M, K] @ b[..., K, N]: one 2-D product per batch index."""
-    a_t, b_t = (em.graph.node(i).type.shape for i in node.inputs)
+    a_t, b_t = em.shape(node, 0), em.shape(node, 1)
     m, k = a_t[-2], a_t[-1]
     batch = int(np.prod(node.type.shape[:-2], dtype=np.int64))
     b_batch = int(np.prod(b_t[:-2], dtype=np.int64))
@@ -105,30 +84,30 @@ def _matmul(em: Emitter, node: Node) -> None:
             rows(a, i * m, (i + 1) * m),
             rows(bm, j * k, (j + 1) * k),
             rows(y, i * m, (i + 1) * m),
-            _plan(node),
+            op.plan,
             slots=slots,
             name=em.name(node),
         )
 
 
-def _dynamic_slots(em: Emitter, a: View, k: int, n: int) -> tuple[TileSlot, ...] | None:
+def _dynamic_slots(em: Emitter, a: View, k: int, n: int) -> tuple | None:
     """Run-time operands take the macros the streaming plan left free (None: any macro)."""
-    pool = em.stream.reserved if em.stream is not None else ()
+    pool = em.reserved_macros()
     if not pool:
         return None
     slots = place_tiles(em.b, k, n, split=auto_split(em.b, a, n))
     return tuple(replace(s, macro=pool[s.macro % len(pool)]) for s in slots)
 
 
-def _binary(function: Callable[..., None]) -> Lowerer:
+def _binary(function: Callable[..., None]) -> Lowering:
     """add / mul: the full-shape operand first, the other as a 2-D broadcast."""
 
-    def lower(em: Emitter, node: Node) -> None:
-        shapes = [em.graph.node(i).type.shape for i in node.inputs]
-        plan = _plan(node)
+    def lower(em: Emitter, node: Node, op: QAdd | QMul) -> None:
+        shapes = [em.shape(node, 0), em.shape(node, 1)]
+        plan: Any = op.plan
         first = 1 if shapes[0] != node.type.shape and shapes[1] == node.type.shape else 0
-        if first == 1 and function is lower_add:  # a*Ma + b*Mb is symmetric
-            plan = replace(plan, mult_a=plan.mult_b, mult_b=plan.mult_a)
+        if first == 1 and isinstance(op, QAdd):  # a*Ma + b*Mb is symmetric
+            plan = replace(op.plan, mult_a=op.plan.mult_b, mult_b=op.plan.mult_a)
         full = em.operand(node, first)
         if shapes[first] != node.type.shape:
             full = em.expanded(node, first, node.type.shape)
@@ -138,56 +117,51 @@ def _binary(function: Callable[..., None]) -> Lowerer:
     return lower
 
 
-def _requant(em: Emitter, node: Node) -> None:
-    from cimc.quant.plans import RescalePlan
-
-    lower_rescale(em.b, em.operand(node, 0), em.result(node), RescalePlan(_plan(node)))
+def _requant(em: Emitter, node: Node, op: QRequant) -> None:
+    lower_rescale(em.b, em.operand(node, 0), em.result(node), RescalePlan(op.plan))
 
 
-def _lut(em: Emitter, node: Node) -> None:
+def _lut(em: Emitter, node: Node, op: QLut) -> None:
     name = f"{em.name(node)}.lut"
-    lower_unary(em.b, em.operand(node, 0), em.result(node), _plan(node), name=name)
+    lower_unary(em.b, em.operand(node, 0), em.result(node), op.plan, name=name)
 
 
-def _norm(em: Emitter, node: Node) -> None:
-    lower_norm(em.b, em.operand(node, 0), em.result(node), _plan(node), name=em.name(node))
+def _norm(em: Emitter, node: Node, op: QLayerNorm | QRmsNorm) -> None:
+    lower_norm(em.b, em.operand(node, 0), em.result(node), op.plan, name=em.name(node))
 
 
-def _embedding(em: Emitter, node: Node) -> None:
-    lower_embedding(em.b, em.operand(node, 0), em.result(node), _plan(node), name=em.name(node))
+def _embedding(em: Emitter, node: Node, op: QEmbedding) -> None:
+    lower_embedding(em.b, em.operand(node, 0), em.result(node), op.plan, name=em.name(node))
 
 
-def _softmax(em: Emitter, node: Node) -> None:
+def _softmax(em: Emitter, node: Node, op: QSoftmax) -> None:
     mask = em.broadcast(node, 1, node.type.shape) if len(node.inputs) > 1 else None
     lower_softmax(
-        em.b, em.operand(node, 0), em.result(node), _plan(node), mask=mask, name=em.name(node)
+        em.b, em.operand(node, 0), em.result(node), op.plan, mask=mask, name=em.name(node)
     )
 
 
-def _attention(em: Emitter, node: Node) -> None:
-    """Operands [B, H, S, D] are stored head-major: [B*H*S x D] views."""
+def _heads(view: View, shape: tuple[int, ...]) -> Heads:
+    """A [B, H, S, D] value stored head-major: a [B*H*S x D] view."""
+    return Heads(view, shape[0], shape[1], shape[2], shape[3], head_major=True)
 
-    def heads(view: View, shape: tuple[int, ...]) -> Heads:
-        return Heads(view, shape[0], shape[1], shape[2], shape[3], head_major=True)
 
-    q, k, v = (
-        heads(em.operand(node, i), em.graph.node(node.inputs[i]).type.shape) for i in range(3)
-    )
+def _attention(em: Emitter, node: Node, op: QAttention) -> None:
+    q, k, v = (_heads(em.operand(node, i), em.shape(node, i)) for i in range(3))
     mask = None
     if len(node.inputs) == 4:
         mask = _attention_mask(em, node, q.batch, q.seq, k.seq)
-    out = heads(em.result(node), node.type.shape)
-    macros = em.stream.reserved if em.stream is not None and em.stream.reserved else None
-    lower_attention(em.b, q, k, v, out, _plan(node), mask=mask, name=em.name(node), macros=macros)
+    out = _heads(em.result(node), node.type.shape)
+    macros = em.reserved_macros() or None
+    lower_attention(em.b, q, k, v, out, op.plan, mask=mask, name=em.name(node), macros=macros)
 
 
 def _attention_mask(em: Emitter, node: Node, batch: int, sq: int, sk: int) -> View:
     """The bool mask as [B x Sk] (same for every head and query) or [B*Sq x Sk]."""
-    shape = em.graph.node(node.inputs[3]).type.shape
+    shape = em.shape(node, 3)
     m = (1,) * (4 - len(shape)) + shape
-    view = em.operand(node, 3)
     if m[1] == 1 and m[0] == batch and m[2] in (1, sq) and m[3] == sk:
-        return view
+        return em.operand(node, 3)
     raise CimcError(
         f"attention mask of shape {list(shape)} is not [B, 1, 1 or Sq, Sk]; per-head masks "
         "have no lowering yet",
@@ -195,18 +169,20 @@ def _attention_mask(em: Emitter, node: Node, batch: int, sq: int, sk: int) -> Vi
     )
 
 
-def _rotary(em: Emitter, node: Node) -> None:
+def _rotary(em: Emitter, node: Node, op: QRotary) -> None:
     """[B, H, S, D] values are head-major views; other ranks go as plain views."""
-    x, y = em.operand(node, 0), em.result(node)
+    x: View | Heads = em.operand(node, 0)
+    y: View | Heads = em.result(node)
     if len(node.type.shape) == 4:
-        bt, h, s, d = node.type.shape
-        x, y = Heads(x, bt, h, s, d, head_major=True), Heads(y, bt, h, s, d, head_major=True)  # type: ignore[assignment]
-    lower_rotary(em.b, x, y, _table_plan(node), name=em.name(node))
+        x, y = (
+            _heads(em.operand(node, 0), node.type.shape),
+            _heads(em.result(node), node.type.shape),
+        )
+    lower_rotary(em.b, x, y, _table_plan(node, op.plan), name=em.name(node))
 
 
-def _table_plan(node: Node) -> Any:
+def _table_plan(node: Node, plan: RotaryPlan) -> RotaryPlan:
     """The rotary plan with [S, D] tables: exporters may give [1, 1, S, D] (same values)."""
-    plan = _plan(node)
     cos, sin = plan.cos, plan.sin
     if cos.ndim > 2 and all(d == 1 for d in cos.shape[:-2] + sin.shape[:-2]):
         return replace(plan, cos=cos.reshape(cos.shape[-2:]), sin=sin.reshape(sin.shape[-2:]))
@@ -215,17 +191,64 @@ def _table_plan(node: Node) -> Any:
     return plan
 
 
-LOWERINGS: dict[str, Lowerer] = {
-    "q.linear": _linear,
-    "q.matmul": _matmul,
-    "q.add": _binary(lower_add),
-    "q.mul": _binary(lower_mul),
-    "q.requant": _requant,
-    "q.lut": _lut,
-    "q.layer_norm": _norm,
-    "q.rms_norm": _norm,
-    "q.softmax": _softmax,
-    "q.attention": _attention,
-    "q.embedding": _embedding,
-    "q.rotary": _rotary,
+# ---------------------------------------------------------------- data movement
+
+
+def _transpose(em: Emitter, node: Node, op: Transpose) -> None:
+    transpose(em.b, em.operand(node, 0), em.shape(node, 0), op.perm, em.result(node))
+
+
+def _slice(em: Emitter, node: Node, op: Slice) -> None:
+    x, shape = em.operand(node, 0), em.shape(node, 0)
+    slice_axis(em.b, x, shape, op.axis, op.start, op.stop, op.step, em.result(node))
+
+
+def _gather(em: Emitter, node: Node, op: Gather) -> None:
+    x, shape = em.operand(node, 0), em.shape(node, 0)
+    slice_axis(em.b, x, shape, op.axis, op.index, op.index + 1, 1, em.result(node))
+
+
+def _concat(em: Emitter, node: Node, op: Concat) -> None:
+    srcs = [(em.operand(node, k), em.shape(node, k)) for k in range(len(node.inputs))]
+    concat(em.b, srcs, op.axis % len(node.type.shape), em.result(node), node.type.shape)
+
+
+def _expand(em: Emitter, node: Node, op: Expand) -> None:
+    s = em.shape(node, 0)
+    s = (1,) * (len(node.type.shape) - len(s)) + s
+    materialize(em.b, em.operand(node, 0), s, em.result(node), node.type.shape)
+
+
+def _cast(em: Emitter, node: Node, op: Cast) -> None:
+    """To bool: x != 0 as i8 0/1 (`sel`); between integer types: a range-checked `mov`."""
+    b, to_bool = em.b, node.type.dtype is DType.BOOL
+
+    def body(sc: Scratch, ins: list[View], out: View) -> None:
+        if to_bool:
+            b.emit(sc.core, "sel", out, ins[0], 1, 0)
+        else:
+            b.emit(sc.core, "mov", out, ins[0])
+
+    rowwise(b, [em.operand(node, 0)], em.result(node), body, 0)
+
+
+LOWERINGS: dict[type[Op], Lowering] = {
+    QLinear: _linear,
+    QMatMul: _matmul,
+    QAdd: _binary(lower_add),
+    QMul: _binary(lower_mul),
+    QRequant: _requant,
+    QLut: _lut,
+    QLayerNorm: _norm,
+    QRmsNorm: _norm,
+    QSoftmax: _softmax,
+    QAttention: _attention,
+    QEmbedding: _embedding,
+    QRotary: _rotary,
+    Transpose: _transpose,
+    Slice: _slice,
+    Gather: _gather,
+    Concat: _concat,
+    Expand: _expand,
+    Cast: _cast,
 }

@@ -1,10 +1,10 @@
 """The tiled MVM engine shared by linear, matmul and attention: tile slots, weight
 sources, placement helpers and a tile loader that pipelines weight DMAs.
 
-A `TileSlot` is a weight tile (rows k0:k1 = reduction, columns n0:n1 = outputs) at a
-window of one macro of one core. `mvm_tiles` accumulates x @ W over the slots of one
-column block with `mvm` / `mvm.acc`; `TileLoader` writes each tile right before its
-first MVM, skipping tiles the builder knows are resident.
+A `PlacedTile` (cimc/backend/plan/mapping.py) is a weight tile (rows k0:k1 = reduction,
+columns n0:n1 = outputs) at a window of one macro of one core. `mvm_tiles` accumulates
+x @ W over the tiles of one column block with `mvm` / `mvm.acc`; `TileLoader` writes each
+tile right before its first MVM, skipping tiles a macro already holds.
 """
 
 from __future__ import annotations
@@ -14,24 +14,9 @@ from dataclasses import dataclass
 
 from cimc.backend.builder.alloc import cols, split_even, sub
 from cimc.backend.builder.asm import ProgramBuilder
-from cimc.backend.plan.mapping import Placement
+from cimc.backend.plan.mapping import PlacedTile, Placement
 from cimc.errors import CimcError
 from cimc.machine.program import MacroRef, View
-
-
-@dataclass(frozen=True)
-class TileSlot:
-    """Weight rows k0:k1 and columns n0:n1, held at (r0, c0) of `macro` on `core`."""
-
-    k0: int
-    k1: int
-    n0: int
-    n1: int
-    core: int
-    macro: int
-    r0: int = 0
-    c0: int = 0
-
 
 TileKey = tuple[int, int, int, int]  # (k0, k1, n0, n1) of a weight tile
 
@@ -51,7 +36,7 @@ class WeightRef:
     key: object = None
     image: Mapping[TileKey, View] | None = None
 
-    def tile(self, s: TileSlot) -> View:
+    def tile(self, s: PlacedTile) -> View:
         if self.image is not None:
             return self.image[(s.k0, s.k1, s.n0, s.n1)]
         assert self.view is not None
@@ -101,7 +86,7 @@ def auto_split(b: ProgramBuilder, x: View, n: int) -> str:
 
 def place_tiles(
     b: ProgramBuilder, k: int, n: int, cores: Sequence[int] | None = None, split: str = "n"
-) -> tuple[TileSlot, ...]:
+) -> tuple[PlacedTile, ...]:
     """A simple placement: output column blocks (split="n") or reduction blocks
     (split="k", partial sums reduced over cores) spread evenly over `cores`; each core's
     tiles take its macros round robin at window (0, 0)."""
@@ -120,21 +105,17 @@ def place_tiles(
     for ni, (n0, n1) in enumerate(nc):
         for ki, (k0, k1) in enumerate(kc):
             core = owner[ni if split == "n" else ki]
-            slots.append(TileSlot(k0, k1, n0, n1, core, count[core] % b.arch.core.macros))
+            slots.append(PlacedTile.at(k0, k1, n0, n1, core, count[core] % b.arch.core.macros))
             count[core] += 1
     return tuple(slots)
 
 
-def slots_from_placement(placement: Placement, layer: str, copy: int = 0) -> tuple[TileSlot, ...]:
+def slots_from_placement(placement: Placement, layer: str, copy: int = 0) -> tuple[PlacedTile, ...]:
     """The tiles of `layer` (copy `copy`) as placed by cimc.backend.plan.mapping.place."""
-    return tuple(
-        TileSlot(pt.tile.k0, pt.tile.k1, pt.tile.n0, pt.tile.n1, pt.core, pt.macro, pt.r0, pt.c0)
-        for pt in placement.tiles
-        if pt.tile.layer == layer and pt.copy == copy
-    )
+    return tuple(pt for pt in placement.tiles if pt.tile.layer == layer and pt.copy == copy)
 
 
-def tile_window(s: TileSlot) -> MacroRef:
+def tile_window(s: PlacedTile) -> MacroRef:
     return MacroRef(s.macro, s.r0, s.r0 + s.k1 - s.k0, s.c0, s.c0 + s.n1 - s.n0)
 
 
@@ -156,7 +137,7 @@ class TileLoader:
         b: ProgramBuilder,
         core: int,
         w: WeightRef,
-        order: Sequence[TileSlot] = (),
+        order: Sequence[PlacedTile] = (),
         staging: Sequence[View] = (),
     ) -> None:
         self.b, self.core, self.w = b, core, w
@@ -165,10 +146,10 @@ class TileLoader:
         self.turn = 0
         self.staged: dict[int, View] = {}
 
-    def _key(self, s: TileSlot) -> object:
+    def _key(self, s: PlacedTile) -> object:
         return None if self.w.key is None else (self.w.key, s.k0, s.k1, s.n0, s.n1)
 
-    def _stage(self, i: int, s: TileSlot) -> View:
+    def _stage(self, i: int, s: PlacedTile) -> View:
         """The tile's source, DMA'd into the next staging buffer when it is in dram/flash."""
         src = self.w.tile(s)
         if src.space in ("sp", "gb"):
@@ -182,7 +163,7 @@ class TileLoader:
         self.b.emit(self.core, "dma", stage, src)
         return stage
 
-    def ensure(self, s: TileSlot) -> MacroRef:
+    def ensure(self, s: PlacedTile) -> MacroRef:
         """Make the macro window of `s` hold its tile; returns the window."""
         i = self.pos if self.pos < len(self.order) and self.order[self.pos] == s else -1
         self.pos += i >= 0
@@ -210,7 +191,7 @@ def mvm_tiles(
     acc: View,
     x: View,
     kbase: int,
-    slots: Sequence[TileSlot],
+    slots: Sequence[PlacedTile],
     loader: TileLoader,
     accumulate: bool = False,
 ) -> None:

@@ -17,24 +17,52 @@ from collections.abc import Sequence
 
 from cimc.backend.plan.workload import DynamicMatmul, MatmulLayer, VectorWork, WorkItem, Workload
 from cimc.ir.graph import Graph, Node
+from cimc.ir.op_base import Op
+from cimc.ir.ops import (
+    Attention,
+    Constant,
+    Input,
+    LayerNorm,
+    Linear,
+    MatMul,
+    Reshape,
+    RmsNorm,
+    Rotary,
+    Softmax,
+)
 from cimc.ir.types import TensorType
+from cimc.machine.arch import Arch
+from cimc.quant.dialect import (
+    QAdd,
+    QAttention,
+    QConstant,
+    QLayerNorm,
+    QLinear,
+    QMatMul,
+    QMul,
+    QRmsNorm,
+    QRotary,
+    QSoftmax,
+    RunTimeMacroOperands,
+)
 
-FREE_OPS = frozenset({"input", "constant", "q.constant", "reshape"})
-LINEAR_OPS = frozenset({"linear", "q.linear"})
-MATMUL_OPS = frozenset({"matmul", "q.matmul"})
-ATTENTION_OPS = frozenset({"attention", "q.attention"})
-# Vector-unit operations per output element of the integer recipes (DESIGN.md).
-VECTOR_OPS = {
-    "layer_norm": 8,
-    "q.layer_norm": 8,
-    "rms_norm": 6,
-    "q.rms_norm": 6,
-    "softmax": 6,
-    "q.softmax": 6,
-    "rotary": 4,
-    "q.rotary": 4,
-    "q.add": 3,
-    "q.mul": 2,
+FREE_OPS: tuple[type[Op], ...] = (Input, Constant, QConstant, Reshape)
+CONSTANTS: tuple[type[Op], ...] = (Constant, QConstant)
+LINEAR_OPS: tuple[type[Op], ...] = (Linear, QLinear)
+MATMUL_OPS: tuple[type[Op], ...] = (MatMul, QMatMul)
+ATTENTION_OPS: tuple[type[Op], ...] = (Attention, QAttention)
+# Vector-unit operations per output element of the integer recipes (cimc/quant/recipes.py).
+VECTOR_OPS: dict[type[Op], int] = {
+    LayerNorm: 8,
+    QLayerNorm: 8,
+    RmsNorm: 6,
+    QRmsNorm: 6,
+    Softmax: 6,
+    QSoftmax: 6,
+    Rotary: 4,
+    QRotary: 4,
+    QAdd: 3,
+    QMul: 2,
 }
 SOFTMAX_OPS_PER_SCORE = 6  # max, subtract, exp table, sum, divide, requantize
 
@@ -45,7 +73,7 @@ def workload_from_graph(graph: Graph) -> Workload:
     provides: dict[str, tuple[str, ...]] = {}  # node -> work items its value depends on
     for node in graph.nodes():
         deps = _deps(node, provides)
-        if node.op.NAME in FREE_OPS:
+        if type(node.op) in FREE_OPS:
             provides[node.name] = deps
             continue
         made = _lower(graph, node, deps)
@@ -63,7 +91,7 @@ def _deps(node: Node, provides: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
 
 
 def _lower(graph: Graph, node: Node, deps: tuple[str, ...]) -> list[WorkItem]:
-    name, kind = node.name, node.op.NAME
+    name, kind = node.name, type(node.op)
     types = graph.input_types(node)
     if kind in LINEAR_OPS or (kind in MATMUL_OPS and _constant_matrix(graph, node)):
         k, n = _weight_shape(node, types)
@@ -83,22 +111,21 @@ def _elements(graph: Graph, node: Node) -> int:
     sizes = [math.prod(node.type.shape)]
     for name in node.inputs:
         operand = graph.node(name)
-        if operand.op.NAME not in ("constant", "q.constant"):
+        if type(operand.op) not in CONSTANTS:
             sizes.append(math.prod(operand.type.shape))
     return max(1, *sizes)
 
 
 def _weight_shape(node: Node, types: Sequence[TensorType]) -> tuple[int, int]:
-    plan = getattr(node.op, "plan", None)
-    weight = getattr(plan, "weight", None)
-    if weight is not None:  # q.linear keeps its int8 weight in the plan
-        return int(weight.shape[0]), int(weight.shape[1])
+    if isinstance(node.op, QLinear):  # q.linear keeps its int8 weight in the plan
+        k, n = node.op.plan.weight.shape
+        return int(k), int(n)
     return types[1].shape[0], types[1].shape[1]
 
 
 def _constant_matrix(graph: Graph, node: Node) -> bool:
     right = graph.node(node.inputs[1])
-    return right.op.NAME == "constant" and right.type.rank == 2
+    return type(right.op) is Constant and right.type.rank == 2
 
 
 def _rows(x: TensorType) -> int:
@@ -118,3 +145,19 @@ def _attention(name: str, types: Sequence[TensorType], deps: tuple[str, ...]) ->
         VectorWork(f"{name}.softmax", scores, SOFTMAX_OPS_PER_SCORE, (f"{name}.qk",)),
         DynamicMatmul(f"{name}.pv", keys, value_dim, queries, count, (f"{name}.softmax",)),
     ]
+
+
+def reserved_macros(graph: Graph, arch: Arch) -> int:
+    """Macros per core kept from the weights for run-time operands: the K^T and V tiles of
+    one attention head, or a matmul's right operand (at most all macros but one)."""
+    rows, cols = arch.macro.rows, arch.macro.cols
+    need = 0
+    for node in graph.nodes():
+        if isinstance(node.op, RunTimeMacroOperands):
+            shapes = node.op.macro_operands(graph.input_types(node))
+            need = max(need, sum(_tiles(k, n, rows, cols) for k, n in shapes))
+    return min(need, arch.core.macros - 1)
+
+
+def _tiles(k: int, n: int, rows: int, cols: int) -> int:
+    return -(-k // rows) * -(-n // cols)

@@ -30,7 +30,7 @@ from cimc.backend.plan.tiling import MacroImage, Tile, pack
 from cimc.backend.plan.workload import MatmulLayer, Workload
 from cimc.errors import CimcError
 
-Slot = tuple[int, int]  # (core, macro index within the core)
+MacroId = tuple[int, int]  # (core, macro index within the core)
 REDUCTION_GROUP = 6  # tiles of one column block chained on one core at most
 
 
@@ -46,12 +46,38 @@ class PlacedMacro:
 
 @dataclass(frozen=True)
 class PlacedTile:
+    """`tile` (weight rows k0:k1, columns n0:n1) held at (r0, c0) of macro `macro` on core
+    `core`; `copy` > 0 marks a duplicate. The one placement type of planner and lowering."""
+
     tile: Tile
-    copy: int
     core: int
     macro: int
-    r0: int
-    c0: int
+    r0: int = 0
+    c0: int = 0
+    copy: int = 0
+
+    @classmethod
+    def at(
+        cls, k0: int, k1: int, n0: int, n1: int, core: int, macro: int, r0: int = 0, c0: int = 0
+    ) -> PlacedTile:
+        """A block of a run-time operand (or of a weight placed without the planner)."""
+        return cls(Tile("", -1, -1, -1, k0, k1, n0, n1), core, macro, r0, c0)
+
+    @property
+    def k0(self) -> int:
+        return self.tile.k0
+
+    @property
+    def k1(self) -> int:
+        return self.tile.k1
+
+    @property
+    def n0(self) -> int:
+        return self.tile.n0
+
+    @property
+    def n1(self) -> int:
+        return self.tile.n1
 
 
 @dataclass(frozen=True)
@@ -66,13 +92,13 @@ class Placement:
     @property
     def tiles(self) -> tuple[PlacedTile, ...]:
         return tuple(
-            PlacedTile(w.tile, pm.copy, pm.core, pm.macro, w.r0, w.c0)
+            PlacedTile(w.tile, pm.core, pm.macro, w.r0, w.c0, pm.copy)
             for pm in self.macros
             for w in pm.image.windows
         )
 
     @property
-    def slots(self) -> tuple[Slot, ...]:
+    def slots(self) -> tuple[MacroId, ...]:
         return tuple((pm.core, pm.macro) for pm in self.macros)
 
     @property
@@ -91,14 +117,14 @@ class Placement:
         return tuple((name, n) for name, n in self.copies if n > 1)
 
 
-def all_slots(target: Target) -> tuple[Slot, ...]:
+def all_slots(target: Target) -> tuple[MacroId, ...]:
     return tuple((c, m) for c in range(target.cores) for m in range(target.macros_per_core))
 
 
 def place(
     tiles: Sequence[Tile],
     target: Target,
-    slots: Sequence[Slot] | None = None,
+    slots: Sequence[MacroId] | None = None,
     *,
     span: int | None = None,
     workload: Workload | None = None,
@@ -123,7 +149,7 @@ def place(
 class _FreeSlots:
     """Free macros per core, handed out in snake order starting from a cursor core."""
 
-    def __init__(self, target: Target, slots: Sequence[Slot]) -> None:
+    def __init__(self, target: Target, slots: Sequence[MacroId]) -> None:
         valid = set(all_slots(target))
         if len(set(slots)) != len(slots) or not set(slots) <= valid:
             raise CimcError("slots must be distinct macros of the target", f"target {target.name}")
@@ -135,13 +161,13 @@ class _FreeSlots:
     def count(self) -> int:
         return sum(len(ms) for ms in self.free.values())
 
-    def take(self, n: int) -> list[Slot]:
+    def take(self, n: int) -> list[MacroId]:
         """`n` slots: whole on the first core from the cursor that fits (the cursor then
         moves past it: the next unit goes to another core), else split."""
         rotation = self.order[self.cursor :] + self.order[: self.cursor]
         whole = next((c for c in rotation if len(self.free[c]) >= n), None)
         cores = [whole] if whole is not None else rotation
-        taken: list[Slot] = []
+        taken: list[MacroId] = []
         for core in cores:
             while self.free[core] and len(taken) < n:
                 taken.append((core, self.free[core].pop(0)))

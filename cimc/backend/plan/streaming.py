@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from cimc.backend.plan.mapping import Placement, Slot, all_slots, place
+from cimc.backend.plan.mapping import MacroId, Placement, all_slots, place
 from cimc.backend.plan.target import Source, Target
-from cimc.backend.plan.tiling import Tile, pack, tile_workload
+from cimc.backend.plan.tiling import Tile, TilingPlan, pack, tile_workload
 from cimc.backend.plan.timing import phase_computes, timeline
 from cimc.backend.plan.workload import Workload
 from cimc.errors import CimcError
@@ -143,6 +143,7 @@ def plan_streaming(
     reserve_per_core: int = 0,
     fill: bool = False,
     cold: bool = False,
+    tiling: TilingPlan | None = None,
 ) -> StreamPlan:
     """Phases, placements and image layout of `workload` on `target` under `policy`.
 
@@ -150,7 +151,8 @@ def plan_streaming(
     run-time operands (attention K^T and V tiles); `pin_fraction` of the rest is pinned
     under `pin-what-fits`; `auto` tries every policy (and several pin fractions);
     `fill` splits columns to fill every phase (see the module doc); `cold`: `auto` ranks
-    plans by the first inference (every weight loaded) instead of the steady state.
+    plans by the first inference (every weight loaded) instead of the steady state;
+    `tiling`: the workload's tiles for the target's macros, when already made.
     """
     if policy not in (*POLICIES, "auto"):
         names = ", ".join((*POLICIES, "auto"))
@@ -163,12 +165,15 @@ def plan_streaming(
             "streaming options",
         )
     slots = tuple(s for s in all_slots(target) if s[1] < usable)
-    tiles = tile_workload(workload, target.rows, target.cols).tiles
+    tiling = tiling or tile_workload(workload, target.rows, target.cols)
+    tiles = tiling.tiles
     if len(pack(tiles, target.rows, target.cols, span)) <= len(slots):  # all resident
         placement = place(tiles, target, slots, span=span, workload=workload, duplicate=duplicate)
         return _finish(workload, target, policy, source, [(-1, placement)])
     if policy == "auto":
-        return _best(workload, target, source, span, duplicate, reserve_per_core, fill, cold)
+        return _best(
+            workload, target, source, span, duplicate, reserve_per_core, fill, cold, tiling
+        )
     banks = _banks(target, usable, policy, pin_fraction)
     groups = _split(tiles, target, span, banks, fill)
     phases = [(bank, place(ts, target, banks[bank], span=span)) for bank, ts in groups]
@@ -184,6 +189,7 @@ def _best(
     reserve_per_core: int,
     fill: bool,
     cold: bool = False,
+    tiling: TilingPlan | None = None,
 ) -> StreamPlan:
     """The fastest plan over policies and pin fractions; ties: fewer bytes per inference.
     `cold` compares first inferences (a program that runs once), else steady states."""
@@ -199,6 +205,7 @@ def _best(
             pin_fraction=fraction,
             reserve_per_core=reserve_per_core,
             fill=fill,
+            tiling=tiling,
         )
 
     m = target.macros_per_core - reserve_per_core
@@ -215,7 +222,7 @@ def _best(
 
 def _banks(
     target: Target, usable: int, policy: Policy, pin_fraction: float
-) -> dict[int, tuple[Slot, ...]]:
+) -> dict[int, tuple[MacroId, ...]]:
     """Slots per bank among each core's first `usable` macros: 0, 1, and -1 pinned."""
     slots = tuple(s for s in all_slots(target) if s[1] < usable)
     if policy == "sequential":
@@ -244,7 +251,7 @@ def _split(
     tiles: Sequence[Tile],
     target: Target,
     span: int | None,
-    banks: dict[int, tuple[Slot, ...]],
+    banks: dict[int, tuple[MacroId, ...]],
     fill: bool,
 ) -> list[tuple[int, list[Tile]]]:
     """Greedy phases over column blocks in program order, as (bank, tiles)."""
@@ -269,7 +276,7 @@ def _split(
 class _Phaser:
     """The phase being filled: its bank, full-tile count and partial tiles."""
 
-    def __init__(self, target: Target, span: int | None, banks: dict[int, tuple[Slot, ...]]):
+    def __init__(self, target: Target, span: int | None, banks: dict[int, tuple[MacroId, ...]]):
         self.target, self.span, self.banks = target, span, banks
         self.stream_banks = [b for b in sorted(banks) if b >= 0]
         self.bank = -1 if -1 in banks else self.stream_banks[0]

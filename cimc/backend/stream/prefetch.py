@@ -39,15 +39,13 @@ import numpy as np
 from cimc.backend.builder.alloc import cols
 from cimc.backend.builder.asm import ProgramBuilder
 from cimc.backend.builder.values import decl_name
-from cimc.backend.lower.tiles import TileSlot
-from cimc.backend.plan.from_graph import workload_from_graph
-from cimc.backend.plan.streaming import POLICIES, Policy, StreamPlan, plan_streaming
-from cimc.backend.plan.target import Target
+from cimc.backend.plan.mapping import PlacedTile
+from cimc.backend.plan.streaming import StreamPlan
 from cimc.backend.stream.clock import EmitClock
-from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.machine.program import Instr, View
+from cimc.quant.dialect import QLinear
 
 IMAGE = "weights.img"
 STAGES = 3  # staging buffers per core: pieces loaded ahead of their first use
@@ -63,16 +61,16 @@ class Piece:
     offset: int  # in the image
     nbytes: int
     layer: int  # program position of its first tile's layer
-    tiles: tuple[tuple[TileSlot, TileId, int], ...]  # (slot, key, offset in the piece)
+    tiles: tuple[tuple[PlacedTile, TileId, int], ...]  # (slot, key, offset in the piece)
 
 
 @dataclass
 class StreamSetup:
-    """What compile_graph needs to emit a streamed program."""
+    """What the lowerings need of a streamed program: the image, each layer's tiles."""
 
     plan: StreamPlan
     blob: View
-    slots: dict[str, tuple[TileSlot, ...]]  # graph node name -> its tiles' slots
+    slots: dict[str, tuple[PlacedTile, ...]]  # graph node name -> its tiles' slots
     image: dict[tuple[int, int, int, int], View] = field(default_factory=dict)
     reserved: tuple[int, ...] = ()  # macro indices left for run-time operands
 
@@ -88,13 +86,11 @@ def declare_image(
         t = e.tile
         data[0, e.offset : e.offset + t.cells] = weights[t.layer][t.k0 : t.k1, t.n0 : t.n1].ravel()
     blob = b.const(IMAGE, data, "i8")
-    slots: dict[str, list[TileSlot]] = {}
+    slots: dict[str, list[PlacedTile]] = {}
     for phase in plan.phases:
         for pt in phase.placement.tiles:
             if pt.copy == 0:
-                t = pt.tile
-                slot = TileSlot(t.k0, t.k1, t.n0, t.n1, pt.core, pt.macro, pt.r0, pt.c0)
-                slots.setdefault(t.layer, []).append(slot)
+                slots.setdefault(pt.tile.layer, []).append(pt)
     for e in plan.image:  # a readable map of the image in the program header
         t = e.tile
         b.note(f"{IMAGE}+{e.offset}: {names[t.layer]}.w[{t.k0}:{t.k1}, {t.n0}:{t.n1}]")
@@ -120,13 +116,10 @@ def _pieces(setup: StreamSetup, names: dict[str, str], chunk: int) -> list[Piece
     for phase in setup.plan.phases:
         for pt in phase.placement.tiles:
             if pt.copy == 0:
-                t = pt.tile
-                where[(t.layer, t.k0, t.n0)] = TileSlot(
-                    t.k0, t.k1, t.n0, t.n1, pt.core, pt.macro, pt.r0, pt.c0
-                )
+                where[(pt.tile.layer, pt.k0, pt.n0)] = pt
     layer_index = {names[e.tile.layer]: e.tile.layer_index for e in setup.plan.image}
     pieces: list[Piece] = []
-    run: list[tuple[TileSlot, TileId, int]] = []
+    run: list[tuple[PlacedTile, TileId, int]] = []
     start = phase_of = end = -1
 
     def close() -> None:
@@ -342,27 +335,23 @@ def _staging(b: ProgramBuilder, core: int, size: int) -> list[View]:
     return [b.alloc(core, "i8", 1, size) for _ in range(count)]
 
 
-def setup_streaming(b: ProgramBuilder, graph: Graph, policy: Policy) -> StreamSetup | None:
-    """Plan the static weights of `graph` under `policy`, declare the image and install
-    the prefetcher on `b`; None when the graph has no static-weight layer."""
-    if policy not in (*POLICIES, "auto"):
-        choices = ", ".join((*POLICIES, "auto"))
-        raise CimcError(f"unknown streaming policy {policy!r}; use one of {choices}", "streaming")
-    layers = {n.name: n for n in graph.nodes() if n.op.NAME == "q.linear"}
-    if not layers:
+def emit_streaming(
+    b: ProgramBuilder, graph: Graph, plan: StreamPlan | None, reserve: int
+) -> StreamSetup | None:
+    """Declare the image of `plan` (the map pass's streaming plan of `graph`'s static
+    weights) and install the prefetcher on `b`; None when there is no plan. `reserve`
+    macros per core (the last ones) stay free for run-time operands."""
+    if plan is None:
         return None
-    workload = workload_from_graph(graph)
-    target = _target(b)
-    reserve = reserved_macros(graph, b.arch)
-    plan = plan_streaming(workload, target, policy, reserve_per_core=reserve, cold=True)
+    layers = {n.name: n.op for n in graph.nodes() if isinstance(n.op, QLinear)}
     names = {name: decl_name(name) for name in layers}
-    weights = {name: np.asarray(node.op.plan.weight) for name, node in layers.items()}  # type: ignore[attr-defined]
+    weights = {name: np.asarray(op.plan.weight) for name, op in layers.items()}
     setup = declare_image(b, plan, weights, names)
     macros = b.arch.core.macros
     setup.reserved = tuple(range(macros - reserve, macros))
     m = b.arch.macro_bytes
     chunk = max(m, min(CHUNK_TILES * m, b.arch.core.scratchpad_bytes // 16))
-    comments = {names[n]: " ".join(node.where.split()) for n, node in layers.items()}
+    comments = {names[n]: " ".join(graph.node(n).where.split()) for n in layers}
     hook = Prefetcher(b, setup, names, chunk, comments)
     b.hook = hook
     hook.start()
@@ -381,27 +370,3 @@ def lookahead_bytes(arch: Arch) -> int:
     (with hoist.py): 64k cycles 1.166, 72k 1.155, 80k 1.137, 88k 1.151, 96k 1.158; at 2, 4
     and 8 layers 80k gives 1.235, 1.160, 1.162 against 64k's 1.253, 1.171, 1.178."""
     return int(LOOKAHEAD_CYCLES * arch.dram_bytes_per_cycle)
-
-
-def _target(b: ProgramBuilder) -> Target:
-    return Target.from_arch(b.arch)
-
-
-def reserved_macros(graph: Graph, arch: Arch) -> int:
-    """Macros per core kept from the weights for run-time operands: the K^T and V tiles of
-    one attention head, or a matmul's right operand (at most all macros but one)."""
-    rows, cols = arch.macro.rows, arch.macro.cols
-    need = 0
-    for node in graph.nodes():
-        shapes = graph.input_types(node)
-        if node.op.NAME in ("q.attention", "decode.attention"):
-            d, sk, dv = shapes[0].shape[-1], shapes[1].shape[-2], shapes[2].shape[-1]
-            sk = getattr(node.op, "capacity", sk)  # decode: the keys are the whole KV cache
-            need = max(need, _tiles(d, sk, rows, cols) + _tiles(sk, dv, rows, cols))
-        elif node.op.NAME == "q.matmul":
-            need = max(need, _tiles(shapes[1].shape[-2], shapes[1].shape[-1], rows, cols))
-    return min(need, arch.core.macros - 1)
-
-
-def _tiles(k: int, n: int, rows: int, cols: int) -> int:
-    return -(-k // rows) * -(-n // cols)

@@ -1,0 +1,70 @@
+"""`backend`: every backend stage in order, and `compile_graph`, its one-call form.
+
+compiled = compile_graph(qgraph, load_arch("tiny"))   # tile ... merge-sends, validated
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cimc.backend.builder.compiled import Compiled
+from cimc.backend.lower.table import LOWERINGS, LoweringTable
+from cimc.backend.stages.lowering import Lower
+from cimc.backend.stages.planning import MapWeights, PlanValues, TileWeights
+from cimc.backend.stages.program import HoistConstLoads, MergeSends, StageConsts
+from cimc.ir.graph import Graph
+from cimc.machine.arch import Arch
+from cimc.passes.manager import CompositePass, Pass, PassManager, register_pass
+
+
+@register_pass
+@dataclass(frozen=True)
+class Backend(CompositePass):
+    NAME = "backend"
+
+    def passes(self) -> list[Pass]:
+        return [
+            TileWeights(),
+            MapWeights(),
+            PlanValues(),
+            Lower(),
+            StageConsts(),
+            HoistConstLoads(),
+            MergeSends(),
+        ]
+
+
+def configure_backend(
+    p: Pass,
+    arch: Arch,
+    name: str | None = None,
+    streaming: str | None = None,
+    table: LoweringTable | None = None,
+) -> Pass:
+    """`p` with what the caller knows set: the arch on tile, the streaming policy on map,
+    the program name and lowering table on lower; other passes unchanged."""
+    from dataclasses import replace
+
+    if isinstance(p, TileWeights):
+        return replace(p, target=arch)
+    if isinstance(p, MapWeights) and streaming is not None:
+        return replace(p, policy=streaming)
+    if isinstance(p, Lower):
+        return replace(p, name=name or p.name, table=table or p.table)
+    return p
+
+
+def compile_graph(
+    graph: Graph,
+    arch: Arch,
+    name: str = "model",
+    check: bool = True,
+    streaming: str = "auto",
+    table: LoweringTable = LOWERINGS,
+) -> Compiled:
+    """Lower a quantized graph to a program for `arch` by the `backend` passes (each
+    verified, the program by the validator unless check=False); `streaming` is the weight
+    streaming policy (cimc/backend/plan/streaming.py)."""
+    passes = [configure_backend(p, arch, name, streaming, table) for p in Backend().passes()]
+    result: Compiled = PassManager(passes, verify_each=check).run(graph)
+    return result

@@ -1,0 +1,41 @@
+"""`lower`: the plan level -> a program (instructions, constants, graph bindings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from cimc.backend.lower.driver import lower_graph
+from cimc.backend.lower.table import LOWERINGS, LoweringTable
+from cimc.backend.stages.planning import planned
+from cimc.errors import CimcError
+from cimc.machine.state import gc_paused
+from cimc.passes.manager import Pass, PassResult, context, register_pass
+
+
+@register_pass
+@dataclass(frozen=True)
+class Lower(Pass):
+    """emit every node's instructions, weight prefetches included, into one program."""
+
+    NAME = "lower"
+    INPUT: ClassVar[str] = "plan"
+    OUTPUT: ClassVar[str] = "program"
+    name: str = "model"  # the program is NAME.cimasm, its constants NAME.safetensors
+    table: LoweringTable | None = context()  # None: LOWERINGS; decode passes its own
+
+    def apply(self, ir: Any) -> PassResult:
+        plan = planned(self, ir)
+        if not plan.mapped or plan.values is None:
+            raise CimcError("lower needs the map and plan-values passes before it", "pipeline")
+        with gc_paused():  # builds ~10^5 instruction objects and no cycles: no GC passes
+            compiled = lower_graph(
+                plan.graph,
+                plan.arch,
+                plan.values,
+                plan.stream,
+                plan.reserve,
+                self.table or LOWERINGS,
+                self.name,
+            )
+        return PassResult(compiled, True)

@@ -1,0 +1,83 @@
+"""The plan level of the IR: a quantized graph and what the backend planned for one arch.
+
+`tile` makes it from a graph; `map` and `plan-values` fill in their plans; `lower` reads
+it. It prints as text (tiles per layer, the streaming plan's macro windows, where each
+value lives) and verifies that the plans cover the graph they were made for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cimc.backend.builder.values import ValuePlan
+from cimc.backend.plan.report import format_plan
+from cimc.backend.plan.streaming import StreamPlan
+from cimc.backend.plan.tiling import TilingPlan
+from cimc.backend.plan.workload import Workload
+from cimc.errors import CimcError
+from cimc.ir.graph import Graph
+from cimc.machine.arch import Arch
+from cimc.quant.dialect import QLinear
+
+
+@dataclass(frozen=True)
+class PlannedGraph:
+    graph: Graph  # the quantized graph (not changed by the backend)
+    arch: Arch
+    workload: Workload
+    tiling: TilingPlan  # static-weight tiles for the arch's macros
+    mapped: bool = False  # `map` ran (stream is None when there is no static weight)
+    stream: StreamPlan | None = None
+    reserve: int = 0  # macros per core left for run-time operands
+    values: ValuePlan | None = None
+
+    def verify(self) -> None:
+        layers = {n.name for n in self.graph.nodes() if isinstance(n.op, QLinear)}
+        tiled = {lt.layer.name for lt in self.tiling.layers}
+        if not layers <= tiled:
+            missing = sorted(layers - tiled)[0]
+            raise CimcError(f"the tiling has no tiles for layer %{missing}", "plan")
+        if self.stream is not None:
+            streamed = {e.tile.layer for e in self.stream.image}
+            if streamed != layers:
+                odd = sorted(streamed ^ layers)[0]
+                raise CimcError(f"the streaming plan and the graph disagree on %{odd}", "plan")
+        if self.values is not None:
+            for node in self.graph.nodes():
+                if node.name not in self.values.slots:
+                    raise CimcError(f"value %{node.name} has no storage", "plan")
+
+    def __str__(self) -> str:
+        lines = [f"// plan of @{self.graph.name} for arch '{self.arch.name}'"]
+        lines += _tiling_lines(self.tiling)
+        if self.mapped:
+            lines.append(f"// map: {self.reserve} macros per core kept for run-time operands")
+            text = format_plan(self.stream) if self.stream else "; no static weights\n"
+            lines += text.rstrip("\n").splitlines()
+        if self.values is not None:
+            lines += _value_lines(self.values)
+        return "\n".join(lines) + "\n"
+
+
+def _tiling_lines(tiling: TilingPlan) -> list[str]:
+    lines = [f"// tile: {len(tiling.tiles)} tiles of at most {tiling.rows}x{tiling.cols}"]
+    for lt in tiling.layers:
+        layer = lt.layer
+        lines.append(
+            f"tile %{layer.name} [{layer.k} x {layer.n}] x{layer.vectors} vectors:"
+            f" k cuts {list(lt.k_cuts)}, n cuts {list(lt.n_cuts)}"
+        )
+    return lines
+
+
+def _value_lines(values: ValuePlan) -> list[str]:
+    pools = ", ".join(f"{space} {n} bytes" for space, n in sorted(values.pool_bytes.items()))
+    lines = [f"// plan-values: pools {pools or 'none'}"]
+    for name, where in values.slots.items():
+        place = where.kind
+        if where.kind == "pool":
+            place = f"pool {where.space}+{where.offset}"
+        elif where.kind == "alias":
+            place = f"alias of %{where.root}"
+        lines.append(f"value %{name}: {place}")
+    return lines

@@ -1,0 +1,97 @@
+"""The planning passes: `tile`, `map`, `plan-values` (a quantized graph -> the plan level)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, cast
+
+from cimc.backend.builder.values import plan_values
+from cimc.backend.plan.from_graph import reserved_macros, workload_from_graph
+from cimc.backend.plan.streaming import POLICIES, Policy, plan_streaming
+from cimc.backend.plan.target import Target
+from cimc.backend.plan.tiling import tile_workload
+from cimc.backend.stages.planned import PlannedGraph
+from cimc.errors import CimcError
+from cimc.ir.graph import Graph
+from cimc.machine.arch import Arch, load_arch
+from cimc.passes.manager import Pass, PassResult, context, register_pass
+from cimc.quant.dialect import QLinear
+
+
+def planned(p: Pass, ir: Any) -> PlannedGraph:
+    """The IR as the plan level (the passes after `tile` need it)."""
+    if not isinstance(ir, PlannedGraph):
+        raise CimcError(f"pass {p.NAME} runs on a plan (after tile), not on {type(ir).__name__}")
+    return ir
+
+
+@register_pass
+@dataclass(frozen=True)
+class TileWeights(Pass):
+    """cut every static-weight matmul of a quantized graph into macro-sized tiles."""
+
+    NAME = "tile"
+    INPUT: ClassVar[str] = "graph"
+    OUTPUT: ClassVar[str] = "plan"
+    arch: str = ""  # preset name or TOML file; `cimc compile --arch` sets `target` instead
+    target: Arch | None = context()
+
+    def apply(self, ir: Any) -> PassResult:
+        if not isinstance(ir, Graph):
+            raise CimcError(f"pass tile runs on a graph, not on {type(ir).__name__}")
+        arch = self._arch()
+        workload = workload_from_graph(ir)
+        tiling = tile_workload(workload, arch.macro.rows, arch.macro.cols)
+        return PassResult(PlannedGraph(ir, arch, workload, tiling), True)
+
+    def _arch(self) -> Arch:
+        if self.target is not None:
+            return self.target
+        if not self.arch:
+            raise CimcError("tile needs an architecture: tile{arch=PRESET|FILE.toml}", "pipeline")
+        return load_arch(self.arch)
+
+
+@register_pass
+@dataclass(frozen=True)
+class MapWeights(Pass):
+    """place the tiles on (core, macro, window) and plan their streaming phases."""
+
+    NAME = "map"
+    INPUT: ClassVar[str] = "plan"
+    OUTPUT: ClassVar[str] = "plan"
+    policy: str = "auto"  # sequential, double-buffer, pin-what-fits or auto (the fastest)
+
+    def apply(self, ir: Any) -> PassResult:
+        plan = planned(self, ir)
+        if self.policy not in (*POLICIES, "auto"):
+            choices = ", ".join((*POLICIES, "auto"))
+            raise CimcError(
+                f"unknown streaming policy {self.policy!r}; use one of {choices}", "streaming"
+            )
+        if not any(isinstance(n.op, QLinear) for n in plan.graph.nodes()):
+            return PassResult(replace(plan, mapped=True), True)
+        reserve = reserved_macros(plan.graph, plan.arch)
+        stream = plan_streaming(
+            plan.workload,
+            Target.from_arch(plan.arch),
+            cast(Policy, self.policy),
+            reserve_per_core=reserve,
+            cold=True,
+            tiling=plan.tiling,
+        )
+        return PassResult(replace(plan, mapped=True, stream=stream, reserve=reserve), True)
+
+
+@register_pass
+@dataclass(frozen=True)
+class PlanValues(Pass):
+    """place every graph value: declarations, and activation pools in gb then DRAM."""
+
+    NAME = "plan-values"
+    INPUT: ClassVar[str] = "plan"
+    OUTPUT: ClassVar[str] = "plan"
+
+    def apply(self, ir: Any) -> PassResult:
+        plan = planned(self, ir)
+        return PassResult(replace(plan, values=plan_values(plan.graph, plan.arch)), True)
