@@ -126,11 +126,6 @@ class Graph:
     def __len__(self) -> int:
         return len(self._seq)
 
-    def __str__(self) -> str:
-        from cimc.ir.printer import print_graph  # the printer imports this module
-
-        return print_graph(self)
-
     def __repr__(self) -> str:
         return f"<Graph @{self.name}: {len(self)} nodes, {len(self._outputs)} outputs>"
 

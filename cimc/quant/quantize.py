@@ -16,7 +16,7 @@ Norms whose outputs show outlier channels and feed only linears are smoothed fir
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,19 +28,10 @@ from cimc.ir.types import DType, TensorType
 from cimc.quant import constants as qc
 from cimc.quant.calibrate import DEFAULT_SAMPLES, Calibration, calibrate, calibration_data
 from cimc.quant.dialect import QConstant, QQuantize, QRequant
+from cimc.quant.options import QuantOptions
 from cimc.quant.quantize_rules import QValue, lower_node
-from cimc.quant.scales import DATA_MOVEMENT, Precision, choose_bits, wide_reasons
+from cimc.quant.scales import DATA_MOVEMENT, choose_bits, wide_reasons
 from cimc.quant.smooth import smooth_graph
-
-
-@dataclass(frozen=True)
-class QuantOptions:
-    """Choices of the quantize pass."""
-
-    precision: Precision = field(default_factory=Precision)
-    attention_p_bits: int = 14  # 14: two int8 MVM passes for p' @ v; 7: one pass
-    smooth_alpha: float = 0.5  # outlier smoothing of norm -> linear pairs (0 = off)
-    smooth_threshold: float = 4.0  # ... applied where channel max > this x channel median
 
 
 class Lowering:

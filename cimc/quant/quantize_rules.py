@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from cimc.errors import CimcError
 from cimc.ir import ops
-from cimc.ir.graph import Node
+from cimc.ir.graph import Graph, Node
 from cimc.ir.op_base import Op
 from cimc.quant import constants as qc
 from cimc.quant import plans
+from cimc.quant.calibrate import Calibration
 from cimc.quant.dialect import (
     QAdd,
     QAttention,
@@ -29,9 +30,7 @@ from cimc.quant.dialect import (
     QRotary,
     QSoftmax,
 )
-
-if TYPE_CHECKING:
-    from cimc.quant.quantize import Lowering
+from cimc.quant.options import QuantOptions
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,23 @@ class QValue:
         return self.scale is not None
 
 
-Rule = Callable[["Lowering", Node], QValue]
+class Lowering(Protocol):
+    """What a rule sees of the quantization in progress (cimc/quant/quantize.py)."""
+
+    src: Graph  # the float graph
+    out: Graph  # the quantized graph being built
+    calib: Calibration
+    options: QuantOptions
+
+    def value(self, name: str) -> QValue: ...
+    def codes(self, name: str, bits: int | None = None, scale: float | None = None) -> QValue: ...
+    def scale_of(self, name: str, bits: int) -> float: ...
+    def out_bits(self, node: Node) -> int: ...
+    def emit(self, node: Node, op: Op, operands: Sequence[str]) -> str: ...
+    def helper_name(self, base: str) -> str: ...
+
+
+Rule = Callable[[Lowering, Node], QValue]
 
 # Canonical ops that stay as they are when no operand and no result is float (mask logic).
 INTEGER_PASSTHROUGH: tuple[type[Op], ...] = (

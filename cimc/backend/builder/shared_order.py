@@ -24,14 +24,26 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
+
+import numpy as np
 
 from cimc.machine.opcodes import opspec
 from cimc.machine.program import Imm, Instr, View
 from cimc.machine.sync import bytes_overlap
 
-if TYPE_CHECKING:
-    from cimc.backend.builder.asm import ProgramBuilder
+
+class Streams(Protocol):
+    """What the ordering needs of the program builder (cimc/backend/builder/asm.py)."""
+
+    consts: dict[str, np.ndarray]  # read-only data: never a conflict
+
+    def position(self, core: int) -> int: ...
+    def active_cores(self) -> list[int]: ...
+    def append(self, core: int, instr: Instr) -> None: ...
+    def token_view(self, core: int) -> View: ...
+    def barrier(self) -> None: ...
+
 
 BLOCK_SHIFT = 12  # 4 KiB index blocks
 
@@ -47,7 +59,7 @@ class Touch:
 class SharedOrder:
     """Per builder: the gb/dram touches since the last barrier and the cores' clocks."""
 
-    def __init__(self, b: ProgramBuilder, new_tag: Callable[[int, int], int]) -> None:
+    def __init__(self, b: Streams, new_tag: Callable[[int, int], int]) -> None:
         self.b = b
         self.new_tag = new_tag
         self.blocks: dict[tuple[str, int, bool], dict[int, list[Touch]]] = {}

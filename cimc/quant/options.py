@@ -1,0 +1,17 @@
+"""The choices of the quantize pass (its options, as the quantizer and its rules see them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cimc.quant.scales import Precision
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """Choices of the quantize pass."""
+
+    precision: Precision = field(default_factory=Precision)
+    attention_p_bits: int = 14  # 14: two int8 MVM passes for p' @ v; 7: one pass
+    smooth_alpha: float = 0.5  # outlier smoothing of norm -> linear pairs (0 = off)
+    smooth_threshold: float = 4.0  # ... applied where channel max > this x channel median
