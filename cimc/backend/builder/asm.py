@@ -123,7 +123,7 @@ class ProgramBuilder:
         self._names: set[str] = set()
         self._fresh = 0
         self.hook: EmitHook | None = None  # weight prefetch (cimc/backend/stream/prefetch.py)
-        self.held_rows: object | None = None  # kept in scratchpads (backend/resident.py)
+        self.held_rows: object | None = None  # kept in scratchpads (lower/kept_rows.py)
 
     # ------------------------------------------------------------------ declarations
     def fresh_name(self, stem: str) -> str:
@@ -349,7 +349,7 @@ class ProgramBuilder:
         return tag
 
     # ------------------------------------------------------------------ macros
-    def resident(self, core: int, macro: int, ref: MacroRef, key: object) -> bool:
+    def holds(self, core: int, macro: int, ref: MacroRef, key: object) -> bool:
         """Does the window `ref` of the macro hold the static tile `key` right now?"""
         if key is None:
             return False
@@ -372,7 +372,7 @@ class ProgramBuilder:
         holds `key` (a static tile: pass a key; run-time data: key None always loads)."""
         r, c = (src.cols, src.rows) if transpose else (src.rows, src.cols)
         ref = MacroRef(macro, r0, r0 + r, c0, c0 + c)
-        if self.resident(core, macro, ref, key):
+        if self.holds(core, macro, ref, key):
             return ref
         windows = self._macros.setdefault((core, macro), [])
         windows[:] = [

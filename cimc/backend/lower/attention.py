@@ -26,7 +26,7 @@ import numpy as np
 
 from cimc.backend.builder.alloc import chunks, cols, split_even, sub
 from cimc.backend.builder.asm import ProgramBuilder, Scratch
-from cimc.backend.lower import kept_rows as resident
+from cimc.backend.lower import kept_rows
 from cimc.backend.lower.common import Heads
 from cimc.backend.lower.softmax import EXP_BYTES_PER_ELEMENT, ExpTables, emit_exp
 from cimc.backend.lower.tiles import PlacedTile, TileLoader, WeightRef, mvm_tiles
@@ -146,7 +146,7 @@ def lower_attention(
     macros), "vector" (dot products on the vector unit) or "auto" (the cheaper estimate).
     `macros`: the macro indices K^T / V tiles may overwrite (default: all of them)."""
     _check(q, k, v, out, b.loc)
-    resident.release(b)  # rows or blocks an earlier op left in sp: attention wants the room
+    kept_rows.release(b)  # rows or blocks an earlier op left in sp: attention wants the room
     pool = list(range(b.arch.core.macros)) if macros is None else list(macros)
     if not pool or not all(0 <= m < b.arch.core.macros for m in pool):
         raise CimcError(f"attention macros {pool} are not macros of '{b.arch.name}'", b.loc)

@@ -19,7 +19,7 @@ import numpy as np
 from cimc.backend.builder.alloc import chunks, cols, sub
 from cimc.backend.builder.alloc import rows as row_view
 from cimc.backend.builder.asm import ProgramBuilder, Scratch
-from cimc.backend.lower import kept_rows as resident
+from cimc.backend.lower import kept_rows
 from cimc.backend.lower.common import (
     SLACK,
     check_shape,
@@ -31,11 +31,10 @@ from cimc.backend.lower.common import (
     row_work,
 )
 from cimc.backend.lower.fanout import fan_out
+from cimc.backend.lower.kept_rows import CoreSpan
 from cimc.errors import CimcError
 from cimc.machine.program import DTYPE_BYTES, View
 from cimc.quant.plans import AddPlan, LutPlan, MulPlan, ReducePlan, RescalePlan
-
-Piece = tuple[int, int, int]  # (core, first row, one past the last row)
 
 # body(scratch, operand chunks in sp, output chunk in sp)
 Body = Callable[[Scratch, list[View], View], None]
@@ -83,25 +82,25 @@ def rowwise(
 
 
 def _rows_in_sp(
-    b: ProgramBuilder, first: View | None, y: View, work: Sequence[Piece]
-) -> tuple[dict[Piece, View] | None, dict[Piece, View]]:
+    b: ProgramBuilder, first: View | None, y: View, work: Sequence[CoreSpan]
+) -> tuple[dict[CoreSpan, View] | None, dict[CoreSpan, View]]:
     """(the first operand's rows still in the scratchpads from the op that wrote them, if
     they match `work`; output buffers to keep there for the next op, or none)."""
-    taken = resident.take(b, first, work) if first is not None else None
+    taken = kept_rows.take(b, first, work) if first is not None else None
     if taken is None:
-        resident.release(b)
-    keep = resident.can_keep(b, y, work)
+        kept_rows.release(b)
+    keep = kept_rows.can_keep(b, y, work)
     outs = {(c, r0, r1): b.alloc(c, y.dtype, r1 - r0, y.cols) for c, r0, r1 in work if keep}
     return taken, outs
 
 
 def _rows_done(
-    b: ProgramBuilder, y: View, taken: dict[Piece, View] | None, outs: dict[Piece, View]
+    b: ProgramBuilder, y: View, taken: dict[CoreSpan, View] | None, outs: dict[CoreSpan, View]
 ) -> None:
     for (core, _, _), view in (taken or {}).items():
         b.free(core, view)
     if outs:
-        resident.keep(b, y, outs)
+        kept_rows.keep(b, y, outs)
 
 
 def hold_broadcasts(
@@ -170,7 +169,7 @@ def blockwise(
     if whole:
         _rows_done(b, y, taken, outs)
     else:
-        resident.release(b)
+        kept_rows.release(b)
 
 
 def _by_columns(
@@ -184,7 +183,7 @@ def _by_columns(
     """blockwise over the column blocks of operand 0 that its producer (a linear layer)
     left in the home cores' scratchpads, when they are there and each block's buffers fit;
     False (and nothing emitted) otherwise."""
-    pieces = resident.take_cols(b, operands[0])
+    pieces = kept_rows.take_cols(b, operands[0])
     if pieces is None:
         return False
     total, slack = y.rows, SLACK * (len(operands) + 8)

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from cimc.backend.builder.asm import ProgramBuilder
 from cimc.machine.program import View
 
-Piece = tuple[int, int, int]  # (core, first row, one past the last row)
+CoreSpan = tuple[int, int, int]  # (core, first row or column, one past the last)
 
 
 @dataclass(frozen=True)
 class _Held:
     value: View
-    chunks: dict[Piece, View]  # (core, r0, r1) rows, or (core, c0, c1) columns (all rows)
+    chunks: dict[CoreSpan, View]  # (core, r0, r1) rows, or (core, c0, c1) columns (all rows)
     stamp: int  # instructions in the builder when kept
     rows: bool = True
 
@@ -41,7 +41,7 @@ def budget(b: ProgramBuilder) -> int:
     return b.arch.core.scratchpad_bytes // 16
 
 
-def can_keep(b: ProgramBuilder, y: View, work: Sequence[Piece]) -> bool:
+def can_keep(b: ProgramBuilder, y: View, work: Sequence[CoreSpan]) -> bool:
     """One chunk per core, each within the budget."""
     cores = [c for c, _, _ in work]
     per_row = y.cols * y.elem_bytes
@@ -50,14 +50,14 @@ def can_keep(b: ProgramBuilder, y: View, work: Sequence[Piece]) -> bool:
     )
 
 
-def keep(b: ProgramBuilder, y: View, chunks: dict[Piece, View], rows: bool = True) -> None:
+def keep(b: ProgramBuilder, y: View, chunks: dict[CoreSpan, View], rows: bool = True) -> None:
     """Hold `chunks` (sp buffers allocated with b.alloc) as the rows of `y`, or with
     rows=False as its column blocks (core, c0, c1) of every row."""
     release(b)
     b.held_rows = _Held(y, dict(chunks), b.instruction_count(), rows)
 
 
-def take(b: ProgramBuilder, x: View, work: Sequence[Piece]) -> dict[Piece, View] | None:
+def take(b: ProgramBuilder, x: View, work: Sequence[CoreSpan]) -> dict[CoreSpan, View] | None:
     """The held chunks when they are x's rows for exactly `work` and still valid (the
     caller then frees them); otherwise they are freed and None is returned."""
     held = b.held_rows
@@ -75,7 +75,7 @@ def take(b: ProgramBuilder, x: View, work: Sequence[Piece]) -> dict[Piece, View]
     return held.chunks
 
 
-def take_cols(b: ProgramBuilder, x: View) -> dict[Piece, View] | None:
+def take_cols(b: ProgramBuilder, x: View) -> dict[CoreSpan, View] | None:
     """The held column blocks when they are all of x and still valid (the caller frees
     them); otherwise held blocks are freed (held rows are left to `take`), None."""
     held = b.held_rows

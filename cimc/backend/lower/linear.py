@@ -15,7 +15,7 @@ NoC). A tile is loaded with `mload` before its first MVM (all of a core's tiles 
 when they stay resident); the builder remembers what each macro window holds, so a
 resident tile is not reloaded and a macro shared by several tiles (more tiles than
 macros) is simply rewritten in program order. With one pass over all tokens the output
-blocks stay in their home cores' scratchpads for an element-wise consumer (resident.py).
+blocks stay in their home cores' scratchpads for an element-wise consumer (kept_rows.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 from cimc.backend.builder.alloc import chunks, cols, sub
 from cimc.backend.builder.asm import ProgramBuilder, Scratch
-from cimc.backend.lower import kept_rows as resident
+from cimc.backend.lower import kept_rows
 from cimc.backend.lower.common import (
     SLACK,
     ReqConsts,
@@ -352,7 +352,7 @@ def _product(
         extra = [v for v in (cb.tmp, cb.acc2) if v is not None]
         b.free(core, cb.xs, cb.acc, *extra, *cb.loader.staging)
     if kept:
-        resident.keep(b, y, kept, rows=False)
+        kept_rows.keep(b, y, kept, rows=False)
 
 
 def _keep_block(
@@ -368,7 +368,7 @@ def _keep_block(
         return None
     nbytes = y.rows * (bl.n1 - bl.n0) * y.elem_bytes
     mine = sum(v.nbytes for (c, _, _), v in kept.items() if c == bl.home)
-    if mine + nbytes > resident.budget(b) or b.sp_largest_free(bl.home) < nbytes + margin:
+    if mine + nbytes > kept_rows.budget(b) or b.sp_largest_free(bl.home) < nbytes + margin:
         for (core, _, _), view in kept.items():
             b.free(core, view)
         return None

@@ -171,14 +171,14 @@ class TileLoader:
         hook = self.b.hook
         if hook is not None and key is not None:
             hook.need(self.core, key)  # a prefetched tile: its load is emitted by now
-        if self.b.resident(self.core, s.macro, ref, key):
+        if self.b.holds(self.core, s.macro, ref, key):
             return ref
         src = self._stage(i, s)
         nxt = i + 1 if 0 <= i < len(self.order) - 1 else -1
         if nxt >= 0 and len(self.staging) > 1:
             t = self.order[nxt]
             tk = self._key(t)
-            fresh = not self.b.resident(self.core, t.macro, tile_window(t), tk)
+            fresh = not self.b.holds(self.core, t.macro, tile_window(t), tk)
             owned = hook is not None and tk is not None and hook.owns(tk)  # prefetched
             if not owned and (fresh or windows_overlap(ref, tile_window(t))):
                 self.staged[nxt] = self._stage(nxt, t)

@@ -53,7 +53,7 @@ TileId = tuple[str, int, int, int, int]  # (constant-name prefix of the layer, k
 
 
 @dataclass(frozen=True)
-class Piece:
+class ImagePiece:
     """Tiles of one core and phase, contiguous in the image: one dma, then mloads."""
 
     core: int
@@ -110,7 +110,7 @@ def layer_image(setup: StreamSetup, layer: str) -> dict[tuple[int, int, int, int
     return out
 
 
-def _pieces(setup: StreamSetup, names: dict[str, str], chunk: int) -> list[Piece]:
+def _pieces(setup: StreamSetup, names: dict[str, str], chunk: int) -> list[ImagePiece]:
     """Per phase, per core: consecutive image tiles of one core, up to `chunk` bytes."""
     where = {}
     for phase in setup.plan.phases:
@@ -118,14 +118,16 @@ def _pieces(setup: StreamSetup, names: dict[str, str], chunk: int) -> list[Piece
             if pt.copy == 0:
                 where[(pt.tile.layer, pt.k0, pt.n0)] = pt
     layer_index = {names[e.tile.layer]: e.tile.layer_index for e in setup.plan.image}
-    pieces: list[Piece] = []
+    pieces: list[ImagePiece] = []
     run: list[tuple[PlacedTile, TileId, int]] = []
     start = phase_of = end = -1
 
     def close() -> None:
         if run:
             layer = layer_index[run[0][1][0]]
-            pieces.append(Piece(run[0][0].core, phase_of, start, end - start, layer, tuple(run)))
+            pieces.append(
+                ImagePiece(run[0][0].core, phase_of, start, end - start, layer, tuple(run))
+            )
 
     for e in setup.plan.image:
         t, slot = e.tile, where[(e.tile.layer, e.tile.k0, e.tile.n0)]
@@ -160,9 +162,9 @@ class Prefetcher:
         for i, ph in enumerate(phases):
             same = [j for j in range(i) if phases[j].bank == ph.bank and ph.bank != -1]
             self.prev_user.append(same[-1] if same else -2)
-        self.waiting: list[Piece] = pieces  # not yet allowed (bank busy), load order
-        self.ready: dict[int, deque[Piece]] = {}  # per core, load order
-        self.inflight: dict[int, deque[tuple[Piece, View, int]]] = {}  # + estimated arrival
+        self.waiting: list[ImagePiece] = pieces  # not yet allowed (bank busy), load order
+        self.ready: dict[int, deque[ImagePiece]] = {}  # per core, load order
+        self.inflight: dict[int, deque[tuple[ImagePiece, View, int]]] = {}  # + estimated arrival
         self.loaded: set[TileId] = set()
         self.current = -1
         self.used: set[TileId] = set()
@@ -187,7 +189,7 @@ class Prefetcher:
         # latest tile needed, so requests reach the DRAM roughly in order of use.
         self.window = lookahead_bytes(b.arch) if not setup.plan.streamed else None
         self.frontier = self.window or 0
-        self.gated: deque[Piece] = deque()  # allowed, beyond the frontier (load order)
+        self.gated: deque[ImagePiece] = deque()  # allowed, beyond the frontier (load order)
 
     def start(self) -> None:
         """Queue the first loads (once installed as the builder's hook: they are clocked)."""
@@ -274,7 +276,7 @@ class Prefetcher:
             self._allow()
 
     # ---------------------------------------------------------------- emission
-    def _held(self, core: int, piece: Piece) -> bool:
+    def _held(self, core: int, piece: ImagePiece) -> bool:
         return any(p is piece for p, _, _ in self.inflight[core])
 
     def _allow(self) -> None:
@@ -307,7 +309,7 @@ class Prefetcher:
         while self.free[core] and self.ready[core]:
             self._issue(self.ready[core].popleft())
 
-    def _issue(self, piece: Piece) -> None:
+    def _issue(self, piece: ImagePiece) -> None:
         core = piece.core
         stage = self.free[core].popleft()
         dst = View("sp", stage.addr, "i8", 1, piece.nbytes)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from cimc.backend.builder.asm import ProgramBuilder
-from cimc.backend.lower import kept_rows as resident
+from cimc.backend.lower import kept_rows
 from cimc.backend.lower.elementwise import lower_add, lower_rescale
 from cimc.backend.lower.norm import lower_norm
 from cimc.machine.program import View
@@ -70,10 +70,10 @@ def test_rows_are_reread_after_any_other_instruction() -> None:
 
 def test_nothing_is_held_when_a_chunk_exceeds_the_budget() -> None:
     b = ProgramBuilder(arch("default"))
-    wide = View("gb", 0, "i16", 4, resident.budget(b))  # a row of 2 * budget bytes
-    assert not resident.can_keep(b, wide, [(0, 0, 1), (1, 1, 2)])
-    assert not resident.can_keep(b, View("gb", 0, "i8", 4, 8), [(0, 0, 2), (0, 2, 4)])
-    assert resident.can_keep(b, View("gb", 0, "i8", 4, 8), [(0, 0, 2), (1, 2, 4)])
+    wide = View("gb", 0, "i16", 4, kept_rows.budget(b))  # a row of 2 * budget bytes
+    assert not kept_rows.can_keep(b, wide, [(0, 0, 1), (1, 1, 2)])
+    assert not kept_rows.can_keep(b, View("gb", 0, "i8", 4, 8), [(0, 0, 2), (0, 2, 4)])
+    assert kept_rows.can_keep(b, View("gb", 0, "i8", 4, 8), [(0, 0, 2), (1, 2, 4)])
 
 
 def test_linear_blocks_feed_an_elementwise_consumer_in_place() -> None:
