@@ -1,9 +1,9 @@
 """The backend: a quantized graph to a CIM program, in subpackages importing downward only.
 
 plan/            workload -> tiles -> placement -> streaming phases (no instructions)
-builder/         the program builder and where graph values live
+builder/         the program builder, where graph values live, the compiled program
 stream/          the streaming plan emitted as prefetched weight loads
-lower/           per-op lowerings, one table keyed by op
-program_passes/  program -> program passes
-compile.py       the driver: graph -> Compiled (program, constants, bindings)
+lower/           per-op lowerings, one table keyed by op class, the lowering driver
+program_passes/  program -> program rewrites
+stages/          the backend's passes (tile, map, plan-values, lower, program passes)
 """

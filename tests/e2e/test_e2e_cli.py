@@ -52,6 +52,35 @@ def test_compile_writes_program_and_constants(
     assert code == cli.main(["run", str(out), "--inputs", str(_inputs(tmp_path))])
 
 
+def test_print_ir_after_all_dumps_every_pass_down_to_the_program(
+    onnx_mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One dump per pass of the expanded pipeline, graph text first, assembly last: the
+    last dump is the program written to disk."""
+    out = tmp_path / "mlp.cimasm"
+    args = ["compile", str(onnx_mlp), "-o", str(out), "--arch", "tiny", "--print-ir-after-all"]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    dumps = err.split("// ----- IR after ")[1:]
+    names = [d.split()[0].split("{")[0] for d in dumps]
+    assert len(dumps) >= 8 and names[-4:] == [
+        "lower", "stage-consts", "hoist-const-loads", "merge-sends"
+    ]  # fmt: skip
+    assert "= q.linear(" in dumps[names.index("quantize")]
+    assert "phase 0" in dumps[names.index("map")]
+    last = dumps[-1].split("\n", 1)[1]
+    written = out.read_text()
+    body = [line for line in written.splitlines() if not line.startswith((".consts", ";"))]
+    assert all(line in last for line in body[:50]) and ".core 0" in last
+
+
+def test_list_passes_needs_no_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["compile", "--list-passes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 12 and any(line.startswith("lower{") for line in lines)
+    assert cli.main(["compile"]) == 2  # neither a model nor --list-passes
+
+
 def _inputs(tmp_path: Path) -> Path:
     """Program inputs (codes) for `cimc run`: the .input of the compiled MLP."""
     path = tmp_path / "codes.npz"

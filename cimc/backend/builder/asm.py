@@ -1,6 +1,6 @@
 """A small program builder: declarations, address allocation, per-core instruction streams.
 
-The lowerings (cimc/backend/lower_*.py) append instructions through one `ProgramBuilder`:
+The lowerings (cimc/backend/lower/) append instructions through one `ProgramBuilder`:
 
     b = ProgramBuilder(load_arch("tiny"))
     x = b.input("x", "i8", 7, 96)

@@ -1,0 +1,113 @@
+"""The backend's stages as passes (cimc/backend/stages/): levels, options, the plan IR's
+text and verifier, and that running them one by one gives compile_graph's program, which
+computes what the integer golden computes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from cimc.backend.builder.compiled import Compiled, graph_outputs, program_inputs
+from cimc.backend.stages.backend import compile_graph
+from cimc.backend.stages.planned import PlannedGraph
+from cimc.errors import CimcError
+from cimc.ir.graph import Graph
+from cimc.machine.interpreter import run_program
+from cimc.machine.printer import print_program
+from cimc.passes.manager import PassManager, describe_passes, parse_pipeline
+from cimc.pipeline import PipelineOptions, compile_model
+from cimc.quant.golden import Golden
+from cimc.reference.float_model import default_inputs
+from tests.e2e.e2e_helpers import arch, float_input, import_module, mlp
+
+STAGES = "tile{arch=tiny},map,plan-values,lower,stage-consts,hoist-const-loads,merge-sends"
+
+
+@pytest.fixture(scope="module")
+def qgraph() -> Graph:
+    graph = import_module(mlp((40, 64, 16)), float_input((1, 4, 40)))
+    return compile_model(graph, arch("tiny")).graph
+
+
+def run(passes: str, graph: Graph) -> object:
+    return PassManager(parse_pipeline(passes)).run(graph)
+
+
+def test_stages_from_pipeline_text_give_compile_graphs_program(qgraph: Graph) -> None:
+    staged = run(STAGES, qgraph)
+    assert isinstance(staged, Compiled)
+    direct = compile_graph(qgraph, arch("tiny"))
+    assert print_program(staged.program) == print_program(direct.program)
+    inputs = default_inputs(qgraph, seed=2)
+    out = run_program(staged.program, staged.arch, program_inputs(staged, inputs), staged.consts)
+    want = Golden(qgraph).run(inputs).outputs
+    for name, got in graph_outputs(staged, out.outputs).items():
+        np.testing.assert_array_equal(got, want[name])
+
+
+def test_plan_level_prints_tiles_windows_and_values(qgraph: Graph) -> None:
+    plan = run("tile{arch=tiny},map,plan-values", qgraph)
+    assert isinstance(plan, PlannedGraph) and plan.stream is not None
+    text = str(plan)
+    linears = [n.name for n in qgraph.nodes() if n.op.NAME == "q.linear"]
+    assert all(f"tile %{name} [" in text for name in linears)
+    windows = [line for line in text.splitlines() if line.startswith("  c")]
+    assert len(windows) == sum(len(p.placement.tiles) for p in plan.stream.phases)
+    assert all(f"value %{n.name}: " in text for n in qgraph.nodes())
+
+
+def test_map_policy_option_changes_the_plan(qgraph: Graph) -> None:
+    sequential = run("tile{arch=tiny},map{policy=sequential}", qgraph)
+    assert isinstance(sequential, PlannedGraph) and sequential.stream is not None
+    assert sequential.stream.policy == "sequential"
+    with pytest.raises(CimcError, match="unknown streaming policy 'fastest'"):
+        run("tile{arch=tiny},map{policy=fastest}", qgraph)
+
+
+def test_stage_errors_name_what_is_missing(qgraph: Graph) -> None:
+    with pytest.raises(CimcError, match=r"tile needs an architecture: tile\{arch="):
+        run("tile", qgraph)
+    with pytest.raises(CimcError, match="lower needs the map and plan-values passes"):
+        run("tile{arch=tiny},plan-values,lower", qgraph)
+    with pytest.raises(CimcError, match="pass map runs on a plan, but after dce the IR is a graph"):
+        run("dce,map", qgraph)
+    with pytest.raises(CimcError, match="runs on a plan .after tile., not on Graph"):
+        PassManager(parse_pipeline("map")).run(qgraph)
+
+
+def test_plan_verifier_refuses_plans_of_another_graph(qgraph: Graph) -> None:
+    plan = run("tile{arch=tiny},map,plan-values", qgraph)
+    assert isinstance(plan, PlannedGraph) and plan.values is not None
+    plan.verify()
+    deeper = import_module(mlp((40, 64, 32, 16)), float_input((1, 4, 40)))
+    other = run("tile{arch=tiny},map", compile_model(deeper, arch("tiny")).graph)
+    assert isinstance(other, PlannedGraph)
+    with pytest.raises(CimcError, match="the streaming plan and the graph disagree on %"):
+        replace(plan, stream=other.stream).verify()
+    with pytest.raises(CimcError, match="has no storage"):
+        replace(plan, values=replace(plan.values, slots={})).verify()
+    with pytest.raises(CimcError, match="the tiling has no tiles for layer"):
+        replace(plan, tiling=replace(plan.tiling, layers=())).verify()
+
+
+def test_program_passes_refuse_a_graph_and_list_their_levels(qgraph: Graph) -> None:
+    with pytest.raises(CimcError, match="runs on a program .after lower., not on Graph"):
+        PassManager(parse_pipeline("merge-sends")).run(qgraph)
+    listing = describe_passes()
+    for name, levels in [
+        ("tile", "graph -> plan"),
+        ("map", "plan -> plan"),
+        ("lower", "plan -> program"),
+        ("merge-sends", "program -> program"),
+        ("backend", "graph -> program"),
+    ]:
+        line = next(line for line in listing.splitlines() if line.split("{")[0].split()[0] == name)
+        assert levels in line
+
+
+def test_pipeline_streaming_option_reaches_the_map_pass(qgraph: Graph) -> None:
+    graph = import_module(mlp((40, 64, 16)), float_input((1, 4, 40)))
+    result = compile_model(graph, arch("tiny"), PipelineOptions(streaming="sequential"))
+    assert result.compiled.stream is not None and result.compiled.stream.policy == "sequential"
