@@ -44,6 +44,7 @@ def run_once(checkout: Path, command: list[str]) -> list[dict[str, Any]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=Path, required=True, help="the checkout to compare against")
+    ap.add_argument("--this", type=Path, default=HERE, help="the checkout measured (default: here)")
     ap.add_argument("--runs", type=int, default=2, help="runs per checkout (default 2)")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- SCRIPT [ARGS]")
     args = ap.parse_args()
@@ -52,7 +53,7 @@ def main() -> int:
         ap.error("give the benchmark after --, e.g. -- backend_bench.py --json")
     results: dict[str, list[list[dict[str, Any]]]] = {"base": [], "this": []}
     for k in range(args.runs):
-        for label, checkout in (("base", args.base.resolve()), ("this", HERE)):
+        for label, checkout in (("base", args.base.resolve()), ("this", args.this.resolve())):
             results[label].append(run_once(checkout, command))
             print(f"run {k + 1} {label} done", file=sys.stderr, flush=True)
     print(report(results))

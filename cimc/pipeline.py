@@ -38,6 +38,7 @@ from cimc.passes.manager import (
     expand,
     parse_pipeline,
     timing_report,
+    verify_deep,
 )
 from cimc.passes.quantize import Quantize
 from cimc.progress import report
@@ -59,6 +60,7 @@ class PipelineOptions:
     print_ir_before: tuple[str, ...] = ()
     print_ir_after_change: bool = False
     time_passes: bool = False
+    validate_each: bool = False  # the machine's validator after every program pass, not once
     print_fn: Callable[[str], object] | None = None
     streaming: str | None = None  # overrides the map pass's policy (plan/streaming.py)
 
@@ -145,6 +147,7 @@ def compile_model(model: Any, arch: Arch, options: PipelineOptions | None = None
     float_graph = managers[0].run(graph.copy())
     qgraph = managers[1].run(float_graph.copy())
     compiled = managers[2].run(qgraph)
+    verify_deep(compiled)
     report("compile", steps, steps)
     for m in managers:
         timings += m.timings
@@ -165,6 +168,7 @@ def manager(
 
     return PassManager(
         steps,
+        deep_verify_each=options.validate_each,
         print_ir_after_all=options.print_ir_after_all,
         print_ir_after=options.print_ir_after,
         print_ir_before=options.print_ir_before,

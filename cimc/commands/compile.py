@@ -95,6 +95,11 @@ def add_pass_debug_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--time-passes", action="store_true", help="print the time of import and of each pass"
     )
+    p.add_argument(
+        "--validate-each",
+        action="store_true",
+        help="run the machine's validator after every program pass (default: after the last)",
+    )
 
 
 def list_passes(args: argparse.Namespace) -> bool:
@@ -140,6 +145,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         print_ir_before=tuple(args.print_ir_before),
         print_ir_after_change=args.print_ir_after_change,
         time_passes=args.time_passes,
+        validate_each=args.validate_each,
         print_fn=lambda text: sys.stderr.write(text),
         streaming=args.streaming,
     )

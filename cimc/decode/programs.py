@@ -34,7 +34,7 @@ from cimc.machine.arch import Arch
 from cimc.machine.interpreter import MacroCells, RunResult, run_program
 from cimc.machine.program import Decl, Program
 from cimc.machine.validator import validate
-from cimc.passes.manager import Pass
+from cimc.passes.manager import Pass, verify_deep
 from cimc.passes.quantize import Quantize
 from cimc.pipeline import PipelineOptions, configurer, load_model, manager, pipeline_stages
 
@@ -110,6 +110,7 @@ def compile_decoder_graph(
     configure = configurer(arch, options, name, table=DECODE_LOWERINGS)
     backend = pipeline_stages(options, configure).backend
     compiled: Compiled = manager(backend, options).run(graph)
+    verify_deep(compiled)
     return compiled
 
 

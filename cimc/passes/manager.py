@@ -199,6 +199,10 @@ def expand(passes: Sequence[Pass | Step]) -> list[Step]:
 class PassManager:
     """Runs passes in order, verifying the IR after each one (and before the first).
 
+    `verify()` is an IR's cheap check; an IR may also have `verify_deep()` (a program: the
+    machine's full validator, races included), run after each pass with `deep_verify_each`
+    and otherwise left to the caller at the end of the pipeline (`verify_deep`).
+
     Printing, as MLIR's flags: `print_ir_before` / `print_ir_after` (pass or composite
     names), `print_ir_after_all`, and `print_ir_after_change` (print after a pass only if
     it changed the IR; alone it means "after every pass that changed it")."""
@@ -208,6 +212,7 @@ class PassManager:
         passes: Sequence[Pass | Step],
         *,
         verify_each: bool = True,
+        deep_verify_each: bool = False,
         print_ir_after_all: bool = False,
         print_ir_after: Sequence[str] = (),
         print_ir_before: Sequence[str] = (),
@@ -222,6 +227,7 @@ class PassManager:
         self.steps = expand(passes)
         check_levels(self.steps)
         self.verify_each = verify_each
+        self.deep_verify_each = deep_verify_each
         self.print_ir_after_all = print_ir_after_all or (
             print_ir_after_change and not print_ir_after
         )
@@ -243,7 +249,7 @@ class PassManager:
         """Run the pipeline; returns the final IR (the same object for in-place passes)."""
         self.timings = []
         if self.verify_each:
-            _verify(ir, "the input IR is invalid before any pass ran")
+            _verify(ir, "the input IR is invalid before any pass ran", self.deep_verify_each)
         for k, step in enumerate(self.steps):
             p = step.p
             if self.on_pass is not None:
@@ -261,7 +267,8 @@ class PassManager:
             ir = result.ir
             if self.verify_each:
                 before = ", ".join(s.p.NAME for s in self.steps[:k]) or "none"
-                _verify(ir, f"pass {p.NAME} produced invalid IR (passes before it: {before})")
+                context = f"pass {p.NAME} produced invalid IR (passes before it: {before})"
+                _verify(ir, context, self.deep_verify_each)
             if self._prints_after(k, result.modified):
                 self.print_fn(f"// ----- IR after {p.spec()} ----- //\n{self.printer(ir)}")
         if self.time_passes:
@@ -314,14 +321,20 @@ def default_printer(ir: Any) -> str:
     return print_graph(ir) if isinstance(ir, Graph) else str(ir)
 
 
-def _verify(ir: Any, context: str) -> None:
-    verify = getattr(ir, "verify", None)
-    if verify is None:
-        return
-    try:
-        verify()
-    except CimcError as e:
-        raise CimcError(f"{context}: {e.message}", e.location) from None
+def _verify(ir: Any, context: str, deep: bool = False) -> None:
+    checks = [getattr(ir, "verify", None), getattr(ir, "verify_deep", None) if deep else None]
+    for check in checks:
+        if check is None:
+            continue
+        try:
+            check()
+        except CimcError as e:
+            raise CimcError(f"{context}: {e.message}", e.location) from None
+
+
+def verify_deep(ir: Any, context: str = "the pipeline produced invalid IR") -> None:
+    """The IR's deep check, if it has one (a program: the machine's validator)."""
+    _verify(ir, context, deep=True)
 
 
 def _split_top_level(text: str) -> list[tuple[int, str]]:

@@ -4,7 +4,7 @@ computes what the integer golden computes."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -12,11 +12,13 @@ import pytest
 from cimc.backend.builder.compiled import Compiled, graph_outputs, program_inputs
 from cimc.backend.stages.backend import compile_graph
 from cimc.backend.stages.planned import PlannedGraph
+from cimc.backend.stages.program import ProgramPass
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.interpreter import run_program
 from cimc.machine.printer import print_program
-from cimc.passes.manager import PassManager, describe_passes, parse_pipeline
+from cimc.machine.program import Program
+from cimc.passes.manager import PassManager, describe_passes, parse_pipeline, verify_deep
 from cimc.pipeline import PipelineOptions, compile_model
 from cimc.quant.golden import Golden
 from cimc.reference.float_model import default_inputs
@@ -111,3 +113,28 @@ def test_pipeline_streaming_option_reaches_the_map_pass(qgraph: Graph) -> None:
     graph = import_module(mlp((40, 64, 16)), float_input((1, 4, 40)))
     result = compile_model(graph, arch("tiny"), PipelineOptions(streaming="sequential"))
     assert result.compiled.stream is not None and result.compiled.stream.policy == "sequential"
+
+
+@dataclass(frozen=True)
+class DropRecvs(ProgramPass):
+    """A broken program pass: every recv removed (their sends now go unmatched)."""
+
+    NAME = "test-drop-recvs"
+
+    def rewrite(self, compiled: Compiled) -> Program:
+        cores = tuple(
+            replace(s, items=tuple(i for i in s.items if getattr(i, "opcode", "") != "recv"))
+            for s in compiled.program.cores
+        )
+        return replace(compiled.program, cores=cores)
+
+
+def test_validator_runs_after_each_program_pass_when_asked(qgraph: Graph) -> None:
+    """The cheap check lets a race through; --validate-each names the pass that made it."""
+    compiled = compile_graph(qgraph, arch("tiny"))
+    assert any(i.opcode == "recv" for s in compiled.program.cores for i in s.instrs)
+    broken = PassManager([DropRecvs()]).run(compiled)  # cheap verify only: not caught
+    with pytest.raises(CimcError):
+        verify_deep(broken)
+    with pytest.raises(CimcError, match=r"pass test-drop-recvs produced invalid IR"):
+        PassManager([DropRecvs()], deep_verify_each=True).run(compiled)

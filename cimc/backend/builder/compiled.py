@@ -12,6 +12,7 @@ and prints as assembly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -66,7 +67,24 @@ class Compiled:
     stream: StreamPlan | None = None  # phases and image of the static weights (if any)
 
     def verify(self) -> None:
+        """The cheap check run after every pass: the bindings and constants match the
+        program's declarations."""
+        for bind in self.inputs:
+            self._declared(bind.decl, "input", bind.rows * bind.cols, bind.graph_input)
+        for out in self.outputs:
+            self._declared(out.decl, "output", math.prod(out.shape), out.value)
+        for d in self.program.decls_of("const"):
+            if d.name not in self.consts:
+                raise CimcError(f"constant {d.name!r} is declared but has no data", "program")
+
+    def verify_deep(self) -> None:
+        """The machine's validator: operands, bounds, cross-core races (run at the end)."""
         validate(self.program, self.arch)
+
+    def _declared(self, name: str, kind: str, elements: int, value: str) -> None:
+        d = self.program.decl(name)
+        if d is None or d.kind != kind or d.rows * d.cols != elements:
+            raise CimcError(f"graph value {value!r} has no matching .{kind} {name!r}", "program")
 
     def __str__(self) -> str:
         return print_program(self.program)

@@ -14,7 +14,7 @@ from cimc.backend.stages.planning import MapWeights, PlanValues, TileWeights
 from cimc.backend.stages.program import HoistConstLoads, MergeSends, StageConsts
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
-from cimc.passes.manager import CompositePass, Pass, PassManager, register_pass
+from cimc.passes.manager import CompositePass, Pass, PassManager, register_pass, verify_deep
 
 
 @register_pass
@@ -63,8 +63,11 @@ def compile_graph(
     table: LoweringTable = LOWERINGS,
 ) -> Compiled:
     """Lower a quantized graph to a program for `arch` by the `backend` passes (each
-    verified, the program by the validator unless check=False); `streaming` is the weight
-    streaming policy (cimc/backend/plan/streaming.py)."""
+    verified, the final program by the machine's validator, unless check=False);
+    `streaming` is the weight streaming policy (cimc/backend/plan/streaming.py)."""
     passes = [configure_backend(p, arch, name, streaming, table) for p in Backend().passes()]
+    graph.verify()
     result: Compiled = PassManager(passes, verify_each=check).run(graph)
+    if check:
+        verify_deep(result)
     return result
