@@ -37,6 +37,7 @@ from cimc.machine.validator import validate
 from cimc.passes.manager import Pass, verify_deep
 from cimc.passes.quantize import Quantize
 from cimc.pipeline import PipelineOptions, configurer, load_model, manager, pipeline_stages
+from cimc.quant.dialect import QEmbedding
 
 MIN_PROBE = 2  # at one position exporters simplify rotary away: never probe there
 
@@ -151,11 +152,8 @@ def _inputs(graph: Graph, axes: SeqAxes) -> tuple[str, str | None]:
 
 
 def _vocab(graph: Graph, token: str) -> int:
-    tables = [
-        graph.node(u).op.plan.table.shape[0]  # type: ignore[attr-defined]
-        for u in graph.users(token)
-        if graph.node(u).op.NAME == "q.embedding"
-    ]
+    ops = [graph.node(u).op for u in graph.users(token)]
+    tables = [op.plan.table.shape[0] for op in ops if isinstance(op, QEmbedding)]
     if not tables:
         raise CimcError("the token ids feed no embedding table", "decode")
     return int(min(tables))

@@ -27,6 +27,7 @@ from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.machine.program import Program
 from cimc.machine.schedule import Schedule, simulate, total_energy
+from cimc.quant.dialect import QLinear
 from cimc.verify import weight_bytes_loaded
 
 OFFCHIP = ("dram", "flash")
@@ -108,13 +109,7 @@ def _finite(value: Any) -> Any:
 
 def model_weight_bytes(graph: Graph) -> int:
     """int8 weight bytes of the linear layers (what streams per token when nothing stays)."""
-    total = 0
-    for node in graph.nodes():
-        plan = getattr(node.op, "plan", None)
-        weight = getattr(plan, "weight", None)
-        if node.op.NAME == "q.linear" and weight is not None:
-            total += int(weight.size)
-    return total
+    return sum(int(n.op.plan.weight.size) for n in graph.nodes() if isinstance(n.op, QLinear))
 
 
 def peak_ops_per_cycle(arch: Arch) -> float:

@@ -34,11 +34,11 @@ POSITIONS = "cache_position"
 
 def check_decoder(graph: Graph, axes: SeqAxes) -> None:
     """A decoder: causal attention only, batch 1, outputs with one token axis."""
-    attentions = [n for n in graph.nodes() if isinstance(n.op, QAttention)]
+    attentions = [(n, n.op) for n in graph.nodes() if isinstance(n.op, QAttention)]
     if not attentions:
         raise CimcError("the model has no attention: not a decoder model", "decode")
-    for node in attentions:
-        if not node.op.plan.causal:  # type: ignore[attr-defined]
+    for node, op in attentions:
+        if not op.plan.causal:
             raise CimcError(
                 "attention is not causal: not a decoder model (BERT-like encoders see later "
                 "tokens, so they cannot be decoded token by token)",
@@ -89,7 +89,7 @@ class _Specializer:
         elif isinstance(op, Constant | QConstant) and token:
             new = self._position_rows(node)
         elif isinstance(op, QRotary):
-            plan = _rotary_tables(node, self.axes.rotary[node.name])
+            plan = _rotary_tables(node, op.plan, self.axes.rotary[node.name])
             new = self._add(node, DecodeRotary(op.scale, op.bits, plan), (ins[0], self.pos))
         elif isinstance(op, QAttention):
             ins = (*ins[:3], self.pos, *ins[3:])
@@ -136,9 +136,8 @@ class _Specializer:
         return self._add(node, Reshape(self.shape(node)), (rows,))
 
 
-def _rotary_tables(node: Node, axis: int) -> RotaryPlan:
+def _rotary_tables(node: Node, plan: RotaryPlan, axis: int) -> RotaryPlan:
     """The rotary plan with [C, D] tables (exporters may give [1, 1, C, D])."""
-    plan: RotaryPlan = node.op.plan  # type: ignore[attr-defined]
     cos, sin = plan.cos, plan.sin
     if axis != cos.ndim - 2 or any(d != 1 for d in cos.shape[:-2]) or sin.shape != cos.shape:
         raise CimcError(f"rotary tables of shape {list(cos.shape)} are not [C, D]", node.where)
