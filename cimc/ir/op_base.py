@@ -4,11 +4,17 @@ An op is a frozen dataclass whose fields are its typed attributes. The class car
 arity, which operands must be constants, a `normalize` step (negative axes -> positive...)
 and an `infer` type rule. A type rule that fails raises `OpTypeError`; the graph turns it
 into a located `CimcError`.
+
+Attribute kinds: bool, int, float, str, tuple[int, ...], DType, TensorType, np.ndarray and
+structs: frozen dataclasses whose fields are attribute kinds themselves (a dialect's
+compile-time constants, e.g. the quantizer's plans). The printer and parser handle every
+kind from these declarations alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import typing
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -53,7 +59,7 @@ class Op:
 
     def key(self) -> Hashable:
         """A hashable identity of the op and its attributes (used by CSE)."""
-        return (self.NAME, tuple(self.attributes().items()))
+        return (self.NAME, tuple((k, attribute_key(v)) for k, v in self.attributes().items()))
 
     def check_arity(self, count: int) -> None:
         lo, hi = self.MIN_INPUTS, self.MAX_INPUTS
@@ -89,15 +95,35 @@ def op_class(name: str) -> type[Op]:
         raise CimcError(f"unknown op '{name}'") from None
 
 
-_SCHEMAS: dict[type[Op], dict[str, Any]] = {}
+_SCHEMAS: dict[type, dict[str, Any]] = {}
 
 
-def attribute_schema(cls: type[Op]) -> dict[str, Any]:
-    """Attribute name -> annotated Python type, for the fields of an op class."""
+def attribute_schema(cls: type) -> dict[str, Any]:
+    """Field name -> annotated Python type, in declaration order, for the fields of an op
+    class or a struct attribute."""
     if cls not in _SCHEMAS:
         hints = typing.get_type_hints(cls)
         _SCHEMAS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
     return _SCHEMAS[cls]
+
+
+def is_struct(kind: Any) -> bool:
+    """A struct attribute kind: a dataclass (not an op) whose fields are attributes."""
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind) and not issubclass(kind, Op)
+
+
+def attribute_key(value: Any) -> Hashable:
+    """A hashable stand-in for an attribute value: arrays by dtype, shape and content
+    digest, structs field by field (so two ops are equal iff every bit of them is)."""
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value)
+        return (data.dtype.str, data.shape, hashlib.sha256(data.tobytes()).hexdigest())
+    if is_struct(type(value)):
+        fields = attribute_schema(type(value))
+        return (type(value).__name__, tuple(attribute_key(getattr(value, f)) for f in fields))
+    if isinstance(value, tuple):
+        return tuple(attribute_key(v) for v in value)
+    return value
 
 
 def coerce_attribute(op: str, name: str, kind: Any, value: Any) -> Any:
@@ -122,15 +148,14 @@ def coerce_attribute(op: str, name: str, kind: Any, value: Any) -> Any:
             items = list(value)
             if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in items):
                 return tuple(int(v) for v in items)
-    elif kind in (DType, TensorType):
+    elif kind in (DType, TensorType, np.ndarray) or is_struct(kind):
         if isinstance(value, kind):
-            return value
-    elif kind is np.ndarray:
-        if isinstance(value, np.ndarray):
             return value
     else:
         raise TypeError(f"{where}: unsupported attribute type {kind}")
-    raise CimcError(f"{where} must be {type_name(kind)}, got {value!r}")
+    bulky = isinstance(value, np.ndarray) or is_struct(type(value))  # a repr of any size
+    got = f"a {type(value).__name__}" if bulky else repr(value)
+    raise CimcError(f"{where} must be {type_name(kind)}, got {got}")
 
 
 def type_name(kind: Any) -> str:
@@ -138,6 +163,10 @@ def type_name(kind: Any) -> str:
         return "a list of ints"
     if kind is DType:
         return f"a dtype ({', '.join(d.value for d in DType)})"
+    if kind is np.ndarray:
+        return "an array (dense<...>, splat<...> or @name, then : type)"
+    if is_struct(kind):
+        return f"{kind.__name__}<...>"
     return getattr(kind, "__name__", str(kind))
 
 

@@ -8,33 +8,25 @@ Data-movement ops (reshape, transpose, slice, concat, gather, expand) and mask l
 canonical ops on integer / bool values; codes pass through them unchanged, so a value's
 scale is that of the q-op it comes from (see cimc.quant.golden.value_scales).
 
-    %fc = q.linear(%x) {bits = 8, plan = "LinearPlan(...)", scale = 0.0123} : i8[1, 8, 32]
+    %fc = q.linear(%x) {bits = 8, plan = LinearPlan<weight = @fc.plan.weight : i8[16, 32],
+                        bias = ..., requant = Requant<...>>, scale = 0.0123} : i8[1, 8, 32]
+
+Plans are struct attributes (cimc.ir.op_base): the IR text spells them out field by field,
+small arrays inline and large ones by reference, so a quantized graph parses back exactly.
 
 `q.quantize` is the one host-side op: float input -> codes at the graph boundary.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import math
-from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from cimc.errors import CimcError
-from cimc.ir.op_base import (
-    INTEGER,
-    Op,
-    attribute_schema,
-    broadcast,
-    coerce_attribute,
-    expect,
-    expect_dtype,
-    register_op,
-)
+from cimc.ir.op_base import INTEGER, Op, broadcast, expect, expect_dtype, register_op
 from cimc.ir.types import DType, TensorType
 from cimc.quant.constants import Requant, qmax
 from cimc.quant.plans import (
@@ -52,40 +44,10 @@ from cimc.quant.plans import (
 )
 
 CODE_DTYPES = (DType.I8, DType.I16)
-PLAN_TYPES = (
-    AddPlan,
-    AttentionPlan,
-    EmbeddingPlan,
-    LinearPlan,
-    LutPlan,
-    MatmulPlan,
-    MulPlan,
-    NormPlan,
-    ReducePlan,
-    Requant,
-    RotaryPlan,
-    SoftmaxPlan,
-)
 
 
 def code_dtype(bits: int) -> DType:
     return DType.I8 if bits == 8 else DType.I16
-
-
-def describe(value: Any) -> str:
-    """Deterministic one-line text of a plan: scalars inline, arrays as type + digest."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = sorted(dataclasses.fields(value), key=lambda f: f.name)
-        inner = ", ".join(f"{f.name}={describe(getattr(value, f.name))}" for f in fields)
-        return f"{type(value).__name__}({inner})"
-    if isinstance(value, np.ndarray):
-        if value.ndim == 0:
-            return str(value.item())
-        data = np.ascontiguousarray(value)
-        digest = hashlib.sha256(data.tobytes()).hexdigest()[:8]
-        dims = ", ".join(str(d) for d in value.shape)
-        return f"{DType.from_numpy(value.dtype)}[{dims}]#{digest}"
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,28 +60,11 @@ class QOp(Op):
     CODE_OPERANDS: ClassVar[tuple[int, ...]] = (0,)  # operands that must be i8/i16 codes
 
     def __post_init__(self) -> None:
-        for name, kind in attribute_schema(type(self)).items():
-            value = getattr(self, name)
-            if kind in PLAN_TYPES or kind is np.ndarray:
-                if not isinstance(value, kind):
-                    raise CimcError(f"{self.NAME}: attribute {name} must be a {kind.__name__}")
-            else:
-                object.__setattr__(self, name, coerce_attribute(self.NAME, name, kind, value))
+        super().__post_init__()
         if self.bits not in (8, 16):
             raise CimcError(f"{self.NAME}: bits must be 8 or 16, got {self.bits}")
         if not (math.isfinite(self.scale) and self.scale > 0):
             raise CimcError(f"{self.NAME}: scale must be positive and finite, got {self.scale}")
-
-    def attributes(self) -> dict[str, Any]:
-        """Printable attributes: plans as their deterministic description."""
-        out: dict[str, Any] = {}
-        for name in sorted(attribute_schema(type(self))):
-            value = getattr(self, name)
-            out[name] = describe(value) if name in ("plan", "value") else value
-        return out
-
-    def key(self) -> Hashable:
-        return (self.NAME, tuple(self.attributes().items()))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, QOp) and self.key() == other.key()

@@ -255,7 +255,7 @@ def test_outputs_carry_scales_and_printing_is_deterministic() -> None:
     assert set(scales) == {"hidden"} and scales["hidden"] == qop(q1, "ln_f").scale
     text = print_graph(q1)
     assert text == print_graph(q2)
-    assert 'q.linear(%ln1) {bits = 8, plan = "LinearPlan(bias=i32[32]#' in text
+    assert "%q = q.linear(%ln1) {bits = 8, plan = LinearPlan<weight = @q.plan.weight" in text
 
 
 def test_pass_through_the_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
@@ -307,7 +307,7 @@ def test_q_op_type_rules() -> None:
         g.add_node(QLinear(scale=0.001, bits=8, plan=plan16), [x8])
     with pytest.raises(CimcError, match="bits must be 8 or 16"):
         QLinear(scale=0.001, bits=12, plan=plan16)
-    with pytest.raises(CimcError, match="plan must be a LinearPlan"):
+    with pytest.raises(CimcError, match="plan must be LinearPlan<...>, got a Requant$"):
         QLinear(scale=0.001, bits=8, plan=plan16.requant)  # type: ignore[arg-type]
     y = g.add_node(QLinear(scale=0.001, bits=16, plan=plan16), [x8], "ok")
     assert g.node(y).type == TensorType((2, 4), DType.I16)
