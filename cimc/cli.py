@@ -23,6 +23,7 @@ from cimc.progress import display
 COMMANDS: tuple[str, ...] = (
     "example",
     "compile",
+    "opt",
     "verify",
     "generate",
     "run",

@@ -81,6 +81,8 @@ class _Parser(AttributeParser):
         self.expect("ident", "return")
         self.outputs()
         self.expect("punct", "}")
+        if self.at("ident", "graph"):
+            self.fail("a second graph starts here: IR text holds one graph (keep one IR dump)")
         self.expect("eof")
         return self.graph
 

@@ -1,0 +1,157 @@
+"""`cimc opt`: IR text in, a pipeline of registered passes, IR text out (as mlir-opt)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from cimc.commands import add_command
+from cimc.errors import CimcError
+from cimc.progress import add_quiet_option, report
+
+NAME = "opt"
+HELP = "run passes on a graph in IR text (float or quantized) and print the result"
+EPILOG = """\
+examples:
+  cimc opt block.ir -p simplify,cse,dce
+  cimc opt block.ir -p canonicalize,quantize{samples=4} -o block.q.ir
+  cimc opt block.q.ir --print-ir-after-all -p cse,dce > /dev/null
+  cimc opt model.onnx --seq-len 8 -p canonicalize -o model.ir
+  cimc opt --list-passes
+
+FILE.ir takes the arrays it names by reference (@name) from FILE.safetensors beside it,
+or from --constants; -o OUT.ir writes OUT.safetensors beside it when the result has such
+arrays (small graphs are self-contained text). FILE may be `-` (standard input), or an
+.onnx / .pt2 model, which is imported first. `cimc compile --print-ir-after PASS` prints
+IR this command reads (its `// -----` header is a comment), but not the model's weights:
+rerun the passes with `cimc opt MODEL -p ... -o OUT.ir` to have them, or fill them with
+--random-constants. IR dumps (--print-ir-*, --time-passes) go to stderr.
+"""
+
+MODEL_SUFFIXES = (".onnx", ".pt2")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, NAME, HELP, EPILOG)
+    p.add_argument("file", nargs="?", metavar="FILE", help="IR text (.ir), '-', .onnx or .pt2")
+    p.add_argument("-p", "--pipeline", default="", metavar="PIPELINE", help="passes to run")
+    p.add_argument("-o", "--output", metavar="OUT.ir", help="write here (default: stdout)")
+    p.add_argument("--constants", metavar="FILE", help="arrays of @names (.safetensors/.npz)")
+    p.add_argument(
+        "--random-constants",
+        type=int,
+        metavar="SEED",
+        help="fill @name arrays that have no data with random values (hand-written IR)",
+    )
+    p.add_argument("--seq-len", type=int, metavar="N", help="a model's sequence length")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,...")
+    _add_manager_options(p)
+    add_quiet_option(p)
+    p.set_defaults(handler=run)
+
+
+def _add_manager_options(p: argparse.ArgumentParser) -> None:
+    """The pass manager's switches, spelled as mlir-opt spells them."""
+    repeated: dict[str, Any] = {"action": "append", "default": [], "metavar": "PASS"}
+    p.add_argument("--print-ir-after-all", action="store_true", help="IR after every pass")
+    p.add_argument("--print-ir-after", **repeated, help="IR after this pass (repeatable)")
+    p.add_argument("--print-ir-before", **repeated, help="IR before this pass (repeatable)")
+    p.add_argument(
+        "--print-ir-after-change", action="store_true", help="print only when a pass changed it"
+    )
+    p.add_argument("--time-passes", action="store_true", help="time of each pass")
+    p.add_argument("--list-passes", action="store_true", help="list the registered passes")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cimc.passes.manager import describe_passes
+
+    if args.list_passes:
+        sys.stdout.write(describe_passes())
+        return 0
+    if args.file is None:
+        raise CimcError("give an IR file (or '-' for standard input); see 'cimc opt --help'")
+    _check_output(args.output)
+    graph, known = _read(args)
+    result = _manager(args).run(graph)
+    _write(args, result, known)
+    return 0
+
+
+def _check_output(path: str | None) -> None:
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise CimcError("cannot write here: the folder does not exist", path)
+
+
+def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The input graph and the arrays it was read with (all dialects loaded)."""
+    from cimc.dialects import load_dialects
+    from cimc.ir.ir_file import arrays_for, read_text
+    from cimc.ir.parser import parse_graph
+
+    load_dialects()
+    if Path(args.file).suffix in MODEL_SUFFIXES:
+        return _import(args), {}
+    stdin = args.file == "-"
+    text = sys.stdin.read() if stdin else read_text(args.file)
+    known = arrays_for(None if stdin else args.file, args.constants)
+    source = "<stdin>" if stdin else args.file
+    return parse_graph(text, known, source=source, random_seed=args.random_constants), known
+
+
+def _import(args: argparse.Namespace) -> Any:
+    from cimc.api import import_model
+    from cimc.commands.compile import parse_shapes
+
+    if not Path(args.file).is_file():
+        raise CimcError("model file not found", args.file)
+    shapes = parse_shapes(args.shape) or None
+    return import_model(args.file, shapes=shapes, seq_len=args.seq_len)
+
+
+def _manager(args: argparse.Namespace) -> Any:
+    from cimc.passes.manager import PassManager, expand, parse_pipeline
+
+    passes = parse_pipeline(args.pipeline) if args.pipeline.strip() else []
+    steps = len(expand(passes))
+    return PassManager(
+        passes,
+        print_ir_after_all=args.print_ir_after_all,
+        print_ir_after=args.print_ir_after,
+        print_ir_before=args.print_ir_before,
+        print_ir_after_change=args.print_ir_after_change,
+        time_passes=args.time_passes,
+        print_fn=lambda text: sys.stderr.write(text),
+        on_pass=lambda k, p: report("opt", k, steps, f"pass {p.NAME}"),
+    )
+
+
+def _write(args: argparse.Namespace, ir: Any, known: dict[str, Any]) -> None:
+    """The result to -o (a graph with its side file) or to stdout."""
+    from cimc.ir.graph import Graph
+    from cimc.ir.ir_file import unwritten_arrays, write_ir_file
+    from cimc.passes.manager import default_printer
+
+    if args.output and isinstance(ir, Graph):
+        write_ir_file(ir, args.output)
+        return
+    text = default_printer(ir)
+    if args.output:
+        _write_text(args.output, text)
+        return
+    sys.stdout.write(text)
+    missing = unwritten_arrays(ir, known) if isinstance(ir, Graph) else []
+    if missing and not args.quiet:
+        sys.stderr.write(
+            f"cimc opt: {len(missing)} array(s) printed by reference (@{missing[0]}, ...) "
+            "are in no file; -o OUT.ir writes them to OUT.safetensors\n"
+        )
+
+
+def _write_text(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise CimcError(f"cannot write the IR: {e.strerror or e}", path) from None
