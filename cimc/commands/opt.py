@@ -90,6 +90,7 @@ def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from cimc.dialects import load_dialects
     from cimc.ir.ir_file import arrays_for, read_text
     from cimc.ir.parser import parse_graph
+    from cimc.ir.tensor_file import side_file
 
     load_dialects()
     if Path(args.file).suffix in MODEL_SUFFIXES:
@@ -98,7 +99,12 @@ def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     text = sys.stdin.read() if stdin else read_text(args.file)
     known = arrays_for(None if stdin else args.file, args.constants)
     source = "<stdin>" if stdin else args.file
-    return parse_graph(text, known, source=source, random_seed=args.random_constants), known
+    beside = "" if stdin else f"put it in {side_file(args.file)}, "
+    hint = f"{beside}give --constants FILE, or fill it with --random-constants SEED"
+    graph = parse_graph(
+        text, known, source=source, random_seed=args.random_constants, no_data_hint=hint
+    )
+    return graph, known
 
 
 def _import(args: argparse.Namespace) -> Any:

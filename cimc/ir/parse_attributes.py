@@ -47,13 +47,24 @@ class _Struct:
     fields: Attrs
 
 
-class AttributeParser(TokenStream):
-    """Attribute values, arrays and tensor types; `data` holds the @name arrays."""
+NO_DATA_HINT = "give the arrays the text names (its constants)"
 
-    def __init__(self, source: SourceText, data: Mapping[str, Any], seed: int | None) -> None:
+
+class AttributeParser(TokenStream):
+    """Attribute values, arrays and tensor types; `data` holds the @name arrays, `hint`
+    says where a missing one should have come from."""
+
+    def __init__(
+        self,
+        source: SourceText,
+        data: Mapping[str, Any],
+        seed: int | None,
+        hint: str = NO_DATA_HINT,
+    ) -> None:
         super().__init__(source)
         self.data = data
         self.rng = None if seed is None else np.random.default_rng(seed)
+        self.hint = hint
 
     # ---- untyped values -------------------------------------------------------------
 
@@ -171,7 +182,7 @@ class AttributeParser(TokenStream):
                 self.fail(f"data for @{key} is {array.dtype}{list(array.shape)}, not {t}", token)
             return array
         if self.rng is None:
-            self.fail(f"no data for constant @{key}; pass it in `constants`", token)
+            self.fail(f"no data for @{key}; {self.hint}", token)
         return random_array(self.rng, t)
 
     def convert(self, token: Token, text: str, dtype: DType) -> Any:

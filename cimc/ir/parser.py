@@ -30,7 +30,7 @@ from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.ir.op_base import Op, attribute_schema, op_class
 from cimc.ir.ops_tensor import Constant, Input
-from cimc.ir.parse_attributes import AttributeParser, Attrs
+from cimc.ir.parse_attributes import NO_DATA_HINT, AttributeParser, Attrs
 from cimc.ir.tensor_file import load_tensors
 from cimc.ir.text_tokens import SourceText, Token
 from cimc.ir.types import TensorType
@@ -42,10 +42,12 @@ def parse_graph(
     *,
     source: str = "<ir>",
     random_seed: int | None = None,
+    no_data_hint: str = NO_DATA_HINT,
 ) -> Graph:
-    """Parse one `graph @name { ... }`; the result is verified."""
+    """Parse one `graph @name { ... }`; the result is verified. `no_data_hint` ends the
+    error for an @name without data (where the reader should have put it)."""
     data = _load_constants(constants)
-    parser = _Parser(SourceText(text, source), data, random_seed)
+    parser = _Parser(SourceText(text, source), data, random_seed, no_data_hint)
     graph = parser.parse()
     graph.verify()
     return graph
@@ -53,7 +55,7 @@ def parse_graph(
 
 def parse_type(text: str, source: str = "<type>") -> TensorType:
     """Parse a type such as ``f32[1, 8, 16]``."""
-    parser = _Parser(SourceText(text, source), {}, None)
+    parser = _Parser(SourceText(text, source), {}, None, NO_DATA_HINT)
     t = parser.tensor_type()
     parser.expect("eof")
     return t
@@ -66,8 +68,10 @@ def _load_constants(constants: Mapping[str, np.ndarray] | str | Path | None) -> 
 
 
 class _Parser(AttributeParser):
-    def __init__(self, source: SourceText, data: Mapping[str, Any], seed: int | None) -> None:
-        super().__init__(source, data, seed)
+    def __init__(
+        self, source: SourceText, data: Mapping[str, Any], seed: int | None, hint: str
+    ) -> None:
+        super().__init__(source, data, seed, hint)
         self.graph = Graph()
 
     # ---- grammar --------------------------------------------------------------------

@@ -106,7 +106,9 @@ def test_constants_from_dict_are_checked_against_declared_type() -> None:
     assert str(info.value) == "t.ir:2:17: data for @w is float64[3, 3], not f32[3, 3]"
     with pytest.raises(CimcError) as info:
         parse_graph(text, source="t.ir")
-    assert str(info.value) == "t.ir:2:17: no data for constant @w; pass it in `constants`"
+    assert str(info.value) == (
+        "t.ir:2:17: no data for @w; give the arrays the text names (its constants)"
+    )
 
 
 def test_constants_npz_path_missing_is_an_error(tmp_path: Path) -> None:
