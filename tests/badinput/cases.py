@@ -290,7 +290,10 @@ def _opt(text: str = _GRAPH, *args: str, arrays: dict[str, np.ndarray] | None = 
 
     def setup(d: Path) -> list[str]:
         (d / "g.ir").write_text(text)
-        save_file(arrays if arrays is not None else {"w": np.eye(4, dtype=np.float32)}, str(d / "g.safetensors"))
+        save_file(
+            arrays if arrays is not None else {"w": np.eye(4, dtype=np.float32)},
+            str(d / "g.safetensors"),
+        )
         return ["opt", str(d / "g.ir"), *args]
 
     return setup
