@@ -175,3 +175,26 @@ def test_bad_input_is_one_located_line(
     status, out, err = cimc(*[a.replace("{d}", d) for a in argv])
     assert (status, out) == (2, "")
     assert err.count("\n") == 1 and err.startswith(message.replace("{d}", d)), err
+
+
+def test_backend_passes_take_the_arch_and_write_a_program(block: Path, tmp_path: Path) -> None:
+    """-p backend --arch tiny -o P.cimasm writes what compile_graph + write_compiled do."""
+    from cimc.backend.builder.compiled import write_compiled
+    from cimc.backend.stages.backend import compile_graph
+    from cimc.machine.arch import load_arch
+
+    quantized = block.parent / "q.ir"
+    assert cimc("opt", str(block), "-p", "quantize{quiet=true}", "-o", str(quantized))[0] == 0
+    out = tmp_path / "opt" / "q.cimasm"
+    out.parent.mkdir()
+    assert cimc("opt", str(quantized), "-p", "backend", "--arch", "tiny", "-o", str(out))[0] == 0
+    load_dialects()
+    graph = parse_graph(quantized.read_text(), tmp_path / "q.safetensors")
+    ref = tmp_path / "ref" / "q.cimasm"
+    write_compiled(compile_graph(graph, load_arch("tiny"), name="q"), ref)
+    assert out.read_text().replace(str(out), "") == ref.read_text().replace(str(ref), "")
+    assert (
+        out.with_suffix(".safetensors").read_bytes() == ref.with_suffix(".safetensors").read_bytes()
+    )
+    status, _, err = cimc("opt", str(quantized), "-p", "backend", "--arch", "huge")
+    assert status == 2 and err.startswith("--arch: unknown architecture preset 'huge'")

@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cimc.pipeline", "cimc.divergence", "cimc.inspect"),
     ("cimc.verify", "cimc.plots"),
     ("cimc.decode",),
-    ("cimc.docs", "cimc.commands"),
+    ("cimc.docs", "cimc.commands", "cimc.dialects"),
     ("cimc.cli", "cimc.__main__"),
 )
 

@@ -19,6 +19,7 @@ examples:
   cimc opt block.ir -p canonicalize,quantize{samples=4} -o block.q.ir
   cimc opt block.q.ir --print-ir-after-all -p cse,dce > /dev/null
   cimc opt model.onnx --seq-len 8 -p canonicalize -o model.ir
+  cimc opt block.q.ir -p tile,map,plan-values --arch tiny
   cimc opt --list-passes
 
 FILE.ir takes the arrays it names by reference (@name) from FILE.safetensors beside it,
@@ -27,7 +28,9 @@ arrays (small graphs are self-contained text). FILE may be `-` (standard input),
 .onnx / .pt2 model, which is imported first. `cimc compile --print-ir-after PASS` prints
 IR this command reads (its `// -----` header is a comment), but not the model's weights:
 rerun the passes with `cimc opt MODEL -p ... -o OUT.ir` to have them, or fill them with
---random-constants. IR dumps (--print-ir-*, --time-passes) go to stderr.
+--random-constants. Backend passes (tile ... merge-sends, `backend`) print their own IR
+levels (plans, programs) and take the architecture from --arch (or tile{arch=NAME}).
+IR dumps (--print-ir-*, --time-passes) go to stderr.
 """
 
 MODEL_SUFFIXES = (".onnx", ".pt2")
@@ -44,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         metavar="SEED",
         help="fill @name arrays that have no data with random values (hand-written IR)",
+    )
+    p.add_argument(
+        "--arch", metavar="PRESET|FILE.toml", help="architecture of the backend passes (tile...)"
     )
     p.add_argument("--seq-len", type=int, metavar="N", help="a model's sequence length")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,...")
@@ -118,30 +124,54 @@ def _import(args: argparse.Namespace) -> Any:
 
 
 def _manager(args: argparse.Namespace) -> Any:
-    from cimc.passes.manager import PassManager, expand, parse_pipeline
+    from cimc.passes.manager import PassManager, Step, expand, parse_pipeline
 
     passes = parse_pipeline(args.pipeline) if args.pipeline.strip() else []
-    steps = len(expand(passes))
+    steps = [Step(_configure(args, s.p), s.group) for s in expand(passes)]
     return PassManager(
-        passes,
+        steps,
         print_ir_after_all=args.print_ir_after_all,
         print_ir_after=args.print_ir_after,
         print_ir_before=args.print_ir_before,
         print_ir_after_change=args.print_ir_after_change,
         time_passes=args.time_passes,
         print_fn=lambda text: sys.stderr.write(text),
-        on_pass=lambda k, p: report("opt", k, steps, f"pass {p.NAME}"),
+        on_pass=lambda k, p: report("opt", k, len(steps), f"pass {p.NAME}"),
     )
+
+
+def _configure(args: argparse.Namespace, p: Any) -> Any:
+    """A backend pass gets the --arch architecture and the file's stem as program name."""
+    if args.arch is None:
+        return p
+    from cimc.backend.stages.backend import configure_backend
+
+    return configure_backend(p, _arch(args.arch), Path(args.file).stem or "model")
+
+
+def _arch(name: str) -> Any:
+    from cimc.machine.arch import load_arch
+
+    try:
+        return load_arch(name)
+    except CimcError as e:
+        if e.location is None:  # a preset name: point at the option
+            raise CimcError(e.message, "--arch") from None
+        raise
 
 
 def _write(args: argparse.Namespace, ir: Any, known: dict[str, Any]) -> None:
     """The result to -o (a graph with its side file) or to stdout."""
+    from cimc.backend.builder.compiled import Compiled, write_compiled
     from cimc.ir.graph import Graph
     from cimc.ir.ir_file import unwritten_arrays, write_ir_file
     from cimc.passes.manager import default_printer
 
     if args.output and isinstance(ir, Graph):
         write_ir_file(ir, args.output)
+        return
+    if args.output and isinstance(ir, Compiled):
+        write_compiled(ir, Path(args.output))  # OUT.cimasm + OUT.safetensors, as compile
         return
     text = default_printer(ir)
     if args.output:
