@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cimc.commands import add_command
 from cimc.errors import CimcError
 from cimc.progress import add_quiet_option, report
+
+if TYPE_CHECKING:  # the passes pull in torch: import them only when the command runs
+    import numpy as np
+
+    from cimc.ir.graph import Graph
+    from cimc.machine.arch import Arch
+    from cimc.passes.manager import Pass, PassManager
 
 NAME = "opt"
 HELP = "run passes on a graph in IR text (float or quantized) and print the result"
@@ -51,8 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--arch", metavar="PRESET|FILE.toml", help="architecture of the backend passes (tile...)"
     )
-    p.add_argument("--seq-len", type=int, metavar="N", help="a model's sequence length")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,...")
+    p.add_argument("--seq-len", type=int, metavar="N", help="bind a model's sequence axis")
+    p.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help="bind a model input's shape (repeatable)",
+    )
     _add_manager_options(p)
     add_quiet_option(p)
     p.set_defaults(handler=run)
@@ -91,7 +104,7 @@ def _check_output(path: str | None) -> None:
         raise CimcError("cannot write here: the folder does not exist", path)
 
 
-def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+def _read(args: argparse.Namespace) -> tuple[Graph, dict[str, np.ndarray]]:
     """The input graph and the arrays it was read with (all dialects loaded)."""
     from cimc.dialects import load_dialects
     from cimc.ir.ir_file import arrays_for, read_text
@@ -113,7 +126,7 @@ def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     return graph, known
 
 
-def _import(args: argparse.Namespace) -> Any:
+def _import(args: argparse.Namespace) -> Graph:
     from cimc.api import import_model
     from cimc.commands.compile import parse_shapes
 
@@ -123,11 +136,13 @@ def _import(args: argparse.Namespace) -> Any:
     return import_model(args.file, shapes=shapes, seq_len=args.seq_len)
 
 
-def _manager(args: argparse.Namespace) -> Any:
+def _manager(args: argparse.Namespace) -> PassManager:
     from cimc.passes.manager import PassManager, Step, expand, parse_pipeline
 
     passes = parse_pipeline(args.pipeline) if args.pipeline.strip() else []
-    steps = [Step(_configure(args, s.p), s.group) for s in expand(passes)]
+    arch = _arch(args.arch) if args.arch else None
+    name = Path(args.file).stem or "model"
+    steps = [Step(_configure(s.p, arch, name), s.group) for s in expand(passes)]
     return PassManager(
         steps,
         print_ir_after_all=args.print_ir_after_all,
@@ -140,16 +155,16 @@ def _manager(args: argparse.Namespace) -> Any:
     )
 
 
-def _configure(args: argparse.Namespace, p: Any) -> Any:
+def _configure(p: Pass, arch: Arch | None, name: str) -> Pass:
     """A backend pass gets the --arch architecture and the file's stem as program name."""
-    if args.arch is None:
+    if arch is None:
         return p
     from cimc.backend.stages.backend import configure_backend
 
-    return configure_backend(p, _arch(args.arch), Path(args.file).stem or "model")
+    return configure_backend(p, arch, name)
 
 
-def _arch(name: str) -> Any:
+def _arch(name: str) -> Arch:
     from cimc.machine.arch import load_arch
 
     try:
@@ -160,7 +175,7 @@ def _arch(name: str) -> Any:
         raise
 
 
-def _write(args: argparse.Namespace, ir: Any, known: dict[str, Any]) -> None:
+def _write(args: argparse.Namespace, ir: Any, known: dict[str, np.ndarray]) -> None:
     """The result to -o (a graph with its side file) or to stdout."""
     from cimc.backend.builder.compiled import Compiled, write_compiled
     from cimc.ir.graph import Graph

@@ -8,7 +8,9 @@ into a located `CimcError`.
 Attribute kinds: bool, int, float, str, tuple[int, ...], DType, TensorType, np.ndarray and
 structs: frozen dataclasses whose fields are attribute kinds themselves (a dialect's
 compile-time constants, e.g. the quantizer's plans). The printer and parser handle every
-kind from these declarations alone.
+kind from these declarations alone. An array field declared
+`Annotated[np.ndarray, ArrayOf(dtypes, ranks)]` is checked whenever an op holding it is
+built, so an array of the wrong type read from IR text is a located error.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Op:
             object.__setattr__(
                 self, name, coerce_attribute(self.NAME, name, kind, getattr(self, name))
             )
+        check_arrays(self.NAME, self)
 
     def normalize(self, inputs: tuple[TensorType, ...]) -> Op:
         """The canonical spelling of this op for these operand types (default: itself)."""
@@ -105,6 +108,50 @@ def attribute_schema(cls: type) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
         _SCHEMAS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
     return _SCHEMAS[cls]
+
+
+@dataclass(frozen=True)
+class ArrayOf:
+    """What `Annotated[np.ndarray, ArrayOf(...)]` allows: these dtypes, these ranks (any
+    rank when None)."""
+
+    dtypes: tuple[DType, ...]
+    ranks: tuple[int, ...] | None = None
+
+    def check(self, where: str, value: np.ndarray) -> None:
+        dtype_ok = any(value.dtype == d.numpy for d in self.dtypes)
+        if not dtype_ok or (self.ranks is not None and value.ndim not in self.ranks):
+            dtypes = "/".join(d.value for d in self.dtypes)
+            ranks = "" if self.ranks is None else f" of rank {'/'.join(map(str, self.ranks))}"
+            got = f"{value.dtype}{list(value.shape)}"
+            raise CimcError(f"{where} must be {dtypes}{ranks}, got {got}")
+
+
+_ARRAY_SPECS: dict[type, dict[str, ArrayOf]] = {}
+
+
+def array_specs(cls: type) -> dict[str, ArrayOf]:
+    """The ArrayOf declared on the fields of an op class or struct, by field name."""
+    if cls not in _ARRAY_SPECS:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        _ARRAY_SPECS[cls] = {
+            name: meta
+            for name, hint in hints.items()
+            if typing.get_origin(hint) is typing.Annotated
+            for meta in hint.__metadata__
+            if isinstance(meta, ArrayOf)
+        }
+    return _ARRAY_SPECS[cls]
+
+
+def check_arrays(owner: str, value: Any) -> None:
+    """CimcError when an array of `value` (an op or struct, nested structs too) breaks its
+    field's ArrayOf."""
+    for name, spec in array_specs(type(value)).items():
+        spec.check(f"{owner}: {type(value).__name__}.{name}", getattr(value, name))
+    for name, kind in attribute_schema(type(value)).items():
+        if is_struct(kind):
+            check_arrays(owner, getattr(value, name))
 
 
 def is_struct(kind: Any) -> bool:

@@ -24,6 +24,7 @@ from fractions import Fraction
 import numpy as np
 
 from cimc.errors import CimcError
+from cimc.quant.plan_arrays import Multipliers
 
 MULT_BITS = 31  # |M| in [2^30, 2^31): a signed 32-bit multiplier
 MIN_SHIFT = 1
@@ -205,8 +206,8 @@ class Requant:
     the last axis).
     """
 
-    mult: np.ndarray
-    shift: np.ndarray
+    mult: Multipliers
+    shift: Multipliers
     lo: int
     hi: int
 

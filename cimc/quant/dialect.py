@@ -19,6 +19,7 @@ small arrays inline and large ones by reference, so a quantized graph parses bac
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,6 +30,7 @@ from cimc.errors import CimcError
 from cimc.ir.op_base import INTEGER, Op, broadcast, expect, expect_dtype, register_op
 from cimc.ir.types import DType, TensorType
 from cimc.quant.constants import Requant, qmax
+from cimc.quant.plan_arrays import Codes
 from cimc.quant.plans import (
     AddPlan,
     AttentionPlan,
@@ -85,10 +87,30 @@ class QOp(Op):
         for k in self.INT8_OPERANDS:
             expect_dtype(inputs[k], (DType.I8,), f"{self.NAME} operand {k} (int8 codes)")
         expect(self.out_range <= qmax(self.bits), f"{self.NAME} plan exceeds {self.bits} bits")
-        return TensorType(self.shape(inputs), code_dtype(self.bits))
+        shape = self.shape(inputs)
+        for rq in _requants(getattr(self, "plan", None)):
+            per_channel = (shape[-1],) if shape else ()
+            expect(
+                rq.mult.shape == rq.shift.shape and rq.mult.shape in ((), per_channel),
+                f"{self.NAME} requant multipliers must be [] or {list(per_channel)}",
+            )
+        return TensorType(shape, code_dtype(self.bits))
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         return inputs[0].shape
+
+
+def _requants(value: Any) -> list[Requant]:
+    """Every Requant inside a plan (the plan itself, its fields, recursively)."""
+    if isinstance(value, Requant):
+        return [value]
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return []
+    return [rq for f in dataclasses.fields(value) for rq in _requants(getattr(value, f.name))]
+
+
+def _table_of_256(table: np.ndarray, what: str) -> None:
+    expect(table.shape == (256,), f"{what} must have 256 entries, got {list(table.shape)}")
 
 
 def plan_range(plan: Any) -> int:
@@ -131,7 +153,7 @@ class QConstant(QOp):
     """A constant activation operand (e.g. an added position table), stored as codes."""
 
     NAME = "q.constant"
-    value: np.ndarray
+    value: Codes
     CODE_OPERANDS = ()
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
@@ -163,6 +185,7 @@ class QLinear(QOp):
         x = inputs[0]
         k, n = self.plan.weight.shape
         expect(x.rank >= 1 and x.shape[-1] == k, f"q.linear input {x} does not have K={k}")
+        expect(self.plan.bias.shape == (n,), f"q.linear bias must be [{n}]")
         return (*x.shape[:-1], n)
 
 
@@ -225,6 +248,10 @@ class QLut(QOp):
     fn: str
     plan: LutPlan
 
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        _table_of_256(self.plan.table, "q.lut table")
+        return inputs[0].shape
+
 
 @register_op
 @dataclass(frozen=True, eq=False)
@@ -273,6 +300,7 @@ class QRotary(QOp):
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         x = inputs[0]
         expect(x.shape[-1] % 2 == 0, f"q.rotary needs an even last axis, got {x}")
+        expect(self.plan.cos.shape == self.plan.sin.shape, "q.rotary cos and sin tables differ")
         broadcast(x.shape, tuple(self.plan.cos.shape))
         return x.shape
 
@@ -288,6 +316,8 @@ class QSoftmax(QOp):
     plan: SoftmaxPlan
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        _table_of_256(self.plan.exp_hi, "q.softmax exp_hi")
+        _table_of_256(self.plan.exp_lo, "q.softmax exp_lo")
         if len(inputs) == 2:
             expect_dtype(inputs[1], (DType.BOOL,), "q.softmax mask")
             broadcast(inputs[1].shape, inputs[0].shape)
@@ -312,6 +342,8 @@ class QAttention(QOp, RunTimeMacroOperands):
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         q, k, v = inputs[:3]
+        _table_of_256(self.plan.exp_hi, "q.attention exp_hi")
+        _table_of_256(self.plan.exp_lo, "q.attention exp_lo")
         expect(q.rank == k.rank == v.rank == 4, "q.attention operands must be [B, H, S, D]")
         expect(q.shape[1] % k.shape[1] == 0, f"{q.shape[1]} query heads vs {k.shape[1]} kv")
         expect(q.shape[-1] == k.shape[-1] and k.shape[2] == v.shape[2], "q.attention dims")
@@ -331,6 +363,8 @@ class _QNorm(QOp):
         x = inputs[0]
         expect(self.plan.rms == self.RMS, f"{self.NAME} holds the wrong normalization plan")
         expect(x.shape[-1] == self.plan.n, f"{self.NAME} plan is for {self.plan.n} channels")
+        n = (self.plan.n,)
+        expect(self.plan.gain.shape == self.plan.bias.shape == n, f"{self.NAME} gain/bias")
         return x.shape
 
 

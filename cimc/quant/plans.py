@@ -19,6 +19,14 @@ import numpy as np
 from cimc.errors import CimcError
 from cimc.quant import constants as qc
 from cimc.quant import tables
+from cimc.quant.plan_arrays import (
+    CodeMatrix,
+    CodeVector,
+    Int8Matrix,
+    Int16Matrix,
+    Int32Vector,
+    Int64Vector,
+)
 
 RECIP_BITS = 46  # softmax: R = floor(out_max * 2^46 / sum)
 NORM_FRAC_BITS = 16  # normalization: u = c / sqrt(V') in Q.16
@@ -32,8 +40,8 @@ def _in_abs(bits: int) -> int:
 # ---------------------------------------------------------------- linear / matmul
 @dataclass(frozen=True)
 class LinearPlan:
-    weight: np.ndarray  # int8 [K, N], per-output-channel codes
-    bias: np.ndarray  # int32 [N] at scale x_scale * w_scale[n] (zeros when absent)
+    weight: Int8Matrix  # int8 [K, N], per-output-channel codes
+    bias: Int32Vector  # int32 [N] at scale x_scale * w_scale[n] (zeros when absent)
     requant: qc.Requant  # per channel: acc -> output codes
 
 
@@ -122,7 +130,7 @@ def plan_mul(
 
 @dataclass(frozen=True)
 class LutPlan:
-    table: np.ndarray  # [256] output codes (int8 or int16), entry c + 128 for input c
+    table: CodeVector  # [256] output codes (int8 or int16), entry c + 128 for input c
 
 
 def plan_unary(
@@ -172,8 +180,8 @@ def plan_reduce(
 
 @dataclass(frozen=True)
 class RotaryPlan:
-    cos: np.ndarray  # int16 Q1.14 [S, D]
-    sin: np.ndarray  # int16 Q1.14 [S, D]
+    cos: Int16Matrix  # int16 Q1.14 [S, D]
+    sin: Int16Matrix  # int16 Q1.14 [S, D]
     requant: qc.Requant  # x*cos + rot(x)*sin (scale in_scale * 2^-14) -> output codes
 
 
@@ -193,7 +201,7 @@ def plan_rotary(
 
 @dataclass(frozen=True)
 class EmbeddingPlan:
-    table: np.ndarray  # [V, D] codes at the output activation scale (int8 or int16)
+    table: CodeMatrix  # [V, D] codes at the output activation scale (int8 or int16)
 
 
 def plan_embedding(
@@ -208,8 +216,8 @@ def plan_embedding(
 # ---------------------------------------------------------------- softmax / attention
 @dataclass(frozen=True)
 class SoftmaxPlan:
-    exp_hi: np.ndarray  # int32 [256]: exp(-256 j step) * 2^30
-    exp_lo: np.ndarray  # int32 [256]: exp(-l step) * 2^30
+    exp_hi: Int32Vector  # int32 [256]: exp(-256 j step) * 2^30
+    exp_lo: Int32Vector  # int32 [256]: exp(-l step) * 2^30
     out_max: int  # output codes in [0, out_max], scale 1 / out_max
 
 
@@ -233,8 +241,8 @@ class AttentionPlan:
     """Constants of the fused attention recipe (deferred softmax normalization)."""
 
     logits: qc.Requant  # q @ k^T acc -> int16 logits at the exp tables' step
-    exp_hi: np.ndarray  # int32 [256], as in SoftmaxPlan
-    exp_lo: np.ndarray  # int32 [256]
+    exp_hi: Int32Vector  # int32 [256], as in SoftmaxPlan
+    exp_lo: Int32Vector  # int32 [256]
     p_max: int  # unnormalized weights p' = round(p_max * exp(x - rowmax)) in [0, p_max]
     out_mult: int  # R = DIV(out_mult << recip_bits, max(sum p', 1)) per row
     recip_bits: int
@@ -304,8 +312,8 @@ class NormPlan:
     pre_shift: int  # k: r = ISQRT(V' << 2k), r < 2^31
     recip_bits: int  # P: inv = DIV(2^P, max(r, 1))
     u_shift: int  # u = RSHR(c * inv, P - k - 16): c / sqrt(V') in Q.16
-    gain: np.ndarray  # int64 [n]: gamma / out_scale in Q.(shift + 16), signed
-    bias: np.ndarray  # int64 [n]: beta / out_scale in Q.shift
+    gain: Int64Vector  # int64 [n]: gamma / out_scale in Q.(shift + 16), signed
+    bias: Int64Vector  # int64 [n]: beta / out_scale in Q.shift
     shift: int  # y = clamp(RSHR(u * gain + bias, shift), lo, hi)
     lo: int
     hi: int

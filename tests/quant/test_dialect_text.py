@@ -129,7 +129,22 @@ def test_decode_ops_round_trip() -> None:
     assert [n.op for n in again.nodes()] == [n.op for n in g.nodes()]
 
 
+_RQ = "requant = Requant<mult = splat<9> : i64[], shift = splat<3> : i64[], lo = -127, hi = 127>"
+_W = "weight = splat<1> : i8[32, 4]"
 PLAN_ERRORS = [
+    (
+        f"LinearPlan<weight = splat<1> : i16[32, 4], bias = splat<0> : i32[4], {_RQ}>",
+        "3:8: q.linear: LinearPlan.weight must be i8 of rank 2, got int16[32, 4]",
+    ),
+    (
+        f"LinearPlan<{_W}, bias = splat<0> : i32[4], {_RQ.replace('i64[]', 'i64[2, 2]', 1)}>",
+        "q.linear: Requant.mult must be i64 of rank 0/1, got int64[2, 2]",
+    ),
+    (f"LinearPlan<{_W}, bias = splat<0> : i32[3], {_RQ}>", "3:8: q.linear bias must be [4]"),
+    (
+        f"LinearPlan<{_W}, bias = splat<0> : i32[4], {_RQ.replace('i64[]', 'i64[2]')}>",
+        "q.linear requant multipliers must be [] or [4] (in %y)",
+    ),
     ("LinearPlan<weight = splat<1> : i8[32, 4]>", "LinearPlan needs field(s) bias, requant"),
     ("AddPlan<mult_a = 1>", "expected LinearPlan<...>"),
     ("LinearPlan<weight = 3>", "LinearPlan: attribute weight must be an array"),
