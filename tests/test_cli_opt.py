@@ -42,9 +42,9 @@ def cimc(*args: str, stdin: str = "") -> tuple[int, str, str]:
 
 @pytest.fixture
 def block(tmp_path: Path) -> Path:
-    """g.ir and g.safetensors (its weight) in a scratch folder."""
+    """g.ir and g.ir.safetensors (its weight) in a scratch folder."""
     (tmp_path / "g.ir").write_text(GRAPH)
-    save_file({"w": W}, str(tmp_path / "g.safetensors"))
+    save_file({"w": W}, str(tmp_path / "g.ir.safetensors"))
     return tmp_path / "g.ir"
 
 
@@ -65,7 +65,7 @@ def test_output_file_and_side_file_round_trip_byte_identical(block: Path) -> Non
     for name in ("a", "b"):
         args = ["-p", "quantize{samples=2,quiet=true}", "-o", str(folder / f"{name}.ir")]
         assert cimc("opt", str(block), *args) == (0, "", "")
-    for suffix in (".ir", ".safetensors"):
+    for suffix in (".ir", ".ir.safetensors"):
         assert (folder / f"a{suffix}").read_bytes() == (folder / f"b{suffix}").read_bytes()
     text = (folder / "a.ir").read_text()
     assert "q.linear(%x_q) {bits = 16, plan = LinearPlan<weight = @y.plan.weight : i8[4, 4]" in text
@@ -82,7 +82,7 @@ def test_stdin_and_explicit_constants(block: Path) -> None:
 def test_an_unwritten_array_is_noted_on_stderr(block: Path) -> None:
     status, out, err = cimc("opt", str(block), "-p", "fold-constants")
     assert status == 0 and out.startswith("graph @g")
-    assert err == ""  # @w is in g.safetensors: the printed text is loadable as it is
+    assert err == ""  # @w is in g.ir.safetensors: the printed text is loadable as it is
     block.write_text(
         "graph @f {\n"
         '  %x = input {meaning = "float"} : f32[2, 4]\n'
@@ -189,7 +189,7 @@ def test_backend_passes_take_the_arch_and_write_a_program(block: Path, tmp_path:
     out.parent.mkdir()
     assert cimc("opt", str(quantized), "-p", "backend", "--arch", "tiny", "-o", str(out))[0] == 0
     load_dialects()
-    graph = parse_graph(quantized.read_text(), tmp_path / "q.safetensors")
+    graph = parse_graph(quantized.read_text(), tmp_path / "q.ir.safetensors")
     ref = tmp_path / "ref" / "q.cimasm"
     write_compiled(compile_graph(graph, load_arch("tiny"), name="q"), ref)
     assert out.read_text().replace(str(out), "") == ref.read_text().replace(str(ref), "")

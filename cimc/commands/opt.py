@@ -29,9 +29,9 @@ examples:
   cimc opt block.q.ir -p tile,map,plan-values --arch tiny
   cimc opt --list-passes
 
-FILE.ir takes the arrays it names by reference (@name) from FILE.safetensors beside it,
-or from --constants; -o OUT.ir writes OUT.safetensors beside it when the result has such
-arrays (small graphs are self-contained text). FILE may be `-` (standard input), or an
+FILE.ir takes the arrays it names by reference (@name) from FILE.ir.safetensors beside
+it, or from --constants; -o OUT.ir writes OUT.ir.safetensors beside it when the result has
+such arrays (small graphs are self-contained text). FILE may be `-` (standard input), or an
 .onnx / .pt2 model, which is imported first. `cimc compile --print-ir-after PASS` prints
 IR this command reads (its `// -----` header is a comment), but not the model's weights:
 rerun the passes with `cimc opt MODEL -p ... -o OUT.ir` to have them, or fill them with
@@ -100,8 +100,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_output(path: str | None) -> None:
-    if path is not None and not Path(path).resolve().parent.is_dir():
+    """Refuse an output in a missing folder, or named as a tensor file, before any work."""
+    from cimc.ir.tensor_file import SUFFIXES
+
+    if path is None:
+        return
+    if not Path(path).resolve().parent.is_dir():
         raise CimcError("cannot write here: the folder does not exist", path)
+    if Path(path).suffix in SUFFIXES:
+        raise CimcError(f"IR text cannot go to a {Path(path).suffix} file; name it FILE.ir", path)
 
 
 def _read(args: argparse.Namespace) -> tuple[Graph, dict[str, np.ndarray]]:
@@ -197,7 +204,7 @@ def _write(args: argparse.Namespace, ir: Any, known: dict[str, np.ndarray]) -> N
     if missing and not args.quiet:
         sys.stderr.write(
             f"cimc opt: {len(missing)} array(s) printed by reference (@{missing[0]}, ...) "
-            "are in no file; -o OUT.ir writes them to OUT.safetensors\n"
+            "are in no file; -o OUT.ir writes them to OUT.ir.safetensors\n"
         )
 
 

@@ -28,7 +28,7 @@ Rules worth knowing:
   `Node(name, op, inputs, type, loc)`; `users`, `replace_all_uses`, `replace_op`,
   `set_inputs`, `remove_node`, `dead_code_elimination`, `copy`, `verify` rewrite/check it.
 - Text form: `cimc.ir.printer.print_graph(g)` / `cimc.ir.parser.parse_graph(text, constants)`;
-  on disk FILE.ir + FILE.safetensors (`cimc.ir.ir_file`), read by `cimc opt`.
+  on disk FILE.ir + FILE.ir.safetensors (`cimc.ir.ir_file`), read by `cimc opt`.
 """
 
 from cimc.ir.graph import Graph, Node

@@ -1,8 +1,8 @@
-"""A graph on disk: FILE.ir (the text form) and FILE.safetensors beside it (the arrays the
-text holds by reference, when it holds any).
+"""A graph on disk: FILE.ir (the text form) and FILE.ir.safetensors beside it (the arrays
+the text holds by reference, when it holds any).
 
-    write_ir_file(graph, "block.ir")          # block.ir (+ block.safetensors)
-    graph = read_ir_file("block.ir")          # reads block.safetensors if it is there
+    write_ir_file(graph, "block.ir")          # block.ir (+ block.ir.safetensors)
+    graph = read_ir_file("block.ir")          # reads block.ir.safetensors if it is there
 
 Small graphs stay self-contained text (arrays of at most INLINE_LIMIT elements, and uniform
 ones, print inline). The text's `//` comments are skipped, so a `// ----- IR after PASS -----
@@ -44,7 +44,7 @@ def arrays_for(path: str | Path | None, constants: str | Path | None) -> dict[st
 def read_ir_file(
     path: str | Path, constants: str | Path | None = None, random_seed: int | None = None
 ) -> Graph:
-    """Parse FILE.ir with the arrays of `constants` or of FILE.safetensors (verified)."""
+    """Parse FILE.ir with the arrays of `constants` or of FILE.ir.safetensors (verified)."""
     text = read_text(path)
     return parse_graph(text, arrays_for(path, constants), source=str(path), random_seed=random_seed)
 
@@ -54,7 +54,7 @@ def write_ir_file(graph: Graph, path: str | Path) -> Path | None:
     written (None when the text is self-contained)."""
     path = Path(path)
     if path.suffix in SUFFIXES:
-        raise CimcError(f"an IR file cannot end in {path.suffix} (its side file would)", str(path))
+        raise CimcError(f"IR text cannot go to a {path.suffix} file; name it FILE.ir", str(path))
     try:
         path.write_text(print_graph(graph), encoding="utf-8")
     except OSError as e:

@@ -22,8 +22,10 @@ SUFFIXES = (".safetensors", ".npz")
 
 
 def side_file(ir_path: str | Path) -> Path:
-    """The tensor file that goes with an IR file: FILE.ir -> FILE.safetensors."""
-    return Path(ir_path).with_suffix(".safetensors")
+    """The tensor file that goes with an IR file: FILE.ir -> FILE.ir.safetensors (not
+    FILE.safetensors: that is where `cimc compile` puts FILE.cimasm's constants)."""
+    path = Path(ir_path)
+    return path.with_name(path.name + ".safetensors")
 
 
 def load_tensors(path: str | Path) -> dict[str, np.ndarray]:

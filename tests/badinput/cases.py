@@ -286,13 +286,13 @@ _GRAPH = """graph @g {
 
 
 def _opt(text: str = _GRAPH, *args: str, arrays: dict[str, np.ndarray] | None = None) -> Callable:
-    """`cimc opt {d}/g.ir ARGS` on `text`, with g.safetensors beside it holding `arrays`."""
+    """`cimc opt {d}/g.ir ARGS` on `text`, with g.ir.safetensors beside it holding `arrays`."""
 
     def setup(d: Path) -> list[str]:
         (d / "g.ir").write_text(text)
         save_file(
             arrays if arrays is not None else {"w": np.eye(4, dtype=np.float32)},
-            str(d / "g.safetensors"),
+            str(d / "g.ir.safetensors"),
         )
         return ["opt", str(d / "g.ir"), *args]
 
@@ -303,11 +303,11 @@ _G = r"^{d}/g.ir:"
 OPT_CASES = [  # more in tests/test_cli_opt.py (in process: each cimc start imports torch)
     Bad("opt-missing-file", lambda d: ["opt", str(d / "nope.ir")], r"^{d}/nope.ir: cannot read the IR: No such file or directory$"),
     Bad("opt-no-file", lambda d: ["opt", "-p", "dce"], r"^give an IR file \(or '-' for standard input\); see 'cimc opt --help'$"),
-    Bad("opt-no-data", _opt(arrays={}), _G + r"3:17: no data for @w; put it in {d}/g.safetensors, give --constants FILE, or fill it with --random-constants SEED$"),
+    Bad("opt-no-data", _opt(arrays={}), _G + r"3:17: no data for @w; put it in {d}/g.ir.safetensors, give --constants FILE, or fill it with --random-constants SEED$"),
     Bad("opt-constants-garbage", lambda d: _opt()(d) + ["--constants", _file("c.safetensors", b"garbage")(d)], r"^{d}/c.safetensors: cannot read the constants: "),
     Bad("opt-unknown-pass", _opt(_GRAPH, "-p", "dce,frob"), r"^pipeline: unknown pass 'frob' \(known: .*cse.*\)$"),
     Bad("opt-pass-fails", _opt(_GRAPH, "-p", "check-canonical"), r"^@g: pass check-canonical failed: 1 node\(s\) not in canonical form: %z: neg of constants only: fold it \(fold-constants\)$"),
-    Bad("opt-output-suffix", lambda d: _opt(_GRAPH, "-o", str(d / "x.safetensors"))(d), r"^{d}/x.safetensors: an IR file cannot end in .safetensors \(its side file would\)$"),
+    Bad("opt-output-suffix", lambda d: _opt(_GRAPH, "-o", str(d / "x.safetensors"))(d), r"^{d}/x.safetensors: IR text cannot go to a .safetensors file; name it FILE.ir$"),
 ]  # fmt: skip
 
 CASES = INPUT_CASES + ARCH_CASES + ASM_CASES + CLI_CASES + MODEL_CASES + OPT_CASES

@@ -88,7 +88,7 @@ def test_plans_print_field_by_field() -> None:
 def test_files_round_trip_with_a_safetensors_side_file(tmp_path: Path) -> None:
     q = QUANTIZED["decoder"]
     side = write_ir_file(q, tmp_path / "dec.ir")
-    assert side == tmp_path / "dec.safetensors" and side.is_file()
+    assert side == tmp_path / "dec.ir.safetensors" and side.is_file()
     again = read_ir_file(tmp_path / "dec.ir")
     assert print_graph(again) == print_graph(q)
 
