@@ -35,9 +35,11 @@ such arrays (small graphs are self-contained text). FILE may be `-` (standard in
 .onnx / .pt2 model, which is imported first. `cimc compile --print-ir-after PASS` prints
 IR this command reads (its `// -----` header is a comment), but not the model's weights:
 rerun the passes with `cimc opt MODEL -p ... -o OUT.ir` to have them, or fill them with
---random-constants. Backend passes (tile ... merge-sends, `backend`) print their own IR
-levels (plans, programs) and take the architecture from --arch (or tile{arch=NAME}).
-IR dumps (--print-ir-*, --time-passes) go to stderr.
+--random-constants. The input is graph IR (float or quantized); backend passes (tile
+... merge-sends, `backend`) print their own IR levels (plans, programs), take the
+architecture from --arch (or tile{arch=NAME}), and -o OUT.cimasm writes a program as
+`cimc compile` does. IR dumps (--print-ir-*, --time-passes) go to stderr; so does a note
+when the printed IR names arrays that are in no file (-q leaves it out).
 """
 
 MODEL_SUFFIXES = (".onnx", ".pt2")
