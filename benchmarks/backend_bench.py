@@ -120,9 +120,9 @@ def bert_graph(layers: int, seq_len: int, exporter: str) -> Graph:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "torch":
-            from cimc.importers.torch_export import import_torch
+            from cimc.api import import_model
 
-            return import_torch(model, example_inputs=inputs)
+            return import_model(model, example_inputs=inputs)
         import tempfile
         from pathlib import Path
 

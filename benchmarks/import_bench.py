@@ -4,9 +4,9 @@
     python benchmarks/import_bench.py --onnx model.onnx --seq-len 128   # an existing file
 
 Exports a random-weight BERT-base (hidden 768, 12 layers), then imports it in a fresh
-child process (so the exporter's memory does not count) and reports `import_onnx` time
-(load, fold, translate, idioms), the tracemalloc peak of Python/numpy allocations during
-the import, and the child's peak RSS, against the weight bytes.
+child process (so the exporter's memory does not count) and reports `cimc.import_model`
+time (load, fold, translate, the idioms pass), the tracemalloc peak of Python/numpy
+allocations during the import, and the child's peak RSS, against the weight bytes.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ MIB = 1 << 20
 
 def measure(path: Path, seq_len: int) -> None:
     """Import `path` twice (timed, then under tracemalloc) and print the figures."""
-    from cimc.importers import import_onnx
+    from cimc.api import import_model
 
     started = time.perf_counter()
-    graph = import_onnx(path, seq_len=seq_len)
+    graph = import_model(path, seq_len=seq_len)
     seconds = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the second import
     del graph
     tracemalloc.start()
-    graph = import_onnx(path, seq_len=seq_len)
+    graph = import_model(path, seq_len=seq_len)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     weights = sum(v.nbytes for v in graph.constants().values())

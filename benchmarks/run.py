@@ -166,14 +166,14 @@ def compiled_linear(batch: int) -> dict[str, Any]:
 
     import torch
 
-    from cimc.importers.torch_export import import_torch
+    from cimc.api import import_model
     from cimc.machine.arch import load_arch
     from cimc.machine.summary import summarize
     from cimc.pipeline import compile_model
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(768, 3072)
-    graph = import_torch(linear, example_inputs=(torch.randn(1, batch, 768),))
+    graph = import_model(linear, example_inputs=(torch.randn(1, batch, 768),))
     arch = load_arch("zigzag-dimc")
     with contextlib.redirect_stderr(io.StringIO()):  # the calibration note
         compiled = compile_model(graph, arch).compiled

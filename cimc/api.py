@@ -25,6 +25,7 @@ def import_model(
     example_inputs: Any = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
     seq_len: int | None = None,
+    canonicalize: bool = True,
 ) -> Graph:
     """The canonical graph of a model.
 
@@ -32,8 +33,25 @@ def import_model(
     torch.export.ExportedProgram, an nn.Module or an fx.GraphModule. Modules are exported
     with torch.export.export(module, example_inputs) (a tensor, a tuple of tensors or a
     dict of keyword tensors). Symbolic dims are bound by `shapes` ({input name: shape})
-    or `seq_len`; a symbolic batch defaults to 1.
+    or `seq_len`; a symbolic batch defaults to 1. The `idioms` pass brings the translated
+    graph to the normal form; ``canonicalize=False`` returns the translation as it is.
     """
+    graph = translate(path_or_module, example_inputs, shapes, seq_len)
+    if not canonicalize:
+        return graph
+    from cimc.passes.idioms import Idioms
+    from cimc.passes.manager import PassManager
+
+    return PassManager([Idioms()]).run(graph)
+
+
+def translate(
+    path_or_module: Any,
+    example_inputs: Any,
+    shapes: Mapping[str, Sequence[int]] | None,
+    seq_len: int | None,
+) -> Graph:
+    """The importer's translation of a model file or torch program."""
     if isinstance(path_or_module, str | os.PathLike):
         return import_file(Path(path_or_module), example_inputs, shapes, seq_len)
     from cimc.importers.torch_export import import_torch

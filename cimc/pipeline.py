@@ -43,7 +43,7 @@ from cimc.passes.manager import (
 from cimc.passes.quantize import Quantize
 from cimc.progress import report
 
-DEFAULT_PIPELINE = "canonicalize,check-canonical,quantize,backend"
+DEFAULT_PIPELINE = "idioms,check-canonical,quantize,backend"
 QUANTIZE = "quantize"
 
 
@@ -83,12 +83,14 @@ class Stages:
 
 
 def load_model(model: Any, options: PipelineOptions) -> Graph:
-    """Import a model file or torch module (shapes bound by seq_len / shapes)."""
+    """Translate a model file or torch module (shapes bound by seq_len / shapes); the
+    pipeline's `idioms` pass canonicalizes it."""
     if isinstance(model, Graph):
         return model
     from cimc.api import import_model
 
-    return import_model(model, shapes=dict(options.shapes) or None, seq_len=options.seq_len)
+    shapes = dict(options.shapes) or None
+    return import_model(model, shapes=shapes, seq_len=options.seq_len, canonicalize=False)
 
 
 def pipeline_stages(options: PipelineOptions, configure: Callable[[Pass], Pass]) -> Stages:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # the pipeline pulls in torch: import it only when a command 
     from cimc.pipeline import PipelineOptions, PipelineResult
 
 DEFAULT_PIPELINE = (
-    "canonicalize,check-canonical,quantize,backend"  # == cimc.pipeline.DEFAULT_PIPELINE (tested)
+    "idioms,check-canonical,quantize,backend"  # == cimc.pipeline.DEFAULT_PIPELINE (tested)
 )
 
 NAME = "compile"

@@ -1,10 +1,10 @@
-"""`import_onnx`: an ONNX file to a canonical graph.
+"""`import_onnx`: an ONNX file to the graph it translates to.
 
     graph = import_onnx("bert.onnx", seq_len=128)
 
 Steps: load (external data, opset check) -> bind symbolic input dims -> translate node
-by node, folding everything computable at compile time -> canonicalize and recognize
-idioms (GELU, SiLU, LayerNorm, RMSNorm, linear, attention, rotary) -> canonicalize.
+by node, folding everything computable at compile time. The `idioms` pass then brings
+the graph to the normal form (cimc.import_model runs it, and so does the pipeline).
 """
 
 from __future__ import annotations
@@ -21,21 +21,18 @@ from cimc.importers.onnx_dims import bind_shapes, graph_inputs
 from cimc.importers.onnx_load import check_opset, load_model
 from cimc.importers.onnx_translate import Ref, Translator, clean_name
 from cimc.ir.graph import Graph
-from cimc.passes.idioms_pipeline import idiom_pipeline
-from cimc.passes.manager import PassManager
 
 
 def import_onnx(
     path: str | Path,
     shapes: dict[str, tuple[int, ...]] | None = None,
     seq_len: int | None = None,
-    canonicalize: bool = True,
 ) -> Graph:
-    """The canonical graph of the ONNX model at `path`.
+    """The translated graph of the ONNX model at `path` (shape arithmetic folded, idioms
+    still decomposed: the `idioms` pass recognizes them).
 
     Symbolic input dims are bound by `shapes` (per input) or `seq_len` (axis 1 of the
-    inputs); a symbolic batch axis 0 defaults to 1. With ``canonicalize=False`` only the
-    translation runs (shape arithmetic is folded, idioms are left decomposed).
+    inputs); a symbolic batch axis 0 defaults to 1.
     """
     model = load_model(path)
     opset = check_opset(model, str(path))
@@ -47,11 +44,8 @@ def import_onnx(
     translator.run(list(model.graph.node))
     graph = translator.graph
     graph.set_outputs(_outputs(translator, [o.name for o in model.graph.output]))
-    if canonicalize:
-        graph = PassManager(idiom_pipeline()).run(graph)
-    else:
-        graph.dead_code_elimination()
-        graph.verify()
+    graph.dead_code_elimination()
+    graph.verify()
     return graph
 
 

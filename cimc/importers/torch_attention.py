@@ -29,6 +29,7 @@ from cimc.ir.ops import (
     Mul,
     Reshape,
     Sub,
+    Transpose,
     Where,
 )
 
@@ -89,12 +90,24 @@ def repeated_source(b: Builder, name: str) -> str | None:
 
 
 def unsplit(t: Translator, y: str, what: str) -> str:
-    """y [B,H,1,S,D] as [B,H,S,D]: the unsqueeze's input when there is one."""
+    """y [B,H,1,S,D] as [B,H,S,D]: the value the unsqueeze views when it has that shape,
+    else a reshape of it."""
     bsz, heads, _, seq, dim = t.b.shape(y)
-    node = t.b.node(y)
-    if isinstance(node.op, Reshape) and t.b.shape(node.inputs[0]) == (bsz, heads, seq, dim):
-        return node.inputs[0]
-    return t.emit(Reshape((bsz, heads, seq, dim)), [y], what).name
+    source = viewed(t.b, y)
+    if source != y and t.b.shape(source) == (bsz, heads, seq, dim):
+        return source
+    return t.emit(Reshape((bsz, heads, seq, dim)), [source], what).name
+
+
+def viewed(b: Builder, name: str) -> str:
+    """The value `name` is a view of, through reshapes and transposes that move only unit
+    axes (reshapes too), so the aten spelling of an unsqueeze does not matter."""
+    node = b.node(name)
+    while isinstance(node.op, Reshape) or (
+        isinstance(node.op, Transpose) and node.op.moves_unit_axes_only(b.shape(node.inputs[0]))
+    ):
+        node = b.node(node.inputs[0])
+    return node.name
 
 
 # ---- masks ----------------------------------------------------------------------------

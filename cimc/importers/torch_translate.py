@@ -109,6 +109,9 @@ class Translator:
         return self._materialized[key]
 
     def cast(self, name: str, dtype: DType) -> str:
+        """`name` as `dtype`; a value of that dtype already is its own cast (no node)."""
+        if self.b.type_of(name).dtype == dtype:
+            return name
         return self.b.emit(Cast(dtype), (name,), f"{name}_{dtype}")
 
     def fresh(self, suffix: str) -> str:

@@ -155,6 +155,11 @@ class Transpose(Op):
         )
         return TensorType(tuple(x.shape[p] for p in self.perm), x.dtype)
 
+    def moves_unit_axes_only(self, shape: tuple[int, ...]) -> bool:
+        """Whether the axes longer than 1 keep their order: then it is a reshape."""
+        kept = [p for p in self.perm if shape[p] != 1]
+        return kept == sorted(kept)
+
 
 @register_op
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """idioms-activation: decomposed GELU (erf and tanh forms) -> gelu, x*sigmoid(x) -> silu.
 
-erf GELU:  x * 0.5 * (1 + erf(x / sqrt(2)))          (any association of the product)
-tanh GELU: x * 0.5 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
+erf GELU:  0.5 * x * (1 + erf(x / sqrt(2)))
+tanh GELU: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
+
+Each product may be associated and ordered any way, its scalar constants split or merged
+(x * 0.5, 0.25 * x * 2, x / sqrt(2), x * (1/sqrt(2))...); x^3 is pow(x, 3) or x * x * x.
 """
 
 from __future__ import annotations
@@ -11,130 +14,97 @@ from dataclasses import dataclass
 
 from cimc.ir.graph import Graph, Node
 from cimc.ir.ops import Add, Div, Erf, Gelu, Mul, Pow, Sigmoid, Silu, Tanh
-from cimc.passes.idioms_match import const_array, is_scalar, operand_pairs, producer, single_use
-from cimc.passes.manager import GraphPass, register_pass
+from cimc.passes.idioms_match import close, const_array, factors, scalar, split_scale
+from cimc.passes.manager import register_pass
+from cimc.passes.patterns import NoMatch, Pattern, PatternPass
 
-_SQRT2 = math.sqrt(2.0)
-_TANH_SCALE = math.sqrt(2.0 / math.pi)
+
+@dataclass(frozen=True)
+class Activation:
+    x: str
+    approximate: str = "none"  # gelu only
+
+
+def _match_gelu(graph: Graph, root: Node) -> Activation | NoMatch:
+    """At the mul completing 0.5 * x * bracket (bracket = 1 + erf(...) or 1 + tanh(...))."""
+    a, b = root.inputs
+    scale, rest = split_scale(graph, factors(graph, a) + factors(graph, b))
+    if len(rest) != 2 or not close(scale, 0.5):
+        return NoMatch("not a product of 0.5 and two run-time values")
+    for x, bracket in (rest, rest[::-1]):
+        kind = _gelu_bracket(graph, bracket, x)
+        if kind is not None and const_array(graph, x) is None:
+            return Activation(x, kind)
+    return NoMatch("neither factor is 1 + erf(x / sqrt(2)) or 1 + tanh(...) of the other")
+
+
+def _gelu_bracket(graph: Graph, name: str, x: str) -> str | None:
+    """'none' / 'tanh' when `name` is 1 + erf(x/sqrt2) / 1 + tanh(...x...), else None."""
+    node = graph.node(name)
+    if not isinstance(node.op, Add):
+        return None
+    ones = [i for i in node.inputs if scalar(graph, i) == 1.0]
+    if len(ones) != 1:
+        return None
+    inner = graph.node(node.inputs[1] if node.inputs[0] == ones[0] else node.inputs[0])
+    if isinstance(inner.op, Erf):
+        scale, rest = _scaled(graph, inner.inputs[0])
+        return "none" if rest == [x] and close(scale, 1 / math.sqrt(2)) else None
+    if isinstance(inner.op, Tanh):
+        scale, rest = split_scale(graph, factors(graph, inner.inputs[0]))
+        if len(rest) == 1 and close(scale, math.sqrt(2 / math.pi)) and _cubic(graph, rest[0], x):
+            return "tanh"
+    return None
+
+
+def _scaled(graph: Graph, name: str) -> tuple[float, list[str]]:
+    """`name` as scale * product of the rest: looks through x * c and x / c."""
+    node = graph.node(name)
+    if isinstance(node.op, Div):
+        divisor = scalar(graph, node.inputs[1])
+        if divisor:
+            scale, rest = _scaled(graph, node.inputs[0])
+            return scale / divisor, rest
+    return split_scale(graph, factors(graph, name))
+
+
+def _cubic(graph: Graph, name: str, x: str) -> bool:
+    """x + 0.044715 x^3 (either operand order; x^3 as pow(x, 3) or x*x*x)."""
+    node = graph.node(name)
+    if not isinstance(node.op, Add) or x not in node.inputs:
+        return False
+    other = node.inputs[1] if node.inputs[0] == x else node.inputs[0]
+    scale, rest = split_scale(graph, factors(graph, other))
+    if not close(scale, 0.044715):
+        return False
+    if rest == [x, x, x]:
+        return True
+    cube = graph.node(rest[0]) if len(rest) == 1 else None
+    return cube is not None and cube.op == Pow(3.0) and cube.inputs == (x,)
+
+
+def _rewrite_gelu(graph: Graph, root: Node, m: Activation) -> None:
+    graph.replace_op(root.name, Gelu(m.approximate), [m.x])
+
+
+def _match_silu(graph: Graph, root: Node) -> Activation | NoMatch:
+    for s, x in (root.inputs, root.inputs[::-1]):
+        node = graph.node(s)
+        if isinstance(node.op, Sigmoid) and node.inputs[0] == x:
+            return Activation(x)
+    return NoMatch("not x * sigmoid(x)")
+
+
+def _rewrite_silu(graph: Graph, root: Node, m: Activation) -> None:
+    graph.replace_op(root.name, Silu(), [m.x])
+
+
+GELU = Pattern("gelu", Mul, _match_gelu, _rewrite_gelu)
+SILU = Pattern("silu", Mul, _match_silu, _rewrite_silu)
 
 
 @register_pass
 @dataclass(frozen=True)
-class ActivationIdioms(GraphPass):
+class ActivationIdioms(PatternPass):
     NAME = "idioms-activation"
-
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes():
-            if node.name not in graph:
-                continue
-            if isinstance(node.op, Erf | Tanh):
-                changed |= _gelu(graph, node)
-            elif isinstance(node.op, Sigmoid):
-                changed |= _silu(graph, node)
-        if changed:
-            graph.dead_code_elimination()
-        return changed
-
-
-def _erf_input(graph: Graph, name: str) -> str | None:
-    """x when `name` is x / sqrt(2) or x * (1/sqrt(2))."""
-    node = graph.node(name)
-    if isinstance(node.op, Div) and is_scalar(graph, node.inputs[1], _SQRT2):
-        return node.inputs[0]
-    if isinstance(node.op, Mul):
-        for x, c in operand_pairs(node):
-            if is_scalar(graph, c, 1.0 / _SQRT2):
-                return x
-    return None
-
-
-def _cube_of(graph: Graph, name: str) -> str | None:
-    node = producer(graph, name, Pow)
-    if node is not None and isinstance(node.op, Pow) and node.op.exponent == 3.0:
-        return node.inputs[0]
-    return None
-
-
-def _tanh_input(graph: Graph, name: str) -> str | None:
-    """x when `name` is sqrt(2/pi) * (x + 0.044715 * x^3) (operands in either order)."""
-    outer = producer(graph, name, Mul)
-    if outer is None:
-        return None
-    for inner_name, c in operand_pairs(outer):
-        inner = producer(graph, inner_name, Add)
-        if inner is None or not is_scalar(graph, c, _TANH_SCALE):
-            continue
-        for x, cubic_name in operand_pairs(inner):
-            cubic = producer(graph, cubic_name, Mul)
-            if cubic is None:
-                continue
-            for cube, k in operand_pairs(cubic):
-                if is_scalar(graph, k, 0.044715) and _cube_of(graph, cube) == x:
-                    return x
-    return None
-
-
-def _factors(graph: Graph, name: str, depth: int = 2) -> list[str]:
-    """Leaves of the product tree rooted at `name` (through single-use inner muls)."""
-    node = graph.node(name)
-    if not isinstance(node.op, Mul) or depth < 0:
-        return [name]
-    leaves: list[str] = []
-    for operand in node.inputs:
-        inner = graph.node(operand)
-        if isinstance(inner.op, Mul) and single_use(graph, operand) and depth > 0:
-            leaves += _factors(graph, operand, depth - 1)
-        else:
-            leaves.append(operand)
-    return leaves
-
-
-def _product_root(graph: Graph, start: str, x: str) -> str | None:
-    """The mul computing x * 0.5 * start, walking up at most two single-use muls."""
-    current = start
-    for _ in range(2):
-        users = graph.users(current)
-        if len(users) != 1 or not isinstance(graph.node(users[0]).op, Mul):
-            return None
-        current = users[0]
-        leaves = _factors(graph, current)
-        if len(leaves) != 3 or start not in leaves or x not in leaves:
-            continue
-        rest = [leaf for leaf in leaves if leaf not in (start, x)]
-        if len(rest) == 1 and is_scalar(graph, rest[0], 0.5):
-            return current
-    return None
-
-
-def _gelu(graph: Graph, node: Node) -> bool:
-    if isinstance(node.op, Erf):
-        x, approximate = _erf_input(graph, node.inputs[0]), "none"
-    else:
-        x, approximate = _tanh_input(graph, node.inputs[0]), "tanh"
-    if x is None or const_array(graph, x) is not None:
-        return False
-    users = graph.users(node.name)
-    if len(users) != 1:
-        return False
-    plus_one = graph.node(users[0])
-    if not isinstance(plus_one.op, Add):
-        return False
-    if not any(a == node.name and is_scalar(graph, c, 1.0) for a, c in operand_pairs(plus_one)):
-        return False
-    root = _product_root(graph, plus_one.name, x)
-    if root is None:
-        return False
-    graph.replace_op(root, Gelu(approximate), [x])
-    return True
-
-
-def _silu(graph: Graph, node: Node) -> bool:
-    x = node.inputs[0]
-    changed = False
-    for user in graph.users(node.name):
-        mul = graph.node(user)
-        if isinstance(mul.op, Mul) and sorted(mul.inputs) == sorted((x, node.name)):
-            graph.replace_op(user, Silu(), [x])
-            changed = True
-    return changed
+    PATTERNS = (GELU, SILU)

@@ -4,7 +4,7 @@
     (or masked with where(m, scores, -big); scale by mul or div; kT a transpose of k)
 
 q/k/v are brought back to [B, H, S, D]; GQA's repeat_kv (reshape -> expand -> reshape)
-is undone so k/v keep their Hkv heads; the additive mask becomes a boolean operand
+is undone by idioms-gqa so k/v keep their Hkv heads; the additive mask becomes a boolean operand
 (idioms_mask), and a constant causal triangle becomes ``causal=True``.
 """
 
@@ -17,11 +17,9 @@ from cimc.ir.ops import (
     Add,
     Attention,
     Div,
-    Expand,
     LogicalAnd,
     MatMul,
     Mul,
-    Reshape,
     Softmax,
     Transpose,
     Where,
@@ -35,24 +33,10 @@ from cimc.passes.idioms_mask import (
     strip_broadcasts,
 )
 from cimc.passes.idioms_match import const_array, operand_pairs, scalar, scalar_operand
-from cimc.passes.manager import GraphPass, register_pass
+from cimc.passes.manager import register_pass
+from cimc.passes.patterns import NoMatch, Pattern, PatternPass
 
 _SWAP_LAST = (0, 1, 3, 2)
-
-
-@register_pass
-@dataclass(frozen=True)
-class AttentionIdioms(GraphPass):
-    NAME = "idioms-attention"
-
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes():
-            if node.name in graph and isinstance(node.op, Softmax):
-                changed |= _attention(graph, node)
-        if changed:
-            graph.dead_code_elimination()
-        return changed
 
 
 @dataclass(frozen=True)
@@ -111,18 +95,18 @@ def _peel_masks(graph: Graph, name: str) -> tuple[str, list[MaskPlan]] | None:
     return name, plans
 
 
-def _match(graph: Graph, softmax: Node) -> Match | None:
+def _match(graph: Graph, softmax: Node) -> Match | NoMatch:
     if softmax.type.rank != 4 or not isinstance(softmax.op, Softmax) or softmax.op.axis != 3:
-        return None
+        return NoMatch("not a softmax over the last axis of [B, H, Sq, Sk] scores")
     users = graph.users(softmax.name)
     if len(users) != 1 or graph.is_output(softmax.name):
-        return None
+        return NoMatch("the probabilities have other uses than one matmul")
     out = graph.node(users[0])
     if not isinstance(out.op, MatMul) or out.inputs[0] != softmax.name:
-        return None
+        return NoMatch("the probabilities do not multiply values")
     peeled = _peel_masks(graph, softmax.inputs[0])
     if peeled is None:
-        return None
+        return NoMatch("the scores are not matmul(q, k^T) scaled, plus masks")
     scores, plans = peeled
     found = _scores(graph, scores)
     assert found is not None
@@ -131,7 +115,7 @@ def _match(graph: Graph, softmax: Node) -> Match | None:
     kt, sk = _unscale(graph, mm.inputs[1])
     shapes = [graph.node(n).type for n in (q, kt, out.inputs[1])]
     if any(t.rank != 4 or not t.dtype.is_float for t in shapes):
-        return None
+        return NoMatch("q, k^T and v are not float [B, H, S, D] values")
     return Match(q, kt, out.inputs[1], s * sq * sk, tuple(plans), out.name)
 
 
@@ -142,53 +126,7 @@ def _untranspose(graph: Graph, kt: str, loc: str) -> str:
     return graph.add_node(Transpose(_SWAP_LAST), [kt], f"{kt}.k", loc)
 
 
-@register_pass
-@dataclass(frozen=True)
-class GroupedQueryAttention(GraphPass):
-    """idioms-gqa: attention on repeat_kv(k), repeat_kv(v) -> attention on k, v (Hkv heads)."""
-
-    NAME = "idioms-gqa"
-
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes():
-            if isinstance(node.op, Attention):
-                k, v = _unrepeat(graph, node.inputs[1]), _unrepeat(graph, node.inputs[2])
-                if k is not None and v is not None and k[1] == v[1]:
-                    graph.replace_op(
-                        node.name, node.op, [node.inputs[0], k[0], v[0], *node.inputs[3:]]
-                    )
-                    changed = True
-        if changed:
-            graph.dead_code_elimination()
-        return changed
-
-
-def _unrepeat(graph: Graph, name: str) -> tuple[str, int] | None:
-    """(k0, n) when `name` is repeat_kv(k0, n) = reshape(expand(x[B, H, 1, S, D])).
-
-    x may be any spelling of k0 with a unit axis inserted; k0 is re-derived from it by a
-    reshape that canonicalize-layout then merges with x's own layout chain.
-    """
-    merged = graph.node(name)
-    if not isinstance(merged.op, Reshape):
-        return None
-    expanded = graph.node(merged.inputs[0])
-    if not isinstance(expanded.op, Expand) or expanded.type.rank != 5:
-        return None
-    split = graph.node(expanded.inputs[0])
-    b, h, one, s, d = split.type.shape
-    n = expanded.type.shape[2]
-    if one != 1 or expanded.type.shape != (b, h, n, s, d) or merged.type.shape != (b, h * n, s, d):
-        return None
-    k0 = graph.add_node(Reshape((b, h, s, d)), [split.name], f"{split.name}.kv", split.loc)
-    return k0, n
-
-
-def _attention(graph: Graph, softmax: Node) -> bool:
-    m = _match(graph, softmax)
-    if m is None:
-        return False
+def _rewrite(graph: Graph, softmax: Node, m: Match) -> None:
     loc = graph.node(m.out).loc
     mask = None
     for plan in m.masks:
@@ -203,4 +141,13 @@ def _attention(graph: Graph, softmax: Node) -> bool:
     k = _untranspose(graph, m.kt, loc)
     operands = [m.q, k, m.v] + ([mask] if mask is not None else [])
     graph.replace_op(m.out, Attention(m.scale, causal), operands)
-    return True
+
+
+ATTENTION = Pattern("attention", Softmax, _match, _rewrite)
+
+
+@register_pass
+@dataclass(frozen=True)
+class AttentionIdioms(PatternPass):
+    NAME = "idioms-attention"
+    PATTERNS = (ATTENTION,)

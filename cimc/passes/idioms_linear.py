@@ -1,7 +1,7 @@
 """idioms-linear: fold bias adds into linear, drop the flatten/unflatten around it.
 
-add(linear(x, w), b)                       -> linear(x, w, b)   (b constant, [N])
 matmul(x, w) with a constant 2-D w         -> linear(x, w)
+add(linear(x, w), b)                       -> linear(x, w, b)   (b constant, [N])
 reshape(linear(reshape(x, [M, K])), [..., N]) -> linear(x)      (GPT-2's Conv1D/addmm)
 """
 
@@ -14,41 +14,33 @@ import numpy as np
 from cimc.ir.graph import Graph, Node
 from cimc.ir.ops import Add, Constant, Linear, MatMul, Reshape
 from cimc.passes.idioms_match import const_array, operand_pairs, single_use
-from cimc.passes.manager import GraphPass, register_pass
+from cimc.passes.manager import register_pass
+from cimc.passes.patterns import NoMatch, Pattern, PatternPass
 
 
-@register_pass
-@dataclass(frozen=True)
-class LinearIdioms(GraphPass):
-    NAME = "idioms-linear"
-
-    def run(self, graph: Graph) -> bool:
-        changed = False
-        for node in graph.nodes():
-            if node.name not in graph:
-                continue
-            if isinstance(node.op, MatMul):
-                changed |= _matmul_to_linear(graph, node)
-            elif isinstance(node.op, Add):
-                changed |= _fold_bias(graph, node)
-            elif isinstance(node.op, Reshape):
-                changed |= _unflatten(graph, node)
-        if changed:
-            graph.dead_code_elimination()
-        return changed
-
-
-def _matmul_to_linear(graph: Graph, node: Node) -> bool:
+def _match_matmul(graph: Graph, node: Node) -> Node | NoMatch:
     w = const_array(graph, node.inputs[1])
-    if w is None or w.ndim != 2 or const_array(graph, node.inputs[0]) is not None:
-        return False
+    if w is None or w.ndim != 2:
+        return NoMatch("the right operand is not a constant 2-D weight")
+    if const_array(graph, node.inputs[0]) is not None:
+        return NoMatch("the left operand is a constant (fold-constants' job)")
     if graph.node(node.inputs[0]).type.dtype != graph.node(node.inputs[1]).type.dtype:
-        return False
+        return NoMatch("the operands' dtypes differ")
+    return node
+
+
+def _rewrite_matmul(graph: Graph, node: Node, _: Node) -> None:
     graph.replace_op(node.name, Linear(), list(node.inputs))
-    return True
 
 
-def _fold_bias(graph: Graph, add: Node) -> bool:
+@dataclass(frozen=True)
+class Bias:
+    linear: Node
+    bias: str  # the constant operand of the add
+    value: np.ndarray
+
+
+def _match_bias(graph: Graph, add: Node) -> Bias | NoMatch:
     for lin_name, b in operand_pairs(add):
         lin = graph.node(lin_name)
         bias = const_array(graph, b)
@@ -59,30 +51,57 @@ def _fold_bias(graph: Graph, add: Node) -> bool:
             continue
         if add.type != lin.type:
             continue  # the add broadcasts the linear up: not a bias
-        if bias.shape != (n,):
-            b = graph.add_constant(bias.reshape(n).astype(np.float32), f"{b}.vec", add.loc)
-        graph.replace_op(add.name, Linear(), [lin.inputs[0], lin.inputs[1], b])
-        return True
-    return False
+        return Bias(lin, b, bias)
+    return NoMatch("not a bias-less single-use linear plus a constant [N] bias")
 
 
-def _unflatten(graph: Graph, outer: Node) -> bool:
+def _rewrite_bias(graph: Graph, add: Node, m: Bias) -> None:
+    n = m.linear.type.shape[-1]
+    b = m.bias
+    if m.value.shape != (n,):
+        b = graph.add_constant(m.value.reshape(n).astype(np.float32), f"{b}.vec", add.loc)
+    graph.replace_op(add.name, Linear(), [m.linear.inputs[0], m.linear.inputs[1], b])
+
+
+@dataclass(frozen=True)
+class Unflatten:
+    linear: Node
+    flat: Node  # the [M, K] view of x
+    x: Node
+
+
+def _match_unflatten(graph: Graph, outer: Node) -> Unflatten | NoMatch:
     lin = graph.node(outer.inputs[0])
     if not isinstance(lin.op, Linear) or not single_use(graph, lin.name):
-        return False
+        return NoMatch("the operand is not a single-use linear")
     flat = graph.node(lin.inputs[0])
     if not isinstance(flat.op, Reshape) or flat.type.rank != 2:
-        return False
+        return NoMatch("the linear's input is not a reshape to [M, K]")
     x = graph.node(flat.inputs[0])
-    lead = outer.type.shape[:-1]
     if isinstance(x.op, Constant) or outer.type.shape[-1] != lin.type.shape[-1]:
-        return False
-    if int(np.prod(lead)) != flat.type.shape[0]:
-        return False
-    source = x.name
-    if x.type.shape != (*lead, flat.type.shape[1]):
+        return NoMatch("a constant input, or the reshape changes the last axis")
+    if int(np.prod(outer.type.shape[:-1])) != flat.type.shape[0]:
+        return NoMatch("the rows of the [M, K] view are not the leading axes of the result")
+    return Unflatten(lin, flat, x)
+
+
+def _rewrite_unflatten(graph: Graph, outer: Node, m: Unflatten) -> None:
+    lead = outer.type.shape[:-1]
+    source = m.x.name
+    if m.x.type.shape != (*lead, m.flat.type.shape[1]):
         # x is e.g. [B, S, H, D] flattened straight to [B*S, H*D]: reshape it to [B, S, K]
-        view = Reshape((*lead, flat.type.shape[1]))
-        source = graph.add_node(view, [x.name], f"{flat.name}.rows", flat.loc)
-    graph.replace_op(outer.name, Linear(), [source, *lin.inputs[1:]])
-    return True
+        view = Reshape((*lead, m.flat.type.shape[1]))
+        source = graph.add_node(view, [m.x.name], f"{m.flat.name}.rows", m.flat.loc)
+    graph.replace_op(outer.name, Linear(), [source, *m.linear.inputs[1:]])
+
+
+MATMUL = Pattern("matmul-to-linear", MatMul, _match_matmul, _rewrite_matmul)
+BIAS = Pattern("linear-bias", Add, _match_bias, _rewrite_bias)
+UNFLATTEN = Pattern("linear-unflatten", Reshape, _match_unflatten, _rewrite_unflatten)
+
+
+@register_pass
+@dataclass(frozen=True)
+class LinearIdioms(PatternPass):
+    NAME = "idioms-linear"
+    PATTERNS = (MATMUL, BIAS, UNFLATTEN)

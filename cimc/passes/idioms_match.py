@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
 
 from cimc.ir.graph import Graph, Node
 from cimc.ir.op_base import Op
-from cimc.ir.ops import Constant
+from cimc.ir.ops import Constant, Mul
 
 
 def producer(graph: Graph, name: str, op_class: type[Op] | tuple[type[Op], ...]) -> Node | None:
@@ -34,6 +35,7 @@ def scalar(graph: Graph, name: str) -> float | None:
 
 
 def is_scalar(graph: Graph, name: str, expected: float, rtol: float = 1e-4) -> bool:
+    """Whether %name is a splatted constant close to `expected`."""
     value = scalar(graph, name)
     return value is not None and bool(np.isclose(value, expected, rtol=rtol, atol=0.0))
 
@@ -57,6 +59,30 @@ def scalar_operand(graph: Graph, node: Node) -> tuple[str, float] | None:
         if value is not None and const_array(graph, x) is None:
             return x, value
     return None
+
+
+def factors(graph: Graph, name: str, depth: int = 3) -> list[str]:
+    """The operands of a (nested) product, flattened through up to `depth` levels of mul."""
+    node = graph.node(name)
+    if depth == 0 or not isinstance(node.op, Mul):
+        return [name]
+    return [f for i in node.inputs for f in factors(graph, i, depth - 1)]
+
+
+def split_scale(graph: Graph, names: list[str]) -> tuple[float, list[str]]:
+    """(the product of the scalar constants among `names`, the other names in order)."""
+    scale, rest = 1.0, []
+    for name in names:
+        value = scalar(graph, name)
+        if value is None:
+            rest.append(name)
+        else:
+            scale *= value
+    return scale, rest
+
+
+def close(a: float, b: float, rel: float = 1e-4) -> bool:
+    return math.isclose(a, b, rel_tol=rel)
 
 
 def broadcasts_into(small: tuple[int, ...], big: tuple[int, ...]) -> bool:

@@ -1,17 +1,22 @@
-"""simplify: remove no-op reshape/transpose/cast/expand/slice and collapse identity chains.
+"""simplify: remove no-op ops, collapse chains, and orient ops the way idioms expect.
 
-Rules (each keeps the value bit for bit):
+Patterns (each keeps the value bit for bit):
 - reshape to the operand's shape, transpose by the identity, cast to the same dtype,
-  expand to the same shape, slice over a whole axis with step 1  ->  the operand;
-- reshape(reshape(x)) -> reshape(x); transpose(transpose(x)) -> one transpose (or x);
-  expand(expand(x)) -> expand(x);
+  expand to the same shape, slice over a whole axis with step 1, concat of one operand
+  ->  the operand;
 - x * 1, x / 1, x - 0, x + (-0.0), integer x + 0, x or false, x and true -> x, when the
-  constant is uniform and does not broadcast x to a larger shape.
+  constant is uniform and does not broadcast x to a larger shape; x and true that does
+  broadcast x -> expand(x); not(not(x)) -> x;
+- reshape(reshape(x)) -> reshape(x); transpose(transpose(x)) -> one transpose (or x);
+  expand(expand(x)) -> expand(x); a transpose moving only unit axes -> reshape;
+- where(c, const, x) with a constant c -> where(not c, x, const): masked_fill puts the
+  fill first, the attention idiom wants the value first.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,58 +25,41 @@ from cimc.ir.op_base import Op
 from cimc.ir.ops import (
     Add,
     Cast,
+    Concat,
     Constant,
     Div,
     Expand,
     LogicalAnd,
+    LogicalNot,
     LogicalOr,
     Mul,
     Reshape,
     Slice,
     Sub,
     Transpose,
+    Where,
 )
-from cimc.passes.manager import GraphPass, register_pass
+from cimc.passes.manager import register_pass
+from cimc.passes.patterns import NoMatch, Pattern, PatternPass, apply_patterns
 
 
 @register_pass
 @dataclass(frozen=True)
-class Simplify(GraphPass):
+class Simplify(PatternPass):
     NAME = "simplify"
     max_iterations: int = 16
 
     def run(self, graph: Graph) -> bool:
-        changed = False
-        for _ in range(self.max_iterations):
-            step = False
-            for name in graph.order():
-                if name in graph:
-                    step |= _simplify_node(graph, graph.node(name))
-            changed |= step
-            if not step:
-                break
-        return changed
-
-
-def _simplify_node(graph: Graph, node: Node) -> bool:
-    same = forwarded_operand(graph, node)
-    if same is not None:
-        graph.replace_all_uses(node.name, same)
-        graph.remove_node(node.name)
-        return True
-    merged = merged_chain(graph, node)
-    if merged is None:
-        return False
-    inner = node.inputs[0]
-    graph.replace_op(node.name, merged[0], inputs=merged[1])
-    if not graph.users(inner) and not graph.is_output(inner):
-        graph.remove_node(inner)
-    return True
+        # Dead nodes stay for dce: removing them here would change which of two equal
+        # nodes cse keeps.
+        return apply_patterns(graph, SIMPLIFY, self.max_iterations, dce=False)
 
 
 def forwarded_operand(graph: Graph, node: Node) -> str | None:
     """The operand this node merely passes through, if any."""
     op = node.op
+    if isinstance(op, Concat):
+        return node.inputs[0] if len(node.inputs) == 1 else None
     if isinstance(op, Reshape | Transpose | Cast | Expand | Slice):
         x = graph.node(node.inputs[0]).type
         if isinstance(op, Transpose):
@@ -141,3 +129,92 @@ def merged_chain(graph: Graph, node: Node) -> tuple[Op, tuple[str, ...]] | None:
         assert isinstance(inner.op, Transpose)
         return Transpose(tuple(inner.op.perm[p] for p in op.perm)), inner.inputs
     return op, inner.inputs  # the outer reshape/expand alone gives the same result
+
+
+def _remove_if_unused(graph: Graph, name: str) -> None:
+    if not graph.users(name) and not graph.is_output(name):
+        graph.remove_node(name)
+
+
+def _match_forward(graph: Graph, node: Node) -> str | NoMatch:
+    same = forwarded_operand(graph, node)
+    return NoMatch(f"this {node.op.NAME} changes its operand") if same is None else same
+
+
+def _forward(graph: Graph, node: Node, same: str) -> None:
+    graph.replace_all_uses(node.name, same)
+    graph.remove_node(node.name)
+
+
+def _match_merge(graph: Graph, node: Node) -> tuple[Op, tuple[str, ...]] | NoMatch:
+    merged = merged_chain(graph, node)
+    return NoMatch(f"the operand is not a {node.op.NAME}") if merged is None else merged
+
+
+def _merge(graph: Graph, node: Node, merged: tuple[Op, tuple[str, ...]]) -> None:
+    graph.replace_op(node.name, merged[0], inputs=merged[1])
+    _remove_if_unused(graph, node.inputs[0])
+
+
+def _match_unit_transpose(graph: Graph, node: Node) -> Reshape | NoMatch:
+    assert isinstance(node.op, Transpose)
+    if not node.op.moves_unit_axes_only(graph.node(node.inputs[0]).type.shape):
+        return NoMatch("the transpose reorders axes longer than 1")
+    return Reshape(node.type.shape)
+
+
+def _to_reshape(graph: Graph, node: Node, reshape: Reshape) -> None:
+    graph.replace_op(node.name, reshape)
+
+
+def _match_and_true(graph: Graph, node: Node) -> str | NoMatch:
+    """x when the other operand is all true (the and only broadcasts x)."""
+    for x, c in (node.inputs, node.inputs[::-1]):
+        value = graph.constant_value(c)
+        if value is not None and value.size > 0 and bool(value.all()):
+            return x
+    return NoMatch("neither operand is an all-true constant")
+
+
+def _to_expand(graph: Graph, node: Node, x: str) -> None:
+    graph.replace_op(node.name, Expand(node.type.shape), [x])
+
+
+def _match_not_not(graph: Graph, node: Node) -> str | NoMatch:
+    inner = graph.node(node.inputs[0])
+    if not isinstance(inner.op, LogicalNot):
+        return NoMatch("the operand is not a logical_not")
+    return inner.inputs[0]
+
+
+def _forward_not_not(graph: Graph, node: Node, x: str) -> None:
+    inner = node.inputs[0]
+    _forward(graph, node, x)
+    _remove_if_unused(graph, inner)
+
+
+def _match_orient_where(graph: Graph, node: Node) -> np.ndarray | NoMatch:
+    """The negated condition of where(c, const, x) with a constant c."""
+    cond, yes, no = node.inputs
+    value = graph.constant_value(cond)
+    if value is None or graph.constant_value(yes) is None or graph.constant_value(no) is not None:
+        return NoMatch("not where(constant condition, constant, run-time value)")
+    return np.logical_not(value)
+
+
+def _orient_where(graph: Graph, node: Node, negated: np.ndarray) -> None:
+    cond, yes, no = node.inputs
+    flipped = graph.add_constant(negated, f"{cond}_not", node.loc)
+    graph.replace_op(node.name, node.op, [flipped, no, yes])
+
+
+_FORWARDING = (Reshape, Transpose, Cast, Expand, Slice, Concat, *_IDENTITIES)
+SIMPLIFY: tuple[Pattern[Any], ...] = (
+    Pattern("no-op", _FORWARDING, _match_forward, _forward),
+    Pattern("merge-chain", (Reshape, Transpose, Expand), _match_merge, _merge),
+    Pattern("unit-transpose", Transpose, _match_unit_transpose, _to_reshape),
+    Pattern("and-true", LogicalAnd, _match_and_true, _to_expand),
+    Pattern("not-not", LogicalNot, _match_not_not, _forward_not_not),
+    Pattern("orient-where", Where, _match_orient_where, _orient_where),
+)
+"""In the order the driver tries them at a node."""

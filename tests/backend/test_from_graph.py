@@ -77,13 +77,13 @@ def test_every_canonical_op_lowers() -> None:
 
 @pytest.mark.slow
 def test_hugging_face_bert_plans_on_tiny() -> None:
-    from cimc.importers.torch_export import import_torch
+    from cimc.api import import_model
     from cimc.zoo import build_model, example_inputs
 
     model = build_model(
         "bert", hidden_size=96, num_attention_heads=3, intermediate_size=250, num_hidden_layers=2
     )
-    graph = import_torch(model, example_inputs(model, batch=1, seq_len=7))
+    graph = import_model(model, example_inputs(model, batch=1, seq_len=7))
     work = workload_from_graph(graph)
     assert [(m.k, m.n) for m in work.layers] == 2 * (4 * [(96, 96)] + [(96, 250), (250, 96)])
     plan = plan_streaming(work, load_target("tiny"))

@@ -52,14 +52,14 @@ def zoo_graph(family: str, layers: int = 1, seq_len: int = 7, preset: str = "tin
     """A random-weight HF model of the zoo, imported with torch.export (cached)."""
     key = (family, layers, seq_len, preset)
     if key not in _GRAPHS:
-        from cimc.importers.torch_export import import_torch
+        from cimc.api import import_model
         from cimc.zoo import build_model, example_inputs
 
         depth = {"n_layer": layers} if family == "gpt2" else {"num_hidden_layers": layers}
         model = build_model(family, preset, **depth)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _GRAPHS[key] = import_torch(model, example_inputs=example_inputs(model, seq_len))
+            _GRAPHS[key] = import_model(model, example_inputs=example_inputs(model, seq_len))
     return _GRAPHS[key]
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from cimc.errors import CimcError
 from cimc.machine.printer import print_program
+from cimc.passes.idioms import Idioms
 from cimc.pipeline import PipelineOptions, compile_model
 from cimc.verify import verify_compiled
 from tests.e2e.e2e_helpers import arch, float_input, import_module, mlp
@@ -36,7 +37,8 @@ def test_print_options_and_timings(graph) -> None:  # type: ignore[no-untyped-de
     result = compile_model(graph, arch("tiny"), options)
     headers = [p.splitlines()[0] for p in printed if p.startswith("// ----- IR after")]
     names = [h.split()[4].split("{")[0] for h in headers]
-    assert names == ["canonicalize", "check-canonical", "quantize", *BACKEND]
+    idioms = [p.NAME for p in Idioms().passes()]  # the composite prints after each of its passes
+    assert names == [*idioms, "check-canonical", "quantize", *BACKEND]
     dumps = dict(zip(names, printed, strict=False))
     assert "q.linear" in dumps["quantize"] and "q.linear" not in dumps["canonicalize"]
     assert "// tile: " in dumps["tile"] and "phase 0" in dumps["map"]

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from cimc.importers import import_onnx
+from cimc.api import import_model
 from cimc.ir.graph import Graph
 from cimc.reference.float_model import run_graph
 
@@ -48,8 +48,9 @@ def save(m: onnx.ModelProto, tmp_path: Path, name: str = "m.onnx") -> Path:
 
 
 def check_against_ort(path: Path, feeds: dict[str, np.ndarray], **kwargs: object) -> Graph:
-    """Import `path`, run the float reference and onnxruntime on `feeds`; they must agree."""
-    graph = import_onnx(path, **kwargs)  # type: ignore[arg-type]
+    """Import `path` (canonical graph), run the float reference and onnxruntime on `feeds`;
+    they must agree."""
+    graph = import_model(path, **kwargs)  # type: ignore[arg-type]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     want = dict(zip(names, session.run(None, feeds), strict=True))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from cimc.importers import import_onnx
+from cimc.api import import_model
 from cimc.ir.graph import Graph
 from cimc.reference.float_model import run_graph
 from cimc.zoo import build_model, example_inputs, export_onnx
@@ -82,7 +82,7 @@ def census(graph: Graph) -> Counter[str]:
 def import_and_check(path: Path, batch: int = 1, seq: int = SEQ) -> Graph:
     """Import `path` at [batch, seq] and assert it matches onnxruntime within 1e-4."""
     shapes = {"input_ids": (batch, seq), "attention_mask": (batch, seq)}
-    graph = import_onnx(path, shapes=shapes)
+    graph = import_model(path, shapes=shapes)
     inputs = feeds(batch, seq)
     error = relative_error(float_output(graph, inputs), onnxruntime_output(path, inputs))
     assert error < 1e-4, f"{path.name}: relative error {error:.2e} against onnxruntime"

@@ -107,11 +107,11 @@ def test_live_dynamo_export(family: str) -> None:
 )
 def test_onnx_and_torch_export_agree(family: str) -> None:
     """The third exporter: torch.export through cimc's torch importer, same multiset."""
-    from cimc.importers.torch_export import import_torch
+    from cimc.api import import_model
     from cimc.zoo import build_model, example_inputs
 
     model = build_model(family)
-    via_torch = census(import_torch(model, example_inputs(model, seq_len=7)))
+    via_torch = census(import_model(model, example_inputs(model, seq_len=7)))
     via_onnx = census(import_and_check(exported(family, "legacy")))
     via_torch.pop("constant")
     via_onnx.pop("constant")
@@ -148,7 +148,7 @@ def test_left_padding_follows_pytorch_on_fully_masked_rows() -> None:
     import torch
     from onnx_cases import float_output
 
-    from cimc.importers import import_onnx
+    from cimc.api import import_model
     from cimc.zoo import build_model
 
     ids = np.arange(3, 10, dtype=np.int64)[None]
@@ -156,7 +156,7 @@ def test_left_padding_follows_pytorch_on_fully_masked_rows() -> None:
     with torch.no_grad():
         want = build_model("llama")(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     for exporter in ("legacy", "dynamo"):
-        graph = import_onnx(exported("llama", exporter), seq_len=7)
+        graph = import_model(exported("llama", exporter), seq_len=7)
         got = float_output(graph, {"input_ids": ids, "attention_mask": mask})
         assert np.abs(got - want).max() < 1e-4 * np.abs(want).max()
 
@@ -181,9 +181,9 @@ def test_opsets_and_eager_attention_give_the_same_graph(family: str, opset: int,
 
 
 def test_import_is_deterministic() -> None:
-    from cimc.importers import import_onnx
+    from cimc.api import import_model
     from cimc.ir.printer import print_graph
 
     path = exported("llama", "dynamo")
-    first, second = (print_graph(import_onnx(path, seq_len=7)) for _ in range(2))
+    first, second = (print_graph(import_model(path, seq_len=7)) for _ in range(2))
     assert first == second

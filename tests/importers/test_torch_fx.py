@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cimc.api import import_model
 from cimc.errors import CimcError
 from cimc.importers.torch_export import import_torch
 from cimc.ir.ops import Attention
@@ -52,7 +53,7 @@ def block_and_input() -> tuple[nn.Module, torch.Tensor]:
 def test_symbolic_trace_of_a_block() -> None:
     block, x = block_and_input()
     traced = torch.fx.symbolic_trace(block)
-    graph = import_torch(traced, (x,))
+    graph = import_model(traced, (x,))
     census = Counter(n.op.NAME for n in graph.nodes())
     assert census["attention"] == 1 and census["softmax"] == 0 and census["matmul"] == 0
     assert census["layer_norm"] == 2 and census["gelu"] == 1 and census["linear"] == 4
@@ -69,7 +70,7 @@ def test_unlifted_graph_module_from_an_exported_program() -> None:
     block, x = block_and_input()
     module = torch.export.export(block, (x,)).module()
     assert isinstance(module, torch.fx.GraphModule)
-    graph = import_torch(module, (x,))
+    graph = import_model(module, (x,))
     got = FloatModel(graph).run({"x": x.numpy()})["output"]
     with torch.no_grad():
         np.testing.assert_allclose(got, block(x).numpy(), rtol=1e-4, atol=1e-5)
@@ -97,7 +98,7 @@ def test_constant_subgraphs_of_unsupported_ops_are_folded() -> None:
             return x * torch.cumsum(torch.ones(x.shape[-1]), dim=0)  # shape-only: folded
 
     x = torch.randn(2, 3)
-    graph = import_torch(Table(), (x,))
+    graph = import_model(Table(), (x,))
     assert [n.op.NAME for n in graph.nodes()] == ["input", "constant", "mul"]
     np.testing.assert_allclose(
         FloatModel(graph).run({"x": x.numpy()})["output"], x * torch.arange(1, 4)
@@ -135,7 +136,7 @@ class TwoHeads(nn.Module):
 def test_multiple_outputs_and_input_meanings() -> None:
     model = TwoHeads().eval()
     ids, pos = torch.tensor([[1, 2, 3]]), torch.tensor([[0, 1, 2]])
-    graph = import_torch(model, (ids, pos))
+    graph = import_model(model, (ids, pos))
     meanings = {n.name: n.op.meaning for n in graph.input_nodes()}
     assert meanings == {"input_ids": "token_ids", "position_ids": "position_ids"}
     assert [out for out, _ in graph.outputs] == ["output_0", "output_1", "output_2"]

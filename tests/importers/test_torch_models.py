@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cimc.importers.torch_export import import_torch
+from cimc.api import import_model
 from cimc.ir import Graph
 from cimc.ir.ops import Attention, Gelu, Linear, Rotary
 from cimc.reference.float_model import FloatModel
@@ -44,7 +44,7 @@ def import_family(family: str) -> tuple[Graph, np.ndarray, torch.Tensor, torch.T
     model = build_model(family, head="lm", **layers_override(family, 2))
     ids, mask = example_inputs(model, batch=2, seq_len=9, padded=True)
     mask[1, -3:] = 0  # two different paddings in the batch
-    graph = import_torch(model, (ids, mask))
+    graph = import_model(model, (ids, mask))
     with torch.no_grad():
         want = model(ids, mask).numpy()
     return graph, want, ids, mask
@@ -106,7 +106,7 @@ def test_gpt2_conv1d_and_tanh_gelu() -> None:
 def test_family_odd_preset_deeper(family: str) -> None:
     model = build_model(family, preset="odd", head="lm", **layers_override(family, 3))
     ids, mask = example_inputs(model, batch=1, seq_len=33)
-    graph = import_torch(model, (ids, mask))
+    graph = import_model(model, (ids, mask))
     with torch.no_grad():
         want = model(ids, mask).numpy()
     assert relative_error(run_float(graph, ids, mask), want) < 1e-4
@@ -120,7 +120,7 @@ def eager_and_sdpa(family: str) -> list[Counter[str]]:
         model = build_model(family, head="lm", **layers_override(family, 1))
         model.model.config._attn_implementation = implementation
         ids, mask = example_inputs(model, batch=2, seq_len=6, padded=True)
-        graph = import_torch(model, (ids, mask))
+        graph = import_model(model, (ids, mask))
         with torch.no_grad():
             want = model(ids, mask).numpy()
         assert relative_error(run_float(graph, ids, mask), want) < 1e-4
@@ -180,7 +180,7 @@ def test_other_decoder_families(family: str) -> None:
     ids = torch.randint(1, 128, (2, 7))
     mask = torch.ones(2, 7, dtype=torch.int64)
     mask[1, -2:] = 0
-    graph = import_torch(model, (ids, mask))
+    graph = import_model(model, (ids, mask))
     with torch.no_grad():
         want = model(ids, mask).numpy()
     assert relative_error(run_float(graph, ids, mask), want) < 1e-4
@@ -192,7 +192,7 @@ def test_single_token_keeps_rotary() -> None:
     """At position 0 cos is all ones and sin all zeros: still a rotary, not a bare x."""
     model = build_model("llama", head="lm", num_hidden_layers=1)
     ids, mask = example_inputs(model, seq_len=1)
-    graph = import_torch(model, (ids, mask))
+    graph = import_model(model, (ids, mask))
     with torch.no_grad():
         want = model(ids, mask).numpy()
     assert relative_error(run_float(graph, ids, mask), want) < 1e-4

@@ -52,7 +52,7 @@ def add_outliers(model: torch.nn.Module, gamma: float = 20.0, residual: float = 
 def zoo_graph(family: str, outliers: bool, layers: int, mid: bool = False) -> Graph:
     key = (family, outliers, layers, mid)
     if key not in _CACHE:
-        from cimc.importers.torch_export import import_torch
+        from cimc.api import import_model
         from cimc.zoo import build_model, example_inputs
 
         config: dict[str, Any] = {"n_layer" if family == "gpt2" else "num_hidden_layers": layers}
@@ -64,7 +64,7 @@ def zoo_graph(family: str, outliers: bool, layers: int, mid: bool = False) -> Gr
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             inputs = example_inputs(model, seq_len=32 if mid else 8)
-            graph = import_torch(model, example_inputs=inputs)
+            graph = import_model(model, example_inputs=inputs)
         _CACHE[key] = graph
     return _CACHE[key]
 
@@ -181,7 +181,7 @@ def train(steps: int = 300) -> TinyEncoder:
 
 
 def test_trained_model_keeps_its_accuracy(tmp_path: Path) -> None:
-    from cimc.importers.torch_export import import_torch
+    from cimc.api import import_model
 
     model = train()
     batch = 64
@@ -195,7 +195,7 @@ def test_trained_model_keeps_its_accuracy(tmp_path: Path) -> None:
     ids, labels = task(2, 4 * batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = import_torch(model, example_inputs=(ids[:batch], torch.ones_like(ids[:batch])))
+        graph = import_model(model, example_inputs=(ids[:batch], torch.ones_like(ids[:batch])))
     result = quantize_model(graph, str(path))
     assert not result.calibration.generated
     float_model = FloatModel(graph)
