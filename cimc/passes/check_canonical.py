@@ -2,7 +2,8 @@
 
 The normal form (notes/CANONICAL_OPS.md) is what makes all exporters of one model give the
 same op multiset: constant subgraphs folded, no no-op reshape/cast/transpose/expand/slice,
-no reshape-of-reshape style chains, no duplicated nodes, no dead nodes. The importers'
+no reshape-of-reshape style chains, nothing else a simplify pattern rewrites, no duplicated
+nodes, no dead nodes. The importers'
 tests call `canonical_violations(graph)` and expect an empty list; the pass raises one
 CimcError listing them.
 """
@@ -17,7 +18,8 @@ from cimc.ir.graph import Graph, Node
 from cimc.ir.ops import Constant, Input
 from cimc.passes.fold_constants import FoldConstants
 from cimc.passes.manager import GraphPass, register_pass
-from cimc.passes.simplify import forwarded_operand, merged_chain
+from cimc.passes.patterns import first_match
+from cimc.passes.simplify import SIMPLIFY, forwarded_operand, merged_chain
 
 SHOWN = 8  # violations spelled out in the error message
 
@@ -58,6 +60,9 @@ def _reason(
         return f"no-op {node.op.NAME}: it only forwards %{forwarded} (simplify)"
     if merged_chain(graph, node) is not None:
         return f"{node.op.NAME} of {node.op.NAME}: merge them into one (simplify)"
+    pattern = first_match(graph, node, SIMPLIFY)
+    if pattern is not None:
+        return f"{node.op.NAME} that simplify rewrites ({pattern.name})"
     if not isinstance(node.op, Constant):  # equal weights may legitimately repeat
         first = seen.setdefault((node.op.key(), node.inputs), node.name)
         if first != node.name:

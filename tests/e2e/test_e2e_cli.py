@@ -130,6 +130,21 @@ def test_verify_with_inputs_file_and_ir_printing(
     assert "// ----- IR after quantize" in captured.err and "q.linear" in captured.err
 
 
+def test_compile_prints_a_step_of_the_idioms_pass(
+    onnx_mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The importer returns the translation; the pipeline's idioms pass canonicalizes it,
+    one printable step at a time (its first canonicalize, then idioms-linear)."""
+    out = tmp_path / "mlp.cimasm"
+    argv = ["compile", str(onnx_mlp), "-o", str(out), "--print-ir-after", "canonicalize"]
+    assert cli.main([*argv, "--print-ir-after", "idioms-linear"]) == 0
+    printed = capsys.readouterr().err.split("// ----- IR after ")[1:]
+    first, linear = printed[0], printed[2]  # tidy: canonicalize twice, then idioms-linear
+    assert first.startswith("canonicalize{") and linear.startswith("idioms-linear ")
+    assert "%y = add(%2.bias, %2.MatMul)" in first  # the export's MatMul + Add
+    assert "%y = linear(" in linear and " = add(" not in linear  # the bias folded in
+
+
 def test_verify_mismatch_exits_1(
     onnx_mlp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -53,3 +53,19 @@ def test_canonicalize_reaches_the_normal_form(seed: int) -> None:
     assert canonical_violations(graph)  # random graphs are full of violations
     PassManager(parse_pipeline("canonicalize")).run(graph)
     assert [str(v) for v in canonical_violations(graph)] == []
+
+
+def test_any_simplify_pattern_is_a_violation() -> None:
+    """Beyond no-ops and chains: what else simplify rewrites is named by its pattern."""
+    graph = parse_graph(
+        """graph @g {
+  %x = input : f32[2, 1, 3]
+  %t = transpose(%x) {perm = [1, 0, 2]} : f32[1, 2, 3]
+  return "t" = %t
+}"""
+    )
+    assert [str(v) for v in canonical_violations(graph)] == [
+        "%t: transpose that simplify rewrites (unit-transpose)"
+    ]
+    PassManager(parse_pipeline("canonicalize")).run(graph)
+    assert canonical_violations(graph) == []
