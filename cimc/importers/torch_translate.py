@@ -1,4 +1,4 @@
-"""Walks an exported aten graph and builds the canonical graph.
+"""Walks an exported aten graph and builds its graph of canonical ops, op by op.
 
 Values of fx nodes are either run-time values (`Ref`, naming a canonical node) or
 constants (torch tensors and Python scalars). A node whose operands are all constants is

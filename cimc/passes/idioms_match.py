@@ -34,12 +34,6 @@ def scalar(graph: Graph, name: str) -> float | None:
     return float(first)
 
 
-def is_scalar(graph: Graph, name: str, expected: float, rtol: float = 1e-4) -> bool:
-    """Whether %name is a splatted constant close to `expected`."""
-    value = scalar(graph, name)
-    return value is not None and bool(np.isclose(value, expected, rtol=rtol, atol=0.0))
-
-
 def single_use(graph: Graph, name: str) -> bool:
     return len(graph.users(name)) == 1 and not graph.is_output(name)
 

@@ -43,18 +43,6 @@ from cimc.passes.manager import register_pass
 from cimc.passes.patterns import NoMatch, Pattern, PatternPass, apply_patterns
 
 
-@register_pass
-@dataclass(frozen=True)
-class Simplify(PatternPass):
-    NAME = "simplify"
-    max_iterations: int = 16
-
-    def run(self, graph: Graph) -> bool:
-        # Dead nodes stay for dce: removing them here would change which of two equal
-        # nodes cse keeps.
-        return apply_patterns(graph, SIMPLIFY, self.max_iterations, dce=False)
-
-
 def forwarded_operand(graph: Graph, node: Node) -> str | None:
     """The operand this node merely passes through, if any."""
     op = node.op
@@ -218,3 +206,16 @@ SIMPLIFY: tuple[Pattern[Any], ...] = (
     Pattern("orient-where", Where, _match_orient_where, _orient_where),
 )
 """In the order the driver tries them at a node."""
+
+
+@register_pass
+@dataclass(frozen=True)
+class Simplify(PatternPass):
+    NAME = "simplify"
+    PATTERNS = SIMPLIFY
+    max_iterations: int = 16
+
+    def run(self, graph: Graph) -> bool:
+        # The nodes a rewrite leaves unused stay for dce, as they always did: removing them
+        # here would change which of two equal nodes cse keeps, and so the names.
+        return apply_patterns(graph, self.PATTERNS, self.max_iterations, dce=False)
