@@ -1,4 +1,4 @@
-"""Every canonical op (see notes/CANONICAL_OPS.md), importable from one place.
+"""Every canonical op, importable from one place (the op contract: cimc/ir/__init__.py).
 
     from cimc.ir.ops import Linear, LayerNorm, Attention, OPS
 

@@ -13,7 +13,7 @@ from cimc.passes.manager import Pass
 
 
 def idiom_pipeline() -> list[Pass]:
-    """Passes that turn an imported graph into the normal form of CANONICAL_OPS.md."""
+    """Passes that turn an imported graph into the normal form (check_canonical.py)."""
     return [
         *_tidy(),
         LinearIdioms(),
