@@ -1,12 +1,12 @@
 """A design decision on or off, side by side: makespan, bound, instructions per variant.
 
-Each `--variant NAME:PATCH,...` compiles the same imported model with some module
-attributes replaced for that compile only (then restored), and prints the simulated
-makespan, the workload lower bound, their ratio q, the instruction count and the number
-of `send` and `mcast` instructions. A PATCH is `module.ATTR=LITERAL` (a Python literal)
-or `module.FUNC=skip` (FUNC becomes the identity on its first argument: a program pass
-left out). A variant without patches is the code as it is. benchmarks/FINDINGS.md lists
-the decisions measured this way.
+Each `--variant NAME:CHANGE,...` compiles the same imported model with the default
+pipeline, changed for that compile only, and prints the simulated makespan, the workload
+lower bound, their ratio q, the instruction count and the number of `send` and `mcast`
+instructions. A CHANGE is `module.ATTR=LITERAL` (the attribute replaced by a Python
+literal, restored after) or `-PASS` (a pass of the `backend` stages left out, e.g.
+`-hoist-const-loads`). A variant without changes is the code as it is.
+benchmarks/FINDINGS.md lists the decisions measured this way.
 
     python benchmarks/ablate.py --layers 4 --arch large \\
         --variant now --variant 64k:cimc.backend.stream.prefetch.LOOKAHEAD_CYCLES=65536
@@ -35,33 +35,51 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cimc.backend.plan.bounds import lower_bound  # noqa: E402
 from cimc.backend.plan.from_graph import workload_from_graph  # noqa: E402
 from cimc.backend.plan.target import Target  # noqa: E402
+from cimc.backend.stages.backend import Backend  # noqa: E402
 from cimc.ir.graph import Graph  # noqa: E402
 from cimc.machine.arch import load_arch  # noqa: E402
 from cimc.machine.schedule import simulate  # noqa: E402
-from cimc.pipeline import PipelineOptions, compile_model  # noqa: E402
+from cimc.pipeline import DEFAULT_PIPELINE, PipelineOptions, compile_model  # noqa: E402
 
 
 @dataclass(frozen=True)
 class Patch:
     module: str
     attr: str
-    value: Any  # a literal, or the identity function for `skip`
+    value: Any
 
 
-def parse_variant(text: str) -> tuple[str, list[Patch]]:
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    patches: list[Patch]
+    pipeline: str
+
+
+def parse_variant(text: str) -> Variant:
     name, _, spec = text.partition(":")
-    patches = []
+    patches, dropped = [], set()
     for item in filter(None, spec.split(",")):
+        if item.startswith("-"):
+            dropped.add(item[1:])
+            continue
         target, _, value = item.partition("=")
         module, _, attr = target.rpartition(".")
         if not module or not value:
-            raise SystemExit(f"variant {name}: '{item}' is not module.ATTR=VALUE")
-        patches.append(Patch(module, attr, _identity if value == "skip" else _literal(value)))
-    return name, patches
+            raise SystemExit(f"variant {name}: '{item}' is not module.ATTR=VALUE or -PASS")
+        patches.append(Patch(module, attr, _literal(value)))
+    return Variant(name, patches, _pipeline_without(dropped))
 
 
-def _identity(first: Any, *args: Any, **kwargs: Any) -> Any:
-    return first
+def _pipeline_without(dropped: set[str]) -> str:
+    """The default pipeline with `backend` spelled out as its passes, minus `dropped`."""
+    stages = [p.NAME for p in Backend().passes()]
+    unknown = sorted(dropped - set(stages))
+    if unknown:
+        raise SystemExit(f"not a backend pass: {', '.join(unknown)} (passes: {', '.join(stages)})")
+    top = DEFAULT_PIPELINE.split(",")
+    names = [n for step in top for n in (stages if step == Backend.NAME else [step])]
+    return ",".join(n for n in names if n not in dropped)
 
 
 def _literal(text: str) -> Any:
@@ -87,9 +105,11 @@ def patched(patches: list[Patch]) -> Iterator[None]:
             setattr(module, attr, value)
 
 
-def measure(graph: Graph | str, arch_name: str, seq_len: int | None) -> dict[str, int]:
+def measure(
+    graph: Graph | str, arch_name: str, seq_len: int | None, pipeline: str
+) -> dict[str, int]:
     arch = load_arch(arch_name)
-    result = compile_model(graph, arch, PipelineOptions(seq_len=seq_len))
+    result = compile_model(graph, arch, PipelineOptions(pipeline=pipeline, seq_len=seq_len))
     program = result.compiled.program
     opcodes = Counter(i.opcode for core in program.cores for i in core.instrs)
     bound = lower_bound(workload_from_graph(result.graph), Target.from_arch(arch))
@@ -104,7 +124,7 @@ def measure(graph: Graph | str, arch_name: str, seq_len: int | None) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", action="append", required=True, help="NAME[:PATCH,...]")
+    ap.add_argument("--variant", action="append", required=True, help="NAME[:CHANGE,...]")
     ap.add_argument("--layers", type=int, default=4, help="BERT-base depth (without --model)")
     ap.add_argument("--model", help="a model file (.onnx, .pt2) instead of BERT-base")
     ap.add_argument("--seq-len", type=int, default=128)
@@ -116,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'arch':<8}{'variant':<14}{'makespan':>11}{'bound':>11}{'q':>7}{'instrs':>9}", end="")
     print(f"{'send':>7}{'mcast':>7}")
     for arch in args.arch:
-        for name, patches in variants:
-            with patched(patches), warnings.catch_warnings():
+        for v in variants:
+            with patched(v.patches), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                m = measure(graph, arch, seq_len)
+                m = measure(graph, arch, seq_len, v.pipeline)
             q = m["makespan"] / m["bound"]
             print(
-                f"{arch:<8}{name:<14}{m['makespan']:>11,}{m['bound']:>11,}{q:>7.3f}"
+                f"{arch:<8}{v.name:<14}{m['makespan']:>11,}{m['bound']:>11,}{q:>7.3f}"
                 f"{m['instructions']:>9,}{m['send']:>7,}{m['mcast']:>7,}",
                 flush=True,
             )
