@@ -25,8 +25,7 @@ base only reads their `shape`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -50,18 +49,15 @@ V = TypeVar("V", bound=Value)
 OpKernel = Callable[[Any, list[V]], V]
 
 
-@contextmanager
-def executing(op_name: str, engine: str, where: str) -> Iterator[None]:
-    """Locate any failure of the code inside at `where` (the node being executed)."""
-    try:
-        yield
-    except CimcError as e:
-        raise CimcError(e.message, where) from None
-    except KERNEL_ERRORS as e:
-        raise CimcError(f"{op_name} failed in {engine}: {e}", where) from None
-    except Exception as e:
-        e.add_note(f"while executing {where} ({op_name}) in {engine}")
-        raise
+def kernel_failure(e: Exception, op_name: str, engine: str, where: str) -> Exception:
+    """What to raise for `e`, met running op `op_name` at `where` (the node executed): bad
+    data as a CimcError located there, a bug as itself with the node in a note."""
+    if isinstance(e, CimcError):
+        return CimcError(e.message, where)
+    if isinstance(e, KERNEL_ERRORS):
+        return CimcError(f"{op_name} failed in {engine}: {e}", where)
+    e.add_note(f"while executing {where} ({op_name}) in {engine}")
+    return e
 
 
 class GraphInterpreter(Generic[V]):
@@ -105,8 +101,10 @@ class GraphInterpreter(Generic[V]):
         if isinstance(node.op, Constant):
             return self.constant(node)
         args = [env[name] for name in node.inputs]
-        with executing(node.op.NAME, self.ENGINE, node.where):
+        try:  # not a context manager: this runs once per node
             value = self.call_kernel(node.op, args)
+        except Exception as e:
+            raise kernel_failure(e, node.op.NAME, self.ENGINE, node.where) from None
         self._check_result(node, value)
         return value
 

@@ -16,7 +16,7 @@ import torch
 
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
-from cimc.ir.interpreter import GraphInterpreter, executing
+from cimc.ir.interpreter import GraphInterpreter, kernel_failure
 from cimc.ir.op_base import Op
 from cimc.ir.ops import (
     Cast,
@@ -52,8 +52,10 @@ def evaluate_op(op: Op, operands: Sequence[np.ndarray], where: str = "") -> np.n
     if kernel is None:
         raise CimcError(f"{FloatModel.ENGINE} has no kernel for op {op.NAME}", where or op.NAME)
     tensors = [torch.from_numpy(np.array(a)) for a in operands]  # writable copies
-    with executing(op.NAME, FloatModel.ENGINE, where or op.NAME):
+    try:
         return _to_numpy(_contiguous(kernel, op, tensors))
+    except Exception as e:
+        raise kernel_failure(e, op.NAME, FloatModel.ENGINE, where or op.NAME) from None
 
 
 class FloatModel(GraphInterpreter[torch.Tensor]):
