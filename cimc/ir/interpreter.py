@@ -32,6 +32,7 @@ import numpy as np
 
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
+from cimc.ir.op_base import Op
 from cimc.ir.ops_tensor import Constant, Input
 from cimc.ir.types import DType
 
@@ -153,7 +154,7 @@ class GraphInterpreter(Generic[V]):
             return None
         return f"{self.ENGINE} has no kernel for op {node.op.NAME}"
 
-    def call_kernel(self, op: Any, args: list[V]) -> V:
+    def call_kernel(self, op: Op, args: list[V]) -> V:
         """Run the kernel of `op` (executors may wrap the call, e.g. in torch.no_grad)."""
         return self.kernels[type(op)](op, args)
 
