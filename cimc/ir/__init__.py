@@ -1,4 +1,8 @@
-"""The canonical graph IR (see notes/CANONICAL_OPS.md for the op contract).
+"""The canonical graph IR.
+
+The op contract: each op class (cimc/ir/ops_tensor.py, ops_math.py, ops_nn.py) declares its
+attributes, arity, constant operands and type rule; its float semantics is its kernel in
+cimc/reference/kernels.py; the importers' normal form is cimc/passes/check_canonical.py.
 
 Build a graph with `Graph`; ops are frozen dataclasses from `cimc.ir.ops`::
 

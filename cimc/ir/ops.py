@@ -1,4 +1,4 @@
-"""Every canonical op (see notes/CANONICAL_OPS.md), importable from one place.
+"""Every canonical op, importable from one place (the op contract: cimc/ir/__init__.py).
 
     from cimc.ir.ops import Linear, LayerNorm, Attention, OPS
 
@@ -60,8 +60,8 @@ CANONICAL_OPS: frozenset[str] = frozenset(
     for cls in list(globals().values())
     if isinstance(cls, type) and issubclass(cls, Op) and OPS.get(cls.NAME) is cls
 )
-"""The IR names of the float-level ops of notes/CANONICAL_OPS.md (OPS may hold more:
-dialects such as cimc.quant.dialect register their own ops when imported)."""
+"""The IR names of the canonical (float-level) ops (OPS may hold more: dialects such as
+cimc.quant.dialect register their own ops when imported)."""
 
 __all__ = [
     "CANONICAL_OPS",

@@ -1,11 +1,12 @@
 """A fast path for the common lines of `isa/cim.lark`: builds the very tree Lark would.
 
-Lark's LALR parser costs ~0.4 ms per instruction line here; compiled programs have 10^4-10^5
-lines. Each line form of the grammar (instruction, directive, declaration, comment, blank)
-has one regular expression below that accepts a subset of what the grammar accepts; a text
-whose every line matches is turned into the same `lark.Tree` (same data, tokens, line and
-column) as `grammar().parse`. Any other text returns None and goes through Lark, which then
-reports the syntax error. tests/machine/test_parser_fastpath.py proves the two agree on
+Lark's LALR parser is several times slower per line than this fast path, and compiled
+programs have 10^4-10^5 lines (benchmarks/FINDINGS.md, "Assembly parser fast path"). Each
+line form of the grammar (instruction, directive, declaration, comment, blank) has one
+regular expression below that accepts a subset of what the grammar accepts; a text whose
+every line matches is turned into the same `lark.Tree` (same data, tokens, line and column)
+as `grammar().parse`. Any other text returns None and goes through Lark, which then reports
+the syntax error. tests/machine/test_parser_fastpath.py proves the two agree on
 generated, hand-written, malformed and randomly mutated programs.
 """
 
@@ -57,7 +58,7 @@ _TAIL = re.compile(rf"{_WS}(?P<comment>;.*)?$")
 
 
 def _token(kind: str, value: str, line: int, start: int, end: int) -> Token:
-    """A real lark Token, built without Token.__new__'s keyword shims (5x cheaper)."""
+    """A real lark Token, built without Token.__new__'s keyword shims (it runs per token)."""
     tok = str.__new__(Token, value)
     tok.type, tok.value = kind, value
     tok.line, tok.column, tok.start_pos = line, start + 1, start

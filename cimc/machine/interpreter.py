@@ -366,7 +366,7 @@ def _run_core(
     machine: Machine, program: Program, cs: CoreState, events: list[TraceEvent] | None
 ) -> None:
     """Run one core until it blocks (a kernel returns False) or halts. This loop runs once
-    per instruction (~200k for BERT-base), so it keeps the program counter in a local and
+    per instruction (10^5 times for BERT-base), so it keeps the program counter in a local and
     writes it back when the core stops: what it does per step is what the interpreter
     costs beyond numpy."""
     kernels, instrs, pc, end = KERNELS, cs.instrs, cs.pc, len(cs.instrs)

@@ -50,7 +50,8 @@ def gc_paused() -> Iterator[None]:
 
     A run allocates many short-lived arrays but no reference cycles, and every collection
     it triggers walks all objects of the process: with a large model's graph and program
-    loaded that cost more than the run itself (7.5 s vs 4.7 s for BERT-base on 'large')."""
+    loaded that cost more than the run itself (benchmarks/FINDINGS.md, "Interpreter: no GC
+    during a run")."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -167,7 +168,8 @@ class Machine:
         """Forget the run's view arrays and message queues (hundreds of thousands of small
         objects for a large model). Called while garbage collection is still paused: freed
         by reference counting they cost little, but the first collection after the pause
-        would walk every one of them (0.25 s of a 2.5 s BERT-base run on 'large')."""
+        would walk every one of them (benchmarks/FINDINGS.md, "Interpreter: no GC during a
+        run")."""
         self.views.clear()
         self.fifos.clear()
 

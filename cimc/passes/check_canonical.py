@@ -1,11 +1,10 @@
 """check-canonical: report what keeps a graph from the importers' normal form.
 
-The normal form (notes/CANONICAL_OPS.md) is what makes all exporters of one model give the
-same op multiset: constant subgraphs folded, no no-op reshape/cast/transpose/expand/slice,
-no reshape-of-reshape style chains, nothing else a simplify pattern rewrites, no duplicated
-nodes, no dead nodes. The importers'
-tests call `canonical_violations(graph)` and expect an empty list; the pass raises one
-CimcError listing them.
+The normal form is what makes all exporters of one model give the same op multiset:
+constant subgraphs folded, no no-op reshape/cast/transpose/expand/slice, no
+reshape-of-reshape style chains, nothing else a simplify pattern rewrites, no duplicated
+nodes, no dead nodes. The importers' tests call `canonical_violations(graph)` and expect
+an empty list; the pass raises one CimcError listing them.
 """
 
 from __future__ import annotations

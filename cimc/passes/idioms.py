@@ -2,8 +2,8 @@
 
 Tidy (fold, simplify, shorten layout chains: idioms match the shortest spelling), then
 recognize linear layers, activations, norms, rotary embeddings and attention, tidy, undo
-GQA's repeat_kv, tidy. The result is the normal form of notes/CANONICAL_OPS.md whatever
-the exporter; `cimc compile --print-ir-after idioms-norm` shows one step of it.
+GQA's repeat_kv, tidy. The result is the normal form (check_canonical.py) whatever the
+exporter; `cimc compile --print-ir-after idioms-norm` shows one step of it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ one slice, which the operation broadcasts back.
 Why: exporters materialise broadcasts. BERT's torch.export graph adds a [1, S, H] constant,
 the token-type embedding of the all-zero token types, whose S rows are equal; stored whole
 it is S times the bytes to keep in the constants file and to load from DRAM on every
-inference (measured, BERT-base on `large`, seq 128: 196 KiB of int16, 6,144 DRAM cycles).
+inference (BERT-base at seq 128: 128 x 768 int16, 192 KiB, instead of 1.5 KiB).
 
 Rule (keeps every value bit for bit): for an operand of `add`, `sub`, `mul` or `div` that
 is a constant whose slices along an axis of length > 1 are all equal, the operand becomes

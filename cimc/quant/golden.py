@@ -21,8 +21,10 @@ import torch
 
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
+from cimc.ir.interpreter import GraphInterpreter
 from cimc.ir.op_base import Op
-from cimc.ir.ops import Constant, Input
+from cimc.ir.ops import Constant
+from cimc.ir.types import DType
 from cimc.quant import constants as qc
 from cimc.quant import recipes
 from cimc.quant.dialect import (
@@ -70,7 +72,7 @@ def _opt_mask(args: Tensors, k: int) -> torch.Tensor | None:
     return args[k] if len(args) > k else None
 
 
-Q_KERNELS: dict[type[QOp], QKernel] = {
+Q_KERNELS: dict[type[Op], QKernel] = {
     QQuantize: _quantize,
     QConstant: lambda op, a: torch.from_numpy(op.value.astype(np.int64)),
     QRequant: lambda op, a: recipes.requant(a[0], op.plan),
@@ -91,6 +93,14 @@ Q_KERNELS: dict[type[QOp], QKernel] = {
 CANONICAL: tuple[type[Op], ...] = DATA_MOVEMENT + INTEGER_PASSTHROUGH
 
 
+def _canonical(op: Op, args: Tensors) -> torch.Tensor:
+    """Data movement and mask logic: the float reference's torch kernel on codes / bools."""
+    return _to_torch(KERNELS[type(op)](op, args).contiguous().numpy())
+
+
+GOLDEN_KERNELS: dict[type[Op], QKernel] = {**Q_KERNELS, **dict.fromkeys(CANONICAL, _canonical)}
+
+
 @dataclass(frozen=True)
 class GoldenResult:
     """Integer outputs by output name; every value by node name when requested."""
@@ -99,65 +109,52 @@ class GoldenResult:
     values: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-class Golden:
-    """Integer executor of one q-dialect graph (checked once, here)."""
+class Golden(GraphInterpreter[torch.Tensor]):
+    """Integer executor of one q-dialect graph (checked once, here).
+
+    Values are int64 codes (the recipes' working type) or bools. Every input must be
+    given: an integer or bool input in any integer or bool dtype whose values fit the
+    declared one, a float input (which `q.quantize` turns into codes) in any numeric dtype.
+    """
+
+    ENGINE = "the integer golden"
 
     def __init__(self, graph: Graph) -> None:
-        graph.verify()
-        self.graph = graph
-        self.nodes = graph.nodes()
-        for node in self.nodes:
-            if isinstance(node.op, Input | Constant) or type(node.op) in Q_KERNELS:
-                continue
-            if not isinstance(node.op, CANONICAL) or node.type.dtype.is_float:
-                raise CimcError(
-                    f"the integer golden cannot run op {node.op.NAME} (quantize the graph first)",
-                    node.where,
-                )
+        super().__init__(graph, GOLDEN_KERNELS)
 
     def run(self, inputs: Mapping[str, np.ndarray], keep_all: bool = False) -> GoldenResult:
-        feeds = self._feeds(inputs)
-        values: dict[str, torch.Tensor] = {}
-        for node in self.nodes:
-            values[node.name] = self._execute(node, values, feeds)
-        outputs = {
-            out: _to_numpy(values[name], self.graph.node(name)) for out, name in self.graph.outputs
-        }
-        kept = {n.name: _to_numpy(values[n.name], n) for n in self.nodes} if keep_all else {}
-        return GoldenResult(outputs, kept)
+        """Outputs by output name, and with `keep_all` every value by node name."""
+        keep = {n.name for n in self.nodes} if keep_all else self.output_nodes()
+        values = self.run_nodes(inputs, keep)
+        return GoldenResult(self.outputs_of(values), values if keep_all else {})
 
-    def _execute(
-        self, node: Node, values: Mapping[str, torch.Tensor], feeds: Mapping[str, torch.Tensor]
-    ) -> torch.Tensor:
-        if isinstance(node.op, Input):
-            return feeds[node.name]
-        if isinstance(node.op, Constant):
-            return _to_torch(node.op.value)
-        args = [values[i] for i in node.inputs]
-        try:
-            if isinstance(node.op, QOp):
-                result = Q_KERNELS[type(node.op)](node.op, args)
-            else:
-                result = _to_torch(KERNELS[type(node.op)](node.op, args).contiguous().numpy())
-        except (ValueError, RuntimeError, IndexError) as e:
-            raise CimcError(
-                f"{node.op.NAME} failed in the integer golden: {e}", node.where
-            ) from None
-        except CimcError as e:
-            raise CimcError(e.message, node.where) from None
-        _check_result(node, result)
-        return result
+    def unsupported(self, node: Node) -> str | None:
+        op = node.op
+        if type(op) in Q_KERNELS or (type(op) in self.kernels and not node.type.dtype.is_float):
+            return None
+        return f"{self.ENGINE} cannot run op {op.NAME} (quantize the graph first)"
 
-    def _feeds(self, inputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        known = [n.name for n in self.graph.input_nodes()]
-        unknown = sorted(set(inputs) - set(known))
-        missing = [n for n in known if n not in inputs]
-        if unknown or missing:
-            raise CimcError(
-                f"golden inputs: missing {missing or 'none'}, unknown {unknown or 'none'} "
-                f"(graph inputs: {', '.join(known)})"
-            )
-        return {n.name: _feed(n, inputs[n.name]) for n in self.graph.input_nodes()}
+    def accepts(self, given: np.dtype, declared: DType) -> bool:
+        return given.kind in ("fiu" if declared.is_float else "iub")
+
+    def feed(self, node: Node, array: np.ndarray) -> torch.Tensor:
+        if node.type.dtype.is_float:
+            return torch.from_numpy(array.astype(np.float32))
+        return _to_torch(array.astype(node.type.dtype.numpy))
+
+    def constant(self, node: Node) -> torch.Tensor:
+        assert isinstance(node.op, Constant)
+        return _to_torch(node.op.value)
+
+    def check_value(self, node: Node, value: torch.Tensor) -> None:
+        """Codes must fit the declared type: a quantizer bug otherwise, never silent."""
+        if node.type.dtype.is_int and value.numel():
+            info = np.iinfo(node.type.dtype.numpy)
+            if int(value.min()) < info.min or int(value.max()) > info.max:
+                raise CimcError(f"golden codes do not fit {node.type.dtype}", node.where)
+
+    def export(self, node: Node, value: torch.Tensor) -> np.ndarray:
+        return value.numpy().astype(node.type.dtype.numpy)
 
 
 def run_golden(
@@ -167,42 +164,10 @@ def run_golden(
     return Golden(graph).run(inputs, keep_all)
 
 
-def _feed(node: Node, value: np.ndarray) -> torch.Tensor:
-    array = np.asarray(value)
-    t = node.type
-    if array.shape != t.shape:
-        raise CimcError(f"input has shape {list(array.shape)}, expected {t}", f"input %{node.name}")
-    if t.dtype.is_float:
-        if array.dtype.kind not in "fiu":
-            raise CimcError(f"input is {array.dtype}, expected {t}", f"input %{node.name}")
-        return torch.from_numpy(array.astype(np.float32))
-    if array.dtype.kind not in "iub":
-        raise CimcError(f"input is {array.dtype}, expected {t}", f"input %{node.name}")
-    if t.dtype.is_int:
-        info = np.iinfo(t.dtype.numpy)
-        if array.size and (array.min() < info.min or array.max() > info.max):
-            raise CimcError(f"input values do not fit {t.dtype}", f"input %{node.name}")
-    return _to_torch(array.astype(t.dtype.numpy))
-
-
 def _to_torch(array: np.ndarray) -> torch.Tensor:
     """Integers as int64 (the recipes' working type), bools as bool."""
     a = np.asarray(array)
     return torch.from_numpy(a.astype(bool if a.dtype == bool else np.int64))
-
-
-def _check_result(node: Node, result: torch.Tensor) -> None:
-    """The value must fit the declared type: a quantizer bug otherwise, never silent."""
-    if tuple(result.shape) != node.type.shape:
-        raise CimcError(f"golden gave shape {list(result.shape)}, expected {node.type}", node.where)
-    if node.type.dtype.is_int and result.numel():
-        info = np.iinfo(node.type.dtype.numpy)
-        if int(result.min()) < info.min or int(result.max()) > info.max:
-            raise CimcError(f"golden codes do not fit {node.type.dtype}", node.where)
-
-
-def _to_numpy(t: torch.Tensor, node: Node) -> np.ndarray:
-    return t.numpy().astype(node.type.dtype.numpy)
 
 
 # ---- scales and dequantization ----------------------------------------------------------

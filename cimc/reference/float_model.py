@@ -16,11 +16,11 @@ import torch
 
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
+from cimc.ir.interpreter import GraphInterpreter, kernel_failure
 from cimc.ir.op_base import Op
 from cimc.ir.ops import (
     Cast,
     Concat,
-    Constant,
     Embedding,
     Expand,
     Gather,
@@ -30,7 +30,7 @@ from cimc.ir.ops import (
     Transpose,
 )
 from cimc.ir.types import DType, TensorType
-from cimc.reference.kernels import KERNELS, Kernel
+from cimc.reference.kernels import KERNELS, TORCH_DTYPES, Kernel
 
 # Ops a token-id input may flow through on its way to the embedding that fixes the vocab.
 _ID_PLUMBING = (Cast, Concat, Expand, Gather, Reshape, Slice, Transpose)
@@ -48,28 +48,31 @@ def has_kernel(op: Op) -> bool:
 
 def evaluate_op(op: Op, operands: Sequence[np.ndarray], where: str = "") -> np.ndarray:
     """Run one op's kernel on numpy operands (used by constant folding)."""
+    kernel = KERNELS.get(type(op))
+    if kernel is None:
+        raise CimcError(f"{FloatModel.ENGINE} has no kernel for op {op.NAME}", where or op.NAME)
     tensors = [torch.from_numpy(np.array(a)) for a in operands]  # writable copies
-    return _to_numpy(_kernel_call(op, tensors, where or op.NAME))
+    try:
+        return _to_numpy(_contiguous(kernel, op, tensors))
+    except Exception as e:
+        raise kernel_failure(e, op.NAME, FloatModel.ENGINE, where or op.NAME) from None
 
 
-class FloatModel:
-    """A float32 executor of one graph (the graph is verified once, here)."""
+class FloatModel(GraphInterpreter[torch.Tensor]):
+    """A float32 executor of one graph (the graph is verified once, here).
+
+    Missing inputs are generated (`default_inputs`); given ones must have the exact type.
+    """
+
+    ENGINE = "the float reference"
 
     def __init__(self, graph: Graph) -> None:
-        graph.verify()
-        self.graph = graph
-        self.nodes = graph.nodes()
-        for node in self.nodes:
-            if not isinstance(node.op, Input | Constant) and type(node.op) not in KERNELS:
-                raise CimcError(
-                    f"the float reference has no kernel for op {node.op.NAME}", node.where
-                )
+        super().__init__(graph, KERNELS)
         self._constants = {name: _shared_tensor(value) for name, value in graph.constants().items()}
 
     def run(self, inputs: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Graph outputs by output name; intermediates are freed after their last use."""
-        values = self._run(inputs, {node for _, node in self.graph.outputs})
-        return {out: values[name] for out, name in self.graph.outputs}
+        return self.outputs_of(self.run_nodes(inputs, self.output_nodes()))
 
     def run_all(
         self, inputs: Mapping[str, np.ndarray] | None = None, names: Collection[str] | None = None
@@ -82,50 +85,26 @@ class FloatModel:
             for name in sorted(set(names)):
                 self.graph.node(name)  # an unknown name is an error, not an empty result
         keep = set(names) if names is not None else {n.name for n in self.nodes}
-        return self._run(inputs, keep)
+        return self.run_nodes(inputs, keep)
 
-    def _run(
-        self, inputs: Mapping[str, np.ndarray] | None, keep: set[str]
-    ) -> dict[str, np.ndarray]:
-        last_use = {operand: k for k, node in enumerate(self.nodes) for operand in node.inputs}
-        values: dict[str, torch.Tensor] = {}
-        kept: dict[str, np.ndarray] = {}
-        feeds = self._feeds(inputs)
-        for k, node in enumerate(self.nodes):
-            values[node.name] = self._execute(node, values, feeds)
-            if node.name in keep:
-                kept[node.name] = _to_numpy(values[node.name])
-            for operand in set(node.inputs):
-                if last_use[operand] == k:
-                    del values[operand]  # free intermediates early: big models stay in memory
-        return kept
+    def call_kernel(self, op: Op, args: list[torch.Tensor]) -> torch.Tensor:
+        return _contiguous(self.kernels[type(op)], op, args)
 
-    def _execute(
-        self, node: Node, values: Mapping[str, torch.Tensor], feeds: Mapping[str, np.ndarray]
-    ) -> torch.Tensor:
-        if isinstance(node.op, Input):
-            return torch.from_numpy(np.array(feeds[node.name]))
-        if isinstance(node.op, Constant):
-            return self._constants[node.name]
-        result = _kernel_call(node.op, [values[i] for i in node.inputs], node.where)
-        if tuple(result.shape) != node.type.shape:
-            raise CimcError(
-                f"kernel gave shape {list(result.shape)}, expected {node.type}", node.where
-            )
-        return result
+    def missing_inputs(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        return default_inputs(self.graph, only=names)
 
-    def _feeds(self, inputs: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
-        given = dict(inputs or {})
-        known = {n.name for n in self.graph.input_nodes()}
-        for name in sorted(given):
-            if name not in known:
-                raise CimcError(f"graph has no input '{name}' (inputs: {', '.join(sorted(known))})")
-        missing = [n.name for n in self.graph.input_nodes() if n.name not in given]
-        if missing:
-            given.update(default_inputs(self.graph, only=missing))
-        for node in self.graph.input_nodes():
-            given[node.name] = _check_feed(node, given[node.name])
-        return given
+    def feed(self, node: Node, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(array))  # a copy: the caller's array stays its own
+
+    def constant(self, node: Node) -> torch.Tensor:
+        return self._constants[node.name]
+
+    def check_value(self, node: Node, value: torch.Tensor) -> None:
+        if value.dtype != TORCH_DTYPES[node.type.dtype]:
+            raise CimcError(f"{self.ENGINE} gave {value.dtype}, expected {node.type}", node.where)
+
+    def export(self, node: Node, value: torch.Tensor) -> np.ndarray:
+        return _to_numpy(value)
 
 
 def run_graph(
@@ -209,27 +188,11 @@ def _embedding_rows(graph: Graph, name: str) -> list[int]:
     return rows
 
 
-def _check_feed(node: Node, value: np.ndarray) -> np.ndarray:
-    array = np.asarray(value)
-    if array.shape != node.type.shape or array.dtype != node.type.dtype.numpy:
-        raise CimcError(
-            f"input is {array.dtype}{list(array.shape)}, expected {node.type}",
-            f"input %{node.name}",
-        )
-    return array
-
-
-def _kernel_call(op: Op, tensors: list[torch.Tensor], where: str) -> torch.Tensor:
-    kernel = KERNELS.get(type(op))
-    if kernel is None:
-        raise CimcError(f"the float reference has no kernel for op {op.NAME}", where)
-    try:
-        with torch.no_grad():
-            # Contiguous results make every kernel's numerics independent of how its
-            # operands were produced (a folded weight and a transposed view then agree).
-            return kernel(op, tensors).contiguous()
-    except (RuntimeError, ValueError, IndexError) as e:
-        raise CimcError(f"{op.NAME} failed in the float reference: {e}", where) from None
+def _contiguous(kernel: Kernel, op: Op, tensors: list[torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        # Contiguous results make every kernel's numerics independent of how its
+        # operands were produced (a folded weight and a transposed view then agree).
+        return kernel(op, tensors).contiguous()
 
 
 def _shared_tensor(value: np.ndarray) -> torch.Tensor:

@@ -8,7 +8,7 @@ Measured with torch 2.13 / transformers 5.23 (sdpa attention, use_cache=False): 
 families (bert, distilbert, gpt2, llama, qwen2) export with all three exporters. LLaMA
 and Qwen2 (GQA) do export with dynamo=False: HF's sdpa path calls repeat_kv explicitly
 when tracing, so the legacy exporter never sees enable_gqa. torch.export specializes a
-symbolic batch traced at 1, hence the batch-2 trace below. Dynamo exports take 8-30 s.
+symbolic batch traced at 1, hence the batch-2 trace below. Dynamo exports are the slowest.
 """
 
 from __future__ import annotations

@@ -150,3 +150,18 @@ def test_host_quantize_rounds_and_saturates() -> None:
     graph_op = qop(q, "x_q")
     assert isinstance(graph_op, QQuantize)
     assert np.array_equal(codes, host_quantize(graph_op, s["x"]))
+
+
+def test_codes_outside_the_declared_type_are_a_located_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cimc.quant.dialect import QLinear
+    from cimc.quant.golden import GOLDEN_KERNELS
+
+    q = quantized(decoder_graph())
+    first = next(n for n in q.nodes() if isinstance(n.op, QLinear))
+    linear = GOLDEN_KERNELS[QLinear]
+    monkeypatch.setitem(GOLDEN_KERNELS, QLinear, lambda op, a: linear(op, a) * 0 + 2**20)
+    with pytest.raises(CimcError) as e:
+        run_golden(q, generated_samples(decoder_graph(), 1, seed=3)[0])
+    assert str(e.value) == f"{first.where}: golden codes do not fit {first.type.dtype}"

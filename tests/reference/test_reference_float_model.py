@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cimc.errors import CimcError
 from cimc.ir import DType, Graph, TensorType
@@ -14,6 +15,7 @@ from cimc.ir.op_base import Op
 from cimc.ir.ops import Cast, Embedding, Exp, Reshape
 from cimc.ir.parser import parse_graph
 from cimc.reference.float_model import FloatModel, default_inputs, run_graph
+from cimc.reference.kernels import KERNELS
 
 ALL_OPS = Path(__file__).parents[1] / "ir" / "data" / "all_ops.ir"
 
@@ -132,3 +134,14 @@ def test_run_all_subset_and_results_do_not_alias_weights() -> None:
     assert np.abs(graph.node("table").op.value).sum() > 0
     with pytest.raises(CimcError, match="no value %nope in graph @all_ops"):
         model.run_all(inputs, names=["nope"])
+
+
+def test_a_kernel_result_of_the_wrong_dtype_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = all_ops_graph()
+    exp = next(n for n in graph.nodes() if isinstance(n.op, Exp))
+    monkeypatch.setitem(KERNELS, Exp, lambda op, a: torch.exp(a[0].double()))
+    with pytest.raises(CimcError) as info:
+        run_graph(graph, default_inputs(graph))
+    assert str(info.value) == (
+        f"{exp.where}: the float reference gave torch.float64, expected {exp.type}"
+    )

@@ -277,8 +277,8 @@ class ProgramBuilder:
     def _interned(self, operands: tuple[Operand, ...]) -> tuple[Operand, ...]:
         """Equal views as one object: the interpreter builds the array of a view object once
         per run (Machine.array), so the buffers every op of a chunk names (a layer norm's
-        temporaries) are built once, not at every instruction (BERT-base on `large`: 111k
-        arrays per run -> 14k)."""
+        temporaries) are built once, not at every instruction (benchmarks/FINDINGS.md,
+        "Equal views interned")."""
         views = self._views
         return tuple(views.setdefault(o, o) if isinstance(o, View) else o for o in operands)
 

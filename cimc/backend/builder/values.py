@@ -158,9 +158,10 @@ def plan_values(graph: Graph, arch: Arch, lag: int | None = None) -> ValuePlan:
 
 
 def _weights_fit(graph: Graph, arch: Arch) -> bool:
-    """Do the static matmul tiles fit the macros at once (no weight streaming)? Measured:
-    with streamed weights the lag made BERT-base on `default` slower, so it is kept to
-    resident weights, where it removes synchronisation (see the module doc)."""
+    """Do the static matmul tiles fit the macros at once (no weight streaming)? With
+    streamed weights the lag made BERT-base on `default` slower (benchmarks/FINDINGS.md,
+    "Reuse lag only with resident weights"), so it is kept to resident weights, where it
+    removes synchronisation (see the module doc)."""
     rows, cols = arch.macro.rows, arch.macro.cols
     tiles = 0
     for node in graph.nodes():

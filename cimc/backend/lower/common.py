@@ -1,6 +1,6 @@
 """Pieces shared by the lowerings: requant operands, constants in sp, row chunking.
 
-Conventions of every lowering (cimc/backend/lower_*.py): operands and results are views in
+Conventions of every lowering (cimc/backend/lower/): operands and results are views in
 shared memory (gb or dram) laid out row-major as 2-D [rows x cols]; scratchpad buffers are
 allocated and freed inside the lowering; work is cut into row chunks that fit the
 scratchpad and spread over the builder's cores.

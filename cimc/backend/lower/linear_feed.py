@@ -1,7 +1,7 @@
 """Feeding the cores of a linear layer: x into their scratchpads (a NoC fan-out, relayed
 by idle cores), their weight tiles written early, and the MVM chains of a column block.
 
-Why apart from lower_linear.py: these decide the order of each core's instructions (in
+Why apart from linear.py: these decide the order of each core's instructions (in
 order issue, blocking recv), which is what keeps the DRAM busy while x travels.
 """
 
@@ -43,7 +43,7 @@ def load_x(
     idle: Sequence[int] = (),
 ) -> None:
     """x rows of a run into the cores that need them: cores with the same K span get the
-    same block, loaded once and multicast over the NoC when that is cheaper (forward.py),
+    same block, loaded once and multicast over the NoC when that is cheaper (fanout.py),
     by an `idle` core (holding no tile of this layer) when one has the room.
 
     With `preload`, a core that only receives x writes tiles before its blocking recv, so

@@ -10,9 +10,9 @@ are taken in program order and grouped into units (at most `REDUCTION_GROUP` con
 images of one layer's output column block), and the units go round robin over the cores
 in snake order (mesh neighbours): each to the first core from the one after the previous
 unit's that holds it whole; a unit larger than any core's free space is split over
-consecutive snake-order cores. Measured on BERT-base on `large` (64 cores), 2 layers,
-weights resident: one unit per column block packed core after core ran 1,193,408 cycles,
-round robin 842,093, round robin with groups of 6 809,481.
+consecutive snake-order cores. On BERT-base on `large`, round robin beat packing the
+units core after core, and groups of `REDUCTION_GROUP` beat single images
+(benchmarks/FINDINGS.md, "Reduction groups, round robin").
 
 Duplication (optional): while free macros remain, the hottest layer (largest time on its
 busiest macro for its share of the input vectors) that fits gets another copy, packed

@@ -1,4 +1,4 @@
-"""Text and summary forms of a streaming plan (what `--print-ir-after map` would show).
+"""Text and summary forms of the streaming plan (`--print-ir-after map` prints it).
 
 One deterministic line per macro window answers the question users ask first: which
 weight tile lives in which macro, loaded from where in the image, in which phase.

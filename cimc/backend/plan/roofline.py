@@ -1,9 +1,9 @@
 """Arithmetic intensity per layer and the roofline position of a whole plan.
 
-Why: the memory-wall argument (DESIGN.md) is made in ops per DRAM byte. A layer whose
-weights stream from DRAM/flash every inference does 2*vectors ops per weight byte, which
-for decode (one vector) is 2 ops/byte: far left of the ridge, so load bandwidth, not the
-macros, sets the time. Resident weights cost no DRAM bytes in steady state.
+Why: whether a layer is bound by memory or by compute is a matter of ops per DRAM byte.
+A layer whose weights stream from DRAM/flash every inference does 2*vectors ops per weight
+byte, which for decode (one vector) is 2 ops/byte: far left of the ridge, so load
+bandwidth, not the macros, sets the time. Resident weights cost no DRAM bytes in steady state.
 """
 
 from __future__ import annotations

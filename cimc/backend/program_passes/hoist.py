@@ -4,10 +4,10 @@ The DRAM channel serves transfers first come first served (isa/SPEC.md, section 
 the weight prefetcher keeps it busy ahead of use, so a load issued late waits behind every
 piece issued before it. Two kinds of loads are emitted later than they could be issued:
 - a node's own constants (biases, requant multipliers, layer-norm gains, lookup tables)
-  are loaded where the node is lowered: measured on BERT-base on `large`, 4 layers, a
-  bias load waited 6.8k cycles on average for the channel. They move up as far as they
-  legally can, keeping their order (a load does not pass another constant load), at
-  most `HOIST_LIMIT` instructions (a bound on the compile-time scan);
+  are loaded where the node is lowered, behind the weight pieces issued before them on
+  the channel. They move up as far as they legally can, keeping their order (a load does
+  not pass another constant load), at most `HOIST_LIMIT` instructions (a bound on the
+  compile-time scan);
 - a weight piece (prefetch.py) is released while some node is being lowered and lands
   after the instructions already emitted on its core, which may be a long chain of
   compute. It moves up through the one block of another node's instructions right above
@@ -17,12 +17,10 @@ piece issued before it. Two kinds of loads are emitted later than they could be 
   same reason a piece never passes a barrier: above it, a core that reached the barrier
   early (it had no part in the node before) would request the piece while the slower
   cores' pieces for that node are still on their way.
-Measured (BERT-base, `large`, 4 layers): makespan 1,211,068 cycles without hoisting,
-1,115,323 with the constants alone, 1,035,965 with the weight pieces too; moving the
-pieces up one more node block (the rule is a measured choice): 1,091,539. Stopping pieces
-at barriers (torch.export graph, 4 / 12 layers): 1,046,822 -> 1,038,188 and 3,065,822 ->
-3,043,539; stopping them at every `recv` as well: 1,085,222 (worse: a recv usually waits
-for a token of the node's own data, which the piece must not wait for).
+Pieces do not stop at every `recv`: a recv usually waits for a token of the node's own
+data, which the piece must not wait for. Each rule (constants up, pieces one node block
+up and not two, pieces stopped at barriers, not at recvs) was chosen by the makespan of
+BERT-base on `large` against its alternative (benchmarks/FINDINGS.md, "Hoisting").
 
 Legality: a `dma` or `gather` reading a constant, whose other operands are all in the
 core's scratchpad, commutes with every earlier instruction that neither writes what it

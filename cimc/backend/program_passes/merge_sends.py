@@ -1,13 +1,14 @@
 """Consecutive sends of one buffer from one core become one `mcast` (a peephole pass).
 
-The shared-access ordering (asm_sync.py) sends a sync token to every core that next
-reads what a core wrote. When many cores read it in turn (every core of a layer reading
-the rows one core wrote), the writer's stream gets a run of `send`s of its token byte with
-nothing between them. One `mcast` to the same cores is the same fence at the same point of
-the stream (the sends in between ran nothing else) and delivers the same bytes; it holds the
-NoC port once over the XY tree instead of once per destination, and is one instruction
-instead of many (BERT-base, 12 layers, on `large`: 10,691 sends become 1,385 mcasts,
-9,306 instructions fewer of 118,798). Data sends of one buffer in a row merge the same way.
+The shared-access ordering (cimc/backend/builder/shared_order.py) sends a sync token to
+every core that next reads what a core wrote. When many cores read it in turn (every core
+of a layer reading the rows one core wrote), the writer's stream gets a run of `send`s of
+its token byte with nothing between them. One `mcast` to the same cores is the same fence
+at the same point of the stream (the sends in between ran nothing else) and delivers the
+same bytes; it holds the NoC port once over the XY tree instead of once per destination,
+and is one instruction instead of many (most token sends of BERT-base merge:
+benchmarks/FINDINGS.md, "Sends merged into mcasts"). Data sends of one buffer in a row
+merge the same way.
 
 Each merged send's recv is re-tagged with the mcast's tag, chosen fresh for every pair it
 serves: a tag identifies one message per (source, destination), so the program reads the

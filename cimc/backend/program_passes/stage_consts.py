@@ -4,11 +4,10 @@ Why: the DRAM channel serves transfers first come first served (isa/SPEC.md, sec
 and the weight prefetcher keeps it booked up to its lookahead window ahead of use
 (prefetch.py). A node's own constants (biases, requant multipliers and shifts, layer-norm
 gains, lookup tables), loaded where the node runs, wait behind that window of weight
-pieces however far hoist.py moves them: measured on BERT-base, `large`, 4 layers, the
-bias and multiplier loads of the first query projection waited ~40k cycles and held the
-whole layer back 30k. Read from gb they wait for nothing. The copies read the same DRAM
-bytes once, as the loads did (a table several cores read is read once, not per core), at
-the start and in program order, ahead of the weights.
+pieces however far hoist.py moves them, and hold their whole layer back. Read from gb they
+wait for nothing. The copies read the same DRAM bytes once, as the loads did (a table
+several cores read is read once, not per core), at the start and in program order, ahead
+of the weights.
 
 What: every dram `.const` that only `dma`s read (not the weight image, not a table a
 `gather` indexes), in declaration order while it fits in gb above every other
@@ -22,13 +21,11 @@ source comment of its constant's first reader, so it is attributed to that graph
 When: only if the staged bytes are at most `MAX_SHARE` of the weight image. The copies
 go to the DRAM ahead of everything, which pays when the weight stream the loads would
 wait behind dominates the DRAM's work, and delays the start when the constants are a
-large part of it. Measured (makespan, torch.export, seq 16 tiny zoo models, constants
-20-28% of the image): +3-6% on `tiny` and `default` with staging; BERT-base (1.9%):
-`large` 12 layers 3,052,684 -> 2,998,597 cycles, 4 layers 1,044,516 -> 1,002,000;
-`default` 4 layers 4,006,608 -> 3,860,164. The last core copies: at equal start times
+large part of it: staging lengthens the tiny zoo models (constants a fifth or more of the
+image) and shortens BERT-base (a few percent). The last core copies: at equal start times
 the schedule serves lower core ids first (cimc/machine/schedule.py), so the other cores'
-first loads (inputs, embedding rows, first weights) go ahead of the copies (first core:
-BERT tiny on `large` 11,923 cycles, last core 11,128, unstaged 11,146).
+first loads (inputs, embedding rows, first weights) go ahead of the copies. Figures and
+the commands that measure them: benchmarks/FINDINGS.md, "Small constants staged in gb".
 """
 
 from __future__ import annotations

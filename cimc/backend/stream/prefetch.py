@@ -365,10 +365,9 @@ LOOKAHEAD_CYCLES = 81920  # resident weights: DRAM time released ahead of the la
 
 
 def lookahead_bytes(arch: Arch) -> int:
-    """Image bytes a resident plan may request ahead of the latest tile needed: 80k
-    cycles of the DRAM channel (2.5 MiB at 32 B/cycle). Less and the DRAM idles while a
-    layer's attention uses no weight; more and later layers' tiles queue ahead of the
-    current one's. Measured on BERT-base on `large`, makespan / lower bound at 12 layers
-    (with hoist.py): 64k cycles 1.166, 72k 1.155, 80k 1.137, 88k 1.151, 96k 1.158; at 2, 4
-    and 8 layers 80k gives 1.235, 1.160, 1.162 against 64k's 1.253, 1.171, 1.178."""
+    """Image bytes a resident plan may request ahead of the latest tile needed:
+    `LOOKAHEAD_CYCLES` of the DRAM channel. Less and the DRAM idles while a layer's
+    attention uses no weight; more and later layers' tiles queue ahead of the current
+    one's. The value is the best of a sweep on BERT-base on `large` (benchmarks/FINDINGS.md,
+    "Prefetch lookahead window")."""
     return int(LOOKAHEAD_CYCLES * arch.dram_bytes_per_cycle)
