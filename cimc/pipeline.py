@@ -62,7 +62,7 @@ class PipelineOptions:
     time_passes: bool = False
     validate_each: bool = False  # the machine's validator after every program pass, not once
     print_fn: Callable[[str], object] | None = None
-    streaming: str | None = None  # overrides the map pass's policy (plan/streaming.py)
+    streaming: str | None = None  # overrides the map pass's policy (backend/plan/streaming.py)
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PATH = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.(?:py|md))\b")
 
-# Comments another engineer owns and fixes: a path relative to cimc/backend.
-ELSEWHERE = {("cimc/pipeline.py", "plan/streaming.py")}
-
-
 def prose(path: Path) -> Iterator[str]:
     """The comments and docstrings of one Python file."""
     source = path.read_text()
@@ -46,7 +42,7 @@ def test_files_named_in_comments_exist() -> None:
         rel = path.relative_to(ROOT).as_posix()
         for text in prose(path):
             for ref in PATH.findall(text):
-                if (rel, ref) not in ELSEWHERE and not resolves(ref, path, names):
+                if not resolves(ref, path, names):
                     dangling.append(f"{rel}: {ref}")
     assert dangling == []
 
