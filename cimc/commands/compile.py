@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cimc.commands import add_command
+from cimc.commands.pass_options import add_pass_debug_options, list_passes
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch, load_arch
 from cimc.progress import add_quiet_option
@@ -75,45 +76,6 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     add_quiet_option(p)
 
 
-def add_pass_debug_options(p: argparse.ArgumentParser) -> None:
-    """The pass manager's switches, as MLIR's tools spell them."""
-    p.add_argument("--list-passes", action="store_true", help="list every pass and exit")
-    p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after each pass")
-    for when in ("after", "before"):
-        p.add_argument(
-            f"--print-ir-{when}",
-            action="append",
-            default=[],
-            metavar="PASS",
-            help=f"print the IR {when} this pass or composite (repeatable)",
-        )
-    p.add_argument(
-        "--print-ir-after-change",
-        action="store_true",
-        help="print the IR after a pass only if it changed it (alone: after every such pass)",
-    )
-    p.add_argument(
-        "--time-passes", action="store_true", help="print the time of import and of each pass"
-    )
-    p.add_argument(
-        "--validate-each",
-        action="store_true",
-        help="run the machine's validator after every program pass (default: after the last)",
-    )
-
-
-def list_passes(args: argparse.Namespace) -> bool:
-    """Print the pass list when asked (then the command is done); a model is required else."""
-    if args.list_passes:
-        from cimc.passes.manager import describe_passes
-
-        sys.stdout.write(describe_passes())
-        return True
-    if args.model is None:
-        raise CimcError("a model file is required (or --list-passes)", "arguments")
-    return False
-
-
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for item in items:
@@ -175,7 +137,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cimc.backend.builder.compiled import write_compiled
 
-    if list_passes(args):
+    if list_passes(args, args.model, "a model file"):
         return 0
     result, arch = compile_from_args(args)
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".cimasm")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cimc.commands import add_command
+from cimc.commands.pass_options import add_pass_debug_options, list_passes, manager_switches
 from cimc.errors import CimcError
 from cimc.progress import add_quiet_option, report
 
@@ -68,32 +69,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME=D0,D1,...",
         help="bind a model input's shape (repeatable)",
     )
-    _add_manager_options(p)
+    add_pass_debug_options(p)
     add_quiet_option(p)
     p.set_defaults(handler=run)
 
 
-def _add_manager_options(p: argparse.ArgumentParser) -> None:
-    """The pass manager's switches, spelled as mlir-opt spells them."""
-    repeated: dict[str, Any] = {"action": "append", "default": [], "metavar": "PASS"}
-    p.add_argument("--print-ir-after-all", action="store_true", help="IR after every pass")
-    p.add_argument("--print-ir-after", **repeated, help="IR after this pass (repeatable)")
-    p.add_argument("--print-ir-before", **repeated, help="IR before this pass (repeatable)")
-    p.add_argument(
-        "--print-ir-after-change", action="store_true", help="print only when a pass changed it"
-    )
-    p.add_argument("--time-passes", action="store_true", help="time of each pass")
-    p.add_argument("--list-passes", action="store_true", help="list the registered passes")
-
-
 def run(args: argparse.Namespace) -> int:
-    from cimc.passes.manager import describe_passes
 
-    if args.list_passes:
-        sys.stdout.write(describe_passes())
+    if list_passes(args, args.file, "an IR file ('-': standard input)"):
         return 0
-    if args.file is None:
-        raise CimcError("give an IR file (or '-' for standard input); see 'cimc opt --help'")
     _check_output(args.output)
     graph, known = _read(args)
     result = _manager(args).run(graph)
@@ -154,11 +138,7 @@ def _manager(args: argparse.Namespace) -> PassManager:
     steps = [Step(_configure(s.p, arch, name), s.group) for s in expand(passes)]
     return PassManager(
         steps,
-        print_ir_after_all=args.print_ir_after_all,
-        print_ir_after=args.print_ir_after,
-        print_ir_before=args.print_ir_before,
-        print_ir_after_change=args.print_ir_after_change,
-        time_passes=args.time_passes,
+        **manager_switches(args),
         print_fn=lambda text: sys.stderr.write(text),
         on_pass=lambda k, p: report("opt", k, len(steps), f"pass {p.NAME}"),
     )

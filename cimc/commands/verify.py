@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cimc.commands import add_command
-from cimc.commands.compile import add_model_options, compile_from_args, list_passes
+from cimc.commands.compile import add_model_options, compile_from_args
+from cimc.commands.pass_options import list_passes
 from cimc.commands.run import load_inputs
 from cimc.errors import CimcError
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from cimc.reference.float_model import default_inputs
     from cimc.verify import verify_compiled
 
-    if list_passes(args):
+    if list_passes(args, args.model, "a model file"):
         return 0
     result, _ = compile_from_args(args)
     given = load_inputs(args.inputs)

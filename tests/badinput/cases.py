@@ -302,7 +302,7 @@ def _opt(text: str = _GRAPH, *args: str, arrays: dict[str, np.ndarray] | None = 
 _G = r"^{d}/g.ir:"
 OPT_CASES = [  # more in tests/test_cli_opt.py (in process: each cimc start imports torch)
     Bad("opt-missing-file", lambda d: ["opt", str(d / "nope.ir")], r"^{d}/nope.ir: cannot read the IR: No such file or directory$"),
-    Bad("opt-no-file", lambda d: ["opt", "-p", "dce"], r"^give an IR file \(or '-' for standard input\); see 'cimc opt --help'$"),
+    Bad("opt-no-file", lambda d: ["opt", "-p", "dce"], r"^arguments: an IR file \('-': standard input\) is required \(or --list-passes\)$"),
     Bad("opt-no-data", _opt(arrays={}), _G + r"3:17: no data for @w; put it in {d}/g.ir.safetensors, give --constants FILE, or fill it with --random-constants SEED$"),
     Bad("opt-constants-garbage", lambda d: _opt()(d) + ["--constants", _file("c.safetensors", b"garbage")(d)], r"^{d}/c.safetensors: cannot read the constants: "),
     Bad("opt-unknown-pass", _opt(_GRAPH, "-p", "dce,frob"), r"^pipeline: unknown pass 'frob' \(known: .*cse.*\)$"),

@@ -12,6 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PATH = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.(?:py|md))\b")
 
+
 def prose(path: Path) -> Iterator[str]:
     """The comments and docstrings of one Python file."""
     source = path.read_text()
