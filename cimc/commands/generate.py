@@ -228,5 +228,13 @@ def cost_line(c: TokenCost) -> str:
         f"{c.achieved_ops_per_cycle:.1f} of {c.attainable_ops_per_cycle:.1f} attainable "
         f"ops/cycle; {c.bound_ratio:.2f}x the streaming bound "
         f"({c.streaming_bound_cycles:,} cycles = weights / bandwidth; "
-        f"{c.loaded_bound_cycles:,} for the weights this run loads)"
+        f"{c.loaded_bound_cycles:,} for the weights this run loads); "
+        f"{c.flash_bytes:,} flash bytes, {c.dram_bytes:,} dram bytes read, dram footprint "
+        f"{c.dram_footprint_bytes:,} of {c.dram_capacity_bytes:,} bytes{_flash_bound(c)}"
     )
+
+
+def _flash_bound(c: TokenCost) -> str:
+    if not c.flash_bound_cycles:
+        return ""
+    return f"; {c.flash_bound_ratio:.2f}x the flash bound ({c.flash_bound_cycles:,} cycles)"

@@ -111,9 +111,21 @@ def print_summary(s: CostSummary, console: Console, layers: int = 15) -> None:
         share = uj / s.energy_total_uj if s.energy_total_uj else 0.0
         energy.add_row(kind, f"{uj:.4f}", f"{100 * share:.1f}%")
     console.print(energy)
+    _print_levels(s, console)
     _print_units(s, console)
     _print_counts(s, console)
     _print_layers(s, console, layers)
+
+
+def _print_levels(s: CostSummary, console: Console) -> None:
+    title = "memory levels (footprint: bytes the program places there, for the whole run)"
+    table = _table(title, "level", "read", "written", "footprint", "capacity", "bound", "ratio")
+    for m in s.memory_levels:
+        ratio = f"{s.makespan_cycles / m.bound_cycles:.2f}x" if m.bound_cycles else "-"
+        table.add_row(m.level, f"{m.read_bytes:,}", f"{m.written_bytes:,}",
+                      f"{m.footprint_bytes:,}", f"{m.capacity_bytes:,}",
+                      f"{m.bound_cycles:,} cycles", ratio)  # fmt: skip
+    console.print(table)
 
 
 def _print_units(s: CostSummary, console: Console) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from cimc.ir.op_base import expect, expect_dtype, register_op
 from cimc.ir.types import DType, TensorType
-from cimc.quant.dialect import QOp, RunTimeMacroOperands
+from cimc.quant.dialect import QOp, RunTimeMacroOperands, SharedStorage
 from cimc.quant.plans import AttentionPlan, RotaryPlan
 
 POSITION_DTYPES = (DType.I64, DType.I32, DType.I16, DType.I8)
@@ -50,7 +50,7 @@ class DecodeRotary(QOp):
 
 @register_op
 @dataclass(frozen=True, eq=False)
-class DecodeAttention(QOp, RunTimeMacroOperands):
+class DecodeAttention(QOp, RunTimeMacroOperands, SharedStorage):
     """Causal attention of n query rows over a KV cache of `capacity` positions."""
 
     NAME = "decode.attention"
@@ -82,3 +82,14 @@ class DecodeAttention(QOp, RunTimeMacroOperands):
                 f"decode.attention mask must cover the {self.capacity} cache slots",
             )
         return (*q.shape[:3], v.shape[3])
+
+    def shared_storage(self, node: str, inputs: tuple[TensorType, ...]) -> dict[str, int]:
+        """The K and V caches and the allowed-positions mask (cimc/decode/lower.py), and
+        the causal table every layer shares."""
+        (_, hkv, n, d), dv, c = inputs[1].shape, inputs[2].shape[-1], self.capacity
+        return {
+            f"{node}.k_cache": hkv * c * d,
+            f"{node}.v_cache": hkv * c * dv,
+            f"{node}.allowed": n * c,
+            "decode.causal": c * c,
+        }

@@ -23,7 +23,10 @@ from typing import Any
 import numpy as np
 
 from cimc.backend.builder.compiled import Compiled, graph_outputs, program_inputs
+from cimc.backend.builder.footprint import dram_need
+from cimc.backend.builder.values import plan_values
 from cimc.backend.plan.streaming import Policy
+from cimc.backend.stages.planning import PlanMemory
 from cimc.decode.axes import SeqAxes, probe_axes
 from cimc.decode.lower import DECODE_LOWERINGS
 from cimc.decode.specialize import POSITIONS, check_decoder, specialize
@@ -104,11 +107,18 @@ def compile_decoder_graph(
     name: str,
     options: PipelineOptions | None = None,
     streaming: Policy | None = None,
+    dram_reserve: int = 0,
 ) -> Compiled:
     """A row-specialized graph through the pipeline's backend part, lowered with the
-    decode ops' lowerings."""
+    decode ops' lowerings; `dram_reserve`: DRAM the memory plan keeps for other data at
+    least (see `shared_reserve`)."""
     options = replace(options or PipelineOptions(), streaming=streaming)
-    configure = configurer(arch, options, name, table=DECODE_LOWERINGS)
+    base = configurer(arch, options, name, table=DECODE_LOWERINGS)
+
+    def configure(p: Pass) -> Pass:
+        p = base(p)
+        return replace(p, reserve=dram_reserve) if isinstance(p, PlanMemory) else p
+
     backend = pipeline_stages(options, configure).backend
     compiled: Compiled = manager(backend, options).run(graph)
     verify_deep(compiled)
@@ -181,9 +191,13 @@ def build_decoder(
         )
     stem = Path(str(model)).stem if isinstance(model, str | Path) else "model"
     prefill_graph = specialize(dm.qgraph, dm.axes, prompt_len)
-    prefill = compile_decoder_graph(prefill_graph, arch, f"{stem}.prefill", options, streaming)
     one_row = specialize(dm.qgraph, dm.axes, 1)
-    decode = compile_decoder_graph(one_row, arch, f"{stem}.decode", options, streaming)
+    reserve = shared_reserve((prefill_graph, one_row), arch)
+    decode = compile_decoder_graph(one_row, arch, f"{stem}.decode", options, streaming, reserve)
+    policy = decode.stream.policy if decode.stream is not None else streaming
+    prefill = compile_decoder_graph(
+        prefill_graph, arch, f"{stem}.prefill", options, policy, reserve
+    )
     consts = merge_consts(prefill.consts, decode.consts)
     _same_states(prefill, decode)
     warm = warm_decode(decode.program) if keep_weights else None
@@ -191,6 +205,13 @@ def build_decoder(
         validate(warm.cold, arch)
         validate(warm.warm, arch)
     return DecoderPrograms(dm, prefill, decode, consts, warm)
+
+
+def shared_reserve(graphs: Sequence[Graph], arch: Arch) -> int:
+    """The DRAM the programs of `graphs` need besides their shared weights, at most: each
+    is planned with it (and with decode's streaming policy), so their memory plans, and
+    the weight images in DRAM and flash, are the same."""
+    return max(dram_need(g, plan_values(g, arch)).other for g in graphs)
 
 
 def merge_consts(*parts: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

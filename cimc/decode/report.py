@@ -8,7 +8,11 @@ Everything comes from the schedule simulation of the program (cimc/machine/sched
 - roofline: ops (2 per MAC) per off-chip byte against the preset's ridge point
   (peak ops per cycle of every macro / dram bytes per cycle);
 - streaming lower bound: the model's int8 weight bytes / dram bandwidth, the time a token
-  takes at least when no weight stays on chip between tokens.
+  takes at least when no weight stays on chip between tokens;
+- memory levels (cimc/machine/levels.py): bytes read from flash and from DRAM by one run,
+  the DRAM footprint (what the program places in DRAM, at most `memory.dram_bytes`) and
+  the flash bound: the run's flash bytes / flash bandwidth, the least time a token takes
+  when its weights stream from flash (the memory plan, cimc/backend/plan/memory.py).
 A decode program is the same every step (positions are run-time data), so its figures
 are the per-token cost of every decode step; with weights kept in the macros
 (cimc/decode/warm.py) the first decode step runs the cold program, the others the warm one.
@@ -25,6 +29,7 @@ from cimc.backend.builder.compiled import Compiled
 from cimc.backend.plan.roofline import Roofline
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
+from cimc.machine.levels import memory_levels
 from cimc.machine.program import Program
 from cimc.machine.schedule import Schedule, simulate, total_energy
 from cimc.quant.dialect import QLinear
@@ -52,6 +57,16 @@ class TokenCost:
     peak_ops_per_cycle: float
     dram_bytes_per_cycle: float
     streaming_bound_cycles: int  # weight_bytes / dram bandwidth
+    flash_bytes: int  # read from flash by one run
+    dram_bytes: int  # read from DRAM by one run
+    dram_footprint_bytes: int  # placed in DRAM by the program (<= dram_capacity_bytes)
+    dram_capacity_bytes: int  # memory.dram_bytes
+    flash_bound_cycles: int  # flash_bytes / flash bandwidth
+
+    @property
+    def flash_bound_ratio(self) -> float:
+        """Achieved time over the flash bound (1.0 = as fast as the flash bytes allow)."""
+        return self.cycles / self.flash_bound_cycles if self.flash_bound_cycles else 0.0
 
     @property
     def roofline(self) -> Roofline:
@@ -99,6 +114,7 @@ class TokenCost:
             "achieved_ops_per_cycle",
             "bound_ratio",
             "loaded_bound_cycles",
+            "flash_bound_ratio",
         )
         return {**asdict(self), **{p: _finite(getattr(self, p)) for p in props}}
 
@@ -130,6 +146,7 @@ def token_cost(
     )
     weights = model_weight_bytes(compiled.graph)
     bandwidth = arch.dram_bytes_per_cycle
+    levels = {m.level: m for m in memory_levels(program, arch, schedule)}
     return TokenCost(
         program=name,
         arch=arch.name,
@@ -147,6 +164,11 @@ def token_cost(
         peak_ops_per_cycle=peak_ops_per_cycle(arch),
         dram_bytes_per_cycle=bandwidth,
         streaming_bound_cycles=math.ceil(weights / bandwidth),
+        flash_bytes=levels["flash"].read_bytes,
+        dram_bytes=levels["dram"].read_bytes,
+        dram_footprint_bytes=levels["dram"].footprint_bytes,
+        dram_capacity_bytes=levels["dram"].capacity_bytes,
+        flash_bound_cycles=math.ceil(levels["flash"].read_bytes / arch.flash_bytes_per_cycle),
     )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from cimc.machine.arch import Arch
 from cimc.machine.cost import ENERGY_KINDS
+from cimc.machine.levels import LevelUse, memory_levels
 from cimc.machine.opcodes import spec_of
 from cimc.machine.program import Program
 from cimc.machine.schedule import Schedule, simulate, total_energy
@@ -61,6 +62,7 @@ class CostSummary:
     macros_used: int
     macro_cell_utilization: float  # written cells / cells of the macros used
     layers: tuple[LayerCost, ...]
+    memory_levels: tuple[LevelUse, ...]  # flash, dram, gb: bytes, footprint, bound
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -96,6 +98,7 @@ def summarize(program: Program, arch: Arch, schedule: Schedule | None = None) ->
         macros_used=used,
         macro_cell_utilization=cell_util,
         layers=_layers(schedule),
+        memory_levels=memory_levels(program, arch, schedule),
     )
 
 

@@ -133,6 +133,16 @@ class RunTimeMacroOperands:
         raise NotImplementedError
 
 
+class SharedStorage:
+    """Interface of ops whose lowering declares shared memory beyond their result (a KV
+    cache, a mask table): the memory planner keeps DRAM for it."""
+
+    def shared_storage(self, node: str, inputs: tuple[TensorType, ...]) -> dict[str, int]:
+        """Bytes per declaration, keyed by a name unique to what is declared (`node`: the
+        op's node name; a name several ops share is counted once)."""
+        raise NotImplementedError
+
+
 @register_op
 @dataclass(frozen=True, eq=False)
 class QQuantize(QOp):

@@ -19,7 +19,7 @@ from tests.backend.lower_harness import arch
 
 
 def test_allocator_first_fit_reuses_and_coalesces() -> None:
-    a = Allocator("sp", 256)
+    a = Allocator("sp", 256, "core.scratchpad_bytes")
     x, y, z = a.alloc(64), a.alloc(64), a.alloc(64)
     assert (x, y, z) == (0, 64, 128)
     a.free(x)

@@ -24,7 +24,9 @@ from cimc.quant.golden import Golden
 from cimc.reference.float_model import default_inputs
 from tests.e2e.e2e_helpers import arch, float_input, import_module, mlp
 
-STAGES = "tile{arch=tiny},map,plan-values,lower,stage-consts,hoist-const-loads,merge-sends"
+STAGES = (
+    "tile{arch=tiny},map,plan-values,plan-memory,lower,stage-consts,hoist-const-loads,merge-sends"
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +73,12 @@ def test_map_policy_option_changes_the_plan(qgraph: Graph) -> None:
 def test_stage_errors_name_what_is_missing(qgraph: Graph) -> None:
     with pytest.raises(CimcError, match=r"tile needs an architecture: tile\{arch="):
         run("tile", qgraph)
-    with pytest.raises(CimcError, match="lower needs the map and plan-values passes"):
+    with pytest.raises(CimcError, match="lower needs the map, plan-values and plan-memory"):
         run("tile{arch=tiny},plan-values,lower", qgraph)
+    with pytest.raises(CimcError, match="lower needs the map, plan-values and plan-memory"):
+        run("tile{arch=tiny},map,plan-values,lower", qgraph)
+    with pytest.raises(CimcError, match="plan-memory needs the map and plan-values passes"):
+        run("tile{arch=tiny},map,plan-memory", qgraph)
     with pytest.raises(CimcError, match="pass map runs on a plan, but after dce the IR is a graph"):
         run("dce,map", qgraph)
     with pytest.raises(CimcError, match="runs on a plan .after tile., not on Graph"):

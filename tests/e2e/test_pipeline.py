@@ -24,6 +24,7 @@ BACKEND = [
     "tile",
     "map",
     "plan-values",
+    "plan-memory",
     "lower",
     "stage-consts",
     "hoist-const-loads",
@@ -43,6 +44,7 @@ def test_print_options_and_timings(graph) -> None:  # type: ignore[no-untyped-de
     assert "q.linear" in dumps["quantize"] and "q.linear" not in dumps["canonicalize"]
     assert "// tile: " in dumps["tile"] and "phase 0" in dumps["map"]
     assert "value %" in dumps["plan-values"] and "phase 0" in dumps["plan-values"]
+    assert "// plan-memory: weight image " in dumps["plan-memory"]
     assert dumps["merge-sends"].endswith(print_program(result.compiled.program))
     assert ".core 0" in dumps["lower"] and "mvm" in dumps["lower"]
     assert printed[-1].startswith("// ----- pass timing") and "  import" in printed[-1]
@@ -69,7 +71,7 @@ def test_print_before_after_change_and_composites(graph) -> None:  # type: ignor
     names = [p.split()[4].split("{")[0] for p in changed]
     assert names == [t.name for t in result.timings[1:] if t.modified]
     assert "check-canonical" not in names  # an analysis: never changes the graph
-    assert {"quantize", "tile", "map", "plan-values", "lower"} <= set(names)
+    assert {"quantize", "tile", "map", "plan-values", "plan-memory", "lower"} <= set(names)
 
 
 def test_pipeline_with_explicit_backend_passes(graph) -> None:  # type: ignore[no-untyped-def]

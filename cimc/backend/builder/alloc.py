@@ -25,9 +25,9 @@ class Allocator:
 
     what: str
     size: int
+    field: str  # the arch field sizing this memory, named when it is full
     base: int = 0
     align: int = 8
-    field: str | None = None  # the arch field sizing this memory, named when it is full
 
     def __post_init__(self) -> None:
         self._free: list[tuple[int, int]] = [(self.base, self.size)]  # sorted [start, end)
@@ -47,10 +47,8 @@ class Allocator:
                 self._used[addr] = need
                 self.high_water = max(self.high_water, addr + need)
                 return addr
-        advice = "use a larger arch preset or smaller tiles"
-        if self.field is not None:  # growing the memory extends its last free block
-            least = align_up(self.size + need - self.largest_free(), 8)
-            advice = f"raise arch field '{self.field}' to at least {least} bytes"
+        least = align_up(self.size + need - self.largest_free(), 8)  # grows the last block
+        advice = f"raise arch field '{self.field}' to at least {least} bytes"
         raise CimcError(
             f"{self.what} is full: cannot place {nbytes} bytes (largest free block "
             f"{self.largest_free()} of {self.size - self.base}); {advice}",

@@ -112,7 +112,8 @@ class ProgramBuilder:
         self.consts: dict[str, np.ndarray] = {}
         self._const_views: dict[str, View] = {}
         self._shared = {
-            s: Allocator(s, arch.space_bytes(s), align=DECL_ALIGN) for s in ("gb", "dram", "flash")
+            s: Allocator(s, arch.space_bytes(s), f"memory.{s}_bytes", align=DECL_ALIGN)
+            for s in ("gb", "dram", "flash")
         }
         self._cores: dict[int, _CoreState] = {}
         self._barriers = 0

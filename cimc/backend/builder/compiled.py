@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cimc.backend.builder.alloc import NP_OF
+from cimc.backend.plan.memory import MemoryPlan
 from cimc.backend.plan.streaming import StreamPlan
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
@@ -65,6 +66,7 @@ class Compiled:
     views: dict[str, View]  # graph value -> its storage view
     comments: dict[str, str]  # instruction comment -> graph value (node) name
     stream: StreamPlan | None = None  # phases and image of the static weights (if any)
+    memory: MemoryPlan | None = None  # which weight tiles and tables are in DRAM / flash
 
     def verify(self) -> None:
         """The cheap check run after every pass: the bindings and constants match the

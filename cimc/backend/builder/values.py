@@ -142,8 +142,10 @@ def plan_values(graph: Graph, arch: Arch, lag: int | None = None) -> ValuePlan:
     last_use = _last_uses(graph, nodes, index, slots, outputs)
     gb_cap = int(arch.memory.gb_bytes * GB_SHARE)
     pools: dict[Space, Allocator] = {
-        "gb": Allocator("activation pool in gb", gb_cap, align=SLOT_ALIGN),
-        "dram": Allocator("activation pool in dram", arch.memory.dram_bytes, align=SLOT_ALIGN),
+        "gb": Allocator("activation pool in gb", gb_cap, "memory.gb_bytes", align=SLOT_ALIGN),
+        "dram": Allocator(
+            "activation pool in dram", arch.memory.dram_bytes, "memory.dram_bytes", align=SLOT_ALIGN
+        ),
     }
     frees: dict[int, list[str]] = {}
     for i, node in enumerate(nodes):

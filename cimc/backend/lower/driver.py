@@ -24,6 +24,7 @@ from cimc.backend.builder.values import (
 from cimc.backend.lower.emitter import Emitter
 from cimc.backend.lower.movement import copy_view
 from cimc.backend.lower.table import LoweringTable
+from cimc.backend.plan.memory import MemoryPlan
 from cimc.backend.plan.streaming import StreamPlan
 from cimc.backend.stream.prefetch import emit_streaming
 from cimc.errors import CimcError
@@ -43,15 +44,17 @@ def lower_graph(
     stream: StreamPlan | None,
     reserve: int,
     table: LoweringTable,
+    memory: MemoryPlan | None = None,
     name: str = "model",
 ) -> Compiled:
-    """The program of `graph` for `arch`, from its value placement and streaming plan
-    (`reserve` macros per core left for run-time operands), lowered by `table`."""
+    """The program of `graph` for `arch`, from its value placement, streaming plan
+    (`reserve` macros per core left for run-time operands) and memory plan (None: every
+    constant in DRAM), lowered by `table`."""
     b = ProgramBuilder(arch)
     b.note(f"cimc: graph @{graph.name} for arch '{arch.name}'")
     store = ValueStore(graph, values, b)
-    setup = emit_streaming(b, graph, stream, reserve)
-    em = Emitter(b, store, graph, setup)
+    setup = emit_streaming(b, graph, stream, reserve, memory)
+    em = Emitter(b, store, graph, setup, memory)
     comments: dict[str, str] = {}
     nodes = list(graph.nodes())
     for k, node in enumerate(nodes):
@@ -73,9 +76,8 @@ def lower_graph(
     outputs = _bind_outputs(em, graph, comments)
     program, consts = b.build(f"{name}.cimasm", f"{name}.safetensors")
     inputs = _bind_inputs(graph, values.host_inputs, store)
-    return Compiled(
-        program, consts, arch, graph, inputs, outputs, dict(store.views), comments, stream
-    )
+    views = dict(store.views)
+    return Compiled(program, consts, arch, graph, inputs, outputs, views, comments, stream, memory)
 
 
 def _declare(store: ValueStore, node: Node) -> None:

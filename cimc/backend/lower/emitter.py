@@ -6,21 +6,28 @@ from __future__ import annotations
 from cimc.backend.builder.asm import ProgramBuilder
 from cimc.backend.builder.values import ValueStore, decl_name, machine_dtype, rows_cols
 from cimc.backend.lower.movement import materialize
+from cimc.backend.plan.memory import MemoryPlan
 from cimc.backend.stream.prefetch import StreamSetup
 from cimc.ir.graph import Graph, Node
-from cimc.machine.program import View
+from cimc.machine.program import Space, View
 
 
 class Emitter:
     """What a node lowering sees: the builder and the views of its operands and result."""
 
     def __init__(
-        self, b: ProgramBuilder, store: ValueStore, graph: Graph, stream: StreamSetup | None
+        self,
+        b: ProgramBuilder,
+        store: ValueStore,
+        graph: Graph,
+        stream: StreamSetup | None,
+        memory: MemoryPlan | None = None,
     ) -> None:
         self.b = b
         self.store = store
         self.graph = graph
         self.stream = stream
+        self.memory = memory
 
     def operand(self, node: Node, k: int) -> View:
         return self.store.view(node.inputs[k])
@@ -54,6 +61,11 @@ class Emitter:
     def name(self, node: Node) -> str:
         """The constant-name prefix of a node (its weights become `NAME.w`, ...)."""
         return decl_name(node.name)
+
+    def table_space(self, node: Node) -> Space:
+        """Where the memory plan keeps a gathered table (an embedding's)."""
+        flash = self.memory is not None and node.name in self.memory.flash_tables
+        return "flash" if flash else "dram"
 
     def reserved_macros(self) -> tuple[int, ...]:
         """Macros the streaming plan left free for run-time operands (empty: any macro)."""

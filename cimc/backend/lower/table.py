@@ -131,7 +131,8 @@ def _norm(em: Emitter, node: Node, op: QLayerNorm | QRmsNorm) -> None:
 
 
 def _embedding(em: Emitter, node: Node, op: QEmbedding) -> None:
-    lower_embedding(em.b, em.operand(node, 0), em.result(node), op.plan, name=em.name(node))
+    ids, y, space = em.operand(node, 0), em.result(node), em.table_space(node)
+    lower_embedding(em.b, ids, y, op.plan, table_space=space, name=em.name(node))
 
 
 def _softmax(em: Emitter, node: Node, op: QSoftmax) -> None:

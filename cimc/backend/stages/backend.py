@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from cimc.backend.builder.compiled import Compiled
 from cimc.backend.lower.table import LOWERINGS, LoweringTable
 from cimc.backend.stages.lowering import Lower
-from cimc.backend.stages.planning import MapWeights, PlanValues, TileWeights
+from cimc.backend.stages.planning import MapWeights, PlanMemory, PlanValues, TileWeights
 from cimc.backend.stages.program import HoistConstLoads, MergeSends, StageConsts
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
@@ -27,6 +27,7 @@ class Backend(CompositePass):
             TileWeights(),
             MapWeights(),
             PlanValues(),
+            PlanMemory(),
             Lower(),
             StageConsts(),
             HoistConstLoads(),

@@ -26,8 +26,10 @@ class Lower(Pass):
 
     def apply(self, ir: Any) -> PassResult:
         plan = planned(self, ir)
-        if not plan.mapped or plan.values is None:
-            raise CimcError("lower needs the map and plan-values passes before it", "pipeline")
+        if not plan.mapped or plan.values is None or plan.memory is None:
+            raise CimcError(
+                "lower needs the map, plan-values and plan-memory passes before it", "pipeline"
+            )
         with gc_paused():  # builds ~10^5 instruction objects and no cycles: no GC passes
             compiled = lower_graph(
                 plan.graph,
@@ -36,6 +38,7 @@ class Lower(Pass):
                 plan.stream,
                 plan.reserve,
                 self.table or LOWERINGS,
+                plan.memory,
                 self.name,
             )
         return PassResult(compiled, True)

@@ -1,8 +1,9 @@
 """The plan level of the IR: a quantized graph and what the backend planned for one arch.
 
-`tile` makes it from a graph; `map` and `plan-values` fill in their plans; `lower` reads
-it. It prints as text (tiles per layer, the streaming plan's macro windows, where each
-value lives) and verifies that the plans cover the graph they were made for.
+`tile` makes it from a graph; `map`, `plan-values` and `plan-memory` fill in their plans;
+`lower` reads it. It prints as text (tiles per layer, the streaming plan's macro windows,
+where each value lives, which weight tiles are in DRAM and which in flash) and verifies
+that the plans cover the graph they were made for.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cimc.backend.builder.values import ValuePlan
+from cimc.backend.plan.memory import MemoryPlan
 from cimc.backend.plan.report import format_plan
 from cimc.backend.plan.streaming import StreamPlan
 from cimc.backend.plan.tiling import TilingPlan
@@ -30,6 +32,7 @@ class PlannedGraph:
     stream: StreamPlan | None = None
     reserve: int = 0  # macros per core left for run-time operands
     values: ValuePlan | None = None
+    memory: MemoryPlan | None = None  # where the weight image lives (plan-memory)
 
     def verify(self) -> None:
         layers = {n.name for n in self.graph.nodes() if isinstance(n.op, QLinear)}
@@ -42,6 +45,9 @@ class PlannedGraph:
             if streamed != layers:
                 odd = sorted(streamed ^ layers)[0]
                 raise CimcError(f"the streaming plan and the graph disagree on %{odd}", "plan")
+        if self.memory is not None and self.stream is not None:
+            if {st.entry for st in self.memory.tiles} != set(self.stream.image):
+                raise CimcError("the memory plan does not store the streaming plan's image", "plan")
         if self.values is not None:
             for node in self.graph.nodes():
                 if node.name not in self.values.slots:
@@ -56,6 +62,8 @@ class PlannedGraph:
             lines += text.rstrip("\n").splitlines()
         if self.values is not None:
             lines += _value_lines(self.values)
+        if self.memory is not None:
+            lines += _memory_lines(self.memory)
         return "\n".join(lines) + "\n"
 
 
@@ -80,4 +88,21 @@ def _value_lines(values: ValuePlan) -> list[str]:
         elif where.kind == "alias":
             place = f"alias of %{where.root}"
         lines.append(f"value %{name}: {place}")
+    return lines
+
+
+def _memory_lines(memory: MemoryPlan) -> list[str]:
+    lines = [
+        f"// plan-memory: weight image {memory.image_bytes('dram')} bytes in dram, "
+        f"{memory.image_bytes('flash')} in flash; other dram about {memory.dram_other_bytes} "
+        f"of {memory.dram_capacity} bytes"
+    ]
+    lines += [f"table %{name}: flash" for name in memory.flash_tables]
+    if memory.image_bytes("flash"):
+        for st in memory.tiles:
+            t = st.entry.tile
+            lines.append(
+                f"tile %{t.layer}[{t.k0}:{t.k1}, {t.n0}:{t.n1}] phase {st.entry.phase} "
+                f"core {st.core}: {st.space}+{st.offset}"
+            )
     return lines

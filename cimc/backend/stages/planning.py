@@ -1,12 +1,15 @@
-"""The planning passes: `tile`, `map`, `plan-values` (a quantized graph -> the plan level)."""
+"""The planning passes: `tile`, `map`, `plan-values`, `plan-memory` (a quantized graph -> the
+plan level)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, cast
 
+from cimc.backend.builder.footprint import dram_need
 from cimc.backend.builder.values import plan_values
 from cimc.backend.plan.from_graph import reserved_macros, workload_from_graph
+from cimc.backend.plan.memory import plan_memory
 from cimc.backend.plan.streaming import POLICIES, Policy, plan_streaming
 from cimc.backend.plan.target import Target
 from cimc.backend.plan.tiling import tile_workload
@@ -95,3 +98,26 @@ class PlanValues(Pass):
     def apply(self, ir: Any) -> PassResult:
         plan = planned(self, ir)
         return PassResult(replace(plan, values=plan_values(plan.graph, plan.arch)), True)
+
+
+@register_pass
+@dataclass(frozen=True)
+class PlanMemory(Pass):
+    """keep the weight image in DRAM, or split it between DRAM and flash when it does not
+    fit memory.dram_bytes (cimc/backend/plan/memory.py)."""
+
+    NAME = "plan-memory"
+    INPUT: ClassVar[str] = "plan"
+    OUTPUT: ClassVar[str] = "plan"
+    # DRAM kept for other data, at least: programs sharing one weight image (prefill and
+    # decode) are planned with the larger need of the two, so they store it alike
+    reserve: int = context(0)
+
+    def apply(self, ir: Any) -> PassResult:
+        plan = planned(self, ir)
+        if not plan.mapped or plan.values is None:
+            raise CimcError("plan-memory needs the map and plan-values passes before it")
+        need = dram_need(plan.graph, plan.values)
+        other = max(need.other, self.reserve)
+        memory = plan_memory(plan.stream, plan.arch, other, need.tables)
+        return PassResult(replace(plan, memory=memory), True)

@@ -1,17 +1,26 @@
 """Weight streaming in emitted programs: the planner's phases, prefetched ahead of need.
 
-`StreamSetup` turns a `StreamPlan` (cimc/backend/plan/streaming.py) into program objects: one
-`weights.img` constant holding every weight tile in load order (so a phase is one
-contiguous range of the image), the tile slots of every layer (their phase placement),
-and the macros left free for run-time operands (attention K^T / V, matmuls).
+`StreamSetup` turns a `StreamPlan` (cimc/backend/plan/streaming.py) into program objects: the
+`weights.img` constant in DRAM holding the weight tiles in load order (so a phase is one
+contiguous range of the image) and, when the memory plan (cimc/backend/plan/memory.py) puts
+tiles in flash, the `weights.flash` constant in flash holding those, phase by phase and
+core by core; the tile slots of every layer (their phase placement), and the macros left
+free for run-time operands (attention K^T / V, matmuls).
 
 `Prefetcher` emits the loads. Each core's tiles of a phase are cut into pieces (tiles
-contiguous in the image, up to `chunk` bytes): one `dma` of the piece into one of the
-core's `STAGES` scratchpad staging buffers, later one `mload` per tile. A phase is queued
+contiguous in one image, up to `chunk` bytes from DRAM; from flash at least
+`memory.flash_chunk_bytes`, the size below which a flash read costs a whole chunk): one
+`dma` of the piece into one of the core's `STAGES` scratchpad staging buffers, later one
+`mload` per tile. A phase's flash pieces are queued before its DRAM pieces: the flash
+latency is the longer one, and both channels then stream at once. A phase is queued
 once the macros of its bank are free in program order: the previous phase on that bank
 has been passed (a later phase is in use) or used up by the graph nodes lowered so far
 (`node_done`). So under `double-buffer` phase i+1 loads while phase i computes, under
 `sequential` only when phase i is done, and resident (pinned) phases load from the start.
+A program reading weights from flash queues every piece at once instead: the `dma`s read
+ahead as far as the staging buffers allow and only the `mload`s wait for the bank, since
+the data of one bank in flight need not cover the flash latency (it does not on small
+machines). DRAM-only programs keep the bank gating (their programs are unchanged).
 When every weight is resident (the whole plan is one resident phase) the pieces are
 released in image order within `lookahead_bytes` of the latest tile used, so the DRAM,
 first come first served, serves them roughly in order of use.
@@ -31,6 +40,7 @@ Correctness never depends on this: the builder tracks what each macro holds and
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -40,14 +50,18 @@ from cimc.backend.builder.alloc import cols
 from cimc.backend.builder.asm import ProgramBuilder
 from cimc.backend.builder.values import decl_name
 from cimc.backend.plan.mapping import PlacedTile
+from cimc.backend.plan.memory import MemoryPlan, StoredTile, in_dram
 from cimc.backend.plan.streaming import StreamPlan
+from cimc.backend.plan.target import Source
 from cimc.backend.stream.clock import EmitClock
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.machine.program import Instr, View
 from cimc.quant.dialect import QLinear
 
-IMAGE = "weights.img"
+IMAGE = "weights.img"  # the weight tiles kept in DRAM
+FLASH_IMAGE = "weights.flash"  # the weight tiles read from flash
+IMAGES = (IMAGE, FLASH_IMAGE)
 STAGES = 3  # staging buffers per core: pieces loaded ahead of their first use
 TileId = tuple[str, int, int, int, int]  # (constant-name prefix of the layer, k0, k1, n0, n1)
 
@@ -58,8 +72,10 @@ class ImagePiece:
 
     core: int
     phase: int
-    offset: int  # in the image
+    space: Source  # the image it is read from
+    offset: int  # in that image
     nbytes: int
+    order: int  # bytes of every piece queued before it (the frontier's measure)
     layer: int  # program position of its first tile's layer
     tiles: tuple[tuple[PlacedTile, TileId, int], ...]  # (slot, key, offset in the piece)
 
@@ -69,77 +85,134 @@ class StreamSetup:
     """What the lowerings need of a streamed program: the image, each layer's tiles."""
 
     plan: StreamPlan
-    blob: View
+    memory: MemoryPlan
+    blobs: dict[Source, View]  # the image constant of each space holding tiles
     slots: dict[str, tuple[PlacedTile, ...]]  # graph node name -> its tiles' slots
     image: dict[tuple[int, int, int, int], View] = field(default_factory=dict)
     reserved: tuple[int, ...] = ()  # macro indices left for run-time operands
 
 
 def declare_image(
-    b: ProgramBuilder, plan: StreamPlan, weights: dict[str, np.ndarray], names: dict[str, str]
+    b: ProgramBuilder,
+    plan: StreamPlan,
+    weights: dict[str, np.ndarray],
+    names: dict[str, str],
+    memory: MemoryPlan | None = None,
 ) -> StreamSetup:
-    """The load-ordered image constant (every tile row-major at its offset) and slots.
-    `weights[layer]` is the int8 [K x N] weight; `names[layer]` its constant prefix."""
-    total = sum(e.nbytes for e in plan.image)
-    data = np.zeros((1, max(total, 1)), np.int8)
-    for e in plan.image:
-        t = e.tile
-        data[0, e.offset : e.offset + t.cells] = weights[t.layer][t.k0 : t.k1, t.n0 : t.n1].ravel()
-    blob = b.const(IMAGE, data, "i8")
+    """The load-ordered image constants (every tile row-major at its offset) and slots.
+    `weights[layer]` is the int8 [K x N] weight; `names[layer]` its constant prefix;
+    `memory` says which tiles are in flash (None: all in DRAM)."""
+    memory = memory or in_dram(plan, b.arch)
+    blobs: dict[Source, View] = {}
+    for space, name in (("dram", IMAGE), ("flash", FLASH_IMAGE)):
+        stored = memory.stored(space)
+        if space == "flash" and not stored:
+            continue
+        total = sum(t.entry.nbytes for t in stored)
+        data = np.zeros((1, max(total, 1)), np.int8)
+        for st in stored:
+            t = st.entry.tile
+            block = weights[t.layer][t.k0 : t.k1, t.n0 : t.n1]
+            data[0, st.offset : st.offset + t.cells] = block.ravel()
+        blobs[space] = b.const(name, data, "i8", space)
     slots: dict[str, list[PlacedTile]] = {}
     for phase in plan.phases:
         for pt in phase.placement.tiles:
             if pt.copy == 0:
                 slots.setdefault(pt.tile.layer, []).append(pt)
-    for e in plan.image:  # a readable map of the image in the program header
-        t = e.tile
-        b.note(f"{IMAGE}+{e.offset}: {names[t.layer]}.w[{t.k0}:{t.k1}, {t.n0}:{t.n1}]")
-    return StreamSetup(plan, blob, {k: tuple(v) for k, v in slots.items()})
+    for space, name in (("dram", IMAGE), ("flash", FLASH_IMAGE)):
+        for st in memory.stored(space):  # a readable map of the images in the header
+            t = st.entry.tile
+            b.note(f"{name}+{st.offset}: {names[t.layer]}.w[{t.k0}:{t.k1}, {t.n0}:{t.n1}]")
+    return StreamSetup(plan, memory, blobs, {k: tuple(v) for k, v in slots.items()})
 
 
 def layer_image(setup: StreamSetup, layer: str) -> dict[tuple[int, int, int, int], View]:
-    """Tile views of `layer` into the image (its `weight_image` for lower_linear)."""
+    """Tile views of `layer` into the images (its `weight_image` for lower_linear)."""
     out = {}
-    for e in setup.plan.image:
-        t = e.tile
+    for st in setup.memory.tiles:
+        t = st.entry.tile
         if t.layer == layer:
-            view = cols(setup.blob, e.offset, e.offset + t.cells)
+            view = cols(setup.blobs[st.space], st.offset, st.offset + t.cells)
             out[(t.k0, t.k1, t.n0, t.n1)] = View(
                 view.space, view.addr, "i8", t.rows, t.cols, symbol=view.symbol, offset=view.offset
             )
     return out
 
 
-def _pieces(setup: StreamSetup, names: dict[str, str], chunk: int) -> list[ImagePiece]:
-    """Per phase, per core: consecutive image tiles of one core, up to `chunk` bytes."""
+def _pieces(
+    setup: StreamSetup, names: dict[str, str], chunk: int, flash_chunk: int
+) -> list[ImagePiece]:
+    """Per phase, per core: consecutive image tiles of one core; from DRAM up to `chunk`
+    bytes, from flash at least a flash chunk. In queue order: by phase, flash first."""
     where = {}
     for phase in setup.plan.phases:
         for pt in phase.placement.tiles:
             if pt.copy == 0:
                 where[(pt.tile.layer, pt.k0, pt.n0)] = pt
     layer_index = {names[e.tile.layer]: e.tile.layer_index for e in setup.plan.image}
+    runs = _runs(setup.memory)
     pieces: list[ImagePiece] = []
-    run: list[tuple[PlacedTile, TileId, int]] = []
-    start = phase_of = end = -1
-
-    def close() -> None:
-        if run:
-            layer = layer_index[run[0][1][0]]
-            pieces.append(
-                ImagePiece(run[0][0].core, phase_of, start, end - start, layer, tuple(run))
+    order = 0
+    for (phase, rank, _, _), run in sorted(runs.items()):
+        space: Source = "flash" if rank == 0 else "dram"
+        for part in _cut_run(run, chunk, flash_chunk if space == "flash" else 0):
+            first = part[0]
+            tiles = tuple(
+                (where[st.key], _tile_id(st, names), st.offset - first.offset) for st in part
             )
-
-    for e in setup.plan.image:
-        t, slot = e.tile, where[(e.tile.layer, e.tile.k0, e.tile.n0)]
-        key = (names[t.layer], t.k0, t.k1, t.n0, t.n1)
-        joins = run and run[0][0].core == slot.core and e.phase == phase_of and e.offset == end
-        if not joins or end + t.cells - start > chunk:
-            close()
-            run, start, phase_of = [], e.offset, e.phase
-        run.append((slot, key, e.offset - start))
-        end = e.offset + t.cells
-    close()
+            nbytes = part[-1].offset + part[-1].entry.nbytes - first.offset
+            layer = layer_index[tiles[0][1][0]]
+            pieces.append(
+                ImagePiece(first.core, phase, space, first.offset, nbytes, order, layer, tiles)
+            )
+            order += nbytes
     return pieces
+
+
+def _tile_id(st: StoredTile, names: dict[str, str]) -> TileId:
+    t = st.entry.tile
+    return (names[t.layer], t.k0, t.k1, t.n0, t.n1)
+
+
+def _runs(memory: MemoryPlan) -> dict[tuple[int, int, int, int], list[StoredTile]]:
+    """Tiles of one phase, space and core that are consecutive in their image, keyed
+    (phase, flash first, offset of the run's first tile, core)."""
+    runs: dict[tuple[int, int, int, int], list[StoredTile]] = {}
+    for space in ("flash", "dram"):
+        last: StoredTile | None = None
+        key = (0, 0, 0, 0)
+        for st in memory.stored(space):  # type: ignore[arg-type]
+            joins = (
+                last is not None
+                and last.core == st.core
+                and last.entry.phase == st.entry.phase
+                and last.offset + last.entry.nbytes == st.offset
+            )
+            if not joins:
+                key = (st.entry.phase, 0 if space == "flash" else 1, st.offset, st.core)
+                runs[key] = []
+            runs[key].append(st)
+            last = st
+    return runs
+
+
+def _cut_run(run: list[StoredTile], most: int, least: int) -> list[list[StoredTile]]:
+    """`run` in pieces: of at most `most` bytes (a tile larger stays whole), or, when
+    `least` is set, of at least `least` bytes (a short rest joins the piece before)."""
+    parts: list[list[StoredTile]] = []
+    size = 0
+    for st in run:
+        full = size >= least if least else size + st.entry.nbytes > most
+        if not parts or full:
+            parts.append([])
+            size = 0
+        parts[-1].append(st)
+        size += st.entry.nbytes
+    if least and len(parts) > 1 and size < least:
+        rest = parts.pop()
+        parts[-1] += rest
+    return parts
 
 
 class Prefetcher:
@@ -154,7 +227,7 @@ class Prefetcher:
         comments: dict[str, str],
     ) -> None:
         self.b, self.setup = b, setup
-        pieces = _pieces(setup, names, chunk)
+        pieces = _pieces(setup, names, chunk, b.arch.memory.flash_chunk_bytes)
         self.phase_of = {key: p.phase for p in pieces for _, key, _ in p.tiles}
         self.piece_of = {key: p for p in pieces for _, key, _ in p.tiles}
         phases = setup.plan.phases
@@ -163,6 +236,9 @@ class Prefetcher:
             same = [j for j in range(i) if phases[j].bank == ph.bank and ph.bank != -1]
             self.prev_user.append(same[-1] if same else -2)
         self.waiting: list[ImagePiece] = pieces  # not yet allowed (bank busy), load order
+        # From flash, pieces are read ahead of their bank (see the module doc): every piece
+        # is ready from the start; its mloads still wait for the bank.
+        self.read_ahead = setup.memory.image_bytes("flash") > 0
         self.ready: dict[int, deque[ImagePiece]] = {}  # per core, load order
         self.inflight: dict[int, deque[tuple[ImagePiece, View, int]]] = {}  # + estimated arrival
         self.loaded: set[TileId] = set()
@@ -174,7 +250,8 @@ class Prefetcher:
         self.finished = -1  # every phase up to this one is used by nodes already lowered
         cores = sorted({p.core for p in pieces})
         size = max((p.nbytes for p in pieces), default=1)
-        self.free = {c: deque(_staging(b, c, size)) for c in cores}
+        count = flash_stages(b.arch, size, len(cores)) if self.read_ahead else STAGES
+        self.free = {c: deque(_staging(b, c, size, count)) for c in cores}
         for c in cores:
             self.ready[c], self.inflight[c] = deque(), deque()
         self.comments = comments  # constant prefix -> its node's comment (load provenance)
@@ -212,8 +289,8 @@ class Prefetcher:
         if piece.phase > self.current:
             self.current = piece.phase
             self._allow()
-        if self.window is not None and piece.offset + self.window > self.frontier:
-            self.frontier = piece.offset + self.window
+        if self.window is not None and piece.order + self.window > self.frontier:
+            self.frontier = piece.order + self.window
             self._release()
         core = piece.core
         while key not in self.loaded:
@@ -257,7 +334,7 @@ class Prefetcher:
         try:
             arrived = self.inflight[core]
             while True:
-                while arrived and arrived[0][2] <= until:
+                while arrived and arrived[0][2] <= until and self._bank_free(arrived[0][0]):
                     self._mload_oldest(core)
                 before = len(arrived)
                 self._top_up(core)
@@ -279,9 +356,22 @@ class Prefetcher:
     def _held(self, core: int, piece: ImagePiece) -> bool:
         return any(p is piece for p, _, _ in self.inflight[core])
 
+    def _bank_free(self, piece: ImagePiece) -> bool:
+        """Are the macros of the piece's phase free (its bank's previous phase passed)?"""
+        return self.prev_user[piece.phase] <= max(self.current - 1, self.finished)
+
     def _allow(self) -> None:
         """Queue the phases whose bank is free (its previous phase has been passed)."""
         passed = max(self.current - 1, self.finished)
+        if self.read_ahead and self.waiting:  # queued at once, mloaded when free
+            allowed, self.waiting = self.waiting, []
+            for p in allowed:
+                self.ready[p.core].append(p)
+            for core in sorted({p.core for p in allowed}):
+                self._top_up(core)
+            return
+        if self.read_ahead:
+            return
         allowed = [p for p in self.waiting if self.prev_user[p.phase] <= passed]
         self.waiting = [p for p in self.waiting if self.prev_user[p.phase] > passed]
         if self.window is not None:
@@ -296,7 +386,7 @@ class Prefetcher:
     def _release(self) -> None:
         """Queue the gated pieces that start before the frontier on their cores."""
         cores = set()
-        while self.gated and self.gated[0].offset < self.frontier:
+        while self.gated and self.gated[0].order < self.frontier:
             piece = self.gated.popleft()
             self.ready[piece.core].append(piece)
             cores.add(piece.core)
@@ -313,7 +403,7 @@ class Prefetcher:
         core = piece.core
         stage = self.free[core].popleft()
         dst = View("sp", stage.addr, "i8", 1, piece.nbytes)
-        src = cols(self.setup.blob, piece.offset, piece.offset + piece.nbytes)
+        src = cols(self.setup.blobs[piece.space], piece.offset, piece.offset + piece.nbytes)
         with self.b.at(self.comments.get(piece.tiles[0][1][0], self.b.loc)):
             self.b.emit(core, "dma", dst, src)
         self.inflight[core].append((piece, stage, self._last_end))
@@ -330,25 +420,38 @@ class Prefetcher:
         self.free[core].append(stage)
 
 
-def _staging(b: ProgramBuilder, core: int, size: int) -> list[View]:
-    """STAGES buffers of `size` bytes, fewer (at least two) when they would take more than a
-    quarter of the scratchpad: the lowerings need the rest for activations."""
-    count = max(2, min(STAGES, b.arch.core.scratchpad_bytes // (4 * size)))
+def _staging(b: ProgramBuilder, core: int, size: int, want: int) -> list[View]:
+    """`want` buffers of `size` bytes, fewer (at least two) when they would take more than
+    a quarter of the scratchpad: the lowerings need the rest for activations."""
+    count = max(2, min(want, b.arch.core.scratchpad_bytes // (4 * size)))
     return [b.alloc(core, "i8", 1, size) for _ in range(count)]
 
 
+def flash_stages(arch: Arch, size: int, cores: int) -> int:
+    """Staging buffers per core that keep the flash channel busy: while one piece is
+    transferred, the others' reads must cover the flash latency, so the bytes in flight on
+    all `cores` reach latency x bandwidth (Little's law) plus the piece in transfer."""
+    latency_bytes = arch.memory.flash_latency_cycles * arch.flash_bytes_per_cycle
+    return max(STAGES, math.ceil(latency_bytes / (cores * size)) + 1)
+
+
 def emit_streaming(
-    b: ProgramBuilder, graph: Graph, plan: StreamPlan | None, reserve: int
+    b: ProgramBuilder,
+    graph: Graph,
+    plan: StreamPlan | None,
+    reserve: int,
+    memory: MemoryPlan | None = None,
 ) -> StreamSetup | None:
-    """Declare the image of `plan` (the map pass's streaming plan of `graph`'s static
-    weights) and install the prefetcher on `b`; None when there is no plan. `reserve`
-    macros per core (the last ones) stay free for run-time operands."""
+    """Declare the images of `plan` (the map pass's streaming plan of `graph`'s static
+    weights) where `memory` puts them (None: all in DRAM) and install the prefetcher on
+    `b`; None when there is no plan. `reserve` macros per core (the last ones) stay free
+    for run-time operands."""
     if plan is None:
         return None
     layers = {n.name: n.op for n in graph.nodes() if isinstance(n.op, QLinear)}
     names = {name: decl_name(name) for name in layers}
     weights = {name: np.asarray(op.plan.weight) for name, op in layers.items()}
-    setup = declare_image(b, plan, weights, names)
+    setup = declare_image(b, plan, weights, names, memory)
     macros = b.arch.core.macros
     setup.reserved = tuple(range(macros - reserve, macros))
     m = b.arch.macro_bytes
