@@ -1,7 +1,8 @@
 """Streamed weight tiles: the header map of a weight image, read back.
 
 A program compiled with weight streaming loads every weight tile from one image constant
-(`weights.img`). cimc/backend/stream/prefetch.py (`declare_image`) writes a map of the image into
+(`weights.img` in DRAM, `weights.flash` for tiles read from flash). cimc/backend/stream/prefetch.py
+(`declare_image`) writes a map of each image into
 the program header, one full-line comment per tile, in image order:
 
     ; weights.img+6144: linear_1.w[0:32, 0:32]

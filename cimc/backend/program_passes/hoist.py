@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from cimc.backend.builder.asm import views_overlap
-from cimc.backend.stream.prefetch import IMAGE
+from cimc.backend.stream.prefetch import IMAGES
 from cimc.machine.opcodes import Access, spec_of
 from cimc.machine.program import CoreItem, Instr, Program, View
 
@@ -86,7 +86,7 @@ def _earliest(out: list[_Item], load: _Item, limit: int) -> int:
     node's: earlier mloads)."""
     instr = load.item
     assert isinstance(instr, Instr)
-    piece = any(isinstance(v, View) and v.symbol == IMAGE for v in instr.operands)
+    piece = any(isinstance(v, View) and v.symbol in IMAGES for v in instr.operands)
     writes = [v for v, a in load.sp if a != Access.READ]
     reads = [v for v, a in load.sp if a == Access.READ]
     at, seen, block, blocks = len(out), 0, instr.comment, 0

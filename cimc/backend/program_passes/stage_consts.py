@@ -34,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from cimc.backend.builder.asm import TOKEN_BYTES
-from cimc.backend.stream.prefetch import IMAGE
+from cimc.backend.stream.prefetch import IMAGES
 from cimc.machine.arch import Arch
 from cimc.machine.program import SENDS, CoreItem, Decl, Imm, Instr, Program, View
 
@@ -56,11 +56,11 @@ class _Staged:
 def stage_consts(program: Program, arch: Arch, max_share: float | None = None) -> Program:
     """`program` with its small constants read from a gb copy (see the module doc);
     `max_share` overrides `MAX_SHARE`."""
-    image = program.decl(IMAGE)
-    if image is None:
+    images = [d for d in (program.decl(name) for name in IMAGES) if d is not None]
+    if not images:
         return program  # no weight stream to wait behind
     staged = _placement(program, arch)
-    limit = (MAX_SHARE if max_share is None else max_share) * image.nbytes
+    limit = (MAX_SHARE if max_share is None else max_share) * sum(d.nbytes for d in images)
     if not staged or sum(s.decl.nbytes for s in staged.values()) > limit:
         return program
     base = min(s.addr for s in staged.values())
@@ -86,7 +86,7 @@ def stage_consts(program: Program, arch: Arch, max_share: float | None = None) -
 
 def _placement(program: Program, arch: Arch) -> dict[str, _Staged]:
     """The staged constants (declaration order) with the gb addresses of their copies."""
-    only_dma = {d.name for d in program.decls_of("const") if d.space == "dram"} - {IMAGE}
+    only_dma = {d.name for d in program.decls_of("const") if d.space == "dram"} - set(IMAGES)
     readers: dict[str, str | None] = {}
     for stream in program.cores:
         for instr in stream.instrs:

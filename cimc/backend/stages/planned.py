@@ -45,9 +45,9 @@ class PlannedGraph:
             if streamed != layers:
                 odd = sorted(streamed ^ layers)[0]
                 raise CimcError(f"the streaming plan and the graph disagree on %{odd}", "plan")
-        if self.memory is not None and self.stream is not None:
-            if {st.entry for st in self.memory.tiles} != set(self.stream.image):
-                raise CimcError("the memory plan does not store the streaming plan's image", "plan")
+        stored = {st.entry for st in self.memory.tiles} if self.memory is not None else None
+        if stored is not None and stored != set(self.stream.image if self.stream else ()):
+            raise CimcError("the memory plan does not store the streaming plan's image", "plan")
         if self.values is not None:
             for node in self.graph.nodes():
                 if node.name not in self.values.slots:

@@ -62,6 +62,7 @@ from cimc.quant.dialect import QLinear
 IMAGE = "weights.img"  # the weight tiles kept in DRAM
 FLASH_IMAGE = "weights.flash"  # the weight tiles read from flash
 IMAGES = (IMAGE, FLASH_IMAGE)
+_IMAGE_NAMES: tuple[tuple[Source, str], ...] = (("dram", IMAGE), ("flash", FLASH_IMAGE))
 STAGES = 3  # staging buffers per core: pieces loaded ahead of their first use
 TileId = tuple[str, int, int, int, int]  # (constant-name prefix of the layer, k0, k1, n0, n1)
 
@@ -104,7 +105,7 @@ def declare_image(
     `memory` says which tiles are in flash (None: all in DRAM)."""
     memory = memory or in_dram(plan, b.arch)
     blobs: dict[Source, View] = {}
-    for space, name in (("dram", IMAGE), ("flash", FLASH_IMAGE)):
+    for space, name in _IMAGE_NAMES:
         stored = memory.stored(space)
         if space == "flash" and not stored:
             continue
@@ -120,7 +121,7 @@ def declare_image(
         for pt in phase.placement.tiles:
             if pt.copy == 0:
                 slots.setdefault(pt.tile.layer, []).append(pt)
-    for space, name in (("dram", IMAGE), ("flash", FLASH_IMAGE)):
+    for space, name in _IMAGE_NAMES:
         for st in memory.stored(space):  # a readable map of the images in the header
             t = st.entry.tile
             b.note(f"{name}+{st.offset}: {names[t.layer]}.w[{t.k0}:{t.k1}, {t.n0}:{t.n1}]")
@@ -146,8 +147,8 @@ def _pieces(
     """Per phase, per core: consecutive image tiles of one core; from DRAM up to `chunk`
     bytes, from flash at least a flash chunk. In queue order: by phase, flash first."""
     where = {}
-    for phase in setup.plan.phases:
-        for pt in phase.placement.tiles:
+    for ph in setup.plan.phases:
+        for pt in ph.placement.tiles:
             if pt.copy == 0:
                 where[(pt.tile.layer, pt.k0, pt.n0)] = pt
     layer_index = {names[e.tile.layer]: e.tile.layer_index for e in setup.plan.image}
