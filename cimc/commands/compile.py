@@ -31,7 +31,7 @@ example:
   cimc compile --list-passes
 
 Writes OUT.cimasm and OUT.safetensors (the constants it names) beside it. The default
-pipeline is "{DEFAULT_PIPELINE}" (`backend` = tile, map, plan-values, lower,
+pipeline is "{DEFAULT_PIPELINE}" (`backend` = tile, map, plan-values, plan-memory, lower,
 stage-consts, hoist-const-loads, merge-sends); -p replaces it: it must contain quantize,
 and a pipeline that stops at a graph gets the backend passes appended.
 Without --calibration, scales come from generated inputs (a note says so on stderr).

@@ -9,6 +9,7 @@ tiling.py     macro-sized tiles (any dims) and packing of partial tiles into win
 mapping.py    weight-stationary placement on (core, macro, window), duplication
 traffic.py    reduction groups per core and the activation traffic they imply
 streaming.py  phases, macro banks and the load-ordered weight image (policies)
+memory.py     the weight image in DRAM, or split between DRAM and flash
 timing.py     phase compute / load timeline estimates
 bounds.py     lower bound on the makespan
 roofline.py   arithmetic intensity per layer and of the plan

@@ -64,6 +64,7 @@ FLASH_IMAGE = "weights.flash"  # the weight tiles read from flash
 IMAGES = (IMAGE, FLASH_IMAGE)
 _IMAGE_NAMES: tuple[tuple[Source, str], ...] = (("dram", IMAGE), ("flash", FLASH_IMAGE))
 STAGES = 3  # staging buffers per core: pieces loaded ahead of their first use
+Lane = tuple[int, Source]  # (core, the space its pieces are read from)
 TileId = tuple[str, int, int, int, int]  # (constant-name prefix of the layer, k0, k1, n0, n1)
 
 
@@ -240,8 +241,11 @@ class Prefetcher:
         # From flash, pieces are read ahead of their bank (see the module doc): every piece
         # is ready from the start; its mloads still wait for the bank.
         self.read_ahead = setup.memory.image_bytes("flash") > 0
-        self.ready: dict[int, deque[ImagePiece]] = {}  # per core, load order
-        self.inflight: dict[int, deque[tuple[ImagePiece, View, int]]] = {}  # + estimated arrival
+        # per (core, space) a lane: the pieces ready to load, in load order, the pieces in
+        # flight with their estimated arrival, and its free staging buffers. The two
+        # spaces' lanes do not wait for each other, so DRAM and flash stream at once.
+        self.ready: dict[Lane, deque[ImagePiece]] = {}
+        self.inflight: dict[Lane, deque[tuple[ImagePiece, View, int]]] = {}
         self.loaded: set[TileId] = set()
         self.current = -1
         self.used: set[TileId] = set()
@@ -250,11 +254,16 @@ class Prefetcher:
             self.unused[p.phase] += len(p.tiles)
         self.finished = -1  # every phase up to this one is used by nodes already lowered
         cores = sorted({p.core for p in pieces})
-        size = max((p.nbytes for p in pieces), default=1)
-        count = flash_stages(b.arch, size, len(cores)) if self.read_ahead else STAGES
-        self.free = {c: deque(_staging(b, c, size, count)) for c in cores}
-        for c in cores:
-            self.ready[c], self.inflight[c] = deque(), deque()
+        self.free: dict[Lane, deque[View]] = {}
+        for space, _ in _IMAGE_NAMES:
+            mine = [p for p in pieces if p.space == space]
+            size = max((p.nbytes for p in mine), default=1)
+            count = flash_stages(b.arch, size, len(cores)) if space == "flash" else STAGES
+            for c in sorted({p.core for p in mine}):
+                lane = (c, space)
+                self.free[lane] = deque(_staging(b, c, size, count))
+                self.ready[lane], self.inflight[lane] = deque(), deque()
+        self.lanes = {c: [lane for lane in self.free if lane[0] == c] for c in cores}
         self.comments = comments  # constant prefix -> its node's comment (load provenance)
         self.clock = EmitClock(b.arch, sharers=len(cores))
         self._placing = False  # inside our own emission: only the clock moves
@@ -293,12 +302,12 @@ class Prefetcher:
         if self.window is not None and piece.order + self.window > self.frontier:
             self.frontier = piece.order + self.window
             self._release()
-        core = piece.core
+        core, lane = piece.core, (piece.core, piece.space)
         while key not in self.loaded:
-            if self.inflight[core] and (not self.free[core] or self._held(core, piece)):
-                self._mload_oldest(core)
-            elif self.ready[core]:
-                self._issue(self.ready[core].popleft())
+            if self.inflight[lane] and (not self.free[lane] or self._held(piece)):
+                self._mload_oldest(lane)
+            elif self.ready[lane]:
+                self._issue(self.ready[lane].popleft())
             else:  # not loadable here: TileLoader loads it itself
                 break
         self._top_up(core)
@@ -322,27 +331,31 @@ class Prefetcher:
         release = max((self.clock.now(c) for c in cores), default=0)
         self.epoch += 1
         for core in cores:
-            held = self.inflight.get(core, ())
+            held = [f for lane in self.lanes.get(core, ()) for f in self.inflight[lane]]
             old = [at for p, _, at in held if self.issued_in[id(p)] < self.epoch - 1]
             self._fill(core, max([release, *old]))
         self.clock.barrier(cores)
 
     def _fill(self, core: int, until: int) -> None:
         """mload the core's pieces that arrive by `until`, refilling their buffers."""
-        if self._placing or core not in self.inflight:
+        if self._placing or core not in self.lanes:
             return
         self._placing = True
         try:
-            arrived = self.inflight[core]
-            while True:
-                while arrived and arrived[0][2] <= until and self._bank_free(arrived[0][0]):
-                    self._mload_oldest(core)
-                before = len(arrived)
-                self._top_up(core)
-                if len(arrived) == before or arrived[0][2] > until:
-                    break
+            for lane in self.lanes[core]:
+                self._fill_lane(lane, until)
         finally:
             self._placing = False
+
+    def _fill_lane(self, lane: Lane, until: int) -> None:
+        arrived = self.inflight[lane]
+        while True:
+            while arrived and arrived[0][2] <= until and self._bank_free(arrived[0][0]):
+                self._mload_oldest(lane)
+            before = len(arrived)
+            self._top_up(lane[0])
+            if len(arrived) == before or arrived[0][2] > until:
+                break
 
     def node_done(self) -> None:
         """A graph node is lowered: the phases it used up free their banks for the next
@@ -354,8 +367,8 @@ class Prefetcher:
             self._allow()
 
     # ---------------------------------------------------------------- emission
-    def _held(self, core: int, piece: ImagePiece) -> bool:
-        return any(p is piece for p, _, _ in self.inflight[core])
+    def _held(self, piece: ImagePiece) -> bool:
+        return any(p is piece for p, _, _ in self.inflight[(piece.core, piece.space)])
 
     def _bank_free(self, piece: ImagePiece) -> bool:
         """Are the macros of the piece's phase free (its bank's previous phase passed)?"""
@@ -367,7 +380,7 @@ class Prefetcher:
         if self.read_ahead and self.waiting:  # queued at once, mloaded when free
             allowed, self.waiting = self.waiting, []
             for p in allowed:
-                self.ready[p.core].append(p)
+                self.ready[(p.core, p.space)].append(p)
             for core in sorted({p.core for p in allowed}):
                 self._top_up(core)
             return
@@ -380,7 +393,7 @@ class Prefetcher:
             self._release()
             return
         for p in allowed:
-            self.ready[p.core].append(p)
+            self.ready[(p.core, p.space)].append(p)
         for core in sorted({p.core for p in allowed}):
             self._top_up(core)
 
@@ -389,7 +402,7 @@ class Prefetcher:
         cores = set()
         while self.gated and self.gated[0].order < self.frontier:
             piece = self.gated.popleft()
-            self.ready[piece.core].append(piece)
+            self.ready[(piece.core, piece.space)].append(piece)
             cores.add(piece.core)
         for core in sorted(cores):
             self._top_up(core)
@@ -397,28 +410,30 @@ class Prefetcher:
     def _top_up(self, core: int) -> None:
         """Start the loads of the core's next pieces while a staging buffer is free: the
         dma engine takes them and the core goes on (cimc/machine/schedule.py)."""
-        while self.free[core] and self.ready[core]:
-            self._issue(self.ready[core].popleft())
+        for lane in self.lanes[core]:
+            while self.free[lane] and self.ready[lane]:
+                self._issue(self.ready[lane].popleft())
 
     def _issue(self, piece: ImagePiece) -> None:
-        core = piece.core
-        stage = self.free[core].popleft()
+        core, lane = piece.core, (piece.core, piece.space)
+        stage = self.free[lane].popleft()
         dst = View("sp", stage.addr, "i8", 1, piece.nbytes)
         src = cols(self.setup.blobs[piece.space], piece.offset, piece.offset + piece.nbytes)
         with self.b.at(self.comments.get(piece.tiles[0][1][0], self.b.loc)):
             self.b.emit(core, "dma", dst, src)
-        self.inflight[core].append((piece, stage, self._last_end))
+        self.inflight[lane].append((piece, stage, self._last_end))
         self.issued_in[id(piece)] = self.epoch
 
-    def _mload_oldest(self, core: int) -> None:
-        piece, stage, arrival = self.inflight[core].popleft()
+    def _mload_oldest(self, lane: Lane) -> None:
+        core = lane[0]
+        piece, stage, arrival = self.inflight[lane].popleft()
         self.clock.wait(core, arrival)  # in-order issue: the mloads wait for the data
         for slot, key, rel in piece.tiles:  # a piece may hold several layers' tiles:
             src = View("sp", stage.addr + rel, "i8", slot.k1 - slot.k0, slot.n1 - slot.n0)
             self.loaded.add(key)
             with self.b.at(self.comments.get(key[0], self.b.loc)):  # each names its own
                 self.b.mload(core, slot.macro, slot.r0, slot.c0, src, key)
-        self.free[core].append(stage)
+        self.free[lane].append(stage)
 
 
 def _staging(b: ProgramBuilder, core: int, size: int, want: int) -> list[View]:
