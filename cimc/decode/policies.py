@@ -24,6 +24,7 @@ from cimc.decode.programs import (
     DecoderPrograms,
     compile_decoder_graph,
     merge_consts,
+    shared_reserve,
 )
 from cimc.decode.report import TokenCost, token_cost
 from cimc.decode.specialize import specialize
@@ -71,10 +72,17 @@ def compare_policies(
     """One row per policy: the decode program compiled with it, priced and checked."""
     decode_graph = specialize(dm.qgraph, dm.axes, 1)
     prefill_graph = specialize(dm.qgraph, dm.axes, prompt_len)
-    prefill = compile_decoder_graph(prefill_graph, arch, "model.prefill")
+    reserve = shared_reserve((prefill_graph, decode_graph), arch)
     rows = []
     for policy in policies:
-        decode = compile_decoder_graph(decode_graph, arch, "model.decode", streaming=policy)
+        decode = compile_decoder_graph(
+            decode_graph, arch, "model.decode", streaming=policy, dram_reserve=reserve
+        )
+        # prefill with decode's plan, so both store the weight images alike
+        chosen = decode.stream.policy if decode.stream is not None else policy
+        prefill = compile_decoder_graph(
+            prefill_graph, arch, "model.prefill", streaming=chosen, dram_reserve=reserve
+        )
         warm = warm_decode(decode.program)
         consts = merge_consts(prefill.consts, decode.consts)
         progs = DecoderPrograms(dm, prefill, decode, consts, warm)
