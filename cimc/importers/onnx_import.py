@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 # Handlers register themselves on import.
+import cimc.importers.onnx_ops_conv  # noqa: F401
 import cimc.importers.onnx_ops_math  # noqa: F401
 import cimc.importers.onnx_ops_tensor  # noqa: F401
 from cimc.errors import CimcError

@@ -9,8 +9,10 @@ with the canonical ops, listed in `CANONICAL_OPS`.
 from __future__ import annotations
 
 from cimc.ir.op_base import OPS, Op, OpTypeError, attribute_schema, op_class, register_op
+from cimc.ir.ops_conv import Conv, Im2col, Pool
 from cimc.ir.ops_math import (
     Add,
+    Clip,
     Div,
     Equal,
     Erf,
@@ -70,8 +72,10 @@ __all__ = [
     "Add",
     "Attention",
     "Cast",
+    "Clip",
     "Concat",
     "Constant",
+    "Conv",
     "Div",
     "Embedding",
     "Equal",
@@ -80,6 +84,7 @@ __all__ = [
     "Expand",
     "Gather",
     "Gelu",
+    "Im2col",
     "Greater",
     "Input",
     "LayerNorm",
@@ -93,6 +98,7 @@ __all__ = [
     "Neg",
     "Op",
     "OpTypeError",
+    "Pool",
     "Pow",
     "Reciprocal",
     "ReduceMax",

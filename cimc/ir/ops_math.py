@@ -146,6 +146,20 @@ class Pow(UnaryFloat):
     exponent: float
 
 
+@register_op
+@dataclass(frozen=True)
+class Clip(UnaryFloat):
+    """min(max(x, lo), hi) with constant bounds (ReLU6 is clip(x, 0, 6))."""
+
+    NAME = "clip"
+    lo: float
+    hi: float
+
+    def infer(self, inputs: tuple[TensorType, ...]) -> TensorType:
+        expect(self.lo <= self.hi, f"clip bounds must satisfy lo <= hi, got {self.lo} > {self.hi}")
+        return super().infer(inputs)
+
+
 # ---- binary ---------------------------------------------------------------------------
 
 

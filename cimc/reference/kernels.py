@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from cimc.ir import ops
 from cimc.ir.op_base import Op
 from cimc.ir.types import DType
+from cimc.reference import window_kernels
 
 Kernel = Callable[[Any, list[torch.Tensor]], torch.Tensor]
 
@@ -112,6 +113,10 @@ def _binary(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Kernel:
 
 KERNELS: dict[type[Op], Kernel] = {
     ops.Linear: linear,
+    ops.Conv: window_kernels.conv,
+    ops.Pool: window_kernels.pool,
+    ops.Im2col: window_kernels.im2col,
+    ops.Clip: lambda op, a: torch.clamp(a[0], op.lo, op.hi),
     ops.MatMul: _binary(torch.matmul),
     ops.Attention: attention,
     ops.Softmax: lambda op, a: torch.softmax(a[0], dim=op.axis),
