@@ -35,11 +35,18 @@ from cimc.ir.ops import (
     Slice,
     Transpose,
 )
+from cimc.ir.op_base import Op
 from cimc.ir.ops_conv import Window
 from cimc.passes.idioms_match import const_array
 from cimc.passes.manager import GraphPass, register_pass
 
 ROWS_LAST = (0, 2, 1)
+
+REWRITTEN_INTO: dict[type[Op], tuple[type[Op], ...]] = {
+    Conv: (Im2col, Transpose, Slice, Linear, Concat, Reshape),
+    Pool: (Im2col, Transpose, ReduceMax, ReduceMean, ReduceSum, Mul, Reshape),
+}
+"""The ops this pass rewrites, and every op their rewrites may use (the docs' table)."""
 
 
 @register_pass
