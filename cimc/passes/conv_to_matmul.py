@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cimc.ir.graph import Graph, Node
+from cimc.ir.op_base import Op
 from cimc.ir.ops import (
     Concat,
     Conv,
@@ -35,7 +36,6 @@ from cimc.ir.ops import (
     Slice,
     Transpose,
 )
-from cimc.ir.op_base import Op
 from cimc.ir.ops_conv import Window
 from cimc.passes.idioms_match import const_array
 from cimc.passes.manager import GraphPass, register_pass
