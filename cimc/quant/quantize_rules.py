@@ -84,6 +84,7 @@ LUT_FUNCTIONS: dict[type[Op], str] = {
     ops.Erf: "erf",
     ops.Exp: "exp",
     ops.Neg: "neg",
+    ops.Abs: "abs",
 }
 
 
