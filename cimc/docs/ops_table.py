@@ -65,7 +65,7 @@ def _integer_form(cls: type[Op]) -> tuple[str, list[str]]:
     return "none (no integer recipe)", []
 
 
-LOWERED_NAMES = frozenset(op.NAME for op in (*LOWERINGS, *DECLARED))
+LOWERED_NAMES = frozenset(op.NAME for op in (*LOWERINGS, *DECLARED) if issubclass(op, Op))
 
 
 def _assembly(cls: type[Op], lowered: list[str]) -> str:

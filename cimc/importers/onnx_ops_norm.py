@@ -78,7 +78,8 @@ def layer_norm(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) 
     var = t.emit(ops.ReduceMean(axes, True), [square], "var")
     eps = np.asarray(float(t.attrs().get("epsilon", 1e-5)), np.float32)
     inv = t.emit(ops.Rsqrt(), [t.emit(ops.Add(), [var, eps], "var_eps")], "inv_std")
-    return [y, mean, inv][: 1 + len(wanted)]
+    outputs: list[Value] = [y, mean, inv]
+    return outputs[: 1 + len(wanted)]
 
 
 @handles("RMSNormalization")

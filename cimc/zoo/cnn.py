@@ -130,6 +130,7 @@ def build_cnn(family: str, size: str = "tiny", seed: int = 0) -> Cnn:
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
                 n = module.num_features
+                assert module.running_mean is not None and module.running_var is not None
                 module.running_mean.copy_(_uniform(rng, -0.5, 0.5, n))
                 module.running_var.copy_(_uniform(rng, 0.5, 2.0, n))
                 module.weight.copy_(_uniform(rng, 0.5, 1.5, n))
