@@ -14,6 +14,10 @@ one); zigzag-dse is optional (`pip install zigzag-dse six`).
     python benchmarks/run.py --quick                 # 1 and 2 layers at seq 32, a few minutes
     python benchmarks/run.py --layers 2 --arch default large
     python benchmarks/run.py [--json]                # 2, 4, 8, 12 layers: the full table
+    python benchmarks/run.py --layers 1 --cnn resnet18 --no-zigzag   # + the CNN row
+
+`--cnn resnet18` adds ResNet-18 (cimc/zoo/cnn.py, random weights and batch-norm statistics)
+at 224x224, measured the same way (`--cnn tiny`: its small variant, a quick check).
 """
 
 from __future__ import annotations
@@ -100,6 +104,50 @@ def worker(layers: int, archs: list[str], seq_len: int, seed: int) -> dict[str, 
             }
         )
     return {"layers": layers, "seq_len": seq_len, "float_weight_bytes": float_bytes, "rows": rows}
+
+
+def cnn_worker(size: str, archs: list[str], seed: int) -> dict[str, Any]:
+    """The CNN row, measured in this (fresh) process; printed as one JSON line."""
+    import backend_bench as bb
+    import torch
+
+    from cimc.api import import_model
+    from cimc.zoo.cnn import build_cnn, cnn_input
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    model = build_cnn("resnet", size)
+    graph = import_model(model, example_inputs=(cnn_input(model),))
+    import_s = time.perf_counter() - started
+    rows = [bb.measure(graph, name, 0, import_s, seed).as_json() for name in archs]
+    return {"cnn": f"resnet:{size}", "image": model.image, "rows": rows}
+
+
+def run_cnn(size: str, archs: list[str], seed: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--cnn-worker", size, "--arch", *archs, "--seed", str(seed)]
+    env = {**os.environ, **{k: "1" for k in THREAD_VARS}}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"cnn": size, "error": f"exit {proc.returncode}: {tail}", "rows": []}
+    return dict(json.loads(lines[-1]))
+
+
+def _cnn_lines(cnn: dict[str, Any] | None) -> list[str]:
+    if cnn is None:
+        return []
+    if cnn.get("error"):
+        return [f"CNN {cnn['cnn']}: FAILED {cnn['error']}"]
+    lines = [f"CNN {cnn['cnn']} at {cnn['image']}x{cnn['image']}:"]
+    for r in cnn["rows"]:
+        lines.append(
+            f"  {r['arch']:<9} compile {r['compile_s']:.1f} s, "
+            f"{'bit-exact' if r['bit_exact'] else 'NOT bit-exact'}, makespan/bound "
+            f"{r['schedule_quality']:.3f}, utilization {r['utilization']:.1%}, loaded/weights "
+            f"{r['loaded_ratio']:.3f}x ({r['bytes_loaded']:,} / {r['weight_bytes']:,} bytes)"
+        )
+    return lines
 
 
 def run_size(layers: int, archs: list[str], seq_len: int, seed: int) -> dict[str, Any]:
@@ -195,7 +243,8 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
                   if r["arch"] == arch]  # fmt: skip
         fits[arch] = fit([float(p[0]) for p in points], [p[1] for p in points])
     energy = None if args.no_zigzag else zigzag_energy(args.zigzag_batch or args.seq_len)
-    return {"sizes": sizes, "compile_fit": fits, "energy": energy}
+    cnn = run_cnn(args.cnn, args.arch, args.seed) if args.cnn else None
+    return {"sizes": sizes, "compile_fit": fits, "energy": energy, "cnn": cnn}
 
 
 def _ok(met: bool) -> str:
@@ -222,6 +271,7 @@ def format_table(result: dict[str, Any]) -> str:
     for arch, f in result["compile_fit"].items():
         lines.append(_fit_line(arch, f))
     lines.append(_energy_line(result["energy"]))
+    lines += _cnn_lines(result.get("cnn"))
     return "\n".join(lines)
 
 
@@ -281,16 +331,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-zigzag", action="store_true", help="skip the energy comparison")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cnn", choices=["resnet18", "tiny"], help="add the ResNet CNN row")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--cnn-worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.seq_len = args.seq_len or (32 if args.quick else 128)
+    if args.cnn_worker is not None:
+        print(json.dumps(cnn_worker(args.cnn_worker, args.arch, args.seed)))
+        return 0
     if args.worker is not None:
         print(json.dumps(worker(args.worker, args.arch, args.seq_len, args.seed)))
         return 0
     args.layers = args.layers or list(QUICK_LAYERS if args.quick else FULL_LAYERS)
     result = suite(args)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
-    return 1 if any(s.get("error") for s in result["sizes"]) else 0
+    failed = any(s.get("error") for s in result["sizes"]) or (result["cnn"] or {}).get("error")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

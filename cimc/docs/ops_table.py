@@ -21,6 +21,7 @@ from cimc.importers.torch_fx import IGNORED, SHAPE_ONLY
 from cimc.importers.torch_ops import TABLE
 from cimc.ir.op_base import OPS, Op
 from cimc.ir.ops import CANONICAL_OPS
+from cimc.passes.conv_to_matmul import REWRITTEN_INTO
 from cimc.quant import dialect as ops_quant
 from cimc.quant.quantize_rules import INTEGER_PASSTHROUGH, RULES
 from cimc.quant.scales import DATA_MOVEMENT
@@ -49,6 +50,11 @@ def _integer_form(cls: type[Op]) -> tuple[str, list[str]]:
     """(how the quantize pass lowers `cls`, the op names the backend then sees)."""
     if cls.NAME in _STRUCTURAL:
         return _STRUCTURAL[cls.NAME], []
+    if cls in REWRITTEN_INTO:
+        into = REWRITTEN_INTO[cls]
+        names = ", ".join(f"`{op.NAME}`" for op in into)
+        lowered = [q for op in into for q in _integer_form(op)[1]]
+        return f"rewritten by the `conv-to-matmul` pass into {names}", lowered
     if cls in RULES:
         q_ops = _q_ops(cls)
         return ", ".join(f"`{q}`" for q in q_ops), q_ops
@@ -59,7 +65,7 @@ def _integer_form(cls: type[Op]) -> tuple[str, list[str]]:
     return "none (no integer recipe)", []
 
 
-LOWERED_NAMES = frozenset(op.NAME for op in LOWERINGS)
+LOWERED_NAMES = frozenset(op.NAME for op in (*LOWERINGS, *DECLARED) if issubclass(op, Op))
 
 
 def _assembly(cls: type[Op], lowered: list[str]) -> str:

@@ -73,6 +73,12 @@ def bind_shapes(
 
 
 def _bind_explicit(spec: InputSpec, shape: tuple[int, ...], symbols: dict[str, int]) -> None:
+    if any(int(d) == 0 for d in shape):
+        raise CimcError(
+            f"input '{spec.name}' of shape {list(shape)} is empty; cimc compiles non-empty "
+            "tensors only",
+            spec.name,
+        )
     if len(shape) != len(spec.dims) or any(int(d) < 1 for d in shape):
         raise CimcError(
             f"shape {list(shape)} given for input '{spec.name}' does not fit its declared "

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 # Handlers register themselves on import.
+import cimc.importers.onnx_ops_conv  # noqa: F401
 import cimc.importers.onnx_ops_math  # noqa: F401
+import cimc.importers.onnx_ops_norm  # noqa: F401
 import cimc.importers.onnx_ops_tensor  # noqa: F401
 from cimc.errors import CimcError
 from cimc.importers.onnx_dims import bind_shapes, graph_inputs

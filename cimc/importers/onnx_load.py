@@ -14,7 +14,7 @@ import onnx.inliner
 from cimc.errors import CimcError
 
 MIN_OPSET = 13
-MAX_OPSET = 21
+MAX_OPSET = 25
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 

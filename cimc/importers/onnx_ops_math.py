@@ -20,8 +20,23 @@ _UNARY = {
     "Relu": "relu",
     "Neg": "neg",
     "Exp": "exp",
+    "Abs": "abs",
+    "Log": "log",
 }
-_REDUCE = {"ReduceMean": ops.ReduceMean, "ReduceSum": ops.ReduceSum, "ReduceMax": ops.ReduceMax}
+_REDUCE = {
+    "ReduceMean": ops.ReduceMean,
+    "ReduceSum": ops.ReduceSum,
+    "ReduceMax": ops.ReduceMax,
+    "ReduceMin": ops.ReduceMin,
+}
+# Reductions spelled with the ones above: (op applied first, reduction, op applied after).
+_COMPOSED_REDUCE = {
+    "ReduceSumSquare": ("square", "ReduceSum", None),
+    "ReduceL1": ("abs", "ReduceSum", None),
+    "ReduceL2": ("square", "ReduceSum", "sqrt"),
+    "ReduceLogSum": (None, "ReduceSum", "log"),
+    "ReduceLogSumExp": ("exp", "ReduceSum", "log"),
+}
 
 
 def _runtime(inputs: list[Value | None]) -> Ref:
@@ -75,10 +90,54 @@ def power(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> li
     return [t.emit(ops.Pow(float(exponent.reshape(()))), [base])]
 
 
-@handles("Softmax")
+@handles("Softmax", "LogSoftmax")
 def softmax(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
     axis = int(t.attrs().get("axis", -1 if t.opset >= 13 else 1))
-    return [t.emit(ops.Softmax(axis), inputs[:1])]
+    op = ops.Softmax if node.op_type == "Softmax" else ops.LogSoftmax
+    return [t.emit(op(axis), inputs[:1])]
+
+
+_VARIADIC = {"Max": ops.Maximum, "Min": ops.Minimum, "Sum": ops.Add, "Mean": ops.Add}
+
+
+@handles(*_VARIADIC)
+def variadic(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
+    """Max / Min / Sum / Mean of any number of broadcast operands, pairwise."""
+    like = _runtime(inputs)
+    refs = [t.ref(v, like) for v in inputs]
+    out = refs[0]
+    for k, other in enumerate(refs[1:]):
+        out = t.emit(_VARIADIC[node.op_type](), [out, other], f"{k}")
+    if node.op_type == "Mean" and len(refs) > 1:
+        if not t.type_of(out).dtype.is_float:
+            raise t.fail("Mean is supported on float tensors only")
+        out = t.emit(ops.Mul(), [out, np.asarray(1.0 / len(refs), np.float32)], "mean")
+    return [out]
+
+
+@handles("CastLike")
+def cast_like(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
+    x, like = t.ref(inputs[0]), inputs[1]
+    assert like is not None  # a required input (onnx_schema checked it)
+    dtype = t.type_of(like).dtype
+    return [x if t.type_of(x).dtype == dtype else t.emit(ops.Cast(dtype), [x])]
+
+
+@handles("Trilu")
+def trilu(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
+    """The lower or upper triangle of the last two axes: a constant mask and a where."""
+    x = t.ref(inputs[0])
+    k = inputs[1] if len(inputs) > 1 else None
+    if k is not None and not isinstance(k, np.ndarray):
+        raise t.fail("Trilu needs a constant k")
+    diagonal = int(k.reshape(())) if k is not None else 0
+    shape = t.type_of(x).shape
+    if len(shape) < 2:
+        raise t.fail(f"Trilu needs rank >= 2, got rank {len(shape)}")
+    ones = np.ones(shape[-2:], dtype=bool)
+    mask = np.triu(ones, diagonal) if t.attrs().get("upper", 1) else np.tril(ones, diagonal)
+    zero = np.zeros((), dtype=t.type_of(x).dtype.numpy)
+    return [t.emit(ops.Where(), [mask, x, t.ref(zero, x)])]
 
 
 @handles("Cast")
@@ -109,40 +168,36 @@ def where(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> li
     return [t.emit(ops.Where(), refs)]
 
 
-@handles(*_REDUCE)
+@handles(*_REDUCE, *_COMPOSED_REDUCE)
 def reduce(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
-    attrs = t.attrs()
     x = t.ref(inputs[0])
-    rank = t.type_of(x).rank
+    before, kind, after = _COMPOSED_REDUCE.get(node.op_type, (None, node.op_type, None))
+    axes = _reduce_axes(t, inputs, t.type_of(x).rank)
+    if axes is None:
+        return [x]
+    if before == "square":
+        x = t.emit(ops.Mul(), [x, x], "square")
+    elif before is not None:
+        x = t.emit(OPS[before](), [x], before)
+    keep = bool(t.attrs().get("keepdims", 1))
+    out = t.emit(_REDUCE[kind](axes, keep), [x], "reduce" if after else "")
+    return [t.emit(OPS[after](), [out])] if after else [out]
+
+
+def _reduce_axes(t: Translator, inputs: list[Value | None], rank: int) -> tuple[int, ...] | None:
+    """The reduced axes, sorted; None when empty axes mean "no reduction"."""
+    attrs = t.attrs()
     if len(inputs) > 1 and inputs[1] is not None:
         if not isinstance(inputs[1], np.ndarray):
-            raise t.fail(f"{node.op_type} needs constant axes")
+            raise t.fail("the reduction needs constant axes")
         axes = [int(a) for a in inputs[1].reshape(-1)]
     else:
         axes = [int(a) for a in attrs.get("axes", [])]
     if not axes:
         if attrs.get("noop_with_empty_axes", 0):
-            return [x]
+            return None
         axes = list(range(rank))
-    normalized = tuple(sorted({t.axis(a, rank) for a in axes}))
-    keep = bool(attrs.get("keepdims", 1))
-    return [t.emit(_REDUCE[node.op_type](normalized, keep), [x])]
-
-
-@handles("LayerNormalization")
-def layer_norm(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
-    attrs = t.attrs()
-    x = t.ref(inputs[0])
-    rank = t.type_of(x).rank
-    if t.axis(int(attrs.get("axis", -1)), rank) != rank - 1:
-        raise t.fail("LayerNormalization is supported over the last axis only")
-    scale = inputs[1]
-    bias = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
-    if bias is None:
-        assert scale is not None
-        bias = np.zeros(t.type_of(scale).shape, dtype=np.float32)
-    eps = float(attrs.get("epsilon", 1e-5))
-    return [t.emit(ops.LayerNorm(eps), [x, t.ref(scale, x), t.ref(bias, x)])]
+    return tuple(sorted({t.axis(a, rank) for a in axes}))
 
 
 @handles("MatMul")

@@ -52,6 +52,9 @@ def _reshape_to(t: Translator, x: Ref, shape: list[int]) -> Ref:
 def identity(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
     if len(node.output) > 1 and node.output[1]:
         raise t.fail("Dropout's mask output is not supported (export in eval mode)")
+    training = inputs[2] if node.op_type == "Dropout" and len(inputs) > 2 else None
+    if training is not None and (not isinstance(training, np.ndarray) or training.any()):
+        raise t.fail("Dropout in training mode is not supported (export in eval mode)")
     return [inputs[0]] if inputs[0] is not None else []
 
 
@@ -84,7 +87,10 @@ def reshape(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> 
 def flatten(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
     x = t.ref(inputs[0])
     in_shape = t.type_of(x).shape
-    axis = t.axis(int(t.attrs().get("axis", 1)), len(in_shape) + 1)
+    rank, axis = len(in_shape), int(t.attrs().get("axis", 1))
+    if not -rank <= axis <= rank:
+        raise t.fail(f"Flatten axis {axis} is out of range for {rank} axes")
+    axis = axis + rank if axis < 0 else axis  # [-r, r]: -1 keeps the last axis apart
     outer = int(np.prod(in_shape[:axis]))
     return [_reshape_to(t, x, [outer, int(np.prod(in_shape[axis:]))])]
 

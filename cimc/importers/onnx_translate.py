@@ -79,7 +79,8 @@ def ir_dtype(elem_type: int, where: str) -> DType:
 def ir_array(value: np.ndarray) -> np.ndarray:
     """`value` converted to a dtype the IR has (float64 -> float32, ...)."""
     target = _NUMPY_TO_IR.get(value.dtype.name)
-    return np.ascontiguousarray(value.astype(target) if target else value)
+    array = value.astype(target) if target else value
+    return np.ascontiguousarray(array).reshape(array.shape)  # a 0-d array stays 0-d
 
 
 def clean_name(name: str, fallback: str) -> str:

@@ -13,6 +13,7 @@ from torch.export import ExportedProgram
 
 # The attention and shape handlers register themselves in torch_ops.TABLE on import.
 import cimc.importers.torch_attention  # noqa: F401
+import cimc.importers.torch_ops_conv  # noqa: F401
 import cimc.importers.torch_shape_ops  # noqa: F401
 from cimc.importers import torch_ops
 from cimc.importers.torch_builder import Builder

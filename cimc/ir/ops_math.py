@@ -111,6 +111,22 @@ class Reciprocal(UnaryFloat):
 
 @register_op
 @dataclass(frozen=True)
+class Log(UnaryFloat):
+    """log(x) (-inf at 0, NaN below)"""
+
+    NAME = "log"
+
+
+@register_op
+@dataclass(frozen=True)
+class Abs(UnaryNumeric):
+    """|x|"""
+
+    NAME = "abs"
+
+
+@register_op
+@dataclass(frozen=True)
 class Relu(UnaryNumeric):
     """max(x, 0)"""
 
@@ -144,6 +160,20 @@ class Pow(UnaryFloat):
 
     NAME = "pow"
     exponent: float
+
+
+@register_op
+@dataclass(frozen=True)
+class Clip(UnaryFloat):
+    """min(max(x, lo), hi) with constant bounds (ReLU6 is clip(x, 0, 6))."""
+
+    NAME = "clip"
+    lo: float
+    hi: float
+
+    def infer(self, inputs: tuple[TensorType, ...]) -> TensorType:
+        expect(self.lo <= self.hi, f"clip bounds must satisfy lo <= hi, got {self.lo} > {self.hi}")
+        return super().infer(inputs)
 
 
 # ---- binary ---------------------------------------------------------------------------
@@ -208,6 +238,22 @@ class Div(BinaryArith):
     """a / b (true division for f32)"""
 
     NAME = "div"
+
+
+@register_op
+@dataclass(frozen=True)
+class Maximum(BinaryArith):
+    """max(a, b) elementwise"""
+
+    NAME = "maximum"
+
+
+@register_op
+@dataclass(frozen=True)
+class Minimum(BinaryArith):
+    """min(a, b) elementwise"""
+
+    NAME = "minimum"
 
 
 @register_op
@@ -289,6 +335,22 @@ class Softmax(UnaryFloat):
         return super().infer(inputs)
 
 
+@register_op
+@dataclass(frozen=True)
+class LogSoftmax(UnaryFloat):
+    """x - log(sum(exp(x))) along `axis`, computed stably."""
+
+    NAME = "log_softmax"
+    axis: int
+
+    def normalize(self, inputs: tuple[TensorType, ...]) -> Op:
+        return LogSoftmax(normalize_axis(self.axis, inputs[0].rank))
+
+    def infer(self, inputs: tuple[TensorType, ...]) -> TensorType:
+        expect_normalized_axis(self.axis, inputs[0].rank)
+        return super().infer(inputs)
+
+
 @dataclass(frozen=True)
 class Reduce(Op):
     """Reduce over sorted, non-negative, non-empty `axes`."""
@@ -335,6 +397,12 @@ class ReduceSum(Reduce):
 @dataclass(frozen=True)
 class ReduceMax(Reduce):
     NAME = "reduce_max"
+
+
+@register_op
+@dataclass(frozen=True)
+class ReduceMin(Reduce):
+    NAME = "reduce_min"
 
 
 def _check_channel(param: TensorType, x: TensorType, what: str) -> None:

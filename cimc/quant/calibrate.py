@@ -24,11 +24,11 @@ import numpy as np
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.ir.op_base import Op
-from cimc.ir.ops import Attention, Constant, Embedding, Input
+from cimc.ir.ops import Attention, Constant, Embedding, Im2col, Input
 from cimc.ir.types import DType
 from cimc.progress import report
 from cimc.quant import constants as qc
-from cimc.quant.scales import through_data_movement
+from cimc.quant.scales import DATA_MOVEMENT, through_data_movement
 from cimc.reference.float_model import FloatModel, default_inputs
 
 Sample = dict[str, np.ndarray]
@@ -245,7 +245,8 @@ def samples_digest(samples: Sequence[Sample]) -> str:
 
 def _calibrate(graph: Graph, data: CalibrationData, method: str, percentile: float) -> Calibration:
     model = FloatModel(graph)
-    floats = [n for n in graph.nodes() if n.type.dtype.is_float]
+    unranged = _padded_windows(graph)
+    floats = [n for n in graph.nodes() if n.type.dtype.is_float and n.name not in unranged]
     attentions = [n for n in graph.nodes() if isinstance(n.op, Attention)]
     seen: dict[str, list[np.ndarray]] = {n.name: [] for n in floats}
     seen_logits: dict[str, list[np.ndarray]] = {n.name: [] for n in attentions}
@@ -269,6 +270,17 @@ def _calibrate(graph: Graph, data: CalibrationData, method: str, percentile: flo
     return Calibration(
         ranges, logits, channels, len(data.samples), data.generated, data.note, method
     )
+
+
+def _padded_windows(graph: Graph) -> set[str]:
+    """Max-pool windows (an im2col padding with -inf) and their moves on the way to the
+    max: they only carry their operand's values, and -inf has no range."""
+    out: set[str] = set()
+    for n in graph.nodes():
+        padded = isinstance(n.op, Im2col) and n.op.pad_value != 0
+        if padded or (isinstance(n.op, DATA_MOVEMENT) and n.inputs and n.inputs[0] in out):
+            out.add(n.name)
+    return out
 
 
 def _collect(store: list[np.ndarray], value: np.ndarray, method: str) -> None:

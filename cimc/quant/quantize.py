@@ -16,14 +16,14 @@ Norms whose outputs show outlier channels and feed only linears are smoothed fir
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.ir.op_base import Op
-from cimc.ir.ops import Cast, Concat, Constant, Input
+from cimc.ir.ops import Cast, Concat, Constant, Im2col, Input
 from cimc.ir.types import DType, TensorType
 from cimc.quant import constants as qc
 from cimc.quant.calibrate import DEFAULT_SAMPLES, Calibration, calibrate, calibration_data
@@ -172,7 +172,17 @@ class Lowering:
             parts = [self.codes(i, bits, scale) for i in node.inputs]
             return QValue(self.emit(node, node.op, [p.name for p in parts]), scale, bits)
         v = self.codes(node.inputs[0])
-        return QValue(self.emit(node, node.op, [v.name]), v.scale, v.bits)
+        return QValue(self.emit(node, _on_codes(node.op, v), [v.name]), v.scale, v.bits)
+
+
+def _on_codes(op: Op, v: QValue) -> Op:
+    """A data-movement op applied to codes: an im2col padding with -inf (max pooling)
+    pads with the lowest code of the operand's width instead (it never wins a max)."""
+    if isinstance(op, Im2col) and op.pad_value != 0:
+        assert v.bits is not None
+        lowest = -(qc.qmax(v.bits) + 1) if op.pad_value < 0 else qc.qmax(v.bits)
+        return replace(op, pad_value=float(lowest))
+    return op
 
 
 def quantize_graph(graph: Graph, calib: Calibration, options: QuantOptions | None = None) -> Graph:

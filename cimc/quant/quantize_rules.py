@@ -84,6 +84,7 @@ LUT_FUNCTIONS: dict[type[Op], str] = {
     ops.Erf: "erf",
     ops.Exp: "exp",
     ops.Neg: "neg",
+    ops.Abs: "abs",
 }
 
 
@@ -175,16 +176,24 @@ def constant(lw: Lowering, node: Node, value: np.ndarray, bits: int) -> QValue:
 
 
 def unary(lw: Lowering, node: Node) -> QValue:
+    fn: str | Callable[[float], float]
     if isinstance(node.op, ops.Gelu):
         fn = "gelu_tanh" if node.op.approximate == "tanh" else "gelu"
+    elif isinstance(node.op, ops.Clip):
+        fn = _clip(node.op.lo, node.op.hi)  # exact in float64: a compare, no rounding
     else:
         fn = LUT_FUNCTIONS[type(node.op)]
     x = lw.codes(node.inputs[0], 8)
     bits, scale = _out(lw, node)
     plan = plans.plan_unary(fn, _scale(x), scale, bits, node.where)
+    name = fn if isinstance(fn, str) else node.op.NAME
     return QValue(
-        lw.emit(node, QLut(scale=scale, bits=bits, fn=fn, plan=plan), [x.name]), scale, bits
+        lw.emit(node, QLut(scale=scale, bits=bits, fn=name, plan=plan), [x.name]), scale, bits
     )
+
+
+def _clip(lo: float, hi: float) -> Callable[[float], float]:
+    return lambda v: min(max(v, lo), hi)
 
 
 REDUCE_KINDS: dict[type[Op], str] = {
@@ -284,6 +293,7 @@ RULES: dict[type[Op], Rule] = {
     ops.Mul: mul,
     ops.Div: mul,
     ops.Gelu: unary,
+    ops.Clip: unary,
     **{cls: unary for cls in LUT_FUNCTIONS},
     ops.Embedding: embedding,
     **{cls: reduce for cls in REDUCE_KINDS},

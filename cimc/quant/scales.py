@@ -19,6 +19,7 @@ from cimc.ir.ops import (
     Div,
     Expand,
     Gather,
+    Im2col,
     LayerNorm,
     Mul,
     Reshape,
@@ -30,7 +31,7 @@ from cimc.ir.ops import (
     Transpose,
 )
 
-DATA_MOVEMENT: tuple[type[Op], ...] = (Reshape, Transpose, Slice, Concat, Gather, Expand)
+DATA_MOVEMENT: tuple[type[Op], ...] = (Reshape, Transpose, Slice, Concat, Gather, Expand, Im2col)
 
 # Reasons a value is widened, by the reader op (operand positions) -> category name.
 WIDE_READERS: dict[type[Op], tuple[tuple[int, ...], str]] = {

@@ -49,6 +49,7 @@ UNARY_FUNCTIONS: dict[str, MpFn] = {
     "exp": mpmath.exp,
     "relu": lambda x: max(x, mpmath.mpf(0)),
     "neg": lambda x: -x,
+    "abs": mpmath.fabs,
     "sqrt": lambda x: mpmath.sqrt(max(x, mpmath.mpf(0))),  # negative codes -> 0
 }
 

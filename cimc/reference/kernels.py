@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from cimc.ir import ops
 from cimc.ir.op_base import Op
 from cimc.ir.types import DType
+from cimc.reference import window_kernels
 
 Kernel = Callable[[Any, list[torch.Tensor]], torch.Tensor]
 
@@ -112,6 +113,10 @@ def _binary(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Kernel:
 
 KERNELS: dict[type[Op], Kernel] = {
     ops.Linear: linear,
+    ops.Conv: window_kernels.conv,
+    ops.Pool: window_kernels.pool,
+    ops.Im2col: window_kernels.im2col,
+    ops.Clip: lambda op, a: torch.clamp(a[0], op.lo, op.hi),
     ops.MatMul: _binary(torch.matmul),
     ops.Attention: attention,
     ops.Softmax: lambda op, a: torch.softmax(a[0], dim=op.axis),
@@ -124,6 +129,11 @@ KERNELS: dict[type[Op], Kernel] = {
     ops.Sigmoid: _unary(torch.sigmoid),
     ops.Erf: _unary(torch.erf),
     ops.Exp: _unary(torch.exp),
+    ops.Log: _unary(torch.log),
+    ops.Abs: _unary(torch.abs),
+    ops.LogSoftmax: lambda op, a: torch.log_softmax(a[0], dim=op.axis),
+    ops.Maximum: _binary(torch.maximum),
+    ops.Minimum: _binary(torch.minimum),
     ops.Neg: _unary(torch.neg),
     ops.Sqrt: _unary(torch.sqrt),
     ops.Rsqrt: _unary(torch.rsqrt),
@@ -146,6 +156,7 @@ KERNELS: dict[type[Op], Kernel] = {
     ops.ReduceMean: reduce(torch.mean),
     ops.ReduceSum: reduce(torch.sum),
     ops.ReduceMax: reduce(torch.amax),
+    ops.ReduceMin: reduce(torch.amin),
     ops.Reshape: lambda op, a: a[0].reshape(op.shape),
     ops.Transpose: lambda op, a: a[0].permute(op.perm),
     ops.Slice: slice_,

@@ -15,6 +15,9 @@ from typing import Any
 
 _WHERE = {
     "EXAMPLES": "catalog",
+    "CNN_SIZES": "cnn",
+    "build_cnn": "cnn",
+    "cnn_input": "cnn",
     "ONNX_EXPORTERS": "catalog",
     "write_example": "examples",
     "EXPORTERS": "export",

@@ -87,7 +87,7 @@ def test_unsupported_ops_are_listed_in_one_error() -> None:
     message = info.value.message
     assert "aten.cumsum.default (fx node cumsum)" in message
     assert "aten.cummax.default (fx node cummax)" in message
-    assert "The canonical ops are: add, attention," in message
+    assert "The canonical ops are: abs, add, attention," in message
     # located at the first offending node, with the source line of the model
     assert info.value.location.startswith("cumsum @ test_torch_fx.py:")
 

@@ -138,7 +138,9 @@ def test_idioms_is_one_composite_pass() -> None:
     (step,) = parse_pipeline("idioms")
     assert isinstance(step, Idioms)
     names = [p.NAME for p in step.passes()]
-    assert names[3:8] == [
+    assert names[3:10] == [
+        "idioms-conv",
+        "conv-to-matmul",
         "idioms-linear",
         "idioms-activation",
         "idioms-norm",

@@ -176,8 +176,16 @@ CASES: dict[str, Case] = {
     "concat": (O.Concat(0), [A, B, A], lambda *xs: np.concatenate(xs, 0)),
     "gather": (O.Gather(1, 2), [A], lambda x: x[:, 2]),
     "expand": (O.Expand((2, 3, 4)), [B], lambda x: np.broadcast_to(x, (2, 3, 4))),
+    "clip": (O.Clip(-0.5, 0.25), [A], lambda x: np.clip(x, -0.5, 0.25)),
+    "log": (O.Log(), [POS], np.log),
+    "abs": (O.Abs(), [A], np.abs),
+    "log_softmax": (O.LogSoftmax(1), [A], lambda x: x - np.log(np.exp(x).sum(1, keepdims=True))),
+    "maximum": (O.Maximum(), [A, B], np.maximum),
+    "minimum": (O.Minimum(), [A, B], np.minimum),
+    "reduce_min": (O.ReduceMin((0,)), [A], lambda x: x.min(0)),
 }
 SPECIAL = {"attention", "rotary", "rms_norm", "layer_norm", "input", "constant"}
+SPECIAL |= {"conv", "pool", "im2col"}  # tested against torch's own ops below
 
 
 def test_every_op_has_a_kernel_and_a_test() -> None:
@@ -214,3 +222,32 @@ def test_embedding_out_of_range_is_a_located_error() -> None:
 
     with pytest.raises(CimcError, match=r"^%emb: embedding failed .* token id 10 is outside"):
         evaluate_op(O.Embedding(), [np.array([[10]]), TABLE], "%emb")
+
+
+# ---- sliding windows against torch's conv, pools and unfold (symmetric pads) ------------
+
+
+def test_conv_matches_torch() -> None:
+    x, w, b = randn(2, 4, 9, 8), randn(6, 2, 3, 3), randn(6)
+    op = O.Conv((2, 1), (1, 2, 1, 2), (1, 2), 2)
+    want = F.conv2d(t(x), t(w), t(b), (2, 1), (1, 2), (1, 2), 2).numpy()
+    np.testing.assert_allclose(run(op, x, w, b), want, rtol=1e-5, atol=1e-5)
+
+
+def test_pools_match_torch() -> None:
+    x = randn(2, 3, 9, 9)
+    got = run(O.Pool("max", (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)), x)
+    np.testing.assert_array_equal(got, F.max_pool2d(t(x), 3, 2, 1).numpy())
+    got = run(O.Pool("avg", (3, 2), (2, 1), (1, 0, 1, 0), count_include_pad=True), x)
+    want = F.avg_pool2d(t(x), (3, 2), (2, 1), (1, 0), count_include_pad=True).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_im2col_matches_torch_unfold_on_floats_and_integers() -> None:
+    x = randn(2, 3, 7, 6)
+    op = O.Im2col((2, 3), (2, 1), (1, 1, 1, 1), (2, 1))
+    want = F.unfold(t(x), (2, 3), (2, 1), (1, 1), (2, 1)).numpy()
+    np.testing.assert_array_equal(run(op, x), want)
+    ints = np.round(x * 10).astype(np.int32)
+    want_int = F.unfold(t(ints.astype(np.float32)), (2, 3), (2, 1), (1, 1), (2, 1)).numpy()
+    np.testing.assert_array_equal(run(op, ints), want_int.astype(np.int32))

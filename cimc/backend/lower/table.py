@@ -8,6 +8,7 @@ the builder-level lowering of its module. Extensions pass a table of their own t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -21,14 +22,16 @@ from cimc.backend.lower.common import Heads
 from cimc.backend.lower.elementwise import (
     lower_add,
     lower_mul,
+    lower_reduce,
     lower_rescale,
     lower_unary,
     rowwise,
 )
 from cimc.backend.lower.embedding import lower_embedding
 from cimc.backend.lower.emitter import Emitter
+from cimc.backend.lower.im2col import lower_im2col
 from cimc.backend.lower.linear import lower_linear, lower_matmul
-from cimc.backend.lower.movement import concat, materialize, slice_axis, transpose
+from cimc.backend.lower.movement import concat, elem_view, materialize, slice_axis, transpose
 from cimc.backend.lower.norm import lower_norm
 from cimc.backend.lower.rotary import lower_rotary
 from cimc.backend.lower.softmax import lower_softmax
@@ -37,7 +40,7 @@ from cimc.backend.stream.prefetch import layer_image
 from cimc.errors import CimcError
 from cimc.ir.graph import Node
 from cimc.ir.op_base import Op
-from cimc.ir.ops import Cast, Concat, Expand, Gather, Slice, Transpose
+from cimc.ir.ops import Cast, Concat, Expand, Gather, Im2col, Slice, Transpose
 from cimc.ir.types import DType
 from cimc.machine.program import View
 from cimc.quant.dialect import (
@@ -49,6 +52,7 @@ from cimc.quant.dialect import (
     QLut,
     QMatMul,
     QMul,
+    QReduce,
     QRequant,
     QRmsNorm,
     QRotary,
@@ -124,6 +128,21 @@ def _requant(em: Emitter, node: Node, op: QRequant) -> None:
 def _lut(em: Emitter, node: Node, op: QLut) -> None:
     name = f"{em.name(node)}.lut"
     lower_unary(em.b, em.operand(node, 0), em.result(node), op.plan, name=name)
+
+
+def _reduce(em: Emitter, node: Node, op: QReduce) -> None:
+    """A reduction over trailing axes: each row of the [outer x inner] view is reduced."""
+    shape = em.shape(node, 0)
+    first = len(shape) - len(op.axes)
+    if op.axes != tuple(range(first, len(shape))):
+        raise CimcError(
+            f"q.reduce over axes {list(op.axes)} of {list(shape)} has no lowering: only "
+            "trailing axes reduce (transpose the reduced axes last)",
+            node.where,
+        )
+    outer, inner = math.prod(shape[:first]), math.prod(shape[first:])
+    x = elem_view(em.operand(node, 0), 0, outer, inner)
+    lower_reduce(em.b, x, elem_view(em.result(node), 0, outer, 1), op.plan)
 
 
 def _norm(em: Emitter, node: Node, op: QLayerNorm | QRmsNorm) -> None:
@@ -220,6 +239,11 @@ def _expand(em: Emitter, node: Node, op: Expand) -> None:
     materialize(em.b, em.operand(node, 0), s, em.result(node), node.type.shape)
 
 
+def _im2col(em: Emitter, node: Node, op: Im2col) -> None:
+    value = int(op.pad_value)  # on codes: the quantizer made it finite and integral
+    lower_im2col(em.b, em.operand(node, 0), em.shape(node, 0), op.window, value, em.result(node))
+
+
 def _cast(em: Emitter, node: Node, op: Cast) -> None:
     """To bool: x != 0 as i8 0/1 (`sel`); between integer types: a range-checked `mov`."""
     b, to_bool = em.b, node.type.dtype is DType.BOOL
@@ -240,6 +264,7 @@ LOWERINGS: dict[type[Op], Lowering] = {
     QMul: _binary(lower_mul),
     QRequant: _requant,
     QLut: _lut,
+    QReduce: _reduce,
     QLayerNorm: _norm,
     QRmsNorm: _norm,
     QSoftmax: _softmax,
@@ -252,4 +277,5 @@ LOWERINGS: dict[type[Op], Lowering] = {
     Concat: _concat,
     Expand: _expand,
     Cast: _cast,
+    Im2col: _im2col,
 }
