@@ -179,7 +179,7 @@ def test_bad_input_is_one_located_line(
 
 def test_backend_passes_take_the_arch_and_write_a_program(block: Path, tmp_path: Path) -> None:
     """-p backend --arch tiny -o P.cimasm writes what compile_graph + write_compiled do."""
-    from cimc.backend.builder.compiled import write_compiled
+    from cimc.backend.builder.saved import write_compiled
     from cimc.backend.stages.backend import compile_graph
     from cimc.machine.arch import load_arch
 
@@ -191,7 +191,7 @@ def test_backend_passes_take_the_arch_and_write_a_program(block: Path, tmp_path:
     load_dialects()
     graph = parse_graph(quantized.read_text(), tmp_path / "q.ir.safetensors")
     ref = tmp_path / "ref" / "q.cimasm"
-    write_compiled(compile_graph(graph, load_arch("tiny"), name="q"), ref)
+    write_compiled(compile_graph(graph, load_arch("tiny"), name="q"), ref, "backend")
     assert out.read_text().replace(str(out), "") == ref.read_text().replace(str(ref), "")
     assert (
         out.with_suffix(".safetensors").read_bytes() == ref.with_suffix(".safetensors").read_bytes()

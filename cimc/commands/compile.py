@@ -135,7 +135,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cimc.backend.builder.compiled import write_compiled
+    from cimc.backend.builder.saved import write_compiled
 
     if list_passes(args, args.model, "a model file"):
         return 0
@@ -143,11 +143,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".cimasm")
     if out.suffix != ".cimasm":
         raise CimcError("the output must end in .cimasm", str(out))
-    path, consts = write_compiled(result.compiled, out)
+    path, consts = write_compiled(result.compiled, out, args.pipeline)
     program = result.compiled.program
     count = sum(len(s.instrs) for s in program.cores)
-    extra = f" + {consts}" if consts else ""
     print(
-        f"wrote {path}{extra}: {count} instructions on {len(program.cores)} cores of '{arch.name}'"
+        f"wrote {path} + {consts}: {count} instructions on {len(program.cores)} cores "
+        f"of '{arch.name}'"
     )
     return 0

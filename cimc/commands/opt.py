@@ -166,7 +166,8 @@ def _arch(name: str) -> Arch:
 
 def _write(args: argparse.Namespace, ir: Any, known: dict[str, np.ndarray]) -> None:
     """The result to -o (a graph with its side file) or to stdout."""
-    from cimc.backend.builder.compiled import Compiled, write_compiled
+    from cimc.backend.builder.compiled import Compiled
+    from cimc.backend.builder.saved import write_compiled
     from cimc.ir.graph import Graph
     from cimc.ir.ir_file import unwritten_arrays, write_ir_file
     from cimc.passes.manager import default_printer
@@ -175,7 +176,7 @@ def _write(args: argparse.Namespace, ir: Any, known: dict[str, np.ndarray]) -> N
         write_ir_file(ir, args.output)
         return
     if args.output and isinstance(ir, Compiled):
-        write_compiled(ir, Path(args.output))  # OUT.cimasm + OUT.safetensors, as compile
+        write_compiled(ir, Path(args.output), args.pipeline)  # + OUT.safetensors, as compile
         return
     text = default_printer(ir)
     if args.output:

@@ -13,6 +13,7 @@ from rich.table import Table
 from cimc.commands import add_command
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch, load_arch
+from cimc.machine.consts_file import check_consts_file
 from cimc.machine.interpreter import run_program
 from cimc.machine.parser import load_program
 from cimc.machine.program import Program
@@ -51,8 +52,12 @@ def add_arch_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_program_and_arch(path: str, arch_option: str | None) -> tuple[Program, Arch]:
-    """The parsed and validated program and the arch it runs on.
+def load_program_and_arch(
+    path: str, arch_option: str | None, check_consts: bool = True
+) -> tuple[Program, Arch]:
+    """The parsed and validated program and the arch it runs on; with `check_consts`, a
+    constants file beside it must be the one it was compiled with (`cimc run` leaves that
+    to the interpreter, which hashes the file as it loads it).
 
     `--arch` (a preset name or a TOML file) replaces the program's `.arch` line; the
     validator still requires the arch's name to match, so a TOML file is the way to try
@@ -66,6 +71,8 @@ def load_program_and_arch(path: str, arch_option: str | None) -> tuple[Program, 
             raise CimcError(e.message, "--arch" if arch_option else f"{path}:1:1") from None
         raise
     validate(program, arch)
+    if check_consts:
+        check_consts_file(program)
     return program, arch
 
 
@@ -93,7 +100,7 @@ def check_output_path(path: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     check_output_path(args.output)
     check_output_path(args.trace)
-    program, arch = load_program_and_arch(args.program, args.arch)
+    program, arch = load_program_and_arch(args.program, args.arch, check_consts=False)
     result = run_program(program, arch, load_inputs(args.inputs))
     if args.output:
         _save(args.output, result.outputs)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cimc import __version__
 from cimc.backend.builder.compiled import Compiled, graph_outputs, program_inputs
 from cimc.backend.builder.footprint import dram_need
 from cimc.backend.builder.values import plan_values
@@ -304,23 +305,18 @@ def check_ids(ids: Sequence[int], vocab: int) -> None:
 def write_programs(progs: DecoderPrograms, out_dir: Path, stem: str) -> tuple[Path, ...]:
     """DIR/STEM.prefill.cimasm, DIR/STEM.decode.cimasm (and STEM.decode-warm.cimasm when
     weights stay in the macros), sharing one DIR/STEM.safetensors."""
-    from safetensors.numpy import save_file
-
-    from cimc.machine.printer import print_program
+    from cimc.machine.artifact import write_artifact
 
     consts = out_dir / f"{stem}.safetensors"
-    paths = []
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        programs = [("prefill", progs.prefill.program), ("decode", progs.decode_program(1))]
-        if progs.warm is not None:
-            programs.append(("decode-warm", progs.warm.warm))
-        for kind, base in programs:
-            path = out_dir / f"{stem}.{kind}.cimasm"
-            program = replace(base, consts_file=consts.name, source_name=str(path))
-            path.write_text(print_program(program))
-            paths.append(path)
-        save_file(progs.consts, str(consts))
-    except OSError as e:
-        raise CimcError(f"cannot write the programs: {e.strerror or e}", str(out_dir)) from None
-    return (*paths, consts)
+    programs = [("prefill", progs.prefill.program), ("decode", progs.decode_program(1))]
+    if progs.warm is not None:
+        programs.append(("decode-warm", progs.warm.warm))
+    written = []
+    for kind, base in programs:
+        path = out_dir / f"{stem}.{kind}.cimasm"
+        written.append((path, replace(base, source_name=str(path))))
+    arch = progs.prefill.program.arch_name
+    metadata = {"format": "cimc.decoder/1", "cimc_version": __version__, "arch": arch}
+    header = [f"cimc {__version__}, arch {arch}, {stem} decoder"]
+    write_artifact(written, progs.consts, consts, metadata, header)
+    return (*(p for p, _ in written), consts)

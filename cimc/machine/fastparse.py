@@ -30,7 +30,10 @@ _COMMENT = rf"(?:{_WS}(?P<comment>;.*))?{_WS}$"
 _BLANK = re.compile(rf"{_WS}$")
 _COMMENT_LINE = re.compile(rf"{_WS}(?P<comment>;.*)$")
 _INSTR = re.compile(rf"{_WS}(?P<mn>[a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*)(?=[ \t;]|$)")
-_DIRECTIVE = re.compile(rf"{_WS}(?P<kw>\.arch|\.consts)[ \t]+(?P<path>{_PATH}){_COMMENT}")
+_DIRECTIVE = re.compile(
+    rf"{_WS}(?P<kw>\.arch|\.consts)[ \t]+(?P<path>{_PATH})"
+    rf"(?:[ \t]+(?P<hash>sha256:[0-9a-f]{{64}}))?{_COMMENT}"
+)
 _CORE = re.compile(rf"{_WS}(?P<kw>\.core)[ \t]+(?P<id>{_INT}){_COMMENT}")
 _PERSIST = re.compile(
     rf"{_WS}(?P<kw>\.persist)[ \t]+(?P<id>{_INT})[ \t]+(?P<macro>{_NAME}){_COMMENT}"
@@ -118,7 +121,11 @@ def _directive(ln: _Line) -> Tree | Literal[False]:
     m = _DIRECTIVE.match(ln.text)
     if m:
         data = m.group("kw")[1:]
-        return ln.tree(data, [ln.tok("PATH", m, "path"), *ln.comment(m)], m.start("kw") + 1)
+        if m.group("hash") is not None and data == "arch":
+            return False  # not in the grammar: Lark reports it
+        digest = [ln.tok("CONSTS_HASH", m, "hash")] if m.group("hash") is not None else []
+        children = [ln.tok("PATH", m, "path"), *digest, *ln.comment(m)]
+        return ln.tree(data, children, m.start("kw") + 1)
     m = _CORE.match(ln.text)
     if m:
         return ln.tree("core", [ln.tok("INT", m, "id"), *ln.comment(m)], m.start("kw") + 1)

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
 
 from cimc.errors import CimcError
 from cimc.machine import semantics  # noqa: F401  (registers the kernels in the opcode table)
 from cimc.machine.arch import Arch
+from cimc.machine.consts_file import load_consts, shape_fits
 from cimc.machine.kernels import KernelError
 from cimc.machine.opcodes import KERNELS, spec_of
 from cimc.machine.printer import print_operand
 from cimc.machine.program import Decl, Instr, MacroRef, Program
 from cimc.machine.state import NP_DTYPES, CoreState, Machine, gc_paused
-from cimc.machine.validator import consts_path_problem
 from cimc.progress import poll
 
 # Simulated memory the interpreter allocates at most (isa/SPEC.md, section 7).
@@ -113,88 +110,6 @@ def run_program(
     return RunResult(outputs, events, stats, kept, cells)
 
 
-def consts_path(program: Program) -> Path | None:
-    """The companion constants file, which must stay inside the program's folder."""
-    if program.consts_file is None:
-        return None
-    problem = consts_path_problem(program.consts_file)  # also for programs never validated
-    if problem:
-        raise CimcError(
-            f"constants file {program.consts_file!r} {problem}",
-            f"{program.source_name}:{program.consts_line}:9",
-        )
-    folder = Path(program.source_name).resolve().parent
-    path = (folder / program.consts_file).resolve()  # follows symlinks
-    if not path.is_relative_to(folder):
-        raise CimcError(
-            f"constants file {program.consts_file!r} is a link to {path}, outside the "
-            f"program's folder; copy it beside the program",
-            f"{program.source_name}:{program.consts_line}:9",
-        )
-    return path
-
-
-def load_consts(program: Program) -> dict[str, np.ndarray]:
-    """Tensors of the `.consts` file (empty when the program declares none)."""
-    path = consts_path(program)
-    if path is None:
-        return {}
-    if not path.is_file():
-        raise CimcError(f"constants file {path} not found", program.source_name)
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            return _declared_tensors(program, f)
-    except (SafetensorError, OSError, ValueError, TypeError) as e:  # TypeError: e.g. bfloat16
-        raise CimcError(f"cannot read constants file {path}: {e}", program.source_name) from None
-
-
-# Checked from the file header, before reading: whether numpy can hold a dtype such as BF16
-# depends on what else is imported (ml_dtypes registers it), so the check must not rely on it.
-_SAFETENSORS_DTYPE = {"i8": "I8", "i16": "I16", "i32": "I32", "i64": "I64"}
-_STORED_NAMES = {
-    "I8": "int8",
-    "U8": "uint8",
-    "I16": "int16",
-    "U16": "uint16",
-    "I32": "int32",
-    "U32": "uint32",
-    "I64": "int64",
-    "U64": "uint64",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F32": "float32",
-    "F64": "float64",
-    "BOOL": "bool",
-}
-
-
-def _declared_tensors(program: Program, f: Any) -> dict[str, np.ndarray]:
-    """Only the declared tensors, each loaded after its shape was checked against the
-    declaration (a huge or wrong tensor in the file is never read into memory)."""
-    names = set(f.keys())
-    tensors = {}
-    for decl in program.decls_of("const"):
-        if decl.name not in names:
-            continue  # reported by _place_consts, in declaration order
-        tensor = f.get_slice(decl.name)
-        stored = tensor.get_dtype()
-        if stored != _SAFETENSORS_DTYPE.get(decl.dtype or ""):
-            raise CimcError(
-                f"constant '{decl.name}' has dtype {_STORED_NAMES.get(stored, stored)}; "
-                f"the program declares {decl.dtype}[{decl.rows}x{decl.cols}]",
-                program.loc(decl),
-            )
-        shape = tuple(tensor.get_shape())
-        if not _shape_fits(shape, decl):
-            raise CimcError(
-                f"constant '{decl.name}' has shape {shape}; the program declares "
-                f"{decl.dtype}[{decl.rows}x{decl.cols}]",
-                program.loc(decl),
-            )
-        tensors[decl.name] = f.get_tensor(decl.name)
-    return tensors
-
-
 # --- setup ---------------------------------------------------------------------------------
 
 
@@ -249,22 +164,11 @@ def _fit(name: str, what: str, array: np.ndarray, decl: Decl, loc: str) -> np.nd
         raise CimcError(
             f"{what} '{name}' has dtype {array.dtype}; the program declares {declared}", loc
         )
-    if not _shape_fits(array.shape, decl):
+    if not shape_fits(array.shape, decl):
         raise CimcError(
             f"{what} '{name}' has shape {tuple(array.shape)}; the program declares {declared}", loc
         )
     return array.reshape(decl.rows, decl.cols)
-
-
-def _shape_fits(shape: tuple[int, ...], decl: Decl) -> bool:
-    """Leading unit dims are accepted: a (1, 7, 96) tensor fills a 7x96 declaration, and a
-    flat (96,) one a 1x96 declaration."""
-    squeezed = tuple(shape)
-    while len(squeezed) > 2 and squeezed[0] == 1:
-        squeezed = squeezed[1:]
-    if len(squeezed) == 1:
-        return decl.rows == 1 and squeezed[0] == decl.cols
-    return squeezed == (decl.rows, decl.cols)
 
 
 def _place_consts(machine: Machine, program: Program, consts: dict[str, np.ndarray]) -> None:

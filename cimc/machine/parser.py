@@ -156,6 +156,7 @@ class _Builder:
         self.source = source
         self.arch: str | None = None
         self.consts: str | None = None
+        self.consts_sha256: str | None = None
         self.consts_line = 0
         self.header: list[HeaderItem] = []
         self.decls: dict[str, Decl] = {}
@@ -193,6 +194,7 @@ class _Builder:
             tuple(self.cores),
             self.source,
             self.consts_line,
+            self.consts_sha256,
         )
 
     # --- header --------------------------------------------------------------------------
@@ -222,6 +224,8 @@ class _Builder:
             raise self.err("'.consts' must follow '.arch' and precede the declarations", node.meta)
         children, comment = _split_comment(node.children)
         self.consts, self.consts_line = str(children[0]), node.meta.line
+        if len(children) > 1:  # CONSTS_HASH: sha256:HEX
+            self.consts_sha256 = str(children[1]).removeprefix("sha256:")
         if comment is not None:
             self.header.append(Comment(comment))
 

@@ -45,7 +45,8 @@ def _checked(pattern: re.Pattern[str], text: str, what: str) -> str:
 def print_program(program: Program) -> str:
     lines = [f".arch {_checked(ARCH_NAME, program.arch_name, 'arch name')}"]
     if program.consts_file is not None:
-        lines.append(f".consts {_checked(_PATH, program.consts_file, 'constants path')}")
+        digest = f" sha256:{program.consts_sha256}" if program.consts_sha256 else ""
+        lines.append(f".consts {_checked(_PATH, program.consts_file, 'constants path')}{digest}")
     for item in program.header:
         if isinstance(item, Decl):
             lines.append(_with_comment(print_decl(item), item.comment))

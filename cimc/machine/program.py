@@ -213,7 +213,8 @@ class CoreStream:
 
 @dataclass(frozen=True)
 class Program:
-    """A whole program: `.arch`, optional `.consts`, header (decls + comments), core streams.
+    """A whole program: `.arch`, optional `.consts` (with the file's hash), header (decls +
+    comments), core streams.
 
     `header` keeps declarations and full-line comments in source order; `decls` filters it.
     """
@@ -224,6 +225,9 @@ class Program:
     cores: tuple[CoreStream, ...]
     source_name: str = field(default="<program>", compare=False)
     consts_line: int = field(default=0, compare=False)
+    # sha256 (hex) of the constants file's bytes: a program refuses any other file, such as
+    # the constants of another compile written to the same name (`.consts PATH sha256:HEX`)
+    consts_sha256: str | None = None
 
     @cached_property
     def decls(self) -> tuple[Decl, ...]:

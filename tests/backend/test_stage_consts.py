@@ -12,7 +12,8 @@ import numpy as np
 from cimc.backend.program_passes.stage_consts import REGION, stage_consts
 from cimc.backend.stream.prefetch import IMAGE
 from cimc.machine.arch import load_arch
-from cimc.machine.interpreter import load_consts, run_program
+from cimc.machine.consts_file import load_consts
+from cimc.machine.interpreter import run_program
 from cimc.machine.parser import load_program, parse_program
 from cimc.machine.printer import print_program
 from cimc.machine.program import Decl, Program, View

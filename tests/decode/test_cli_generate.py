@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from cimc.cli import main
-from cimc.machine.interpreter import load_consts, run_program
+from cimc.machine.consts_file import load_consts
+from cimc.machine.interpreter import run_program
 from cimc.machine.parser import parse_program
 from cimc.machine.validator import validate
 from tests.decode.decode_helpers import arch, tiny_export

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from cimc.backend.builder.compiled import write_compiled
+from cimc.backend.builder.saved import write_compiled
 from cimc.backend.stages.backend import compile_graph
 from cimc.machine.printer import print_program
 from cimc.pipeline import PipelineOptions, compile_model

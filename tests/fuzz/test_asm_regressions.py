@@ -11,7 +11,8 @@ import pytest
 from cimc.errors import CimcError
 from cimc.machine import semantics
 from cimc.machine.arch import arch_from_dict, load_arch
-from cimc.machine.interpreter import load_consts, memory_extents, run_program
+from cimc.machine.consts_file import load_consts
+from cimc.machine.interpreter import memory_extents, run_program
 from cimc.machine.parser import parse_program
 from cimc.machine.validator import validate
 from cimc.resources import isa_dir

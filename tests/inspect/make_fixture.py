@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cimc.backend.builder.compiled import write_compiled
+from cimc.backend.builder.saved import write_compiled
 from cimc.pipeline import PipelineOptions, compile_model
 from tests.e2e.e2e_helpers import arch, float_input, import_module, mlp
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cimc.backend.builder.compiled import Compiled, write_compiled
+from cimc.backend.builder.compiled import Compiled
+from cimc.backend.builder.saved import write_compiled
 from cimc.backend.builder.values import decl_name
 from cimc.backend.stages.backend import compile_graph
 from cimc.backend.stream.prefetch import IMAGE

@@ -402,17 +402,13 @@ class ProgramBuilder:
         return program, dict(self.consts)
 
     def write(self, path: Path) -> tuple[Program, Path, Path | None]:
-        """Write PATH (.cimasm) and, when there are constants, PATH.safetensors beside it."""
-        from safetensors.numpy import save_file
+        """Write PATH (.cimasm) and, when there are constants, PATH.safetensors beside it
+        (atomically, the program recording the constants' hash: cimc.machine.artifact)."""
+        from cimc.machine.artifact import write_artifact
 
-        from cimc.machine.printer import print_program
-
-        consts_path = path.with_suffix(".safetensors")
-        program, consts = self.build(str(path), consts_path.name)
-        path.write_text(print_program(program))
-        if not consts:
-            return program, path, None
-        save_file(consts, str(consts_path))
+        consts_path = path.with_suffix(".safetensors") if self.consts else None
+        program, consts = self.build(str(path), consts_path.name if consts_path else None)
+        write_artifact([(path, program)], consts, consts_path, {})
         return program, path, consts_path
 
     def instruction_count(self) -> int:

@@ -1,7 +1,7 @@
 """A compiled graph: the program, its constants, and how graph values map onto it.
 
     compiled = compile_graph(qgraph, load_arch("tiny"))   # cimc/backend/stages/backend.py
-    write_compiled(compiled, Path("model.cimasm"))        # + model.safetensors beside it
+    write_compiled(compiled, Path("model.cimasm"))        # saved.py: + model.safetensors
     feeds = program_inputs(compiled, {"x": x})            # host side: q.quantize of floats
     run = run_program(compiled.program, arch, feeds, compiled.consts)
     outs = graph_outputs(compiled, run.outputs)           # graph shapes and dtypes
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -122,22 +121,3 @@ def graph_outputs(compiled: Compiled, outputs: Mapping[str, np.ndarray]) -> dict
         o.graph_output: np.asarray(outputs[o.decl]).reshape(o.shape).astype(o.numpy_dtype)
         for o in compiled.outputs
     }
-
-
-def write_compiled(compiled: Compiled, path: Path) -> tuple[Path, Path | None]:
-    """Write PATH (.cimasm) and its constants PATH.safetensors (when there are any)."""
-    from safetensors.numpy import save_file
-
-    consts_path = path.with_suffix(".safetensors")
-    has = bool(compiled.consts)
-    program = replace(
-        compiled.program, consts_file=consts_path.name if has else None, source_name=str(path)
-    )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(print_program(program))
-        if has:
-            save_file(dict(sorted(compiled.consts.items())), str(consts_path))
-    except OSError as e:
-        raise CimcError(f"cannot write the program: {e.strerror or e}", str(path)) from None
-    return path, consts_path if has else None

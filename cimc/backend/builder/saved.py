@@ -1,0 +1,143 @@
+"""A compiled graph on disk: `NAME.cimasm` and `NAME.safetensors`, each saying what it is.
+
+    write_compiled(compiled, Path("m.cimasm"), pipeline="idioms,...")   # both files
+    saved = read_saved(Path("m.cimasm"))           # program, constants, bindings, metadata
+
+The program's first lines record the cimc version, arch and pipeline, and its `.consts`
+line the sha256 of the constants file (cimc.machine.artifact writes both atomically). The
+constants file's metadata carries the same facts plus the bindings (inputs with their
+scales, outputs with their shapes and scales), so a program read back runs on float inputs
+and returns dequantized outputs without the graph it came from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cimc import __version__
+from cimc.backend.builder.compiled import Compiled, InputBinding, OutputBinding
+from cimc.errors import CimcError
+from cimc.ir.graph import Node
+from cimc.machine.artifact import write_artifact
+from cimc.machine.consts_file import consts_path, load_consts_and_metadata
+from cimc.machine.parser import load_program
+from cimc.machine.program import Program
+from cimc.quant.golden import output_scales
+
+FORMAT = "cimc.compiled/1"  # metadata["format"]: bumped when the keys below change
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """A graph input as the caller passes it (name, shape, numpy dtype), in graph order."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a compiled program on disk holds (everything but the graph)."""
+
+    program: Program
+    consts: dict[str, np.ndarray]
+    graph_inputs: tuple[GraphInput, ...]
+    inputs: tuple[InputBinding, ...]
+    outputs: tuple[OutputBinding, ...]
+    output_scales: dict[str, float | None]
+    metadata: dict[str, str]
+
+
+def write_compiled(
+    compiled: Compiled, path: Path, pipeline: str | None = None
+) -> tuple[Path, Path]:
+    """Write PATH (.cimasm) and its constants PATH.safetensors, atomically, self-described."""
+    consts_file = path.with_suffix(".safetensors")
+    metadata = compiled_metadata(compiled, pipeline)
+    program = _source_named(compiled.program, path)
+    write_artifact([(path, program)], compiled.consts, consts_file, metadata, header(metadata))
+    return path, consts_file
+
+
+def header(metadata: Mapping[str, str]) -> tuple[str, ...]:
+    """The program's first comment lines (what wrote it, for whom, with which passes)."""
+    return (
+        f"cimc {metadata['cimc_version']}, arch {metadata['arch']}",
+        f"pipeline {metadata['pipeline']}",
+    )
+
+
+def compiled_metadata(compiled: Compiled, pipeline: str | None) -> dict[str, str]:
+    """The constants file's metadata (safetensors metadata is a str -> str map)."""
+    graph = compiled.graph
+    graph_inputs = [GraphInput(n.name, n.type.shape, _numpy_name(n)) for n in graph.input_nodes()]
+    scales = output_scales(graph)
+    out_scales = {o.graph_output: scales.get(o.graph_output) for o in compiled.outputs}
+    return {
+        "format": FORMAT,
+        "cimc_version": __version__,
+        "arch": compiled.arch.name,
+        "pipeline": pipeline or "(not recorded)",
+        "graph_inputs": json.dumps([asdict(g) for g in graph_inputs]),
+        "inputs": json.dumps([asdict(b) for b in compiled.inputs]),
+        "outputs": json.dumps([asdict(b) for b in compiled.outputs]),
+        "output_scales": json.dumps(out_scales),
+    }
+
+
+def _numpy_name(node: Node) -> str:
+    return np.dtype(node.type.dtype.numpy).name
+
+
+def _source_named(program: Program, path: Path) -> Program:
+    return replace(program, source_name=str(path))
+
+
+def read_saved(path: Path) -> Saved:
+    """A program written by `write_compiled`, its constants (hash checked) and bindings."""
+    program = load_program(path)
+    if program.consts_file is None:
+        raise CimcError(
+            "this program names no constants file, so it carries no bindings; "
+            "save it with cimc.compile(...).save() or cimc compile",
+            program.source_name,
+        )
+    consts, metadata = load_consts_and_metadata(program)
+    where = str(consts_path(program))
+    if metadata.get("format") != FORMAT:
+        raise CimcError(
+            f"the constants file was not written by this cimc (format "
+            f"{metadata.get('format')!r}, expected {FORMAT!r}); recompile the model",
+            where,
+        )
+    try:
+        return Saved(
+            program,
+            consts,
+            tuple(_graph_input(g) for g in _json(metadata, "graph_inputs")),
+            tuple(InputBinding(**b) for b in _json(metadata, "inputs")),
+            tuple(_output_binding(b) for b in _json(metadata, "outputs")),
+            dict(_json(metadata, "output_scales")),
+            metadata,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise CimcError(f"the constants file's metadata is incomplete ({e})", where) from None
+
+
+def _graph_input(entry: dict[str, Any]) -> GraphInput:
+    return GraphInput(entry["name"], tuple(entry["shape"]), entry["dtype"])
+
+
+def _output_binding(entry: dict[str, Any]) -> OutputBinding:
+    return OutputBinding(**{**entry, "shape": tuple(entry["shape"])})
+
+
+def _json(metadata: Mapping[str, str], key: str) -> Any:
+    return json.loads(metadata[key])
