@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from cimc import __version__
 from cimc.errors import CimcError, InternalError
 from cimc.progress import display
+from cimc.version import __version__
 
 # Subcommand modules under cimc.commands, in the order `cimc --help` lists them.
 COMMANDS: tuple[str, ...] = (

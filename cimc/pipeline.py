@@ -1,7 +1,7 @@
 """The whole compiler as one pass pipeline: import, then graph passes, then the backend.
 
     result = compile_model("bert.onnx", load_arch("default"), PipelineOptions(seq_len=16))
-    write_compiled(result.compiled, Path("bert.cimasm"), DEFAULT_PIPELINE)  # builder/saved.py
+    write_compiled(result.compiled, Path("bert.cimasm"), DEFAULT_PIPELINE)  # + .safetensors
 
 `compile_model` parses the pipeline (default `DEFAULT_PIPELINE`), expands composite passes
 (`backend` = tile, map, plan-values, plan-memory, lower, stage-consts, hoist-const-loads,

@@ -18,14 +18,14 @@ ROOT = Path(__file__).resolve().parents[1] / "cimc"
 
 # Bottom to top; a package may import its own layer and the layers before it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("cimc.errors", "cimc.resources", "cimc.progress"),
+    ("cimc.errors", "cimc.resources", "cimc.progress", "cimc.version"),
     ("cimc.machine",),
     ("cimc.ir",),
     ("cimc.reference",),
     ("cimc.quant",),
     ("cimc.passes",),
     ("cimc.importers", "cimc.zoo"),
-    ("cimc.api", "cimc"),
+    ("cimc.api", "cimc.signature"),
     ("cimc.backend.plan",),
     ("cimc.backend.builder",),
     ("cimc.backend.stream",),
@@ -34,9 +34,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cimc.backend.stages", "cimc.backend"),
     ("cimc.pipeline", "cimc.divergence", "cimc.inspect"),
     ("cimc.verify", "cimc.plots"),
+    ("cimc.model",),
+    ("cimc.dynamo",),
     ("cimc.decode",),
     ("cimc.docs", "cimc.commands", "cimc.dialects"),
-    ("cimc.cli", "cimc.__main__"),
+    ("cimc.cli", "cimc.__main__", "cimc"),
 )
 
 

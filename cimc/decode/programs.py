@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from cimc import __version__
 from cimc.backend.builder.compiled import Compiled, graph_outputs, program_inputs
 from cimc.backend.builder.footprint import dram_need
 from cimc.backend.builder.values import plan_values
@@ -42,6 +41,7 @@ from cimc.passes.manager import Pass, verify_deep
 from cimc.passes.quantize import Quantize
 from cimc.pipeline import PipelineOptions, configurer, load_model, manager, pipeline_stages
 from cimc.quant.dialect import QEmbedding
+from cimc.version import __version__
 
 MIN_PROBE = 2  # at one position exporters simplify rotary away: never probe there
 

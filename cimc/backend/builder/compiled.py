@@ -13,7 +13,7 @@ and prints as assembly.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,8 +94,15 @@ class Compiled:
 def program_inputs(compiled: Compiled, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The `.input` arrays of the program for graph inputs (float inputs quantized as the
     golden does: float32 first, then clamp(rint(x / scale)) in float64)."""
+    return bound_inputs(compiled.inputs, inputs)
+
+
+def bound_inputs(
+    bindings: Sequence[InputBinding], inputs: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """`program_inputs` from the bindings alone (a program read back from disk)."""
     feeds: dict[str, np.ndarray] = {}
-    for bind in compiled.inputs:
+    for bind in bindings:
         if bind.graph_input not in inputs:
             raise CimcError(f"missing input {bind.graph_input!r}", "inputs")
         x = np.asarray(inputs[bind.graph_input])
@@ -117,7 +124,14 @@ def program_inputs(compiled: Compiled, inputs: Mapping[str, np.ndarray]) -> dict
 
 def graph_outputs(compiled: Compiled, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The program's `.output` arrays in the graph's output shapes and dtypes."""
+    return bound_outputs(compiled.outputs, outputs)
+
+
+def bound_outputs(
+    bindings: Sequence[OutputBinding], outputs: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """`graph_outputs` from the bindings alone."""
     return {
         o.graph_output: np.asarray(outputs[o.decl]).reshape(o.shape).astype(o.numpy_dtype)
-        for o in compiled.outputs
+        for o in bindings
     }

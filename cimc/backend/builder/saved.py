@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from cimc import __version__
 from cimc.backend.builder.compiled import Compiled, InputBinding, OutputBinding
 from cimc.errors import CimcError
 from cimc.ir.graph import Node
@@ -29,6 +28,7 @@ from cimc.machine.consts_file import consts_path, load_consts_and_metadata
 from cimc.machine.parser import load_program
 from cimc.machine.program import Program
 from cimc.quant.golden import output_scales
+from cimc.version import __version__
 
 FORMAT = "cimc.compiled/1"  # metadata["format"]: bumped when the keys below change
 
@@ -56,11 +56,15 @@ class Saved:
 
 
 def write_compiled(
-    compiled: Compiled, path: Path, pipeline: str | None = None
+    compiled: Compiled,
+    path: Path,
+    pipeline: str | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> tuple[Path, Path]:
-    """Write PATH (.cimasm) and its constants PATH.safetensors, atomically, self-described."""
+    """Write PATH (.cimasm) and its constants PATH.safetensors, atomically, self-described
+    (`extra`: more metadata, such as how the compiled model is called)."""
     consts_file = path.with_suffix(".safetensors")
-    metadata = compiled_metadata(compiled, pipeline)
+    metadata = {**compiled_metadata(compiled, pipeline), **(extra or {})}
     program = _source_named(compiled.program, path)
     write_artifact([(path, program)], compiled.consts, consts_file, metadata, header(metadata))
     return path, consts_file
