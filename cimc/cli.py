@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from cimc.errors import CimcError, InternalError
+from cimc.extras import missing_extra
 from cimc.progress import display
 from cimc.version import __version__
 
@@ -76,12 +77,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug: one line for the user, the traceback on request
         if os.environ.get("CIMC_TRACEBACK"):
             raise
+        missing = _missing_extra(e, args)
+        if missing is not None:  # an optional dependency: name the extra to install
+            print(f"{missing}", file=sys.stderr)
+            return missing.exit_code
         detail = f"{type(e).__name__}: {e} (at {_innermost_frame(e)})"
         print(
             f"{InternalError(detail)}; rerun with CIMC_TRACEBACK=1 for the traceback",
             file=sys.stderr,
         )
         return InternalError.exit_code
+
+
+def _missing_extra(error: Exception, args: argparse.Namespace) -> CimcError | None:
+    if not isinstance(error, ModuleNotFoundError):
+        return None
+    return missing_extra(error, str(getattr(args, "command", "")))
 
 
 def _innermost_frame(error: BaseException) -> str:
