@@ -29,7 +29,8 @@ example:
 
 The inputs file holds one array per `.input` of the program (np.savez); the outputs file
 one array per `.output`. The trace opens in https://ui.perfetto.dev (one track per DMA
-engine, NoC port, vector unit and macro of each core).
+channel, NoC port, vector unit and macro of each core; flow arrows from each send to
+its recv; counters of channel bandwidth and DMA transfers in flight).
 """
 
 

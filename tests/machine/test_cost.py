@@ -205,7 +205,7 @@ def test_summary_and_trace() -> None:
     xs = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["pid"] == 0]
     assert len(xs) == 5
     names = {e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
-    assert {"DMA engine", "macro 0", "dram channel"} <= names
+    assert {"DMA channel 0", "macro 0", "dram channel"} <= names
 
 
 def test_relaxed_schedule_is_a_lower_bound() -> None:
