@@ -121,7 +121,7 @@ def cimc(batch: int) -> CostSummary:
 
 def report(batch: int) -> None:
     zz, cm = zigzag(batch), cimc(batch)
-    zz_uj, cm_uj = float(zz["energy_pj"]) / 1e6, cm.energy_total_uj  # type: ignore[arg-type]
+    zz_uj, cm_uj = float(zz["energy_pj"]) / 1e6, cm.energy_uj  # type: ignore[arg-type]
     zz_cycles = float(zz["cycles"])  # type: ignore[arg-type]
     print(f"\n=== 768 -> 3072 int8 linear, batch {batch} ===")
     print(f"{'':12}{'zigzag-dse':>14}{'cimc':>14}{'cimc/zz':>10}")
@@ -133,7 +133,7 @@ def report(batch: int) -> None:
     for op, levels in zz["mem_pj"].items():  # type: ignore[attr-defined]
         print(f"  zigzag {op} per level (uJ): " + ", ".join(f"{v / 1e6:.2f}" for v in levels))
     print(f"cimc: lower bound {cm.lower_bound_cycles:,} ({cm.lower_bound_reason}); energy (uJ): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in cm.energy_uj.items() if v))  # fmt: skip
+          + ", ".join(f"{k} {v:.2f}" for k, v in cm.energy_breakdown_uj.items() if v))  # fmt: skip
     print("cimc bytes moved: " + ", ".join(f"{k} {v:,}" for k, v in cm.bytes_moved.items()))
     if abs(cm.makespan_cycles / zz_cycles - 1) > 0.25 or abs(cm_uj / zz_uj - 1) > 0.25:
         explain(batch, zz, cm)
@@ -163,7 +163,7 @@ def explain(batch: int, zz: dict[str, object], cm: CostSummary) -> None:
         f"{(K_IN // T) * (N_OUT // T) * T * T * 8 // 64:,} cycles writing weights at 64 bit/cycle, "
         f"serialized with its MVMs (its lower bound: {cm.lower_bound_cycles:,} cycles)."
     )
-    sp_uj = cm.energy_uj["scratchpad"]
+    sp_uj = cm.energy_breakdown_uj["scratchpad"]
     zz_sram_uj = sum(levels[-2] for levels in mem.values() if len(levels) > 2) / 1e6
     print(
         f"  - on-chip energy: cimc accumulates int32 partial sums in the scratchpad (read and "

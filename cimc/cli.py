@@ -37,8 +37,8 @@ cimc compiles transformer models to a digital SRAM compute-in-memory accelerator
 the generated assembly bit-exactly.
 
 examples:
-  cimc run isa/examples/matmul_2core.cimasm --inputs isa/examples/matmul_2core.inputs.npz
-  cimc report isa/examples/double_buffer.cimasm
+  cimc run matmul_2core --inputs matmul_2core      # a bundled example program, by name
+  cimc report double_buffer
 """
 
 

@@ -180,12 +180,11 @@ def load(path: str | os.PathLike[str]) -> CompiledModel:
     """A model saved by CompiledModel.save or `cimc compile` (the constants' hash checked)."""
     saved = read_saved(Path(path))
     arch = load_arch(saved.program.arch_name)
-    runnable = Runnable(
-        saved.program, saved.consts, arch, saved.inputs, saved.outputs, saved.output_scales
-    )
-    outputs = tuple(o.graph_output for o in saved.outputs)
+    b = saved.bindings
+    runnable = Runnable(saved.program, saved.consts, arch, b.inputs, b.outputs, b.output_scales)
+    outputs = tuple(o.graph_output for o in b.outputs)
     signature = signature_from_metadata(saved.metadata) or graph_signature(
-        [g.name for g in saved.graph_inputs], outputs
+        [g.name for g in b.graph_inputs], outputs
     )
     return CompiledModel(runnable, signature, saved.metadata.get("pipeline", ""))
 

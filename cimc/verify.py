@@ -168,9 +168,9 @@ def cost_figures(compiled: Compiled, program: Program | None = None) -> dict[str
     return {
         "arch": compiled.arch.name,
         "instructions": sum(len(stream.instrs) for stream in program.cores),
-        "cycles": s.makespan_cycles,
-        "energy_uj": s.energy_total_uj,
-        "macro_utilization": s.macro_cell_utilization,
+        "makespan_cycles": s.makespan_cycles,
+        "energy_uj": s.energy_uj,
+        "macro_cell_utilization": s.macro_cell_utilization,
         "weight_bytes_loaded": weight_bytes_loaded(program),
         "lower_bound_cycles": s.lower_bound_cycles,
     }

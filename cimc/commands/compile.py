@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cimc.commands import add_command
+from cimc.commands.json_output import add_json_option, print_json
 from cimc.commands.pass_options import add_pass_debug_options, list_passes
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch, load_arch
@@ -131,6 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="OUT.cimasm",
         help="program to write (default: MODEL with suffix .cimasm)",
     )
+    add_json_option(p)
     p.set_defaults(handler=run)
 
 
@@ -146,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
     path, consts = write_compiled(result.compiled, out, args.pipeline)
     program = result.compiled.program
     count = sum(len(s.instrs) for s in program.cores)
+    if args.json:
+        print_json(
+            NAME,
+            {"program": str(path), "constants": str(consts), "arch": arch.name,
+             "cores": len(program.cores), "instructions": count, "pipeline": args.pipeline},
+        )  # fmt: skip
+        return 0
     print(
         f"wrote {path} + {consts}: {count} instructions on {len(program.cores)} cores "
         f"of '{arch.name}'"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cimc.commands import add_command
+from cimc.commands.json_output import add_json_option, print_json
 from cimc.progress import add_quiet_option, report
 from cimc.zoo.catalog import EXAMPLES, ONNX_EXPORTERS
 
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--exporter", choices=ONNX_EXPORTERS, help="ONNX exporter (default: dynamo)")
     add_quiet_option(p)
+    add_json_option(p)
     p.set_defaults(handler=run)
 
 
@@ -42,5 +44,8 @@ def run(args: argparse.Namespace) -> int:
     report("export", 0, 1, f"{args.name} (model build and ONNX export take seconds)")
     path = write_example(args.name, args.output, seq_len=args.seq_len, exporter=args.exporter)
     report("export", 1, 1)
-    print(f"wrote {path}")
+    if args.json:
+        print_json(NAME, {"example": args.name, "written": [str(path)]})
+    else:
+        print(f"wrote {path}")
     return 0

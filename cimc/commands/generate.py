@@ -4,11 +4,11 @@ step's logits checked bit for bit against the integer golden."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cimc.commands import add_command
+from cimc.commands import EXIT_STATUS_CHECKED, add_command
+from cimc.commands.json_output import add_json_option, print_json
 from cimc.errors import CimcError
 from cimc.machine.arch import load_arch
 from cimc.progress import add_quiet_option
@@ -41,7 +41,7 @@ input (ids outside the vocabulary, positions beyond the capacity, non-decoder mo
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = add_command(subparsers, NAME, HELP, EPILOG)
+    p = add_command(subparsers, NAME, HELP, EPILOG, EXIT_STATUS_CHECKED)
     p.add_argument("model", metavar="MODEL", help="decoder model: .onnx or .pt2 (torch.export)")
     p.add_argument("--prompt-ids", required=True, metavar="I,J,...", help="prompt token ids")
     p.add_argument(
@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs (np.savez)")
     p.add_argument("--no-float", action="store_true", help="skip the float model comparison")
     p.add_argument("-o", "--output", metavar="DIR", help="write both programs and constants")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_option(p)
     add_quiet_option(p)
     p.set_defaults(handler=run)
 
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         report = _json(result, costs, capacity, written)
         report["policies"] = [row.as_json() for row in policies]
-        print(json.dumps(report, indent=2))
+        print_json(NAME, report)
     else:
         _print(result, costs, capacity, written)
         for row in policies:

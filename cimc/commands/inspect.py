@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 
 from rich.console import Console
 from rich.table import Table
 
-from cimc.commands import add_command
-from cimc.commands.run import add_arch_option, load_program_and_arch
+from cimc.commands import add_command, tables
+from cimc.commands.json_output import add_json_option, print_json
+from cimc.commands.program_files import add_arch_option, load_program_and_arch
 from cimc.inspect.macros import ChipPhase, MacroPhase, chip_phases, macro_phases, parse_macro_spec
 from cimc.inspect.nodes import NodeStats, find_node, node_listing, node_stats
 from cimc.machine.arch import Arch
 from cimc.machine.interpreter import instr_text
 from cimc.machine.schedule import Schedule, Scheduled, simulate
+from cimc.progress import add_quiet_option
 
 NAME = "inspect"
 HELP = "show a program by graph node (cycles, energy, opcodes) and by macro (weight tiles)"
@@ -24,7 +25,7 @@ examples:
   cimc inspect bert.cimasm                      # one row per graph node
   cimc inspect bert.cimasm --node linear_1      # that node's assembly, timed
   cimc inspect bert.cimasm --macro 0.1          # tiles held by core 0's macro m1, per phase
-  cimc inspect isa/examples/matmul_2core.cimasm --json > nodes.json
+  cimc inspect matmul_2core --json > nodes.json  # a bundled example program, by name
 
 Nodes are the instructions' trailing comments (the compiler writes the graph node there).
 Cycles and start times come from the schedule simulation of `cimc report`: "busy" sums
@@ -42,15 +43,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--node", metavar="NAME", help="list this node's instructions, timed")
     group.add_argument("--macro", metavar="CORE.MACRO", help="phases of one macro, e.g. 0.3")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_json_option(p)
     add_arch_option(p)
+    add_quiet_option(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     program, arch = load_program_and_arch(args.program, args.arch)
     schedule = simulate(program, arch)
-    console = Console(width=140, highlight=False, markup=False)
+    console = tables.console()
     if args.node is not None:
         node = find_node(schedule, args.node)
         items = node_listing(schedule, node)
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         _emit(
             args.json,
             console,
-            lambda: [p.as_dict() for p in mine],
+            lambda: {"core": core, "macro": macro, "phases": [p.as_dict() for p in mine]},
             lambda: _macro_text(core, macro, mine, arch),
         )
         return 0
@@ -79,11 +81,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _emit(
-    as_json: bool, console: Console, data: Callable[[], object], text: Callable[[], list[object]]
+    as_json: bool,
+    console: Console,
+    data: Callable[[], dict[str, object]],
+    text: Callable[[], list[object]],
 ) -> None:
     """Build only the form asked for (JSON or tables)."""
     if as_json:
-        print(json.dumps(data(), indent=2))
+        print_json(NAME, data())  # type: ignore[arg-type]
         return
     for block in text():
         console.print(block)
@@ -162,8 +167,8 @@ def _chip_json(chips: tuple[ChipPhase, ...], arch: Arch) -> list[dict[str, objec
     return [
         {
             "phase": ph.index,
-            "start": ph.start,
-            "end": ph.end,
+            "start_cycle": ph.start,
+            "end_cycle": ph.end,
             "macros": [
                 {
                     "core": c,
@@ -206,8 +211,8 @@ def _node_json(node: str, items: tuple[Scheduled, ...]) -> dict[str, object]:
                 "line": i.instr.line,
                 "instr": instr_text(i.instr),
                 "unit": i.cost.unit,
-                "start": i.start,
-                "cycles": i.end - i.start,
+                "start_cycle": i.start,
+                "busy_cycles": i.end - i.start,
                 "energy_pj": i.cost.energy.total,
             }
             for i in items

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cimc.commands import add_command
+from cimc.commands.json_output import add_json_option, print_json
 from cimc.commands.pass_options import add_pass_debug_options, list_passes, manager_switches
 from cimc.errors import CimcError
 from cimc.progress import add_quiet_option, report
@@ -71,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_pass_debug_options(p)
     add_quiet_option(p)
+    add_json_option(p)
     p.set_defaults(handler=run)
 
 
@@ -80,9 +82,32 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _check_output(args.output)
     graph, known = _read(args)
-    result = _manager(args).run(graph)
+    manager = _manager(args)
+    result = manager.run(graph)
+    if args.json:
+        _print_json(args, manager, result, known)
+        return 0
     _write(args, result, known)
     return 0
+
+
+def _print_json(args: argparse.Namespace, manager: Any, result: Any, known: dict) -> None:
+    """The passes run, their times, the IR level reached, and the IR (text, or the file)."""
+    from cimc.passes.manager import default_printer
+
+    if args.output:
+        _write(args, result, known)
+    print_json(
+        NAME,
+        {
+            "passes": [
+                {"name": t.name, "wall_seconds": t.seconds, "modified": t.modified}
+                for t in manager.timings
+            ],
+            "output": args.output,
+            "ir": None if args.output else default_printer(result),
+        },
+    )
 
 
 def _check_output(path: str | None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -11,8 +10,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cimc.commands import add_command
-from cimc.commands.run import add_arch_option, check_output_path, load_program_and_arch
+from cimc.commands import add_command, tables
+from cimc.commands.json_output import add_json_option, print_json
+from cimc.commands.program_files import add_arch_option, check_output_path, load_program_and_arch
 from cimc.machine.schedule import simulate
 from cimc.machine.summary import CostSummary, summarize
 from cimc.machine.trace import write_trace
@@ -22,10 +22,10 @@ NAME = "report"
 HELP = "estimate cycles, energy and utilization of a program (schedule simulation)"
 EPILOG = """\
 example:
-  cimc report isa/examples/double_buffer.cimasm
-  cimc report isa/examples/matmul_2core.cimasm --json > report.json
-  cimc report isa/examples/matmul_2core.cimasm --trace schedule.json   # ui.perfetto.dev
-  cimc report isa/examples/matmul_2core.cimasm --plot plots/   # occupancy, layers, roofline
+  cimc report double_buffer                     # a bundled example program, by name
+  cimc report matmul_2core --json > report.json
+  cimc report matmul_2core --trace schedule.json   # ui.perfetto.dev
+  cimc report matmul_2core --plot plots/   # occupancy, layers, roofline
 
 Cycles come from a schedule simulation (in-order issue per core, unit availability,
 address dependences, shared DRAM/flash/global-buffer channels, send/recv and barriers);
@@ -37,7 +37,7 @@ or channel (or one issue cycle per instruction); quality = makespan / lower boun
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, NAME, HELP, EPILOG)
     p.add_argument("program", metavar="PROGRAM.cimasm", help="assembly program")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_option(p)
     p.add_argument("--trace", metavar="FILE.json", help="write the schedule as a Perfetto trace")
     p.add_argument(
         "--plot", metavar="DIR", help="write occupancy.png, layers.png and roofline.png here"
@@ -68,21 +68,10 @@ def run(args: argparse.Namespace) -> int:
         for path in write_plots(program, arch, schedule, args.plot):
             print(f"wrote {path}", file=sys.stderr)
     if args.json:
-        print(json.dumps(_finite(summary.as_dict()), indent=2))
+        print_json(NAME, summary.as_dict())
     else:
-        print_summary(summary, Console(width=120), args.layers)
+        print_summary(summary, tables.console(), args.layers)
     return 0
-
-
-def _finite(value: object) -> object:
-    """JSON has no infinity: an unbounded figure (no off-chip bytes) becomes null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _table(title: str, *columns: str) -> Table:
@@ -100,15 +89,15 @@ def print_summary(s: CostSummary, console: Console, layers: int = 15) -> None:
     head.add_row("makespan", f"{s.makespan_cycles:,} cycles = {s.time_us:,.3f} us")
     head.add_row("lower bound", f"{s.lower_bound_cycles:,} cycles ({s.lower_bound_reason})")
     head.add_row("schedule quality", f"{s.schedule_quality:.2f}x the lower bound")
-    head.add_row("energy", f"{s.energy_total_uj:,.4f} uJ")
+    head.add_row("energy", f"{s.energy_uj:,.4f} uJ")
     head.add_row("MACs", f"{s.macs:,} ({s.tops:.3f} TOPS effective)")
     head.add_row(
         "macros used", f"{s.macros_used} ({100 * s.macro_cell_utilization:.1f}% of their cells)"
     )
     console.print(head)
     energy = _table("energy breakdown", "kind", "uJ", "share")
-    for kind, uj in s.energy_uj.items():
-        share = uj / s.energy_total_uj if s.energy_total_uj else 0.0
+    for kind, uj in s.energy_breakdown_uj.items():
+        share = uj / s.energy_uj if s.energy_uj else 0.0
         energy.add_row(kind, f"{uj:.4f}", f"{100 * share:.1f}%")
     console.print(energy)
     _print_levels(s, console)

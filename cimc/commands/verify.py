@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 
-from cimc.commands import add_command
+from cimc.commands import EXIT_STATUS_CHECKED, add_command, tables
 from cimc.commands.compile import add_model_options, compile_from_args
+from cimc.commands.json_output import add_json_option, print_json
 from cimc.commands.pass_options import list_passes
-from cimc.commands.run import load_inputs
+from cimc.commands.program_files import load_inputs
 from cimc.errors import CimcError
 
 if TYPE_CHECKING:
@@ -26,19 +25,19 @@ example:
   cimc verify models/gpt2-tiny.onnx --arch tiny --seq-len 8
   cimc verify model.onnx --inputs inputs.npz --json > verify.json
 
-Exit status: 0 when every output is bit-exact, 1 on a mismatch (the first diverging graph
-value and the instruction that wrote it are named), 2 on bad input. Inputs not in
---inputs are generated from their meaning (token ids inside the vocabulary, masks of
-ones) with --seed. Accuracy is the dequantized output against the float model.
+On a mismatch, the first diverging graph value and the instruction that wrote it are
+named. Inputs not in --inputs are generated from their meaning (token ids inside the
+vocabulary, masks of ones) with --seed. Accuracy is the dequantized output against the
+float model.
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = add_command(subparsers, NAME, HELP, EPILOG)
+    p = add_command(subparsers, NAME, HELP, EPILOG, EXIT_STATUS_CHECKED)
     add_model_options(p)
     p.add_argument("--inputs", metavar="FILE.npz", help="input arrays by name (np.savez)")
     p.add_argument("--seed", type=int, default=0, help="seed of generated inputs (default 0)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_option(p)
     p.set_defaults(handler=run)
 
 
@@ -57,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
     inputs = {**default_inputs(result.float_graph, seed=args.seed), **given}
     report = verify_compiled(result.compiled, result.float_graph, inputs)
     if args.json:
-        print(json.dumps(report.as_json(), indent=2))
+        print_json(NAME, report.as_json())
     else:
         _print(report)
     return 0 if report.bit_exact else 1
 
 
 def _print(report: VerifyReport) -> None:
-    console = Console(width=120)
+    console = tables.console()
     table = Table(title="outputs: interpreter vs integer golden, and vs float")
     for column in ("output", "shape", "mismatched", "cosine vs float", "max |error|"):
         table.add_column(column, justify="left" if column == "output" else "right")
@@ -79,9 +78,9 @@ def _print(report: VerifyReport) -> None:
     console.print(table)
     f = report.figures
     console.print(
-        f"{f['instructions']} instructions on '{f['arch']}': {f['cycles']} cycles "
+        f"{f['instructions']} instructions on '{f['arch']}': {f['makespan_cycles']} cycles "
         f"(lower bound {f['lower_bound_cycles']}), {f['energy_uj']:.3f} uJ, macro utilization "
-        f"{f['macro_utilization']:.1%}, {f['weight_bytes_loaded']} weight bytes loaded"
+        f"{f['macro_cell_utilization']:.1%}, {f['weight_bytes_loaded']} weight bytes loaded"
     )
     if report.divergence is not None:
         console.print(f"MISMATCH: {report.divergence.message()}", markup=False)

@@ -116,7 +116,9 @@ class TokenCost:
             "loaded_bound_cycles",
             "flash_bound_ratio",
         )
-        return {**asdict(self), **{p: _finite(getattr(self, p)) for p in props}}
+        fields = asdict(self)
+        fields["makespan_cycles"] = fields.pop("cycles")  # the JSON vocabulary's name
+        return {**fields, **{p: _finite(getattr(self, p)) for p in props}}
 
 
 def _finite(value: Any) -> Any:

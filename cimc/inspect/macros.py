@@ -53,8 +53,8 @@ class MacroPhase:
             "core": self.core,
             "macro": self.macro,
             "phase": self.index,
-            "start": self.start,
-            "end": self.end,
+            "start_cycle": self.start,
+            "end_cycle": self.end,
             "window": f"[{r0}:{r1},{c0}:{c1}]",
             "transposed": self.transposed,
             "node": self.node,
@@ -62,7 +62,7 @@ class MacroPhase:
             "tile": self.source.label,
             "tile_kind": self.source.kind,
             "tile_via": self.source.via,
-            "mvms": [{"line": u.line, "start": u.start, "node": u.node} for u in self.uses],
+            "mvms": [{"line": u.line, "start_cycle": u.start, "node": u.node} for u in self.uses],
             "cells_in_use": self.cells,
         }
 

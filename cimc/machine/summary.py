@@ -52,8 +52,8 @@ class CostSummary:
     lower_bound_cycles: int
     lower_bound_reason: str
     schedule_quality: float  # makespan / lower bound (1.0 is optimal)
-    energy_uj: dict[str, float]
-    energy_total_uj: float
+    energy_breakdown_uj: dict[str, float]  # by kind (cimc.machine.cost.ENERGY_KINDS)
+    energy_uj: float  # total
     macs: int
     tops: float  # effective: 2 * MACs / time
     units: tuple[UnitUse, ...]
@@ -88,8 +88,8 @@ def summarize(program: Program, arch: Arch, schedule: Schedule | None = None) ->
         lower_bound_cycles=bound,
         lower_bound_reason=reason,
         schedule_quality=makespan / bound if bound else 1.0,
-        energy_uj={k: energy[k] / 1e6 for k in ENERGY_KINDS},
-        energy_total_uj=sum(energy.values()) / 1e6,
+        energy_breakdown_uj={k: energy[k] / 1e6 for k in ENERGY_KINDS},
+        energy_uj=sum(energy.values()) / 1e6,
         macs=macs,
         tops=2 * macs / (time_us * 1e6) if time_us else 0.0,
         units=units,

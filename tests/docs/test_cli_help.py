@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,32 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) 
     for name in COMMANDS:
         assert f"    {name}" in text
     assert "examples:" in text
+
+
+def bundled_help_examples() -> list[list[str]]:
+    """Help example lines whose program is a bundled example named without a path."""
+    from cimc.commands.program_files import bundled_examples
+
+    names, lines = set(bundled_examples()), []
+    parser = build_parser()
+    texts = [parser.format_help()] + [
+        action.choices[name].format_help()
+        for action in parser._subparsers._group_actions  # type: ignore[union-attr]
+        for name in COMMANDS
+    ]
+    for text in texts:
+        for line in text.splitlines():
+            words = line.split("#")[0].split(">")[0].split()
+            if len(words) > 2 and words[0] == "cimc" and words[2] in names:
+                lines.append(words[1:])
+    return lines
+
+
+def test_help_examples_run_without_a_checkout(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """From any folder (as from an installed wheel), the bundled examples named in --help
+    are found by name, inputs included."""
+    monkeypatch.chdir(tmp_path)
+    examples = bundled_help_examples()
+    assert {argv[0] for argv in examples} >= {"run", "report", "inspect"}
+    for argv in examples:
+        assert main([*argv, "-q"]) == 0, argv

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from cimc.cli import main
-from cimc.commands.run import load_program_and_arch
+from cimc.commands.program_files import load_program_and_arch
 from cimc.machine.arch import load_arch
 from cimc.machine.schedule import simulate
 from cimc.passes.manager import expand, parse_pipeline

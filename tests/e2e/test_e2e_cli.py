@@ -98,9 +98,9 @@ def test_verify_json(onnx_mlp: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert out["outputs"]["y"]["max_abs_error"] >= 0
     for key in (
         "instructions",
-        "cycles",
+        "makespan_cycles",
         "energy_uj",
-        "macro_utilization",
+        "macro_cell_utilization",
         "weight_bytes_loaded",
         "lower_bound_cycles",
     ):

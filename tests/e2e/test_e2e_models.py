@@ -22,8 +22,8 @@ def _check(report_pair: tuple) -> None:  # type: ignore[type-arg]
     assert report.mismatched_elements == 0
     assert report.cosine_vs_float > 0.98
     f = report.figures
-    assert f["instructions"] > 100 and f["cycles"] >= f["lower_bound_cycles"] > 0
-    assert f["weight_bytes_loaded"] > 0 and 0 < f["macro_utilization"] <= 1
+    assert f["instructions"] > 100 and f["makespan_cycles"] >= f["lower_bound_cycles"] > 0
+    assert f["weight_bytes_loaded"] > 0 and 0 < f["macro_cell_utilization"] <= 1
 
 
 @pytest.mark.parametrize("arch_name", ARCHS)

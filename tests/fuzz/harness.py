@@ -22,8 +22,8 @@ import lark
 import numpy as np
 from safetensors.numpy import save_file
 
-from cimc.commands.report import _finite
-from cimc.commands.run import load_program_and_arch
+from cimc.commands.json_output import finite as _finite
+from cimc.commands.program_files import load_program_and_arch
 from cimc.errors import CimcError
 from cimc.machine.arch import Arch
 from cimc.machine.fastparse import fast_tree

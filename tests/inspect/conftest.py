@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cimc.commands.run import load_program_and_arch
+from cimc.commands.program_files import load_program_and_arch
 from cimc.machine.arch import Arch
 from cimc.machine.program import Program
 from cimc.machine.schedule import Schedule, simulate

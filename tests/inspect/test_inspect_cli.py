@@ -52,7 +52,7 @@ def test_node_listing_shows_timed_assembly(capsys: pytest.CaptureFixture[str]) -
     rows = data["instructions"]
     assert {r["unit"] for r in rows} == {"dma", "vector"}
     assert sum(r["instr"].startswith("lut ") for r in rows) == 2
-    assert all(r["cycles"] > 0 and r["energy_pj"] > 0 for r in rows)
+    assert all(r["busy_cycles"] > 0 and r["energy_pj"] > 0 for r in rows)
     code, out, _ = _run(capsys, str(MLP), "--node", "relu")
     assert "lut sp[" in out and "vector" in out  # markup-free: brackets survive
 
@@ -62,7 +62,7 @@ def test_macro_view_names_tiles_and_mvms(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0
     assert "w[32:64, 0:32]" in out and "w[96:128, 0:32]" in out and "w[0:32, 0:32]" not in out
     code, out, _ = _run(capsys, str(DOUBLE), "--macro", "0.1", "--json")
-    phases = json.loads(out)
+    phases = json.loads(out)["phases"]
     assert [p["tile"] for p in phases] == ["w[32:64, 0:32]", "w[96:128, 0:32]"]
     assert [len(p["mvms"]) for p in phases] == [1, 1]
     code, out, _ = _run(capsys, str(DOUBLE), "--macro", "0.3")

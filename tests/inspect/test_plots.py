@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cimc.cli import main
-from cimc.commands.run import load_inputs
+from cimc.commands.program_files import load_inputs
 from cimc.inspect.macros import chip_phases, macro_phases
 from cimc.inspect.nodes import node_stats
 from cimc.machine.interpreter import run_program

@@ -22,12 +22,14 @@ import numpy as np
 
 from cimc.backend.builder.compiled import Compiled, InputBinding, OutputBinding
 from cimc.errors import CimcError
-from cimc.ir.graph import Node
+from cimc.ir.graph import Graph, Node
+from cimc.ir.ops_tensor import Input
 from cimc.machine.artifact import write_artifact
 from cimc.machine.consts_file import consts_path, load_consts_and_metadata
 from cimc.machine.parser import load_program
 from cimc.machine.program import Program
-from cimc.quant.golden import output_scales
+from cimc.quant.dialect import QEmbedding
+from cimc.quant.scales import through_data_movement
 from cimc.version import __version__
 
 FORMAT = "cimc.compiled/1"  # metadata["format"]: bumped when the keys below change
@@ -35,11 +37,51 @@ FORMAT = "cimc.compiled/1"  # metadata["format"]: bumped when the keys below cha
 
 @dataclass(frozen=True)
 class GraphInput:
-    """A graph input as the caller passes it (name, shape, numpy dtype), in graph order."""
+    """A graph input as the caller passes it (name, shape, numpy dtype), in graph order,
+    with what it holds (cimc.ir.ops_tensor.INPUT_MEANINGS) and, for token ids, the
+    vocabulary size of the table they index: what `cimc run --seed` generates from."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str
+    meaning: str = "float"
+    vocab: int | None = None
+
+    def generate(self, rng: np.random.Generator) -> np.ndarray:
+        """An input drawn as cimc.reference.float_model.default_inputs draws one."""
+        dtype = np.dtype(self.dtype)
+        if self.meaning == "token_ids" and self.vocab is not None:
+            return rng.integers(0, self.vocab, size=self.shape).astype(dtype)
+        if self.meaning == "attention_mask":
+            return np.ones(self.shape, dtype)
+        if self.meaning == "position_ids":
+            positions = np.arange(self.shape[-1] if self.shape else 1)
+            return np.broadcast_to(positions, self.shape).astype(dtype)
+        if self.meaning == "token_type_ids":
+            return np.zeros(self.shape, dtype)
+        if dtype.kind == "f":
+            return rng.standard_normal(self.shape).astype(dtype)
+        if dtype.kind == "b":
+            return rng.random(self.shape) < 0.5
+        return rng.integers(0, 2, size=self.shape).astype(dtype)
+
+
+@dataclass(frozen=True)
+class Bindings:
+    """How graph values bind to a program read back from disk."""
+
+    graph_inputs: tuple[GraphInput, ...]
+    inputs: tuple[InputBinding, ...]
+    outputs: tuple[OutputBinding, ...]
+    output_scales: dict[str, float | None]
+
+    def dequantized(self, codes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """codes x scale (float32) for outputs that hold codes; others as they are."""
+        return {
+            name: value if self.output_scales.get(name) is None
+            else (value * self.output_scales[name]).astype(np.float32)
+            for name, value in codes.items()
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -48,10 +90,7 @@ class Saved:
 
     program: Program
     consts: dict[str, np.ndarray]
-    graph_inputs: tuple[GraphInput, ...]
-    inputs: tuple[InputBinding, ...]
-    outputs: tuple[OutputBinding, ...]
-    output_scales: dict[str, float | None]
+    bindings: Bindings
     metadata: dict[str, str]
 
 
@@ -80,8 +119,10 @@ def header(metadata: Mapping[str, str]) -> tuple[str, ...]:
 
 def compiled_metadata(compiled: Compiled, pipeline: str | None) -> dict[str, str]:
     """The constants file's metadata (safetensors metadata is a str -> str map)."""
+    from cimc.quant.golden import output_scales  # torch: only when writing
+
     graph = compiled.graph
-    graph_inputs = [GraphInput(n.name, n.type.shape, _numpy_name(n)) for n in graph.input_nodes()]
+    graph_inputs = [_graph_input_of(graph, n) for n in graph.input_nodes()]
     scales = output_scales(graph)
     out_scales = {o.graph_output: scales.get(o.graph_output) for o in compiled.outputs}
     return {
@@ -96,8 +137,15 @@ def compiled_metadata(compiled: Compiled, pipeline: str | None) -> dict[str, str
     }
 
 
-def _numpy_name(node: Node) -> str:
-    return np.dtype(node.type.dtype.numpy).name
+def _graph_input_of(graph: Graph, node: Node) -> GraphInput:
+    assert isinstance(node.op, Input)
+    tables = [
+        graph.node(user).op.plan.table.shape[0]  # type: ignore[attr-defined]
+        for user, _ in through_data_movement(graph, node.name)
+        if isinstance(graph.node(user).op, QEmbedding)
+    ]
+    dtype = np.dtype(node.type.dtype.numpy).name
+    return GraphInput(node.name, node.type.shape, dtype, node.op.meaning, min(tables, default=None))
 
 
 def _source_named(program: Program, path: Path) -> Program:
@@ -115,28 +163,34 @@ def read_saved(path: Path) -> Saved:
         )
     consts, metadata = load_consts_and_metadata(program)
     where = str(consts_path(program))
-    if metadata.get("format") != FORMAT:
+    bindings = bindings_of(metadata, where)
+    if bindings is None:
         raise CimcError(
             f"the constants file was not written by this cimc (format "
             f"{metadata.get('format')!r}, expected {FORMAT!r}); recompile the model",
             where,
         )
+    return Saved(program, consts, bindings, metadata)
+
+
+def bindings_of(metadata: Mapping[str, str], where: str) -> Bindings | None:
+    """The bindings a compiled program's constants file records (None: not a file cimc
+    compiled a graph into, e.g. a hand-written program's constants)."""
+    if metadata.get("format") != FORMAT:
+        return None
     try:
-        return Saved(
-            program,
-            consts,
+        return Bindings(
             tuple(_graph_input(g) for g in _json(metadata, "graph_inputs")),
             tuple(InputBinding(**b) for b in _json(metadata, "inputs")),
             tuple(_output_binding(b) for b in _json(metadata, "outputs")),
             dict(_json(metadata, "output_scales")),
-            metadata,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise CimcError(f"the constants file's metadata is incomplete ({e})", where) from None
 
 
 def _graph_input(entry: dict[str, Any]) -> GraphInput:
-    return GraphInput(entry["name"], tuple(entry["shape"]), entry["dtype"])
+    return GraphInput(**{**entry, "shape": tuple(entry["shape"])})
 
 
 def _output_binding(entry: dict[str, Any]) -> OutputBinding:
