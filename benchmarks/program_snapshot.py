@@ -10,7 +10,9 @@ bytes). Cases: every family x exporter (legacy ONNX, dynamo ONNX, torch.export .
 preset (tiny, odd) on archs tiny and default; prefill, decode and warm-decode programs of
 the decoder families; differential seeds 0..N-1 on their random archs. A case the compiler
 refuses records its error message (the refusal must stay the same too).
-Exit 1 when --compare finds a difference.
+Exit 1 when --compare finds a difference. --without-comments hashes the programs with
+their comments left out: a change that renames only source locations (the instructions'
+trailing comments) shows as no difference that way, run on both checkouts.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ ARCHS = ("tiny", "default")
 PRESETS = ("tiny", "odd")
 SEQ_LEN = 8
 DECODERS = ("gpt2", "llama", "qwen2")
+
+
+Hasher = Callable[[Any, dict[str, np.ndarray]], str]
 
 
 def program_hash(program: Any, consts: dict[str, np.ndarray]) -> str:
@@ -77,7 +82,21 @@ def export_zoo(models: Path) -> Iterator[tuple[str, Path]]:
                 yield path.stem, path
 
 
-def zoo_cases(models: Path) -> Iterator[tuple[str, Callable[[], str]]]:
+def without_comments_hash(program: Any, consts: dict[str, np.ndarray]) -> str:
+    """program_hash of the program with every comment (full-line and trailing) removed."""
+    from dataclasses import replace
+
+    from cimc.machine.program import Comment, Instr
+
+    def bare(items: tuple) -> tuple:
+        kept = (i for i in items if not isinstance(i, Comment))
+        return tuple(replace(i, comment=None) if isinstance(i, Instr) else i for i in kept)
+
+    cores = tuple(replace(s, items=bare(s.items)) for s in program.cores)
+    return program_hash(replace(program, header=bare(program.header), cores=cores), consts)
+
+
+def zoo_cases(models: Path, hasher: Hasher) -> Iterator[tuple[str, Callable[[], str]]]:
     from cimc.machine.arch import load_arch
     from cimc.pipeline import PipelineOptions, compile_model
 
@@ -86,12 +105,12 @@ def zoo_cases(models: Path) -> Iterator[tuple[str, Callable[[], str]]]:
 
             def case(path: Path = path, arch: str = arch) -> str:
                 r = compile_model(path, load_arch(arch), PipelineOptions(seq_len=SEQ_LEN))
-                return program_hash(r.compiled.program, r.compiled.consts)
+                return hasher(r.compiled.program, r.compiled.consts)
 
             yield f"zoo/{stem}/{arch}", case
 
 
-def decode_cases(models: Path) -> Iterator[tuple[str, Callable[[], str]]]:
+def decode_cases(models: Path, hasher: Hasher) -> Iterator[tuple[str, Callable[[], str]]]:
     from cimc.decode.programs import build_decoder
     from cimc.machine.arch import load_arch
 
@@ -103,12 +122,12 @@ def decode_cases(models: Path) -> Iterator[tuple[str, Callable[[], str]]]:
             parts = [progs.prefill.program, progs.decode.program]
             if progs.warm is not None:
                 parts += [progs.warm.cold, progs.warm.warm]
-            return "-".join(program_hash(p, progs.consts) for p in parts)
+            return "-".join(hasher(p, progs.consts) for p in parts)
 
         yield f"decode/{family}", case
 
 
-def differential_cases(n: int) -> Iterator[tuple[str, Callable[[], str]]]:
+def differential_cases(n: int, hasher: Hasher) -> Iterator[tuple[str, Callable[[], str]]]:
     import tempfile
 
     from cimc.pipeline import PipelineOptions, compile_model
@@ -122,7 +141,7 @@ def differential_cases(n: int) -> Iterator[tuple[str, Callable[[], str]]]:
             with tempfile.TemporaryDirectory() as tmp:
                 graph = import_case(spec, exporter_for(seed, spec), Path(tmp))
             r = compile_model(graph, random_arch(seed), PipelineOptions())
-            return program_hash(r.compiled.program, r.compiled.consts)
+            return hasher(r.compiled.program, r.compiled.consts)
 
         yield f"differential/{seed}", case
 
@@ -172,7 +191,9 @@ def main() -> int:
     p.add_argument("--differential", type=int, default=60, help="differential seeds 0..N-1")
     p.add_argument("-o", "--out", type=Path, required=True)
     p.add_argument("--compare", type=Path)
+    p.add_argument("--without-comments", action="store_true", help="hash without comments")
     args = p.parse_args()
+    hasher = without_comments_hash if args.without_comments else program_hash
     import torch
 
     torch.set_num_threads(1)
@@ -180,9 +201,9 @@ def main() -> int:
     started = time.perf_counter()
     hashes: dict[str, str] = {}
     for cases in (
-        zoo_cases(args.models),
-        decode_cases(args.models),
-        differential_cases(args.differential),
+        zoo_cases(args.models, hasher),
+        decode_cases(args.models, hasher),
+        differential_cases(args.differential, hasher),
     ):
         hashes.update(run(cases))
     args.out.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")

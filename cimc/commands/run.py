@@ -22,6 +22,7 @@ from cimc.machine.arch import Arch
 from cimc.machine.consts_file import load_consts_and_metadata
 from cimc.machine.interpreter import RunResult, run_program
 from cimc.machine.program import Program, dtype_range
+from cimc.machine.state import NP_DTYPES
 from cimc.progress import add_quiet_option
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ examples:
   cimc run bert.cimasm --inputs x.npz --codes    # the program's own integer codes
 
 A program compiled by cimc runs on the graph's inputs (float values, token ids; --inputs
-FILE.npz by graph input name, the others generated with --seed as `cimc verify` does) and
+FILE.npz by graph input name, or drawn with --seed N as `cimc verify` draws them) and
 prints its outputs dequantized (code x scale) in the graph's shapes; --codes runs on and
 prints the machine's integer codes instead (`.input` / `.output` arrays, as for any
 hand-written program, whose inputs --seed draws from [-128, 127]). -o writes what is
@@ -51,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, NAME, HELP, EPILOG)
     p.add_argument("program", metavar="PROGRAM.cimasm", help="assembly program (or example)")
     p.add_argument("--inputs", metavar="FILE.npz", help="input arrays by name (np.savez)")
-    p.add_argument("--seed", type=int, default=0, help="seed of generated inputs (default 0)")
+    p.add_argument(
+        "--seed", type=int, metavar="N", help="draw the inputs not in --inputs with this seed"
+    )
     p.add_argument(
         "--codes", action="store_true", help="integer codes in and out, not graph values"
     )
@@ -71,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     bindings = None if args.codes else _bindings(metadata, program)
     given = load_inputs(args.inputs)
     if bindings is None:
-        feeds = {**seeded_codes(program, args.seed), **given}
+        seeded = seeded_codes(program, args.seed) if args.seed is not None else {}
+        feeds = {**seeded, **given}
         result = run_program(program, arch, feeds, consts)
         outputs = result.outputs
     else:
@@ -103,7 +107,7 @@ def _run_graph(
     consts: dict[str, np.ndarray],
     bindings: Bindings,
     given: dict[str, np.ndarray],
-    seed: int,
+    seed: int | None,
 ) -> tuple[dict[str, np.ndarray], RunResult]:
     """Graph inputs quantized, the program run, its outputs dequantized in graph shapes."""
     from cimc.backend.builder.compiled import bound_inputs, bound_outputs
@@ -115,8 +119,10 @@ def _run_graph(
             f"unknown inputs {unknown}; the model takes {known} (--codes: the program's)",
             "--inputs",
         )
-    rng = np.random.default_rng(seed)
-    inputs = {g.name: g.generate(rng) for g in bindings.graph_inputs}  # same draws as verify
+    inputs: dict[str, np.ndarray] = {}
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        inputs = {g.name: g.generate(rng) for g in bindings.graph_inputs}  # verify's draws
     feeds = bound_inputs(bindings.inputs, {**inputs, **given})
     result = run_program(program, arch, feeds, consts)
     codes = bound_outputs(bindings.outputs, result.outputs)
@@ -131,7 +137,8 @@ def seeded_codes(program: Program, seed: int) -> dict[str, np.ndarray]:
         assert decl.dtype is not None
         lo, hi = dtype_range(decl.dtype)
         shape = (decl.rows, decl.cols)
-        feeds[decl.name] = rng.integers(max(lo, -128), min(hi, 127) + 1, size=shape)
+        values = rng.integers(max(lo, -128), min(hi, 127) + 1, size=shape)
+        feeds[decl.name] = values.astype(NP_DTYPES[decl.dtype])
     return feeds
 
 

@@ -19,6 +19,7 @@ from cimc.errors import CimcError, InternalError
 from cimc.importers.onnx_fold import attributes, constant_value, evaluate
 from cimc.importers.onnx_schema import check_node
 from cimc.importers.onnx_tensor import element_count, first_line, tensor_array
+from cimc.importers.scopes import onnx_location
 from cimc.ir.graph import Graph
 from cimc.ir.op_base import OPS, Op
 from cimc.ir.types import DType, TensorType
@@ -108,6 +109,11 @@ class Translator:
         node = self.node
         return (node.name or node.op_type) if node is not None else "onnx"
 
+    @property
+    def loc(self) -> str:
+        """The node's location in the graph: its module path, then its ONNX name."""
+        return onnx_location(self.node) if self.node is not None else self.where
+
     def type_of(self, value: Value) -> TensorType:
         if isinstance(value, Ref):
             return self.graph.node(value.name).type
@@ -127,10 +133,10 @@ class Translator:
         if like is not None:
             array = array.astype(self.type_of(like).dtype.numpy, copy=False)
         if id(value) not in self._origin:  # a temporary: its id may be reused later
-            return Ref(self.graph.add_constant(array, self._base_name() + ".const", self.where))
+            return Ref(self.graph.add_constant(array, self._base_name() + ".const", self.loc))
         key = (id(value), array.dtype.name)
         if key not in self._materialized:
-            name = self.graph.add_constant(array, self._constant_name(value), loc=self.where)
+            name = self.graph.add_constant(array, self._constant_name(value), loc=self.loc)
             self._materialized[key] = Ref(name)
         return self._materialized[key]
 
@@ -138,7 +144,7 @@ class Translator:
         """Add `op` on `inputs` (constants materialized); named after the ONNX output."""
         refs = [self.ref(v).name for v in inputs]
         base = self._base_name() + (f".{suffix}" if suffix else "")
-        return Ref(self.graph.add_node(op, refs, name=base, loc=self.where))
+        return Ref(self.graph.add_node(op, refs, name=base, loc=self.loc))
 
     def fail(self, message: str) -> CimcError:
         return CimcError(message, self.where)

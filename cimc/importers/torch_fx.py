@@ -22,6 +22,7 @@ from torch.fx import Node as FxNode
 from torch.fx.node import map_aggregate
 
 from cimc.errors import CimcError
+from cimc.importers.scopes import fx_module_path, scoped
 from cimc.ir import DType
 from cimc.ir.op_base import OPS
 
@@ -104,14 +105,16 @@ TORCH_DIR = os.path.dirname(torch.__file__)
 
 
 def location(node: FxNode) -> str:
-    """fx node name plus the innermost model frame of its stack trace (file:line)."""
+    """The module path and fx node name (`model.h.0.attn.c_attn/addmm`), plus the innermost
+    model frame of its stack trace (file:line)."""
+    name = scoped(fx_module_path(node.meta), node.name)
     trace = node.meta.get("stack_trace") or ""
     frames = re.findall(r'File "([^"]+)", line (\d+)', trace)
     user = [f for f in frames if TORCH_DIR not in f[0]]  # the model's line, not torch's
     if not frames:
-        return node.name
+        return name
     path, line = (user or frames)[-1]
-    return f"{node.name} @ {os.path.basename(path)}:{line}"
+    return f"{name} @ {os.path.basename(path)}:{line}"
 
 
 def input_meaning(name: str, dtype: DType) -> str:

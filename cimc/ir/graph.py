@@ -202,13 +202,17 @@ class Graph:
         self._nodes[name] = Node(name, node.op, tuple(inputs), node.type, node.loc)
         self._order = None
 
-    def replace_op(self, name: str, op: Op, inputs: Sequence[str] | None = None) -> None:
-        """Give a node a new op (and operands), re-inferring its type; users are unchanged."""
+    def replace_op(
+        self, name: str, op: Op, inputs: Sequence[str] | None = None, loc: str | None = None
+    ) -> None:
+        """Give a node a new op (and operands), re-inferring its type; users are unchanged.
+        `loc` replaces its location (a fused op takes the location of the op doing the work)."""
         node = self.node(name)
         operands = node.inputs if inputs is None else tuple(inputs)
-        new_op, type_ = self._check(name, node.loc, op, operands)
+        where = node.loc if loc is None else loc
+        new_op, type_ = self._check(name, where, op, operands)
         self.set_inputs(name, operands)
-        self._nodes[name] = Node(name, new_op, operands, type_, node.loc)
+        self._nodes[name] = Node(name, new_op, operands, type_, where)
 
     def remove_node(self, name: str) -> None:
         """Remove an unused node (not an output, no users)."""

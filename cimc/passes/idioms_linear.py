@@ -60,7 +60,8 @@ def _rewrite_bias(graph: Graph, add: Node, m: Bias) -> None:
     b = m.bias
     if m.value.shape != (n,):
         b = graph.add_constant(m.value.reshape(n).astype(np.float32), f"{b}.vec", add.loc)
-    graph.replace_op(add.name, Linear(), [m.linear.inputs[0], m.linear.inputs[1], b])
+    operands = [m.linear.inputs[0], m.linear.inputs[1], b]
+    graph.replace_op(add.name, Linear(), operands, loc=m.linear.loc)  # the matmul's module
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _rewrite_unflatten(graph: Graph, outer: Node, m: Unflatten) -> None:
         # x is e.g. [B, S, H, D] flattened straight to [B*S, H*D]: reshape it to [B, S, K]
         view = Reshape((*lead, m.flat.type.shape[1]))
         source = graph.add_node(view, [m.x.name], f"{m.flat.name}.rows", m.flat.loc)
-    graph.replace_op(outer.name, Linear(), [source, *m.linear.inputs[1:]])
+    graph.replace_op(outer.name, Linear(), [source, *m.linear.inputs[1:]], loc=m.linear.loc)
 
 
 MATMUL = Pattern("matmul-to-linear", MatMul, _match_matmul, _rewrite_matmul)
