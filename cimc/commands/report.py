@@ -40,7 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_json_option(p)
     p.add_argument("--trace", metavar="FILE.json", help="write the schedule as a Perfetto trace")
     p.add_argument(
-        "--plot", metavar="DIR", help="write occupancy.png, layers.png and roofline.png here"
+        "--plot", metavar="DIR", help="write the occupancy, layers and roofline figures here"
+    )
+    p.add_argument(
+        "--plot-format", choices=("png", "svg", "pdf"), default="png", help="(default: png)"
     )
     p.add_argument("--layers", type=_count, default=15, metavar="N",
                    help="show the N most energy-hungry source locations (default 15)")  # fmt: skip
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from cimc.plots import write_plots  # matplotlib is slow to import: only when asked
 
-        for path in write_plots(program, arch, schedule, args.plot):
+        for path in write_plots(program, arch, schedule, args.plot, args.plot_format):
             print(f"wrote {path}", file=sys.stderr)
     if args.json:
         print_json(NAME, summary.as_dict())

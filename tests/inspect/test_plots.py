@@ -16,10 +16,14 @@ from cimc.inspect.nodes import node_stats
 from cimc.machine.interpreter import run_program
 from cimc.plots.figures import (
     DPI,
+    MIN_FONT,
     PLOT_FILES,
+    PLOTS,
+    band_edges,
     layers_figure,
     occupancy_figure,
     occupancy_grid,
+    point_style,
     roofline_figure,
     roofline_points,
 )
@@ -74,7 +78,7 @@ def test_report_plot_writes_three_images(
     assert sorted(p.name for p in out.iterdir()) == sorted(PLOT_FILES)
     assert err.count("wrote ") == 3
     expected = _expected_sizes(mlp)
-    assert expected["roofline.png"] == (8 * DPI, 6 * DPI)
+    assert expected["roofline.png"] == (12 * DPI, 6 * DPI)
     assert expected["layers.png"][0] == 12 * DPI
     for name in PLOT_FILES:
         pixels = _pixels(out / name)
@@ -85,7 +89,7 @@ def test_report_plot_writes_three_images(
 def test_figures_of_a_program_without_macs(softmax: Loaded) -> None:
     """Nothing to place: the figures still build, saying so in their titles."""
     sizes = _expected_sizes(softmax)
-    assert sizes["roofline.png"] == (8 * DPI, 6 * DPI)
+    assert sizes["roofline.png"] == (12 * DPI, 6 * DPI)
     assert roofline_points(node_stats(softmax[2])) == []
 
 
@@ -159,5 +163,59 @@ def test_roofline_puts_nodes_without_dram_bytes_at_the_edge(tmp_path: Path) -> N
     fig = roofline_figure(stats, arch, "t")
     ax = fig.axes[0]
     assert "(1 nodes with MACs)" in ax.get_title()
-    assert [t.get_text() for t in ax.texts] == ["%mm"]
+    assert len(ax.texts) == 0  # no label on the points: the legend table names them
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert names[-1] == "%mm (no DRAM/flash bytes)"
     plt.close(fig)
+
+
+def test_roofline_names_every_point_in_a_legend_with_distinct_styles(mlp: Loaded) -> None:
+    import matplotlib.pyplot as plt
+
+    _, arch, schedule = mlp
+    stats = node_stats(schedule)
+    fig = roofline_figure(stats, arch, "t")
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    points = roofline_points(stats)
+    assert [n for n in names if n.startswith("%")] == [p[0] for p in points]
+    assert len(ax.texts) == 0
+    assert len({point_style(k) for k in range(160)}) == 160  # colour x marker pairs differ
+    plt.close(fig)
+
+
+def test_occupancy_bands_are_as_tall_as_their_phases(mlp: Loaded) -> None:
+    program, _, schedule = mlp
+    chips = chip_phases(macro_phases(program, schedule), schedule.makespan)
+    edges = band_edges(chips, 2)
+    assert len(edges) == 2 * len(chips) + 1
+    for k, ph in enumerate(chips):
+        low, high = edges[2 * k], edges[2 * k + 2]
+        assert (low, high) == (ph.start, max(ph.end, ph.start + 1))  # the phase's own span
+    durations = [ph.end - ph.start for ph in chips]
+    assert len(set(durations)) > 1  # unequal phases: equal bands would be wrong here
+
+
+def test_fonts_are_readable_and_formats_are_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mlp: Loaded
+) -> None:
+    import matplotlib.pyplot as plt
+
+    program, arch, schedule = mlp
+    stats = node_stats(schedule)
+    chips = chip_phases(macro_phases(program, schedule), schedule.makespan)
+    for fig in (occupancy_figure(chips, arch, "t"), layers_figure(stats, "t"),
+                roofline_figure(stats, arch, "t")):  # fmt: skip
+        sizes = [t.get_fontsize() for t in fig.findobj(plt.Text) if t.get_text()]
+        assert sizes and min(sizes) >= MIN_FONT
+        plt.close(fig)
+    for fmt, magic in (("svg", b"<?xml"), ("pdf", b"%PDF")):
+        files = []
+        for k in range(2):  # twice: the same bytes (no date, no random ids)
+            out = tmp_path / f"{fmt}{k}"
+            assert main(["report", str(MLP), "--plot", str(out), "--plot-format", fmt, "-q"]) == 0
+            assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.{fmt}" for n in PLOTS)
+            files.append({p.name: p.read_bytes() for p in out.iterdir()})
+        assert files[0] == files[1]
+        assert all(data.startswith(magic) for data in files[0].values())
+    capsys.readouterr()
