@@ -39,7 +39,11 @@ def test_generate_json_and_written_programs(
     assert [s["program"] for s in report["steps"]] == ["prefill", "decode", "decode-warm"]
     assert report["cost"]["decode-warm"]["weight_bytes_loaded"] == 0
     decode = report["cost"]["decode"]
-    assert decode["cycles"] > 0 and decode["weight_bytes_loaded"] > 0 and decode["memory_bound"]
+    assert (
+        decode["makespan_cycles"] > 0
+        and decode["weight_bytes_loaded"] > 0
+        and decode["memory_bound"]
+    )
     assert report["capacity"] == 5 and 0.0 <= report["float_agreement"] <= 1.0
     # The written programs parse, validate and share one constants file.
     pre = parse_program((out / "tiny.prefill.cimasm").read_text(), str(out / "tiny.prefill.cimasm"))
