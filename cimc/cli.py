@@ -50,6 +50,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
+class _Completion(argparse.Action):
+    """Print the completion script of the whole parser and exit (as --version does)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from cimc.completion import bash_script
+
+        full = build_parser()  # with every subcommand registered
+        parser.exit(0, bash_script(full))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cimc",
@@ -57,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cimc {__version__}")
+    parser.add_argument(
+        "--completion",
+        choices=["bash"],
+        action=_Completion,
+        help='print a shell completion script: eval "$(cimc --completion bash)"',
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"cimc.commands.{name}").register(subparsers)

@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cimc.dynamo",),
     ("cimc.decode",),
     ("cimc.docs", "cimc.commands", "cimc.dialects"),
-    ("cimc.cli", "cimc.__main__", "cimc"),
+    ("cimc.cli", "cimc.__main__", "cimc.completion", "cimc"),
 )
 
 

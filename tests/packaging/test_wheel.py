@@ -63,3 +63,19 @@ def test_wheel_ships_isa_and_an_unpacked_copy_uses_it(tmp_path: Path) -> None:
     assert Path(package).parent == site / "cimc"
     assert Path(isa) == site / "cimc" / "_isa"
     assert (cores, core_streams) == ("4", "1")
+
+
+def test_wheel_is_typed_licensed_versioned_and_registers_the_backend(tmp_path: Path) -> None:
+    from cimc import __version__
+
+    wheel = _build_wheel(tmp_path / "dist")
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
+    info = f"cimc-{__version__}.dist-info"
+    assert wheel.name.startswith(f"cimc-{__version__}-")  # the version of cimc/version.py
+    assert "cimc/py.typed" in names
+    assert f"{info}/licenses/LICENSE" in names
+    assert "Apache License" in archive.read(f"{info}/licenses/LICENSE").decode()
+    entry_points = archive.read(f"{info}/entry_points.txt").decode()
+    assert "[torch_dynamo_backends]\ncimc = cimc.dynamo:cimc_backend" in entry_points
+    assert "[console_scripts]\ncimc = cimc.cli:main" in entry_points
