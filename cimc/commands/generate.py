@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cimc.commands import EXIT_STATUS_CHECKED, add_command
+from cimc.commands import EXIT_STATUS_CHECKED, add_command, tables
 from cimc.commands.json_output import add_json_option, print_json
 from cimc.errors import CimcError
 from cimc.machine.arch import load_arch
@@ -170,10 +170,9 @@ def _json(
 def _print(
     result: GenerateResult, costs: list[TokenCost], capacity: int, written: tuple | None
 ) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=120)
+    console = tables.console()
     by_program = {c.program: c for c in costs}
     table = Table(title=f"greedy generation, KV-cache capacity {capacity}")
     heads: tuple[str, ...] = (
