@@ -24,8 +24,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 from cimc.machine.arch import Arch
-from cimc.machine.opcodes import COSTS, register_cost, spec_of
+from cimc.machine.dynamic import chunks_touched, named_rows, valid_count
+from cimc.machine.opcodes import COSTS, DYNAMIC, register_cost, spec_of
 from cimc.machine.program import CoreSet, Imm, Instr, MacroRef, View
 
 ENERGY_KINDS = (
@@ -93,8 +96,12 @@ class InstrCost:
         return self.channel_cycles[i] if self.channel_cycles else self.data_cycles
 
 
-def instr_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
-    """The cost of `instr` executed by `core` (dispatch through the opcode table)."""
+def instr_cost(instr: Instr, core: int, arch: Arch, index: np.ndarray | None = None) -> InstrCost:
+    """The cost of `instr` executed by `core` (dispatch through the opcode table); a
+    data-dependent instruction (gather.m, mload.m) is priced for the rows `index` (the
+    column a run read, cimc/machine/dynamic.py) names, or all of them when None."""
+    if instr.opcode in DYNAMIC:
+        return COSTS[instr.opcode](instr, core, arch, index)  # type: ignore[no-any-return]
     return COSTS[instr.opcode](instr, core, arch)  # type: ignore[no-any-return]
 
 
@@ -138,9 +145,15 @@ def _port(space: str, nbytes: int, arch: Arch) -> tuple[float, int, int, str | N
     return math.inf, 0, nbytes, None
 
 
-def transfer(src: str, dst: str, nbytes: int, core: int, arch: Arch) -> InstrCost:
-    """A DMA of `nbytes` from space `src` to space `dst` issued by `core`."""
+def transfer(
+    src: str, dst: str, nbytes: int, core: int, arch: Arch, src_charged: int | None = None
+) -> InstrCost:
+    """A DMA of `nbytes` from space `src` to space `dst` issued by `core`; `src_charged`
+    replaces the bytes the source port is charged for (a gather's flash chunks)."""
     ports = [_port(src, nbytes, arch), _port(dst, nbytes, arch)]
+    if src_charged is not None:
+        bw, latency, _, channel = ports[0]
+        ports[0] = (bw, latency, src_charged, channel)
     crosses_noc = (src == "sp") != (dst == "sp")
     hops = arch.memory_hops(core) if crosses_noc else 0
     link = arch.chip.noc_bits_per_cycle / 8
@@ -185,6 +198,48 @@ def _scatter_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
     table, src, index = _view(instr, 0), _view(instr, 1), _view(instr, 2)
     base = transfer(src.space, table.space, src.nbytes, core, arch)
     return _row_bursts(base, src.rows, table, index, arch)
+
+
+@register_cost("gather.m")
+def _gather_masked_cost(
+    instr: Instr, core: int, arch: Arch, index: np.ndarray | None = None
+) -> InstrCost:
+    """Only the named rows move, read back to back (one descriptor list, so the table's
+    latency is paid once); from flash each chunk holding a named byte is read once.
+    Naming no row costs the DMA setup alone."""
+    dst, table, idx = _view(instr, 0), _view(instr, 1), _view(instr, 2)
+    rows = named_rows(index, dst.rows)
+    nbytes = int(rows.size) * table.cols * table.elem_bytes
+    index_read = _energy(_access("sp", idx.nbytes, arch))
+    if nbytes == 0:
+        return InstrCost("dma", arch.core.dma_setup_cycles, index_read)
+    charged = None
+    if table.space == "flash":
+        chunk = arch.memory.flash_chunk_bytes
+        charged = chunk * (
+            chunks_touched(table, rows, chunk)
+            if index is not None
+            else _flash_chunks_at_most(table, dst.rows, chunk)
+        )
+    base = transfer(table.space, dst.space, nbytes, core, arch, charged)
+    return InstrCost(
+        "dma",
+        base.cycles,
+        base.energy + index_read,
+        base.channels,
+        base.lead,
+        base.data_cycles,
+        base.moved,
+        channel_cycles=base.channel_cycles,
+    )
+
+
+def _flash_chunks_at_most(table: View, rows: int, chunk: int) -> int:
+    """Chunks `rows` rows of `table` touch at most (no run recorded): each row its own
+    chunks, but never more than the table spans."""
+    per_row = -(-table.cols * table.elem_bytes // chunk) + 1
+    spanned = (table.end - 1) // chunk - table.addr // chunk + 1
+    return min(rows * per_row, spanned)
 
 
 def _row_bursts(base: InstrCost, rows: int, table: View, index: View, arch: Arch) -> InstrCost:
@@ -263,9 +318,35 @@ def _macro_unit(instr: Instr) -> tuple[str, MacroRef]:
 
 @register_cost("mload", "mload.t")
 def _mload_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
+    return _macro_write(instr, core, arch, _view(instr, 1).nbytes)
+
+
+@register_cost("mload.m")
+def _mload_masked_cost(
+    instr: Instr, core: int, arch: Arch, index: np.ndarray | None = None
+) -> InstrCost:
+    """Only the named rows are read and written; the skipped rows cost nothing."""
+    src, idx = _view(instr, 1), _view(instr, 2)
+    nbytes = valid_count(index, src.rows) * src.cols
+    cost = _macro_write(instr, core, arch, nbytes)
+    energy = cost.energy + _energy(_access("sp", idx.nbytes, arch))
+    return InstrCost(
+        cost.unit,
+        cost.cycles,
+        energy,
+        cost.channels,
+        cost.lead,
+        cost.data_cycles,
+        cost.moved,
+        channel_cycles=cost.channel_cycles,
+    )
+
+
+def _macro_write(instr: Instr, core: int, arch: Arch, nbytes: int) -> InstrCost:
+    """Writing `nbytes` of the source view into the instruction's macro window."""
     unit, _ = _macro_unit(instr)
     src = _view(instr, 1)
-    bits = src.nbytes * 8
+    bits = nbytes * 8
     bandwidth = arch.macro.write_bits_per_cycle
     lead, noc = 0, 0.0
     channels: tuple[str, ...] = ()
@@ -279,10 +360,10 @@ def _mload_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
         noc = bits * hops * arch.energy.noc_pj_per_bit_hop
     data = math.ceil(bits / bandwidth)
     energy = _energy(
-        _access(src.space, src.nbytes, arch),
+        _access(src.space, nbytes, arch),
         {"weight_write": bits * arch.energy.weight_write_pj_per_bit, "noc": noc},
     )
-    moved = ((src.space, "macro", src.nbytes),)
+    moved = ((src.space, "macro", nbytes),)
     data_phase = data if channels else 0
     return InstrCost(unit, lead + data, energy, channels, lead, data_phase, moved, 0, held)
 
@@ -302,7 +383,7 @@ def _mvm_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
 
 _VECTOR_OPS = (
     "add", "sub", "mul", "max", "min", "shl", "rshr", "div", "req", "isqrt", "lut",
-    "rsum", "rmax", "sel", "mov", "transpose", "fill",
+    "rsum", "rmax", "sel", "mov", "transpose", "fill", "nzidx",
 )  # fmt: skip
 
 

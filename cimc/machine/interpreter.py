@@ -19,7 +19,7 @@ from cimc.machine import semantics  # noqa: F401  (registers the kernels in the 
 from cimc.machine.arch import Arch
 from cimc.machine.consts_file import load_consts, shape_fits
 from cimc.machine.kernels import KernelError
-from cimc.machine.opcodes import KERNELS, spec_of
+from cimc.machine.opcodes import DYNAMIC, KERNELS, spec_of
 from cimc.machine.printer import print_operand
 from cimc.machine.program import Decl, Instr, MacroRef, Program
 from cimc.machine.state import NP_DTYPES, CoreState, Machine, gc_paused
@@ -62,6 +62,9 @@ class RunResult:
     stats: RunStats = field(default_factory=lambda: RunStats(0, {}, 0))
     state: dict[str, np.ndarray] = field(default_factory=dict)  # `.state` contents at the end
     macros: dict[tuple[int, int], MacroCells] = field(default_factory=dict)  # `.persist`ed
+    # the index column each data-dependent instruction read, by (core, pc): the cost model
+    # prices this run with it (cimc/machine/dynamic.py)
+    dynamic: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
 
 
 def run_program(
@@ -107,7 +110,7 @@ def run_program(
         for p in program.persists
         if (s := machine.macros.get((p.core, p.macro))) is not None
     }
-    return RunResult(outputs, events, stats, kept, cells)
+    return RunResult(outputs, events, stats, kept, cells, dict(machine.dynamic))
 
 
 # --- setup ---------------------------------------------------------------------------------
@@ -277,6 +280,8 @@ def _run_core(
     try:
         while pc < end:
             instr = instrs[pc]
+            if instr.opcode in DYNAMIC:
+                cs.pc = pc  # the kernel records its index column under (core, pc)
             if not kernels[instr.opcode](machine, cs, instr):
                 return
             if events is not None:

@@ -36,12 +36,15 @@ from cimc.machine.shape_rules import (
     rule_div,
     rule_fill,
     rule_gather,
+    rule_gather_masked,
     rule_lut,
     rule_mcast,
     rule_mload,
+    rule_mload_masked,
     rule_mload_t,
     rule_mvm,
     rule_none,
+    rule_nonzero_index,
     rule_reduce,
     rule_req,
     rule_scatter,
@@ -98,6 +101,9 @@ class OpSpec:
     operands: tuple[OperandSpec, ...]
     rule: Rule
     summary: str
+    # The cost depends on run-time data: the interpreter records the index column the
+    # instruction read (cimc/machine/dynamic.py) and the cost model prices that run's rows.
+    dynamic: bool = False
 
     def views(self, instr: Instr) -> tuple[tuple[View, Access], ...]:
         """Every view operand of `instr` with its access (for dataflow, races, dependences)."""
@@ -183,6 +189,18 @@ _SPECS: tuple[OpSpec, ...] = (
         "dst row i = table row index[i, 0] (embedding lookup)",
     ),
     OpSpec(
+        "gather.m",
+        Unit.DMA,
+        (
+            _dst(),
+            OperandSpec("table", Kind.VIEW, Access.READ, ALL_SPACES),
+            _src("index"),
+        ),
+        rule_gather_masked,
+        "dst row i = table row index[i, 0], or zeros where index[i, 0] < 0 (not read)",
+        dynamic=True,
+    ),
+    OpSpec(
         "scatter",
         Unit.DMA,
         (
@@ -230,6 +248,18 @@ _SPECS: tuple[OpSpec, ...] = (
         ),
         rule_mload_t,
         "write the transpose of an int8 view into a macro window",
+    ),
+    OpSpec(
+        "mload.m",
+        Unit.MACRO,
+        (
+            OperandSpec("macro", Kind.MACRO, Access.WRITE),
+            OperandSpec("src", Kind.VIEW, Access.READ, ("sp", "gb"), _I8),
+            _src("index"),
+        ),
+        rule_mload_masked,
+        "write the rows i of an int8 view whose index[i, 0] >= 0 into a macro window",
+        dynamic=True,
     ),
     OpSpec(
         "mvm",
@@ -293,9 +323,17 @@ _SPECS: tuple[OpSpec, ...] = (
     _unary("mov", "dst = src (dtype conversion, range-checked)", rule_convert, "src"),
     _unary("transpose", "dst = src^T", rule_transpose, "src"),
     OpSpec("fill", Unit.VECTOR, (_dst(), _imm("value")), rule_fill, "dst = value"),
+    OpSpec(
+        "nzidx",
+        Unit.VECTOR,
+        (_dst(dtypes=("i16", "i32", "i64")), _src("a")),
+        rule_nonzero_index,
+        "dst = the columns of a holding a non-zero element, ascending, then -1s",
+    ),
 )
 
 OPCODES: dict[str, OpSpec] = {spec.mnemonic: spec for spec in _SPECS}
+DYNAMIC: frozenset[str] = frozenset(s.mnemonic for s in _SPECS if s.dynamic)
 
 
 _KIND_TYPES: dict[Kind, tuple[type, ...]] = {

@@ -39,6 +39,7 @@ from cimc.errors import CimcError
 from cimc.machine import cost as _cost  # noqa: F401  (registers the cost functions)
 from cimc.machine.arch import Arch
 from cimc.machine.cost import Energy, InstrCost, instr_cost
+from cimc.machine.dynamic import Dynamic
 from cimc.machine.opcodes import Access, spec_of
 from cimc.machine.program import SENDS, Imm, Instr, Program, destinations
 from cimc.progress import poll
@@ -109,8 +110,14 @@ class _Sim:
     items: list[Scheduled] = field(default_factory=list)
 
 
-def simulate(program: Program, arch: Arch, relaxed: bool = False) -> Schedule:
+def simulate(
+    program: Program, arch: Arch, relaxed: bool = False, dynamic: Dynamic | None = None
+) -> Schedule:
     """Place every instruction of `program` in time on `arch`.
+
+    `dynamic` holds one run's index columns of the data-dependent instructions by (core,
+    pc) (`RunResult.dynamic`): the schedule of that run. Without it they are priced as if
+    every row were named (cimc/machine/dynamic.py).
 
     `relaxed` drops unit and channel contention and keeps only in-order issue, address
     dependences and synchronisation: its makespan is the dependence-bound critical path,
@@ -123,7 +130,10 @@ def simulate(program: Program, arch: Arch, relaxed: bool = False) -> Schedule:
         cores[s.core] = _Core(
             s.core,
             s.instrs,
-            tuple(instr_cost(i, s.core, arch) for i in s.instrs),
+            tuple(
+                instr_cost(i, s.core, arch, (dynamic or {}).get((s.core, pc)))
+                for pc, i in enumerate(s.instrs)
+            ),
             ranges,
             tuple(any(_fenced(r, consts) for r in rs) for rs in ranges),
         )

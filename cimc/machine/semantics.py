@@ -91,6 +91,30 @@ def _gather(m: Machine, cs: CoreState, instr: Instr) -> bool:
     return True
 
 
+def _masked_rows(m: Machine, cs: CoreState, index: View, table_rows: int | None) -> np.ndarray:
+    """The index column of gather.m / mload.m (negative: no row), recorded for the cost
+    model; with `table_rows`, a non-negative entry must name one of that many rows."""
+    idx = m.array(cs.core, index)[:, 0].astype(np.int64)
+    bad = idx >= (table_rows if table_rows is not None else np.iinfo(np.int64).max)
+    if table_rows is not None and bad.any():
+        row = int(np.argmax(bad))
+        raise KernelError(
+            f"index {idx[row]} in row {row} is outside the table's 0..{table_rows - 1}"
+        )
+    m.dynamic[(cs.core, cs.pc)] = idx
+    return idx
+
+
+@register_kernel("gather.m")
+def _gather_masked(m: Machine, cs: CoreState, instr: Instr) -> bool:
+    dst, table, index = (_view(op) for op in instr.operands)
+    idx = _masked_rows(m, cs, index, table.rows)
+    rows = m.array(cs.core, table)[np.maximum(idx, 0)]
+    rows[idx < 0] = 0
+    m.array(cs.core, dst)[...] = rows
+    return True
+
+
 @register_kernel("scatter")
 def _scatter(m: Machine, cs: CoreState, instr: Instr) -> bool:
     table, src, index = (_view(op) for op in instr.operands)
@@ -168,6 +192,22 @@ def _mload(m: Machine, cs: CoreState, instr: Instr) -> bool:
     ref, src = _macro(instr.operands[0]), _view(instr.operands[1])
     data = m.array(cs.core, src)
     m.write_macro(cs.core, ref, data.T if instr.opcode == "mload.t" else data)
+    return True
+
+
+@register_kernel("mload.m")
+def _mload_masked(m: Machine, cs: CoreState, instr: Instr) -> bool:
+    """Rows with a negative index keep their cells (only the sign matters: the index is
+    the gather.m's that staged the rows); the whole window counts as written (a cell no
+    mload reached holds the reset value 0)."""
+    ref, src, index = _macro(instr.operands[0]), _view(instr.operands[1]), instr.operands[2]
+    idx = _masked_rows(m, cs, _view(index), None)
+    window = (slice(ref.r0, ref.r1), slice(ref.c0, ref.c1))
+    state = m.macro(cs.core, ref)
+    cells = state.weights[window].copy()
+    take = idx >= 0
+    cells[take] = m.array(cs.core, src)[take]
+    m.write_macro(cs.core, ref, cells)
     return True
 
 
@@ -289,6 +329,16 @@ def _sel(m: Machine, cs: CoreState, instr: Instr) -> bool:
     dst, cond, a, b = instr.operands
     result = k.sel(m.read(cs.core, cond), m.read(cs.core, a), m.read(cs.core, b))
     m.store(cs.core, _view(dst), _to_shape(result, _view(dst)), _union(_span(a), _span(b)))
+    return True
+
+
+@register_kernel("nzidx")
+def _nonzero_index(m: Machine, cs: CoreState, instr: Instr) -> bool:
+    dst, a = _view(instr.operands[0]), _view(instr.operands[1])
+    active = np.flatnonzero((m.array(cs.core, a) != 0).any(axis=0))
+    out = np.full((dst.rows, 1), -1, np.int64)
+    out[: active.size, 0] = active
+    m.store(cs.core, dst, out)
     return True
 
 

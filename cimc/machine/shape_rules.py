@@ -235,3 +235,26 @@ def _indexed_rows(ops: tuple[Operand, ...], k: int, what: str) -> tuple[Operand,
         raise OperandError(f"index must be {rows.rows}x1, not {_shape(idx.shape)}", 2)
     _same_dtype(ops, 1)
     return ops
+
+
+def rule_gather_masked(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
+    """gather.m: as gather (a negative index selects a zero row, checked at run time)."""
+    return _indexed_rows(ops, 0, "destination")
+
+
+def rule_mload_masked(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
+    """mload.m: the window is the source's shape; one index entry per source row."""
+    src, idx = _view(ops, 1), _view(ops, 2)
+    if idx.shape != (src.rows, 1):
+        raise OperandError(f"index must be {src.rows}x1, not {_shape(idx.shape)}", 2)
+    return (_sized_window(_macro_at(ops, 0), src.shape, 0), src, idx)
+
+
+def rule_nonzero_index(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
+    """nzidx: one destination row per source column, able to hold every column number."""
+    dst, src = _view(ops, 0), _view(ops, 1)
+    if dst.shape != (src.cols, 1):
+        raise OperandError(f"destination must be {src.cols}x1, not {_shape(dst.shape)}", 0)
+    if src.cols - 1 > dtype_range(dst.dtype)[1]:
+        raise OperandError(f"{dst.dtype} cannot hold column number {src.cols - 1}", 0)
+    return ops

@@ -154,6 +154,9 @@ class Machine:
     views: dict[tuple[int, int], tuple[View, np.ndarray]] = field(default_factory=dict)
     # Cores that reached their n-th barrier, by n (a barrier releases when all have).
     barrier_arrivals: dict[int, int] = field(default_factory=dict)
+    # The index column each data-dependent instruction read, by (core, pc): what the cost
+    # model needs to price that run (cimc/machine/dynamic.py).
+    dynamic: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def create(cls, arch: Arch, cores: list[CoreState], extents: dict[str, int]) -> Machine:

@@ -256,6 +256,25 @@ def _macro(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     return [load, Instr(op, (dst, x, window))]
 
 
+def _mload_masked(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
+    """An mload.m of a window (the rows its index names), then maybe an mvm over it."""
+    k, n = _dim(draw, ctx.geo.rows), _dim(draw, ctx.geo.cols)
+    window = _window(draw, ctx, k, n, bool(draw(st.booleans())))
+    src, index = _sp(draw, ctx, "i8", k, n), _sp(draw, ctx, _dtype(draw), k, 1)
+    load = Instr(op, (window, src, index))
+    if not draw(st.booleans()):
+        return [load]
+    rows = _dim(draw)
+    dst, x = _sp(draw, ctx, "i32", rows, n), _sp(draw, ctx, "i8", rows, k)
+    return [load, Instr("mvm", (dst, x, window))]
+
+
+def _nonzero_index(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
+    r, c = _dim(draw), _dim(draw)
+    dst = _sp(draw, ctx, draw(st.sampled_from(["i16", "i32", "i64"])), c, 1)
+    return [Instr(op, (dst, _sp(draw, ctx, _dtype(draw), r, c)))]
+
+
 def _dma(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     r, c = _dim(draw), _dim(draw)
     kind = draw(st.sampled_from(["sp", "load", "store", "shared"]))
@@ -307,7 +326,10 @@ BUILDERS: dict[str, Builder] = {
     **{op: _macro for op in ("mload", "mload.t", "mvm", "mvm.acc")},
     "dma": _dma,
     "gather": _gather,
+    "gather.m": _gather,
     "scatter": _scatter,
+    "mload.m": _mload_masked,
+    "nzidx": _nonzero_index,
 }
 # Built structurally by `programs()` rather than by a per-opcode builder.
 STRUCTURAL = ("send", "mcast", "recv", "barrier", "halt")
