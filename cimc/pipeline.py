@@ -63,6 +63,7 @@ class PipelineOptions:
     validate_each: bool = False  # the machine's validator after every program pass, not once
     print_fn: Callable[[str], object] | None = None
     streaming: str | None = None  # overrides the map pass's policy (backend/plan/streaming.py)
+    sparsity: str | None = None  # overrides plan-sparsity's mode (backend/plan/sparsity.py)
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def configurer(
     def configure(p: Pass) -> Pass:
         if isinstance(p, Quantize) and calibration is not None:
             return replace(p, calibration=calibration)
-        return configure_backend(p, arch, name, options.streaming, table)
+        return configure_backend(p, arch, name, options.streaming, table, options.sparsity)
 
     return configure
 

@@ -27,6 +27,7 @@ from cimc.divergence import (
 )
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
+from cimc.machine.dynamic import Dynamic, valid_count
 from cimc.machine.interpreter import run_program
 from cimc.machine.opcodes import spec_of
 from cimc.machine.printer import print_program
@@ -126,7 +127,7 @@ def verify_compiled(
         if divergence is not None and program.cores != compiled.program.cores:
             divergence = with_first_differing(compiled, feeds, divergence, program, traced.trace)
     checks = _accuracy(compiled, float_graph, inputs, got, bad)
-    figures = cost_figures(compiled, program) if with_figures else {}
+    figures = cost_figures(compiled, program, run.dynamic) if with_figures else {}
     return VerifyReport(not any(bad.values()), sum(bad.values()), checks, divergence, figures)
 
 
@@ -159,42 +160,50 @@ def _accuracy(
 # ---------------------------------------------------------------- figures
 
 
-def cost_figures(compiled: Compiled, program: Program | None = None) -> dict[str, Any]:
-    """The schedule's figures of the program (cimc.machine.summary) for the JSON report."""
+def cost_figures(
+    compiled: Compiled, program: Program | None = None, dynamic: Dynamic | None = None
+) -> dict[str, Any]:
+    """The schedule's figures of the program (cimc.machine.summary) for the JSON report;
+    `dynamic`: the run's record of data-dependent loads (priced as that run moved them)."""
     from cimc.machine.summary import summarize
 
     program = program or compiled.program
-    s = summarize(program, compiled.arch)
+    s = summarize(program, compiled.arch, dynamic=dynamic)
     return {
         "arch": compiled.arch.name,
         "instructions": sum(len(stream.instrs) for stream in program.cores),
         "makespan_cycles": s.makespan_cycles,
         "energy_uj": s.energy_uj,
         "macro_cell_utilization": s.macro_cell_utilization,
-        "weight_bytes_loaded": weight_bytes_loaded(program),
+        "weight_bytes_loaded": weight_bytes_loaded(program, dynamic),
         "lower_bound_cycles": s.lower_bound_cycles,
     }
 
 
-def weight_bytes_loaded(program: Program) -> int:
+def weight_bytes_loaded(program: Program, dynamic: Dynamic | None = None) -> int:
     """Bytes written into macros from constants (static weights), directly or staged
-    through the scratchpad by a dma from a `.const` (run-time K/V tiles do not count)."""
+    through the scratchpad by a dma or gather.m from a `.const` (run-time K/V tiles do not
+    count). An `mload.m` writes the rows its index names: in the run `dynamic` records
+    (cimc/machine/dynamic.py), else all of them."""
     consts = {d.name for d in program.decls_of("const")}
     total = 0
     for stream in program.cores:
         staged: list[tuple[int, int]] = []  # sp byte ranges holding constant data
-        for instr in stream.instrs:
+        for pc, instr in enumerate(stream.instrs):
             spec = spec_of(instr)
-            if instr.opcode in ("mload", "mload.t"):
+            if instr.opcode in ("mload", "mload.t", "mload.m"):
                 src = spec.reads(instr)[0]
                 from_const = src.symbol in consts or (
                     src.space == "sp" and any(a <= src.addr and src.end <= z for a, z in staged)
                 )
-                total += src.nbytes if from_const else 0
+                index = (dynamic or {}).get((stream.core, pc))
+                rows = valid_count(index, src.rows) if instr.opcode == "mload.m" else src.rows
+                total += rows * src.cols * src.elem_bytes if from_const else 0
             for v in spec.writes(instr):
                 if v.space != "sp":
                     continue
                 staged = [(a, z) for a, z in staged if z <= v.addr or v.end <= a]
-                if instr.opcode == "dma" and spec.reads(instr)[0].symbol in consts:
+                loads = instr.opcode in ("dma", "gather.m")
+                if loads and spec.reads(instr)[0].symbol in consts:
                     staged.append((v.addr, v.end))
     return total

@@ -74,7 +74,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="weight streaming policy of the map pass: auto (default), sequential, "
         "double-buffer, pin-what-fits",
     )
+    add_sparsity_option(p)
     add_quiet_option(p)
+
+
+def add_sparsity_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sparsity",
+        choices=["none", "exact"],
+        metavar="MODE",
+        help="none (default): every weight row loads; exact: after ReLU-like activations "
+        "only the rows of non-zero inputs load (bit-identical; plan-sparsity pass)",
+    )
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
@@ -111,6 +122,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         validate_each=args.validate_each,
         print_fn=lambda text: sys.stderr.write(text),
         streaming=args.streaming,
+        sparsity=args.sparsity,
     )
 
 

@@ -4,10 +4,12 @@ step's logits checked bit for bit against the integer golden."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cimc.commands import EXIT_STATUS_CHECKED, add_command, tables
+from cimc.commands.compile import add_sparsity_option
 from cimc.commands.json_output import add_json_option, print_json
 from cimc.errors import CimcError
 from cimc.machine.arch import load_arch
@@ -16,6 +18,7 @@ from cimc.progress import add_quiet_option
 if TYPE_CHECKING:  # torch comes with the pipeline: imported only when the command runs
     from cimc.decode.generate import GenerateResult
     from cimc.decode.policies import PolicyRow
+    from cimc.decode.programs import DecoderPrograms
     from cimc.decode.report import TokenCost
 
 NAME = "generate"
@@ -75,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also compile decode under every streaming policy and compare per-token costs",
     )
+    add_sparsity_option(p)
     p.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs (np.savez)")
     p.add_argument("--no-float", action="store_true", help="skip the float model comparison")
     p.add_argument("-o", "--output", metavar="DIR", help="write both programs and constants")
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.model).is_file():
         raise CimcError("model file not found", args.model)
     arch = load_arch(args.arch)
-    options = PipelineOptions(calibration=args.calibration)
+    options = PipelineOptions(calibration=args.calibration, sparsity=args.sparsity)
     progs = build_decoder(
         args.model,
         arch,
@@ -139,20 +143,54 @@ def run(args: argparse.Namespace) -> int:
     written = None
     if args.output:
         written = write_programs(progs, Path(args.output), Path(args.model).stem)
+    steps = step_costs(progs, result, costs)
     if args.json:
-        report = _json(result, costs, capacity, written)
+        report = _json(result, costs, capacity, written, steps)
         report["policies"] = [row.as_json() for row in policies]
         print_json(NAME, report)
     else:
-        _print(result, costs, capacity, written)
+        _print(result, costs, capacity, written, steps)
         for row in policies:
             print(row.line())
     exact = result.bit_exact and all(row.bit_exact is not False for row in policies)
     return 0 if exact else 1
 
 
+def step_costs(
+    progs: DecoderPrograms, result: GenerateResult, costs: list[TokenCost]
+) -> list[StepCost]:
+    """Each step's cost: its program's, or, when the programs load data-dependent rows
+    (sparse layers), priced from the step's own run, with its layers' active fractions."""
+    from cimc.decode.active import active_fractions
+    from cimc.decode.report import token_cost
+    from cimc.machine.opcodes import DYNAMIC
+
+    by_program = {c.program: c for c in costs}
+    out = []
+    for step, dynamic in zip(result.steps, result.runs, strict=True):
+        compiled = progs.prefill if step.index == 0 else progs.decode
+        program = compiled.program if step.index == 0 else progs.decode_program(step.index)
+        if not any(i.opcode in DYNAMIC for s in program.cores for i in s.instrs):
+            out.append(StepCost(by_program[step.program], {}))
+            continue
+        rows = by_program[step.program].rows
+        cost = token_cost(compiled, step.program, rows, program, dynamic)
+        out.append(StepCost(cost, active_fractions(compiled, program, dynamic)))
+    return out
+
+
+@dataclass(frozen=True)
+class StepCost:
+    cost: TokenCost
+    active: dict[str, float]  # sparse layer -> share of its weight rows the step loaded
+
+
 def _json(
-    result: GenerateResult, costs: list[TokenCost], capacity: int, written: tuple | None
+    result: GenerateResult,
+    costs: list[TokenCost],
+    capacity: int,
+    written: tuple | None,
+    steps: list[StepCost],
 ) -> dict:
     return {
         "prompt": list(result.prompt),
@@ -161,19 +199,25 @@ def _json(
         "bit_exact": result.bit_exact,
         "float_agreement": result.float_agreement,
         "capacity": capacity,
-        "steps": [s.__dict__ for s in result.steps],
+        "steps": [
+            {**s.__dict__, "cost": c.cost.as_json(), "active_fraction": c.active}
+            for s, c in zip(result.steps, steps, strict=True)
+        ],
         "cost": {c.program: c.as_json() for c in costs},
         "written": [str(p) for p in written] if written else None,
     }
 
 
 def _print(
-    result: GenerateResult, costs: list[TokenCost], capacity: int, written: tuple | None
+    result: GenerateResult,
+    costs: list[TokenCost],
+    capacity: int,
+    written: tuple | None,
+    steps: list[StepCost],
 ) -> None:
     from rich.table import Table
 
     console = tables.console()
-    by_program = {c.program: c for c in costs}
     table = Table(title=f"greedy generation, KV-cache capacity {capacity}")
     heads: tuple[str, ...] = (
         "step",
@@ -184,11 +228,12 @@ def _print(
         "float",
         "logits vs golden",
     )
-    heads += ("cycles", "energy uJ", "weight bytes")
+    heads += ("cycles", "energy uJ", "weight bytes", "active")
     for head in heads:
         table.add_column(head, justify="right")
-    for s in result.steps:
-        c = by_program[s.program]
+    for s, sc in zip(result.steps, steps, strict=True):
+        c = sc.cost
+        active = ", ".join(f"{v:.0%}" for v in sc.active.values()) or "-"
         table.add_row(
             str(s.index),
             s.program,
@@ -200,6 +245,7 @@ def _print(
             f"{c.cycles:,}",
             f"{c.energy_uj:.3f}",
             f"{c.weight_bytes_loaded:,}",
+            active,
         )
     console.print(table)
     for c in costs:

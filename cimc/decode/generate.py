@@ -21,6 +21,7 @@ import numpy as np
 from cimc.decode.programs import DecoderPrograms, DecoderSession, check_ids
 from cimc.decode.reference import PrefixReference
 from cimc.errors import CimcError
+from cimc.machine.dynamic import Dynamic
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Step:
 class GenerateResult:
     prompt: tuple[int, ...]
     steps: tuple[Step, ...]
+    # per step, the run's record of data-dependent loads (what a sparse layer loaded):
+    # the cost model prices each step from it (cimc/machine/dynamic.py)
+    runs: tuple[Dynamic, ...] = ()
 
     @property
     def tokens(self) -> tuple[int, ...]:
@@ -94,11 +98,13 @@ def generate(
     flt = PrefixReference(dm, "float") if with_float else None
     mine, theirs = list(prompt), list(prompt)
     steps: list[Step] = []
+    runs: list[Dynamic] = []
     for index in range(max_new_tokens):
         first = 0 if index == 0 else len(mine) - 1
         compiled = progs.prefill if index == 0 else progs.decode
         program = compiled.program if index == 0 else progs.decode_program(index)
         got = session.run(compiled, mine[first:], first, program)
+        runs.append(session.last.dynamic if session.last is not None else {})
         want = golden.rows(theirs, first)
         bad = int(np.count_nonzero(got != want)) if got.shape == want.shape else got.size
         ftok = greedy(flt.rows(mine, len(mine) - 1)[-1]) if flt is not None else None
@@ -116,4 +122,4 @@ def generate(
             on_step(step)
         mine.append(step.token)
         theirs.append(step.golden_token)
-    return GenerateResult(tuple(prompt), tuple(steps))
+    return GenerateResult(tuple(prompt), tuple(steps), tuple(runs))

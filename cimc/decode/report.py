@@ -29,6 +29,7 @@ from cimc.backend.builder.compiled import Compiled
 from cimc.backend.plan.roofline import Roofline
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
+from cimc.machine.dynamic import Dynamic
 from cimc.machine.levels import memory_levels
 from cimc.machine.program import Program
 from cimc.machine.schedule import Schedule, simulate, total_energy
@@ -136,11 +137,17 @@ def peak_ops_per_cycle(arch: Arch) -> float:
 
 
 def token_cost(
-    compiled: Compiled, name: str, rows: int, program: Program | None = None
+    compiled: Compiled,
+    name: str,
+    rows: int,
+    program: Program | None = None,
+    dynamic: Dynamic | None = None,
 ) -> TokenCost:
-    """The cost of one run of `program` (default: the compiled one)."""
+    """The cost of one run of `program` (default: the compiled one); `dynamic` is that
+    run's record of data-dependent loads (sparse layers: the rows it loaded), without
+    which they are priced as if every row loaded."""
     arch, program = compiled.arch, program or compiled.program
-    schedule = simulate(program, arch)
+    schedule = simulate(program, arch, dynamic=dynamic)
     energy = total_energy(schedule).as_dict()
     loads, hidden = load_overlap(schedule)
     offchip = sum(
@@ -159,7 +166,7 @@ def token_cost(
         energy_breakdown_uj={k: v / 1e6 for k, v in energy.items()},
         macs=sum(item.cost.macs for item in schedule.items),
         weight_bytes=weights,
-        weight_bytes_loaded=weight_bytes_loaded(program),
+        weight_bytes_loaded=weight_bytes_loaded(program, dynamic),
         offchip_bytes=offchip,
         load_cycles=loads,
         hidden_load_cycles=hidden,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from cimc.machine.opcodes import spec_of
+from cimc.machine.opcodes import Access, spec_of
 from cimc.machine.program import CoreStream, Instr, MacroRef, Persist, Program, View
 
 MacroKey = tuple[int, int]
@@ -76,6 +76,11 @@ def _kept_macros(program: Program, consts: set[str]) -> set[MacroKey]:
         staged: list[View] = []  # sp views holding constant data
         for instr in stream.instrs:
             spec = spec_of(instr)
+            written = spec.macro(instr)
+            if written is not None and written[1] == Access.WRITE and not _is_mload(instr):
+                key = (stream.core, written[0].index)  # run-time rows (mload.m): not kept
+                good[key] = False
+                windows.setdefault(key, []).append(written[0])
             if _is_mload(instr):
                 ref, src = instr.operands[0], spec.reads(instr)[0]
                 assert isinstance(ref, MacroRef)

@@ -14,6 +14,7 @@ import numpy as np
 
 from cimc.machine.arch import Arch
 from cimc.machine.cost import ENERGY_KINDS
+from cimc.machine.dynamic import Dynamic
 from cimc.machine.levels import LevelUse, memory_levels
 from cimc.machine.opcodes import spec_of
 from cimc.machine.program import Program
@@ -68,11 +69,18 @@ class CostSummary:
         return asdict(self)
 
 
-def summarize(program: Program, arch: Arch, schedule: Schedule | None = None) -> CostSummary:
-    schedule = schedule or simulate(program, arch)
+def summarize(
+    program: Program,
+    arch: Arch,
+    schedule: Schedule | None = None,
+    dynamic: Dynamic | None = None,
+) -> CostSummary:
+    """The figures of one run: `dynamic` is that run's record of data-dependent loads
+    (cimc/machine/dynamic.py; None: priced as if every row were named)."""
+    schedule = schedule or simulate(program, arch, dynamic=dynamic)
     makespan = schedule.makespan
     units = _unit_use(schedule, makespan, max(1, arch.core.dma_channels))
-    critical = simulate(program, arch, relaxed=True).makespan
+    critical = simulate(program, arch, relaxed=True, dynamic=dynamic).makespan
     bound, reason = _lower_bound(program, units, critical, arch)
     energy = total_energy(schedule).as_dict()
     macs = sum(item.cost.macs for item in schedule.items)

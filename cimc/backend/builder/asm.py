@@ -375,15 +375,29 @@ class ProgramBuilder:
         ref = MacroRef(macro, r0, r0 + r, c0, c0 + c)
         if self.holds(core, macro, ref, key):
             return ref
-        windows = self._macros.setdefault((core, macro), [])
+        self._forget(core, ref)
+        self._macros[(core, macro)].append(_Window(ref.r0, ref.r1, ref.c0, ref.c1, key))
+        self.emit(core, "mload.t" if transpose else "mload", ref, src)
+        return ref
+
+    def mload_masked(
+        self, core: int, macro: int, r0: int, c0: int, src: View, index: View
+    ) -> MacroRef:
+        """Write the rows of `src` that `index` names (run-time data: always emitted; the
+        window holds no static tile afterwards)."""
+        ref = MacroRef(macro, r0, r0 + src.rows, c0, c0 + src.cols)
+        self._forget(core, ref)
+        self.emit(core, "mload.m", ref, src, index)
+        return ref
+
+    def _forget(self, core: int, ref: MacroRef) -> None:
+        """The windows of the macro that `ref` overlaps no longer hold their tiles."""
+        windows = self._macros.setdefault((core, ref.index), [])
         windows[:] = [
             w
             for w in windows
             if w.r1 <= ref.r0 or ref.r1 <= w.r0 or w.c1 <= ref.c0 or ref.c1 <= w.c0
         ]
-        windows.append(_Window(ref.r0, ref.r1, ref.c0, ref.c1, key))
-        self.emit(core, "mload.t" if transpose else "mload", ref, src)
-        return ref
 
     # ------------------------------------------------------------------ output
     def build(

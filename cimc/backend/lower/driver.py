@@ -25,6 +25,7 @@ from cimc.backend.lower.emitter import Emitter
 from cimc.backend.lower.movement import copy_view
 from cimc.backend.lower.table import LoweringTable
 from cimc.backend.plan.memory import MemoryPlan
+from cimc.backend.plan.sparsity import SparsityPlan
 from cimc.backend.plan.streaming import StreamPlan
 from cimc.backend.stream.prefetch import emit_streaming
 from cimc.errors import CimcError
@@ -46,15 +47,17 @@ def lower_graph(
     table: LoweringTable,
     memory: MemoryPlan | None = None,
     name: str = "model",
+    sparsity: SparsityPlan | None = None,
 ) -> Compiled:
     """The program of `graph` for `arch`, from its value placement, streaming plan
-    (`reserve` macros per core left for run-time operands) and memory plan (None: every
-    constant in DRAM), lowered by `table`."""
+    (`reserve` macros per core left for run-time operands), memory plan (None: every
+    constant in DRAM) and sparsity plan (None: every layer dense), lowered by `table`."""
     b = ProgramBuilder(arch)
     b.note(f"cimc: graph @{graph.name} for arch '{arch.name}'")
     store = ValueStore(graph, values, b)
-    setup = emit_streaming(b, graph, stream, reserve, memory)
-    em = Emitter(b, store, graph, setup, memory)
+    own = sparsity.layers if sparsity is not None else ()
+    setup = emit_streaming(b, graph, stream, reserve, memory, own)
+    em = Emitter(b, store, graph, setup, memory, sparsity)
     comments: dict[str, str] = {}
     nodes = list(graph.nodes())
     for k, node in enumerate(nodes):

@@ -7,6 +7,7 @@ from cimc.backend.builder.asm import ProgramBuilder
 from cimc.backend.builder.values import ValueStore, decl_name, machine_dtype, rows_cols
 from cimc.backend.lower.movement import materialize
 from cimc.backend.plan.memory import MemoryPlan
+from cimc.backend.plan.sparsity import SparsityPlan
 from cimc.backend.stream.prefetch import StreamSetup
 from cimc.ir.graph import Graph, Node
 from cimc.machine.program import Space, View
@@ -22,12 +23,14 @@ class Emitter:
         graph: Graph,
         stream: StreamSetup | None,
         memory: MemoryPlan | None = None,
+        sparsity: SparsityPlan | None = None,
     ) -> None:
         self.b = b
         self.store = store
         self.graph = graph
         self.stream = stream
         self.memory = memory
+        self.sparsity = sparsity
 
     def operand(self, node: Node, k: int) -> View:
         return self.store.view(node.inputs[k])

@@ -70,14 +70,16 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class _Block:
+class ColumnBlock:
     n0: int
     n1: int
     home: int
     parts: tuple[tuple[int, tuple[PlacedTile, ...]], ...]  # (core, its slots), home last
 
 
-def _blocks(slots: Sequence[PlacedTile], k: int, n: int, loc: str | None) -> list[_Block]:
+def column_blocks(
+    slots: Sequence[PlacedTile], k: int, n: int, loc: str | None
+) -> list[ColumnBlock]:
     by_cols: dict[tuple[int, int], list[PlacedTile]] = {}
     for s in slots:
         by_cols.setdefault((s.n0, s.n1), []).append(s)
@@ -94,7 +96,7 @@ def _blocks(slots: Sequence[PlacedTile], k: int, n: int, loc: str | None) -> lis
         homes[home] = homes.get(home, 0) + 1
         cores = sorted({s.core for s in group} - {home}) + [home]
         parts = tuple((c, tuple(s for s in group if s.core == c)) for c in cores)
-        blocks.append(_Block(n0, n1, home, parts))
+        blocks.append(ColumnBlock(n0, n1, home, parts))
     if covered != n:
         raise CimcError(f"tile slots cover {covered} of {n} output columns", loc)
     return blocks
@@ -148,7 +150,7 @@ def lower_linear(
         y,
         WeightRef(w, key=name, image=weight_image),
         slots,
-        lambda sc, acc, n0, dst: _bias_req(b, sc, acc, n0, bias, rc, y, dst),
+        lambda sc, acc, n0, dst: bias_requant(b, sc, acc, n0, bias, rc, y, dst),
         max_tokens,
     )
 
@@ -200,14 +202,14 @@ def lower_matmul(
         y,
         WeightRef(bm),
         slots,
-        lambda sc, acc, n0, dst: _bias_req(b, sc, acc, n0, None, rc, y, dst),
+        lambda sc, acc, n0, dst: bias_requant(b, sc, acc, n0, None, rc, y, dst),
     )
 
 
 Finish = Callable[[Scratch, View, int, View | None], View]
 
 
-def _bias_req(
+def bias_requant(
     b: ProgramBuilder,
     sc: Scratch,
     acc: View,
@@ -228,7 +230,7 @@ def _bias_req(
 
 
 def _token_chunks(
-    b: ProgramBuilder, slots: Sequence[PlacedTile], blocks: Sequence[_Block], x: View, y: View
+    b: ProgramBuilder, slots: Sequence[PlacedTile], blocks: Sequence[ColumnBlock], x: View, y: View
 ) -> tuple[int, int]:
     """(x rows held at once, accumulator rows per MVM pass). Holding every token of x
     lets a layer whose tiles do not all fit the macros load each tile once per block;
@@ -262,7 +264,7 @@ def _all_resident(slots: Sequence[PlacedTile]) -> bool:
 
 
 def _blocks_outer(
-    slots: Sequence[PlacedTile], blocks: Sequence[_Block], x: View, runs: int
+    slots: Sequence[PlacedTile], blocks: Sequence[ColumnBlock], x: View, runs: int
 ) -> bool:
     """Loop order by the bytes each moves: chunk-outer loads x once but reloads tiles that
     evict each other once per token chunk; block-outer reloads x once per column block but
@@ -289,7 +291,7 @@ def _product(
 ) -> None:
     """The shared loop over token chunks and column blocks (order by `_blocks_outer`);
     partial sums of a block are reduced at its home core."""
-    blocks = _blocks(slots, x.cols, y.cols, b.loc)
+    blocks = column_blocks(slots, x.cols, y.cols, b.loc)
     widest = max(bl.n1 - bl.n0 for bl in blocks)
     tx, ta = _token_chunks(b, slots, blocks, x, y)
     tx, ta = min(tx, max_tokens or tx), min(ta, max_tokens or ta)
@@ -358,7 +360,7 @@ def _product(
 def _keep_block(
     b: ProgramBuilder,
     kept: dict[tuple[int, int, int], View] | None,
-    bl: _Block,
+    bl: ColumnBlock,
     y: View,
     margin: int,
 ) -> dict[tuple[int, int, int], View] | None:
@@ -376,7 +378,9 @@ def _keep_block(
     return kept
 
 
-def _block(b: ProgramBuilder, bl: _Block, bufs: dict[int, CoreBufs], rows: tuple[int, int]) -> View:
+def _block(
+    b: ProgramBuilder, bl: ColumnBlock, bufs: dict[int, CoreBufs], rows: tuple[int, int]
+) -> View:
     """Home's partial sum over held x rows s0:s1 first, then each partner's, sent home and
     added there; returns the home accumulator."""
     width, nt = bl.n1 - bl.n0, rows[1] - rows[0]

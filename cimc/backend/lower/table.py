@@ -35,6 +35,7 @@ from cimc.backend.lower.movement import concat, elem_view, materialize, slice_ax
 from cimc.backend.lower.norm import lower_norm
 from cimc.backend.lower.rotary import lower_rotary
 from cimc.backend.lower.softmax import lower_softmax
+from cimc.backend.lower.sparse_linear import lower_sparse_linear
 from cimc.backend.lower.tiles import auto_split, place_tiles
 from cimc.backend.stream.prefetch import layer_image
 from cimc.errors import CimcError
@@ -67,7 +68,12 @@ LoweringTable = Mapping[type[Op], Lowering]
 def _linear(em: Emitter, node: Node, op: QLinear) -> None:
     x, y, name = em.operand(node, 0), em.result(node), em.name(node)
     assert em.stream is not None  # the map pass plans every graph with a q.linear
-    slots, image = em.stream.slots[node.name], layer_image(em.stream, node.name)
+    slots = em.stream.slots[node.name]
+    if em.sparsity is not None and node.name in em.sparsity:
+        space = em.sparsity.space(node.name)
+        lower_sparse_linear(em.b, x, y, op.plan, slots, name, space)
+        return
+    image = layer_image(em.stream, node.name)
     lower_linear(em.b, x, y, op.plan, slots=slots, name=name, weight_image=image)
 
 

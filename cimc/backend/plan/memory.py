@@ -32,8 +32,8 @@ streaming plan's load order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 
 from cimc.backend.plan.streaming import ImageEntry, StreamPlan
 from cimc.backend.plan.target import Source
@@ -83,6 +83,22 @@ class MemoryPlan:
     def stored(self, space: Source) -> tuple[StoredTile, ...]:
         """The tiles of `space`'s image, in image order."""
         return tuple(sorted((t for t in self.tiles if t.space == space), key=lambda t: t.offset))
+
+    def without(self, layers: Collection[str]) -> MemoryPlan:
+        """The plan with the tiles of `layers` left out of the images, the other tiles
+        moved up to close the gaps (in image order): what remains for the prefetcher when
+        those layers load their weights by themselves (cimc/backend/plan/sparsity.py)."""
+        if not layers:
+            return self
+        kept = []
+        for space in ("dram", "flash"):
+            at = 0
+            for t in self.stored(space):  # type: ignore[arg-type]
+                if t.entry.tile.layer not in layers:
+                    kept.append(replace(t, offset=at))
+                    at += t.entry.nbytes
+        order = {t.entry: k for k, t in enumerate(self.tiles)}
+        return replace(self, tiles=tuple(sorted(kept, key=lambda t: order[t.entry])))
 
     def streamed_bytes(self, stream: StreamPlan, space: Source) -> int:
         """Bytes of `space` read by every steady-state inference (decode: every token)."""

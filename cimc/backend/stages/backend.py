@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from cimc.backend.builder.compiled import Compiled
 from cimc.backend.lower.table import LOWERINGS, LoweringTable
 from cimc.backend.stages.lowering import Lower
-from cimc.backend.stages.planning import MapWeights, PlanMemory, PlanValues, TileWeights
+from cimc.backend.stages.planning import (
+    MapWeights,
+    PlanMemory,
+    PlanSparsity,
+    PlanValues,
+    TileWeights,
+)
 from cimc.backend.stages.program import HoistConstLoads, MergeSends, StageConsts
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
@@ -28,6 +34,7 @@ class Backend(CompositePass):
             MapWeights(),
             PlanValues(),
             PlanMemory(),
+            PlanSparsity(),
             Lower(),
             StageConsts(),
             HoistConstLoads(),
@@ -41,15 +48,19 @@ def configure_backend(
     name: str | None = None,
     streaming: str | None = None,
     table: LoweringTable | None = None,
+    sparsity: str | None = None,
 ) -> Pass:
     """`p` with what the caller knows set: the arch on tile, the streaming policy on map,
-    the program name and lowering table on lower; other passes unchanged."""
+    the sparsity mode on plan-sparsity, the program name and lowering table on lower;
+    other passes unchanged."""
     from dataclasses import replace
 
     if isinstance(p, TileWeights):
         return replace(p, target=arch)
     if isinstance(p, MapWeights) and streaming is not None:
         return replace(p, policy=streaming)
+    if isinstance(p, PlanSparsity) and sparsity is not None:
+        return replace(p, mode=sparsity)
     if isinstance(p, Lower):
         return replace(p, name=name or p.name, table=table or p.table)
     return p
@@ -62,11 +73,14 @@ def compile_graph(
     check: bool = True,
     streaming: str = "auto",
     table: LoweringTable = LOWERINGS,
+    sparsity: str = "none",
 ) -> Compiled:
     """Lower a quantized graph to a program for `arch` by the `backend` passes (each
     verified, the final program by the machine's validator, unless check=False);
     `streaming` is the weight streaming policy (cimc/backend/plan/streaming.py)."""
-    passes = [configure_backend(p, arch, name, streaming, table) for p in Backend().passes()]
+    passes = [
+        configure_backend(p, arch, name, streaming, table, sparsity) for p in Backend().passes()
+    ]
     graph.verify()
     result: Compiled = PassManager(passes, verify_each=check).run(graph)
     if check:

@@ -40,5 +40,6 @@ class Lower(Pass):
                 self.table or LOWERINGS,
                 plan.memory,
                 self.name,
+                plan.sparsity,
             )
         return PassResult(compiled, True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cimc.backend.builder.values import ValuePlan
 from cimc.backend.plan.memory import MemoryPlan
 from cimc.backend.plan.report import format_plan
+from cimc.backend.plan.sparsity import SparsityPlan
 from cimc.backend.plan.streaming import StreamPlan
 from cimc.backend.plan.tiling import TilingPlan
 from cimc.backend.plan.workload import Workload
@@ -33,6 +34,7 @@ class PlannedGraph:
     reserve: int = 0  # macros per core left for run-time operands
     values: ValuePlan | None = None
     memory: MemoryPlan | None = None  # where the weight image lives (plan-memory)
+    sparsity: SparsityPlan | None = None  # layers loading only their active rows
 
     def verify(self) -> None:
         layers = {n.name for n in self.graph.nodes() if isinstance(n.op, QLinear)}
@@ -64,6 +66,10 @@ class PlannedGraph:
             lines += _value_lines(self.values)
         if self.memory is not None:
             lines += _memory_lines(self.memory)
+        if self.sparsity is not None and self.sparsity.layers:
+            lines.append(f"// sparsity: {self.sparsity.mode}")
+            for layer, space in zip(self.sparsity.layers, self.sparsity.spaces, strict=True):
+                lines.append(f"sparse %{layer}: active rows gathered from {space}")
         return "\n".join(lines) + "\n"
 
 

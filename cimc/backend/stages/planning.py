@@ -10,6 +10,7 @@ from cimc.backend.builder.footprint import dram_need
 from cimc.backend.builder.values import plan_values
 from cimc.backend.plan.from_graph import reserved_macros, workload_from_graph
 from cimc.backend.plan.memory import plan_memory
+from cimc.backend.plan.sparsity import plan_sparsity
 from cimc.backend.plan.streaming import POLICIES, Policy, plan_streaming
 from cimc.backend.plan.target import Target
 from cimc.backend.plan.tiling import tile_workload
@@ -121,3 +122,22 @@ class PlanMemory(Pass):
         other = max(need.other, self.reserve)
         memory = plan_memory(plan.stream, plan.arch, other, need.tables)
         return PassResult(replace(plan, memory=memory), True)
+
+
+@register_pass
+@dataclass(frozen=True)
+class PlanSparsity(Pass):
+    """pick the linear layers that load only the weight rows of their non-zero inputs
+    (mode exact: after ReLU-like activations; cimc/backend/plan/sparsity.py)."""
+
+    NAME = "plan-sparsity"
+    INPUT: ClassVar[str] = "plan"
+    OUTPUT: ClassVar[str] = "plan"
+    mode: str = "none"  # none or exact
+
+    def apply(self, ir: Any) -> PassResult:
+        plan = planned(self, ir)
+        if not plan.mapped or plan.memory is None:
+            raise CimcError("plan-sparsity needs the map and plan-memory passes before it")
+        sparsity = plan_sparsity(plan.graph, self.mode, plan.stream, plan.memory)
+        return PassResult(replace(plan, sparsity=sparsity), bool(sparsity.layers))

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -227,11 +228,16 @@ class Prefetcher:
         names: dict[str, str],
         chunk: int,
         comments: dict[str, str],
+        external: dict[TileId, int] | None = None,
     ) -> None:
         self.b, self.setup = b, setup
         pieces = _pieces(setup, names, chunk, b.arch.memory.flash_chunk_bytes)
         self.phase_of = {key: p.phase for p in pieces for _, key, _ in p.tiles}
         self.piece_of = {key: p for p in pieces for _, key, _ in p.tiles}
+        # Tiles their layer loads by itself (sparse layers: only the active rows, known at
+        # run time) by phase: never prefetched, but counted in their phase, so its bank
+        # stays busy until they are used.
+        self.external = dict(external or {})
         phases = setup.plan.phases
         self.prev_user: list[int] = []  # the previous phase on the same bank, or -2
         for i, ph in enumerate(phases):
@@ -252,6 +258,8 @@ class Prefetcher:
         self.unused = [0] * len(phases)  # per phase: tiles not needed yet
         for p in pieces:
             self.unused[p.phase] += len(p.tiles)
+        for phase in self.external.values():
+            self.unused[phase] += 1
         self.finished = -1  # every phase up to this one is used by nodes already lowered
         cores = sorted({p.core for p in pieces})
         self.free: dict[Lane, deque[View]] = {}
@@ -290,6 +298,9 @@ class Prefetcher:
     def need(self, core: int, key: object) -> None:
         """A tile is about to be used: it (and the earlier pieces of its core) is mloaded
         now, and the core's free staging buffers are refilled with the next pieces."""
+        if key in self.external:
+            self._external_used(key)  # type: ignore[arg-type]
+            return
         piece = self.piece_of.get(key)  # type: ignore[call-overload]
         if piece is None:
             return
@@ -311,6 +322,17 @@ class Prefetcher:
             else:  # not loadable here: TileLoader loads it itself
                 break
         self._top_up(core)
+
+    def _external_used(self, key: TileId) -> None:
+        """A tile its layer loads itself is used: its phase is current, and done once
+        all its tiles are."""
+        phase = self.external[key]
+        if key not in self.used:
+            self.used.add(key)
+            self.unused[phase] -= 1
+        if phase > self.current:
+            self.current = phase
+            self._allow()
 
     def before(self, core: int, instr: Instr) -> None:
         """A recv is about to be emitted: the core will wait for it anyway, so the pieces
@@ -457,23 +479,31 @@ def emit_streaming(
     plan: StreamPlan | None,
     reserve: int,
     memory: MemoryPlan | None = None,
+    own_loads: Collection[str] = (),
 ) -> StreamSetup | None:
     """Declare the images of `plan` (the map pass's streaming plan of `graph`'s static
     weights) where `memory` puts them (None: all in DRAM) and install the prefetcher on
     `b`; None when there is no plan. `reserve` macros per core (the last ones) stay free
-    for run-time operands."""
+    for run-time operands. The layers of `own_loads` load their weights themselves (sparse
+    layers): they keep their slots but leave the images and the prefetcher."""
     if plan is None:
         return None
     layers = {n.name: n.op for n in graph.nodes() if isinstance(n.op, QLinear)}
     names = {name: decl_name(name) for name in layers}
     weights = {name: np.asarray(op.plan.weight) for name, op in layers.items()}
+    memory = (memory or in_dram(plan, b.arch)).without(own_loads)
     setup = declare_image(b, plan, weights, names, memory)
     macros = b.arch.core.macros
     setup.reserved = tuple(range(macros - reserve, macros))
     m = b.arch.macro_bytes
     chunk = max(m, min(CHUNK_TILES * m, b.arch.core.scratchpad_bytes // 16))
     comments = {names[n]: " ".join(graph.node(n).where.split()) for n in layers}
-    hook = Prefetcher(b, setup, names, chunk, comments)
+    external = {
+        (names[e.tile.layer], e.tile.k0, e.tile.k1, e.tile.n0, e.tile.n1): e.phase
+        for e in plan.image
+        if e.tile.layer in own_loads
+    }
+    hook = Prefetcher(b, setup, names, chunk, comments, external)
     b.hook = hook
     hook.start()
     return setup

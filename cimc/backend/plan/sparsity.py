@@ -1,0 +1,110 @@
+"""Which linear layers load only the weight rows of their non-zero inputs (`--sparsity`).
+
+Why ("LLM in a flash", sparsity awareness): after a ReLU most FFN activations are exactly
+zero, and a zero input code contributes nothing to `x @ W`, so the down-projection rows
+of neurons whose code is 0 in every token of the run need not be loaded. Under `exact`
+the program builds the list of non-zero input columns at run time (`nzidx`), gathers
+only those rows of W (`gather.m`) packed densely into the layer's macro rows (`mload.m`)
+and multiplies the packed inputs: the sum is the dense one term for term, so the program
+is bit-identical to the dense one by construction, whatever the data.
+
+A layer is made sparse when its input is produced by an exactly sparse activation: a
+`q.lut` mapping code 0 and every negative code to 0 (ReLU, ReLU², clipped ReLUs after
+quantization), directly or through a `q.mul` (gated FFNs: a zero gate zeroes the product).
+GELU and SiLU tables map negative codes to non-zero codes, so their layers are not exactly
+sparse: `exact` refuses a graph where no layer qualifies. Layers held in the pinned bank
+(resident across inferences) are left dense: they load nothing in steady state.
+
+Where the rows live: the layer's weights leave the load-ordered weight image (the
+prefetcher cannot know which rows a run needs) and become one neuron-major constant
+`NAME.rows` ([K x N], row k = neuron k), in DRAM when the memory plan kept all the
+layer's tiles there, else in flash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cimc.backend.plan.memory import MemoryPlan
+from cimc.backend.plan.streaming import StreamPlan
+from cimc.backend.plan.target import Source
+from cimc.errors import CimcError
+from cimc.ir.graph import Graph, Node
+from cimc.quant.dialect import QLinear, QLut, QMul
+
+MODES = ("none", "exact")
+
+
+@dataclass(frozen=True)
+class SparsityPlan:
+    """The layers that load only their active rows, and where each one's rows live."""
+
+    mode: str
+    layers: tuple[str, ...] = ()  # graph node names of the sparse q.linear layers
+    spaces: tuple[Source, ...] = ()  # per layer: the space of its `NAME.rows` constant
+
+    def space(self, layer: str) -> Source:
+        return self.spaces[self.layers.index(layer)]
+
+    def __contains__(self, layer: object) -> bool:
+        return layer in self.layers
+
+
+def zero_preserving(op: QLut) -> bool:
+    """Does the table map code 0 and every negative code to 0 (exactly sparse)?"""
+    table = op.plan.table
+    return bool((table[: 128 + 1] == 0).all())
+
+
+def _sparse_producer(graph: Graph, node: Node) -> bool:
+    """Is the layer's input an exactly sparse activation (or a product with one)?"""
+    src = graph.node(node.inputs[0])
+    if isinstance(src.op, QLut):
+        return zero_preserving(src.op)
+    if isinstance(src.op, QMul):
+        return any(_sparse_producer_of(graph, name) for name in src.inputs)
+    return False
+
+
+def _sparse_producer_of(graph: Graph, name: str) -> bool:
+    op = graph.node(name).op
+    return isinstance(op, QLut) and zero_preserving(op)
+
+
+def _activation_fed(graph: Graph, node: Node) -> bool:
+    """Is the layer fed by an activation table (an FFN's down-projection, sparse or not)?"""
+    src = graph.node(node.inputs[0])
+    names = src.inputs if isinstance(src.op, QMul) else (src.name,)
+    return any(isinstance(graph.node(n).op, QLut) for n in names)
+
+
+def plan_sparsity(
+    graph: Graph, mode: str, stream: StreamPlan | None, memory: MemoryPlan | None
+) -> SparsityPlan:
+    """The sparse layers of `graph` under `mode` (see the module doc)."""
+    if mode not in MODES:
+        raise CimcError(f"unknown sparsity {mode!r}; use one of {', '.join(MODES)}", "sparsity")
+    if mode == "none" or stream is None or memory is None:
+        return SparsityPlan(mode)
+    linears = [n for n in graph.nodes() if isinstance(n.op, QLinear)]
+    pinned = {e.tile.layer for e in stream.image if stream.phases[e.phase].bank == -1}
+    pinned = pinned if stream.streamed else set()
+    layers = [n.name for n in linears if _sparse_producer(graph, n) and n.name not in pinned]
+    if not layers:
+        fed = [n for n in linears if _activation_fed(graph, n)]
+        what = f"%{fed[0].name}'s input activation" if fed else "no linear layer's input"
+        raise CimcError(
+            f"--sparsity exact needs an exactly sparse activation (ReLU-like: code 0 for "
+            f"every negative input) before a streamed linear layer, and {what} is not one "
+            "(SiLU and GELU are not exactly sparse); use --sparsity none",
+            "sparsity",
+        )
+    spaces = tuple(_rows_space(memory, name) for name in layers)
+    return SparsityPlan(mode, tuple(layers), spaces)
+
+
+def _rows_space(memory: MemoryPlan, layer: str) -> Source:
+    """DRAM when every tile of the layer was planned there (the DRAM budget holds them),
+    else flash."""
+    spaces = {t.space for t in memory.tiles if t.entry.tile.layer == layer}
+    return "dram" if spaces == {"dram"} else "flash"
