@@ -55,9 +55,10 @@ def lower_sparse_linear(
     plan: LinearPlan,
     slots: Sequence[PlacedTile],
     name: str,
-    rows_space: Space,
+    rows_space: Space = "dram",
 ) -> None:
-    """y = REQ(x @ W + bias) loading only the rows of W whose x column is non-zero."""
+    """y = REQ(x @ W + bias) loading only the rows of W whose x column is non-zero; the
+    neuron-major rows are a constant in `rows_space`."""
     k, n = plan.weight.shape
     w = b.const(f"{name}.rows", plan.weight, "i8", rows_space)
     blocks = column_blocks(slots, k, n, b.loc)

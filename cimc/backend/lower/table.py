@@ -70,8 +70,7 @@ def _linear(em: Emitter, node: Node, op: QLinear) -> None:
     assert em.stream is not None  # the map pass plans every graph with a q.linear
     slots = em.stream.slots[node.name]
     if em.sparsity is not None and node.name in em.sparsity:
-        space = em.sparsity.space(node.name)
-        lower_sparse_linear(em.b, x, y, op.plan, slots, name, space)
+        lower_sparse_linear(em.b, x, y, op.plan, slots, name)
         return
     image = layer_image(em.stream, node.name)
     lower_linear(em.b, x, y, op.plan, slots=slots, name=name, weight_image=image)

@@ -17,8 +17,12 @@ sparse: `exact` refuses a graph where no layer qualifies. Layers held in the pin
 
 Where the rows live: the layer's weights leave the load-ordered weight image (the
 prefetcher cannot know which rows a run needs) and become one neuron-major constant
-`NAME.rows` ([K x N], row k = neuron k), in DRAM when the memory plan kept all the
-layer's tiles there, else in flash.
+`NAME.rows` ([K x N], row k = neuron k) in DRAM. Only layers whose tiles the memory plan
+kept in DRAM are made sparse: a tile's gather reads rows of one column block scattered
+over the whole constant, and flash charges every read a whole `flash_chunk_bytes` chunk
+(isa/SPEC.md, cost model), so from flash the active rows of a tile cost more chunk time
+than the layer's dense, contiguous stream. Layers in flash stay dense (`in_flash`) until
+the rows of a neuron are bundled into chunk-sized reads.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from dataclasses import dataclass
 
 from cimc.backend.plan.memory import MemoryPlan
 from cimc.backend.plan.streaming import StreamPlan
-from cimc.backend.plan.target import Source
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.quant.dialect import QLinear, QLut, QMul
@@ -37,14 +40,11 @@ MODES = ("none", "exact")
 
 @dataclass(frozen=True)
 class SparsityPlan:
-    """The layers that load only their active rows, and where each one's rows live."""
+    """The layers that load only their active rows (from DRAM)."""
 
     mode: str
     layers: tuple[str, ...] = ()  # graph node names of the sparse q.linear layers
-    spaces: tuple[Source, ...] = ()  # per layer: the space of its `NAME.rows` constant
-
-    def space(self, layer: str) -> Source:
-        return self.spaces[self.layers.index(layer)]
+    in_flash: tuple[str, ...] = ()  # exactly sparse, left dense: their rows are in flash
 
     def __contains__(self, layer: object) -> bool:
         return layer in self.layers
@@ -99,12 +99,10 @@ def plan_sparsity(
             "(SiLU and GELU are not exactly sparse); use --sparsity none",
             "sparsity",
         )
-    spaces = tuple(_rows_space(memory, name) for name in layers)
-    return SparsityPlan(mode, tuple(layers), spaces)
+    in_flash = tuple(name for name in layers if not _in_dram(memory, name))
+    return SparsityPlan(mode, tuple(n for n in layers if n not in in_flash), in_flash)
 
 
-def _rows_space(memory: MemoryPlan, layer: str) -> Source:
-    """DRAM when every tile of the layer was planned there (the DRAM budget holds them),
-    else flash."""
-    spaces = {t.space for t in memory.tiles if t.entry.tile.layer == layer}
-    return "dram" if spaces == {"dram"} else "flash"
+def _in_dram(memory: MemoryPlan, layer: str) -> bool:
+    """Did the memory plan keep every tile of the layer in DRAM?"""
+    return all(t.space == "dram" for t in memory.tiles if t.entry.tile.layer == layer)

@@ -66,10 +66,10 @@ class PlannedGraph:
             lines += _value_lines(self.values)
         if self.memory is not None:
             lines += _memory_lines(self.memory)
-        if self.sparsity is not None and self.sparsity.layers:
-            lines.append(f"// sparsity: {self.sparsity.mode}")
-            for layer, space in zip(self.sparsity.layers, self.sparsity.spaces, strict=True):
-                lines.append(f"sparse %{layer}: active rows gathered from {space}")
+        if self.sparsity is not None and self.sparsity.mode != "none":
+            lines.append(f"// plan-sparsity: {self.sparsity.mode}")
+            lines += [f"sparse %{layer}: active rows from dram" for layer in self.sparsity.layers]
+            lines += [f"dense %{layer}: rows in flash" for layer in self.sparsity.in_flash]
         return "\n".join(lines) + "\n"
 
 
