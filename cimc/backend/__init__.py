@@ -5,5 +5,6 @@ builder/         the program builder, where graph values live, the compiled prog
 stream/          the streaming plan emitted as prefetched weight loads
 lower/           per-op lowerings, one table keyed by op class, the lowering driver
 program_passes/  program -> program rewrites
-stages/          the backend's passes (tile, map, plan-values, plan-memory, lower, program passes)
+stages/          the backend's passes (tile, map, plan-values, plan-memory, plan-sparsity, lower,
+                 program passes)
 """

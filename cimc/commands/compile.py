@@ -29,11 +29,12 @@ example:
   cimc compile models/bert-tiny.onnx -o bert.cimasm --arch tiny --seq-len 8
   cimc compile model.onnx --shape input_ids=1,16 --calibration calib.npz --time-passes
   cimc compile model.onnx --seq-len 8 --print-ir-after map      # which tile in which macro
+  cimc compile model.pt2 --seq-len 1 --sparsity exact   # ReLU FFNs: load only active rows
   cimc compile --list-passes
 
 Writes OUT.cimasm and OUT.safetensors (the constants it names) beside it. The default
-pipeline is "{DEFAULT_PIPELINE}" (`backend` = tile, map, plan-values, plan-memory, lower,
-stage-consts, hoist-const-loads, merge-sends); -p replaces it: it must contain quantize,
+pipeline is "{DEFAULT_PIPELINE}" (`backend` = tile, map, plan-values, plan-memory,
+plan-sparsity, lower, stage-consts, hoist-const-loads, merge-sends); -p replaces it: it must contain quantize,
 and a pipeline that stops at a graph gets the backend passes appended.
 Without --calibration, scales come from generated inputs (a note says so on stderr).
 """
