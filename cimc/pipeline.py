@@ -5,8 +5,9 @@
 
 `compile_model` parses the pipeline (default `DEFAULT_PIPELINE`), expands composite passes
 (`backend` = tile, map, plan-values, plan-memory, plan-sparsity, lower, stage-consts,
-hoist-const-loads, merge-sends) and runs it under the pass manager: every pass verified, printable and timed,
-the import timed with them. The run is cut into three parts, kept in the result:
+hoist-const-loads, merge-sends) and runs it under the pass manager: every pass verified,
+printable and timed, the import timed with them. The run is cut into three parts, kept in
+the result:
 - float: the passes before `quantize`; their graph is the accuracy reference of `verify`;
 - quantized: `quantize` and any graph pass after it; the integer golden runs that graph;
 - backend: from the first pass that leaves the graph level to the end (a program).

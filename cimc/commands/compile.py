@@ -34,8 +34,8 @@ example:
 
 Writes OUT.cimasm and OUT.safetensors (the constants it names) beside it. The default
 pipeline is "{DEFAULT_PIPELINE}" (`backend` = tile, map, plan-values, plan-memory,
-plan-sparsity, lower, stage-consts, hoist-const-loads, merge-sends); -p replaces it: it must contain quantize,
-and a pipeline that stops at a graph gets the backend passes appended.
+plan-sparsity, lower, stage-consts, hoist-const-loads, merge-sends); -p replaces it: it
+must contain quantize, and a pipeline that stops at a graph gets the backend passes appended.
 Without --calibration, scales come from generated inputs (a note says so on stderr).
 """
 

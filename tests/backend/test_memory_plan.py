@@ -10,9 +10,10 @@ import pytest
 
 from cimc.backend.builder.compiled import graph_outputs, program_inputs
 from cimc.backend.plan.from_graph import workload_from_graph
-from cimc.backend.plan.memory import dram_share, in_dram, plan_memory
-from cimc.backend.plan.streaming import StreamPlan, plan_streaming
+from cimc.backend.plan.memory import MemoryPlan, StoredTile, dram_share, in_dram, plan_memory
+from cimc.backend.plan.streaming import ImageEntry, StreamPlan, plan_streaming
 from cimc.backend.plan.target import Target
+from cimc.backend.plan.tiling import Tile
 from cimc.backend.stages.backend import compile_graph
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
@@ -113,3 +114,23 @@ def test_program_with_weights_in_flash_is_bit_exact(qgraph: Graph) -> None:
     want = Golden(qgraph).run(inputs).outputs
     for name, got in graph_outputs(compiled, run.outputs).items():
         np.testing.assert_array_equal(got, want[name])
+
+
+def test_without_layers_closes_the_gaps_of_both_images() -> None:
+    def entry(layer: str, k0: int, offset: int) -> ImageEntry:
+        return ImageEntry(Tile(layer, 0, k0, 0, k0, k0 + 2, 0, 4), 0, offset)
+
+    tiles = (
+        StoredTile(entry("a", 0, 0), 0, "dram", 0),
+        StoredTile(entry("b", 0, 8), 0, "dram", 8),
+        StoredTile(entry("a", 2, 16), 1, "flash", 0),
+        StoredTile(entry("c", 0, 24), 0, "dram", 16),
+        StoredTile(entry("b", 2, 32), 1, "flash", 8),
+        StoredTile(entry("c", 2, 40), 1, "flash", 16),
+    )
+    plan = MemoryPlan(1 << 20, 1 << 20, 0, tiles)
+    left = plan.without({"b"})
+    assert [(t.entry.tile.layer, t.space, t.offset) for t in left.tiles] == [
+        ("a", "dram", 0), ("a", "flash", 0), ("c", "dram", 8), ("c", "flash", 8),
+    ]  # fmt: skip
+    assert plan.without(()) is plan

@@ -144,3 +144,39 @@ def test_validator_runs_after_each_program_pass_when_asked(qgraph: Graph) -> Non
         verify_deep(broken)
     with pytest.raises(CimcError, match=r"pass test-drop-recvs produced invalid IR"):
         PassManager([DropRecvs()], deep_verify_each=True).run(compiled)
+
+
+SPARSE_STAGES = STAGES.replace("plan-memory,", "plan-memory,plan-sparsity{mode=exact},")
+
+
+def test_plan_sparsity_none_changes_nothing(qgraph: Graph) -> None:
+    plain = run(STAGES, qgraph)
+    none = run(STAGES.replace("plan-memory,", "plan-memory,plan-sparsity,"), qgraph)
+    assert isinstance(plain, Compiled) and isinstance(none, Compiled)
+    assert print_program(none.program) == print_program(plain.program)
+
+
+def test_plan_sparsity_exact_picks_layers_after_relu(qgraph: Graph) -> None:
+    plan = run("tile{arch=tiny},map,plan-values,plan-memory,plan-sparsity{mode=exact}", qgraph)
+    assert isinstance(plan, PlannedGraph) and plan.sparsity is not None
+    linears = [n for n in qgraph.nodes() if n.op.NAME == "q.linear"]
+    # the first layer reads the network input, the second the ReLU's codes
+    assert plan.sparsity.layers == (linears[1].name,)
+    assert f"sparse %{linears[1].name}: active rows from dram" in str(plan)
+    staged = run(SPARSE_STAGES, qgraph)
+    assert isinstance(staged, Compiled)
+    verify_deep(staged)
+    text = print_program(staged.program)
+    assert "nzidx" in text and "gather.m" in text and "mload.m" in text
+    inputs = default_inputs(qgraph, seed=4)
+    out = run_program(staged.program, staged.arch, program_inputs(staged, inputs), staged.consts)
+    want = Golden(qgraph).run(inputs).outputs
+    for name, got in graph_outputs(staged, out.outputs).items():
+        np.testing.assert_array_equal(got, want[name])
+
+
+def test_plan_sparsity_needs_its_plans_and_a_known_mode(qgraph: Graph) -> None:
+    with pytest.raises(CimcError, match="plan-sparsity needs the map and plan-memory passes"):
+        run("tile{arch=tiny},map,plan-sparsity", qgraph)
+    with pytest.raises(CimcError, match="unknown sparsity 'some'; use one of none, exact"):
+        run("tile{arch=tiny},map,plan-values,plan-memory,plan-sparsity{mode=some}", qgraph)

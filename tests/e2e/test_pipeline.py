@@ -25,6 +25,7 @@ BACKEND = [
     "map",
     "plan-values",
     "plan-memory",
+    "plan-sparsity",
     "lower",
     "stage-consts",
     "hoist-const-loads",
