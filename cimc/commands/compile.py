@@ -29,7 +29,7 @@ example:
   cimc compile models/bert-tiny.onnx -o bert.cimasm --arch tiny --seq-len 8
   cimc compile model.onnx --shape input_ids=1,16 --calibration calib.npz --time-passes
   cimc compile model.onnx --seq-len 8 --print-ir-after map      # which tile in which macro
-  cimc compile model.pt2 --seq-len 1 --sparsity exact   # ReLU FFNs: load only active rows
+  cimc compile models/opt-relu-tiny.onnx --seq-len 1 --sparsity exact   # active rows only
   cimc compile --list-passes
 
 Writes OUT.cimasm and OUT.safetensors (the constants it names) beside it. The default

@@ -28,7 +28,8 @@ example:
   cimc example gpt2-tiny -o models/
   cimc generate models/gpt2-tiny.onnx --prompt-ids 1,2,3,4,5 --max-new-tokens 9 --arch tiny
   cimc generate models/llama-tiny.onnx --prompt-ids 7,8,9 --max-new-tokens 4 -o out/ --json
-  cimc generate opt-relu.pt2 --prompt-ids 1,2,3 --sparsity exact --arch tiny --json
+  cimc example opt-relu-tiny -o models/
+  cimc generate models/opt-relu-tiny.onnx --prompt-ids 1,2,3 --sparsity exact --arch tiny
 
 The model (an export with a symbolic sequence axis) is quantized once at a capacity of
 --max-positions positions (default: prompt + new tokens) and compiled into two programs
@@ -41,8 +42,9 @@ the whole prefix without any cache) generate side by side; the float model's gre
 on the same prefix gives the agreement rate. Per-token figures come from the cost model.
 With --sparsity exact the down-projections after ReLU-like activations load only the
 weight rows of the neurons that are non-zero (bit-identical); every step is then priced
-from its own run, and --json gives each step its cost (same keys as the programs') and the
-active share of each sparse layer (active_fraction).
+from its own run (the per-program lines under the table price every row), and --json
+gives each step its cost (same keys as the programs') and the active share of each sparse
+layer (active_fraction).
 Exit status: 0 when every logit of every step is bit-exact, 1 on a mismatch, 2 on bad
 input (ids outside the vocabulary, positions beyond the capacity, non-decoder models).
 """

@@ -19,6 +19,10 @@ def write_example(
         raise CimcError(f"unknown example {name!r}; known examples: {known}", "example")
     ex = EXAMPLES[name]
     model = build_model(ex.family, ex.preset, head=ex.head)
+    if ex.zeros:
+        from cimc.zoo.relu_lm import shift_ffn_biases
+
+        shift_ffn_biases(model, ex.zeros)
     inputs = example_inputs(model, seq_len=seq_len)
     path = Path(out_dir) / f"{name}.onnx"
     return export_onnx(model, inputs, path, exporter=exporter or ex.exporter)

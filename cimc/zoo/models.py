@@ -104,7 +104,10 @@ FAMILIES: dict[str, Family] = {
             "bos_token_id": 511,
             "eos_token_id": 511,
         },
-        presets={"odd": {"n_embd": 96, "n_head": 3, "n_inner": 250}},
+        presets={
+            "odd": {"n_embd": 96, "n_head": 3, "n_inner": 250},
+            "relu": {"n_inner": 256, "activation_function": "relu"},  # OPT-style FFN
+        },
     ),
     "llama": Family(
         name="llama",

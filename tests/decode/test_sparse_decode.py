@@ -73,3 +73,15 @@ def test_table_shows_the_active_share(model: Path, capsys: pytest.CaptureFixture
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "active" in out and "bit-exact: every logit" in out
+
+
+def test_example_opt_relu_tiny_compiles_sparse(tmp_path: Path) -> None:
+    from cimc.machine.arch import load_arch
+    from cimc.pipeline import PipelineOptions, compile_model
+    from cimc.zoo import write_example
+
+    path = write_example("opt-relu-tiny", tmp_path, seq_len=8)
+    options = PipelineOptions(seq_len=1, sparsity="exact")
+    plan = compile_model(path, load_arch("tiny"), options).compiled.program
+    gathered = {i.comment for s in plan.cores for i in s.instrs if i.opcode == "mload.m"}
+    assert len(gathered) == 2  # one sparse down-projection per block
