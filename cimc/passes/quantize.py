@@ -6,7 +6,9 @@ Without `calibration`, inputs are generated from their meaning and a note saying
 to stderr (unless quiet=true). `wide` lists the value categories kept in `wide-bits`
 (int16) precision, '+'-separated ("none" for an all-int8 model); see cimc.quant.scales.
 `headroom` widens the calibrated range of int16 values; `smooth` is the SmoothQuant alpha
-for norms with outlier channels (0 = off).
+of linear inputs with outlier channels: `auto` (each site picks the alpha that measures
+best on the calibration data, or none), a number (that alpha wherever channels are
+uneven) or 0 (off).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from cimc.ir.graph import Graph
 from cimc.passes.manager import Pass, PassResult, register_pass
 from cimc.quant.quantize import QuantOptions, quantize_model
 from cimc.quant.scales import WIDE_CATEGORIES, Precision
+from cimc.quant.smooth import SEARCH_ALPHAS
 
 
 @register_pass
@@ -36,7 +39,7 @@ class Quantize(Pass):
     wide: str = "+".join(WIDE_CATEGORIES)
     headroom: float = 2.0
     p_bits: int = 14
-    smooth: float = 0.5
+    smooth: str = "auto"
     smooth_threshold: float = 4.0
     quiet: bool = False
 
@@ -50,7 +53,20 @@ class Quantize(Pass):
             if bits not in (8, 16):
                 raise CimcError(f"activation widths must be 8 or 16, got {bits}", "quantize")
         precision = Precision(self.act_bits, self.wide_bits, wide, self.headroom)
-        return QuantOptions(precision, self.p_bits, self.smooth, self.smooth_threshold)
+        return QuantOptions(precision, self.p_bits, self.smooth_alphas(), self.smooth_threshold)
+
+    def smooth_alphas(self) -> tuple[float, ...]:
+        if self.smooth == "auto":
+            return SEARCH_ALPHAS
+        try:
+            alpha = float(self.smooth)
+        except ValueError:
+            alpha = -1.0
+        if not 0.0 <= alpha <= 1.0:
+            raise CimcError(
+                f"smooth must be 'auto' or an alpha in [0, 1], got {self.smooth!r}", "quantize"
+            )
+        return (alpha,) if alpha > 0 else ()
 
     def apply(self, ir: Any) -> PassResult:
         if not isinstance(ir, Graph):

@@ -26,6 +26,7 @@ from cimc.quant.dialect import (
     QMatMul,
     QMul,
     QReduce,
+    QRequant,
     QRmsNorm,
     QRotary,
     QSoftmax,
@@ -151,6 +152,9 @@ def add(lw: Lowering, node: Node) -> QValue:
 
 
 def mul(lw: Lowering, node: Node) -> QValue:
+    scaled = scale_by_constant(lw, node) if isinstance(node.op, ops.Mul) else None
+    if scaled is not None:
+        return scaled
     a = lw.codes(node.inputs[0])
     if isinstance(node.op, ops.Div):
         divisor = _const(lw, node, 1, "divisor (division by run-time values has no recipe)")
@@ -164,6 +168,34 @@ def mul(lw: Lowering, node: Node) -> QValue:
     return QValue(
         lw.emit(node, QMul(scale=scale, bits=bits, plan=plan), [a.name, b.name]), scale, bits
     )
+
+
+def scale_by_constant(lw: Lowering, node: Node) -> QValue | None:
+    """x * c with c a positive constant per channel (last axis) or scalar: one REQ per
+    channel, whose multipliers carry c exactly (no quantized copy of c, no product).
+    None when the mul is not of that form (then it is an ordinary q.mul)."""
+    shape = node.type.shape
+    for k in (0, 1):
+        operand = lw.src.node(node.inputs[1 - k])
+        if (
+            not isinstance(operand.op, ops.Constant)
+            or lw.src.node(node.inputs[k]).type.shape != shape
+        ):
+            continue
+        c = np.asarray(operand.op.value, np.float64)
+        per_channel = c.size > 1 and shape and c.shape[-1:] == shape[-1:] and c.size == shape[-1]
+        if (c.size == 1 or per_channel) and np.all(c > 0):
+            x = lw.codes(node.inputs[k])
+            bits, scale = _out(lw, node)
+            ratios = _scale(x) * c.ravel() / scale
+            rq = (
+                qc.requant_per_channel(ratios, bits, node.where)
+                if per_channel
+                else qc.requant_per_tensor(float(ratios[0]), bits, node.where)
+            )
+            op = QRequant(scale=scale, bits=bits, plan=rq)
+            return QValue(lw.emit(node, op, [x.name]), scale, bits)
+    return None
 
 
 def constant(lw: Lowering, node: Node, value: np.ndarray, bits: int) -> QValue:

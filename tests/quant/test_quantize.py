@@ -23,6 +23,7 @@ from cimc.quant.dialect import QOp
 from cimc.quant.golden import output_scales, run_golden
 from cimc.quant.quantize import QuantOptions, quantize_graph, quantize_model
 from cimc.quant.scales import Precision
+from cimc.quant.smooth import SEARCH_ALPHAS
 
 B, S, C, H, D, FF, V = 1, 8, 32, 4, 8, 64, 50
 
@@ -274,7 +275,14 @@ def test_pass_options() -> None:
     assert isinstance(p, Quantize)
     opts = p.options()
     assert opts.precision.wide == () and opts.precision.wide_headroom == 1.5
-    assert opts.smooth_alpha == 0.0 and opts.attention_p_bits == 7
+    assert opts.smooth_alphas == () and opts.attention_p_bits == 7
+    (auto,) = parse_pipeline("quantize")
+    assert isinstance(auto, Quantize) and auto.options().smooth_alphas == SEARCH_ALPHAS
+    (fixed,) = parse_pipeline("quantize{smooth=0.6}")
+    assert isinstance(fixed, Quantize) and fixed.options().smooth_alphas == (0.6,)
+    (bad,) = parse_pipeline("quantize{smooth=often}")
+    with pytest.raises(CimcError, match="smooth must be 'auto' or an alpha"):
+        bad.options()  # type: ignore[attr-defined]
     with pytest.raises(CimcError, match="unknown wide category 'residue'"):
         PassManager(parse_pipeline("quantize{wide=residue}")).run(encoder_graph())
     with pytest.raises(CimcError, match="activation widths must be 8 or 16, got 4"):

@@ -73,7 +73,7 @@ def test_smoothing_recovers_the_ordinary_channels() -> None:
         s["mask"] = np.ones_like(s["mask"])
 
     def cos_with(alpha: float) -> float:
-        q = quantize_graph(g, calib, QuantOptions(smooth_alpha=alpha))
+        q = quantize_graph(g, calib, QuantOptions(smooth_alphas=(alpha,) if alpha else ()))
         ref = [run_graph(g, s)["y"] for s in samples]
         got = [dequantize_outputs(q, run_golden(q, s).outputs)["y"] for s in samples]
         return cosine(np.concatenate(ref), np.concatenate(got))
