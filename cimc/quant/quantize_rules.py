@@ -25,6 +25,7 @@ from cimc.quant.dialect import (
     QLut,
     QMatMul,
     QMul,
+    QRampLut,
     QReduce,
     QRequant,
     QRmsNorm,
@@ -208,10 +209,9 @@ def constant(lw: Lowering, node: Node, value: np.ndarray, bits: int) -> QValue:
 
 
 def unary(lw: Lowering, node: Node) -> QValue:
+    """LUT8 of an int8 input (an int16 value is requantized first)."""
     fn: str | Callable[[float], float]
-    if isinstance(node.op, ops.Gelu):
-        fn = "gelu_tanh" if node.op.approximate == "tanh" else "gelu"
-    elif isinstance(node.op, ops.Clip):
+    if isinstance(node.op, ops.Clip):
         fn = _clip(node.op.lo, node.op.hi)  # exact in float64: a compare, no rounding
     else:
         fn = LUT_FUNCTIONS[type(node.op)]
@@ -226,6 +226,25 @@ def unary(lw: Lowering, node: Node) -> QValue:
 
 def _clip(lo: float, hi: float) -> Callable[[float], float]:
     return lambda v: min(max(v, lo), hi)
+
+
+def activation(lw: Lowering, node: Node) -> QValue:
+    """GELU / SiLU: ramp + table of an int16 input (as scales.py widens it), else LUT8."""
+    if isinstance(node.op, ops.Gelu):
+        fn = "gelu_tanh" if node.op.approximate == "tanh" else "gelu"
+    else:
+        fn = LUT_FUNCTIONS[type(node.op)]
+    bits, scale = _out(lw, node)
+    x = lw.codes(node.inputs[0])
+    op: Op
+    if x.bits == 16 and fn in plans.RAMP_SPAN:
+        ramp = plans.plan_ramp_unary(fn, _scale(x), scale, bits, node.where)
+        op = QRampLut(scale=scale, bits=bits, fn=fn, plan=ramp)
+    else:
+        x = lw.codes(node.inputs[0], 8)
+        plan = plans.plan_unary(fn, _scale(x), scale, bits, node.where)
+        op = QLut(scale=scale, bits=bits, fn=fn, plan=plan)
+    return QValue(lw.emit(node, op, [x.name]), scale, bits)
 
 
 REDUCE_KINDS: dict[type[Op], str] = {
@@ -324,9 +343,10 @@ RULES: dict[type[Op], Rule] = {
     ops.Sub: add,
     ops.Mul: mul,
     ops.Div: mul,
-    ops.Gelu: unary,
     ops.Clip: unary,
     **{cls: unary for cls in LUT_FUNCTIONS},
+    ops.Gelu: activation,
+    ops.Silu: activation,
     ops.Embedding: embedding,
     **{cls: reduce for cls in REDUCE_KINDS},
     ops.Rotary: rotary,

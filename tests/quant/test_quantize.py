@@ -107,7 +107,9 @@ def test_precision_choices_follow_the_readers() -> None:
     dtype = {n.name: n.type.dtype for n in q.nodes()}
     assert dtype["x1"] is DType.I16 and dtype["x2"] is DType.I16  # residual stream
     assert dtype["emb"] is DType.I16  # read by the residual add
-    assert dtype["q"] is DType.I8 and dtype["fc1"] is DType.I8  # read by attention / LUT8
+    assert dtype["q"] is DType.I8  # read by attention
+    assert dtype["fc1"] is DType.I16  # read by a GELU: the ramp + table recipe takes int16
+    assert q.node("gelu").op.NAME == "q.lut.ramp"
     assert dtype["ln2"] is DType.I8  # read by a linear only
     assert dtype["ln_f"] is DType.I16  # graph output
     assert dtype["pos_q"] is DType.I16  # a float constant added to the stream
@@ -182,7 +184,9 @@ def test_decoder_block_with_gqa_rotary_and_bool_mask() -> None:
     mask_input = q.node("mask")
     assert mask_input.type.dtype is DType.I8  # bool masks become int8 0/1 inputs
     assert q.node("mask_bool").op.NAME == "cast"
-    assert {"q.rotary", "q.rms_norm", "q.attention", "q.lut", "q.mul", "q.add"} <= set(op_names(q))
+    assert {"q.rotary", "q.rms_norm", "q.attention", "q.lut.ramp", "q.mul", "q.add"} <= set(
+        op_names(q)
+    )
     samples = generated_samples(g, 4, seed=100)
     for s in samples:
         s["mask"] = np.ones_like(s["mask"])
