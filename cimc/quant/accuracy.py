@@ -9,8 +9,9 @@ values (codes * scale) are compared with the float values of the same name. Stat
 are accumulated sample by sample (dot products, norms, maxima), so a long model over many
 samples costs one float run and one golden run per sample and no stored activations.
 Per-value rows show where along the model precision is lost: `drop` is the cosine of a
-value's worst float input minus its own, so a row with a large drop is where the error is
-made, not where it is inherited.
+value's worst float input minus its own (what it loses against its inputs, amplified
+inherited error included), `own` the cosine of its recipe run on exact inputs
+(cimc/quant/local_error.py: the error it makes by itself).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from cimc.ir.graph import Graph
 from cimc.quant.golden import Golden, output_scales, value_scales
+from cimc.quant.local_error import OwnOutputs
 from cimc.quant.scales import DATA_MOVEMENT
 from cimc.reference.float_model import FloatModel
 
@@ -64,6 +66,7 @@ class ValueAccuracy:
     scale: float
     op: str = ""
     drop: float = 0.0
+    own: float = 1.0  # cosine of its own recipe run on exact inputs (local_error.py)
 
     def line(self) -> str:
         rel = self.max_abs_error / self.max_abs_ref if self.max_abs_ref else 0.0
@@ -78,6 +81,7 @@ class ValueAccuracy:
             "op": self.op,
             "cosine": self.cosine,
             "drop": self.drop,
+            "own_cosine": self.own,
             "max_abs_error": self.max_abs_error,
             "max_abs_ref": self.max_abs_ref,
             "step": self.scale,
@@ -106,6 +110,11 @@ class AccuracyReport:
         return "\n".join(lines) + "\n"
 
 
+def rank(rows: Sequence[ValueAccuracy]) -> list[ValueAccuracy]:
+    """Rows of values that compute (not data movement), largest drop first."""
+    return sorted((v for v in rows if v.op), key=lambda v: (-v.drop, v.cosine, v.name))
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity of two flattened arrays (1.0 when both are zero)."""
     agreement = Agreement()
@@ -132,14 +141,23 @@ class ValueStats:
             n.name for n in graph.nodes() if n.type.dtype.is_float and n.name in self.scales
         ]
         self.stats = {name: Agreement() for name in self.names}
+        self.own_stats = {name: Agreement() for name in self.names}
+        self.own = OwnOutputs(Golden(qgraph), self.scales)
 
     def add(self, floats: Mapping[str, np.ndarray], codes: Mapping[str, np.ndarray]) -> None:
+        own = self.own.run(floats, self.names)
         for name in self.names:
-            got = np.asarray(codes[name], np.float64) * self.scales[name]
-            self.stats[name].add(floats[name], got)
+            scale = self.scales[name]
+            self.stats[name].add(floats[name], np.asarray(codes[name], np.float64) * scale)
+            if name in own:
+                self.own_stats[name].add(floats[name], own[name].astype(np.float64) * scale)
 
     def rows(self) -> list[ValueAccuracy]:
         return [self._row(name) for name in self.names]
+
+    def ranked(self) -> list[ValueAccuracy]:
+        """Rows of values that compute (not data movement), largest drop first."""
+        return rank(self.rows())
 
     def _row(self, name: str) -> ValueAccuracy:
         node, a = self.graph.node(name), self.stats[name]
@@ -147,7 +165,10 @@ class ValueStats:
         inputs = [self.stats[i].cosine for i in node.inputs if i in self.stats]
         drop = (min(inputs) if inputs else 1.0) - a.cosine
         op = node.op.NAME if computes else ""
-        return ValueAccuracy(name, a.cosine, a.max_error, a.max_ref, self.scales[name], op, drop)
+        own = self.own_stats[name].cosine
+        return ValueAccuracy(
+            name, a.cosine, a.max_error, a.max_ref, self.scales[name], op, drop, own
+        )
 
 
 def accuracy_report(

@@ -111,31 +111,38 @@ def choose_factors(
         return None
     if len(alphas) == 1 or rows is None or not len(rows):
         return factors(act, weights, alphas[0])
-    plain = linear_error(rows, act, weights, np.ones_like(act))
+    errors = SiteErrors(rows, weights)
+    plain = errors.of(act, np.ones_like(act))
     options = [factors(act, weights, a) for a in alphas]
-    errors = [linear_error(rows, act, weights, s) for s in options]
-    best = int(np.argmin(errors))  # the first (smallest alpha) of equal errors
-    return options[best] if errors[best] < MIN_GAIN * plain else None
+    measured = [errors.of(act, s) for s in options]
+    best = int(np.argmin(measured))  # the first (smallest alpha) of equal errors
+    return options[best] if measured[best] < MIN_GAIN * plain else None
 
 
-def linear_error(
-    rows: np.ndarray, act: np.ndarray, weights: Sequence[np.ndarray], s: np.ndarray
-) -> float:
-    """Relative squared error of the linears' outputs on `rows` with factors `s`: the
-    activation in int8 at its smoothed per-tensor range, weights in int8 per column."""
-    x = np.asarray(rows, np.float64)
-    top = float((act / s).max())
-    step = top / 127 if top > 0 else 1.0
-    xq = np.clip(np.rint(x / s / step), -127, 127) * step
-    total = 0.0
-    for w in weights:
-        ref = x @ w
-        ws = w * s[:, None]
-        wstep = np.abs(ws).max(axis=0) / 127
-        wstep = np.where(wstep > 0, wstep, 1.0)
-        err = xq @ (np.rint(ws / wstep) * wstep) - ref
-        total += float(np.sum(err * err)) / max(float(np.sum(ref * ref)), 1e-30)
-    return total
+class SiteErrors:
+    """Relative squared error of a site's linear outputs on calibration rows, for given
+    factors: the activation in int8 at its smoothed per-tensor range, the
+    weights in int8 per output column (float32: a ranking, not a proof)."""
+
+    def __init__(self, rows: np.ndarray, weights: Sequence[np.ndarray]) -> None:
+        self.x = np.asarray(rows, np.float32)
+        self.weights = [np.asarray(w, np.float32) for w in weights]
+        self.refs = [self.x @ w for w in self.weights]
+        self.norms = [max(float(np.sum(r.astype(np.float64) ** 2)), 1e-30) for r in self.refs]
+
+    def of(self, act: np.ndarray, s: np.ndarray) -> float:
+        top = float((act / s).max())
+        step = top / 127 if top > 0 else 1.0
+        scale = (1.0 / (s * step)).astype(np.float32)
+        xq = np.clip(np.rint(self.x * scale), -127, 127) * np.float32(step)
+        total = 0.0
+        for w, ref, norm in zip(self.weights, self.refs, self.norms, strict=True):
+            ws = w * s[:, None].astype(np.float32)
+            wstep = np.abs(ws).max(axis=0) / 127
+            wstep = np.where(wstep > 0, wstep, 1.0).astype(np.float32)
+            err = xq @ (np.rint(ws / wstep) * wstep) - ref
+            total += float(np.sum(err.astype(np.float64) ** 2)) / norm
+        return total
 
 
 def _divide(out: Graph, graph: Graph, node: Node, readers: list[Node], s: np.ndarray) -> str:
