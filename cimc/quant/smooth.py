@@ -32,7 +32,7 @@ from cimc.ir.graph import Graph, Node
 from cimc.ir.ops import Constant, LayerNorm, Linear, Mul, RmsNorm
 from cimc.quant.calibrate import Calibration
 
-SEARCH_ALPHAS = (0.3, 0.5, 0.7)  # higher alphas fit the calibration maxima too tightly
+SEARCH_ALPHAS = (0.3, 0.5, 0.7, 0.85)
 MIN_GAIN = 0.8  # smooth a site only when its measured error drops below this fraction
 
 
