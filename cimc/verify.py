@@ -193,6 +193,7 @@ class Accuracy:
         self.bad = dict.fromkeys(self.outputs, 0)
         self.floats = {o.graph_output: False for o in compiled.outputs}
         self.mask = None if float_graph is None else attention_mask_input(float_graph)
+        self.model = None if float_graph is None else FloatModel(float_graph)
         self.values = ValueStats(float_graph, compiled.graph) if per_node and float_graph else None
 
     def add(
@@ -204,10 +205,9 @@ class Accuracy:
     ) -> None:
         for name, count in bad.items():
             self.bad[name] += count
-        if self.float_graph is None:
+        if self.float_graph is None or self.model is None:
             return
-        model = FloatModel(self.float_graph)
-        floats = model.run_all(sample) if self.values else model.run(sample)
+        floats = self.model.run_all(sample) if self.values else self.model.run(sample)
         if self.values is not None:
             self.values.add(floats, golden_values)
             floats = {out: floats[name] for out, name in self.float_graph.outputs}

@@ -345,3 +345,29 @@ def test_one_pass_attention_weights() -> None:
     assert getattr(qop(q7, "att"), "plan").p_max == 127  # noqa: B009
     assert getattr(qop(quantized(g), "att"), "plan").p_max == 16383  # noqa: B009
     assert min_cosine(g, q7) >= 0.999
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_mul_by_a_positive_constant_is_one_requant(per_channel: bool) -> None:
+    g = Graph("scaled")
+    x = g.add_input("x", TensorType((2, C), DType.F32))
+    r = g.add_node(O.Add(), [x, x], "r")  # an int16 value
+    rng = np.random.default_rng(7)
+    c = rng.uniform(0.05, 3.0, C if per_channel else 1).astype(np.float32)
+    g.set_outputs([("y", g.add_node(O.Mul(), [r, g.add_constant(c)], "y"))])
+    q = quantized(g)
+    op = qop(q, "y")
+    assert op.NAME == "q.requant" and q.node("y").inputs == ("r",)
+    assert getattr(op, "plan").mult.shape == ((C,) if per_channel else ())  # noqa: B009
+    sample = generated_samples(g, 1, seed=3)[0]
+    got = run_golden(q, sample).outputs["y"].astype(np.float64) * op.scale
+    rq = run_golden(q, sample, keep_all=True).values["r"].astype(np.float64) * qop(q, "r").scale
+    assert np.abs(got - rq * c).max() <= op.scale / 2 + 1e-12  # one rounding of exact codes
+
+
+def test_mul_by_a_negative_constant_stays_a_product() -> None:
+    g = Graph("negative")
+    x = g.add_input("x", TensorType((2, C), DType.F32))
+    c = np.linspace(-1.0, 1.0, C).astype(np.float32)
+    g.set_outputs([("y", g.add_node(O.Mul(), [x, g.add_constant(c)], "y"))])
+    assert qop(quantized(g), "y").NAME == "q.mul"
