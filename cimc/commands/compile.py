@@ -136,6 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cimc.backend.builder.compiled import write_compiled
+    from cimc.quant.summary import recipe_summary
 
     if list_passes(args, args.model, "a model file"):
         return 0
@@ -150,4 +151,5 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {path}{extra}: {count} instructions on {len(program.cores)} cores of '{arch.name}'"
     )
+    print(recipe_summary(result.graph))
     return 0

@@ -47,6 +47,8 @@ def test_compile_writes_program_and_constants(
     assert program.arch_name == "tiny" and program.consts_file == "mlp.safetensors"
     captured = capsys.readouterr()
     assert "instructions on 2 cores of 'tiny'" in captured.out
+    # the ReLU's output has uneven channels: smoothed (its int16 copy requantized per channel)
+    assert "quantized: 2 of 5 values in int16, 1 per-channel requants" in captured.out
     timing = captured.err[captured.err.index("// ----- pass timing") :]  # --time-passes
     assert all(f"  {name}" in timing for name in ("import", "quantize", "lower", "merge-sends"))
     assert code == cli.main(["run", str(out), "--inputs", str(_inputs(tmp_path))])
