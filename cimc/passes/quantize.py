@@ -1,6 +1,6 @@
 """quantize: canonical float graph -> q-dialect graph (calibration + integer plans).
 
-    quantize{calibration=calib.npz,samples=8,method=max,wide=residual+norm+softmax+rotary+mul+output}
+    quantize{calibration=calib.npz,samples=8,method=max,wide=residual+norm+softmax+rotary+mul+act+output}
 
 Without `calibration`, inputs are generated from their meaning and a note saying so goes
 to stderr (unless quiet=true). `wide` lists the value categories kept in `wide-bits`
@@ -8,7 +8,9 @@ to stderr (unless quiet=true). `wide` lists the value categories kept in `wide-b
 `headroom` widens the calibrated range of int16 values; `smooth` is the SmoothQuant alpha
 of linear inputs with outlier channels: `auto` (each site picks the alpha that measures
 best on the calibration data, or none), a number (that alpha wherever channels are
-uneven) or 0 (off).
+uneven) or 0 (off); `smooth-sites` smooths exactly the '+'-separated values named, or
+`none` (decode quantizes its probe at another length with the sites of the real graph, so
+that both have the same structure).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Quantize(Pass):
     p_bits: int = 14
     smooth: str = "auto"
     smooth_threshold: float = 4.0
+    smooth_sites: str = ""  # '+'-separated values smoothed whatever their statistics, or none
     quiet: bool = False
 
     def options(self) -> QuantOptions:
@@ -53,7 +56,12 @@ class Quantize(Pass):
             if bits not in (8, 16):
                 raise CimcError(f"activation widths must be 8 or 16, got {bits}", "quantize")
         precision = Precision(self.act_bits, self.wide_bits, wide, self.headroom)
-        return QuantOptions(precision, self.p_bits, self.smooth_alphas(), self.smooth_threshold)
+        sites = None if not self.smooth_sites else self.sites()
+        alphas = self.smooth_alphas()
+        return QuantOptions(precision, self.p_bits, alphas, self.smooth_threshold, sites)
+
+    def sites(self) -> tuple[str, ...]:
+        return () if self.smooth_sites == "none" else tuple(self.smooth_sites.split("+"))
 
     def smooth_alphas(self) -> tuple[float, ...]:
         if self.smooth == "auto":

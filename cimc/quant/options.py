@@ -18,3 +18,4 @@ class QuantOptions:
     # channels are uneven, several chosen per site by measured error, () = off
     smooth_alphas: tuple[float, ...] = SEARCH_ALPHAS
     smooth_threshold: float = 4.0  # ... candidates where channel max > this x channel median
+    smooth_sites: tuple[str, ...] | None = None  # exactly these values (decode's probe)

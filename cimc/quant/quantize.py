@@ -189,7 +189,9 @@ def quantize_graph(graph: Graph, calib: Calibration, options: QuantOptions | Non
     """The q-dialect graph of `graph` with scales from `calib` (the input is not changed)."""
     options = options or QuantOptions()
     if options.smooth_alphas:
-        graph, calib = smooth_graph(graph, calib, options.smooth_alphas, options.smooth_threshold)
+        graph, calib = smooth_graph(
+            graph, calib, options.smooth_alphas, options.smooth_threshold, options.smooth_sites
+        )
     return Lowering(graph, calib, options).run()
 
 

@@ -37,22 +37,32 @@ MIN_GAIN = 0.8  # smooth a site only when its measured error drops below this fr
 
 
 def smooth_graph(
-    graph: Graph, calib: Calibration, alphas: Sequence[float] | float, threshold: float = 4.0
+    graph: Graph,
+    calib: Calibration,
+    alphas: Sequence[float] | float,
+    threshold: float = 4.0,
+    sites: Sequence[str] | None = None,
 ) -> tuple[Graph, Calibration]:
     """A float-equivalent copy of `graph` with smoothed sites, and the matching calibration.
 
     `alphas`: one alpha (applied wherever outliers are), or candidates chosen per site by
-    measured error on the calibration rows."""
+    measured error on the calibration rows. `sites`: smooth exactly these values, with the
+    first alpha (a graph that must have the structure of another one's, as decode's probe
+    at another length)."""
     candidates = (alphas,) if isinstance(alphas, float | int) else tuple(alphas)
     out = graph.copy()
     ranges, channels = dict(calib.ranges), dict(calib.channel_ranges)
     for node in graph.nodes():
-        readers = linear_readers(graph, node)
-        if not readers or not has_outliers(channels.get(node.name), threshold):
+        readers, act = linear_readers(graph, node), channels.get(node.name)
+        chosen = has_outliers(act, threshold) if sites is None else node.name in sites
+        if not readers or act is None or not chosen:
             continue
         weights = [_constant(graph, r.inputs[1]) for r in readers]
-        act = channels[node.name]
-        s = choose_factors(act, weights, calib.rows.get(node.name), candidates)
+        s = (
+            factors(act, weights, candidates[0])
+            if sites is not None
+            else choose_factors(act, weights, calib.rows.get(node.name), candidates)
+        )
         if s is None:
             continue
         smoothed = _divide(out, graph, node, readers, s)
@@ -174,3 +184,13 @@ def _rescale_norm(out: Graph, node: Node, factor: np.ndarray) -> None:
         for p in node.inputs[1:]
     ]
     out.set_inputs(node.name, (node.inputs[0], *params))
+
+
+def inserted_sites(qgraph: Graph, graph: Graph) -> list[str]:
+    """The values of `graph` whose smoothing put a division node into `qgraph` (the
+    structural part of the smoothing decisions; folded norms change constants only)."""
+    return [
+        n.inputs[0]
+        for n in qgraph.nodes()
+        if n.name not in graph and n.inputs and n.name == f"{n.inputs[0]}_smoothed"
+    ]

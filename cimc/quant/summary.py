@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cimc.ir.graph import Graph
+from cimc.ir.types import DType
 from cimc.quant.dialect import QOp, QRampLut, QRequant
 
 
@@ -10,7 +11,7 @@ def recipe_summary(graph: Graph) -> str:
     """int16 values among the q-ops' results, per-channel requants (outlier smoothing or
     a scale by a constant vector) and activations computed as ramp + table."""
     qops = [n for n in graph.nodes() if isinstance(n.op, QOp)]
-    wide = sum(1 for n in qops if n.op.bits == 16)  # type: ignore[attr-defined]
+    wide = sum(1 for n in qops if n.type.dtype is DType.I16)
     per_channel = sum(1 for n in qops if isinstance(n.op, QRequant) and n.op.plan.mult.ndim == 1)
     ramps = sum(1 for n in qops if isinstance(n.op, QRampLut))
     return (
