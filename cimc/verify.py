@@ -6,12 +6,15 @@
 Both executors run the same inputs (float inputs are quantized on the host exactly as the
 golden does). Every output is compared element for element; on a mismatch the first
 diverging graph value and the instruction that wrote it are found (cimc/divergence.py).
-Accuracy: dequantized outputs vs the float graph. Figures: the schedule's cost summary.
+Accuracy: dequantized outputs vs the float graph, over real tokens and as a mean-pooled
+embedding for encoders (cimc/quant/pooling.py), and per graph value on request
+(`per_node`: where accuracy goes, cimc/quant/accuracy.py). `verify_samples` does it all
+over several input sets. Figures: the schedule's cost summary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,8 +35,10 @@ from cimc.machine.interpreter import run_program
 from cimc.machine.opcodes import spec_of
 from cimc.machine.printer import print_program
 from cimc.machine.program import Instr, Program
-from cimc.quant.accuracy import cosine
+from cimc.quant.accuracy import Agreement, ValueAccuracy, ValueStats
 from cimc.quant.golden import Golden, dequantize_outputs
+from cimc.quant.pooling import EmbeddingAgreement, attention_mask_input, token_states
+from cimc.reference.float_model import FloatModel
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,21 @@ class OutputCheck:
     mismatched: int
     cosine: float  # dequantized interpreter output vs float (1.0 when not codes)
     max_abs_error: float
+    real_token_cosine: float | None = None  # encoder outputs: over attention-mask 1 only
+    pooled_cosine: float | None = None  # ... mean-pooled embedding, worst sample
+
+    def as_json(self) -> dict[str, Any]:
+        view = {
+            "real_token_cosine": self.real_token_cosine,
+            "pooled_cosine": self.pooled_cosine,
+        }
+        return {
+            "shape": list(self.shape),
+            "cosine": self.cosine,
+            "max_abs_error": self.max_abs_error,
+            "mismatched": self.mismatched,
+            **({} if self.pooled_cosine is None else view),
+        }
 
 
 @dataclass(frozen=True)
@@ -52,26 +72,23 @@ class VerifyReport:
     outputs: tuple[OutputCheck, ...]
     divergence: Divergence | None
     figures: dict[str, Any] = field(default_factory=dict)
+    samples: int = 1
+    nodes: tuple[ValueAccuracy, ...] = ()  # per graph value, largest cosine drop first
 
     @property
     def cosine_vs_float(self) -> float:
         return min((o.cosine for o in self.outputs), default=1.0)
 
     def as_json(self) -> dict[str, Any]:
+        per_node = {"nodes": [v.as_json() for v in self.nodes]} if self.nodes else {}
         return {
             "bit_exact": self.bit_exact,
             "mismatched_elements": self.mismatched_elements,
+            "samples": self.samples,
             "cosine_vs_float": self.cosine_vs_float,
-            "outputs": {
-                o.name: {
-                    "shape": list(o.shape),
-                    "cosine": o.cosine,
-                    "max_abs_error": o.max_abs_error,
-                    "mismatched": o.mismatched,
-                }
-                for o in self.outputs
-            },
+            "outputs": {o.name: o.as_json() for o in self.outputs},
             "divergence": None if self.divergence is None else divergence_json(self.divergence),
+            **per_node,
             **self.figures,
         }
 
@@ -103,58 +120,131 @@ def verify_compiled(
     inputs: Mapping[str, np.ndarray],
     program: Program | None = None,
     with_figures: bool = True,
+    per_node: bool = False,
 ) -> VerifyReport:
     """Run interpreter and golden on `inputs`; compare; report accuracy vs float.
 
     `program` replaces the compiled program (e.g. one read back from a file)."""
+    return verify_samples(compiled, float_graph, [inputs], program, with_figures, per_node)
+
+
+def verify_samples(
+    compiled: Compiled,
+    float_graph: Graph | None,
+    samples: Sequence[Mapping[str, np.ndarray]],
+    program: Program | None = None,
+    with_figures: bool = True,
+    per_node: bool = False,
+) -> VerifyReport:
+    """`verify_compiled` over several input sets: every one must be bit-exact; accuracy
+    (and, with `per_node`, the per-value rows) is accumulated over all of them. Stops at
+    the first sample that is not bit-exact and reports its divergence."""
     program = located_program(compiled, program)
+    accuracy = Accuracy(compiled, float_graph, per_node)
+    dynamic: Dynamic | None = None
+    for sample in samples:
+        golden = Golden(compiled.graph).run(sample, keep_all=True)
+        outcome = _run_program(compiled, program, sample, golden.values)
+        if isinstance(outcome, Divergence):
+            total = sum(int(v.size) for v in golden.outputs.values())
+            return VerifyReport(False, total, (), outcome, samples=len(samples))
+        got, bad, divergence, dynamic = outcome
+        accuracy.add(sample, got, golden.values, bad)
+        if any(bad.values()):
+            return accuracy.report(divergence, {}, len(samples))
+    # Data-dependent loads are priced as the last sample's run moved them.
+    figures = cost_figures(compiled, program, dynamic) if with_figures else {}
+    return accuracy.report(None, figures, len(samples))
+
+
+def _run_program(
+    compiled: Compiled,
+    program: Program,
+    inputs: Mapping[str, np.ndarray],
+    golden_values: Mapping[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, int], Divergence | None, Dynamic] | Divergence:
+    """(program outputs, mismatches per output, divergence when any, the run's record of
+    data-dependent loads) or a run-time failure."""
     feeds = program_inputs(compiled, inputs)
-    golden = Golden(compiled.graph).run(inputs, keep_all=True)
     try:
         run = run_program(program, compiled.arch, feeds, compiled.consts)
     except CimcError as e:
         failure = run_time_failure(compiled, program, e)
         if failure is None:
             raise
-        total = sum(int(v.size) for v in golden.outputs.values())
-        return VerifyReport(False, total, (), failure)
+        return failure
     got = graph_outputs(compiled, run.outputs)
-    bad = {k: int(np.count_nonzero(got[k] != golden.outputs[k])) for k in golden.outputs}
+    outputs = {out: golden_values[name] for out, name in compiled.graph.outputs}
+    bad = {k: int(np.count_nonzero(got[k] != outputs[k])) for k in outputs}
     divergence = None
     if any(bad.values()):
         traced = run_program(program, compiled.arch, feeds, compiled.consts, trace=True)
-        divergence = find_divergence(compiled, program, traced.trace, golden.values)
+        divergence = find_divergence(compiled, program, traced.trace, golden_values)
         if divergence is not None and program.cores != compiled.program.cores:
             divergence = with_first_differing(compiled, feeds, divergence, program, traced.trace)
-    checks = _accuracy(compiled, float_graph, inputs, got, bad)
-    figures = cost_figures(compiled, program, run.dynamic) if with_figures else {}
-    return VerifyReport(not any(bad.values()), sum(bad.values()), checks, divergence, figures)
+    return got, bad, divergence, run.dynamic
 
 
-def _accuracy(
-    compiled: Compiled,
-    float_graph: Graph | None,
-    inputs: Mapping[str, np.ndarray],
-    got: dict[str, np.ndarray],
-    bad: dict[str, int],
-) -> tuple[OutputCheck, ...]:
-    real = dequantize_outputs(compiled.graph, got)
-    ref: dict[str, np.ndarray] = {}
-    if float_graph is not None:
-        from cimc.reference.float_model import run_graph
+class Accuracy:
+    """Dequantized program outputs vs the float graph, accumulated over samples; the
+    encoder view (real tokens, pooled embedding) where an output is [1, S, H] and the
+    model has an attention mask; per-value rows on request."""
 
-        ref = run_graph(float_graph, inputs)
-    checks = []
-    for o in compiled.outputs:
-        r = ref.get(o.graph_output)
-        value = np.asarray(real[o.graph_output], np.float64)
-        if r is None or not np.issubdtype(np.asarray(r).dtype, np.floating):
-            checks.append(OutputCheck(o.graph_output, o.shape, bad[o.graph_output], 1.0, 0.0))
-            continue
-        err = float(np.abs(value - r).max(initial=0.0))
-        cos = float(cosine(np.asarray(r, np.float64), value))
-        checks.append(OutputCheck(o.graph_output, o.shape, bad[o.graph_output], cos, err))
-    return tuple(checks)
+    def __init__(self, compiled: Compiled, float_graph: Graph | None, per_node: bool) -> None:
+        self.compiled, self.float_graph = compiled, float_graph
+        self.outputs = {o.graph_output: Agreement() for o in compiled.outputs}
+        self.views: dict[str, EmbeddingAgreement] = {}
+        self.bad = dict.fromkeys(self.outputs, 0)
+        self.floats = {o.graph_output: False for o in compiled.outputs}
+        self.mask = None if float_graph is None else attention_mask_input(float_graph)
+        self.model = None if float_graph is None else FloatModel(float_graph)
+        self.values = ValueStats(float_graph, compiled.graph) if per_node and float_graph else None
+
+    def add(
+        self,
+        sample: Mapping[str, np.ndarray],
+        got: Mapping[str, np.ndarray],
+        golden_values: Mapping[str, np.ndarray],
+        bad: Mapping[str, int],
+    ) -> None:
+        for name, count in bad.items():
+            self.bad[name] += count
+        if self.float_graph is None or self.model is None:
+            return
+        floats = self.model.run_all(sample) if self.values else self.model.run(sample)
+        if self.values is not None:
+            self.values.add(floats, golden_values)
+            floats = {out: floats[name] for out, name in self.float_graph.outputs}
+        real = dequantize_outputs(self.compiled.graph, got)
+        for name, agreement in self.outputs.items():
+            ref = np.asarray(floats[name])
+            if not np.issubdtype(ref.dtype, np.floating):
+                continue
+            self.floats[name] = True
+            value = np.asarray(real[name], np.float64)
+            agreement.add(ref, value)
+            mask = None if self.mask is None else np.asarray(sample[self.mask])
+            if mask is not None and token_states(ref.shape, mask.shape):
+                self.views.setdefault(name, EmbeddingAgreement()).add(ref, value, mask)
+
+    def report(
+        self, divergence: Divergence | None, figures: dict[str, Any], samples: int
+    ) -> VerifyReport:
+        checks = tuple(self._check(o.graph_output, o.shape) for o in self.compiled.outputs)
+        nodes = tuple(self.values.ranked()) if self.values else ()
+        total = sum(self.bad.values())
+        return VerifyReport(total == 0, total, checks, divergence, figures, samples, nodes)
+
+    def _check(self, name: str, shape: tuple[int, ...]) -> OutputCheck:
+        if not self.floats[name]:
+            return OutputCheck(name, shape, self.bad[name], 1.0, 0.0)
+        a, view = self.outputs[name], self.views.get(name)
+        if view is None:
+            return OutputCheck(name, shape, self.bad[name], a.cosine, a.max_error)
+        tokens = view.tokens.cosine
+        return OutputCheck(
+            name, shape, self.bad[name], a.cosine, a.max_error, tokens, view.min_pooled
+        )
 
 
 # ---------------------------------------------------------------- figures

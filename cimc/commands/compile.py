@@ -151,6 +151,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cimc.backend.builder.saved import write_compiled
+    from cimc.quant.summary import recipe_summary
 
     if list_passes(args, args.model, "a model file"):
         return 0
@@ -172,4 +173,5 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {path} + {consts}: {count} instructions on {len(program.cores)} cores "
         f"of '{arch.name}'"
     )
+    print(recipe_summary(result.graph))
     return 0

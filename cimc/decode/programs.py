@@ -41,6 +41,7 @@ from cimc.passes.manager import Pass, verify_deep
 from cimc.passes.quantize import Quantize
 from cimc.pipeline import PipelineOptions, configurer, load_model, manager, pipeline_stages
 from cimc.quant.dialect import QEmbedding
+from cimc.quant.smooth import inserted_sites
 from cimc.version import __version__
 
 MIN_PROBE = 2  # at one position exporters simplify rotary away: never probe there
@@ -79,25 +80,32 @@ class DecoderPrograms:
 
 
 def quantized_graphs(
-    model: Any, options: PipelineOptions, seq_len: int, probe: bool = False
+    model: Any,
+    options: PipelineOptions,
+    seq_len: int,
+    probe: bool = False,
+    smooth_sites: Sequence[str] = (),
 ) -> tuple[Graph, Graph]:
     """(float graph, integer graph) of `model` imported at `seq_len`: the pipeline's parts
     before its backend. A `probe` only serves its shapes: generated calibration data, no
-    note about it."""
+    note about it, and the outlier smoothing of the real graph (`smooth_sites`), whatever
+    its own statistics, so that both have the same structure."""
     graph = load_model(model, replace(options, seq_len=seq_len))
-    stages = pipeline_stages(options, _calibrated(options, probe))
+    stages = pipeline_stages(options, _calibrated(options, probe, smooth_sites))
     float_graph = manager(stages.float, options).run(graph.copy())
     return float_graph, manager(stages.quantized, options).run(float_graph.copy())
 
 
-def _calibrated(options: PipelineOptions, probe: bool) -> Callable[[Pass], Pass]:
+def _calibrated(
+    options: PipelineOptions, probe: bool, smooth_sites: Sequence[str]
+) -> Callable[[Pass], Pass]:
     def configure(p: Pass) -> Pass:
         if not isinstance(p, Quantize):
             return p
-        quiet = probe or p.quiet
-        return replace(
-            p, quiet=quiet, calibration="" if probe else options.calibration or p.calibration
-        )
+        if probe:
+            sites = "+".join(smooth_sites) or "none"
+            return replace(p, quiet=True, calibration="", smooth_sites=sites)
+        return replace(p, calibration=options.calibration or p.calibration)
 
     return configure
 
@@ -132,7 +140,8 @@ def load_decoder(model: Any, capacity: int, options: PipelineOptions | None = No
     if capacity < MIN_PROBE + 1:
         raise CimcError(f"the capacity must be at least {MIN_PROBE + 1} positions", "decode")
     float_graph, qgraph = quantized_graphs(model, options, capacity)
-    _, probe = quantized_graphs(model, options, capacity - 1, probe=True)
+    sites = inserted_sites(qgraph, float_graph)
+    _, probe = quantized_graphs(model, options, capacity - 1, probe=True, smooth_sites=sites)
     axes = probe_axes(qgraph, probe, capacity, capacity - 1)
     check_decoder(qgraph, axes)
     token, mask = _inputs(qgraph, axes)

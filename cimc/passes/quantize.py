@@ -1,12 +1,16 @@
 """quantize: canonical float graph -> q-dialect graph (calibration + integer plans).
 
-    quantize{calibration=calib.npz,samples=8,method=max,wide=residual+norm+softmax+rotary+mul+output}
+    quantize{calibration=calib.npz,samples=8,method=max,wide=residual+norm+softmax+rotary+mul+act+output}
 
 Without `calibration`, inputs are generated from their meaning and a note saying so goes
 to stderr (unless quiet=true). `wide` lists the value categories kept in `wide-bits`
 (int16) precision, '+'-separated ("none" for an all-int8 model); see cimc.quant.scales.
 `headroom` widens the calibrated range of int16 values; `smooth` is the SmoothQuant alpha
-for norms with outlier channels (0 = off).
+of linear inputs with outlier channels: `auto` (each site picks the alpha that measures
+best on the calibration data, or none), a number (that alpha wherever channels are
+uneven) or 0 (off); `smooth-sites` smooths exactly the '+'-separated values named, or
+`none` (decode quantizes its probe at another length with the sites of the real graph, so
+that both have the same structure).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from cimc.ir.graph import Graph
 from cimc.passes.manager import Pass, PassResult, register_pass
 from cimc.quant.quantize import QuantOptions, quantize_model
 from cimc.quant.scales import WIDE_CATEGORIES, Precision
+from cimc.quant.smooth import SEARCH_ALPHAS
 
 
 @register_pass
@@ -36,8 +41,9 @@ class Quantize(Pass):
     wide: str = "+".join(WIDE_CATEGORIES)
     headroom: float = 2.0
     p_bits: int = 14
-    smooth: float = 0.5
+    smooth: str = "auto"
     smooth_threshold: float = 4.0
+    smooth_sites: str = ""  # '+'-separated values smoothed whatever their statistics, or none
     quiet: bool = False
 
     def options(self) -> QuantOptions:
@@ -50,7 +56,25 @@ class Quantize(Pass):
             if bits not in (8, 16):
                 raise CimcError(f"activation widths must be 8 or 16, got {bits}", "quantize")
         precision = Precision(self.act_bits, self.wide_bits, wide, self.headroom)
-        return QuantOptions(precision, self.p_bits, self.smooth, self.smooth_threshold)
+        sites = None if not self.smooth_sites else self.sites()
+        alphas = self.smooth_alphas()
+        return QuantOptions(precision, self.p_bits, alphas, self.smooth_threshold, sites)
+
+    def sites(self) -> tuple[str, ...]:
+        return () if self.smooth_sites == "none" else tuple(self.smooth_sites.split("+"))
+
+    def smooth_alphas(self) -> tuple[float, ...]:
+        if self.smooth == "auto":
+            return SEARCH_ALPHAS
+        try:
+            alpha = float(self.smooth)
+        except ValueError:
+            alpha = -1.0
+        if not 0.0 <= alpha <= 1.0:
+            raise CimcError(
+                f"smooth must be 'auto' or an alpha in [0, 1], got {self.smooth!r}", "quantize"
+            )
+        return (alpha,) if alpha > 0 else ()
 
     def apply(self, ir: Any) -> PassResult:
         if not isinstance(ir, Graph):

@@ -24,7 +24,7 @@ import numpy as np
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.ir.op_base import Op
-from cimc.ir.ops import Attention, Constant, Embedding, Im2col, Input
+from cimc.ir.ops import Attention, Constant, Embedding, Im2col, Input, Linear
 from cimc.ir.types import DType
 from cimc.progress import report
 from cimc.quant import constants as qc
@@ -33,6 +33,7 @@ from cimc.reference.float_model import FloatModel, default_inputs
 
 Sample = dict[str, np.ndarray]
 DEFAULT_SAMPLES = 8
+ROWS = 256  # rows of each linear input kept to choose smoothing by measured error
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Calibration:
     ranges: dict[str, float]  # node name -> R with |x| <= R (or the chosen percentile)
     logit_ranges: dict[str, float]  # attention node -> range of q k^T * scale where allowed
     channel_ranges: dict[str, np.ndarray] = field(default_factory=dict)  # last-axis absmax
+    rows: dict[str, np.ndarray] = field(default_factory=dict)  # linear inputs: sampled rows
     samples: int = 0
     generated: bool = False
     note: str = ""
@@ -200,6 +202,7 @@ def calibrate(
         dict(hit.ranges),
         dict(hit.logit_ranges),
         channels,
+        dict(hit.rows),  # read-only arrays: shared
         hit.samples,
         data.generated,
         data.note,
@@ -251,6 +254,9 @@ def _calibrate(graph: Graph, data: CalibrationData, method: str, percentile: flo
     seen: dict[str, list[np.ndarray]] = {n.name: [] for n in floats}
     seen_logits: dict[str, list[np.ndarray]] = {n.name: [] for n in attentions}
     channels: dict[str, np.ndarray] = {}
+    row_sites = {n.name for n in floats if linear_input(graph, n.name)}
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in sorted(row_sites)}
+    per_sample = -(-ROWS // len(data.samples))
     for k, sample in enumerate(data.samples):
         report("calibrate", k, len(data.samples), "float reference on each sample")
         values = model.run_all(sample)
@@ -261,14 +267,17 @@ def _calibrate(graph: Graph, data: CalibrationData, method: str, percentile: flo
                 continue
             _collect(seen[n.name], values[n.name], method)
             channels[n.name] = _channel_max(channels.get(n.name), values[n.name])
+            if n.name in rows:
+                rows[n.name].append(_some_rows(values[n.name], per_sample))
         for n in attentions:
             _collect(seen_logits[n.name], _logits(n, values), method)
     where = {n.name: n.where for n in floats}
     ranges = {k: _range(v, method, percentile, where[k]) for k, v in seen.items()}
     logits = {k: _range(v, method, percentile, where[k]) for k, v in seen_logits.items()}
     report("calibrate", len(data.samples), len(data.samples))
+    kept = {k: _frozen(np.concatenate(v)[:ROWS]) for k, v in rows.items()}
     return Calibration(
-        ranges, logits, channels, len(data.samples), data.generated, data.note, method
+        ranges, logits, channels, kept, len(data.samples), data.generated, data.note, method
     )
 
 
@@ -281,6 +290,26 @@ def _padded_windows(graph: Graph) -> set[str]:
         if padded or (isinstance(n.op, DATA_MOVEMENT) and n.inputs and n.inputs[0] in out):
             out.add(n.name)
     return out
+
+
+def linear_input(graph: Graph, name: str) -> bool:
+    """Whether a linear layer reads `name` directly as its activation operand."""
+    return any(
+        isinstance(graph.node(u).op, Linear) and graph.node(u).inputs[0] == name
+        for u in graph.users(name)
+    )
+
+
+def _some_rows(value: np.ndarray, count: int) -> np.ndarray:
+    """`count` rows (last axis = channels) spread evenly over the value, as float32."""
+    flat = np.asarray(value, np.float32).reshape(-1, value.shape[-1])
+    picked = np.linspace(0, len(flat) - 1, num=min(count, len(flat))).round().astype(int)
+    return flat[picked]
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 def _collect(store: list[np.ndarray], value: np.ndarray, method: str) -> None:

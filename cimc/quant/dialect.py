@@ -40,6 +40,7 @@ from cimc.quant.plans import (
     MatmulPlan,
     MulPlan,
     NormPlan,
+    RampLutPlan,
     ReducePlan,
     RotaryPlan,
     SoftmaxPlan,
@@ -260,6 +261,21 @@ class QLut(QOp):
 
     def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
         _table_of_256(self.plan.table, "q.lut table")
+        return inputs[0].shape
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class QRampLut(QOp):
+    """y = relu part of f(x) + LUT8 of f(x) - relu(x) (gelu, silu) on int8/int16 x."""
+
+    NAME = "q.lut.ramp"
+    MIN_INPUTS = MAX_INPUTS = 1
+    fn: str
+    plan: RampLutPlan
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        _table_of_256(self.plan.table, "q.lut.ramp table")
         return inputs[0].shape
 
 

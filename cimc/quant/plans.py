@@ -147,6 +147,39 @@ def plan_unary(
 
 
 @dataclass(frozen=True)
+class RampLutPlan:
+    """y = clamp(REQ(max(x, 0), ramp) + T[REQ(x, index) + 128], lo, hi) for int16 x."""
+
+    ramp: qc.Requant  # max(x, 0) -> output codes (the relu part of f)
+    index: qc.Requant  # x -> table index codes in [-127, 127] (step RAMP_SPAN[fn] / 127)
+    table: CodeVector  # [256] output codes of f(x) - relu(x) at the index grid
+    lo: int
+    hi: int
+
+
+# Functions f with f(x) - relu(x) -> 0 on both sides, and the input span beyond which the
+# remainder is below 2^-12 (gelu), or small against the table's own step (silu).
+RAMP_SPAN: dict[str, float] = {"gelu": 4.0, "gelu_tanh": 4.0, "silu": 8.0}
+
+
+def plan_ramp_unary(
+    fn: str, in_scale: float, out_scale: float, out_bits: int, loc: str | None = None
+) -> RampLutPlan:
+    """f of an int16 input as its relu part (one REQ, exact) plus a table of the remainder
+    f(x) - relu(x) over [-span, span] (or the input's own range when smaller): the table's
+    input step is span / 127 instead of the whole input range / 127 of a LUT8."""
+    if fn not in RAMP_SPAN:
+        raise CimcError(f"no ramp + table recipe for {fn!r}; known: {sorted(RAMP_SPAN)}", loc)
+    step = min(RAMP_SPAN[fn], in_scale * qc.qmax(16)) / 127
+    lo, hi = qc.qrange(out_bits)
+    ramp = qc.requant_per_tensor(in_scale / out_scale, out_bits, loc)
+    ramp = qc.Requant(ramp.mult, ramp.shift, 0, hi)
+    index = qc.requant_per_tensor(in_scale / step, 8, loc)
+    table = tables.lut8_table(tables.remainder_of_relu(fn), step, out_scale, out_bits, loc)
+    return RampLutPlan(ramp, index, table, lo, hi)
+
+
+@dataclass(frozen=True)
 class RescalePlan:
     requant: qc.Requant  # per tensor: x -> codes at another scale / width
 

@@ -9,8 +9,8 @@ calibrated range; every canonical op becomes a q-op whose plan (cimc.quant.plans
 all its integer constants. Graph inputs: integer ids stay as they are, bool masks become
 int8 0/1 inputs (cast back to bool inside), float inputs get a host-side `q.quantize`.
 Outputs are codes; `cimc.quant.golden.value_scales` gives the scale to dequantize them.
-Norms whose outputs show outlier channels and feed only linears are smoothed first
-(cimc.quant.smooth): exact in float, and it keeps pre-LN models accurate in int8.
+Linear inputs whose channels show outliers are smoothed first (cimc.quant.smooth): exact in
+float, and it keeps pretrained models accurate in int8.
 """
 
 from __future__ import annotations
@@ -188,8 +188,10 @@ def _on_codes(op: Op, v: QValue) -> Op:
 def quantize_graph(graph: Graph, calib: Calibration, options: QuantOptions | None = None) -> Graph:
     """The q-dialect graph of `graph` with scales from `calib` (the input is not changed)."""
     options = options or QuantOptions()
-    if options.smooth_alpha > 0:
-        graph, calib = smooth_graph(graph, calib, options.smooth_alpha, options.smooth_threshold)
+    if options.smooth_alphas:
+        graph, calib = smooth_graph(
+            graph, calib, options.smooth_alphas, options.smooth_threshold, options.smooth_sites
+        )
     return Lowering(graph, calib, options).run()
 
 

@@ -25,7 +25,9 @@ from cimc.quant.dialect import (
     QLut,
     QMatMul,
     QMul,
+    QRampLut,
     QReduce,
+    QRequant,
     QRmsNorm,
     QRotary,
     QSoftmax,
@@ -151,6 +153,9 @@ def add(lw: Lowering, node: Node) -> QValue:
 
 
 def mul(lw: Lowering, node: Node) -> QValue:
+    scaled = scale_by_constant(lw, node) if isinstance(node.op, ops.Mul) else None
+    if scaled is not None:
+        return scaled
     a = lw.codes(node.inputs[0])
     if isinstance(node.op, ops.Div):
         divisor = _const(lw, node, 1, "divisor (division by run-time values has no recipe)")
@@ -166,6 +171,34 @@ def mul(lw: Lowering, node: Node) -> QValue:
     )
 
 
+def scale_by_constant(lw: Lowering, node: Node) -> QValue | None:
+    """x * c with c a positive constant per channel (last axis) or scalar: one REQ per
+    channel, whose multipliers carry c exactly (no quantized copy of c, no product).
+    None when the mul is not of that form (then it is an ordinary q.mul)."""
+    shape = node.type.shape
+    for k in (0, 1):
+        operand = lw.src.node(node.inputs[1 - k])
+        if (
+            not isinstance(operand.op, ops.Constant)
+            or lw.src.node(node.inputs[k]).type.shape != shape
+        ):
+            continue
+        c = np.asarray(operand.op.value, np.float64)
+        per_channel = c.size > 1 and shape and c.shape[-1:] == shape[-1:] and c.size == shape[-1]
+        if (c.size == 1 or per_channel) and np.all(c > 0):
+            x = lw.codes(node.inputs[k])
+            bits, scale = _out(lw, node)
+            ratios = _scale(x) * c.ravel() / scale
+            rq = (
+                qc.requant_per_channel(ratios, bits, node.where)
+                if per_channel
+                else qc.requant_per_tensor(float(ratios[0]), bits, node.where)
+            )
+            op = QRequant(scale=scale, bits=bits, plan=rq)
+            return QValue(lw.emit(node, op, [x.name]), scale, bits)
+    return None
+
+
 def constant(lw: Lowering, node: Node, value: np.ndarray, bits: int) -> QValue:
     """A q.constant computed at compile time for `node` (e.g. the reciprocal of a divisor)."""
     scale = qc.activation_scale(float(np.abs(value).max(initial=0.0)), bits, node.where)
@@ -176,10 +209,9 @@ def constant(lw: Lowering, node: Node, value: np.ndarray, bits: int) -> QValue:
 
 
 def unary(lw: Lowering, node: Node) -> QValue:
+    """LUT8 of an int8 input (an int16 value is requantized first)."""
     fn: str | Callable[[float], float]
-    if isinstance(node.op, ops.Gelu):
-        fn = "gelu_tanh" if node.op.approximate == "tanh" else "gelu"
-    elif isinstance(node.op, ops.Clip):
+    if isinstance(node.op, ops.Clip):
         fn = _clip(node.op.lo, node.op.hi)  # exact in float64: a compare, no rounding
     else:
         fn = LUT_FUNCTIONS[type(node.op)]
@@ -194,6 +226,25 @@ def unary(lw: Lowering, node: Node) -> QValue:
 
 def _clip(lo: float, hi: float) -> Callable[[float], float]:
     return lambda v: min(max(v, lo), hi)
+
+
+def activation(lw: Lowering, node: Node) -> QValue:
+    """GELU / SiLU: ramp + table of an int16 input (as scales.py widens it), else LUT8."""
+    if isinstance(node.op, ops.Gelu):
+        fn = "gelu_tanh" if node.op.approximate == "tanh" else "gelu"
+    else:
+        fn = LUT_FUNCTIONS[type(node.op)]
+    bits, scale = _out(lw, node)
+    x = lw.codes(node.inputs[0])
+    op: Op
+    if x.bits == 16 and fn in plans.RAMP_SPAN:
+        ramp = plans.plan_ramp_unary(fn, _scale(x), scale, bits, node.where)
+        op = QRampLut(scale=scale, bits=bits, fn=fn, plan=ramp)
+    else:
+        x = lw.codes(node.inputs[0], 8)
+        plan = plans.plan_unary(fn, _scale(x), scale, bits, node.where)
+        op = QLut(scale=scale, bits=bits, fn=fn, plan=plan)
+    return QValue(lw.emit(node, op, [x.name]), scale, bits)
 
 
 REDUCE_KINDS: dict[type[Op], str] = {
@@ -292,9 +343,10 @@ RULES: dict[type[Op], Rule] = {
     ops.Sub: add,
     ops.Mul: mul,
     ops.Div: mul,
-    ops.Gelu: unary,
     ops.Clip: unary,
     **{cls: unary for cls in LUT_FUNCTIONS},
+    ops.Gelu: activation,
+    ops.Silu: activation,
     ops.Embedding: embedding,
     **{cls: reduce for cls in REDUCE_KINDS},
     ops.Rotary: rotary,

@@ -16,6 +16,10 @@ Design note (integer steps; "acc" = exact integer accumulator):
 - unary      y = LUT8(x_i8, T): gelu, gelu_tanh, silu, tanh, sigmoid, erf, exp, relu, neg,
              sqrt, or any callable.
              Input must be int8 (requantize int16 first); output int8 or int16 codes.
+- ramp+lut   (gelu, gelu_tanh, silu of int16 x) y = clamp(REQ(max(x, 0), Mr, sr, 0, hi)
+             + LUT8(REQ(x, Mi, si, -127, 127), T), lo, hi): the relu part exactly, and a
+             table of f(x) - relu(x) at input step span/127 (span 4 for gelu, 8 for silu);
+             the remainder vanishes outside the span. T has the output's width.
 - embedding  y = T[ids], T pre-quantized at the output scale: no arithmetic.
 - rescale    y = REQ(x, M, s) (scale / width change, e.g. int16 -> int8 before a LUT8).
 - reduce     sum / mean / max: y = REQ(RSUM(x), M, s) (mean folds 1/n into M) or
@@ -72,6 +76,7 @@ from cimc.quant.plans import (
     MatmulPlan,
     MulPlan,
     NormPlan,
+    RampLutPlan,
     ReducePlan,
     RescalePlan,
     RotaryPlan,
@@ -127,6 +132,14 @@ def mul(a: torch.Tensor, b: torch.Tensor, plan: MulPlan) -> torch.Tensor:
 def unary(x: torch.Tensor, plan: LutPlan) -> torch.Tensor:
     _check_codes(x, 8, "LUT8 input")
     return io.lut8(x, _t(plan.table))
+
+
+def ramp_unary(x: torch.Tensor, plan: RampLutPlan) -> torch.Tensor:
+    """f(x) = relu part + LUT8 of the remainder at a finer input step (int16 x)."""
+    _check_codes(x, 16, "ramp + table input")
+    ramp = requant(torch.clamp(x, min=0), plan.ramp)
+    index = requant(x, plan.index)
+    return io.clamp(ramp + io.lut8(index, _t(plan.table)), plan.lo, plan.hi)
 
 
 def rescale(x: torch.Tensor, plan: RescalePlan) -> torch.Tensor:

@@ -3,8 +3,9 @@
 Codes pass unchanged through data-movement ops, so precision is chosen for the values that
 compute ops produce, looking at who finally reads them. A value is widened (int16) when a
 reader keeps its precision: a residual add, a normalization or softmax input, a rotary
-input, a multiply operand, or a graph output. Readers that need int8 codes (linear,
-matmul, attention, LUT8) get a requantized copy when the value is int16.
+input, a multiply operand, a GELU/SiLU input (the ramp + table recipe reads int16), or a
+graph output. Readers that need int8 codes (linear, matmul, attention, LUT8) get a
+requantized copy when the value is int16.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from cimc.ir.ops import (
     Div,
     Expand,
     Gather,
+    Gelu,
     Im2col,
     LayerNorm,
     Mul,
     Reshape,
     RmsNorm,
     Rotary,
+    Silu,
     Slice,
     Softmax,
     Sub,
@@ -43,8 +46,10 @@ WIDE_READERS: dict[type[Op], tuple[tuple[int, ...], str]] = {
     Rotary: ((0,), "rotary"),
     Mul: ((0, 1), "mul"),
     Div: ((0,), "mul"),
+    Gelu: ((0,), "act"),
+    Silu: ((0,), "act"),
 }
-WIDE_CATEGORIES = ("residual", "norm", "softmax", "rotary", "mul", "output")
+WIDE_CATEGORIES = ("residual", "norm", "softmax", "rotary", "mul", "act", "output")
 
 
 @dataclass(frozen=True)

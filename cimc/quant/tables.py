@@ -54,6 +54,22 @@ UNARY_FUNCTIONS: dict[str, MpFn] = {
 }
 
 
+def _minus_relu(f: MpFn) -> MpFn:
+    return lambda x: f(x) - max(x, mpmath.mpf(0))
+
+
+# f(x) - relu(x) of the functions that approach relu on both sides (plans.plan_ramp_unary).
+RAMP_REMAINDERS = {
+    f"{fn}-relu": _minus_relu(UNARY_FUNCTIONS[fn]) for fn in ("gelu", "gelu_tanh", "silu")
+}
+UNARY_FUNCTIONS.update(RAMP_REMAINDERS)
+
+
+def remainder_of_relu(fn: str) -> str:
+    """The name of the table function f(x) - relu(x) of a named f (RAMP_REMAINDERS)."""
+    return f"{fn}-relu"
+
+
 def _mpf_to_fraction(v: mpmath.mpf) -> Fraction:
     sign, man, exp, _ = mpmath.mpf(v)._mpf_  # value = (-1)^sign * man * 2^exp
     return Fraction(-int(man) if sign else int(man)) * Fraction(2) ** exp

@@ -33,6 +33,10 @@ _WHERE = {
     "example_inputs": "models",
     "make_config": "models",
     "weight_bytes": "models",
+    "Tokens": "pretrained",
+    "load_minilm": "pretrained",
+    "sentences": "pretrained",
+    "token_windows": "pretrained",
 }
 
 __all__ = sorted(_WHERE)

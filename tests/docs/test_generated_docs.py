@@ -46,7 +46,8 @@ def test_every_canonical_op_has_one_row() -> None:
         ("layer_norm", "`q.layer_norm`", "yes"),  # the norm rule emits two q-ops: the right one
         ("rms_norm", "`q.rms_norm`", "yes"),
         ("sub", "`q.add`", "yes"),
-        ("gelu", "`q.lut`", "yes"),
+        ("gelu", "`q.lut`, `q.lut.ramp`", "yes"),  # LUT8 on int8, ramp + table on int16
+        ("tanh", "`q.lut`", "yes"),
         ("reshape", "itself, on integer codes (scale kept)", "free (declaration or re-view)"),
         ("sqrt", "none (no integer recipe)", "-"),
     ],

@@ -47,6 +47,8 @@ def test_compile_writes_program_and_constants(
     assert program.arch_name == "tiny" and program.consts_file == "mlp.safetensors"
     captured = capsys.readouterr()
     assert "instructions on 2 cores of 'tiny'" in captured.out
+    # the ReLU's output has uneven channels: smoothed (its int16 copy requantized per channel)
+    assert "quantized: 2 of 5 values in int16, 1 per-channel requants" in captured.out
     timing = captured.err[captured.err.index("// ----- pass timing") :]  # --time-passes
     assert all(f"  {name}" in timing for name in ("import", "quantize", "lower", "merge-sends"))
     assert code == cli.main(["run", str(out), "--inputs", str(_inputs(tmp_path))])
@@ -106,6 +108,28 @@ def test_verify_json(onnx_mlp: Path, capsys: pytest.CaptureFixture[str]) -> None
     ):
         assert out[key] > 0, key
     assert out["weight_bytes_loaded"] == 40 * 70 + 70 * 24
+
+
+def test_verify_per_node_over_a_file_of_samples(
+    onnx_mlp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--inputs with a leading sample axis: every sample verified; --per-node rows are
+    the computing values, largest drop first, in JSON and as a table of --top rows."""
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, x=np.stack([float_input((1, 6, 40), seed=k) for k in range(3)]))
+    args = ["verify", str(onnx_mlp), "--arch", "tiny", "--inputs", str(samples), "--per-node"]
+    assert cli.main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["samples"] == 3 and out["bit_exact"] is True
+    nodes = out["nodes"]
+    assert len(nodes) == 3 and {n["op"] for n in nodes} == {"linear", "relu"}
+    assert [n["drop"] for n in nodes] == sorted((n["drop"] for n in nodes), reverse=True)
+    assert all(0.9 < n["cosine"] <= 1.0 and 0.9 < n["own_cosine"] <= 1.0 for n in nodes)
+    assert cli.main([*args, "--top", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "where accuracy goes: 2 of 3 values" in text and "(3 samples)" in text
+    assert cli.main([*args, "--top", "0"]) == 2
+    assert "--top must be at least 1" in capsys.readouterr().err
 
 
 def test_verify_with_inputs_file_and_ir_printing(

@@ -49,3 +49,21 @@ def test_per_value_rows_show_where_precision_is_lost() -> None:
     assert all(v.cosine > 0.99 for v in report.values)
     text = report.format()
     assert text.splitlines()[0].startswith("accuracy of the integer model") and "att_r" in text
+
+
+def test_worst_ranks_computing_values_by_their_drop() -> None:
+    g = encoder_graph()
+    q = quantized(g)
+    report = accuracy_report(g, q, generated_samples(g, 2, seed=302), per_value=True)
+    rows = {v.name: v for v in report.values}
+    for v in report.values:
+        inputs = [rows[i].cosine for i in g.node(v.name).inputs if i in rows]
+        assert v.drop == pytest.approx((min(inputs) if inputs else 1.0) - v.cosine)
+    worst = report.worst()
+    assert [v.drop for v in worst] == sorted((v.drop for v in worst), reverse=True)
+    assert all(v.op for v in worst) and "q_r" in rows and rows["q_r"].op == ""  # a reshape
+    assert report.worst(3) == worst[:3]
+    # own error: the recipe alone, so never worse than all it inherits plus its own
+    assert rows["emb"].own == pytest.approx(rows["emb"].cosine)  # no float operand
+    assert all(0.99 < v.own <= 1.0 + 1e-12 for v in worst)
+    assert "own_cosine" in worst[0].as_json()

@@ -23,7 +23,8 @@ from tests.quant.test_quantize import decoder_graph, encoder_graph, linear, quan
 
 
 def scores_graph(seed: int = 0) -> Graph:
-    """q @ k^T, softmax, a mean over keys and a GELU of a wide residual (-> q.requant)."""
+    """q @ k^T, softmax, a mean over keys, a GELU of a wide residual (ramp + table) and a
+    sigmoid of it (-> q.requant, LUT8)."""
     rng = np.random.default_rng(seed)
     g = Graph("scores")
     x = g.add_input("x", TensorType((1, 8, 32), DType.F32))
@@ -34,7 +35,9 @@ def scores_graph(seed: int = 0) -> Graph:
     scores = g.add_node(O.Softmax(axis=3), [g.add_node(O.MatMul(), [q, kt], "qk")], "p")
     mean = g.add_node(O.ReduceMean(axes=(3,), keepdim=False), [scores], "mean")
     residual = g.add_node(O.Add(), [x, linear(g, rng, x, 32, 32, "o")], "res")
-    g.set_outputs([("mean", mean), ("act", g.add_node(O.Gelu("none"), [residual], "gelu"))])
+    act = g.add_node(O.Gelu("none"), [residual], "gelu")
+    gate = g.add_node(O.Sigmoid(), [residual], "gate")
+    g.set_outputs([("mean", mean), ("act", act), ("gate", gate)])
     return g
 
 

@@ -23,6 +23,7 @@ from cimc.quant.dialect import QOp
 from cimc.quant.golden import output_scales, run_golden
 from cimc.quant.quantize import QuantOptions, quantize_graph, quantize_model
 from cimc.quant.scales import Precision
+from cimc.quant.smooth import SEARCH_ALPHAS
 
 B, S, C, H, D, FF, V = 1, 8, 32, 4, 8, 64, 50
 
@@ -106,7 +107,9 @@ def test_precision_choices_follow_the_readers() -> None:
     dtype = {n.name: n.type.dtype for n in q.nodes()}
     assert dtype["x1"] is DType.I16 and dtype["x2"] is DType.I16  # residual stream
     assert dtype["emb"] is DType.I16  # read by the residual add
-    assert dtype["q"] is DType.I8 and dtype["fc1"] is DType.I8  # read by attention / LUT8
+    assert dtype["q"] is DType.I8  # read by attention
+    assert dtype["fc1"] is DType.I16  # read by a GELU: the ramp + table recipe takes int16
+    assert q.node("gelu").op.NAME == "q.lut.ramp"
     assert dtype["ln2"] is DType.I8  # read by a linear only
     assert dtype["ln_f"] is DType.I16  # graph output
     assert dtype["pos_q"] is DType.I16  # a float constant added to the stream
@@ -181,7 +184,9 @@ def test_decoder_block_with_gqa_rotary_and_bool_mask() -> None:
     mask_input = q.node("mask")
     assert mask_input.type.dtype is DType.I8  # bool masks become int8 0/1 inputs
     assert q.node("mask_bool").op.NAME == "cast"
-    assert {"q.rotary", "q.rms_norm", "q.attention", "q.lut", "q.mul", "q.add"} <= set(op_names(q))
+    assert {"q.rotary", "q.rms_norm", "q.attention", "q.lut.ramp", "q.mul", "q.add"} <= set(
+        op_names(q)
+    )
     samples = generated_samples(g, 4, seed=100)
     for s in samples:
         s["mask"] = np.ones_like(s["mask"])
@@ -274,7 +279,14 @@ def test_pass_options() -> None:
     assert isinstance(p, Quantize)
     opts = p.options()
     assert opts.precision.wide == () and opts.precision.wide_headroom == 1.5
-    assert opts.smooth_alpha == 0.0 and opts.attention_p_bits == 7
+    assert opts.smooth_alphas == () and opts.attention_p_bits == 7
+    (auto,) = parse_pipeline("quantize")
+    assert isinstance(auto, Quantize) and auto.options().smooth_alphas == SEARCH_ALPHAS
+    (fixed,) = parse_pipeline("quantize{smooth=0.6}")
+    assert isinstance(fixed, Quantize) and fixed.options().smooth_alphas == (0.6,)
+    (bad,) = parse_pipeline("quantize{smooth=often}")
+    with pytest.raises(CimcError, match="smooth must be 'auto' or an alpha"):
+        bad.options()  # type: ignore[attr-defined]
     with pytest.raises(CimcError, match="unknown wide category 'residue'"):
         PassManager(parse_pipeline("quantize{wide=residue}")).run(encoder_graph())
     with pytest.raises(CimcError, match="activation widths must be 8 or 16, got 4"):
@@ -333,3 +345,29 @@ def test_one_pass_attention_weights() -> None:
     assert getattr(qop(q7, "att"), "plan").p_max == 127  # noqa: B009
     assert getattr(qop(quantized(g), "att"), "plan").p_max == 16383  # noqa: B009
     assert min_cosine(g, q7) >= 0.999
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_mul_by_a_positive_constant_is_one_requant(per_channel: bool) -> None:
+    g = Graph("scaled")
+    x = g.add_input("x", TensorType((2, C), DType.F32))
+    r = g.add_node(O.Add(), [x, x], "r")  # an int16 value
+    rng = np.random.default_rng(7)
+    c = rng.uniform(0.05, 3.0, C if per_channel else 1).astype(np.float32)
+    g.set_outputs([("y", g.add_node(O.Mul(), [r, g.add_constant(c)], "y"))])
+    q = quantized(g)
+    op = qop(q, "y")
+    assert op.NAME == "q.requant" and q.node("y").inputs == ("r",)
+    assert getattr(op, "plan").mult.shape == ((C,) if per_channel else ())  # noqa: B009
+    sample = generated_samples(g, 1, seed=3)[0]
+    got = run_golden(q, sample).outputs["y"].astype(np.float64) * op.scale
+    rq = run_golden(q, sample, keep_all=True).values["r"].astype(np.float64) * qop(q, "r").scale
+    assert np.abs(got - rq * c).max() <= op.scale / 2 + 1e-12  # one rounding of exact codes
+
+
+def test_mul_by_a_negative_constant_stays_a_product() -> None:
+    g = Graph("negative")
+    x = g.add_input("x", TensorType((2, C), DType.F32))
+    c = np.linspace(-1.0, 1.0, C).astype(np.float32)
+    g.set_outputs([("y", g.add_node(O.Mul(), [x, g.add_constant(c)], "y"))])
+    assert qop(quantized(g), "y").NAME == "q.mul"

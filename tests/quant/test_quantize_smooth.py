@@ -73,7 +73,7 @@ def test_smoothing_recovers_the_ordinary_channels() -> None:
         s["mask"] = np.ones_like(s["mask"])
 
     def cos_with(alpha: float) -> float:
-        q = quantize_graph(g, calib, QuantOptions(smooth_alpha=alpha))
+        q = quantize_graph(g, calib, QuantOptions(smooth_alphas=(alpha,) if alpha else ()))
         ref = [run_graph(g, s)["y"] for s in samples]
         got = [dequantize_outputs(q, run_golden(q, s).outputs)["y"] for s in samples]
         return cosine(np.concatenate(ref), np.concatenate(got))
@@ -81,3 +81,16 @@ def test_smoothing_recovers_the_ordinary_channels() -> None:
     assert isinstance(g.node("rms").op, RmsNorm)
     plain, smoothed = cos_with(0.0), cos_with(0.5)
     assert smoothed > plain + 0.01 and smoothed >= 0.99  # measured 0.958 -> 0.993
+
+
+def test_forced_sites_give_the_structure_asked_for() -> None:
+    """Decode's probe: exactly the named sites (or none) whatever the statistics say."""
+    g = with_outlier_gamma(decoder_graph())
+    calib = calibrated(g)
+    auto, _ = smooth_graph(g, calib, (0.3, 0.5, 0.7))
+    assert [n.name for n in auto.nodes() if n.name not in g] != []
+    none, _ = smooth_graph(g, calib, (0.3,), sites=())
+    assert [n.inputs for n in none.nodes()] == [n.inputs for n in g.nodes()]
+    calm = calibrated(decoder_graph())  # even channels: auto would leave it alone
+    forced, _ = smooth_graph(decoder_graph(), calm, (0.5,), sites=("rms",))
+    assert forced.node("q").inputs[1] == "q.w_smoothed"

@@ -5,6 +5,7 @@ Integer steps (cimc/quant/recipes.py), each a few vector instructions per row ch
 - mul      y = REQ(a*b, M, s) (product in int64)
 - rescale  y = REQ(x, M, s)
 - unary    y = LUT8(x, T) (`lut` against a 1x256 table of y's dtype)
+- ramp     y = clamp(REQ(max(x, 0)) + LUT8(REQ(x), T)): gelu / silu of int16 x
 - reduce   y = REQ(RSUM(x), M, s) or REQ(RMAX(x), M, s) over the last axis
 The second operand of a binary op broadcasts numpy-style as 1xC, Rx1, 1x1 or RxC.
 Rows are split evenly over the builder's cores, then into chunks that fit the scratchpad.
@@ -34,7 +35,14 @@ from cimc.backend.lower.fanout import fan_out
 from cimc.backend.lower.kept_rows import CoreSpan
 from cimc.errors import CimcError
 from cimc.machine.program import DTYPE_BYTES, View
-from cimc.quant.plans import AddPlan, LutPlan, MulPlan, ReducePlan, RescalePlan
+from cimc.quant.plans import (
+    AddPlan,
+    LutPlan,
+    MulPlan,
+    RampLutPlan,
+    ReducePlan,
+    RescalePlan,
+)
 
 # body(scratch, operand chunks in sp, output chunk in sp)
 Body = Callable[[Scratch, list[View], View], None]
@@ -266,6 +274,29 @@ def lower_unary(
         b.emit(sc.core, "lut", out, ins[0], load_const(b, sc, table))
 
     blockwise(b, [x], y, body, 0, fixed=256 * DTYPE_BYTES[y.dtype])
+
+
+def lower_ramp_unary(
+    b: ProgramBuilder, x: View, y: View, plan: RampLutPlan, name: str | None = None
+) -> None:
+    """y = clamp(REQ(max(x, 0)) + T[REQ(x) + 128], lo, hi): gelu / silu of int16 x as
+    its relu part plus a LUT8 of the remainder (cimc/quant/recipes.py, ramp_unary)."""
+    check_shape(y, x.shape, "ramp + table output", b.loc)
+    table = b.const(name or b.fresh_name("lut"), np.asarray(plan.table).reshape(1, 256), y.dtype)
+    ramp = req_consts(b, b.fresh_name("ramp"), plan.ramp, y.cols)
+    index = req_consts(b, b.fresh_name("index"), plan.index, y.cols)
+
+    def body(sc: Scratch, ins: list[View], out: View, c0: int) -> None:
+        relu, part = sc("i32", out.rows, out.cols), sc(y.dtype, out.rows, out.cols)
+        codes = sc("i8", out.rows, out.cols)
+        b.emit(sc.core, "max", relu, ins[0], 0)
+        emit_req(b, sc, relu, relu, ramp, c0)
+        emit_req(b, sc, codes, ins[0], index, c0)
+        b.emit(sc.core, "lut", part, codes, load_const(b, sc, table))
+        b.emit(sc.core, "add", relu, relu, part)
+        b.emit(sc.core, "req", out, relu, 1, 0, 0, plan.lo, plan.hi)
+
+    blockwise(b, [x], y, body, 4 + 1 + DTYPE_BYTES[y.dtype], fixed=256 * DTYPE_BYTES[y.dtype])
 
 
 def lower_reduce(b: ProgramBuilder, x: View, y: View, plan: ReducePlan, axis: int = -1) -> None:

@@ -22,6 +22,7 @@ from cimc.backend.lower.common import Heads
 from cimc.backend.lower.elementwise import (
     lower_add,
     lower_mul,
+    lower_ramp_unary,
     lower_reduce,
     lower_rescale,
     lower_unary,
@@ -53,6 +54,7 @@ from cimc.quant.dialect import (
     QLut,
     QMatMul,
     QMul,
+    QRampLut,
     QReduce,
     QRequant,
     QRmsNorm,
@@ -148,6 +150,11 @@ def _reduce(em: Emitter, node: Node, op: QReduce) -> None:
     outer, inner = math.prod(shape[:first]), math.prod(shape[first:])
     x = elem_view(em.operand(node, 0), 0, outer, inner)
     lower_reduce(em.b, x, elem_view(em.result(node), 0, outer, 1), op.plan)
+
+
+def _ramp_lut(em: Emitter, node: Node, op: QRampLut) -> None:
+    name = f"{em.name(node)}.lut"
+    lower_ramp_unary(em.b, em.operand(node, 0), em.result(node), op.plan, name=name)
 
 
 def _norm(em: Emitter, node: Node, op: QLayerNorm | QRmsNorm) -> None:
@@ -270,6 +277,7 @@ LOWERINGS: dict[type[Op], Lowering] = {
     QRequant: _requant,
     QLut: _lut,
     QReduce: _reduce,
+    QRampLut: _ramp_lut,
     QLayerNorm: _norm,
     QRmsNorm: _norm,
     QSoftmax: _softmax,
