@@ -304,8 +304,7 @@ def check_ids(ids: Sequence[int], vocab: int) -> None:
 def write_programs(progs: DecoderPrograms, out_dir: Path, stem: str) -> tuple[Path, ...]:
     """DIR/STEM.prefill.cimasm, DIR/STEM.decode.cimasm (and STEM.decode-warm.cimasm when
     weights stay in the macros), sharing one DIR/STEM.safetensors."""
-    from safetensors.numpy import save_file
-
+    from cimc.machine.consts_file import write_consts
     from cimc.machine.printer import print_program
 
     consts = out_dir / f"{stem}.safetensors"
@@ -320,7 +319,7 @@ def write_programs(progs: DecoderPrograms, out_dir: Path, stem: str) -> tuple[Pa
             program = replace(base, consts_file=consts.name, source_name=str(path))
             path.write_text(print_program(program))
             paths.append(path)
-        save_file(progs.consts, str(consts))
+        write_consts(progs.consts, consts)
     except OSError as e:
         raise CimcError(f"cannot write the programs: {e.strerror or e}", str(out_dir)) from None
     return (*paths, consts)

@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from cimc.errors import CimcError
 from cimc.machine import semantics  # noqa: F401  (registers the kernels in the opcode table)
 from cimc.machine.arch import Arch
+from cimc.machine.consts_file import MappedConsts
 from cimc.machine.kernels import KernelError
 from cimc.machine.opcodes import KERNELS, spec_of
 from cimc.machine.printer import print_operand
@@ -143,9 +144,11 @@ def load_consts(program: Program) -> dict[str, np.ndarray]:
         raise CimcError(f"constants file {path} not found", program.source_name)
     try:
         with safe_open(str(path), framework="numpy") as f:
-            return _declared_tensors(program, f)
+            names = _checked_names(program, f)
+        mapped = MappedConsts(path)
     except (SafetensorError, OSError, ValueError, TypeError) as e:  # TypeError: e.g. bfloat16
         raise CimcError(f"cannot read constants file {path}: {e}", program.source_name) from None
+    return {name: mapped.array(name) for name in names}
 
 
 # Checked from the file header, before reading: whether numpy can hold a dtype such as BF16
@@ -168,11 +171,12 @@ _STORED_NAMES = {
 }
 
 
-def _declared_tensors(program: Program, f: Any) -> dict[str, np.ndarray]:
-    """Only the declared tensors, each loaded after its shape was checked against the
-    declaration (a huge or wrong tensor in the file is never read into memory)."""
+def _checked_names(program: Program, f: Any) -> list[str]:
+    """The declared tensors of the file, each checked against its declaration from the
+    header (a huge or wrong tensor in the file is never read). They are then mapped, not
+    read: a large model's weight image stays in the file and the page cache."""
     names = set(f.keys())
-    tensors = {}
+    tensors = []
     for decl in program.decls_of("const"):
         if decl.name not in names:
             continue  # reported by _place_consts, in declaration order
@@ -191,7 +195,7 @@ def _declared_tensors(program: Program, f: Any) -> dict[str, np.ndarray]:
                 f"{decl.dtype}[{decl.rows}x{decl.cols}]",
                 program.loc(decl),
             )
-        tensors[decl.name] = f.get_tensor(decl.name)
+        tensors.append(decl.name)
     return tensors
 
 
@@ -273,7 +277,11 @@ def _place_consts(machine: Machine, program: Program, consts: dict[str, np.ndarr
         if decl.name not in consts:
             raise CimcError(f"constant '{decl.name}' is missing from the constants file", loc)
         data = _fit(decl.name, "constant", np.asarray(consts[decl.name]), decl, loc)
-        _decl_array(machine, program, decl)[...] = data
+        target = _decl_array(machine, program, decl)  # bounds checked for every space
+        if decl.space == "flash":
+            machine.flash_consts.add(decl.addr, data)  # read in place (cimc/machine/flash.py)
+        else:
+            target[...] = data
 
 
 def _place_inputs(machine: Machine, program: Program, inputs: dict[str, np.ndarray]) -> None:

@@ -403,8 +403,7 @@ class ProgramBuilder:
 
     def write(self, path: Path) -> tuple[Program, Path, Path | None]:
         """Write PATH (.cimasm) and, when there are constants, PATH.safetensors beside it."""
-        from safetensors.numpy import save_file
-
+        from cimc.machine.consts_file import write_consts
         from cimc.machine.printer import print_program
 
         consts_path = path.with_suffix(".safetensors")
@@ -412,7 +411,7 @@ class ProgramBuilder:
         path.write_text(print_program(program))
         if not consts:
             return program, path, None
-        save_file(consts, str(consts_path))
+        write_consts(consts, consts_path)
         return program, path, consts_path
 
     def instruction_count(self) -> int:

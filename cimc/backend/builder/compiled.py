@@ -25,6 +25,7 @@ from cimc.backend.plan.streaming import StreamPlan
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
+from cimc.machine.consts_file import write_consts
 from cimc.machine.printer import print_program
 from cimc.machine.program import Program, View
 from cimc.machine.validator import validate
@@ -126,8 +127,6 @@ def graph_outputs(compiled: Compiled, outputs: Mapping[str, np.ndarray]) -> dict
 
 def write_compiled(compiled: Compiled, path: Path) -> tuple[Path, Path | None]:
     """Write PATH (.cimasm) and its constants PATH.safetensors (when there are any)."""
-    from safetensors.numpy import save_file
-
     consts_path = path.with_suffix(".safetensors")
     has = bool(compiled.consts)
     program = replace(
@@ -137,7 +136,7 @@ def write_compiled(compiled: Compiled, path: Path) -> tuple[Path, Path | None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(print_program(program))
         if has:
-            save_file(dict(sorted(compiled.consts.items())), str(consts_path))
+            write_consts(compiled.consts, consts_path)
     except OSError as e:
         raise CimcError(f"cannot write the program: {e.strerror or e}", str(path)) from None
     return path, consts_path if has else None
