@@ -149,6 +149,7 @@ def compile_model(model: Any, arch: Arch, options: PipelineOptions | None = None
         managers.append(manager(part, options, first, steps))
         first += len(part)
     float_graph = managers[0].run(graph.copy())
+    del graph  # the import's own arrays (a transposed weight's original) go now
     qgraph = managers[1].run(float_graph.copy())
     compiled = managers[2].run(qgraph)
     verify_deep(compiled)

@@ -41,7 +41,7 @@ def import_onnx(
     specs = graph_inputs(model)
     bound = bind_shapes(specs, shapes, seq_len)
     translator = Translator(opset, clean_name(model.graph.name, "main"))
-    translator.add_initializers(model)
+    translator.add_initializers(model, Path(path).parent)
     translator.add_inputs({s.name: s.elem_type for s in specs}, bound)
     translator.run(list(model.graph.node))
     graph = translator.graph

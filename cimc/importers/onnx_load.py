@@ -1,5 +1,8 @@
 """Load and validate an ONNX file: external data, opset range, local functions.
 
+External data is checked here and left in its file: the translator maps initializers from
+it (cimc/importers/onnx_external.py) instead of reading them into the protobuf.
+
 Every failure a user can cause (a missing or corrupt file, weights whose external data
 file is gone, an opset cimc does not know) is a one-line CimcError naming the file.
 """
@@ -12,6 +15,7 @@ import onnx
 import onnx.inliner
 
 from cimc.errors import CimcError
+from cimc.importers.onnx_external import check_external, read_into_protobuf
 
 MIN_OPSET = 13
 MAX_OPSET = 25
@@ -19,13 +23,13 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 def load_model(path: str | Path) -> onnx.ModelProto:
-    """The model at `path` with its external data loaded and local functions inlined."""
+    """The model at `path`, its external data checked, local functions inlined."""
     path = Path(path)
     where = str(path)
     if not path.is_file():
         raise CimcError("no such ONNX file; check the path", where)
     model = _parse(path)
-    _load_external_data(model, path.parent, where)
+    _external_data(model, path.parent, where)
     check_opset(model, where)
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
@@ -68,48 +72,29 @@ def _parse(path: Path) -> onnx.ModelProto:
     return model
 
 
-def _load_external_data(model: onnx.ModelProto, base_dir: Path, where: str) -> None:
-    """Read initializers stored outside the protobuf, resolving paths from the model dir."""
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+def _external_data(model: onnx.ModelProto, base_dir: Path, where: str) -> None:
+    """Check every tensor stored outside the protobuf against its data file (paths from
+    the model's folder). Initializers stay there: the translator maps them
+    (cimc/importers/onnx_external.py); the rare tensor-valued attribute is read in."""
+    from onnx.external_data_helper import uses_external_data
 
-    external = [t for t in model.graph.initializer if uses_external_data(t)]
-    for tensor in external:
-        location = _external_location(tensor)
-        if not (base_dir / location).is_file():
-            raise CimcError(
-                f"initializer '{tensor.name}' needs external data file '{location}', which is "
-                f"not in {base_dir}; copy it next to the model",
-                where,
-            )
-    if not external:
-        return
-    try:
-        load_external_data_for_model(model, str(base_dir))
-    except Exception as e:
-        raise CimcError(f"cannot read external data: {e}", where) from None
-    for tensor in external:
-        _check_size(tensor, where)
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            check_external(tensor, base_dir, where)
+    for tensor in _attribute_tensors(model):
+        if uses_external_data(tensor):
+            check_external(tensor, base_dir, where)
+            read_into_protobuf(tensor, base_dir, where)
 
 
-def _external_location(tensor: onnx.TensorProto) -> str:
-    for entry in tensor.external_data:
-        if entry.key == "location":
-            return entry.value
-    return ""
-
-
-def _check_size(tensor: onnx.TensorProto, where: str) -> None:
-    """A truncated external data file yields short raw_data: say so instead of reshaping."""
-    import numpy as np
-
-    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    expected = int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
-    if tensor.raw_data and len(tensor.raw_data) != expected:
-        raise CimcError(
-            f"initializer '{tensor.name}' has {len(tensor.raw_data)} bytes of external data, "
-            f"expected {expected}; the .data file is truncated or stale",
-            where,
-        )
+def _attribute_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    tensors = []
+    for node in nodes:
+        for attr in node.attribute:
+            tensors += [attr.t] if attr.HasField("t") else []
+            tensors += list(attr.tensors)
+    return tensors
 
 
 def check_opset(model: onnx.ModelProto, where: str) -> int:

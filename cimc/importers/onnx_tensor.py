@@ -7,12 +7,14 @@ Initializers and tensor-valued attributes (Constant values) both go through
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from cimc.errors import CimcError
+from cimc.importers.onnx_external import external_array
 
 # what onnx.numpy_helper raises on tensor bytes it cannot decode (the file is corrupt)
 _DECODE_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError)
@@ -39,14 +41,19 @@ def element_count(dims: Sequence[int], what: str, where: str) -> int:
     return count
 
 
-def tensor_array(tensor: onnx.TensorProto, where: str | None = None) -> np.ndarray:
-    """A tensor (initializer, attribute) as numpy, its dims, type and size checked first."""
+def tensor_array(
+    tensor: onnx.TensorProto, where: str | None = None, base_dir: Path | None = None
+) -> np.ndarray:
+    """A tensor (initializer, attribute) as numpy, its dims, type and size checked first;
+    external data (in files beside the model, in `base_dir`) as a read-only mapped view."""
     where = where or f"initializer '{tensor.name}'"
     count = element_count(tensor.dims, where, where)
     if tensor.data_type not in onnx.TensorProto.DataType.values() or tensor.data_type == 0:
         raise CimcError(f"unknown tensor data type {tensor.data_type}", where)
     if tensor.data_location == onnx.TensorProto.EXTERNAL and not tensor.raw_data:
-        raise CimcError("external data was not loaded", where)
+        if base_dir is None:
+            raise CimcError("external data was not loaded", where)
+        return external_array(tensor, base_dir, where)
     try:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     except (KeyError, ValueError, TypeError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -175,13 +176,14 @@ class Translator:
 
     # ---- the walk ---------------------------------------------------------------------
 
-    def add_initializers(self, model: onnx.ModelProto) -> None:
-        """Move the weights out of the protobuf one by one (peak memory ~1x the weights)."""
+    def add_initializers(self, model: onnx.ModelProto, base_dir: Path) -> None:
+        """Move the weights out of the protobuf one by one (peak memory ~1x the weights);
+        external data (files in `base_dir`) is mapped, not read."""
         initializers = model.graph.initializer
         arrays: list[tuple[str, np.ndarray]] = []
         while initializers:
             tensor = initializers[-1]
-            arrays.append((tensor.name, tensor_array(tensor)))
+            arrays.append((tensor.name, tensor_array(tensor, base_dir=base_dir)))
             del initializers[-1]
         for name, array in reversed(arrays):
             self.bind(name, array)

@@ -81,14 +81,21 @@ class GraphInterpreter(Generic[V]):
     # ---- running --------------------------------------------------------------------
 
     def run_nodes(
-        self, inputs: Mapping[str, np.ndarray] | None, keep: Collection[str]
+        self,
+        inputs: Mapping[str, np.ndarray] | None,
+        keep: Collection[str],
+        visit: Callable[[Node, Mapping[str, V]], None] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Values of the nodes named in `keep`, by node name in topological order."""
+        """Values of the nodes named in `keep`, by node name in topological order.
+        `visit(node, env)` sees every node's value (and its operands') as soon as it is
+        computed, before anything is freed: a statistic over every value needs no copy."""
         feeds = self._feeds(inputs)
         env: dict[str, V] = {}
         kept: dict[str, np.ndarray] = {}
         for node, dead in zip(self.nodes, self._dead_after, strict=True):
             env[node.name] = self.run_node(node, env, feeds)
+            if visit is not None:
+                visit(node, env)
             if node.name in keep:
                 kept[node.name] = self.export(node, env[node.name])
             for operand in dead:

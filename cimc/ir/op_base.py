@@ -164,7 +164,8 @@ def attribute_key(value: Any) -> Hashable:
     digest, structs field by field (so two ops are equal iff every bit of them is)."""
     if isinstance(value, np.ndarray):
         data = np.ascontiguousarray(value)
-        return (data.dtype.str, data.shape, hashlib.sha256(data.tobytes()).hexdigest())
+        digest = hashlib.sha256(data.reshape(-1).view(np.uint8).data).hexdigest()  # in place
+        return (data.dtype.str, data.shape, digest)
     if is_struct(type(value)):
         fields = attribute_schema(type(value))
         return (type(value).__name__, tuple(attribute_key(getattr(value, f)) for f in fields))

@@ -70,7 +70,7 @@ class Constant(Op):
         """sha256 of dtype, shape and bytes: equal digests mean equal constants."""
         data = np.ascontiguousarray(self.value)
         h = hashlib.sha256(f"{data.dtype.name}{data.shape}".encode())
-        h.update(data.tobytes())
+        h.update(data.reshape(-1).view(np.uint8).data)  # the bytes in place, not a copy
         return h.hexdigest()
 
     def key(self) -> Hashable:

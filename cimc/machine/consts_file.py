@@ -16,6 +16,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from cimc.errors import CimcError
+from cimc.machine.mapped_consts import MappedConsts
 from cimc.machine.program import Decl, Program
 from cimc.machine.validator import consts_path_problem
 
@@ -56,8 +57,10 @@ def load_consts_and_metadata(program: Program) -> tuple[dict[str, np.ndarray], d
     check_consts_hash(program, path)
     try:
         with safe_open(str(path), framework="numpy") as f:
-            tensors = _declared_tensors(program, f)
+            names = _declared_names(program, f)
             metadata = dict(f.metadata() or {})
+        mapped = MappedConsts(path)
+        tensors = {name: mapped.array(name) for name in names}
     except (SafetensorError, OSError, ValueError, TypeError) as e:  # TypeError: e.g. bfloat16
         raise CimcError(f"cannot read constants file {path}: {e}", program.source_name) from None
     if _identity(path) != before:  # another file renamed over it while it was read
@@ -95,11 +98,12 @@ _STORED_NAMES = {
 }
 
 
-def _declared_tensors(program: Program, f: Any) -> dict[str, np.ndarray]:
-    """Only the declared tensors, each loaded after its shape was checked against the
-    declaration (a huge or wrong tensor in the file is never read into memory)."""
+def _declared_names(program: Program, f: Any) -> list[str]:
+    """The declared tensors of the file, each checked against its declaration from the
+    header (a huge or wrong tensor in the file is never read). They are then mapped, not
+    read: a large model's weight image stays in the file and the page cache."""
     names = set(f.keys())
-    tensors = {}
+    tensors = []
     for decl in program.decls_of("const"):
         if decl.name not in names:
             continue  # reported by _place_consts, in declaration order
@@ -118,7 +122,7 @@ def _declared_tensors(program: Program, f: Any) -> dict[str, np.ndarray]:
                 f"{decl.dtype}[{decl.rows}x{decl.cols}]",
                 program.loc(decl),
             )
-        tensors[decl.name] = f.get_tensor(decl.name)
+        tensors.append(decl.name)
     return tensors
 
 

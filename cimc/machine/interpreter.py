@@ -180,7 +180,11 @@ def _place_consts(machine: Machine, program: Program, consts: dict[str, np.ndarr
         if decl.name not in consts:
             raise CimcError(f"constant '{decl.name}' is missing from the constants file", loc)
         data = _fit(decl.name, "constant", np.asarray(consts[decl.name]), decl, loc)
-        _decl_array(machine, program, decl)[...] = data
+        target = _decl_array(machine, program, decl)  # bounds checked for every space
+        if decl.space == "flash":
+            machine.flash_consts.add(decl.addr, data)  # read in place (cimc/machine/flash.py)
+        else:
+            target[...] = data
 
 
 def _place_inputs(machine: Machine, program: Program, inputs: dict[str, np.ndarray]) -> None:

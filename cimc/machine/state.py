@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cimc.machine.arch import Arch
+from cimc.machine.flash import FlashConsts
 from cimc.machine.kernels import KernelError
 from cimc.machine.program import Imm, Instr, MacroRef, Operand, View
 
@@ -157,6 +158,10 @@ class Machine:
     # The index column each data-dependent instruction read, by (core, pc): what the cost
     # model needs to price that run (cimc/machine/dynamic.py).
     dynamic: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    # Flash constants read in place (cimc/machine/flash.py); copied into the flat flash
+    # memory only if a view needs it (`flash_filled`).
+    flash_consts: FlashConsts = field(default_factory=FlashConsts)
+    flash_filled: bool = False
 
     @classmethod
     def create(cls, arch: Arch, cores: list[CoreState], extents: dict[str, int]) -> Machine:
@@ -202,9 +207,22 @@ class Machine:
                 f"{view.space}[{addr:#x}:{end:#x}] is outside {view.space} "
                 f"({self.arch.space_bytes(view.space)} bytes)"
             )
+        if view.space == "flash":
+            mem, addr = self._flash_memory(mem, addr, end)
         # One row: the stride is never used, and may exceed what numpy accepts (2^63 bytes).
         row_step = (view.stride if rows > 1 else cols) * size
         return np.ndarray((rows, cols), dtype, mem, addr, (row_step, size))
+
+    def _flash_memory(self, flat: np.ndarray, addr: int, end: int) -> tuple[np.ndarray, int]:
+        """The bytes a flash view at [addr, end) reads, and its offset in them: a constant
+        in place, else the flat memory (holding every constant from then on)."""
+        found = self.flash_consts.find(addr, end)
+        if found is not None:
+            return found
+        if not self.flash_filled:
+            self.flash_consts.copy_into(flat)
+            self.flash_filled = True
+        return flat, addr
 
     def read(self, core: int, op: Operand) -> np.ndarray:
         """A view or immediate operand as int64 (immediates as 0-d arrays, for broadcasting)."""

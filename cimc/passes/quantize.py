@@ -21,6 +21,7 @@ from typing import Any
 
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
+from cimc.ir.mapped import release_pages
 from cimc.passes.manager import Pass, PassResult, register_pass
 from cimc.quant.quantize import QuantOptions, quantize_model
 from cimc.quant.scales import WIDE_CATEGORIES, Precision
@@ -90,4 +91,5 @@ class Quantize(Pass):
         )
         if result.calibration.generated and not self.quiet:
             sys.stderr.write(f"cimc: {result.note}\n")
+        release_pages(ir.constants().values())  # the float weights, read again if needed
         return PassResult(result.graph, True)

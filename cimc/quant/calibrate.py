@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -229,7 +230,7 @@ def _op_text(op: Op) -> str:
 def _value_text(value: object) -> str:
     if isinstance(value, np.ndarray):  # repr would elide the middle of a large array
         data = np.ascontiguousarray(value)
-        digest = hashlib.sha256(data.tobytes()).hexdigest()
+        digest = hashlib.sha256(data.reshape(-1).view(np.uint8).data).hexdigest()
         return f"array({data.dtype.str}, {data.shape}, {digest})"
     if isinstance(value, tuple | list):
         return "(" + ", ".join(_value_text(v) for v in value) + ")"
@@ -242,7 +243,7 @@ def samples_digest(samples: Sequence[Sample]) -> str:
         for name in sorted(sample):
             data = np.ascontiguousarray(sample[name])
             h.update(f"{name} {data.dtype.str} {data.shape}".encode())
-            h.update(data.tobytes())
+            h.update(data.reshape(-1).view(np.uint8).data)
     return h.hexdigest()
 
 
@@ -254,23 +255,33 @@ def _calibrate(graph: Graph, data: CalibrationData, method: str, percentile: flo
     seen: dict[str, list[np.ndarray]] = {n.name: [] for n in floats}
     seen_logits: dict[str, list[np.ndarray]] = {n.name: [] for n in attentions}
     channels: dict[str, np.ndarray] = {}
-    row_sites = {n.name for n in floats if linear_input(graph, n.name)}
+    for n in floats:
+        if isinstance(n.op, Constant):  # the same every sample: read in place, once
+            copies = 1 if method == "max" else len(data.samples)  # a percentile counts each
+            seen[n.name] += [_collected(n.op.value, method)] * copies
+            channels[n.name] = _channel_max(None, n.op.value)
+    computed = {n.name for n in floats if not isinstance(n.op, Constant)}
+    by_name = {n.name: n for n in attentions}
+    row_sites = {name for name in computed if linear_input(graph, name)}
     rows: dict[str, list[np.ndarray]] = {name: [] for name in sorted(row_sites)}
     per_sample = -(-ROWS // len(data.samples))
+
+    def visit(node: Node, env: Mapping[str, Any]) -> None:
+        """Reduce each value as it is computed (the float model frees it after its last
+        use: a sample's activations are never all held)."""
+        if node.name in computed:
+            value = np.asarray(env[node.name])
+            seen[node.name].append(_collected(value, method))
+            channels[node.name] = _channel_max(channels.get(node.name), value)
+            if node.name in rows:
+                rows[node.name].append(_some_rows(value, per_sample))
+        if node.name in by_name:
+            operands = {i: np.asarray(env[i]) for i in node.inputs}
+            seen_logits[node.name].append(_collected(_logits(node, operands), method))
+
     for k, sample in enumerate(data.samples):
         report("calibrate", k, len(data.samples), "float reference on each sample")
-        values = model.run_all(sample)
-        for n in floats:
-            if k and isinstance(n.op, Constant):  # same every sample: maxima are taken once
-                if method != "max":  # a percentile counts every sample's copy
-                    _collect(seen[n.name], values[n.name], method)
-                continue
-            _collect(seen[n.name], values[n.name], method)
-            channels[n.name] = _channel_max(channels.get(n.name), values[n.name])
-            if n.name in rows:
-                rows[n.name].append(_some_rows(values[n.name], per_sample))
-        for n in attentions:
-            _collect(seen_logits[n.name], _logits(n, values), method)
+        model.run_nodes(sample, (), visit)
     where = {n.name: n.where for n in floats}
     ranges = {k: _range(v, method, percentile, where[k]) for k, v in seen.items()}
     logits = {k: _range(v, method, percentile, where[k]) for k, v in seen_logits.items()}
@@ -312,22 +323,18 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _collect(store: list[np.ndarray], value: np.ndarray, method: str) -> None:
+def _collected(value: np.ndarray, method: str) -> np.ndarray:
+    """What a sample contributes to a range: its absolute maximum, or every |x|."""
     if method == "max":
-        store.append(np.array([_abs(value).max(initial=0.0)], np.float64))
-    else:
-        store.append(np.abs(np.asarray(value, np.float64)).ravel())
+        return np.array([qc.abs_max(value)], np.float64)
+    return np.abs(np.asarray(value, np.float64)).ravel()
 
 
-def _abs(value: np.ndarray) -> np.ndarray:
-    """|value| in its own float dtype (exact, so maxima equal those taken in float64, without
-    converting every activation); other dtypes in float64."""
-    v = np.asarray(value)
-    return (
-        np.abs(v)
-        if v.dtype in (np.float16, np.float32, np.float64)
-        else np.abs(v, dtype=np.float64)
-    )
+def _abs_max(v: np.ndarray, axis: int) -> np.ndarray:
+    """max |v| over `axis` without materializing |v| (see qc.abs_max)."""
+    if v.dtype.kind != "f":
+        v = np.asarray(v, np.float64)
+    return np.maximum(np.abs(v.max(axis=axis)), np.abs(v.min(axis=axis)))
 
 
 def _range(parts: Sequence[np.ndarray], method: str, percentile: float, loc: str) -> float:
@@ -335,9 +342,9 @@ def _range(parts: Sequence[np.ndarray], method: str, percentile: float, loc: str
 
 
 def _channel_max(previous: np.ndarray | None, value: np.ndarray) -> np.ndarray:
-    v = _abs(value)
+    v = np.asarray(value)
     current = (
-        v.reshape(-1, v.shape[-1]).max(axis=0).astype(np.float64)
+        _abs_max(v.reshape(-1, v.shape[-1]), axis=0).astype(np.float64)
         if v.ndim and v.size
         else np.zeros(1)
     )

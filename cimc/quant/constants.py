@@ -101,27 +101,66 @@ def quantize_weight_per_channel(
     An all-zero channel gets the smallest non-zero channel scale of the tensor (1.0 if all
     channels are zero): its codes are 0 whatever the scale, and a typical scale keeps the
     channel's bias well resolved and its requantization ratio in range.
+    Computed in float64 a block of rows at a time (`row_blocks`): the weight may be a
+    view of its model file, and a float64 copy of a whole weight is 8 bytes per parameter.
     """
-    wf = np.asarray(w, dtype=np.float64)
-    if not np.all(np.isfinite(wf)):
-        raise CimcError("weight contains NaN or infinity", loc)
-    ax = axis % wf.ndim
-    other = tuple(i for i in range(wf.ndim) if i != ax)
-    scale = np.abs(wf).max(axis=other) / 127.0 if other else np.abs(wf) / 127.0
+    w = np.asarray(w)
+    ax = axis % w.ndim
+    moved = np.moveaxis(w, ax, -1)
+    rows = moved.reshape(math.prod(moved.shape[:-1]), moved.shape[-1])  # a view if ax is last
+    absmax = np.zeros(rows.shape[1], np.float64)
+    for block in row_blocks(rows):
+        wf = np.asarray(block, np.float64)
+        if not np.all(np.isfinite(wf)):
+            raise CimcError("weight contains NaN or infinity", loc)
+        absmax = np.maximum(absmax, np.abs(wf).max(axis=0, initial=0.0))
+    scale = absmax / 127.0
     nonzero = scale[scale > 0]
     fill = float(nonzero.min()) if nonzero.size else 1.0
     scale = np.where(scale > 0, scale, fill)
-    shape = [1] * wf.ndim
-    shape[ax] = -1
-    codes = np.clip(np.rint(wf / scale.reshape(shape)), -127, 127).astype(np.int8)
+    codes = np.empty(rows.shape, np.int8)
+    at = 0
+    for block in row_blocks(rows):
+        wf = np.asarray(block, np.float64)
+        codes[at : at + len(wf)] = np.clip(np.rint(wf / scale), -127, 127)
+        at += len(wf)
+    codes = np.ascontiguousarray(np.moveaxis(codes.reshape(moved.shape), -1, ax))
     return WeightQuant(codes=codes, scale=scale)
 
 
+BLOCK_ELEMENTS = 1 << 20  # float64 working copies of a weight: 8 MiB at a time
+
+
+def row_blocks(rows: np.ndarray) -> list[np.ndarray]:
+    """Consecutive row ranges of a 2-D array, about BLOCK_ELEMENTS elements each (views)."""
+    step = max(1, BLOCK_ELEMENTS // max(1, rows.shape[1]))
+    return [rows[r : r + step] for r in range(0, rows.shape[0], step)]
+
+
+def abs_max(x: np.ndarray) -> float:
+    """max |x| (0 for an empty x; NaN if x holds one) without materializing |x|: exact,
+    as max and min are."""
+    v = np.asarray(x)
+    if not v.size:
+        return 0.0
+    if v.dtype.kind != "f":
+        v = v.astype(np.float64)
+    return float(np.maximum(np.abs(v.max()), np.abs(v.min())))
+
+
 def quantize_tensor(x: np.ndarray, scale: float, bits: int) -> np.ndarray:
-    """Compile-time quantization of a constant at a given scale: rint, then saturate."""
+    """Compile-time quantization of a constant at a given scale: rint, then saturate
+    (in float64, a block at a time: `x` may be a whole embedding table)."""
     lo, hi = qrange(bits)
-    codes = np.clip(np.rint(np.asarray(x, dtype=np.float64) / scale), lo, hi)
-    return codes.astype(np.int8 if bits == 8 else np.int16)
+    x = np.asarray(x)
+    flat = x.reshape(1, x.size) if x.ndim < 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+    codes = np.empty(flat.shape, np.int8 if bits == 8 else np.int16)
+    at = 0
+    for block in row_blocks(flat):
+        xf = np.asarray(block, np.float64)
+        codes[at : at + len(xf)] = np.clip(np.rint(xf / scale), lo, hi)
+        at += len(xf)
+    return codes.reshape(x.shape)
 
 
 def quantize_bias(

@@ -122,7 +122,8 @@ def plan_range(plan: Any) -> int:
         return plan_range(plan.requant)
     if hasattr(plan, "out_max"):
         return int(plan.out_max)
-    return int(np.abs(plan.table.astype(np.int64)).max(initial=0))
+    table = plan.table  # an embedding table may hold most of a model: no widened copy
+    return max(abs(int(table.max())), abs(int(table.min()))) if table.size else 0
 
 
 class RunTimeMacroOperands:

@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.ir.op_base import Op
@@ -141,9 +139,9 @@ class Lowering:
 
     def _constant(self, node: Node, bits: int) -> QValue:
         assert isinstance(node.op, Constant)
-        value = np.asarray(node.op.value, np.float64)
-        scale = qc.activation_scale(float(np.abs(value).max(initial=0.0)), bits, node.where)
-        codes = np.asarray(qc.quantize_tensor(value, scale, bits))
+        value = node.op.value
+        scale = qc.activation_scale(qc.abs_max(value), bits, node.where)
+        codes = qc.quantize_tensor(value, scale, bits)
         op = QConstant(scale=scale, bits=bits, value=codes)
         return QValue(
             self.out.add_node(op, [], self.helper_name(f"{node.name}_q"), node.loc), scale, bits

@@ -113,10 +113,16 @@ def _out(lw: Lowering, node: Node) -> tuple[int, float]:
 
 
 def _const(lw: Lowering, node: Node, k: int, what: str) -> np.ndarray:
+    return np.asarray(_stored(lw, node, k, what), np.float64)
+
+
+def _stored(lw: Lowering, node: Node, k: int, what: str) -> np.ndarray:
+    """A constant operand as stored (weights and tables: possibly a view of the model
+    file; the plans convert them a block at a time)."""
     operand = lw.src.node(node.inputs[k])
     if not isinstance(operand.op, ops.Constant):
         raise CimcError(f"{node.op.NAME} needs a constant {what} to be quantized", node.where)
-    return np.asarray(operand.op.value, np.float64)
+    return operand.op.value
 
 
 def _scale(v: QValue) -> float:
@@ -126,7 +132,7 @@ def _scale(v: QValue) -> float:
 
 def linear(lw: Lowering, node: Node) -> QValue:
     x = lw.codes(node.inputs[0], 8)
-    w = _const(lw, node, 1, "weight")
+    w = _stored(lw, node, 1, "weight")
     b = _const(lw, node, 2, "bias") if len(node.inputs) == 3 else None
     bits, scale = _out(lw, node)
     plan = plans.plan_linear(w, b, _scale(x), scale, bits, node.where)
@@ -268,10 +274,10 @@ def reduce(lw: Lowering, node: Node) -> QValue:
 
 def embedding(lw: Lowering, node: Node) -> QValue:
     ids = lw.value(node.inputs[0])
-    table = _const(lw, node, 1, "table")
+    table = _stored(lw, node, 1, "table")
     bits = lw.out_bits(node)
     # The whole table is known: cover it, not only the rows calibration happened to use.
-    scale = qc.activation_scale(float(np.abs(table).max(initial=0.0)), bits, node.where)
+    scale = qc.activation_scale(qc.abs_max(table), bits, node.where)
     plan = plans.plan_embedding(table, scale, bits, node.where)
     return QValue(
         lw.emit(node, QEmbedding(scale=scale, bits=bits, plan=plan), [ids.name]), scale, bits
