@@ -43,7 +43,7 @@ Interval = tuple[int, int]
 class TokenCost:
     program: str
     arch: str
-    rows: int  # tokens computed by one run (P for prefill, 1 for decode)
+    rows: int  # tokens computed by one run (the prompts' for prefill, B for a decode step)
     cycles: int
     time_us: float
     energy_uj: float
@@ -62,6 +62,25 @@ class TokenCost:
     dram_footprint_bytes: int  # placed in DRAM by the program (<= dram_capacity_bytes)
     dram_capacity_bytes: int  # memory.dram_bytes
     flash_bound_cycles: int  # flash_bytes / flash bandwidth
+
+    @property
+    def weight_bytes_per_token(self) -> float:
+        """Weight bytes loaded by one run over the tokens it computes (a batch of B decode
+        rows shares each load: 1/B of the single-sequence figure at best)."""
+        return self.weight_bytes_loaded / self.rows
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Tokens computed per second at the preset's clock, runs back to back."""
+        return self.rows * 1e6 / self.time_us if self.time_us else 0.0
+
+    @property
+    def energy_per_token_uj(self) -> float:
+        return self.energy_uj / self.rows
+
+    @property
+    def offchip_bytes_per_token(self) -> float:
+        return self.offchip_bytes / self.rows
 
     @property
     def flash_bound_ratio(self) -> float:
@@ -115,6 +134,10 @@ class TokenCost:
             "bound_ratio",
             "loaded_bound_cycles",
             "flash_bound_ratio",
+            "weight_bytes_per_token",
+            "tokens_per_second",
+            "energy_per_token_uj",
+            "offchip_bytes_per_token",
         )
         return {**asdict(self), **{p: _finite(getattr(self, p)) for p in props}}
 
