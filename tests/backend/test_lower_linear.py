@@ -254,3 +254,26 @@ def test_auto_split_follows_the_traffic() -> None:
     assert auto_split(b, down, 768) == "k"
     assert auto_split(b, up, 3072) == "n"
     assert auto_split(b, b.input("x1", "i8", 1, 100), 500) == "n"  # one K tile: nothing to split
+
+
+@pytest.mark.parametrize(("t", "loads"), [(128, 1), (300, 3)])
+def test_tiles_stay_while_tokens_stream_when_accumulators_fit(t: int, loads: int) -> None:
+    """768 -> 3072 on `zigzag-dimc` (one macro: every tile evicts the last): with x and an
+    int32 accumulator for every token in the scratchpad but not their output codes too,
+    the epilogue goes in passes and each tile is written once, not once per pass. At 300
+    tokens the accumulators no longer fit: a tile is written once per token chunk (what
+    re-reading x per column block instead would cost more bytes than)."""
+    from cimc.machine.interpreter import run_program
+    from cimc.machine.validator import validate
+    from cimc.verify import weight_bytes_loaded
+
+    k, n = 768, 3072
+    plan, x, want = _linear_case(7, t, k, n, 16)
+    b, xv, yv = _build_linear("zigzag-dimc", t, k, n, 16)
+    with b.at("/fc"):
+        lower_linear(b, xv, yv, plan)
+    program, consts = b.build("lowered.cimasm", "lowered.safetensors")
+    validate(program, b.arch)
+    got = run_program(program, b.arch, {"x": x.astype(np.int8)}, consts).outputs["y"]
+    assert_exact(got, want)
+    assert weight_bytes_loaded(program) == loads * k * n

@@ -229,10 +229,14 @@ def _bias_req(
 
 def _token_chunks(
     b: ProgramBuilder, slots: Sequence[PlacedTile], blocks: Sequence[_Block], x: View, y: View
-) -> tuple[int, int]:
-    """(x rows held at once, accumulator rows per MVM pass). Holding every token of x
-    lets a layer whose tiles do not all fit the macros load each tile once per block;
-    the accumulators then take the scratchpad that is left."""
+) -> tuple[int, int, int]:
+    """(x rows held at once, accumulator rows per MVM pass, rows per epilogue pass).
+    Holding every token of x lets a layer whose tiles do not all fit the macros load each
+    tile once per block; the accumulators then take the scratchpad that is left. When
+    they cannot hold every token with their output codes but can without them, the
+    epilogue goes in smaller passes (`_stationary_rows`): a tile that its macro cannot
+    keep is then written once and every token streams through it, where accumulator
+    passes would write it once per pass."""
     widest = max(bl.n1 - bl.n0 for bl in blocks)
     fixed = 2 * b.arch.macro.rows * b.arch.macro.cols + widest * 16 + 8 * SLACK
     need = []
@@ -243,14 +247,36 @@ def _token_chunks(
         need.append((hi - lo, per_acc, b.sp_largest_free(core) - fixed))
     t = x.rows
     if all(t * (xr + ar) <= room for xr, ar, room in need):
-        return t, t
+        return t, t, t
+    epilogue = _stationary_rows(slots, blocks, t, widest, y, need)
+    if epilogue:
+        return t, t, epilogue
     if all(t * xr <= room * 3 // 4 for xr, ar, room in need):
-        return t, max(1, min((room - t * xr) // ar for xr, ar, room in need))
+        ta = max(1, min((room - t * xr) // ar for xr, ar, room in need))
+        return t, ta, ta
     tc = min(room // (xr + ar) for xr, ar, room in need)
     if tc < 1:
         short = max(xr + ar - room for xr, ar, room in need)
         raise sp_too_small(b, "one token of this matmul", short)
-    return tc, tc
+    return tc, tc, tc
+
+
+def _stationary_rows(
+    slots: Sequence[PlacedTile],
+    blocks: Sequence[_Block],
+    t: int,
+    widest: int,
+    y: View,
+    need: Sequence[tuple[int, int, int]],
+) -> int:
+    """Epilogue rows when every token's x and int32 accumulator fit but not their output
+    codes too, the tiles evict each other (else passes reload nothing) and no block has
+    partner cores (their partial sums would need room for every token as well); else 0."""
+    if _all_resident(slots) or any(len(bl.parts) > 1 for bl in blocks):
+        return 0
+    per_row = widest * DTYPE_BYTES[y.dtype]
+    rows = min((room - t * (xr + widest * 4)) // per_row for xr, _, room in need)
+    return min(rows, t) if rows >= 1 else 0
 
 
 def _all_resident(slots: Sequence[PlacedTile]) -> bool:
@@ -291,8 +317,9 @@ def _product(
     partial sums of a block are reduced at its home core."""
     blocks = _blocks(slots, x.cols, y.cols, b.loc)
     widest = max(bl.n1 - bl.n0 for bl in blocks)
-    tx, ta = _token_chunks(b, slots, blocks, x, y)
+    tx, ta, te = _token_chunks(b, slots, blocks, x, y)
     tx, ta = min(tx, max_tokens or tx), min(ta, max_tokens or ta)
+    te = min(te, ta)
     runs = chunks(x.rows, tx)
     steps = [(bl, run) for run in runs for bl in blocks]
     by_block = _blocks_outer(slots, blocks, x, len(runs))
@@ -333,7 +360,8 @@ def _product(
     loaded: tuple[int, int] | None = None
     # One pass over all tokens: the output blocks can stay on their home cores for an
     # element-wise consumer (cimc/backend/lower/kept_rows.py).
-    kept: dict[tuple[int, int, int], View] | None = {} if len(runs) == 1 and ta >= x.rows else None
+    whole = len(runs) == 1 and te >= x.rows
+    kept: dict[tuple[int, int, int], View] | None = {} if whole else None
     margin = ta * widest * 12 + widest * 16 + 8 * SLACK  # the epilogue's own buffers
     for bl, (t0, t1) in steps:
         if (t0, t1) != loaded or by_block:  # x rows of this run into every core
@@ -345,9 +373,12 @@ def _product(
             home_acc = _block(b, bl, bufs, (s0, s1))
             kept = _keep_block(b, kept, bl, y, margin)
             dst = kept.get((bl.home, bl.n0, bl.n1)) if kept is not None else None
-            with b.scratch(bl.home) as sc:
-                out = finish(sc, home_acc, bl.n0, dst)
-                b.emit(bl.home, "dma", sub(y, t0 + s0, t0 + s1, bl.n0, bl.n1), out)
+            for e0, e1 in chunks(s1 - s0, te):
+                part = home_acc if (e0, e1) == (0, s1 - s0) else sub(home_acc, e0, e1)
+                with b.scratch(bl.home) as sc:
+                    out = finish(sc, part, bl.n0, dst)
+                    rows = (t0 + s0 + e0, t0 + s0 + e1)
+                    b.emit(bl.home, "dma", sub(y, *rows, bl.n0, bl.n1), out)
     for core, cb in bufs.items():
         extra = [v for v in (cb.tmp, cb.acc2) if v is not None]
         b.free(core, cb.xs, cb.acc, *extra, *cb.loader.staging)
