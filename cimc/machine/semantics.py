@@ -171,15 +171,17 @@ def _mload(m: Machine, cs: CoreState, instr: Instr) -> bool:
     return True
 
 
-@register_kernel("mvm", "mvm.acc")
+@register_kernel("mvm", "mvm.acc", "mvm.i4", "mvm.i4.acc")
 def _mvm(m: Machine, cs: CoreState, instr: Instr) -> bool:
     dst, src, ref = _view(instr.operands[0]), _view(instr.operands[1]), _macro(instr.operands[2])
     weights = m.macro_window_f32(cs.core, ref)
+    if instr.opcode.startswith("mvm.i4"):
+        weights = k.unpack_int4(weights)[:, : dst.cols]
     x = m.array(cs.core, src)
     _check_input_bits(x, m.arch.macro.input_bits)
     # A single product always fits int32 (see matmul_exact).
     product = k.matmul_exact(x, weights, np.int32)
-    if instr.opcode == "mvm.acc":
+    if instr.opcode.endswith(".acc"):
         acc = m.array(cs.core, dst)
         if k.room_in_i32(acc, src.cols * k.MAX_INT8_PRODUCT):
             acc += product  # in place, no int64 temporaries: the sum cannot leave int32
