@@ -63,6 +63,8 @@ class PipelineOptions:
     validate_each: bool = False  # the machine's validator after every program pass, not once
     print_fn: Callable[[str], object] | None = None
     streaming: str | None = None  # overrides the map pass's policy (backend/plan/streaming.py)
+    weight_bits: int | None = None  # overrides quantize's weight_bits (4: packed int4)
+    keep_int8: tuple[str, ...] = ()  # linears whose node name holds one of these stay int8
 
 
 @dataclass(frozen=True)
@@ -124,11 +126,22 @@ def configurer(
     program name and lowering table on the backend's passes."""
 
     def configure(p: Pass) -> Pass:
-        if isinstance(p, Quantize) and calibration is not None:
-            return replace(p, calibration=calibration)
+        if isinstance(p, Quantize):
+            p = with_weight_options(p, options)
+            return replace(p, calibration=calibration) if calibration is not None else p
         return configure_backend(p, arch, name, options.streaming, table)
 
     return configure
+
+
+def with_weight_options(p: Quantize, options: PipelineOptions) -> Quantize:
+    """quantize with the weight precision the caller asked for (`--weight-bits`,
+    `--keep-int8`), its own options otherwise."""
+    if options.weight_bits is not None:
+        p = replace(p, weight_bits=options.weight_bits)
+    if options.keep_int8:
+        p = replace(p, keep_int8="+".join(options.keep_int8))
+    return p
 
 
 def compile_model(model: Any, arch: Arch, options: PipelineOptions | None = None) -> PipelineResult:

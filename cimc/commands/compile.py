@@ -73,7 +73,30 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="weight streaming policy of the map pass: auto (default), sequential, "
         "double-buffer, pin-what-fits",
     )
+    add_weight_options(p)
     add_quiet_option(p)
+
+
+def add_weight_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weight-bits",
+        type=int,
+        choices=(4, 8),
+        metavar="4|8",
+        help="bits of the linear layers' weights (4: per-channel int4, packed two a macro "
+        "cell and a byte of the weight image; default 8)",
+    )
+    p.add_argument(
+        "--keep-int8",
+        metavar="NAME,NAME,...",
+        help="linear layers whose node name contains one of these keep 8-bit weights "
+        "(e.g. lm_head)",
+    )
+
+
+def weight_options(args: argparse.Namespace) -> dict[str, object]:
+    keep = tuple(part for part in (args.keep_int8 or "").split(",") if part.strip())
+    return {"weight_bits": args.weight_bits, "keep_int8": keep}
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
@@ -110,6 +133,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         validate_each=args.validate_each,
         print_fn=lambda text: sys.stderr.write(text),
         streaming=args.streaming,
+        **weight_options(args),  # type: ignore[arg-type]
     )
 
 

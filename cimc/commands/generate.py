@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cimc.commands import add_command
+from cimc.commands.compile import add_weight_options, weight_options
 from cimc.errors import CimcError
 from cimc.machine.arch import load_arch
 from cimc.progress import add_quiet_option
@@ -96,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also compile decode under every streaming policy and compare per-token costs",
     )
     p.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs (np.savez)")
+    add_weight_options(p)
     p.add_argument("--no-float", action="store_true", help="skip the float model comparison")
     p.add_argument("-o", "--output", metavar="DIR", help="write both programs and constants")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.model).is_file():
         raise CimcError("model file not found", args.model)
     arch = load_arch(args.arch)
-    options = PipelineOptions(calibration=args.calibration)
+    options = PipelineOptions(calibration=args.calibration, **weight_options(args))  # type: ignore[arg-type]
     progs = build_decoder(
         args.model,
         arch,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cimc.ir.op_base import expect, expect_dtype, register_op
+from cimc.ir.op_base import expect, expect_dtype, quiet, register_op
 from cimc.ir.types import DType, TensorType
 from cimc.quant.dialect import QOp, RunTimeMacroOperands, SharedStorage
 from cimc.quant.plans import AttentionPlan, RotaryPlan
@@ -64,8 +64,8 @@ class DecodeAttention(QOp, RunTimeMacroOperands, SharedStorage):
     INT8_OPERANDS = CODE_OPERANDS = (0, 1, 2)
     plan: AttentionPlan
     capacity: int
-    segments: tuple[int, ...] = ()  # rows per sequence; () is one sequence of every row
-    windows: tuple[int, ...] = ()  # cache slots attended per sequence; () is C each
+    segments: tuple[int, ...] = quiet(())  # rows per sequence; () is one sequence of all
+    windows: tuple[int, ...] = quiet(())  # cache slots attended per sequence; () is C each
 
     def rows_of(self, rows: int) -> tuple[int, ...]:
         """Rows per sequence, the default (one sequence) made explicit."""

@@ -46,7 +46,14 @@ from cimc.machine.interpreter import MacroCells, RunResult, run_program
 from cimc.machine.program import Decl, Program
 from cimc.passes.manager import Pass, verify_deep
 from cimc.passes.quantize import Quantize
-from cimc.pipeline import PipelineOptions, configurer, load_model, manager, pipeline_stages
+from cimc.pipeline import (
+    PipelineOptions,
+    configurer,
+    load_model,
+    manager,
+    pipeline_stages,
+    with_weight_options,
+)
 from cimc.quant.dialect import QEmbedding
 
 MIN_PROBE = 2  # at one position exporters simplify rotary away: never probe there
@@ -110,6 +117,7 @@ def _calibrated(options: PipelineOptions, probe: bool) -> Callable[[Pass], Pass]
     def configure(p: Pass) -> Pass:
         if not isinstance(p, Quantize):
             return p
+        p = with_weight_options(p, options)
         quiet = probe or p.quiet
         return replace(
             p, quiet=quiet, calibration="" if probe else options.calibration or p.calibration

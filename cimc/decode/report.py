@@ -27,6 +27,7 @@ from typing import Any
 
 from cimc.backend.builder.compiled import Compiled
 from cimc.backend.plan.roofline import Roofline
+from cimc.backend.plan.workload import packed_cols
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.machine.levels import memory_levels
@@ -147,8 +148,14 @@ def _finite(value: Any) -> Any:
 
 
 def model_weight_bytes(graph: Graph) -> int:
-    """int8 weight bytes of the linear layers (what streams per token when nothing stays)."""
-    return sum(int(n.op.plan.weight.size) for n in graph.nodes() if isinstance(n.op, QLinear))
+    """Weight bytes of the linear layers, int4 codes packed two a byte (what streams per
+    token when nothing stays)."""
+    total = 0
+    for node in graph.nodes():
+        if isinstance(node.op, QLinear):
+            k, n = node.op.plan.weight.shape
+            total += int(k) * packed_cols(int(n), node.op.plan.weight_bits)
+    return total
 
 
 def peak_ops_per_cycle(arch: Arch) -> float:

@@ -6,7 +6,9 @@ Without `calibration`, inputs are generated from their meaning and a note saying
 to stderr (unless quiet=true). `wide` lists the value categories kept in `wide-bits`
 (int16) precision, '+'-separated ("none" for an all-int8 model); see cimc.quant.scales.
 `headroom` widens the calibrated range of int16 values; `smooth` is the SmoothQuant alpha
-for norms with outlier channels (0 = off).
+for norms with outlier channels (0 = off). `weight_bits=4` quantizes the linear layers'
+weights to 4-bit per-channel codes (packed two a macro cell by the backend), except those
+whose node name contains a part of `keep_int8` ('+'-separated, e.g. lm_head+embed).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.passes.manager import Pass, PassResult, register_pass
+from cimc.quant.options import WeightPrecision
 from cimc.quant.quantize import QuantOptions, quantize_model
 from cimc.quant.scales import WIDE_CATEGORIES, Precision
 
@@ -39,6 +42,8 @@ class Quantize(Pass):
     smooth: float = 0.5
     smooth_threshold: float = 4.0
     quiet: bool = False
+    weight_bits: int = 8
+    keep_int8: str = ""  # '+'-separated node-name parts whose linears keep int8 weights
 
     def options(self) -> QuantOptions:
         wide = () if self.wide in ("", "none") else tuple(self.wide.split("+"))
@@ -50,11 +55,16 @@ class Quantize(Pass):
             if bits not in (8, 16):
                 raise CimcError(f"activation widths must be 8 or 16, got {bits}", "quantize")
         precision = Precision(self.act_bits, self.wide_bits, wide, self.headroom)
-        return QuantOptions(precision, self.p_bits, self.smooth, self.smooth_threshold)
+        if self.weight_bits not in (4, 8):
+            raise CimcError(f"weight_bits must be 4 or 8, got {self.weight_bits}", "quantize")
+        keep = tuple(p for p in self.keep_int8.split("+") if p)
+        weights = WeightPrecision(self.weight_bits, keep)
+        return QuantOptions(precision, self.p_bits, self.smooth, self.smooth_threshold, weights)
 
     def apply(self, ir: Any) -> PassResult:
         if not isinstance(ir, Graph):
             raise CimcError(f"pass {self.NAME} runs on a graph, not on {type(ir).__name__}")
+        _check_keep(ir, self.options().weights)
         result = quantize_model(
             ir,
             self.calibration or None,
@@ -67,3 +77,14 @@ class Quantize(Pass):
         if result.calibration.generated and not self.quiet:
             sys.stderr.write(f"cimc: {result.note}\n")
         return PassResult(result.graph, True)
+
+
+def _check_keep(graph: Graph, weights: WeightPrecision) -> None:
+    linears = [n.name for n in graph.nodes() if n.op.NAME == "linear"]
+    for part in weights.keep_int8:
+        if not any(part in name for name in linears):
+            raise CimcError(
+                f"keep_int8 part {part!r} is in no linear layer's name (they are: "
+                f"{', '.join(linears[:6])}{', ...' if len(linears) > 6 else ''})",
+                "--keep-int8",
+            )

@@ -93,9 +93,10 @@ class WeightQuant:
 
 
 def quantize_weight_per_channel(
-    w: np.ndarray, axis: int = -1, loc: str | None = None
+    w: np.ndarray, axis: int = -1, loc: str | None = None, bits: int = 8
 ) -> WeightQuant:
-    """Symmetric int8 per-output-channel quantization, codes in [-127, 127].
+    """Symmetric per-output-channel quantization, codes in [-127, 127] (`bits` = 4: in
+    [-7, 7], still held in an int8 array).
 
     `axis` is the output-channel axis (the last one for cimc's [K, N] linear weights).
     An all-zero channel gets the smallest non-zero channel scale of the tensor (1.0 if all
@@ -107,13 +108,16 @@ def quantize_weight_per_channel(
         raise CimcError("weight contains NaN or infinity", loc)
     ax = axis % wf.ndim
     other = tuple(i for i in range(wf.ndim) if i != ax)
-    scale = np.abs(wf).max(axis=other) / 127.0 if other else np.abs(wf) / 127.0
+    if bits not in (4, 8):
+        raise CimcError(f"weights are 4 or 8 bits, got {bits}", loc)
+    top = float((1 << (bits - 1)) - 1)
+    scale = np.abs(wf).max(axis=other) / top if other else np.abs(wf) / top
     nonzero = scale[scale > 0]
     fill = float(nonzero.min()) if nonzero.size else 1.0
     scale = np.where(scale > 0, scale, fill)
     shape = [1] * wf.ndim
     shape[ax] = -1
-    codes = np.clip(np.rint(wf / scale.reshape(shape)), -127, 127).astype(np.int8)
+    codes = np.clip(np.rint(wf / scale.reshape(shape)), -top, top).astype(np.int8)
     return WeightQuant(codes=codes, scale=scale)
 
 

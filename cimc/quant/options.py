@@ -8,6 +8,18 @@ from cimc.quant.scales import Precision
 
 
 @dataclass(frozen=True)
+class WeightPrecision:
+    """Bits of the linear layers' weight codes: `bits` (8, or 4: packed two a macro cell
+    on the machine) except the layers whose node name contains one of `keep_int8`."""
+
+    bits: int = 8
+    keep_int8: tuple[str, ...] = ()
+
+    def bits_of(self, node: str) -> int:
+        return 8 if any(part in node for part in self.keep_int8) else self.bits
+
+
+@dataclass(frozen=True)
 class QuantOptions:
     """Choices of the quantize pass."""
 
@@ -15,3 +27,4 @@ class QuantOptions:
     attention_p_bits: int = 14  # 14: two int8 MVM passes for p' @ v; 7: one pass
     smooth_alpha: float = 0.5  # outlier smoothing of norm -> linear pairs (0 = off)
     smooth_threshold: float = 4.0  # ... applied where channel max > this x channel median
+    weights: WeightPrecision = field(default_factory=WeightPrecision)

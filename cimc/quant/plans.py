@@ -17,6 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from cimc.errors import CimcError
+from cimc.ir.op_base import quiet
 from cimc.quant import constants as qc
 from cimc.quant import tables
 from cimc.quant.plan_arrays import (
@@ -43,6 +44,14 @@ class LinearPlan:
     weight: Int8Matrix  # int8 [K, N], per-output-channel codes
     bias: Int32Vector  # int32 [N] at scale x_scale * w_scale[n] (zeros when absent)
     requant: qc.Requant  # per channel: acc -> output codes
+    weight_bits: int = quiet(8)  # 4: codes in [-7, 7], packed two a cell on the machine
+
+    def __post_init__(self) -> None:
+        if self.weight_bits not in (4, 8):
+            raise CimcError(f"LinearPlan.weight_bits must be 4 or 8, got {self.weight_bits}")
+        top = (1 << (self.weight_bits - 1)) - 1
+        if self.weight.size and int(np.abs(self.weight.astype(np.int64)).max()) > top:
+            raise CimcError(f"LinearPlan weight codes exceed {self.weight_bits} bits")
 
 
 def plan_linear(
@@ -52,18 +61,20 @@ def plan_linear(
     out_scale: float,
     out_bits: int,
     loc: str | None = None,
+    weight_bits: int = 8,
 ) -> LinearPlan:
-    """y = x @ w + b with int8 x [..., K], w [K, N] float, b [N] float or None."""
+    """y = x @ w + b with int8 x [..., K], w [K, N] float, b [N] float or None; the
+    weight in `weight_bits`-bit per-channel codes."""
     if w.ndim != 2:
         raise CimcError(f"linear weight must be [K, N], got shape {w.shape}", loc)
     k, n = w.shape
-    wq = qc.quantize_weight_per_channel(w, axis=1, loc=loc)
+    wq = qc.quantize_weight_per_channel(w, axis=1, loc=loc, bits=weight_bits)
     bias = np.zeros(n, np.float64) if b is None else np.asarray(b, np.float64)
     bq = qc.quantize_bias(bias, x_scale, wq.scale, loc)
     acc_bound = k * 128 * 127 + int(np.abs(bq.astype(np.int64)).max(initial=0))
     qc.check_int32_bound(acc_bound, "linear accumulator", loc)
     rq = qc.requant_per_channel(x_scale * wq.scale / out_scale, out_bits, loc)
-    return LinearPlan(weight=wq.codes, bias=bq, requant=rq)
+    return LinearPlan(weight=wq.codes, bias=bq, requant=rq, weight_bits=weight_bits)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from cimc.backend.builder.alloc import chunks, cols, sub
 from cimc.backend.builder.asm import ProgramBuilder, Scratch
 from cimc.backend.lower import kept_rows
@@ -50,6 +52,7 @@ from cimc.backend.lower.tiles import (  # re-exported: the engine is part of thi
     windows_overlap,
 )
 from cimc.errors import CimcError
+from cimc.machine.kernels import pack_int4
 from cimc.machine.program import DTYPE_BYTES, Space, View
 from cimc.quant.plans import LinearPlan, MatmulPlan
 
@@ -134,14 +137,15 @@ def lower_linear(
     check_shape(x, (x.rows, k), "linear input", b.loc)
     check_shape(y, (x.rows, n), "linear output", b.loc)
     name = name or b.fresh_name("linear")
-    w = None if weight_image else b.const(f"{name}.w", plan.weight, "i8", weight_space)
+    bits = plan.weight_bits
+    w = None if weight_image else b.const(f"{name}.w", weight_bytes(plan), "i8", weight_space)
     if slots is None and split == "auto" and auto_split(b, x, n) == "k":
-        slots = k_groups(b, x.rows, k, n)
+        slots = k_groups(b, x.rows, k, n, bits)
     if split == "auto":
         split = auto_split(b, x, n)
     bias = b.const(f"{name}.b", plan.bias.reshape(1, n), "i32")
     rc = req_consts(b, name, plan.requant, n)
-    slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split)
+    slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split, bits=bits)
     _product(
         b,
         x,
@@ -164,8 +168,9 @@ def preload_linear(
     """Write a linear layer's tiles into their macros now (e.g. while the previous layer
     computes); a later `lower_linear` with the same name and slots finds them resident."""
     k, n = plan.weight.shape
-    w = WeightRef(b.const(f"{name}.w", plan.weight, "i8", weight_space), key=name)
-    slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split)
+    w = WeightRef(b.const(f"{name}.w", weight_bytes(plan), "i8", weight_space), key=name)
+    bits = plan.weight_bits
+    slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split, bits=bits)
     for core in sorted({s.core for s in slots}):
         mine = [s for s in slots if s.core == core]
         stage = [b.alloc(core, "i8", b.arch.macro.rows, b.arch.macro.cols) for _ in range(2)]
@@ -173,6 +178,11 @@ def preload_linear(
         for s in mine:
             loader.ensure(s)
         b.free(core, *stage)
+
+
+def weight_bytes(plan: LinearPlan) -> np.ndarray:
+    """The weight constant as the macros take it: int4 codes packed two a byte."""
+    return pack_int4(plan.weight) if plan.weight_bits == 4 else plan.weight
 
 
 def lower_matmul(
@@ -269,13 +279,13 @@ def _stationary_rows(
     y: View,
     need: Sequence[tuple[int, int, int]],
 ) -> int:
-    """Epilogue rows when every token's x and int32 accumulator fit but not their output
-    codes too, the tiles evict each other (else passes reload nothing) and no block has
-    partner cores (their partial sums would need room for every token as well); else 0."""
-    if _all_resident(slots) or any(len(bl.parts) > 1 for bl in blocks):
+    """Epilogue rows when every token's x and int32 accumulators (partner sums included)
+    fit but not their output codes too, and the tiles evict each other (else passes
+    reload nothing); else 0."""
+    if _all_resident(slots):
         return 0
     per_row = widest * DTYPE_BYTES[y.dtype]
-    rows = min((room - t * (xr + widest * 4)) // per_row for xr, _, room in need)
+    rows = min((room - t * (xr + ar - per_row)) // per_row for xr, ar, room in need)
     return min(rows, t) if rows >= 1 else 0
 
 
@@ -295,11 +305,11 @@ def _blocks_outer(
     a block whose tiles all stay resident is loaded once."""
     if runs == 1 or _all_resident(slots):
         return False
-    area = sum((s.k1 - s.k0) * (s.n1 - s.n0) for s in slots)
+    area = sum(s.tile.cells for s in slots)
     by_block = x.rows * x.cols * len(blocks)
     for bl in blocks:
         part = [s for _, p in bl.parts for s in p]
-        cells = sum((s.k1 - s.k0) * (s.n1 - s.n0) for s in part)
+        cells = sum(s.tile.cells for s in part)
         by_block += cells * (1 if _all_resident(part) else runs)
     return by_block < area * runs + x.rows * x.cols
 

@@ -16,7 +16,7 @@ from cimc.backend.builder.alloc import cols, sub
 from cimc.backend.builder.asm import ProgramBuilder
 from cimc.backend.lower.common import SLACK
 from cimc.backend.lower.fanout import fan_out, senders, travel_cycles
-from cimc.backend.lower.tiles import PlacedTile, TileLoader, mvm_tiles
+from cimc.backend.lower.tiles import PlacedTile, TileLoader, mvm_opcode, mvm_tiles
 from cimc.machine.cost import transfer
 from cimc.machine.program import View
 
@@ -132,7 +132,7 @@ def mvm_chains(
         dst = (acc, acc2)[i % 2]
         b.emit(
             loader.core,
-            "mvm.acc" if i > 1 else "mvm",
+            mvm_opcode(s, i > 1),
             dst,
             cols(x, s.k0 - kbase, s.k1 - kbase),
             ref,
