@@ -277,3 +277,33 @@ def test_tiles_stay_while_tokens_stream_when_accumulators_fit(t: int, loads: int
     got = run_program(program, b.arch, {"x": x.astype(np.int8)}, consts).outputs["y"]
     assert_exact(got, want)
     assert weight_bytes_loaded(program) == loads * k * n
+
+
+@pytest.mark.parametrize(
+    ("arch_name", "t", "k", "n", "split"),
+    [("tiny", 5, 96, 249, "n"), ("tiny", 4, 70, 130, "k"), ("default", 3, 300, 257, "n")],
+)
+def test_int4_linear_exact_with_packed_tiles(
+    arch_name: str, t: int, k: int, n: int, split: str
+) -> None:
+    """int4 weights packed two a cell (odd widths pad the last half), run by mvm.i4: the
+    recipe's result, and half the weight bytes of int8 (rounded up per tile row)."""
+    from cimc.verify import weight_bytes_loaded
+
+    rng = np.random.default_rng(k + n)
+    w = rng.normal(0, 0.2, (k, n))
+    plan = plan_linear(w, rng.normal(0, 2, n), 0.05, 0.3, 16, weight_bits=4)
+    x = codes(rng, (t, k), 8)
+    want = recipes.linear(torch.from_numpy(x), plan)
+    b, xv, yv = _build_linear(arch_name, t, k, n, 16)
+    with b.at("/fc"):
+        lower_linear(b, xv, yv, plan, split=split)
+    program, consts = b.build("lowered.cimasm", "lowered.safetensors")
+    from cimc.machine.interpreter import run_program
+    from cimc.machine.validator import validate
+
+    validate(program, b.arch)
+    assert_exact(run_program(program, b.arch, {"x": x.astype(np.int8)}, consts).outputs["y"], want)
+    ops = {i.opcode for s in program.cores for i in s.instrs}
+    assert "mvm.i4" in ops and "mvm" not in ops
+    assert weight_bytes_loaded(program) == k * ((n + 1) // 2)
