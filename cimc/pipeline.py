@@ -65,6 +65,7 @@ class PipelineOptions:
     streaming: str | None = None  # overrides the map pass's policy (backend/plan/streaming.py)
     weight_bits: int | None = None  # overrides quantize's weight_bits (4: packed int4)
     keep_int8: tuple[str, ...] = ()  # linears whose node name holds one of these stay int8
+    weight_group: int | None = None  # overrides quantize's weight_group (group-wise scales)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ def with_weight_options(p: Quantize, options: PipelineOptions) -> Quantize:
         p = replace(p, weight_bits=options.weight_bits)
     if options.keep_int8:
         p = replace(p, keep_int8="+".join(options.keep_int8))
+    if options.weight_group is not None:
+        p = replace(p, weight_group=options.weight_group)
     return p
 
 

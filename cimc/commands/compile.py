@@ -92,11 +92,21 @@ def add_weight_options(p: argparse.ArgumentParser) -> None:
         help="linear layers whose node name contains one of these keep 8-bit weights "
         "(e.g. lm_head)",
     )
+    p.add_argument(
+        "--weight-group",
+        type=int,
+        metavar="G",
+        help="one weight scale per G reduction rows and output channel instead of one per "
+        "channel (exact integer multipliers; e.g. 32)",
+    )
 
 
 def weight_options(args: argparse.Namespace) -> dict[str, object]:
     keep = tuple(part for part in (args.keep_int8 or "").split(",") if part.strip())
-    return {"weight_bits": args.weight_bits, "keep_int8": keep}
+    group = args.weight_group
+    if group is not None and group < 1:
+        raise CimcError(f"must be a positive number of rows, got {group}", "--weight-group")
+    return {"weight_bits": args.weight_bits, "keep_int8": keep, "weight_group": group}
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import typing
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -103,16 +103,30 @@ _SCHEMAS: dict[type, dict[str, Any]] = {}
 QUIET = "quiet"  # field metadata: printed only when it differs from its default
 
 
-def quiet(default: Any) -> Any:
-    """A field that prints (and reads back) only when it differs from `default`: an
-    option added later leaves the text of every op that does not use it as it was."""
+def quiet(default: Any = None, factory: Callable[[], Any] | None = None) -> Any:
+    """A field that prints (and reads back) only when it differs from `default` (or what
+    `factory` makes, for arrays): an option added later leaves the text of every op that
+    does not use it as it was."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={QUIET: True})
     return dataclasses.field(default=default, metadata={QUIET: True})
 
 
 def is_quiet_default(obj: Any, name: str) -> bool:
     """Does field `name` of the dataclass `obj` hold its quiet default?"""
     f = next(f for f in dataclasses.fields(obj) if f.name == name)
-    return bool(f.metadata.get(QUIET)) and getattr(obj, name) == f.default
+    if not f.metadata.get(QUIET):
+        return False
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    value = getattr(obj, name)
+    if isinstance(default, np.ndarray) or isinstance(value, np.ndarray):
+        return (
+            isinstance(value, np.ndarray)
+            and isinstance(default, np.ndarray)
+            and value.dtype == default.dtype
+            and np.array_equal(value, default)
+        )
+    return bool(value == default)
 
 
 def quiet_fields(cls: type) -> set[str]:

@@ -8,7 +8,9 @@ to stderr (unless quiet=true). `wide` lists the value categories kept in `wide-b
 `headroom` widens the calibrated range of int16 values; `smooth` is the SmoothQuant alpha
 for norms with outlier channels (0 = off). `weight_bits=4` quantizes the linear layers'
 weights to 4-bit per-channel codes (packed two a macro cell by the backend), except those
-whose node name contains a part of `keep_int8` ('+'-separated, e.g. lm_head+embed).
+whose node name contains a part of `keep_int8` ('+'-separated, e.g. lm_head+embed);
+`weight_group=G` gives those weights one scale per G rows and channel, combined by exact
+integer multipliers (cimc/quant/weight_groups.py).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Quantize(Pass):
     quiet: bool = False
     weight_bits: int = 8
     keep_int8: str = ""  # '+'-separated node-name parts whose linears keep int8 weights
+    weight_group: int = 0  # rows per group-wise weight scale (0: per channel)
 
     def options(self) -> QuantOptions:
         wide = () if self.wide in ("", "none") else tuple(self.wide.split("+"))
@@ -58,7 +61,9 @@ class Quantize(Pass):
         if self.weight_bits not in (4, 8):
             raise CimcError(f"weight_bits must be 4 or 8, got {self.weight_bits}", "quantize")
         keep = tuple(p for p in self.keep_int8.split("+") if p)
-        weights = WeightPrecision(self.weight_bits, keep)
+        if self.weight_group < 0:
+            raise CimcError(f"weight_group must be >= 0, got {self.weight_group}", "quantize")
+        weights = WeightPrecision(self.weight_bits, keep, self.weight_group)
         return QuantOptions(precision, self.p_bits, self.smooth, self.smooth_threshold, weights)
 
     def apply(self, ir: Any) -> PassResult:

@@ -10,13 +10,21 @@ from cimc.quant.scales import Precision
 @dataclass(frozen=True)
 class WeightPrecision:
     """Bits of the linear layers' weight codes: `bits` (8, or 4: packed two a macro cell
-    on the machine) except the layers whose node name contains one of `keep_int8`."""
+    on the machine) except the layers whose node name contains one of `keep_int8`;
+    `group`: rows per group-wise scale of those layers (0: one scale per channel)."""
 
     bits: int = 8
     keep_int8: tuple[str, ...] = ()
+    group: int = 0
+
+    def kept(self, node: str) -> bool:
+        return any(part in node for part in self.keep_int8)
 
     def bits_of(self, node: str) -> int:
-        return 8 if any(part in node for part in self.keep_int8) else self.bits
+        return 8 if self.kept(node) else self.bits
+
+    def group_of(self, node: str) -> int:
+        return 0 if self.kept(node) else self.group
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from cimc.backend.lower.common import (
     sp_too_small,
 )
 from cimc.backend.lower.linear_feed import CoreBufs, load_x, mvm_chains
+from cimc.backend.lower.linear_groups import GroupRows, mvm_groups
 from cimc.backend.lower.linear_place import k_groups
 from cimc.backend.lower.tiles import (  # re-exported: the engine is part of this API
     PlacedTile,
@@ -146,6 +147,9 @@ def lower_linear(
     bias = b.const(f"{name}.b", plan.bias.reshape(1, n), "i32")
     rc = req_consts(b, name, plan.requant, n)
     slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split, bits=bits)
+    groups = None
+    if plan.group_size > 0:
+        groups = GroupRows(plan.group_size, b.const(f"{name}.gm", plan.group_mult, "i32"))
     _product(
         b,
         x,
@@ -154,6 +158,7 @@ def lower_linear(
         slots,
         lambda sc, acc, n0, dst: _bias_req(b, sc, acc, n0, bias, rc, y, dst),
         max_tokens,
+        groups,
     )
 
 
@@ -238,7 +243,12 @@ def _bias_req(
 
 
 def _token_chunks(
-    b: ProgramBuilder, slots: Sequence[PlacedTile], blocks: Sequence[_Block], x: View, y: View
+    b: ProgramBuilder,
+    slots: Sequence[PlacedTile],
+    blocks: Sequence[_Block],
+    x: View,
+    y: View,
+    grouped: bool = False,
 ) -> tuple[int, int, int]:
     """(x rows held at once, accumulator rows per MVM pass, rows per epilogue pass).
     Holding every token of x lets a layer whose tiles do not all fit the macros load each
@@ -253,7 +263,7 @@ def _token_chunks(
     for core in sorted({s.core for s in slots}):
         lo, hi = _k_span(slots, core)
         partners = any(bl.home == core and len(bl.parts) > 1 for bl in blocks)
-        per_acc = widest * (4 + 4 * partners + DTYPE_BYTES[y.dtype])
+        per_acc = widest * (4 + 4 * partners + 4 * grouped + DTYPE_BYTES[y.dtype])
         need.append((hi - lo, per_acc, b.sp_largest_free(core) - fixed))
     t = x.rows
     if all(t * (xr + ar) <= room for xr, ar, room in need):
@@ -322,12 +332,13 @@ def _product(
     slots: Sequence[PlacedTile],
     finish: Finish,
     max_tokens: int | None = None,
+    groups: GroupRows | None = None,
 ) -> None:
     """The shared loop over token chunks and column blocks (order by `_blocks_outer`);
-    partial sums of a block are reduced at its home core."""
+    partial sums of a block are reduced at its home core; `groups`: group-wise scales."""
     blocks = _blocks(slots, x.cols, y.cols, b.loc)
     widest = max(bl.n1 - bl.n0 for bl in blocks)
-    tx, ta, te = _token_chunks(b, slots, blocks, x, y)
+    tx, ta, te = _token_chunks(b, slots, blocks, x, y, grouped=groups is not None)
     tx, ta = min(tx, max_tokens or tx), min(ta, max_tokens or ta)
     te = min(te, ta)
     runs = chunks(x.rows, tx)
@@ -356,6 +367,10 @@ def _product(
             b.alloc(core, "i32", ta, widest) if partners else None,
             TileLoader(b, core, w, order, stage),
         )
+        if groups is not None:  # one chain: each window's sum is scaled, then added
+            gtmp = b.alloc(core, "i32", ta, widest)
+            bufs[core] = replace(bufs[core], groups=groups, gtmp=gtmp)
+            continue
         # A second accumulator only from room left over: the epilogue (bias, output
         # codes, requant constants) still needs its buffers after it.
         chained = any(len(part) > 1 for bl in blocks for c, part in bl.parts if c == core)
@@ -390,7 +405,7 @@ def _product(
                     rows = (t0 + s0 + e0, t0 + s0 + e1)
                     b.emit(bl.home, "dma", sub(y, *rows, bl.n0, bl.n1), out)
     for core, cb in bufs.items():
-        extra = [v for v in (cb.tmp, cb.acc2) if v is not None]
+        extra = [v for v in (cb.tmp, cb.acc2, cb.gtmp) if v is not None]
         b.free(core, cb.xs, cb.acc, *extra, *cb.loader.staging)
     if kept:
         kept_rows.keep(b, y, kept, rows=False)
@@ -426,7 +441,11 @@ def _block(b: ProgramBuilder, bl: _Block, bufs: dict[int, CoreBufs], rows: tuple
         cb = bufs[core]
         a = sub(cb.acc, 0, nt, 0, width)
         a2 = sub(cb.acc2, 0, nt, 0, width) if cb.acc2 is not None else None
-        mvm_chains(b, a, a2, sub(cb.xs, *rows), cb.lo, part, cb.loader)
+        if cb.groups is not None and cb.gtmp is not None:
+            tmp = sub(cb.gtmp, 0, nt, 0, width)
+            mvm_groups(b, a, tmp, sub(cb.xs, *rows), cb.lo, part, cb.loader, cb.groups)
+        else:
+            mvm_chains(b, a, a2, sub(cb.xs, *rows), cb.lo, part, cb.loader)
         if core != bl.home:
             home_tmp = bufs[bl.home].tmp
             assert home_tmp is not None
