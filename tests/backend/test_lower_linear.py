@@ -307,3 +307,27 @@ def test_int4_linear_exact_with_packed_tiles(
     ops = {i.opcode for s in program.cores for i in s.instrs}
     assert "mvm.i4" in ops and "mvm" not in ops
     assert weight_bytes_loaded(program) == k * ((n + 1) // 2)
+
+
+@pytest.mark.parametrize(
+    ("arch_name", "k", "n", "group", "split"),
+    [
+        ("tiny", 96, 70, 16, "n"),  # groups inside a tile
+        ("tiny", 100, 64, 48, "k"),  # groups across tiles and cores, a short last one
+        ("default", 300, 130, 128, "n"),  # a group per tile
+    ],
+)
+def test_group_scaled_int4_linear_exact(
+    arch_name: str, k: int, n: int, group: int, split: str
+) -> None:
+    rng = np.random.default_rng(group + k)
+    w = rng.normal(0, 0.2, (k, n)) * rng.uniform(0.05, 2.0, (k, 1))  # rows of varied scale
+    plan = plan_linear(w, rng.normal(0, 2, n), 0.05, 0.3, 16, weight_bits=4, group_size=group)
+    assert plan.group_mult.shape == (-(-k // group), n) and plan.group_mult.max() == 256
+    x = codes(rng, (4, k), 8)
+    want = recipes.linear(torch.from_numpy(x), plan)
+    b, xv, yv = _build_linear(arch_name, 4, k, n, 16)
+    with b.at("/fc"):
+        lower_linear(b, xv, yv, plan, split=split)
+    got = run(b, {"x": x.astype(np.int8)})["y"]
+    assert_exact(got, want)

@@ -68,3 +68,11 @@ def test_verify_weight_bits_flag(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert four["bit_exact"] and four["weight_bytes_loaded"] * 2 == eight["weight_bytes_loaded"]
     assert main([*argv, "--weight-bits", "4", "--keep-int8", "nope"]) == 2
     assert "keep_int8 part 'nope' is in no linear layer's name" in capsys.readouterr().err
+
+
+def test_group_scaled_int4_model_is_bit_exact() -> None:
+    graph = zoo_graph("llama")
+    result, report = _compile(graph, "tiny", weight_bits=4, weight_group=32)
+    assert report.bit_exact
+    plans = [n.op.plan for n in result.graph.nodes() if isinstance(n.op, QLinear)]
+    assert plans and all(p.group_size == 32 and p.weight_bits == 4 for p in plans)

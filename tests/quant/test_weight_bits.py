@@ -69,3 +69,24 @@ def test_keep_int8_names_layers_and_refuses_unknown_names() -> None:
         _quantized(4, keep="lm_head")
     with pytest.raises(CimcError, match="weight_bits must be 4 or 8, got 2"):
         _quantized(2)
+
+
+def test_group_scales_follow_rows_closer_and_stay_integer() -> None:
+    rng = np.random.default_rng(2)
+    w = rng.normal(0, 1, (128, 8)) * np.repeat([0.02, 1.0], 64)[:, None]  # two row scales
+    per_channel = plan_linear(w, None, 0.05, 0.2, 8, weight_bits=4)
+    grouped = plan_linear(w, None, 0.05, 0.2, 8, weight_bits=4, group_size=64)
+    assert np.all(per_channel.weight[:64] == 0)  # small rows vanish under a channel scale
+    assert np.abs(grouped.weight[:64]).max() == 7  # ... not under their own
+    eff = grouped.effective_weight()
+    assert eff.dtype == np.int64 and np.array_equal(
+        eff[64:], grouped.weight[64:].astype(np.int64) * 256
+    )
+    x = rng.integers(-128, 128, (5, 128)).astype(np.float64)
+    exact = (x[:, :64] @ w[:64]).ravel()  # what the small rows contribute
+    for plan, low, high in ((per_channel, -1.0, 0.5), (grouped, 0.97, 1.0)):
+        acc = (x[:, :64] @ plan.effective_weight()[:64]).ravel()
+        corr = np.corrcoef(acc, exact)[0, 1] if acc.any() else 0.0
+        assert low < corr <= high
+    with pytest.raises(CimcError, match=r"group_mult must be \[2, 8\] for group size 64"):
+        LinearPlan(grouped.weight, grouped.bias, grouped.requant, 4, 64, grouped.group_mult[:1])
