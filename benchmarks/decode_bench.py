@@ -120,7 +120,8 @@ def run_batches(exported: Any, loaded: Any, arch_name: str, args: argparse.Names
             "seconds": time.perf_counter() - started,
         }
         print(
-            f"| {arch_name} | {batch} | {row['program']} | {c.tokens_per_second:,.0f} | "
+            f"| {arch_name} | W{args.weight_bits} | {batch} | {row['program']} | "
+            f"{c.tokens_per_second:,.0f} | "
             f"{c.energy_per_token_uj:.2f} | {c.weight_bytes_per_token:,.0f} | "
             f"{c.offchip_bytes_per_token:,.0f} | {c.ops_per_byte:.2f} | "
             f"{'memory' if c.memory_bound else 'compute'} | {result.bit_exact} |",
@@ -144,6 +145,8 @@ def main() -> None:
     )
     p.add_argument("--streaming", default="auto", help="policy of the generated programs")
     p.add_argument("--json-out", metavar="FILE")
+    p.add_argument("--weight-bits", type=int, default=8, choices=(4, 8))
+    p.add_argument("--weight-group", type=int, default=0, metavar="G")
     p.add_argument(
         "--batches",
         metavar="B,B,...",
@@ -153,13 +156,16 @@ def main() -> None:
     from cimc.decode.programs import load_decoder
 
     started = time.perf_counter()
+    from cimc.pipeline import PipelineOptions
+
     exported = build(args)
-    loaded = load_decoder(exported, args.prompt + args.new)
+    options = PipelineOptions(weight_bits=args.weight_bits, weight_group=args.weight_group or None)
+    loaded = load_decoder(exported, args.prompt + args.new, options)
     print(f"export + quantize: {time.perf_counter() - started:.1f} s")
     if args.batches:
-        print("| arch | batch | step | tokens/s | uJ/token | weight B/token | off-chip B/token | "
-              "ops/byte | bound | bit-exact |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| arch | weights | batch | step | tokens/s | uJ/token | weight B/token | "
+              "off-chip B/token | ops/byte | bound | bit-exact |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         rows = [r for a in args.archs.split(",") for r in run_batches(exported, loaded, a, args)]
         report_rows = {"config": vars(args), "rows": rows}
         if args.json_out:
