@@ -111,7 +111,7 @@ def _label_cells(ax: Axes, shown: tuple[ChipPhase, ...], cores: list[int]) -> No
     for band, ph in enumerate(shown):
         for (core, macro), p in ph.live.items():
             row = band * len(cores) + cores.index(core)
-            name = p.node.split(" ")[0].lstrip("%")[:10]
+            name = p.node.split(" ")[0].lstrip("%")[:10] + ("\nint4" if p.packed else "")
             ax.text(macro, row, name, ha="center", va="center", fontsize=5, color="grey")
 
 
