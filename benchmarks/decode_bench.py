@@ -2,6 +2,7 @@
 
     python benchmarks/decode_bench.py                          # GPT-2 small: 12 x 768, vocab 50257
     python benchmarks/decode_bench.py --layers 2 --hidden 128 --vocab 1024 --archs tiny,default
+    python benchmarks/decode_bench.py --layers 2 --vocab 8192 --new 3 --batches 1,4,8,16
 
 For each preset: builds the prefill and decode programs (one capacity-C integer graph),
 generates --new tokens after a --prompt-token prompt in the interpreter side by side with
@@ -87,6 +88,49 @@ def run_arch(exported: Any, loaded: Any, arch_name: str, args: argparse.Namespac
     return out
 
 
+def run_batches(exported: Any, loaded: Any, arch_name: str, args: argparse.Namespace) -> list:
+    """One row per batch size: B prompts of different lengths generated together, every
+    sequence checked bit for bit; the per-token figures of the last decode step (the
+    steady state: warm when weights stay in the macros, at the largest window reached)."""
+    from cimc.commands.generate import run_costs
+    from cimc.decode.generate import generate_batch
+    from cimc.decode.programs import build_decoder
+    from cimc.machine.arch import load_arch
+
+    arch = load_arch(arch_name)
+    rows = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        lens = [2 + (i % (args.prompt - 1)) for i in range(batch)]
+        prompts = [[(7 * i + 3 * s + 1) % args.vocab for i in range(n)] for s, n in enumerate(lens)]
+        started = time.perf_counter()
+        progs = build_decoder(exported, arch, lens, loaded.capacity, loaded=loaded)
+        result = generate_batch(progs, prompts, args.new, with_float=False)
+        c = run_costs(result)[-1]
+        row = {
+            "arch": arch_name,
+            "batch": batch,
+            "bit_exact": result.bit_exact,
+            "program": result.runs[-1].name,
+            "tokens_per_s": c.tokens_per_second,
+            "energy_uj_per_token": c.energy_per_token_uj,
+            "weight_bytes_per_token": c.weight_bytes_per_token,
+            "offchip_bytes_per_token": c.offchip_bytes_per_token,
+            "ops_per_byte": c.ops_per_byte,
+            "memory_bound": c.memory_bound,
+            "seconds": time.perf_counter() - started,
+        }
+        print(
+            f"| {arch_name} | W{args.weight_bits} | {batch} | {row['program']} | "
+            f"{c.tokens_per_second:,.0f} | "
+            f"{c.energy_per_token_uj:.2f} | {c.weight_bytes_per_token:,.0f} | "
+            f"{c.offchip_bytes_per_token:,.0f} | {c.ops_per_byte:.2f} | "
+            f"{'memory' if c.memory_bound else 'compute'} | {result.bit_exact} |",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--layers", type=int, default=12)
@@ -101,13 +145,32 @@ def main() -> None:
     )
     p.add_argument("--streaming", default="auto", help="policy of the generated programs")
     p.add_argument("--json-out", metavar="FILE")
+    p.add_argument("--weight-bits", type=int, default=8, choices=(4, 8))
+    p.add_argument("--weight-group", type=int, default=0, metavar="G")
+    p.add_argument(
+        "--batches",
+        metavar="B,B,...",
+        help="instead: one decode row per batch size (prompts of different lengths)",
+    )
     args = p.parse_args()
     from cimc.decode.programs import load_decoder
 
     started = time.perf_counter()
+    from cimc.pipeline import PipelineOptions
+
     exported = build(args)
-    loaded = load_decoder(exported, args.prompt + args.new)
+    options = PipelineOptions(weight_bits=args.weight_bits, weight_group=args.weight_group or None)
+    loaded = load_decoder(exported, args.prompt + args.new, options)
     print(f"export + quantize: {time.perf_counter() - started:.1f} s")
+    if args.batches:
+        print("| arch | weights | batch | step | tokens/s | uJ/token | weight B/token | "
+              "off-chip B/token | ops/byte | bound | bit-exact |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        rows = [r for a in args.archs.split(",") for r in run_batches(exported, loaded, a, args)]
+        report_rows = {"config": vars(args), "rows": rows}
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(report_rows, indent=2))
+        return
     report = {
         "config": vars(args),
         "archs": {a: run_arch(exported, loaded, a, args) for a in args.archs.split(",")},

@@ -65,6 +65,9 @@ class PipelineOptions:
     print_fn: Callable[[str], object] | None = None
     streaming: str | None = None  # overrides the map pass's policy (backend/plan/streaming.py)
     sparsity: str | None = None  # overrides plan-sparsity's mode (backend/plan/sparsity.py)
+    weight_bits: int | None = None  # overrides quantize's weight_bits (4: packed int4)
+    keep_int8: tuple[str, ...] = ()  # linears whose node name holds one of these stay int8
+    weight_group: int | None = None  # overrides quantize's weight_group (group-wise scales)
 
 
 @dataclass(frozen=True)
@@ -126,11 +129,24 @@ def configurer(
     program name and lowering table on the backend's passes."""
 
     def configure(p: Pass) -> Pass:
-        if isinstance(p, Quantize) and calibration is not None:
-            return replace(p, calibration=calibration)
+        if isinstance(p, Quantize):
+            p = with_weight_options(p, options)
+            return replace(p, calibration=calibration) if calibration is not None else p
         return configure_backend(p, arch, name, options.streaming, table, options.sparsity)
 
     return configure
+
+
+def with_weight_options(p: Quantize, options: PipelineOptions) -> Quantize:
+    """quantize with the weight precision the caller asked for (`--weight-bits`,
+    `--keep-int8`), its own options otherwise."""
+    if options.weight_bits is not None:
+        p = replace(p, weight_bits=options.weight_bits)
+    if options.keep_int8:
+        p = replace(p, keep_int8="+".join(options.keep_int8))
+    if options.weight_group is not None:
+        p = replace(p, weight_group=options.weight_group)
+    return p
 
 
 def compile_model(model: Any, arch: Arch, options: PipelineOptions | None = None) -> PipelineResult:

@@ -76,6 +76,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "double-buffer, pin-what-fits",
     )
     add_sparsity_option(p)
+    add_weight_options(p)
     add_quiet_option(p)
 
 
@@ -87,6 +88,38 @@ def add_sparsity_option(p: argparse.ArgumentParser) -> None:
         help="none (default): every weight row loads; exact: after ReLU-like activations "
         "only the rows of non-zero inputs load (bit-identical; plan-sparsity pass)",
     )
+
+
+def add_weight_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weight-bits",
+        type=int,
+        choices=(4, 8),
+        metavar="4|8",
+        help="bits of the linear layers' weights (4: per-channel int4, packed two a macro "
+        "cell and a byte of the weight image; default 8)",
+    )
+    p.add_argument(
+        "--keep-int8",
+        metavar="NAME,NAME,...",
+        help="linear layers whose node name contains one of these keep 8-bit weights "
+        "(e.g. lm_head)",
+    )
+    p.add_argument(
+        "--weight-group",
+        type=int,
+        metavar="G",
+        help="one weight scale per G reduction rows and output channel instead of one per "
+        "channel (exact integer multipliers; e.g. 32)",
+    )
+
+
+def weight_options(args: argparse.Namespace) -> dict[str, object]:
+    keep = tuple(part for part in (args.keep_int8 or "").split(",") if part.strip())
+    group = args.weight_group
+    if group is not None and group < 1:
+        raise CimcError(f"must be a positive number of rows, got {group}", "--weight-group")
+    return {"weight_bits": args.weight_bits, "keep_int8": keep, "weight_group": group}
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
@@ -124,6 +157,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         print_fn=lambda text: sys.stderr.write(text),
         streaming=args.streaming,
         sparsity=args.sparsity,
+        **weight_options(args),  # type: ignore[arg-type]
     )
 
 

@@ -4,21 +4,21 @@ step's logits checked bit for bit against the integer golden."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cimc.commands import EXIT_STATUS_CHECKED, add_command, tables
-from cimc.commands.compile import add_sparsity_option
+from cimc.commands.compile import add_sparsity_option, add_weight_options, weight_options
 from cimc.commands.json_output import add_json_option, print_json
 from cimc.errors import CimcError
 from cimc.machine.arch import load_arch
 from cimc.progress import add_quiet_option
 
 if TYPE_CHECKING:  # torch comes with the pipeline: imported only when the command runs
-    from cimc.decode.generate import GenerateResult
+    from cimc.decode.generate import BatchResult, GenerateResult, Run
     from cimc.decode.policies import PolicyRow
-    from cimc.decode.programs import DecoderPrograms
     from cimc.decode.report import TokenCost
 
 NAME = "generate"
@@ -30,6 +30,7 @@ example:
   cimc generate models/llama-tiny.onnx --prompt-ids 7,8,9 --max-new-tokens 4 -o out/ --json
   cimc example opt-relu-tiny -o models/
   cimc generate models/opt-relu-tiny.onnx --prompt-ids 1,2,3 --sparsity exact --arch tiny
+  cimc generate models/gpt2-tiny.onnx --prompt-ids 1,2,3 --prompt-ids 4 --prompt-ids 5,6 --arch tiny
 
 The model (an export with a symbolic sequence axis) is quantized once at a capacity of
 --max-positions positions (default: prompt + new tokens) and compiled into two programs
@@ -37,7 +38,11 @@ sharing one constants file: prefill (the prompt) and decode (one token at a run-
 position); the KV cache is a `.state` declaration carried from run to run. Macros that
 hold the same weights all run are declared `.persist`: decode steps after the first skip
 their loads (decode-warm); --compare-policies prices every --streaming policy that way. N new tokens
-take one prefill and N-1 decode steps. The interpreter and the integer golden (which runs
+take one prefill and N-1 decode steps. Several --prompt-ids run a batch: one sequence
+each (prompts of any lengths), every program run computes a row per sequence and loads
+each weight once for all of them, each sequence has its own KV cache. A decode step
+attends over the filled positions rounded up to --attention-block (one decode program
+per window, compiled when first needed). The interpreter and the integer golden (which runs
 the whole prefix without any cache) generate side by side; the float model's greedy token
 on the same prefix gives the agreement rate. Per-token figures come from the cost model.
 With --sparsity exact the down-projections after ReLU-like activations load only the
@@ -53,7 +58,13 @@ input (ids outside the vocabulary, positions beyond the capacity, non-decoder mo
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, NAME, HELP, EPILOG, EXIT_STATUS_CHECKED)
     p.add_argument("model", metavar="MODEL", help="decoder model: .onnx or .pt2 (torch.export)")
-    p.add_argument("--prompt-ids", required=True, metavar="I,J,...", help="prompt token ids")
+    p.add_argument(
+        "--prompt-ids",
+        required=True,
+        action="append",
+        metavar="I,J,...",
+        help="prompt token ids; repeat it for a batch (one sequence per flag)",
+    )
     p.add_argument(
         "--max-new-tokens", type=int, default=8, metavar="N", help="tokens to generate (default 8)"
     )
@@ -67,7 +78,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-positions",
         type=int,
         metavar="C",
-        help="KV-cache capacity in positions (default: prompt + new tokens)",
+        help="KV-cache capacity in positions (default: longest prompt + new tokens)",
+    )
+    p.add_argument(
+        "--attention-block",
+        type=int,
+        default=32,
+        metavar="N",
+        help="decode attends over the filled positions rounded up to N (0: the whole "
+        "capacity; default 32)",
     )
     p.add_argument(
         "--streaming",
@@ -87,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_sparsity_option(p)
     p.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs (np.savez)")
+    add_weight_options(p)
     p.add_argument("--no-float", action="store_true", help="skip the float model comparison")
     p.add_argument("-o", "--output", metavar="DIR", help="write both programs and constants")
     add_json_option(p)
@@ -107,159 +127,195 @@ def parse_ids(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cimc.decode.generate import generate
+    from cimc.decode.generate import generate_batch
     from cimc.decode.programs import build_decoder, write_programs
-    from cimc.decode.report import token_cost
+    from cimc.decode.variants import check_block
     from cimc.pipeline import PipelineOptions
 
-    prompt = parse_ids(args.prompt_ids)
+    prompts = [parse_ids(text) for text in args.prompt_ids]
+    longest = max(len(p) for p in prompts)
     if args.max_new_tokens < 1:
         raise CimcError("must be at least 1", "--max-new-tokens")
-    capacity = args.max_positions or len(prompt) + args.max_new_tokens
-    if capacity < len(prompt) + args.max_new_tokens - 1:
+    capacity = args.max_positions or longest + args.max_new_tokens
+    if capacity < longest + args.max_new_tokens - 1:
         raise CimcError(
-            f"{capacity} positions cannot hold {len(prompt)} prompt and "
+            f"{capacity} positions cannot hold {longest} prompt and "
             f"{args.max_new_tokens} new tokens",
             "--max-positions",
         )
     if not Path(args.model).is_file():
         raise CimcError("model file not found", args.model)
     arch = load_arch(args.arch)
-    options = PipelineOptions(calibration=args.calibration, sparsity=args.sparsity)
+    options = PipelineOptions(
+        calibration=args.calibration,
+        sparsity=args.sparsity,
+        **weight_options(args),  # type: ignore[arg-type]
+    )
     progs = build_decoder(
         args.model,
         arch,
-        len(prompt),
+        [len(p) for p in prompts],
         capacity,
         options,
         streaming=args.streaming,
         keep_weights=not args.no_keep_weights,
+        block=check_block(args.attention_block),
     )
-    result = generate(progs, prompt, args.max_new_tokens, with_float=not args.no_float)
-    costs = [
-        token_cost(progs.prefill, "prefill", len(prompt)),
-        token_cost(progs.decode, "decode", 1),
-    ]
-    if progs.warm is not None:
-        costs.append(token_cost(progs.decode, "decode-warm", 1, progs.warm.warm))
+    result = generate_batch(progs, prompts, args.max_new_tokens, with_float=not args.no_float)
+    costs = run_costs(result)
     policies: tuple[PolicyRow, ...] = ()
     if args.compare_policies:
         from cimc.decode.policies import compare_policies
 
-        policies = compare_policies(progs.model, arch, len(prompt))
+        policies = compare_policies(progs.model, arch, len(prompts[0]))
     written = None
     if args.output:
         written = write_programs(progs, Path(args.output), Path(args.model).stem)
-    steps = step_costs(progs, result, costs)
     if args.json:
-        report = _json(result, costs, capacity, written, steps)
+        report = _json(result, costs, capacity, written)
         report["policies"] = [row.as_json() for row in policies]
         print_json(NAME, report)
     else:
-        _print(result, costs, capacity, written, steps)
+        _print(result, costs, capacity, written)
         for row in policies:
             print(row.line())
     exact = result.bit_exact and all(row.bit_exact is not False for row in policies)
     return 0 if exact else 1
 
 
-def step_costs(
-    progs: DecoderPrograms, result: GenerateResult, costs: list[TokenCost]
-) -> list[StepCost]:
-    """Each step's cost: its program's, or, when the programs load data-dependent rows
-    (sparse layers), priced from the step's own run, with its layers' active fractions."""
+@dataclass(frozen=True)
+class RunCost:
+    cost: TokenCost
+    active: dict[str, float]  # sparse layer -> share of its weight rows the run loaded
+
+
+def run_costs(result: BatchResult) -> list[RunCost]:
+    """The cost of every step's run. A program run more than once is priced once, unless
+    it loads data-dependent rows (sparse layers): each such run is priced from its own
+    record of what it loaded, with its layers' active fractions."""
     from cimc.decode.active import active_fractions
     from cimc.decode.report import token_cost
-    from cimc.machine.opcodes import DYNAMIC
 
-    by_program = {c.program: c for c in costs}
+    priced: dict[int, TokenCost] = {}
     out = []
-    for step, dynamic in zip(result.steps, result.runs, strict=True):
-        compiled = progs.prefill if step.index == 0 else progs.decode
-        program = compiled.program if step.index == 0 else progs.decode_program(step.index)
-        if not any(i.opcode in DYNAMIC for s in program.cores for i in s.instrs):
-            out.append(StepCost(by_program[step.program], {}))
+    for run in result.runs:
+        rows = batch_rows(run)
+        if run.dynamic:
+            cost = token_cost(run.compiled, run.name, rows, run.program, run.dynamic)
+            out.append(RunCost(cost, active_fractions(run.compiled, run.program, run.dynamic)))
             continue
-        rows = by_program[step.program].rows
-        cost = token_cost(compiled, step.program, rows, program, dynamic)
-        out.append(StepCost(cost, active_fractions(compiled, program, dynamic)))
+        if id(run.program) not in priced:
+            priced[id(run.program)] = token_cost(run.compiled, run.name, rows, run.program)
+        out.append(RunCost(priced[id(run.program)], {}))
     return out
 
 
-@dataclass(frozen=True)
-class StepCost:
-    cost: TokenCost
-    active: dict[str, float]  # sparse layer -> share of its weight rows the step loaded
+def batch_rows(run: Run) -> int:
+    from cimc.decode.programs import batch_shape
+
+    return batch_shape(run.compiled.graph).rows
 
 
-def _json(
-    result: GenerateResult,
-    costs: list[TokenCost],
-    capacity: int,
-    written: tuple | None,
-    steps: list[StepCost],
-) -> dict:
+def summary_costs(result: BatchResult, costs: list[RunCost]) -> dict[str, TokenCost]:
+    """prefill, the first decode step (every weight loaded: "decode") and the last warm
+    step ("decode-warm": the steady state, at the largest window reached)."""
+    out: dict[str, TokenCost] = {}
+    for run, c in zip(result.runs, costs, strict=True):
+        if run.name == "decode-warm" or run.name not in out:
+            out[run.name] = c.cost
+    return out
+
+
+def _sequence_json(seq: GenerateResult, costs: list[RunCost]) -> dict:
+    """A sequence's steps, each with its run's cost (the keys of the programs' costs) and
+    the active share of each sparse layer (empty when there is none)."""
+    steps = [
+        {
+            **s.__dict__,
+            "cost": costs[s.index].cost.as_json(),
+            "active_fraction": costs[s.index].active,
+        }
+        for s in seq.steps
+    ]
     return {
-        "prompt": list(result.prompt),
-        "tokens": list(result.tokens),
-        "golden_tokens": list(result.golden_tokens),
-        "bit_exact": result.bit_exact,
-        "float_agreement": result.float_agreement,
-        "capacity": capacity,
-        "steps": [
-            {**s.__dict__, "cost": c.cost.as_json(), "active_fraction": c.active}
-            for s, c in zip(result.steps, steps, strict=True)
-        ],
-        "cost": {c.program: c.as_json() for c in costs},
-        "written": [str(p) for p in written] if written else None,
+        "prompt": list(seq.prompt),
+        "tokens": list(seq.tokens),
+        "golden_tokens": list(seq.golden_tokens),
+        "bit_exact": seq.bit_exact,
+        "float_agreement": seq.float_agreement,
+        "steps": steps,
     }
 
 
-def _print(
-    result: GenerateResult,
-    costs: list[TokenCost],
-    capacity: int,
-    written: tuple | None,
-    steps: list[StepCost],
-) -> None:
+def _json(result: BatchResult, costs: list[RunCost], capacity: int, written: tuple | None) -> dict:
+    """One object; with one prompt its sequence's fields are at the top level too."""
+    sequences = [_sequence_json(seq, costs) for seq in result.sequences]
+    runs = [
+        {"index": r.index, "program": r.name, "windows": list(r.windows), **_run_figures(c.cost)}
+        for r, c in zip(result.runs, costs, strict=True)
+    ]
+    report: dict = sequences[0] if len(sequences) == 1 else {}
+    report.update(
+        {
+            "batch": len(sequences),
+            "bit_exact": result.bit_exact,
+            "capacity": capacity,
+            "sequences": [dict(s) for s in sequences],
+            "runs": runs,
+            "cost": {name: c.as_json() for name, c in summary_costs(result, costs).items()},
+            "written": [str(p) for p in written] if written else None,
+        }
+    )
+    return report
+
+
+def _run_figures(c: TokenCost) -> dict:
+    return {
+        "makespan_cycles": c.cycles,
+        "energy_uj": c.energy_uj,
+        "weight_bytes_loaded": c.weight_bytes_loaded,
+        "weight_bytes_per_token": c.weight_bytes_per_token,
+        "tokens_per_second": c.tokens_per_second,
+    }
+
+
+def _print(result: BatchResult, costs: list[RunCost], capacity: int, written: tuple | None) -> None:
     from rich.table import Table
 
     console = tables.console()
-    table = Table(title=f"greedy generation, KV-cache capacity {capacity}")
-    heads: tuple[str, ...] = (
-        "step",
-        "program",
-        "position",
-        "token",
-        "golden",
-        "float",
-        "logits vs golden",
-    )
-    heads += ("cycles", "energy uJ", "weight bytes", "active")
+    batch = len(result.sequences)
+    title = f"greedy generation, KV-cache capacity {capacity}"
+    table = Table(title=title if batch == 1 else f"{title}, {batch} sequences")
+    heads: tuple[str, ...] = ("step", "program", "window", "position", "token", "golden")
+    heads += ("float", "logits vs golden", "cycles", "energy uJ", "weight bytes", "active")
     for head in heads:
         table.add_column(head, justify="right")
-    for s, sc in zip(result.steps, steps, strict=True):
-        c = sc.cost
-        active = ", ".join(f"{v:.0%}" for v in sc.active.values()) or "-"
+    for run, rc in zip(result.runs, costs, strict=True):
+        c = rc.cost
+        active = ", ".join(f"{v:.0%}" for v in rc.active.values()) or "-"
+        steps = [seq.steps[run.index] for seq in result.sequences]
+        bad = sum(s.mismatched for s in steps)
         table.add_row(
-            str(s.index),
-            s.program,
-            str(s.position),
-            str(s.token),
-            str(s.golden_token),
-            "-" if s.float_token is None else str(s.float_token),
-            "bit-exact" if s.mismatched == 0 else f"{s.mismatched} differ",
+            str(run.index),
+            run.name,
+            _join(s.window for s in steps),
+            _join(s.position for s in steps),
+            _join(s.token for s in steps),
+            _join(s.golden_token for s in steps),
+            _join("-" if s.float_token is None else s.float_token for s in steps),
+            "bit-exact" if bad == 0 else f"{bad} differ",
             f"{c.cycles:,}",
             f"{c.energy_uj:.3f}",
             f"{c.weight_bytes_loaded:,}",
             active,
         )
     console.print(table)
-    for c in costs:
+    for c in summary_costs(result, costs).values():
         console.print(cost_line(c), markup=False)
-    console.print(f"tokens: {' '.join(map(str, result.tokens))}", markup=False)
-    if result.float_agreement is not None:
-        console.print(f"float model agreement: {result.float_agreement:.0%} of steps")
+    for seq in result.sequences:
+        console.print(f"tokens: {' '.join(map(str, seq.tokens))}", markup=False)
+        if seq.float_agreement is not None:
+            console.print(f"float model agreement: {seq.float_agreement:.0%} of steps")
     if written:
         console.print(f"wrote {', '.join(map(str, written))}", markup=False)
     if result.bit_exact:
@@ -268,8 +324,18 @@ def _print(
         console.print("MISMATCH: the interpreter's logits differ from the integer golden")
 
 
+def _join(values: Iterable[object]) -> str:
+    return " ".join(map(str, values))
+
+
 def cost_line(c: TokenCost) -> str:
     per = f" ({c.rows} tokens, one run)" if c.rows > 1 else " per token"
+    batch = (
+        f"; per token: {c.weight_bytes_per_token:,.0f} weight bytes, "
+        f"{c.energy_per_token_uj:.3f} uJ, {c.tokens_per_second:,.0f} tokens/s"
+        if c.rows > 1
+        else f"; {c.tokens_per_second:,.0f} tokens/s"
+    )
     bound = "memory" if c.memory_bound else "compute"
     return (
         f"{c.program} on '{c.arch}'{per}: {c.cycles:,} cycles ({c.time_us:.1f} us), "
@@ -283,6 +349,7 @@ def cost_line(c: TokenCost) -> str:
         f"{c.loaded_bound_cycles:,} for the weights this run loads); "
         f"{c.flash_bytes:,} flash bytes, {c.dram_bytes:,} dram bytes read, dram footprint "
         f"{c.dram_footprint_bytes:,} of {c.dram_capacity_bytes:,} bytes{_flash_bound(c)}"
+        f"{batch}"
     )
 
 

@@ -150,11 +150,14 @@ def _chip_text(chips: tuple[ChipPhase, ...], arch: Arch) -> list[object]:
                     cells.append("  .    ")
                     continue
                 letter = letters.setdefault(p.node, _letter(len(letters)))
-                cells.append(f"{letter:>3}{100 * p.cells / arch.macro_bytes:3.0f}%")
+                mark = f"{letter:>2}:" if p.packed else f"{letter:>3}"
+                cells.append(f"{mark}{100 * p.cells / arch.macro_bytes:3.0f}%")
             lines.append(f"  core {core:<3}|" + "".join(cells))
     if len(chips) > MAX_TEXT_PHASES:
         lines.append(f"... {len(chips) - MAX_TEXT_PHASES} more phases (all of them in --json)")
     lines.append("legend: " + "; ".join(f"{v} = {k or '(no comment)'}" for k, v in letters.items()))
+    if any(p.packed for ph in chips for p in ph.live.values()):
+        lines.append("X: = packed int4 weights, two a cell")
     return ["\n".join(lines)]
 
 

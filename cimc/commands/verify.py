@@ -31,12 +31,13 @@ example:
 
 On a mismatch, the first diverging graph value and the instruction that wrote it are
 named. Inputs not in --inputs are generated from their meaning (token ids inside the
-vocabulary, masks of ones) with --seed. An --inputs file whose arrays carry one more leading axis than the
-inputs holds several samples (as a --calibration file): each is verified, accuracy is
-over all. Accuracy is the dequantized output against the float model; for an encoder
-output [1, S, H] with an attention mask, also over real tokens and as the mean-pooled
-embedding (worst sample). --per-node adds, per graph value, the cosine and max error
-against float and the cosine lost against its inputs, worst first: where accuracy goes.
+vocabulary, masks of ones) with --seed. An --inputs file whose arrays carry one more
+leading axis than the inputs holds several samples (as a --calibration file): each is
+verified, accuracy is over all. Accuracy is the dequantized output against the float
+model; for an encoder output [1, S, H] with an attention mask, also over real tokens and
+as the mean-pooled embedding (worst sample). --per-node adds, per graph value, the cosine
+and max error against float and the cosine lost against its inputs, worst first: where
+accuracy goes.
 """
 
 

@@ -2,16 +2,19 @@
 backend's table with these two added, is what decode programs are lowered with.
 
 KV cache layout (part of the programs' interface): per attention node NAME two `.state`
-declarations `NAME.k_cache` i8[Hkv*C x D] and `NAME.v_cache` i8[Hkv*C x Dv], head-major:
-row h*C + p holds position p of kv head h (batch 1). Prefill and decode declare them
+declarations `NAME.k_cache` i8[S*Hkv*C x D] and `NAME.v_cache` i8[S*Hkv*C x Dv] for S
+sequences, sequence-major then head-major: row (s*Hkv + h)*C + p holds position p of kv
+head h of sequence s (S = 1: row h*C + p). Prefill and decode of one batch declare them
 alike, so the runner carries them from one program run to the next.
 
-decode.attention, for n rows at positions pos[0..n-1]:
-    scatter the n new K and V rows of each kv head into rows h*C + pos[i]  (run-time index:
-      a position beyond the capacity is a run-time error of `scatter`)
+decode.attention, for n rows at positions pos[0..n-1], in segments (rows of sequence s):
+    scatter the new K and V rows of each kv head and sequence into rows (s*Hkv + h)*C +
+      pos[i]  (run-time index: a position beyond the capacity is an error of `scatter`)
     allowed[i, :] = tril(C x C)[pos[i], :]  AND  mask[0, :]     (gather + min)
-    the fused attention lowering over all C cache rows with that mask (not causal):
-      masked logits get exp 0, so the cache rows beyond the position never matter.
+    the fused attention lowering, one group per sequence, over the first windows[s] cache
+      rows of sequence s with that mask (not causal): masked logits get exp 0, so the
+      cache rows beyond the position never matter, and the rows beyond the window are
+      not read at all (the runner keeps every position below its window).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 
 from cimc.backend.builder.alloc import chunks, reshape, split_even, sub
 from cimc.backend.builder.asm import ProgramBuilder, Scratch
-from cimc.backend.lower.attention import lower_attention
+from cimc.backend.lower.attention import AttentionGroup, lower_attention_groups
 from cimc.backend.lower.common import Heads, req_consts
 from cimc.backend.lower.emitter import Emitter
 from cimc.backend.lower.rotary import rotate_rows
@@ -79,9 +82,11 @@ def lower_decode_attention(em: Emitter, node: Node, op: DecodeAttention) -> None
     b, name, cap = em.b, em.name(node), op.capacity
     shapes = [em.shape(node, i) for i in range(3)]
     (_, hq, n, d), (_, hkv, _, _), (_, _, _, dv) = shapes[0], shapes[1], shapes[2]
+    segments, windows = op.rows_of(n), op.windows_of(n)
+    starts = [sum(segments[:s]) for s in range(len(segments))]
     k_name, v_name = state_names(node.name)
-    k_cache = b.state(k_name, "i8", hkv * cap, d)
-    v_cache = b.state(v_name, "i8", hkv * cap, dv)
+    k_cache = b.state(k_name, "i8", len(segments) * hkv * cap, d)
+    v_cache = b.state(v_name, "i8", len(segments) * hkv * cap, dv)
     mask = em.operand(node, 4) if len(node.inputs) == 5 else None
     allowed = b.region(f"{name}.allowed", "i8", n, cap)
     causal = b.const(CAUSAL_CONST, np.tril(np.ones((cap, cap), np.int64)), "i8")
@@ -93,9 +98,18 @@ def lower_decode_attention(em: Emitter, node: Node, op: DecodeAttention) -> None
             (em.operand(node, 2), v_cache, dv),
         ):
             for h in range(hkv):
-                rows = sc("i8", n, width)
-                b.emit(core, "dma", rows, sub(new, h * n, (h + 1) * n))
-                b.emit(core, "scatter", sub(cache, h * cap, (h + 1) * cap), rows, idx)
+                for s, (r0, rows_s) in enumerate(zip(starts, segments, strict=True)):
+                    rows = sc("i8", rows_s, width)
+                    first = h * n + r0
+                    b.emit(core, "dma", rows, sub(new, first, first + rows_s))
+                    block = (s * hkv + h) * cap
+                    b.emit(
+                        core,
+                        "scatter",
+                        sub(cache, block, block + cap),
+                        rows,
+                        sub_idx(idx, r0, rows_s, n),
+                    )
         ok = sc("i8", n, cap)
         b.emit(core, "gather", ok, causal, idx)
         if mask is not None:
@@ -103,13 +117,27 @@ def lower_decode_attention(em: Emitter, node: Node, op: DecodeAttention) -> None
             b.emit(core, "dma", user, reshape(mask, 1, cap))
             b.emit(core, "min", ok, ok, user)
         b.emit(core, "dma", allowed, ok)
-    q = Heads(em.operand(node, 0), 1, hq, n, d, head_major=True)
-    k = Heads(k_cache, 1, hkv, cap, d, head_major=True)
-    v = Heads(v_cache, 1, hkv, cap, dv, head_major=True)
-    out = Heads(em.result(node), 1, hq, n, dv, head_major=True)
+    groups = []
+    for s, (r0, rows_s, window) in enumerate(zip(starts, segments, windows, strict=True)):
+        k_s = sub(k_cache, s * hkv * cap, (s + 1) * hkv * cap)
+        v_s = sub(v_cache, s * hkv * cap, (s + 1) * hkv * cap)
+        groups.append(
+            AttentionGroup(
+                Heads(em.operand(node, 0), 1, hq, rows_s, d, True, capacity=n, offset=r0),
+                Heads(k_s, 1, hkv, window, d, head_major=True, capacity=cap),
+                Heads(v_s, 1, hkv, window, dv, head_major=True, capacity=cap),
+                Heads(em.result(node), 1, hq, rows_s, dv, True, capacity=n, offset=r0),
+                sub(allowed, r0, r0 + rows_s, 0, window),
+            )
+        )
     plan = replace(op.plan, causal=False)
     macros = em.reserved_macros() or None
-    lower_attention(b, q, k, v, out, plan, mask=allowed, name=name, macros=macros)
+    lower_attention_groups(b, groups, plan, name=name, macros=macros)
+
+
+def sub_idx(idx: View, r0: int, rows: int, n: int) -> View:
+    """Rows r0:r0+rows of the [n x 1] position index (the whole view when that is all)."""
+    return idx if (r0, rows) == (0, n) else sub(idx, r0, r0 + rows)
 
 
 DECODE_LOWERINGS: dict[type[Op], Lowering] = {

@@ -4,10 +4,15 @@ Both take the run-time positions of their rows (`cache_position`, [1, n] integer
 
 - `decode.rotary(x, pos)`: q.rotary whose table rows are looked up by position (the plan
   keeps the capacity-C tables), so one op serves prefill (n = P) and decode (n = 1).
-- `decode.attention(q, k, v, pos[, mask])`: appends the n new K/V rows to the layer's KV
-  cache (`.state` declarations, capacity C) at their positions, then attends from the n
-  queries over the whole cache with the allowed mask "key j <= position of the row" AND
-  the user mask ([1, C] over cache slots). Same recipe and constants as q.attention.
+- `decode.attention(q, k, v, pos[, mask])`: the n rows are `segments` (consecutive rows
+  per sequence of the batch: one sequence's prompt in prefill, one row per sequence in a
+  batched decode step). Appends each sequence's new K/V rows to its own KV cache (`.state`
+  declarations, capacity C per sequence) at their positions, then attends from each
+  sequence's queries over the first `windows[s]` slots of its cache (the filled positions,
+  rounded up: the cost follows them, not C) with the allowed mask "key j <= position of
+  the row" AND the user mask ([1, C] over cache slots, shared by the sequences). Same
+  recipe and constants as q.attention. Every position of sequence s must be below
+  `windows[s]`: the runner checks it (cimc/decode/programs.py).
 
 They exist only in graphs compiled for the machine: the independent reference is the
 integer golden on the capacity-C graph, which has no KV cache at all.
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cimc.ir.op_base import expect, expect_dtype, register_op
+from cimc.ir.op_base import expect, expect_dtype, quiet, register_op
 from cimc.ir.types import DType, TensorType
 from cimc.quant.dialect import QOp, RunTimeMacroOperands, SharedStorage
 from cimc.quant.plans import AttentionPlan, RotaryPlan
@@ -59,9 +64,19 @@ class DecodeAttention(QOp, RunTimeMacroOperands, SharedStorage):
     INT8_OPERANDS = CODE_OPERANDS = (0, 1, 2)
     plan: AttentionPlan
     capacity: int
+    segments: tuple[int, ...] = quiet(())  # rows per sequence; () is one sequence of all
+    windows: tuple[int, ...] = quiet(())  # cache slots attended per sequence; () is C each
+
+    def rows_of(self, rows: int) -> tuple[int, ...]:
+        """Rows per sequence, the default (one sequence) made explicit."""
+        return self.segments or (rows,)
+
+    def windows_of(self, rows: int) -> tuple[int, ...]:
+        return self.windows or (self.capacity,) * len(self.rows_of(rows))
 
     def macro_operands(self, inputs: tuple[TensorType, ...]) -> tuple[tuple[int, int], ...]:
-        """K^T [D x C] and V [C x Dv] of one head: the keys are the whole KV cache."""
+        """K^T [D x C] and V [C x Dv] of one head: room for the whole KV cache, whatever the
+        windows (so programs of every window map their weights alike)."""
         d, dv = inputs[0].shape[-1], inputs[2].shape[-1]
         return ((d, self.capacity), (self.capacity, dv))
 
@@ -73,7 +88,18 @@ class DecodeAttention(QOp, RunTimeMacroOperands, SharedStorage):
         expect(k.shape[1] == v.shape[1], "decode.attention k and v heads differ")
         expect(q.shape[2] == k.shape[2] == v.shape[2], "decode.attention rows differ")
         expect(q.shape[-1] == k.shape[-1], "decode.attention q and k dims differ")
-        expect(1 <= q.shape[2] <= self.capacity, "decode.attention rows exceed the capacity")
+        segments, windows = self.rows_of(q.shape[2]), self.windows_of(q.shape[2])
+        expect(sum(segments) == q.shape[2], f"segments {segments} do not add up to {q.shape[2]}")
+        expect(len(windows) == len(segments), "decode.attention needs one window per segment")
+        expect(
+            all(1 <= r <= self.capacity for r in segments),
+            f"decode.attention segments {segments} exceed the capacity {self.capacity}",
+        )
+        expect(
+            all(r <= w <= self.capacity for r, w in zip(segments, windows, strict=True)),
+            f"decode.attention windows {windows} must hold their segments {segments} and "
+            f"stay within the capacity {self.capacity}",
+        )
         _positions(pos, q.shape[2], "decode.attention")
         if len(inputs) == 5:
             expect_dtype(inputs[4], (DType.BOOL,), "decode.attention mask")
@@ -84,12 +110,13 @@ class DecodeAttention(QOp, RunTimeMacroOperands, SharedStorage):
         return (*q.shape[:3], v.shape[3])
 
     def shared_storage(self, node: str, inputs: tuple[TensorType, ...]) -> dict[str, int]:
-        """The K and V caches and the allowed-positions mask (cimc/decode/lower.py), and
-        the causal table every layer shares."""
+        """The K and V caches (one per sequence) and the allowed-positions mask
+        (cimc/decode/lower.py), and the causal table every layer shares."""
         (_, hkv, n, d), dv, c = inputs[1].shape, inputs[2].shape[-1], self.capacity
+        seqs = len(self.rows_of(n))
         return {
-            f"{node}.k_cache": hkv * c * d,
-            f"{node}.v_cache": hkv * c * dv,
+            f"{node}.k_cache": seqs * hkv * c * d,
+            f"{node}.v_cache": seqs * hkv * c * dv,
             f"{node}.allowed": n * c,
             "decode.causal": c * c,
         }

@@ -11,6 +11,12 @@ one row (decode) by cimc/decode/specialize.py. Program interface: inputs `input_
 [1, n] and `cache_position` [1, n] (int64: the positions of the rows), `attention_mask`
 [1, C] over cache slots when the model takes one; `.state` KV caches (cimc/decode/lower.py);
 output the logits codes of the n rows.
+
+A batch of S sequences (`prompt_len` a list of S prompt lengths) packs their rows: prefill
+computes every prompt row (sequence after sequence), a decode step one row per sequence;
+every weight is loaded once per run for all of them, each sequence has its own KV cache
+and its positions. Decode steps run the program of their attention windows
+(cimc/decode/variants.py).
 """
 
 from __future__ import annotations
@@ -29,17 +35,25 @@ from cimc.backend.plan.streaming import Policy
 from cimc.backend.stages.planning import PlanMemory
 from cimc.decode.axes import SeqAxes, probe_axes
 from cimc.decode.lower import DECODE_LOWERINGS
-from cimc.decode.specialize import POSITIONS, check_decoder, specialize
-from cimc.decode.warm import WarmDecode, warm_decode
+from cimc.decode.ops import DecodeAttention
+from cimc.decode.specialize import POSITIONS, BatchShape, check_decoder, specialize
+from cimc.decode.variants import DEFAULT_BLOCK, DecodeVariants, Variant, variant_of, window
+from cimc.decode.warm import WarmDecode
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.machine.interpreter import MacroCells, RunResult, run_program
 from cimc.machine.program import Decl, Program
-from cimc.machine.validator import validate
 from cimc.passes.manager import Pass, verify_deep
 from cimc.passes.quantize import Quantize
-from cimc.pipeline import PipelineOptions, configurer, load_model, manager, pipeline_stages
+from cimc.pipeline import (
+    PipelineOptions,
+    configurer,
+    load_model,
+    manager,
+    pipeline_stages,
+    with_weight_options,
+)
 from cimc.quant.dialect import QEmbedding
 from cimc.quant.smooth import inserted_sites
 from cimc.version import __version__
@@ -67,12 +81,22 @@ class DecoderPrograms:
     decode: Compiled
     consts: dict[str, np.ndarray]  # the union of both programs' constants
     warm: WarmDecode | None = None  # decode with weights kept in the macros between tokens
+    variants: DecodeVariants | None = None  # decode programs by attention window
 
-    def decode_program(self, step: int) -> Program:
-        """The program of decode step `step` (1, 2, ...): cold first, then warm."""
-        if self.warm is None:
-            return self.decode.program
-        return self.warm.cold if step == 1 else self.warm.warm
+    @property
+    def prompt_lens(self) -> tuple[int, ...]:
+        return batch_shape(self.prefill.graph).segments
+
+    @property
+    def sequences(self) -> int:
+        return len(self.prompt_lens)
+
+    def decode_variant(self, positions: Sequence[int]) -> Variant:
+        """The decode program (and its warm form) for rows at `positions`, one per
+        sequence: the full-capacity one, or the one of their attention windows."""
+        if self.variants is None:
+            return Variant(self.decode, self.warm)
+        return self.variants.get(self.variants.windows(positions))
 
     @property
     def states(self) -> tuple[Decl, ...]:
@@ -102,6 +126,7 @@ def _calibrated(
     def configure(p: Pass) -> Pass:
         if not isinstance(p, Quantize):
             return p
+        p = with_weight_options(p, options)
         if probe:
             sites = "+".join(smooth_sites) or "none"
             return replace(p, quiet=True, calibration="", smooth_sites=sites)
@@ -182,26 +207,34 @@ def _vocab(graph: Graph, token: str) -> int:
 def build_decoder(
     model: Any,
     arch: Arch,
-    prompt_len: int,
+    prompt_len: int | Sequence[int],
     capacity: int,
     options: PipelineOptions | None = None,
     loaded: DecoderModel | None = None,
     streaming: Policy = "auto",
     keep_weights: bool = True,
+    block: int = DEFAULT_BLOCK,
 ) -> DecoderPrograms:
-    """Prefill (P rows) and decode (1 row) programs sharing constants and KV caches;
+    """Prefill (the prompts' rows) and decode (one row per sequence) programs sharing
+    constants and KV caches; `prompt_len`: one length, or one per sequence of a batch;
     `streaming` is the backend's weight streaming policy for both; with `keep_weights`,
-    decode steps after the first skip the loads of weights that stay in the macros."""
+    decode steps after the first skip the loads of weights that stay in the macros;
+    `block`: the attention window granularity of decode steps (0: the whole capacity)."""
     dm = loaded or load_decoder(model, capacity, options)
-    if not 1 <= prompt_len < dm.capacity:
+    lens = (prompt_len,) if isinstance(prompt_len, int) else tuple(prompt_len)
+    if not lens or not all(1 <= p < dm.capacity for p in lens):
         raise CimcError(
-            f"a prompt of {prompt_len} tokens leaves no room to decode in a capacity of "
-            f"{dm.capacity} positions; raise --max-positions",
+            f"a prompt of {max(lens, default=0)} tokens leaves no room to decode in a "
+            f"capacity of {dm.capacity} positions; raise --max-positions",
             "decode",
         )
     stem = Path(str(model)).stem if isinstance(model, str | Path) else "model"
-    prefill_graph = specialize(dm.qgraph, dm.axes, prompt_len)
-    one_row = specialize(dm.qgraph, dm.axes, 1)
+    cap = dm.capacity
+    pre_shape = BatchShape(lens, tuple(window(p - 1, block, cap) for p in lens))
+    prefill_graph = specialize(dm.qgraph, dm.axes, sum(lens), pre_shape)
+    one_row = specialize(
+        dm.qgraph, dm.axes, len(lens), BatchShape((1,) * len(lens), (cap,) * len(lens))
+    )
     reserve = shared_reserve((prefill_graph, one_row), arch)
     decode = compile_decoder_graph(one_row, arch, f"{stem}.decode", options, streaming, reserve)
     policy = decode.stream.policy if decode.stream is not None else streaming
@@ -210,11 +243,31 @@ def build_decoder(
     )
     consts = merge_consts(prefill.consts, decode.consts)
     _same_states(prefill, decode)
-    warm = warm_decode(decode.program) if keep_weights else None
-    if warm is not None:
-        validate(warm.cold, arch)
-        validate(warm.warm, arch)
-    return DecoderPrograms(dm, prefill, decode, consts, warm)
+    full = variant_of(decode, keep_weights)
+
+    def compile_window(graph: Graph) -> Compiled:
+        name = f"{stem}.decode-w" + "-".join(map(str, batch_shape(graph).windows))
+        compiled = compile_decoder_graph(graph, arch, name, options, policy, reserve)
+        consts.update(merge_consts(consts, compiled.consts))  # the same tensors, or an error
+        return compiled
+
+    variants = None
+    if block > 0:
+        variants = DecodeVariants(
+            dm.qgraph, dm.axes, len(lens), block, compile_window, keep_weights
+        )
+        variants.cache[(cap,) * len(lens)] = full
+    return DecoderPrograms(dm, prefill, decode, consts, full.warm, variants)
+
+
+def batch_shape(graph: Graph) -> BatchShape:
+    """Rows per sequence and attention windows of a row-specialized graph."""
+    for node in graph.nodes():
+        op = node.op
+        if isinstance(op, DecodeAttention):
+            rows = node.type.shape[2]
+            return BatchShape(op.rows_of(rows), op.windows_of(rows))
+    raise CimcError("the graph has no decode attention", "decode")
 
 
 def shared_reserve(graphs: Sequence[Graph], arch: Arch) -> int:
@@ -252,15 +305,27 @@ class DecoderSession:
     state: dict[str, np.ndarray] = field(default_factory=dict)
     macros: dict[tuple[int, int], MacroCells] = field(default_factory=dict)
     last: RunResult | None = None
-    _located: dict[str, Program] = field(default_factory=dict)
+    _located: dict[int, tuple[Program, Program]] = field(default_factory=dict)
 
     def run(
         self, compiled: Compiled, ids: Sequence[int], start: int, program: Program | None = None
     ) -> np.ndarray:
         """Logits codes [n, vocab] of tokens `ids` at positions start..start+n-1; `program`
         replaces the compiled one (e.g. the warm decode program)."""
+        return self.run_rows(compiled, ids, range(start, start + len(ids)), program)
+
+    def run_rows(
+        self,
+        compiled: Compiled,
+        ids: Sequence[int],
+        positions: Sequence[int],
+        program: Program | None = None,
+    ) -> np.ndarray:
+        """Logits codes [n, vocab] of rows `ids` at `positions` (each row of the sequence
+        the program's batch shape gives it)."""
         dm = self.programs.model
-        feeds = step_inputs(dm, ids, start)
+        feeds = rows_inputs(dm, ids, positions)
+        check_windows(batch_shape(compiled.graph), positions)
         inputs = program_inputs(compiled, feeds)
         located = self._program(compiled, program or compiled.program)
         kept = {(p.core, p.macro) for p in located.persists}
@@ -277,30 +342,56 @@ class DecoderSession:
         """The program with line numbers (run-time errors name FILE:LINE:COL)."""
         from cimc.verify import located_program
 
-        name = program.source_name
-        if name not in self._located:
-            self._located[name] = located_program(compiled, program)
-        return self._located[name]
+        key = id(program)  # the program is kept beside its located copy: ids stay unique
+        if key not in self._located:
+            self._located[key] = (program, located_program(compiled, program))
+        return self._located[key][1]
 
 
 def step_inputs(dm: DecoderModel, ids: Sequence[int], start: int) -> dict[str, np.ndarray]:
     """Program inputs of tokens `ids` at positions start.. (checked against the model)."""
+    return rows_inputs(dm, ids, range(start, start + len(ids)))
+
+
+def rows_inputs(
+    dm: DecoderModel, ids: Sequence[int], positions: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """Program inputs of rows `ids` at `positions` (checked against the model)."""
     n = len(ids)
-    if start < 0 or start + n > dm.capacity:
+    if len(positions) != n:
+        raise CimcError(f"{len(positions)} positions for {n} rows", "decode")
+    if any(not 0 <= int(p) < dm.capacity for p in positions):
         raise CimcError(
-            f"positions {start}..{start + n - 1} are beyond the compiled capacity of "
-            f"{dm.capacity} positions (0..{dm.capacity - 1}); compile with a larger "
+            f"positions {min(positions)}..{max(positions)} are beyond the compiled capacity "
+            f"of {dm.capacity} positions (0..{dm.capacity - 1}); compile with a larger "
             "--max-positions",
             "decode",
         )
     check_ids(ids, dm.vocab)
     feeds = {
         dm.token_input: np.asarray(ids, np.int64).reshape(1, n),
-        POSITIONS: np.arange(start, start + n, dtype=np.int64).reshape(1, n),
+        POSITIONS: np.asarray(positions, np.int64).reshape(1, n),
     }
     if dm.mask_input is not None:
         feeds[dm.mask_input] = np.ones((1, dm.capacity), np.int64)
     return feeds
+
+
+def check_windows(shape: BatchShape, positions: Sequence[int]) -> None:
+    """Every row's position inside its sequence's attention window (the program does not
+    read the cache beyond it)."""
+    if len(positions) != shape.rows:
+        raise CimcError(f"the program computes {shape.rows} rows, got {len(positions)}", "decode")
+    for s, (r0, rows, w) in enumerate(
+        zip(shape.starts(), shape.segments, shape.windows, strict=True)
+    ):
+        late = [int(p) for p in positions[r0 : r0 + rows] if int(p) >= w]
+        if late:
+            raise CimcError(
+                f"position {late[0]} of sequence {s} is beyond the program's attention "
+                f"window of {w} slots; run the program of a larger window",
+                "decode",
+            )
 
 
 def check_ids(ids: Sequence[int], vocab: int) -> None:
@@ -317,7 +408,8 @@ def write_programs(progs: DecoderPrograms, out_dir: Path, stem: str) -> tuple[Pa
     from cimc.machine.artifact import write_artifact
 
     consts = out_dir / f"{stem}.safetensors"
-    programs = [("prefill", progs.prefill.program), ("decode", progs.decode_program(1))]
+    cold = progs.warm.cold if progs.warm is not None else progs.decode.program
+    programs = [("prefill", progs.prefill.program), ("decode", cold)]
     if progs.warm is not None:
         programs.append(("decode-warm", progs.warm.warm))
     written = []

@@ -27,6 +27,7 @@ from typing import Any
 
 from cimc.backend.builder.compiled import Compiled
 from cimc.backend.plan.roofline import Roofline
+from cimc.backend.plan.workload import packed_cols
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.machine.dynamic import Dynamic
@@ -44,7 +45,7 @@ Interval = tuple[int, int]
 class TokenCost:
     program: str
     arch: str
-    rows: int  # tokens computed by one run (P for prefill, 1 for decode)
+    rows: int  # tokens computed by one run (the prompts' for prefill, B for a decode step)
     cycles: int
     time_us: float
     energy_uj: float
@@ -63,6 +64,25 @@ class TokenCost:
     dram_footprint_bytes: int  # placed in DRAM by the program (<= dram_capacity_bytes)
     dram_capacity_bytes: int  # memory.dram_bytes
     flash_bound_cycles: int  # flash_bytes / flash bandwidth
+
+    @property
+    def weight_bytes_per_token(self) -> float:
+        """Weight bytes loaded by one run over the tokens it computes (a batch of B decode
+        rows shares each load: 1/B of the single-sequence figure at best)."""
+        return self.weight_bytes_loaded / self.rows
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Tokens computed per second at the preset's clock, runs back to back."""
+        return self.rows * 1e6 / self.time_us if self.time_us else 0.0
+
+    @property
+    def energy_per_token_uj(self) -> float:
+        return self.energy_uj / self.rows
+
+    @property
+    def offchip_bytes_per_token(self) -> float:
+        return self.offchip_bytes / self.rows
 
     @property
     def flash_bound_ratio(self) -> float:
@@ -116,6 +136,10 @@ class TokenCost:
             "bound_ratio",
             "loaded_bound_cycles",
             "flash_bound_ratio",
+            "weight_bytes_per_token",
+            "tokens_per_second",
+            "energy_per_token_uj",
+            "offchip_bytes_per_token",
         )
         fields = asdict(self)
         fields["makespan_cycles"] = fields.pop("cycles")  # the JSON vocabulary's name
@@ -127,8 +151,14 @@ def _finite(value: Any) -> Any:
 
 
 def model_weight_bytes(graph: Graph) -> int:
-    """int8 weight bytes of the linear layers (what streams per token when nothing stays)."""
-    return sum(int(n.op.plan.weight.size) for n in graph.nodes() if isinstance(n.op, QLinear))
+    """Weight bytes of the linear layers, int4 codes packed two a byte (what streams per
+    token when nothing stays)."""
+    total = 0
+    for node in graph.nodes():
+        if isinstance(node.op, QLinear):
+            k, n = node.op.plan.weight.shape
+            total += int(k) * packed_cols(int(n), node.op.plan.weight_bits)
+    return total
 
 
 def peak_ops_per_cycle(arch: Arch) -> float:

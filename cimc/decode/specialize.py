@@ -16,6 +16,7 @@ slots) keep their size.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,6 +31,38 @@ from cimc.quant.dialect import QAttention, QConstant, QEmbedding, QRotary, code_
 from cimc.quant.plans import EmbeddingPlan, RotaryPlan
 
 POSITIONS = "cache_position"
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """The rows of one program run by sequence: `segments[s]` consecutive rows belong to
+    sequence s (its prompt in prefill, one row in a decode step), whose attention reads
+    the first `windows[s]` slots of its KV cache."""
+
+    segments: tuple[int, ...]
+    windows: tuple[int, ...]
+
+    @property
+    def sequences(self) -> int:
+        return len(self.segments)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.segments)
+
+    def starts(self) -> tuple[int, ...]:
+        """The first row of each sequence."""
+        return tuple(sum(self.segments[:s]) for s in range(len(self.segments)))
+
+    def check(self, capacity: int) -> None:
+        if not self.segments or len(self.windows) != len(self.segments):
+            raise CimcError("a batch needs one window per sequence", "decode")
+        for r, w in zip(self.segments, self.windows, strict=True):
+            if not 1 <= r <= w <= capacity:
+                raise CimcError(
+                    f"{r} rows in a window of {w} slots do not fit the capacity of {capacity}",
+                    "decode",
+                )
 
 
 def check_decoder(graph: Graph, axes: SeqAxes) -> None:
@@ -54,14 +87,18 @@ def check_decoder(graph: Graph, axes: SeqAxes) -> None:
         raise CimcError(f"the model already has a value named {POSITIONS!r}", "decode")
 
 
-def specialize(graph: Graph, axes: SeqAxes, rows: int) -> Graph:
-    """The graph computing `rows` rows at the positions given by input `cache_position`."""
-    if not 1 <= rows <= axes.capacity:
-        raise CimcError(f"{rows} rows do not fit the capacity of {axes.capacity}", "decode")
+def specialize(graph: Graph, axes: SeqAxes, rows: int, batch: BatchShape | None = None) -> Graph:
+    """The graph computing `rows` rows at the positions given by input `cache_position`;
+    `batch`: which rows belong to which sequence and the cache slots each attends (default:
+    one sequence, the whole capacity)."""
+    batch = batch or BatchShape((rows,), (axes.capacity,))
+    if sum(batch.segments) != rows:
+        raise CimcError(f"segments {list(batch.segments)} are not {rows} rows", "decode")
+    batch.check(axes.capacity)
     check_decoder(graph, axes)
     g = Graph(graph.name)
     pos = g.add_input(POSITIONS, TensorType((1, rows), DType.I64), meaning="position_ids")
-    spec = _Specializer(graph, g, axes, rows, pos)
+    spec = _Specializer(graph, g, axes, rows, pos, batch)
     for node in graph.nodes():
         spec.rebuild(node)
     g.set_outputs([(out, spec.names[value]) for out, value in graph.outputs])
@@ -70,8 +107,11 @@ def specialize(graph: Graph, axes: SeqAxes, rows: int) -> Graph:
 
 
 class _Specializer:
-    def __init__(self, src: Graph, dst: Graph, axes: SeqAxes, rows: int, pos: str) -> None:
+    def __init__(
+        self, src: Graph, dst: Graph, axes: SeqAxes, rows: int, pos: str, batch: BatchShape
+    ) -> None:
         self.src, self.dst, self.axes, self.rows, self.pos = src, dst, axes, rows, pos
+        self.batch = batch
         self.names: dict[str, str] = {}
 
     def shape(self, node: Node) -> tuple[int, ...]:
@@ -93,9 +133,7 @@ class _Specializer:
             new = self._add(node, DecodeRotary(op.scale, op.bits, plan), (ins[0], self.pos))
         elif isinstance(op, QAttention):
             ins = (*ins[:3], self.pos, *ins[3:])
-            new = self._add(
-                node, DecodeAttention(op.scale, op.bits, op.plan, self.axes.capacity), ins
-            )
+            new = self._add(node, self._attention(op), ins)
         elif isinstance(op, Reshape):
             new = self._add(node, Reshape(self.shape(node)), ins)
         elif isinstance(op, Slice) and op.axis in self.axes.token.get(node.inputs[0], ()):
@@ -111,6 +149,12 @@ class _Specializer:
                 node.where,
             )
         self.names[node.name] = new
+
+    def _attention(self, op: QAttention) -> DecodeAttention:
+        cap, b = self.axes.capacity, self.batch
+        if b == BatchShape((self.rows,), (cap,)):  # one sequence, whole cache: the default
+            return DecodeAttention(op.scale, op.bits, op.plan, cap)
+        return DecodeAttention(op.scale, op.bits, op.plan, cap, b.segments, b.windows)
 
     def _add(self, node: Node, op: Op, ins: tuple[str, ...]) -> str:
         return self.dst.add_node(op, ins, name=node.name, loc=node.loc)

@@ -29,6 +29,7 @@ class MacroUse:
     start: int
     node: str
     window: tuple[int, int, int, int]  # r0, r1, c0, c1 of the cells it read
+    opcode: str = "mvm"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,17 @@ class MacroPhase:
     cells: int  # cells in use: the loaded window and every window an mvm reads in the phase
     uses: tuple[MacroUse, ...]
 
+    @property
+    def packed(self) -> bool:
+        """Do the cells hold int4 weight pairs (read by mvm.i4)? Then the phase holds two
+        weights a cell."""
+        return any(u.opcode.startswith("mvm.i4") for u in self.uses)
+
+    @property
+    def weights(self) -> int:
+        """Weights the cells in use hold."""
+        return self.cells * (2 if self.packed else 1)
+
     def as_dict(self) -> dict[str, object]:
         r0, r1, c0, c1 = self.window
         return {
@@ -64,6 +76,8 @@ class MacroPhase:
             "tile_via": self.source.via,
             "mvms": [{"line": u.line, "start_cycle": u.start, "node": u.node} for u in self.uses],
             "cells_in_use": self.cells,
+            "weight_bits": 4 if self.packed else 8,
+            "weights_held": self.weights,
         }
 
 
@@ -106,7 +120,8 @@ def macro_phases(program: Program, schedule: Schedule) -> tuple[MacroPhase, ...]
         elif key in open_:
             node = item.instr.comment or ""
             window = (ref.r0, ref.r1, ref.c0, ref.c1)
-            open_[key][2].append(MacroUse(item.pc, item.instr.line, item.start, node, window))
+            use = MacroUse(item.pc, item.instr.line, item.start, node, window, item.instr.opcode)
+            open_[key][2].append(use)
     for state in open_.values():
         phases.append(_close(state, schedule.makespan))
     images = image_tiles(program)

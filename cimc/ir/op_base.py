@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import typing
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -58,7 +58,8 @@ class Op:
 
     def attributes(self) -> dict[str, Any]:
         """Attribute values by name, sorted by name (the printed order)."""
-        return {name: getattr(self, name) for name in sorted(attribute_schema(type(self)))}
+        names = sorted(attribute_schema(type(self)))
+        return {n: getattr(self, n) for n in names if not is_quiet_default(self, n)}
 
     def key(self) -> Hashable:
         """A hashable identity of the op and its attributes (used by CSE)."""
@@ -99,6 +100,37 @@ def op_class(name: str) -> type[Op]:
 
 
 _SCHEMAS: dict[type, dict[str, Any]] = {}
+QUIET = "quiet"  # field metadata: printed only when it differs from its default
+
+
+def quiet(default: Any = None, factory: Callable[[], Any] | None = None) -> Any:
+    """A field that prints (and reads back) only when it differs from `default` (or what
+    `factory` makes, for arrays): an option added later leaves the text of every op that
+    does not use it as it was."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={QUIET: True})
+    return dataclasses.field(default=default, metadata={QUIET: True})
+
+
+def is_quiet_default(obj: Any, name: str) -> bool:
+    """Does field `name` of the dataclass `obj` hold its quiet default?"""
+    f = next(f for f in dataclasses.fields(obj) if f.name == name)
+    if not f.metadata.get(QUIET):
+        return False
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    value = getattr(obj, name)
+    if isinstance(default, np.ndarray) or isinstance(value, np.ndarray):
+        return (
+            isinstance(value, np.ndarray)
+            and isinstance(default, np.ndarray)
+            and value.dtype == default.dtype
+            and np.array_equal(value, default)
+        )
+    return bool(value == default)
+
+
+def quiet_fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get(QUIET)}
 
 
 def attribute_schema(cls: type) -> dict[str, Any]:

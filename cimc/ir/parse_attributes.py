@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import CimcError
-from cimc.ir.op_base import attribute_schema, coerce_attribute, is_struct, type_name
+from cimc.ir.op_base import (
+    attribute_schema,
+    coerce_attribute,
+    is_struct,
+    quiet_fields,
+    type_name,
+)
 from cimc.ir.text_tokens import SourceText, Token, TokenStream
 from cimc.ir.types import DType, TensorType
 
@@ -144,7 +150,7 @@ class AttributeParser(TokenStream):
             self.fail(f"expected {kind.__name__}<...>", token)
         schema = attribute_schema(kind)
         values = self.typed_fields(kind.__name__, schema, raw.fields)
-        missing = [f for f in schema if f not in values]
+        missing = [f for f in schema if f not in values and f not in quiet_fields(kind)]
         if missing:
             self.fail(f"{kind.__name__} needs field(s) {', '.join(missing)}", token)
         return kind(**values)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from cimc.ir.graph import Graph, Node
-from cimc.ir.op_base import Op, attribute_schema, is_struct
+from cimc.ir.op_base import Op, attribute_schema, is_quiet_default, is_struct
 from cimc.ir.ops_tensor import Constant, Input
 from cimc.ir.tensor_file import save_tensors
 from cimc.ir.types import DType, TensorType
@@ -174,6 +174,7 @@ def format_attribute(value: Any, ref: Ref | None = None, path: str = "") -> str:
         fields = ", ".join(
             f"{f} = {format_attribute(getattr(value, f), ref, f'{path}.{f}')}"
             for f in attribute_schema(type(value))
+            if not is_quiet_default(value, f)
         )
         return f"{type(value).__name__}<{fields}>"
     raise TypeError(f"cannot print attribute value {value!r}")

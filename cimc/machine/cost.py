@@ -368,13 +368,13 @@ def _macro_write(instr: Instr, core: int, arch: Arch, nbytes: int) -> InstrCost:
     return InstrCost(unit, lead + data, energy, channels, lead, data_phase, moved, 0, held)
 
 
-@register_cost("mvm", "mvm.acc")
+@register_cost("mvm", "mvm.acc", "mvm.i4", "mvm.i4.acc")
 def _mvm_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
     unit, _ = _macro_unit(instr)
     dst, src = _view(instr, 0), _view(instr, 1)
     macs = src.rows * src.cols * dst.cols
     cycles = src.rows * arch.mvm_cycles_per_vector + arch.macro.pipeline_cycles
-    sp_bytes = src.nbytes + dst.nbytes * (2 if instr.opcode == "mvm.acc" else 1)
+    sp_bytes = src.nbytes + dst.nbytes * (2 if instr.opcode.endswith(".acc") else 1)
     energy = _energy({"mac": macs * arch.energy.mac_fj / 1000.0}, _access("sp", sp_bytes, arch))
     return InstrCost(unit, cycles, energy, macs=macs)
 

@@ -273,3 +273,28 @@ def room_in_i32(acc: np.ndarray, bound: int) -> bool:
     the limits, so the in-place int32 add is the rule and the int64 check the exception)."""
     low, high = span(acc)
     return low - bound >= I32_MIN and high + bound <= I32_MAX
+
+
+def unpack_int4(cells: np.ndarray) -> np.ndarray:
+    """[r x c] cells holding two's-complement int4 pairs -> [r x 2c] weights: column 2j is
+    the low half of cell j, column 2j + 1 the high half (sign-extended; float in, float
+    out: the values are small integers, exact)."""
+    b = cells.astype(np.int64) & 0xFF
+    lo = ((b & 0xF) ^ 8) - 8
+    hi = ((b >> 4) ^ 8) - 8
+    out = np.empty((cells.shape[0], 2 * cells.shape[1]), dtype=cells.dtype)
+    out[:, 0::2] = lo
+    out[:, 1::2] = hi
+    return out
+
+
+def pack_int4(weights: np.ndarray) -> np.ndarray:
+    """The inverse of unpack_int4: [r x n] values in -8..7 -> [r x ceil(n/2)] int8 cells (an
+    odd n pads the last cell's high half with 0)."""
+    w = np.asarray(weights, np.int64)
+    if w.size and (w.min() < -8 or w.max() > 7):
+        raise ValueError("int4 weights must lie in -8..7")
+    if w.shape[1] % 2:
+        w = np.concatenate([w, np.zeros((w.shape[0], 1), np.int64)], axis=1)
+    byte = (w[:, 0::2] & 0xF) | ((w[:, 1::2] & 0xF) << 4)
+    return byte.astype(np.uint8).view(np.int8)

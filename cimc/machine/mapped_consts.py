@@ -18,7 +18,7 @@ import numpy as np
 
 from cimc.errors import CimcError
 
-_DTYPE_OF = {
+_DTYPE_OF: dict[str, np.dtype] = {
     "I64": np.dtype("<i8"),
     "I32": np.dtype("<i4"),
     "I16": np.dtype("<i2"),

@@ -43,6 +43,7 @@ from cimc.machine.shape_rules import (
     rule_mload_masked,
     rule_mload_t,
     rule_mvm,
+    rule_mvm_i4,
     rule_none,
     rule_nonzero_index,
     rule_reduce,
@@ -278,6 +279,24 @@ _SPECS: tuple[OpSpec, ...] = (
         ),
         rule_mvm,
         "dst += src @ window",
+    ),
+    OpSpec(
+        "mvm.i4",
+        Unit.MACRO,
+        (_dst(dtypes=_I32), _src("src", _I8), OperandSpec("macro", Kind.MACRO, Access.READ)),
+        rule_mvm_i4,
+        "dst = src @ unpack4(window): every cell holds two int4 weights (int8 x int4 -> int32)",
+    ),
+    OpSpec(
+        "mvm.i4.acc",
+        Unit.MACRO,
+        (
+            OperandSpec("dst", Kind.VIEW, Access.READWRITE, ("sp",), _I32),
+            _src("src", _I8),
+            OperandSpec("macro", Kind.MACRO, Access.READ),
+        ),
+        rule_mvm_i4,
+        "dst += src @ unpack4(window)",
     ),
     # vector unit
     _binary("add", "dst = a + b"),

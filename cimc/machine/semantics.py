@@ -211,13 +211,17 @@ def _mload_masked(m: Machine, cs: CoreState, instr: Instr) -> bool:
     return True
 
 
-@register_kernel("mvm", "mvm.acc")
+@register_kernel("mvm", "mvm.acc", "mvm.i4", "mvm.i4.acc")
 def _mvm(m: Machine, cs: CoreState, instr: Instr) -> bool:
     dst, src, ref = _view(instr.operands[0]), _view(instr.operands[1]), _macro(instr.operands[2])
     weights = m.macro_window_f32(cs.core, ref)
+    if instr.opcode.startswith("mvm.i4"):
+        weights = k.unpack_int4(weights)[:, : dst.cols]
+    x = m.array(cs.core, src)
+    _check_input_bits(x, m.arch.macro.input_bits)
     # A single product always fits int32 (see matmul_exact).
-    product = k.matmul_exact(m.array(cs.core, src), weights, np.int32)
-    if instr.opcode == "mvm.acc":
+    product = k.matmul_exact(x, weights, np.int32)
+    if instr.opcode.endswith(".acc"):
         acc = m.array(cs.core, dst)
         if k.room_in_i32(acc, src.cols * k.MAX_INT8_PRODUCT):
             acc += product  # in place, no int64 temporaries: the sum cannot leave int32
@@ -227,6 +231,21 @@ def _mvm(m: Machine, cs: CoreState, instr: Instr) -> bool:
         m.array(cs.core, dst)[...] = product
     m.macs += src.rows * src.cols * dst.cols
     return True
+
+
+def _check_input_bits(x: np.ndarray, bits: int) -> None:
+    """A macro of `macro.input_bits` < 8 streams that many bits per input: an i8 input
+    outside their signed range is not what the cost model timed (SPEC section 4)."""
+    if bits >= 8:
+        return
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    bad = np.argwhere((x < lo) | (x > hi))
+    if bad.size:
+        r, c = (int(i) for i in bad[0])
+        raise KernelError(
+            f"input [{r}, {c}] = {int(x[r, c])} is outside the {bits}-bit inputs of the "
+            f"preset's macros ({lo}..{hi}, macro.input_bits)"
+        )
 
 
 # --- vector unit ---------------------------------------------------------------------------

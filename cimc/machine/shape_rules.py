@@ -153,6 +153,18 @@ def rule_mvm(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
     return (dst, src, _sized_window(_macro_at(ops, 2), (src.cols, dst.cols), 2))
 
 
+def rule_mvm_i4(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
+    """As mvm, the window's cells holding two int4 weights each: dst has 2 columns per
+    cell (2c - 1 when the last cell's high half is padding)."""
+    dst, src = _view(ops, 0), _view(ops, 1)
+    if dst.rows != src.rows:
+        raise OperandError(
+            f"destination has {dst.rows} rows but the input has {src.rows}; they must agree", 0
+        )
+    cells = (dst.cols + 1) // 2
+    return (dst, src, _sized_window(_macro_at(ops, 2), (src.cols, cells), 2))
+
+
 def rule_binary(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
     _same_shape(ops, 1)
     _broadcast(ops, 2)

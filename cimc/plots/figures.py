@@ -149,7 +149,7 @@ def _label_cells(
             low, high = edges[row], edges[row + 1]
             if (high - low) * points_per_cycle < MIN_FONT + 2:
                 continue
-            name = p.node.split(" ")[0].lstrip("%")[:10]
+            name = p.node.split(" ")[0].lstrip("%")[:10] + ("\nint4" if p.packed else "")
             colour = "black" if grid[row, macro] > 0.6 else "white"  # viridis: light at 1
             ax.text(macro, (low + high) / 2, name, ha="center", va="center",
                     fontsize=MIN_FONT, color=colour)  # fmt: skip

@@ -93,9 +93,10 @@ class WeightQuant:
 
 
 def quantize_weight_per_channel(
-    w: np.ndarray, axis: int = -1, loc: str | None = None
+    w: np.ndarray, axis: int = -1, loc: str | None = None, bits: int = 8
 ) -> WeightQuant:
-    """Symmetric int8 per-output-channel quantization, codes in [-127, 127].
+    """Symmetric per-output-channel quantization, codes in [-127, 127] (`bits` = 4: in
+    [-7, 7], still held in an int8 array).
 
     `axis` is the output-channel axis (the last one for cimc's [K, N] linear weights).
     An all-zero channel gets the smallest non-zero channel scale of the tensor (1.0 if all
@@ -104,6 +105,9 @@ def quantize_weight_per_channel(
     Computed in float64 a block of rows at a time (`row_blocks`): the weight may be a
     view of its model file, and a float64 copy of a whole weight is 8 bytes per parameter.
     """
+    if bits not in (4, 8):
+        raise CimcError(f"weights are 4 or 8 bits, got {bits}", loc)
+    top = float((1 << (bits - 1)) - 1)
     w = np.asarray(w)
     ax = axis % w.ndim
     moved = np.moveaxis(w, ax, -1)
@@ -114,7 +118,7 @@ def quantize_weight_per_channel(
         if not np.all(np.isfinite(wf)):
             raise CimcError("weight contains NaN or infinity", loc)
         absmax = np.maximum(absmax, np.abs(wf).max(axis=0, initial=0.0))
-    scale = absmax / 127.0
+    scale = absmax / top
     nonzero = scale[scale > 0]
     fill = float(nonzero.min()) if nonzero.size else 1.0
     scale = np.where(scale > 0, scale, fill)
@@ -122,7 +126,7 @@ def quantize_weight_per_channel(
     at = 0
     for block in row_blocks(rows):
         wf = np.asarray(block, np.float64)
-        codes[at : at + len(wf)] = np.clip(np.rint(wf / scale), -127, 127)
+        codes[at : at + len(wf)] = np.clip(np.rint(wf / scale), -top, top)
         at += len(wf)
     codes = np.ascontiguousarray(np.moveaxis(codes.reshape(moved.shape), -1, ax))
     return WeightQuant(codes=codes, scale=scale)

@@ -21,3 +21,4 @@ Multipliers = Annotated[np.ndarray, ArrayOf((DType.I64,), (0, 1))]  # per tensor
 CodeVector = Annotated[np.ndarray, ArrayOf((DType.I8, DType.I16), (1,))]  # LUT entries
 CodeMatrix = Annotated[np.ndarray, ArrayOf((DType.I8, DType.I16), (2,))]  # embedding tables
 Codes = Annotated[np.ndarray, ArrayOf((DType.I8, DType.I16))]  # constant activations
+Int32Matrix = Annotated[np.ndarray, ArrayOf((DType.I32,), (2,))]  # group multipliers [G, N]

@@ -17,6 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from cimc.errors import CimcError
+from cimc.ir.op_base import quiet
 from cimc.quant import constants as qc
 from cimc.quant import tables
 from cimc.quant.plan_arrays import (
@@ -24,9 +25,11 @@ from cimc.quant.plan_arrays import (
     CodeVector,
     Int8Matrix,
     Int16Matrix,
+    Int32Matrix,
     Int32Vector,
     Int64Vector,
 )
+from cimc.quant.weight_groups import expand_rows, group_count, quantize_weight_groups
 
 RECIP_BITS = 46  # softmax: R = floor(out_max * 2^46 / sum)
 NORM_FRAC_BITS = 16  # normalization: u = c / sqrt(V') in Q.16
@@ -43,6 +46,30 @@ class LinearPlan:
     weight: Int8Matrix  # int8 [K, N], per-output-channel codes
     bias: Int32Vector  # int32 [N] at scale x_scale * w_scale[n] (zeros when absent)
     requant: qc.Requant  # per channel: acc -> output codes
+    weight_bits: int = quiet(8)  # 4: codes in [-7, 7], packed two a cell on the machine
+    group_size: int = quiet(0)  # > 0: group-wise scales (cimc/quant/weight_groups.py)
+    group_mult: Int32Matrix = quiet(factory=lambda: np.zeros((0, 0), np.int32))  # [G, N]
+
+    def __post_init__(self) -> None:
+        if self.weight_bits not in (4, 8):
+            raise CimcError(f"LinearPlan.weight_bits must be 4 or 8, got {self.weight_bits}")
+        top = (1 << (self.weight_bits - 1)) - 1
+        if self.weight.size and int(np.abs(self.weight.astype(np.int64)).max()) > top:
+            raise CimcError(f"LinearPlan weight codes exceed {self.weight_bits} bits")
+        k, n = self.weight.shape
+        want = (group_count(k, self.group_size), n) if self.group_size > 0 else (0, 0)
+        if self.group_size < 0 or self.group_mult.shape != want:
+            raise CimcError(
+                f"LinearPlan.group_mult must be {list(want)} for group size {self.group_size}"
+            )
+
+    def effective_weight(self) -> np.ndarray:
+        """The integer weight the recipe multiplies by: the codes, times each group's
+        multiplier under group-wise scales (int64)."""
+        w = self.weight.astype(np.int64)
+        if self.group_size == 0:
+            return w
+        return w * expand_rows(self.group_mult.astype(np.int64), w.shape[0], self.group_size)
 
 
 def plan_linear(
@@ -52,18 +79,39 @@ def plan_linear(
     out_scale: float,
     out_bits: int,
     loc: str | None = None,
+    weight_bits: int = 8,
+    group_size: int = 0,
 ) -> LinearPlan:
-    """y = x @ w + b with int8 x [..., K], w [K, N] float, b [N] float or None."""
+    """y = x @ w + b with int8 x [..., K], w [K, N] float, b [N] float or None; the
+    weight in `weight_bits`-bit codes, scaled per channel or (`group_size` > 0) per group
+    of that many rows and channel."""
     if w.ndim != 2:
         raise CimcError(f"linear weight must be [K, N], got shape {w.shape}", loc)
     k, n = w.shape
-    wq = qc.quantize_weight_per_channel(w, axis=1, loc=loc)
     bias = np.zeros(n, np.float64) if b is None else np.asarray(b, np.float64)
+    if group_size > 0:
+        return _plan_grouped(w, bias, x_scale, out_scale, out_bits, loc, weight_bits, group_size)
+    wq = qc.quantize_weight_per_channel(w, axis=1, loc=loc, bits=weight_bits)
     bq = qc.quantize_bias(bias, x_scale, wq.scale, loc)
     acc_bound = k * 128 * 127 + int(np.abs(bq.astype(np.int64)).max(initial=0))
     qc.check_int32_bound(acc_bound, "linear accumulator", loc)
     rq = qc.requant_per_channel(x_scale * wq.scale / out_scale, out_bits, loc)
-    return LinearPlan(weight=wq.codes, bias=bq, requant=rq)
+    return LinearPlan(weight=wq.codes, bias=bq, requant=rq, weight_bits=weight_bits)
+
+
+def _plan_grouped(
+    w: np.ndarray,
+    bias: np.ndarray,
+    x_scale: float,
+    out_scale: float,
+    out_bits: int,
+    loc: str | None,
+    weight_bits: int,
+    group: int,
+) -> LinearPlan:
+    gq = quantize_weight_groups(w, bias, x_scale, group, weight_bits, loc)
+    rq = qc.requant_per_channel(x_scale * gq.scale / out_scale, out_bits, loc)
+    return LinearPlan(gq.codes, gq.bias, rq, weight_bits, group, gq.mult)
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,17 @@ def linear(lw: Lowering, node: Node) -> QValue:
     w = _stored(lw, node, 1, "weight")
     b = _const(lw, node, 2, "bias") if len(node.inputs) == 3 else None
     bits, scale = _out(lw, node)
-    plan = plans.plan_linear(w, b, _scale(x), scale, bits, node.where)
+    weights = lw.options.weights
+    plan = plans.plan_linear(
+        w,
+        b,
+        _scale(x),
+        scale,
+        bits,
+        node.where,
+        weight_bits=weights.bits_of(node.name),
+        group_size=weights.group_of(node.name),
+    )
     return QValue(lw.emit(node, QLinear(scale=scale, bits=bits, plan=plan), [x.name]), scale, bits)
 
 

@@ -106,7 +106,7 @@ def requant(x: torch.Tensor, rq: Requant) -> torch.Tensor:
 
 def linear(x: torch.Tensor, plan: LinearPlan) -> torch.Tensor:
     _check_codes(x, 8, "linear input")
-    acc = io.imatmul(x, _t(plan.weight)) + _t(plan.bias)
+    acc = io.imatmul(x, _t(plan.effective_weight())) + _t(plan.bias)
     return requant(acc, plan.requant)
 
 

@@ -254,3 +254,80 @@ def test_auto_split_follows_the_traffic() -> None:
     assert auto_split(b, down, 768) == "k"
     assert auto_split(b, up, 3072) == "n"
     assert auto_split(b, b.input("x1", "i8", 1, 100), 500) == "n"  # one K tile: nothing to split
+
+
+@pytest.mark.parametrize(("t", "loads"), [(128, 1), (300, 3)])
+def test_tiles_stay_while_tokens_stream_when_accumulators_fit(t: int, loads: int) -> None:
+    """768 -> 3072 on `zigzag-dimc` (one macro: every tile evicts the last): with x and an
+    int32 accumulator for every token in the scratchpad but not their output codes too,
+    the epilogue goes in passes and each tile is written once, not once per pass. At 300
+    tokens the accumulators no longer fit: a tile is written once per token chunk (what
+    re-reading x per column block instead would cost more bytes than)."""
+    from cimc.machine.interpreter import run_program
+    from cimc.machine.validator import validate
+    from cimc.verify import weight_bytes_loaded
+
+    k, n = 768, 3072
+    plan, x, want = _linear_case(7, t, k, n, 16)
+    b, xv, yv = _build_linear("zigzag-dimc", t, k, n, 16)
+    with b.at("/fc"):
+        lower_linear(b, xv, yv, plan)
+    program, consts = b.build("lowered.cimasm", "lowered.safetensors")
+    validate(program, b.arch)
+    got = run_program(program, b.arch, {"x": x.astype(np.int8)}, consts).outputs["y"]
+    assert_exact(got, want)
+    assert weight_bytes_loaded(program) == loads * k * n
+
+
+@pytest.mark.parametrize(
+    ("arch_name", "t", "k", "n", "split"),
+    [("tiny", 5, 96, 249, "n"), ("tiny", 4, 70, 130, "k"), ("default", 3, 300, 257, "n")],
+)
+def test_int4_linear_exact_with_packed_tiles(
+    arch_name: str, t: int, k: int, n: int, split: str
+) -> None:
+    """int4 weights packed two a cell (odd widths pad the last half), run by mvm.i4: the
+    recipe's result, and half the weight bytes of int8 (rounded up per tile row)."""
+    from cimc.verify import weight_bytes_loaded
+
+    rng = np.random.default_rng(k + n)
+    w = rng.normal(0, 0.2, (k, n))
+    plan = plan_linear(w, rng.normal(0, 2, n), 0.05, 0.3, 16, weight_bits=4)
+    x = codes(rng, (t, k), 8)
+    want = recipes.linear(torch.from_numpy(x), plan)
+    b, xv, yv = _build_linear(arch_name, t, k, n, 16)
+    with b.at("/fc"):
+        lower_linear(b, xv, yv, plan, split=split)
+    program, consts = b.build("lowered.cimasm", "lowered.safetensors")
+    from cimc.machine.interpreter import run_program
+    from cimc.machine.validator import validate
+
+    validate(program, b.arch)
+    assert_exact(run_program(program, b.arch, {"x": x.astype(np.int8)}, consts).outputs["y"], want)
+    ops = {i.opcode for s in program.cores for i in s.instrs}
+    assert "mvm.i4" in ops and "mvm" not in ops
+    assert weight_bytes_loaded(program) == k * ((n + 1) // 2)
+
+
+@pytest.mark.parametrize(
+    ("arch_name", "k", "n", "group", "split"),
+    [
+        ("tiny", 96, 70, 16, "n"),  # groups inside a tile
+        ("tiny", 100, 64, 48, "k"),  # groups across tiles and cores, a short last one
+        ("default", 300, 130, 128, "n"),  # a group per tile
+    ],
+)
+def test_group_scaled_int4_linear_exact(
+    arch_name: str, k: int, n: int, group: int, split: str
+) -> None:
+    rng = np.random.default_rng(group + k)
+    w = rng.normal(0, 0.2, (k, n)) * rng.uniform(0.05, 2.0, (k, 1))  # rows of varied scale
+    plan = plan_linear(w, rng.normal(0, 2, n), 0.05, 0.3, 16, weight_bits=4, group_size=group)
+    assert plan.group_mult.shape == (-(-k // group), n) and plan.group_mult.max() == 256
+    x = codes(rng, (4, k), 8)
+    want = recipes.linear(torch.from_numpy(x), plan)
+    b, xv, yv = _build_linear(arch_name, 4, k, n, 16)
+    with b.at("/fc"):
+        lower_linear(b, xv, yv, plan, split=split)
+    got = run(b, {"x": x.astype(np.int8)})["y"]
+    assert_exact(got, want)

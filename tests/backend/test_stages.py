@@ -180,3 +180,28 @@ def test_plan_sparsity_needs_its_plans_and_a_known_mode(qgraph: Graph) -> None:
         run("tile{arch=tiny},map,plan-sparsity", qgraph)
     with pytest.raises(CimcError, match="unknown sparsity 'some'; use one of none, exact"):
         run("tile{arch=tiny},map,plan-values,plan-memory,plan-sparsity{mode=some}", qgraph)
+
+
+def test_macros_of_fewer_input_bits_are_refused(qgraph: Graph) -> None:
+    """The cost model times macro.input_bits bits per input: a 4-bit-input preset cannot
+    be priced for the 8-bit codes the quantizer feeds the macros."""
+    four = replace(arch("tiny"), macro=replace(arch("tiny").macro, input_bits=4))
+    with pytest.raises(
+        CimcError,
+        match=r"q\.linear feeds the macros 8-bit activation codes but preset 'tiny' has "
+        r"macro\.input_bits = 4",
+    ):
+        compile_graph(qgraph, four)
+
+
+def test_the_interpreter_refuses_mvm_inputs_wider_than_the_macro(qgraph: Graph) -> None:
+    compiled = compile_graph(qgraph, arch("tiny"))
+    inputs = program_inputs(compiled, default_inputs(Golden(qgraph).graph, seed=0))
+    four = replace(arch("tiny"), macro=replace(arch("tiny").macro, input_bits=4))
+    with pytest.raises(
+        CimcError,
+        match=r"mvm: input \[\d+, \d+\] = -?\d+ is outside the 4-bit inputs of the preset's "
+        r"macros \(-8\.\.7",
+    ):
+        run_program(compiled.program, four, inputs, compiled.consts)
+    assert run_program(compiled.program, arch("tiny"), inputs, compiled.consts).outputs

@@ -22,7 +22,7 @@ def test_weight_bytes_default_to_int8_cells() -> None:
 
 
 def test_inconsistent_weight_bytes_is_a_user_error() -> None:
-    with pytest.raises(CimcError, match="weight_bytes 5 != k\\*n = 6") as info:
+    with pytest.raises(CimcError, match=r"weight_bytes 5 != 6 \(k rows of 3 8-bit weights") as info:
         MatmulLayer("a", 2, 3, 1, weight_bytes=5)
     assert info.value.location == "workload item a"
 

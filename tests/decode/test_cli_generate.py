@@ -102,3 +102,32 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     assert "cimc generate models/gpt2-tiny.onnx --prompt-ids" in capsys.readouterr().out
+
+
+def test_generate_batch_json(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "generate", str(model), "--prompt-ids", "4,9,1", "--prompt-ids", "7",
+        "--max-new-tokens", "3", "--arch", "tiny", "--json", "--quiet", "--no-float",
+        "--attention-block", "2",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["batch"] == 2 and report["bit_exact"] and "tokens" not in report
+    assert [s["prompt"] for s in report["sequences"]] == [[4, 9, 1], [7]]
+    for seq in report["sequences"]:
+        assert seq["bit_exact"] and seq["tokens"] == seq["golden_tokens"]
+    assert [r["windows"] for r in report["runs"]] == [[4, 2], [4, 2], [6, 4]]
+    decode = report["cost"]["decode"]
+    assert (
+        decode["rows"] == 2
+        and decode["weight_bytes_per_token"] * 2 == decode["weight_bytes_loaded"]
+    )
+    assert decode["tokens_per_second"] > 0
+
+
+def test_generate_batch_table(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["generate", str(model), "--prompt-ids", "1", "--prompt-ids", "2,3", "--no-float"]
+    assert main([*argv, "--max-new-tokens", "2", "--arch", "tiny", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "2 sequences" in out and "bit-exact: every logit" in out
+    assert "decode on 'tiny' (2 tokens, one run)" in out and "weight bytes," in out

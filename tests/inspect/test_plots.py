@@ -219,3 +219,22 @@ def test_fonts_are_readable_and_formats_are_written(
         assert files[0] == files[1]
         assert all(data.startswith(magic) for data in files[0].values())
     capsys.readouterr()
+
+
+def test_packed_int4_tiles_are_marked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A phase whose cells an mvm.i4 reads holds two weights a cell: inspect says so."""
+    from cimc.cli import main
+    from cimc.inspect.macros import macro_phases
+    from cimc.machine.arch import load_arch
+    from cimc.machine.parser import parse_program
+    from cimc.machine.schedule import simulate
+    from tests.machine.test_mvm_i4 import PROGRAM
+
+    program = parse_program(PROGRAM, str(tmp_path / "i4.cimasm"))
+    (phase,) = macro_phases(program, simulate(program, load_arch("tiny")))
+    assert phase.packed and phase.weights == 2 * phase.cells == 2 * 6 * 4
+    assert phase.as_dict()["weight_bits"] == 4
+    (tmp_path / "i4.cimasm").write_text(PROGRAM)
+    assert main(["inspect", str(tmp_path / "i4.cimasm")]) == 0
+    out = capsys.readouterr().out
+    assert " A:" in out and "X: = packed int4 weights, two a cell" in out

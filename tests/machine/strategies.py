@@ -252,7 +252,10 @@ def _macro(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     if not op.startswith("mvm"):
         return [load]
     rows = _dim(draw)
-    dst, x = _sp(draw, ctx, "i32", rows, n), _sp(draw, ctx, "i8", rows, k)
+    outs = n  # an int4 mvm has two outputs per cell (one less: the last high half unused)
+    if op.startswith("mvm.i4"):
+        outs = 2 * n - int(draw(st.booleans()))
+    dst, x = _sp(draw, ctx, "i32", rows, outs), _sp(draw, ctx, "i8", rows, k)
     return [load, Instr(op, (dst, x, window))]
 
 
@@ -323,7 +326,7 @@ BUILDERS: dict[str, Builder] = {
     "lut": _lut,
     "sel": _sel,
     "fill": _fill,
-    **{op: _macro for op in ("mload", "mload.t", "mvm", "mvm.acc")},
+    **{op: _macro for op in ("mload", "mload.t", "mvm", "mvm.acc", "mvm.i4", "mvm.i4.acc")},
     "dma": _dma,
     "gather": _gather,
     "gather.m": _gather,

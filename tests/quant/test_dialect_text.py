@@ -151,7 +151,10 @@ PLAN_ERRORS = [
     ("LinearPlan<weight = splat<1> : i8[32, 4]>", "LinearPlan needs field(s) bias, requant"),
     ("AddPlan<mult_a = 1>", "expected LinearPlan<...>"),
     ("LinearPlan<weight = 3>", "LinearPlan: attribute weight must be an array"),
-    ("LinearPlan<hue = 3>", "LinearPlan has no attribute 'hue' (known: bias, requant, weight)"),
+    (
+        "LinearPlan<hue = 3>",
+        "LinearPlan has no attribute 'hue' (known: bias, requant, weight, weight_bits)",
+    ),
 ]
 
 

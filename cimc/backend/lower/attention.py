@@ -129,6 +129,18 @@ class _KV:
     vt: View | None = None  # vector mode: V^T [Dv x Sk] in sp
 
 
+@dataclass(frozen=True)
+class AttentionGroup:
+    """The operands of some sequences' attention: queries, keys and values with their
+    own sizes (a batch of sequences of different lengths is one group per sequence)."""
+
+    q: Heads
+    k: Heads
+    v: Heads
+    out: Heads
+    mask: View | None = None
+
+
 def lower_attention(
     b: ProgramBuilder,
     q: Heads,
@@ -145,24 +157,44 @@ def lower_attention(
     (padding, every query row) or [B*Sq x Sk]. `mode`: "macro" (K^T and V written into
     macros), "vector" (dot products on the vector unit) or "auto" (the cheaper estimate).
     `macros`: the macro indices K^T / V tiles may overwrite (default: all of them)."""
-    _check(q, k, v, out, b.loc)
+    group = AttentionGroup(q, k, v, out, mask)
+    lower_attention_groups(b, (group,), plan, name=name, mode=mode, macros=macros)
+
+
+def lower_attention_groups(
+    b: ProgramBuilder,
+    groups: Sequence[AttentionGroup],
+    plan: AttentionPlan,
+    name: str | None = None,
+    mode: str = "auto",
+    macros: Sequence[int] | None = None,
+) -> None:
+    """lower_attention for several groups sharing one plan and its tables: their (batch,
+    kv head) pairs are spread over the cores together, so small groups still use them all."""
+    for g in groups:
+        _check(g.q, g.k, g.v, g.out, b.loc)
     kept_rows.release(b)  # rows or blocks an earlier op left in sp: attention wants the room
     pool = list(range(b.arch.core.macros)) if macros is None else list(macros)
     if not pool or not all(0 <= m < b.arch.core.macros for m in pool):
         raise CimcError(f"attention macros {pool} are not macros of '{b.arch.name}'", b.loc)
     free = None if macros is None else len(pool)
-    if mode == "auto":
-        mode = choose_mode(b.arch, q, k, v, plan, free_macros=free)
-    if mode not in MODES:
+    modes = [
+        choose_mode(b.arch, g.q, g.k, g.v, plan, free_macros=free) if mode == "auto" else mode
+        for g in groups
+    ]
+    if any(m not in MODES for m in modes):
         raise CimcError(f"unknown attention mode {mode!r}; use one of {MODES}", b.loc)
     name = name or b.fresh_name("attn")
     tables = ExpTables.declare(b, name, plan.exp_hi, plan.exp_lo)
-    causal = _mask_consts(b, name, plan, (q.seq, k.seq), mask, q.batch)
-    at = _Attn(b, name, q, k, v, out, plan, tables, causal, mask, mode, pool)
-    pairs = [(bi, g) for bi in range(q.batch) for g in range(k.heads)]
+    ats = []
+    for i, (g, m) in enumerate(zip(groups, modes, strict=True)):
+        own = name if i == 0 else f"{name}.s{i}"  # K/V tiles of one group are not another's
+        causal = _mask_consts(b, own, plan, (g.q.seq, g.k.seq), g.mask, g.q.batch)
+        ats.append(_Attn(b, own, g.q, g.k, g.v, g.out, plan, tables, causal, g.mask, m, pool))
+    pairs = [(at, bi, h) for at in ats for bi in range(at.q.batch) for h in range(at.k.heads)]
     for core, (a, z) in zip(b.cores, split_even(len(pairs), len(b.cores)), strict=False):
-        for bi, g in pairs[a:z]:
-            _kv_head(at, core, bi, g)
+        for at, bi, h in pairs[a:z]:
+            _kv_head(at, core, bi, h)
 
 
 def _kv_head(at: _Attn, core: int, bi: int, g: int) -> None:

@@ -133,7 +133,8 @@ class Heads:
     heads*dim] (head h in columns h*dim:(h+1)*dim) or head-major [batch*heads*seq x dim].
 
     `capacity` (default seq) is the rows each sequence occupies: a KV cache holding up to
-    `capacity` positions of which the first `seq` are valid."""
+    `capacity` positions of which the first `seq` are valid. `offset`: the rows in use
+    start there instead (one sequence's rows among the packed rows of a batch)."""
 
     view: View
     batch: int
@@ -142,6 +143,7 @@ class Heads:
     dim: int
     head_major: bool = False
     capacity: int = 0
+    offset: int = 0
 
     def __post_init__(self) -> None:
         cap = self.capacity or self.seq
@@ -151,7 +153,7 @@ class Heads:
             if self.head_major
             else (self.batch * cap, self.heads * self.dim)
         )
-        if self.view.shape != want or not 1 <= self.seq <= cap:
+        if self.view.shape != want or not 0 <= self.offset <= cap - self.seq or self.seq < 1:
             raise CimcError(
                 f"a [{self.batch}, {self.heads}, {self.seq} of {cap}, {self.dim}] tensor needs "
                 f"a {want[0]}x{want[1]} view, got {self.view.rows}x{self.view.cols}"
@@ -159,7 +161,7 @@ class Heads:
 
     def head(self, bi: int, h: int) -> View:
         if self.head_major:
-            r0 = (bi * self.heads + h) * self.capacity
+            r0 = (bi * self.heads + h) * self.capacity + self.offset
             return sub(self.view, r0, r0 + self.seq)
-        r0 = bi * self.capacity
+        r0 = bi * self.capacity + self.offset
         return sub(self.view, r0, r0 + self.seq, h * self.dim, (h + 1) * self.dim)

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from cimc.backend.builder.alloc import chunks, cols, sub
 from cimc.backend.builder.asm import ProgramBuilder, Scratch
 from cimc.backend.lower import kept_rows
@@ -35,6 +37,7 @@ from cimc.backend.lower.common import (
     sp_too_small,
 )
 from cimc.backend.lower.linear_feed import CoreBufs, load_x, mvm_chains
+from cimc.backend.lower.linear_groups import GroupRows, mvm_groups
 from cimc.backend.lower.linear_place import k_groups
 from cimc.backend.lower.tiles import (  # re-exported: the engine is part of this API
     PlacedTile,
@@ -50,6 +53,7 @@ from cimc.backend.lower.tiles import (  # re-exported: the engine is part of thi
     windows_overlap,
 )
 from cimc.errors import CimcError
+from cimc.machine.kernels import pack_int4
 from cimc.machine.program import DTYPE_BYTES, Space, View
 from cimc.quant.plans import LinearPlan, MatmulPlan
 
@@ -136,14 +140,18 @@ def lower_linear(
     check_shape(x, (x.rows, k), "linear input", b.loc)
     check_shape(y, (x.rows, n), "linear output", b.loc)
     name = name or b.fresh_name("linear")
-    w = None if weight_image else b.const(f"{name}.w", plan.weight, "i8", weight_space)
+    bits = plan.weight_bits
+    w = None if weight_image else b.const(f"{name}.w", weight_bytes(plan), "i8", weight_space)
     if slots is None and split == "auto" and auto_split(b, x, n) == "k":
-        slots = k_groups(b, x.rows, k, n)
+        slots = k_groups(b, x.rows, k, n, bits)
     if split == "auto":
         split = auto_split(b, x, n)
     bias = b.const(f"{name}.b", plan.bias.reshape(1, n), "i32")
     rc = req_consts(b, name, plan.requant, n)
-    slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split)
+    slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split, bits=bits)
+    groups = None
+    if plan.group_size > 0:
+        groups = GroupRows(plan.group_size, b.const(f"{name}.gm", plan.group_mult, "i32"))
     _product(
         b,
         x,
@@ -152,6 +160,7 @@ def lower_linear(
         slots,
         lambda sc, acc, n0, dst: bias_requant(b, sc, acc, n0, bias, rc, y, dst),
         max_tokens,
+        groups,
     )
 
 
@@ -166,8 +175,9 @@ def preload_linear(
     """Write a linear layer's tiles into their macros now (e.g. while the previous layer
     computes); a later `lower_linear` with the same name and slots finds them resident."""
     k, n = plan.weight.shape
-    w = WeightRef(b.const(f"{name}.w", plan.weight, "i8", weight_space), key=name)
-    slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split)
+    w = WeightRef(b.const(f"{name}.w", weight_bytes(plan), "i8", weight_space), key=name)
+    bits = plan.weight_bits
+    slots = tuple(slots) if slots is not None else place_tiles(b, k, n, split=split, bits=bits)
     for core in sorted({s.core for s in slots}):
         mine = [s for s in slots if s.core == core]
         stage = [b.alloc(core, "i8", b.arch.macro.rows, b.arch.macro.cols) for _ in range(2)]
@@ -175,6 +185,11 @@ def preload_linear(
         for s in mine:
             loader.ensure(s)
         b.free(core, *stage)
+
+
+def weight_bytes(plan: LinearPlan) -> np.ndarray:
+    """The weight constant as the macros take it: int4 codes packed two a byte."""
+    return pack_int4(plan.weight) if plan.weight_bits == 4 else plan.weight
 
 
 def lower_matmul(
@@ -230,29 +245,60 @@ def bias_requant(
 
 
 def _token_chunks(
-    b: ProgramBuilder, slots: Sequence[PlacedTile], blocks: Sequence[ColumnBlock], x: View, y: View
-) -> tuple[int, int]:
-    """(x rows held at once, accumulator rows per MVM pass). Holding every token of x
-    lets a layer whose tiles do not all fit the macros load each tile once per block;
-    the accumulators then take the scratchpad that is left."""
+    b: ProgramBuilder,
+    slots: Sequence[PlacedTile],
+    blocks: Sequence[ColumnBlock],
+    x: View,
+    y: View,
+    grouped: bool = False,
+) -> tuple[int, int, int]:
+    """(x rows held at once, accumulator rows per MVM pass, rows per epilogue pass).
+    Holding every token of x lets a layer whose tiles do not all fit the macros load each
+    tile once per block; the accumulators then take the scratchpad that is left. When
+    they cannot hold every token with their output codes but can without them, the
+    epilogue goes in smaller passes (`_stationary_rows`): a tile that its macro cannot
+    keep is then written once and every token streams through it, where accumulator
+    passes would write it once per pass."""
     widest = max(bl.n1 - bl.n0 for bl in blocks)
     fixed = 2 * b.arch.macro.rows * b.arch.macro.cols + widest * 16 + 8 * SLACK
     need = []
     for core in sorted({s.core for s in slots}):
         lo, hi = _k_span(slots, core)
         partners = any(bl.home == core and len(bl.parts) > 1 for bl in blocks)
-        per_acc = widest * (4 + 4 * partners + DTYPE_BYTES[y.dtype])
+        per_acc = widest * (4 + 4 * partners + 4 * grouped + DTYPE_BYTES[y.dtype])
         need.append((hi - lo, per_acc, b.sp_largest_free(core) - fixed))
     t = x.rows
     if all(t * (xr + ar) <= room for xr, ar, room in need):
-        return t, t
+        return t, t, t
+    epilogue = _stationary_rows(slots, blocks, t, widest, y, need)
+    if epilogue:
+        return t, t, epilogue
     if all(t * xr <= room * 3 // 4 for xr, ar, room in need):
-        return t, max(1, min((room - t * xr) // ar for xr, ar, room in need))
+        ta = max(1, min((room - t * xr) // ar for xr, ar, room in need))
+        return t, ta, ta
     tc = min(room // (xr + ar) for xr, ar, room in need)
     if tc < 1:
         short = max(xr + ar - room for xr, ar, room in need)
         raise sp_too_small(b, "one token of this matmul", short)
-    return tc, tc
+    return tc, tc, tc
+
+
+def _stationary_rows(
+    slots: Sequence[PlacedTile],
+    blocks: Sequence[ColumnBlock],
+    t: int,
+    widest: int,
+    y: View,
+    need: Sequence[tuple[int, int, int]],
+) -> int:
+    """Epilogue rows when every token's x and int32 accumulators (partner sums included)
+    fit but not their output codes too, and the tiles evict each other (else passes
+    reload nothing); else 0."""
+    if _all_resident(slots):
+        return 0
+    per_row = widest * DTYPE_BYTES[y.dtype]
+    rows = min((room - t * (xr + ar - per_row)) // per_row for xr, ar, room in need)
+    return min(rows, t) if rows >= 1 else 0
 
 
 def _all_resident(slots: Sequence[PlacedTile]) -> bool:
@@ -271,11 +317,11 @@ def _blocks_outer(
     a block whose tiles all stay resident is loaded once."""
     if runs == 1 or _all_resident(slots):
         return False
-    area = sum((s.k1 - s.k0) * (s.n1 - s.n0) for s in slots)
+    area = sum(s.tile.cells for s in slots)
     by_block = x.rows * x.cols * len(blocks)
     for bl in blocks:
         part = [s for _, p in bl.parts for s in p]
-        cells = sum((s.k1 - s.k0) * (s.n1 - s.n0) for s in part)
+        cells = sum(s.tile.cells for s in part)
         by_block += cells * (1 if _all_resident(part) else runs)
     return by_block < area * runs + x.rows * x.cols
 
@@ -288,13 +334,15 @@ def _product(
     slots: Sequence[PlacedTile],
     finish: Finish,
     max_tokens: int | None = None,
+    groups: GroupRows | None = None,
 ) -> None:
     """The shared loop over token chunks and column blocks (order by `_blocks_outer`);
-    partial sums of a block are reduced at its home core."""
+    partial sums of a block are reduced at its home core; `groups`: group-wise scales."""
     blocks = column_blocks(slots, x.cols, y.cols, b.loc)
     widest = max(bl.n1 - bl.n0 for bl in blocks)
-    tx, ta = _token_chunks(b, slots, blocks, x, y)
+    tx, ta, te = _token_chunks(b, slots, blocks, x, y, grouped=groups is not None)
     tx, ta = min(tx, max_tokens or tx), min(ta, max_tokens or ta)
+    te = min(te, ta)
     runs = chunks(x.rows, tx)
     steps = [(bl, run) for run in runs for bl in blocks]
     by_block = _blocks_outer(slots, blocks, x, len(runs))
@@ -321,6 +369,10 @@ def _product(
             b.alloc(core, "i32", ta, widest) if partners else None,
             TileLoader(b, core, w, order, stage),
         )
+        if groups is not None:  # one chain: each window's sum is scaled, then added
+            gtmp = b.alloc(core, "i32", ta, widest)
+            bufs[core] = replace(bufs[core], groups=groups, gtmp=gtmp)
+            continue
         # A second accumulator only from room left over: the epilogue (bias, output
         # codes, requant constants) still needs its buffers after it.
         chained = any(len(part) > 1 for bl in blocks for c, part in bl.parts if c == core)
@@ -335,7 +387,8 @@ def _product(
     loaded: tuple[int, int] | None = None
     # One pass over all tokens: the output blocks can stay on their home cores for an
     # element-wise consumer (cimc/backend/lower/kept_rows.py).
-    kept: dict[tuple[int, int, int], View] | None = {} if len(runs) == 1 and ta >= x.rows else None
+    whole = len(runs) == 1 and te >= x.rows
+    kept: dict[tuple[int, int, int], View] | None = {} if whole else None
     margin = ta * widest * 12 + widest * 16 + 8 * SLACK  # the epilogue's own buffers
     for bl, (t0, t1) in steps:
         if (t0, t1) != loaded or by_block:  # x rows of this run into every core
@@ -347,11 +400,14 @@ def _product(
             home_acc = _block(b, bl, bufs, (s0, s1))
             kept = _keep_block(b, kept, bl, y, margin)
             dst = kept.get((bl.home, bl.n0, bl.n1)) if kept is not None else None
-            with b.scratch(bl.home) as sc:
-                out = finish(sc, home_acc, bl.n0, dst)
-                b.emit(bl.home, "dma", sub(y, t0 + s0, t0 + s1, bl.n0, bl.n1), out)
+            for e0, e1 in chunks(s1 - s0, te):
+                part = home_acc if (e0, e1) == (0, s1 - s0) else sub(home_acc, e0, e1)
+                with b.scratch(bl.home) as sc:
+                    out = finish(sc, part, bl.n0, dst)
+                    rows = (t0 + s0 + e0, t0 + s0 + e1)
+                    b.emit(bl.home, "dma", sub(y, *rows, bl.n0, bl.n1), out)
     for core, cb in bufs.items():
-        extra = [v for v in (cb.tmp, cb.acc2) if v is not None]
+        extra = [v for v in (cb.tmp, cb.acc2, cb.gtmp) if v is not None]
         b.free(core, cb.xs, cb.acc, *extra, *cb.loader.staging)
     if kept:
         kept_rows.keep(b, y, kept, rows=False)
@@ -389,7 +445,11 @@ def _block(
         cb = bufs[core]
         a = sub(cb.acc, 0, nt, 0, width)
         a2 = sub(cb.acc2, 0, nt, 0, width) if cb.acc2 is not None else None
-        mvm_chains(b, a, a2, sub(cb.xs, *rows), cb.lo, part, cb.loader)
+        if cb.groups is not None and cb.gtmp is not None:
+            tmp = sub(cb.gtmp, 0, nt, 0, width)
+            mvm_groups(b, a, tmp, sub(cb.xs, *rows), cb.lo, part, cb.loader, cb.groups)
+        else:
+            mvm_chains(b, a, a2, sub(cb.xs, *rows), cb.lo, part, cb.loader)
         if core != bl.home:
             home_tmp = bufs[bl.home].tmp
             assert home_tmp is not None

@@ -16,7 +16,8 @@ from cimc.backend.builder.alloc import cols, sub
 from cimc.backend.builder.asm import ProgramBuilder
 from cimc.backend.lower.common import SLACK
 from cimc.backend.lower.fanout import fan_out, senders, travel_cycles
-from cimc.backend.lower.tiles import PlacedTile, TileLoader, mvm_tiles
+from cimc.backend.lower.linear_groups import GroupRows
+from cimc.backend.lower.tiles import PlacedTile, TileLoader, mvm_opcode, mvm_tiles
 from cimc.machine.cost import transfer
 from cimc.machine.program import View
 
@@ -32,6 +33,8 @@ class CoreBufs:
     tmp: View | None
     loader: TileLoader
     acc2: View | None = None  # a second MVM chain (see mvm_chains)
+    groups: GroupRows | None = None  # group-wise weight scales (linear_groups.py)
+    gtmp: View | None = None  # ... each row window's partial sum
 
 
 def load_x(
@@ -132,7 +135,7 @@ def mvm_chains(
         dst = (acc, acc2)[i % 2]
         b.emit(
             loader.core,
-            "mvm.acc" if i > 1 else "mvm",
+            mvm_opcode(s, i > 1),
             dst,
             cols(x, s.k0 - kbase, s.k1 - kbase),
             ref,

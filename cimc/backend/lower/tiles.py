@@ -42,6 +42,8 @@ class WeightRef:
         assert self.view is not None
         if self.transposed:
             return sub(self.view, s.n0, s.n1, s.k0, s.k1)
+        if s.tile.bits == 4:  # a packed [K x ceil(N/2)] weight: tiles start at even columns
+            return sub(self.view, s.k0, s.k1, s.n0 // 2, s.n0 // 2 + s.tile.cell_cols)
         return sub(self.view, s.k0, s.k1, s.n0, s.n1)
 
 
@@ -85,12 +87,17 @@ def auto_split(b: ProgramBuilder, x: View, n: int) -> str:
 
 
 def place_tiles(
-    b: ProgramBuilder, k: int, n: int, cores: Sequence[int] | None = None, split: str = "n"
+    b: ProgramBuilder,
+    k: int,
+    n: int,
+    cores: Sequence[int] | None = None,
+    split: str = "n",
+    bits: int = 8,
 ) -> tuple[PlacedTile, ...]:
     """A simple placement: output column blocks (split="n") or reduction blocks
     (split="k", partial sums reduced over cores) spread evenly over `cores`; each core's
-    tiles take its macros round robin at window (0, 0)."""
-    rows, ncols = b.arch.macro.rows, b.arch.macro.cols
+    tiles take its macros round robin at window (0, 0); `bits` = 4: packed int4 tiles."""
+    rows, ncols = b.arch.macro.rows, b.arch.macro.cols * (8 // bits)
     kc = [(a, min(k, a + rows)) for a in range(0, k, rows)]
     nc = [(a, min(n, a + ncols)) for a in range(0, n, ncols)]
     use = tuple(cores or b.cores)
@@ -105,7 +112,8 @@ def place_tiles(
     for ni, (n0, n1) in enumerate(nc):
         for ki, (k0, k1) in enumerate(kc):
             core = owner[ni if split == "n" else ki]
-            slots.append(PlacedTile.at(k0, k1, n0, n1, core, count[core] % b.arch.core.macros))
+            macro = count[core] % b.arch.core.macros
+            slots.append(PlacedTile.at(k0, k1, n0, n1, core, macro, bits=bits))
             count[core] += 1
     return tuple(slots)
 
@@ -116,7 +124,13 @@ def slots_from_placement(placement: Placement, layer: str, copy: int = 0) -> tup
 
 
 def tile_window(s: PlacedTile) -> MacroRef:
-    return MacroRef(s.macro, s.r0, s.r0 + s.k1 - s.k0, s.c0, s.c0 + s.n1 - s.n0)
+    return MacroRef(s.macro, s.r0, s.r0 + s.k1 - s.k0, s.c0, s.c0 + s.tile.cell_cols)
+
+
+def mvm_opcode(s: PlacedTile, accumulate: bool) -> str:
+    """mvm of an int8 tile, mvm.i4 of a packed int4 one (SPEC section 4)."""
+    op = "mvm.i4" if s.tile.bits == 4 else "mvm"
+    return f"{op}.acc" if accumulate else op
 
 
 def windows_overlap(a: MacroRef, c: MacroRef) -> bool:
@@ -201,5 +215,5 @@ def mvm_tiles(
     for i, s in enumerate(slots):
         ref = loader.ensure(s)
         dst = cols(acc, s.n0 - n0, s.n1 - n0)
-        op = "mvm.acc" if (accumulate or i > 0) else "mvm"
+        op = mvm_opcode(s, accumulate or i > 0)
         b.emit(loader.core, op, dst, cols(x, s.k0 - kbase, s.k1 - kbase), ref)

@@ -64,9 +64,9 @@ def lower_bound(
     )
 
 
-def tiles_of(k: int, n: int, target: Target) -> int:
-    """Minimal number of R x C tiles of a [k x n] operand."""
-    return math.ceil(k / target.rows) * math.ceil(n / target.cols)
+def tiles_of(k: int, n: int, target: Target, bits: int = 8) -> int:
+    """Minimal number of R x C tiles of a [k x n] operand (int4: 2C weight columns)."""
+    return math.ceil(k / target.rows) * math.ceil(n / (target.cols * (8 // bits)))
 
 
 def write_cycles(nbytes: int, target: Target) -> float:
@@ -93,7 +93,8 @@ def _compute_bound(workload: Workload, target: Target, loaded_bytes: int) -> int
     flexible: list[tuple[float, float]] = []
     for item in workload.items:
         if isinstance(item, MatmulLayer):
-            macro_work += tiles_of(item.k, item.n, target) * target.mvm_cycles(item.vectors)
+            tiles = tiles_of(item.k, item.n, target, item.weight_bits)
+            macro_work += tiles * target.mvm_cycles(item.vectors)
         elif isinstance(item, DynamicMatmul):
             flexible.append((dynamic_macro_cycles(item, target), vector_cycles(item) / 1.0))
         else:
@@ -134,7 +135,7 @@ def min_duration(item: WorkItem, target: Target) -> int:
     """Fastest possible time of one item with the whole machine to itself."""
     macros, lanes = target.total_macros, target.cores * target.vector_lanes
     if isinstance(item, MatmulLayer):
-        slots = tiles_of(item.k, item.n, target) * item.vectors
+        slots = tiles_of(item.k, item.n, target, item.weight_bits) * item.vectors
         per_macro = max(1, math.ceil(slots / macros))
         return per_macro * target.cycles_per_vector + target.mvm_pipeline_cycles
     if isinstance(item, DynamicMatmul):

@@ -95,7 +95,8 @@ def _lower(graph: Graph, node: Node, deps: tuple[str, ...]) -> list[WorkItem]:
     types = graph.input_types(node)
     if kind in LINEAR_OPS or (kind in MATMUL_OPS and _constant_matrix(graph, node)):
         k, n = _weight_shape(node, types)
-        return [MatmulLayer(name, k, n, _rows(types[0]), depends_on=deps)]
+        bits = node.op.plan.weight_bits if isinstance(node.op, QLinear) else 8
+        return [MatmulLayer(name, k, n, _rows(types[0]), depends_on=deps, weight_bits=bits)]
     if kind in MATMUL_OPS:
         a, b = types
         count = math.prod(node.type.shape[:-2])

@@ -58,10 +58,19 @@ class PlacedTile:
 
     @classmethod
     def at(
-        cls, k0: int, k1: int, n0: int, n1: int, core: int, macro: int, r0: int = 0, c0: int = 0
+        cls,
+        k0: int,
+        k1: int,
+        n0: int,
+        n1: int,
+        core: int,
+        macro: int,
+        r0: int = 0,
+        c0: int = 0,
+        bits: int = 8,
     ) -> PlacedTile:
         """A block of a run-time operand (or of a weight placed without the planner)."""
-        return cls(Tile("", -1, -1, -1, k0, k1, n0, n1), core, macro, r0, c0)
+        return cls(Tile("", -1, -1, -1, k0, k1, n0, n1, bits), core, macro, r0, c0)
 
     @property
     def k0(self) -> int:

@@ -286,7 +286,7 @@ class _Phaser:
         self.partial: list[Tile] = []
 
     def _is_full(self, tile: Tile) -> bool:
-        return tile.rows == self.target.rows and tile.cols == self.target.cols
+        return tile.rows == self.target.rows and tile.cell_cols == self.target.cols
 
     def fits(self, extra: Sequence[Tile]) -> bool:
         capacity = len(self.banks[self.bank])

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from cimc.backend.plan.workload import MatmulLayer, Workload
+from cimc.backend.plan.workload import MatmulLayer, Workload, packed_cols
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Tile:
     k1: int
     n0: int
     n1: int
+    bits: int = 8  # 4: two weights a cell (columns n0, n0+1 share the first one)
 
     @property
     def rows(self) -> int:
@@ -42,11 +43,18 @@ class Tile:
 
     @property
     def cols(self) -> int:
+        """Weight columns (outputs)."""
         return self.n1 - self.n0
 
     @property
+    def cell_cols(self) -> int:
+        """Macro cell columns the tile occupies (and bytes per row in the weight image)."""
+        return packed_cols(self.cols, self.bits)
+
+    @property
     def cells(self) -> int:
-        return self.rows * self.cols
+        """Macro cells, and bytes of the weight image."""
+        return self.rows * self.cell_cols
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -106,9 +114,21 @@ def cut_points(extent: int, size: int) -> tuple[int, ...]:
 
 
 def tile_layer(layer: MatmulLayer, index: int, rows: int, cols: int) -> LayerTiles:
-    k_cuts, n_cuts = cut_points(layer.k, rows), cut_points(layer.n, cols)
+    """`cols` macro cells: int4 layers are cut 2 * cols weight columns wide."""
+    per_cell = 8 // layer.weight_bits
+    k_cuts, n_cuts = cut_points(layer.k, rows), cut_points(layer.n, cols * per_cell)
     tiles = tuple(
-        Tile(layer.name, index, kb, nb, k_cuts[kb], k_cuts[kb + 1], n_cuts[nb], n_cuts[nb + 1])
+        Tile(
+            layer.name,
+            index,
+            kb,
+            nb,
+            k_cuts[kb],
+            k_cuts[kb + 1],
+            n_cuts[nb],
+            n_cuts[nb + 1],
+            layer.weight_bits,
+        )
         for nb in range(len(n_cuts) - 1)
         for kb in range(len(k_cuts) - 1)
     )
@@ -122,7 +142,7 @@ def tile_workload(workload: Workload, rows: int, cols: int) -> TilingPlan:
 
 @dataclass(frozen=True)
 class Window:
-    """`tile` held at rows r0:r0+tile.rows, columns c0:c0+tile.cols of a macro."""
+    """`tile` held at rows r0:r0+tile.rows, cell columns c0:c0+tile.cell_cols of a macro."""
 
     tile: Tile
     r0: int
@@ -134,7 +154,7 @@ class Window:
 
     @property
     def c1(self) -> int:
-        return self.c0 + self.tile.cols
+        return self.c0 + self.tile.cell_cols
 
     def overlaps(self, other: Window) -> bool:
         return (
@@ -175,9 +195,9 @@ def pack(
     """
     tile_list = sorted(tiles, key=lambda t: t.key)
     images = [
-        MacroImage((Window(t, 0, 0),)) for t in tile_list if t.rows == rows and t.cols == cols
+        MacroImage((Window(t, 0, 0),)) for t in tile_list if t.rows == rows and t.cell_cols == cols
     ]
-    partial = [t for t in tile_list if t.rows != rows or t.cols != cols]
+    partial = [t for t in tile_list if t.rows != rows or t.cell_cols != cols]
     groups: dict[int, list[Tile]] = {}
     for t in partial:
         groups.setdefault(t.layer_index // span if span else 0, []).append(t)
@@ -190,7 +210,7 @@ def _shelf_pack(tiles: Sequence[Tile], rows: int, cols: int) -> list[MacroImage]
     shelves: list[_Shelf] = []
     heights: list[int] = []
     contents: list[list[Window]] = []
-    for tile in sorted(tiles, key=lambda t: (-t.rows, -t.cols, t.key)):
+    for tile in sorted(tiles, key=lambda t: (-t.rows, -t.cell_cols, t.key)):
         shelf = _best_shelf(shelves, tile, cols)
         if shelf is None:
             image = next((i for i, h in enumerate(heights) if h + tile.rows <= rows), None)
@@ -202,13 +222,13 @@ def _shelf_pack(tiles: Sequence[Tile], rows: int, cols: int) -> list[MacroImage]
             heights[image] += tile.rows
             shelves.append(shelf)
         contents[shelf.image].append(Window(tile, shelf.y, shelf.used))
-        shelf.used += tile.cols
+        shelf.used += tile.cell_cols
     return [MacroImage(tuple(sorted(ws, key=lambda w: w.tile.key))) for ws in contents]
 
 
 def _best_shelf(shelves: list[_Shelf], tile: Tile, cols: int) -> _Shelf | None:
     """The fitting shelf wasting the least height (earliest on ties)."""
-    fitting = [s for s in shelves if s.height >= tile.rows and s.used + tile.cols <= cols]
+    fitting = [s for s in shelves if s.height >= tile.rows and s.used + tile.cell_cols <= cols]
     return min(fitting, key=lambda s: s.height - tile.rows, default=None)
 
 

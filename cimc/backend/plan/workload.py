@@ -22,7 +22,8 @@ from cimc.errors import CimcError
 
 @dataclass(frozen=True)
 class MatmulLayer:
-    """A static-weight matmul y[vectors x n] = x[vectors x k] @ W[k x n], W int8."""
+    """A static-weight matmul y[vectors x n] = x[vectors x k] @ W[k x n], W int8 (or int4,
+    `weight_bits` = 4: two weights a macro cell and a byte of the weight image)."""
 
     name: str
     k: int
@@ -30,17 +31,26 @@ class MatmulLayer:
     vectors: int
     weight_bytes: int = 0
     depends_on: tuple[str, ...] = ()
+    weight_bits: int = 8
 
     def __post_init__(self) -> None:
         _check_positive(self.name, k=self.k, n=self.n, vectors=self.vectors)
+        if self.weight_bits not in (4, 8):
+            raise CimcError(f"weight_bits must be 4 or 8, got {self.weight_bits}", self.name)
+        packed = self.k * packed_cols(self.n, self.weight_bits)
         if self.weight_bytes == 0:
-            object.__setattr__(self, "weight_bytes", self.k * self.n)
-        if self.weight_bytes != self.k * self.n:
+            object.__setattr__(self, "weight_bytes", packed)
+        if self.weight_bytes != packed:
             raise CimcError(
-                f"weight_bytes {self.weight_bytes} != k*n = {self.k * self.n} "
-                "(macro weights are int8, one byte a cell); omit weight_bytes",
+                f"weight_bytes {self.weight_bytes} != {packed} (k rows of {self.n} "
+                f"{self.weight_bits}-bit weights, packed in bytes); omit weight_bytes",
                 f"workload item {self.name}",
             )
+
+
+def packed_cols(n: int, bits: int) -> int:
+    """Bytes (macro cells) of a row of n weights of `bits` bits: int4 pairs share one."""
+    return n if bits == 8 else (n + 1) // 2
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from cimc.backend.builder.footprint import dram_need
 from cimc.backend.builder.values import plan_values
 from cimc.backend.plan.from_graph import reserved_macros, workload_from_graph
 from cimc.backend.plan.memory import plan_memory
+from cimc.backend.plan.precision import check_input_bits
 from cimc.backend.plan.sparsity import plan_sparsity
 from cimc.backend.plan.streaming import POLICIES, Policy, plan_streaming
 from cimc.backend.plan.target import Target
@@ -44,6 +45,7 @@ class TileWeights(Pass):
         if not isinstance(ir, Graph):
             raise CimcError(f"pass tile runs on a graph, not on {type(ir).__name__}")
         arch = self._arch()
+        check_input_bits(ir, arch)
         workload = workload_from_graph(ir)
         tiling = tile_workload(workload, arch.macro.rows, arch.macro.cols)
         return PassResult(PlannedGraph(ir, arch, workload, tiling), True)

@@ -57,6 +57,7 @@ from cimc.backend.plan.target import Source
 from cimc.backend.stream.clock import EmitClock
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
+from cimc.machine.kernels import pack_int4
 from cimc.machine.program import Instr, View
 from cimc.quant.dialect import QLinear
 
@@ -103,7 +104,8 @@ def declare_image(
     memory: MemoryPlan | None = None,
 ) -> StreamSetup:
     """The load-ordered image constants (every tile row-major at its offset) and slots.
-    `weights[layer]` is the int8 [K x N] weight; `names[layer]` its constant prefix;
+    `weights[layer]` is the [K x N] weight codes (int4 tiles are stored packed, see
+    `tile_bytes`); `names[layer]` its constant prefix;
     `memory` says which tiles are in flash (None: all in DRAM)."""
     memory = memory or in_dram(plan, b.arch)
     blobs: dict[Source, View] = {}
@@ -115,7 +117,7 @@ def declare_image(
         data = np.zeros((1, max(total, 1)), np.int8)
         for st in stored:
             t = st.entry.tile
-            block = weights[t.layer][t.k0 : t.k1, t.n0 : t.n1]
+            block = tile_bytes(weights[t.layer][t.k0 : t.k1, t.n0 : t.n1], t.bits)
             data[0, st.offset : st.offset + t.cells] = block.ravel()
         blobs[space] = b.const(name, data, "i8", space)
     slots: dict[str, list[PlacedTile]] = {}
@@ -130,6 +132,12 @@ def declare_image(
     return StreamSetup(plan, memory, blobs, {k: tuple(v) for k, v in slots.items()})
 
 
+def tile_bytes(block: np.ndarray, bits: int) -> np.ndarray:
+    """A tile's bytes as the macro cells take them: int8 codes as they are, int4 codes
+    two a byte (SPEC: mvm.i4)."""
+    return np.asarray(block, np.int8) if bits == 8 else pack_int4(block)
+
+
 def layer_image(setup: StreamSetup, layer: str) -> dict[tuple[int, int, int, int], View]:
     """Tile views of `layer` into the images (its `weight_image` for lower_linear)."""
     out = {}
@@ -138,7 +146,13 @@ def layer_image(setup: StreamSetup, layer: str) -> dict[tuple[int, int, int, int
         if t.layer == layer:
             view = cols(setup.blobs[st.space], st.offset, st.offset + t.cells)
             out[(t.k0, t.k1, t.n0, t.n1)] = View(
-                view.space, view.addr, "i8", t.rows, t.cols, symbol=view.symbol, offset=view.offset
+                view.space,
+                view.addr,
+                "i8",
+                t.rows,
+                t.cell_cols,
+                symbol=view.symbol,
+                offset=view.offset,
             )
     return out
 
@@ -451,7 +465,7 @@ class Prefetcher:
         piece, stage, arrival = self.inflight[lane].popleft()
         self.clock.wait(core, arrival)  # in-order issue: the mloads wait for the data
         for slot, key, rel in piece.tiles:  # a piece may hold several layers' tiles:
-            src = View("sp", stage.addr + rel, "i8", slot.k1 - slot.k0, slot.n1 - slot.n0)
+            src = View("sp", stage.addr + rel, "i8", slot.tile.rows, slot.tile.cell_cols)
             self.loaded.add(key)
             with self.b.at(self.comments.get(key[0], self.b.loc)):  # each names its own
                 self.b.mload(core, slot.macro, slot.r0, slot.c0, src, key)
