@@ -46,10 +46,9 @@ per window, compiled when first needed). The interpreter and the integer golden 
 the whole prefix without any cache) generate side by side; the float model's greedy token
 on the same prefix gives the agreement rate. Per-token figures come from the cost model.
 With --sparsity exact the down-projections after ReLU-like activations load only the
-weight rows of the neurons that are non-zero (bit-identical); every step is then priced
-from its own run (the per-program lines under the table price every row), and --json
-gives each step its cost (same keys as the programs') and the active share of each sparse
-layer (active_fraction).
+weight rows of the neurons that are non-zero (bit-identical); every run is then priced
+from its own record of the rows it loaded, and --json gives each step its run's cost
+(same keys as the programs') and the active share of each sparse layer (active_fraction).
 Exit status: 0 when every logit of every step is bit-exact, 1 on a mismatch, 2 on bad
 input (ids outside the vocabulary, positions beyond the capacity, non-decoder models).
 """

@@ -153,7 +153,8 @@ PLAN_ERRORS = [
     ("LinearPlan<weight = 3>", "LinearPlan: attribute weight must be an array"),
     (
         "LinearPlan<hue = 3>",
-        "LinearPlan has no attribute 'hue' (known: bias, requant, weight, weight_bits)",
+        "LinearPlan has no attribute 'hue' (known: bias, group_mult, group_size, requant, "
+        "weight, weight_bits)",
     ),
 ]
 

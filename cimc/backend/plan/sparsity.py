@@ -10,7 +10,8 @@ is bit-identical to the dense one by construction, whatever the data.
 
 A layer is made sparse when its input is produced by an exactly sparse activation: a
 `q.lut` mapping code 0 and every negative code to 0 (ReLU, ReLU², clipped ReLUs after
-quantization), directly or through a `q.mul` (gated FFNs: a zero gate zeroes the product).
+quantization), directly or through a `q.mul` (gated FFNs: a zero gate zeroes the product)
+and through `q.requant`s (REQ(0) = 0: outlier smoothing's per-channel rescale).
 GELU and SiLU tables map negative codes to non-zero codes, so their layers are not exactly
 sparse: `exact` refuses a graph where no layer qualifies. Layers held in the pinned bank
 (resident across inferences) are left dense: they load nothing in steady state.
@@ -33,7 +34,7 @@ from cimc.backend.plan.memory import MemoryPlan
 from cimc.backend.plan.streaming import StreamPlan
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
-from cimc.quant.dialect import QLinear, QLut, QMul
+from cimc.quant.dialect import QLinear, QLut, QMul, QRequant
 
 MODES = ("none", "exact")
 
@@ -56,9 +57,18 @@ def zero_preserving(op: QLut) -> bool:
     return bool((table[: 128 + 1] == 0).all())
 
 
+def _source(graph: Graph, name: str) -> Node:
+    """The producer of `name`, through requantizations (REQ(0) = 0, so they keep zeros:
+    e.g. the per-channel requant that outlier smoothing puts after an activation)."""
+    node = graph.node(name)
+    while isinstance(node.op, QRequant):
+        node = graph.node(node.inputs[0])
+    return node
+
+
 def _sparse_producer(graph: Graph, node: Node) -> bool:
     """Is the layer's input an exactly sparse activation (or a product with one)?"""
-    src = graph.node(node.inputs[0])
+    src = _source(graph, node.inputs[0])
     if isinstance(src.op, QLut):
         return zero_preserving(src.op)
     if isinstance(src.op, QMul):
@@ -67,15 +77,15 @@ def _sparse_producer(graph: Graph, node: Node) -> bool:
 
 
 def _sparse_producer_of(graph: Graph, name: str) -> bool:
-    op = graph.node(name).op
+    op = _source(graph, name).op
     return isinstance(op, QLut) and zero_preserving(op)
 
 
 def _activation_fed(graph: Graph, node: Node) -> bool:
     """Is the layer fed by an activation table (an FFN's down-projection, sparse or not)?"""
-    src = graph.node(node.inputs[0])
+    src = _source(graph, node.inputs[0])
     names = src.inputs if isinstance(src.op, QMul) else (src.name,)
-    return any(isinstance(graph.node(n).op, QLut) for n in names)
+    return any(isinstance(_source(graph, n).op, QLut) for n in names)
 
 
 def plan_sparsity(
