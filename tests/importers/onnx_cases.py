@@ -7,7 +7,9 @@ exports live with the legacy exporter (under a second); live dynamo exports are 
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -28,6 +30,7 @@ ALLOWED = {
     "gelu", "silu", "rotary", "add", "mul", "reshape", "transpose", "slice", "cast",
 }  # fmt: skip
 _TMP = Path(tempfile.mkdtemp(prefix="cimc-onnx-tests-"))
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)  # exports are cached per process
 
 
 def data_path(family: str, exporter: str) -> Path:
