@@ -105,7 +105,7 @@ def run_batches(exported: Any, loaded: Any, arch_name: str, args: argparse.Names
         started = time.perf_counter()
         progs = build_decoder(exported, arch, lens, loaded.capacity, loaded=loaded)
         result = generate_batch(progs, prompts, args.new, with_float=False)
-        c = run_costs(result)[-1]
+        c = run_costs(result)[-1].cost
         row = {
             "arch": arch_name,
             "batch": batch,
