@@ -77,7 +77,7 @@ def cost(result: PipelineResult) -> dict[str, Any]:
     return {
         "cycles": s.makespan_cycles,
         "lower_bound": s.lower_bound_cycles,
-        "energy_uj": round(s.energy_total_uj, 3),
+        "energy_uj": round(s.energy_uj, 3),
         "instructions": sum(len(c.instrs) for c in result.compiled.program.cores),
     }
 

@@ -53,7 +53,7 @@ def measure(
 ) -> dict:
     """Generate --steps tokens; the steady-state decode steps' average cost."""
     from cimc.decode.active import active_fractions
-    from cimc.decode.generate import generate
+    from cimc.decode.generate import generate_batch
     from cimc.decode.programs import build_decoder
     from cimc.decode.report import token_cost
     from cimc.pipeline import PipelineOptions
@@ -63,13 +63,12 @@ def measure(
         exported, arch, args.prompt, loaded.capacity, options, loaded=loaded, keep_weights=keep
     )
     prompt = [(7 * i + 3) % args.vocab for i in range(args.prompt)]
-    result = generate(progs, prompt, args.steps, with_float=False)
+    result = generate_batch(progs, [prompt], args.steps, with_float=False)
     first = 2 if progs.warm is not None else 1
     costs, shares = [], []
-    for step, dynamic in zip(result.steps[first:], result.runs[first:], strict=True):
-        program = progs.decode_program(step.index)
-        costs.append(token_cost(progs.decode, step.program, 1, program, dynamic))
-        shares += list(active_fractions(progs.decode, program, dynamic).values())
+    for run in result.runs[first:]:
+        costs.append(token_cost(run.compiled, run.name, 1, run.program, run.dynamic))
+        shares += list(active_fractions(run.compiled, run.program, run.dynamic).values())
 
     def mean(field: str) -> float:
         return sum(getattr(c, field) for c in costs) / len(costs)

@@ -158,7 +158,7 @@ def report(batch: int) -> None:
         f"{'cycles':12}{zz_cycles:>14,.0f}{cm.makespan_cycles:>14,}{ratio:>10.2f}"
         f"{cc.makespan_cycles:>16,}{cratio:>13.2f}"
     )
-    cc_uj = cc.energy_total_uj
+    cc_uj = cc.energy_uj
     print(
         f"{'energy uJ':12}{zz_uj:>14.2f}{cm_uj:>14.2f}{cm_uj / zz_uj:>10.2f}"
         f"{cc_uj:>16.2f}{cc_uj / zz_uj:>13.2f}"
