@@ -208,7 +208,27 @@ def _gather_masked_cost(
     latency is paid once); from flash each chunk holding a named byte is read once.
     Naming no row costs the DMA setup alone."""
     dst, table, idx = _view(instr, 0), _view(instr, 1), _view(instr, 2)
-    rows = named_rows(index, dst.rows)
+    return _named_rows_cost(dst, table, idx, named_rows(index, dst.rows), index is None, core, arch)
+
+
+@register_cost("dma.m")
+def _dma_masked_cost(
+    instr: Instr, core: int, arch: Arch, index: np.ndarray | None = None
+) -> InstrCost:
+    """As gather.m: only the named rows move, in place; without a record every entry of
+    the index counts as a row (at most the table's)."""
+    dst, src, idx = _view(instr, 0), _view(instr, 1), _view(instr, 2)
+    if index is None:
+        rows = np.arange(min(idx.rows, src.rows), dtype=np.int64)
+    else:
+        rows = np.unique(named_rows(index, idx.rows))  # a repeated row moves once
+    return _named_rows_cost(dst, src, idx, rows, index is None, core, arch)
+
+
+def _named_rows_cost(
+    dst: View, table: View, idx: View, rows: np.ndarray, static: bool, core: int, arch: Arch
+) -> InstrCost:
+    """`rows` of `table` moved to `dst`'s space by one descriptor list (see gather.m)."""
     nbytes = int(rows.size) * table.cols * table.elem_bytes
     index_read = _energy(_access("sp", idx.nbytes, arch))
     if nbytes == 0:
@@ -217,9 +237,9 @@ def _gather_masked_cost(
     if table.space == "flash":
         chunk = arch.memory.flash_chunk_bytes
         charged = chunk * (
-            chunks_touched(table, rows, chunk)
-            if index is not None
-            else _flash_chunks_at_most(table, dst.rows, chunk)
+            _flash_chunks_at_most(table, int(rows.size), chunk)
+            if static
+            else chunks_touched(table, rows, chunk)
         )
     base = transfer(table.space, dst.space, nbytes, core, arch, charged)
     return InstrCost(

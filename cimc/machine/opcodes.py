@@ -34,6 +34,7 @@ from cimc.machine.shape_rules import (
     rule_convert,
     rule_copy,
     rule_div,
+    rule_dma_masked,
     rule_fill,
     rule_gather,
     rule_gather_masked,
@@ -199,6 +200,18 @@ _SPECS: tuple[OpSpec, ...] = (
         ),
         rule_gather_masked,
         "dst row i = table row index[i, 0], or zeros where index[i, 0] < 0 (not read)",
+        dynamic=True,
+    ),
+    OpSpec(
+        "dma.m",
+        Unit.DMA,
+        (
+            OperandSpec("dst", Kind.VIEW, Access.WRITE, WRITABLE),
+            OperandSpec("src", Kind.VIEW, Access.READ, ALL_SPACES),
+            _src("index"),
+        ),
+        rule_dma_masked,
+        "dst row index[i, 0] = src row index[i, 0] where index[i, 0] >= 0 (others kept)",
         dynamic=True,
     ),
     OpSpec(

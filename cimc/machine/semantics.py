@@ -115,6 +115,16 @@ def _gather_masked(m: Machine, cs: CoreState, instr: Instr) -> bool:
     return True
 
 
+@register_kernel("dma.m")
+def _dma_masked(m: Machine, cs: CoreState, instr: Instr) -> bool:
+    dst, src, index = (_view(op) for op in instr.operands)
+    idx = _masked_rows(m, cs, index, src.rows)
+    rows = idx[idx >= 0]
+    data = m.array(cs.core, src)[rows].copy()  # read first: the views may overlap
+    m.array(cs.core, dst)[rows] = data
+    return True
+
+
 @register_kernel("scatter")
 def _scatter(m: Machine, cs: CoreState, instr: Instr) -> bool:
     table, src, index = (_view(op) for op in instr.operands)

@@ -254,6 +254,17 @@ def rule_gather_masked(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
     return _indexed_rows(ops, 0, "destination")
 
 
+def rule_dma_masked(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
+    """dma.m: destination and source tables of one shape and dtype, an [n x 1] index."""
+    dst, src, idx = _view(ops, 0), _view(ops, 1), _view(ops, 2)
+    if dst.shape != src.shape:
+        raise OperandError(f"source must be {_shape(dst.shape)}, not {_shape(src.shape)}", 1)
+    if idx.cols != 1:
+        raise OperandError(f"index must be n x 1, not {_shape(idx.shape)}", 2)
+    _same_dtype(ops, 1)
+    return ops
+
+
 def rule_mload_masked(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
     """mload.m: the window is the source's shape; one index entry per source row."""
     src, idx = _view(ops, 1), _view(ops, 2)

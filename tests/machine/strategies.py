@@ -318,6 +318,22 @@ def _scatter(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
     return [Instr(op, (table, _sp(draw, ctx, table.dtype, n, table.cols), index))]
 
 
+def _dma_masked(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
+    """Rows copied in place between two tables of one layout: sp/gb/dram or flash -> any."""
+    n = _dim(draw)
+    if draw(st.booleans()):
+        src = View("flash", 0x0, "i8", 32, _dim(draw), 32, "w", 0)  # every core may read `w`
+    else:
+        src = shared_view(draw, _dim(draw), _dim(draw), False, ctx)
+    if draw(st.booleans()):
+        dst = _sp(draw, ctx, src.dtype, src.rows, src.cols)
+    else:
+        dst = shared_view(draw, src.rows, src.cols, True, ctx)
+        if dst.dtype != src.dtype:
+            dst = _sp(draw, ctx, src.dtype, src.rows, src.cols)
+    return [Instr(op, (dst, src, _sp(draw, ctx, _dtype(draw), n, 1)))]
+
+
 Builder = Callable[[Draw, Ctx, str], list[Instr]]
 BUILDERS: dict[str, Builder] = {
     **{op: _binary for op in ("add", "sub", "mul", "max", "min", "shl", "rshr", "div")},
@@ -330,6 +346,7 @@ BUILDERS: dict[str, Builder] = {
     "dma": _dma,
     "gather": _gather,
     "gather.m": _gather,
+    "dma.m": _dma_masked,
     "scatter": _scatter,
     "mload.m": _mload_masked,
     "nzidx": _nonzero_index,

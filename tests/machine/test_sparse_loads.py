@@ -1,4 +1,4 @@
-"""The data-dependent loads: nzidx, gather.m, mload.m — semantics, errors, run-time cost."""
+"""The data-dependent loads: nzidx, gather.m, mload.m, dma.m — semantics, errors, run-time cost."""
 
 from __future__ import annotations
 
@@ -111,6 +111,7 @@ def test_mload_masked_counts_as_written_and_never_written_rows_are_zero() -> Non
     ("line", "message"),
     [
         ("gather.m sp[0x40]:i8[2x4], dram[t]:i8[4x4], sp[0x0]:i32[2x1]", "index 4 in row 1"),
+        ("dma.m sp[0x40]:i8[4x4], dram[t]:i8[4x4], sp[0x0]:i32[2x1]", "index 4 in row 1"),
     ],
 )
 def test_index_beyond_the_rows_is_an_error(line: str, message: str) -> None:
@@ -175,3 +176,39 @@ def test_run_schedule_prices_the_recorded_rows() -> None:
     moved = {i.instr.opcode: i.cost.moved for i in dynamic.items if i.pc in (5, 6)}
     assert moved == {"gather.m": (("dram", "sp", 16),), "mload.m": (("sp", "macro", 16),)}
     assert dynamic.makespan < static.makespan
+
+
+def test_dma_masked_copies_the_named_rows_in_place() -> None:
+    """Named rows land at their own row numbers; the other rows keep what they held."""
+    text = """.arch tiny
+.const   w              flash[0x0]      i8[8x4]
+.state   c              dram[0x0]       i8[8x4]
+.input   i              dram[0x100]     i32[3x1]
+
+.core 0
+  dma      sp[0x0]:i32[3x1], dram[i]:i32[3x1]
+  dma.m    dram[c]:i8[8x4], flash[w]:i8[8x4], sp[0x0]:i32[3x1]
+  halt
+"""
+    program = parse_program(text, "m.cimasm")
+    validate(program, TINY)
+    w = RNG.integers(-127, 128, (8, 4)).astype(np.int8)
+    old = np.full((8, 4), 9, np.int8)
+    index = np.array([[5], [-1], [2]], np.int32)
+    run = run_program(program, TINY, {"i": index}, {"w": w}, state={"c": old})
+    want = old.copy()
+    want[[5, 2]] = w[[5, 2]]
+    np.testing.assert_array_equal(run.state["c"], want)
+    np.testing.assert_array_equal(run.dynamic[(0, 1)], [5, -1, 2])
+
+
+def test_dma_masked_costs_the_distinct_named_rows() -> None:
+    # rows of 1 KiB in 32 KiB chunks: rows 0 and 31 share chunk 0, row 40 is in chunk 1
+    g = _instr("dma.m dram[0x0]:i8[64x1024], flash[0x0]:i8[64x1024], sp[0x0]:i32[5x1]")
+    c = instr_cost(g, 0, DEFAULT, np.array([0, 31, -1, 40, 0]))
+    assert c.moved == (("flash", "dram", 3 * 1024),)
+    assert c.channels == ("dram", "flash") and c.held(1) == math.ceil(2 * 32768 / 7.5)
+    static = instr_cost(g, 0, DEFAULT)  # no record: five rows, each its own chunks
+    assert static.moved == (("flash", "dram", 5 * 1024),)
+    none = instr_cost(g, 0, DEFAULT, np.full(5, -1))
+    assert (none.cycles, none.moved) == (16, ())
