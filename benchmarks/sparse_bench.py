@@ -49,26 +49,31 @@ def build(args: argparse.Namespace) -> Any:
 
 
 def measure(
-    exported: Any, loaded: Any, arch: Any, args: argparse.Namespace, sparsity: str, keep: bool
+    exported: Any,
+    loaded: Any,
+    arch: Any,
+    args: argparse.Namespace,
+    sparsity: str,
+    keep: bool,
+    window: int | None = None,
 ) -> dict:
-    """Generate --steps tokens; the steady-state decode steps' average cost."""
-    from cimc.decode.active import active_fractions
+    """Generate --steps tokens; the steady-state decode steps' average cost (each run
+    priced from its own record of the rows it loaded)."""
+    from cimc.commands.generate import run_costs
     from cimc.decode.generate import generate_batch
     from cimc.decode.programs import build_decoder
-    from cimc.decode.report import token_cost
     from cimc.pipeline import PipelineOptions
 
-    options = PipelineOptions(sparsity=sparsity)
+    options = PipelineOptions(sparsity=sparsity, window=window)
     progs = build_decoder(
         exported, arch, args.prompt, loaded.capacity, options, loaded=loaded, keep_weights=keep
     )
     prompt = [(7 * i + 3) % args.vocab for i in range(args.prompt)]
     result = generate_batch(progs, [prompt], args.steps, with_float=False)
     first = 2 if progs.warm is not None else 1
-    costs, shares = [], []
-    for run in result.runs[first:]:
-        costs.append(token_cost(run.compiled, run.name, 1, run.program, run.dynamic))
-        shares += list(active_fractions(run.compiled, run.program, run.dynamic).values())
+    priced = run_costs(result)[first:]
+    costs = [p.cost for p in priced]
+    shares = [a for p in priced for a in p.active.values()]
 
     def mean(field: str) -> float:
         return sum(getattr(c, field) for c in costs) / len(costs)

@@ -65,6 +65,7 @@ class PipelineOptions:
     print_fn: Callable[[str], object] | None = None
     streaming: str | None = None  # overrides the map pass's policy (backend/plan/streaming.py)
     sparsity: str | None = None  # overrides plan-sparsity's mode (backend/plan/sparsity.py)
+    window: int | None = None  # plan-sparsity's window (backend/plan/window.py)
     weight_bits: int | None = None  # overrides quantize's weight_bits (4: packed int4)
     keep_int8: tuple[str, ...] = ()  # linears whose node name holds one of these stay int8
     weight_group: int | None = None  # overrides quantize's weight_group (group-wise scales)
@@ -132,7 +133,9 @@ def configurer(
         if isinstance(p, Quantize):
             p = with_weight_options(p, options)
             return replace(p, calibration=calibration) if calibration is not None else p
-        return configure_backend(p, arch, name, options.streaming, table, options.sparsity)
+        return configure_backend(
+            p, arch, name, options.streaming, table, options.sparsity, options.window
+        )
 
     return configure
 

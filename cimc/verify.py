@@ -274,8 +274,12 @@ def weight_bytes_loaded(program: Program, dynamic: Dynamic | None = None) -> int
     """Bytes written into macros from constants (static weights), directly or staged
     through the scratchpad by a dma or gather.m from a `.const` (run-time K/V tiles do not
     count). An `mload.m` writes the rows its index names: in the run `dynamic` records
-    (cimc/machine/dynamic.py), else all of them."""
+    (cimc/machine/dynamic.py), else all of them. A window cache (`.state NAME.cache` of a
+    `.const NAME`, cimc/backend/lower/window_fill.py) holds constant rows: it counts."""
     consts = {d.name for d in program.decls_of("const")}
+    consts |= {
+        d.name for d in program.decls_of("state") if d.name.removesuffix(".cache") in consts
+    }
     total = 0
     for stream in program.cores:
         staged: list[tuple[int, int]] = []  # sp byte ranges holding constant data

@@ -88,6 +88,13 @@ def add_sparsity_option(p: argparse.ArgumentParser) -> None:
         help="none (default): every weight row loads; exact: after ReLU-like activations "
         "only the rows of non-zero inputs load (bit-identical; plan-sparsity pass)",
     )
+    p.add_argument(
+        "--window",
+        type=int,
+        metavar="K",
+        help="with --sparsity exact: sparse layers whose rows live in flash copy the rows "
+        "of active neurons into a DRAM cache that keeps those of the last K runs (0..100)",
+    )
 
 
 def add_weight_options(p: argparse.ArgumentParser) -> None:
@@ -157,6 +164,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         print_fn=lambda text: sys.stderr.write(text),
         streaming=args.streaming,
         sparsity=args.sparsity,
+        window=args.window,
         **weight_options(args),  # type: ignore[arg-type]
     )
 

@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     options = PipelineOptions(
         calibration=args.calibration,
         sparsity=args.sparsity,
+        window=args.window,
         **weight_options(args),  # type: ignore[arg-type]
     )
     progs = build_decoder(

@@ -16,11 +16,14 @@ and requantizes, as for a dense linear (linear.py). The tile slots are the strea
 (same macros, same phases), so the other layers' prefetched tiles flow around them.
 When a core's scratchpad cannot hold the layer's buffers (many tokens), the layer is
 lowered dense from the same `NAME.rows` constant.
+With a window (rows in flash, cimc/backend/plan/window.py), the layer's first core copies
+the rows the run needs into the DRAM cache first (window_fill.py) and the tiles gather from
+the cache instead of the constant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cimc.backend.builder.alloc import cols, sub
@@ -28,6 +31,13 @@ from cimc.backend.builder.asm import ProgramBuilder
 from cimc.backend.lower.common import SLACK, req_consts
 from cimc.backend.lower.linear import ColumnBlock, bias_requant, column_blocks, lower_linear
 from cimc.backend.lower.tiles import PlacedTile, TileKey, tile_window
+from cimc.backend.lower.window_fill import (
+    WindowCache,
+    declare_cache,
+    fill_bytes,
+    fill_cache,
+    publish,
+)
 from cimc.machine.program import DType, Space, View
 from cimc.quant.plans import LinearPlan
 
@@ -55,28 +65,46 @@ def lower_sparse_linear(
     plan: LinearPlan,
     slots: Sequence[PlacedTile],
     name: str,
-    rows_space: Space = "dram",
+    window: int | None = None,
 ) -> None:
     """y = REQ(x @ W + bias) loading only the rows of W whose x column is non-zero; the
-    neuron-major rows are a constant in `rows_space`."""
+    neuron-major rows are a constant in DRAM, or in flash behind a DRAM cache of the
+    neurons of the last `window` runs."""
     k, n = plan.weight.shape
-    w = b.const(f"{name}.rows", plan.weight, "i8", rows_space)
+    w = b.const(f"{name}.rows", plan.weight, "i8", "dram" if window is None else "flash")
+    wc = declare_cache(b, name, w, window) if window is not None else None
     blocks = column_blocks(slots, k, n, b.loc)
-    if not _fits(b, x, slots, blocks):
+    if not _fits(b, x, slots, blocks, wc is not None):
         lower_linear(b, x, y, plan, slots=slots, name=name, weight_image=_dense_tiles(w, slots))
         return
     bias = b.const(f"{name}.b", plan.bias.reshape(1, n), "i32")
     rc = req_consts(b, name, plan.requant, n)
     widest = max(bl.n1 - bl.n0 for bl in blocks)
-    cores = {c: _prepare(b, c, x, widest, _is_home(c, blocks)) for c in _cores(slots)}
+    order = _cores(slots)
+    fill = _filler(b, wc, order) if wc is not None else None
+    cores = {  # the leader (first core) first: it fills the cache
+        c: _prepare(b, c, x, widest, _is_home(c, blocks), fill if c == order[0] else None)
+        for c in order
+    }
+    table = wc.cache if wc is not None else w
     for bl in blocks:
-        acc = _block(b, bl, cores, w, name)
+        acc = _block(b, bl, cores, table, name)
         with b.scratch(bl.home) as sc:
             out = bias_requant(b, sc, acc, bl.n0, bias, rc, y)
             b.emit(bl.home, "dma", cols(y, bl.n0, bl.n1), out)
     for core, cb in cores.items():
         extra = (cb.tmp,) if cb.tmp is not None else ()
         b.free(core, cb.xp, cb.idx, cb.acc, *extra, *cb.staging)
+
+
+def _filler(b: ProgramBuilder, wc: WindowCache, order: list[int]) -> Callable[[View], None]:
+    """The leader's cache fill from its copy of x, then the others may read the cache."""
+
+    def fill(xs: View) -> None:
+        token = fill_cache(b, order[0], xs, wc, index_dtype(xs.cols))
+        publish(b, order[0], token, order)
+
+    return fill
 
 
 def _cores(slots: Sequence[PlacedTile]) -> list[int]:
@@ -88,23 +116,31 @@ def _is_home(core: int, blocks: Sequence[ColumnBlock]) -> bool:
     return any(bl.home == core and len(bl.parts) > 1 for bl in blocks)
 
 
-def _need(b: ProgramBuilder, x: View, widest: int, home: bool) -> int:
-    """Scratchpad bytes of one core's buffers, the epilogue's included."""
+def _need(b: ProgramBuilder, x: View, widest: int, home: bool, fill: bool) -> int:
+    """Scratchpad bytes of one core's buffers, the epilogue's (and the cache fill's)
+    included."""
     t, k = x.shape
     m = b.arch.macro
     packed = t * k * (3 if t > 1 else 2)  # x, its transpose and the packed transpose
     index = k * (2 if index_dtype(k) == "i16" else 4)
     acc = t * widest * 4 * (2 if home else 1)
     epilogue = t * widest * (4 + 8) + widest * 16 + 8 * SLACK
-    return packed + index + acc + 2 * m.rows * m.cols + epilogue
+    need = packed + index + acc + 2 * m.rows * m.cols + epilogue
+    # the fill's buffers live beside x only, freed before the others are allocated
+    return max(need, t * k + fill_bytes(t, k)) if fill else need
 
 
 def _fits(
-    b: ProgramBuilder, x: View, slots: Sequence[PlacedTile], blocks: Sequence[ColumnBlock]
+    b: ProgramBuilder,
+    x: View,
+    slots: Sequence[PlacedTile],
+    blocks: Sequence[ColumnBlock],
+    fill: bool = False,
 ) -> bool:
     widest = max(bl.n1 - bl.n0 for bl in blocks)
     return all(
-        _need(b, x, widest, _is_home(c, blocks)) <= b.sp_largest_free(c) for c in _cores(slots)
+        _need(b, x, widest, _is_home(c, blocks), fill) <= b.sp_largest_free(c)
+        for c in _cores(slots)
     )
 
 
@@ -113,11 +149,21 @@ def _dense_tiles(w: View, slots: Sequence[PlacedTile]) -> dict[TileKey, View]:
     return {(s.k0, s.k1, s.n0, s.n1): sub(w, s.k0, s.k1, s.n0, s.n1) for s in slots}
 
 
-def _prepare(b: ProgramBuilder, core: int, x: View, widest: int, home: bool) -> _Core:
-    """x into the core, its active columns listed and its inputs packed in their order."""
+def _prepare(
+    b: ProgramBuilder,
+    core: int,
+    x: View,
+    widest: int,
+    home: bool,
+    fill: Callable[[View], None] | None = None,
+) -> _Core:
+    """x into the core, its active columns listed and its inputs packed in their order;
+    `fill` (the leader of a windowed layer) fills the cache from x first."""
     t, k = x.shape
     xs = b.alloc(core, "i8", t, k)
     b.emit(core, "dma", xs, x)
+    if fill is not None:
+        fill(xs)
     idx = b.alloc(core, index_dtype(k), k, 1)
     b.emit(core, "nzidx", idx, xs)
     if t == 1:  # one token: x is the column to gather from (same bytes as k x 1)

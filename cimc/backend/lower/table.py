@@ -72,7 +72,9 @@ def _linear(em: Emitter, node: Node, op: QLinear) -> None:
     assert em.stream is not None  # the map pass plans every graph with a q.linear
     slots = em.stream.slots[node.name]
     if em.sparsity is not None and node.name in em.sparsity:
-        lower_sparse_linear(em.b, x, y, op.plan, slots, name)
+        cached = node.name in em.sparsity.cached  # rows in flash, window cache in DRAM
+        window = em.sparsity.window if cached else None
+        lower_sparse_linear(em.b, x, y, op.plan, slots, name, window)
         return
     image = layer_image(em.stream, node.name)
     lower_linear(em.b, x, y, op.plan, slots=slots, name=name, weight_image=image)

@@ -22,8 +22,10 @@ prefetcher cannot know which rows a run needs) and become one neuron-major const
 kept in DRAM are made sparse: a tile's gather reads rows of one column block scattered
 over the whole constant, and flash charges every read a whole `flash_chunk_bytes` chunk
 (isa/SPEC.md, cost model), so from flash the active rows of a tile cost more chunk time
-than the layer's dense, contiguous stream. Layers in flash stay dense (`in_flash`) until
-the rows of a neuron are bundled into chunk-sized reads.
+than the layer's dense, contiguous stream. Layers in flash stay dense (`in_flash`), unless a
+window is asked for (`--window K`, cimc/backend/plan/window.py): then their neuron-major
+rows stay in flash and the rows of the active neurons are copied, whole and contiguous,
+into a DRAM cache that keeps the neurons of the last K runs (`cached`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class SparsityPlan:
     mode: str
     layers: tuple[str, ...] = ()  # graph node names of the sparse q.linear layers
     in_flash: tuple[str, ...] = ()  # exactly sparse, left dense: their rows are in flash
+    window: int | None = None  # --window K: runs whose active neurons stay in the cache
+    cached: tuple[str, ...] = ()  # sparse layers whose rows are in flash, cached in DRAM
 
     def __contains__(self, layer: object) -> bool:
         return layer in self.layers
@@ -109,10 +113,10 @@ def plan_sparsity(
             "(SiLU and GELU are not exactly sparse); use --sparsity none",
             "sparsity",
         )
-    in_flash = tuple(name for name in layers if not _in_dram(memory, name))
+    in_flash = tuple(name for name in layers if not in_dram_only(memory, name))
     return SparsityPlan(mode, tuple(n for n in layers if n not in in_flash), in_flash)
 
 
-def _in_dram(memory: MemoryPlan, layer: str) -> bool:
+def in_dram_only(memory: MemoryPlan, layer: str) -> bool:
     """Did the memory plan keep every tile of the layer in DRAM?"""
     return all(t.space == "dram" for t in memory.tiles if t.entry.tile.layer == layer)

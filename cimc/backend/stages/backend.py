@@ -49,9 +49,10 @@ def configure_backend(
     streaming: str | None = None,
     table: LoweringTable | None = None,
     sparsity: str | None = None,
+    window: int | None = None,
 ) -> Pass:
     """`p` with what the caller knows set: the arch on tile, the streaming policy on map,
-    the sparsity mode on plan-sparsity, the program name and lowering table on lower;
+    the sparsity mode and window on plan-sparsity, the program name and lowering table on lower;
     other passes unchanged."""
     from dataclasses import replace
 
@@ -59,8 +60,8 @@ def configure_backend(
         return replace(p, target=arch)
     if isinstance(p, MapWeights) and streaming is not None:
         return replace(p, policy=streaming)
-    if isinstance(p, PlanSparsity) and sparsity is not None:
-        return replace(p, mode=sparsity)
+    if isinstance(p, PlanSparsity) and (sparsity is not None or window is not None):
+        return replace(p, mode=sparsity or p.mode, window=window)
     if isinstance(p, Lower):
         return replace(p, name=name or p.name, table=table or p.table)
     return p

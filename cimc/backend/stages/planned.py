@@ -68,7 +68,12 @@ class PlannedGraph:
             lines += _memory_lines(self.memory)
         if self.sparsity is not None and self.sparsity.mode != "none":
             lines.append(f"// plan-sparsity: {self.sparsity.mode}")
-            lines += [f"sparse %{layer}: active rows from dram" for layer in self.sparsity.layers]
+            cached = self.sparsity.cached
+            lines += [
+                f"sparse %{layer}: active rows from "
+                + (f"flash, window {self.sparsity.window} in dram" if layer in cached else "dram")
+                for layer in self.sparsity.layers
+            ]
             lines += [f"dense %{layer}: rows in flash" for layer in self.sparsity.in_flash]
         return "\n".join(lines) + "\n"
 

@@ -12,6 +12,7 @@ from cimc.backend.plan.from_graph import reserved_macros, workload_from_graph
 from cimc.backend.plan.memory import plan_memory
 from cimc.backend.plan.precision import check_input_bits
 from cimc.backend.plan.sparsity import plan_sparsity
+from cimc.backend.plan.window import check_window, plan_window
 from cimc.backend.plan.streaming import POLICIES, Policy, plan_streaming
 from cimc.backend.plan.target import Target
 from cimc.backend.plan.tiling import tile_workload
@@ -136,10 +137,19 @@ class PlanSparsity(Pass):
     INPUT: ClassVar[str] = "plan"
     OUTPUT: ClassVar[str] = "plan"
     mode: str = "none"  # none or exact
+    window: int | None = None  # --window K: flash rows through a DRAM cache (plan/window.py)
 
     def apply(self, ir: Any) -> PassResult:
         plan = planned(self, ir)
         if not plan.mapped or plan.memory is None:
             raise CimcError("plan-sparsity needs the map and plan-memory passes before it")
+        check_window(self.window, self.mode)
         sparsity = plan_sparsity(plan.graph, self.mode, plan.stream, plan.memory)
-        return PassResult(replace(plan, sparsity=sparsity), bool(sparsity.layers))
+        memory = plan.memory
+        if self.window is not None and plan.stream is not None and plan.values is not None:
+            tables = dram_need(plan.graph, plan.values).tables
+            sparsity = replace(sparsity, window=self.window)
+            sparsity, memory = plan_window(
+                plan.graph, sparsity, plan.stream, memory, plan.arch, tables
+            )
+        return PassResult(replace(plan, sparsity=sparsity, memory=memory), bool(sparsity.layers))
