@@ -15,8 +15,10 @@ Memory: `dram` keeps the whole image in DRAM; `flash` gives DRAM --fraction of t
 weights plus what the rest of the program needs (benchmarks/flash_bench.py), the rest
 streams from flash. Plans: naive (every weight from flash, or from DRAM, every token: no
 DRAM cache, nothing kept in the macros), dense (the memory plan, weights kept in the
-macros where they stay), exact (dense plus sparse down-projections). The window column is
-the number of past tokens whose neurons stay resident: 0 (windowing is not implemented).
+macros where they stay), exact (dense plus sparse down-projections from DRAM; a layer in
+flash stays dense), exact + window K (`--window K`: the sparse layers in flash too, their
+active neurons' rows copied into a DRAM cache that keeps the neurons of the last K tokens;
+in the `dram` rows no layer is in flash, so a window changes nothing there).
 Prints a Markdown table and one JSON object (--json-out FILE writes it too).
 """
 
@@ -109,6 +111,9 @@ def main() -> None:
     p.add_argument("--prompt", type=int, default=4)
     p.add_argument("--steps", type=int, default=5, help="tokens generated (>= 3)")
     p.add_argument("--fraction", type=float, default=0.5, help="DRAM share of the weights")
+    p.add_argument(
+        "--windows", default="0,1,2,4,8", help="window sizes K of the windowed rows (comma list)"
+    )
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     base = load_arch(args.arch)
@@ -124,14 +129,17 @@ def main() -> None:
         ("dram", base, base),
         ("flash", small, with_dram(base, other)),
     ):
-        plans = (
-            ("naive", naive_arch, "none", False),
-            ("dense", arch, "none", True),
-            ("exact", arch, "exact", True),
-        )
-        for plan, a, sparsity, keep in plans:
-            m = measure(exported, loaded, a, args, sparsity, keep)
-            rows.append({"memory": memory, "plan": plan, "window": 0, **m})
+        plans: list[tuple[str, Any, str, bool, int | None]] = [
+            ("naive", naive_arch, "none", False, None),
+            ("dense", arch, "none", True, None),
+            ("exact", arch, "exact", True, None),
+        ]
+        windows = [int(k) for k in args.windows.split(",")] if memory == "flash" else [2]
+        plans += [("exact", arch, "exact", True, k) for k in windows]
+        for plan, a, sparsity, keep, window in plans:
+            m = measure(exported, loaded, a, args, sparsity, keep, window)
+            rows.append({"memory": memory, "plan": plan, "window": window, **m})
+            print(_line(rows[-1], 1.0), file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
     print(
         f"model: OPT-style ReLU LM {args.layers} x {args.hidden} (ffn {args.ffn}, vocab "
@@ -157,7 +165,7 @@ def _line(r: dict, speedup: float) -> str:
     cells = (
         r["memory"],
         r["plan"],
-        str(r["window"]),
+        "-" if r["window"] is None else str(r["window"]),
         f"{r['weight_bytes']:,.0f}",
         f"{r['flash_bytes']:,.0f}",
         f"{r['dram_bytes']:,.0f}",

@@ -97,6 +97,14 @@ def add_sparsity_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def sparsity_options(args: argparse.Namespace) -> dict[str, object]:
+    """--sparsity and --window as PipelineOptions fields, checked before any work."""
+    from cimc.backend.plan.window import check_window
+
+    check_window(args.window, args.sparsity or "none")
+    return {"sparsity": args.sparsity, "window": args.window}
+
+
 def add_weight_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weight-bits",
@@ -163,8 +171,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         validate_each=args.validate_each,
         print_fn=lambda text: sys.stderr.write(text),
         streaming=args.streaming,
-        sparsity=args.sparsity,
-        window=args.window,
+        **sparsity_options(args),
         **weight_options(args),  # type: ignore[arg-type]
     )
 

@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cimc.commands import EXIT_STATUS_CHECKED, add_command, tables
-from cimc.commands.compile import add_sparsity_option, add_weight_options, weight_options
+from cimc.commands.compile import (
+    add_sparsity_option,
+    add_weight_options,
+    sparsity_options,
+    weight_options,
+)
 from cimc.commands.json_output import add_json_option, print_json
 from cimc.errors import CimcError
 from cimc.machine.arch import load_arch
@@ -147,8 +152,7 @@ def run(args: argparse.Namespace) -> int:
     arch = load_arch(args.arch)
     options = PipelineOptions(
         calibration=args.calibration,
-        sparsity=args.sparsity,
-        window=args.window,
+        **sparsity_options(args),
         **weight_options(args),  # type: ignore[arg-type]
     )
     progs = build_decoder(

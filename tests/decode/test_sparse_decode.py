@@ -87,3 +87,44 @@ def test_example_opt_relu_tiny_compiles_sparse(tmp_path: Path) -> None:
     plan = compile_model(path, load_arch("tiny"), options).compiled.program
     gathered = {i.comment for s in plan.cores for i in s.instrs if i.opcode == "mload.m"}
     assert len(gathered) == 2  # one sparse down-projection per block
+
+
+def test_window_generate_from_flash_is_bit_exact(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the weights half in flash, --window 2 makes the flash FFN layers sparse: each
+    decode step copies only the rows of newly active neurons into the DRAM cache."""
+    import tomllib
+
+    from cimc.machine.arch import load_arch
+
+    arch = load_arch("tiny")
+    text = Path("isa/arch/tiny.toml").read_text()
+    data = tomllib.loads(text)
+    small = tmp_path / "tiny-small.toml"
+    dram = 96 * 1024  # activations, caches and about half of the 128 KiB weights
+    small.write_text(text.replace(f"dram_bytes = {data['memory']['dram_bytes']}", f"dram_bytes = {dram}"))
+    assert arch.memory.dram_bytes > dram
+    argv = [
+        "generate", str(model), "--prompt-ids", "3,1,4", "--max-new-tokens", "6",
+        "--arch", str(small), "--sparsity", "exact", "--window", "2", "--json", "--quiet",
+        "--no-float", "-o", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bit_exact"]
+    decode = [s for s in out["steps"] if s["program"] != "prefill"]
+    assert all(len(s["active_fraction"]) == 2 for s in decode)
+    text = (tmp_path / "out").glob("*.decode.cimasm")
+    program = next(text).read_text()
+    assert "dma.m" in program and ".rows.cache" in program and ".rows.age" in program
+
+
+def test_window_without_exact_is_refused(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "generate", str(model), "--prompt-ids", "3,1", "--max-new-tokens", "2",
+        "--arch", "tiny", "--window", "2", "--quiet", "--no-float",
+    ]  # fmt: skip
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--window" in err[0] and "--sparsity exact" in err[0]
