@@ -10,15 +10,16 @@ K after a run that used it, one less after each run that did not, 0: not cached)
 which rows the cache holds. The tiles then gather their rows from the cache, as a sparse
 layer in DRAM does from its constant (cimc/backend/lower/window_fill.py).
 
-The cache takes DRAM the weight image had: the memory plan is made again with the caches
-counted as other DRAM data, until every sparse layer still (partly) in flash is cached.
+The cache takes DRAM the weight image had: the memory plan is made again without the
+cached layers' tiles and with the caches counted as other DRAM data, until every sparse
+layer still (partly) in flash is cached.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from cimc.backend.plan.memory import MemoryPlan, plan_memory
+from cimc.backend.plan.memory import MemoryPlan, StoredTile, plan_memory
 from cimc.backend.plan.sparsity import SparsityPlan, in_dram_only
 from cimc.backend.plan.streaming import StreamPlan
 from cimc.errors import CimcError
@@ -60,7 +61,12 @@ def plan_window(
         if not cached:
             return replace(sparsity, layers=candidates, in_flash=()), plan
         extra = sum(_cache_bytes(graph, name) for name in cached)
-        plan = plan_memory(stream, arch, memory.dram_other_bytes + extra, tables)
+        # the cached layers leave the images (their rows are one flash constant): the
+        # DRAM they held goes to the caches, the rest is split again
+        rest = replace(stream, image=tuple(e for e in stream.image if e.tile.layer not in cached))
+        plan = _with_flash_tiles(
+            plan_memory(rest, arch, memory.dram_other_bytes + extra, tables), stream, cached
+        )
         more = {n for n in candidates if n not in cached and not in_dram_only(plan, n)}
         if not more:
             break
@@ -75,3 +81,23 @@ def _cache_bytes(graph: Graph, name: str) -> int:
     assert isinstance(op, QLinear)
     k, n = op.plan.weight.shape
     return k * n + k + 2 * 64
+
+
+def _with_flash_tiles(plan: MemoryPlan, stream: StreamPlan, layers: set[str]) -> MemoryPlan:
+    """The plan storing every image entry again: those of `layers` (which the lowering
+    leaves out, `MemoryPlan.without`) after the flash image, in image order."""
+    cores = {t.key: t.core for t in plan.tiles}
+    for phase in stream.phases:
+        for pt in phase.placement.tiles:
+            if pt.copy == 0:
+                cores.setdefault((pt.tile.layer, pt.k0, pt.n0), pt.core)
+    at = plan.image_bytes("flash")
+    stored = {t.entry: t for t in plan.tiles}
+    tiles = []
+    for e in stream.image:
+        if e not in stored:
+            key = (e.tile.layer, e.tile.k0, e.tile.n0)
+            stored[e] = StoredTile(e, cores[key], "flash", at)
+            at += e.nbytes
+        tiles.append(stored[e])
+    return replace(plan, tiles=tuple(tiles))
