@@ -277,9 +277,7 @@ def weight_bytes_loaded(program: Program, dynamic: Dynamic | None = None) -> int
     (cimc/machine/dynamic.py), else all of them. A window cache (`.state NAME.cache` of a
     `.const NAME`, cimc/backend/lower/window_fill.py) holds constant rows: it counts."""
     consts = {d.name for d in program.decls_of("const")}
-    consts |= {
-        d.name for d in program.decls_of("state") if d.name.removesuffix(".cache") in consts
-    }
+    consts |= {d.name for d in program.decls_of("state") if d.name.removesuffix(".cache") in consts}
     total = 0
     for stream in program.cores:
         staged: list[tuple[int, int]] = []  # sp byte ranges holding constant data

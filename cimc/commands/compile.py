@@ -97,12 +97,12 @@ def add_sparsity_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def sparsity_options(args: argparse.Namespace) -> dict[str, object]:
-    """--sparsity and --window as PipelineOptions fields, checked before any work."""
+def checked_window(args: argparse.Namespace) -> int | None:
+    """--window, checked against --sparsity before any work."""
     from cimc.backend.plan.window import check_window
 
     check_window(args.window, args.sparsity or "none")
-    return {"sparsity": args.sparsity, "window": args.window}
+    return args.window  # type: ignore[no-any-return]
 
 
 def add_weight_options(p: argparse.ArgumentParser) -> None:
@@ -171,7 +171,8 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         validate_each=args.validate_each,
         print_fn=lambda text: sys.stderr.write(text),
         streaming=args.streaming,
-        **sparsity_options(args),
+        sparsity=args.sparsity,
+        window=checked_window(args),
         **weight_options(args),  # type: ignore[arg-type]
     )
 

@@ -13,7 +13,7 @@ from cimc.commands import EXIT_STATUS_CHECKED, add_command, tables
 from cimc.commands.compile import (
     add_sparsity_option,
     add_weight_options,
-    sparsity_options,
+    checked_window,
     weight_options,
 )
 from cimc.commands.json_output import add_json_option, print_json
@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     arch = load_arch(args.arch)
     options = PipelineOptions(
         calibration=args.calibration,
-        **sparsity_options(args),
+        sparsity=args.sparsity,
+        window=checked_window(args),
         **weight_options(args),  # type: ignore[arg-type]
     )
     progs = build_decoder(

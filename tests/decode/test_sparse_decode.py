@@ -103,7 +103,8 @@ def test_window_generate_from_flash_is_bit_exact(
     data = tomllib.loads(text)
     small = tmp_path / "tiny-small.toml"
     dram = 96 * 1024  # activations, caches and about half of the 128 KiB weights
-    small.write_text(text.replace(f"dram_bytes = {data['memory']['dram_bytes']}", f"dram_bytes = {dram}"))
+    old = f"dram_bytes = {data['memory']['dram_bytes']}"
+    small.write_text(text.replace(old, f"dram_bytes = {dram}"))
     assert arch.memory.dram_bytes > dram
     argv = [
         "generate", str(model), "--prompt-ids", "3,1,4", "--max-new-tokens", "6",

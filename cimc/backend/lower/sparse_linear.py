@@ -38,7 +38,7 @@ from cimc.backend.lower.window_fill import (
     fill_cache,
     publish,
 )
-from cimc.machine.program import DType, Space, View
+from cimc.machine.program import DType, View
 from cimc.quant.plans import LinearPlan
 
 

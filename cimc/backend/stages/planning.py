@@ -12,10 +12,10 @@ from cimc.backend.plan.from_graph import reserved_macros, workload_from_graph
 from cimc.backend.plan.memory import plan_memory
 from cimc.backend.plan.precision import check_input_bits
 from cimc.backend.plan.sparsity import plan_sparsity
-from cimc.backend.plan.window import check_window, plan_window
 from cimc.backend.plan.streaming import POLICIES, Policy, plan_streaming
 from cimc.backend.plan.target import Target
 from cimc.backend.plan.tiling import tile_workload
+from cimc.backend.plan.window import check_window, plan_window
 from cimc.backend.stages.planned import PlannedGraph
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
