@@ -129,3 +129,22 @@ def test_window_without_exact_is_refused(model: Path, capsys: pytest.CaptureFixt
     assert main(argv) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--window" in err[0] and "--sparsity exact" in err[0]
+
+
+def test_window_changes_nothing_when_no_layer_is_in_flash(tmp_path: Path) -> None:
+    """The window only concerns rows in flash: with every weight in DRAM the program is
+    the one of --sparsity exact, byte for byte."""
+    from cimc.machine.arch import load_arch
+    from cimc.machine.printer import print_program
+    from cimc.pipeline import PipelineOptions, compile_model
+    from cimc.zoo import write_example
+
+    path = write_example("opt-relu-tiny", tmp_path, seq_len=8)
+    texts = [
+        print_program(compile_model(path, load_arch("tiny"), options).compiled.program)
+        for options in (
+            PipelineOptions(seq_len=1, sparsity="exact"),
+            PipelineOptions(seq_len=1, sparsity="exact", window=2),
+        )
+    ]
+    assert texts[0] == texts[1] and "dma.m" not in texts[0]
