@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -192,13 +192,15 @@ def run(args: argparse.Namespace) -> int:
 class RunCost:
     cost: TokenCost
     active: dict[str, float]  # sparse layer -> share of its weight rows the run loaded
+    # windowed layer -> share of its rows the run copied from flash into its DRAM cache
+    copied: dict[str, float] = field(default_factory=dict)
 
 
 def run_costs(result: BatchResult) -> list[RunCost]:
     """The cost of every step's run. A program run more than once is priced once, unless
     it loads data-dependent rows (sparse layers): each such run is priced from its own
     record of what it loaded, with its layers' active fractions."""
-    from cimc.decode.active import active_fractions
+    from cimc.decode.active import active_fractions, copied_fractions
     from cimc.decode.report import token_cost
 
     priced: dict[int, TokenCost] = {}
@@ -207,7 +209,9 @@ def run_costs(result: BatchResult) -> list[RunCost]:
         rows = batch_rows(run)
         if run.dynamic:
             cost = token_cost(run.compiled, run.name, rows, run.program, run.dynamic)
-            out.append(RunCost(cost, active_fractions(run.compiled, run.program, run.dynamic)))
+            active = active_fractions(run.compiled, run.program, run.dynamic)
+            copied = copied_fractions(run.compiled, run.program, run.dynamic)
+            out.append(RunCost(cost, active, copied))
             continue
         if id(run.program) not in priced:
             priced[id(run.program)] = token_cost(run.compiled, run.name, rows, run.program)
@@ -231,6 +235,11 @@ def summary_costs(result: BatchResult, costs: list[RunCost]) -> dict[str, TokenC
     return out
 
 
+def _window_json(cost: RunCost) -> dict:
+    """The rows the run's windowed layers copied from flash (--window: present then only)."""
+    return {"window_copied_fraction": cost.copied} if cost.copied else {}
+
+
 def _sequence_json(seq: GenerateResult, costs: list[RunCost]) -> dict:
     """A sequence's steps, each with its run's cost (the keys of the programs' costs) and
     the active share of each sparse layer (empty when there is none)."""
@@ -239,6 +248,7 @@ def _sequence_json(seq: GenerateResult, costs: list[RunCost]) -> dict:
             **s.__dict__,
             "cost": costs[s.index].cost.as_json(),
             "active_fraction": costs[s.index].active,
+            **_window_json(costs[s.index]),
         }
         for s in seq.steps
     ]

@@ -4,6 +4,8 @@ A sparse layer packs its inputs by the index column `nzidx` built (one `gather.m
 all K input columns per core); the run records that column (cimc/machine/dynamic.py), so
 its share of named rows is the share of input columns (FFN neurons) that were non-zero
 in some token of the run: the fraction of the layer's weight rows the run loaded.
+A windowed layer (`--window K`) also records the rows its `dma.m` copied from flash into
+its DRAM cache: the neurons active now and not in the last K runs (`copied_fractions`).
 """
 
 from __future__ import annotations
@@ -29,4 +31,16 @@ def active_fractions(compiled: Compiled, program: Program, dynamic: Dynamic) -> 
         if instr.opcode != "gather.m" or layer not in widths or index.size != widths[layer]:
             continue
         shares[layer] = valid_count(index, index.size) / index.size
+    return dict(sorted(shares.items()))
+
+
+def copied_fractions(compiled: Compiled, program: Program, dynamic: Dynamic) -> dict[str, float]:
+    """Windowed layer (graph node name) -> share of its rows the run copied from flash."""
+    shares: dict[str, float] = {}
+    streams = {s.core: s.instrs for s in program.cores}
+    for (core, pc), index in sorted(dynamic.items()):
+        instr = streams[core][pc]
+        layer = compiled.comments.get(instr.comment or "")
+        if instr.opcode == "dma.m" and layer is not None and index.size:
+            shares[layer] = valid_count(index, index.size) / index.size
     return dict(sorted(shares.items()))

@@ -115,7 +115,12 @@ def test_window_generate_from_flash_is_bit_exact(
     out = json.loads(capsys.readouterr().out)
     assert out["bit_exact"]
     decode = [s for s in out["steps"] if s["program"] != "prefill"]
-    assert all(len(s["active_fraction"]) == 2 for s in decode)
+    for step in decode:  # each step copies at most its active rows, from flash
+        copied, active = step["window_copied_fraction"], step["active_fraction"]
+        assert len(active) == 2 and copied and copied.keys() <= active.keys()
+        assert all(copied[k] <= active[k] for k in copied)
+    later = sum(sum(s["window_copied_fraction"].values()) for s in decode[1:])
+    assert later < sum(sum(s["active_fraction"].values()) for s in decode[1:])
     text = (tmp_path / "out").glob("*.decode.cimasm")
     program = next(text).read_text()
     assert "dma.m" in program and ".rows.cache" in program and ".rows.age" in program
