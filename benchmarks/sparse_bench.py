@@ -29,6 +29,7 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +115,14 @@ def main() -> None:
     p.add_argument(
         "--windows", default="0,1,2,4,8", help="window sizes K of the windowed rows (comma list)"
     )
+    p.add_argument(
+        "--chunk", type=int, help="memory.flash_chunk_bytes of the arch (default: the preset's)"
+    )
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     base = load_arch(args.arch)
+    if args.chunk is not None:  # e.g. chunks of a few neuron rows, as the paper's bundles
+        base = replace(base, memory=replace(base.memory, flash_chunk_bytes=args.chunk))
     started = time.perf_counter()
     exported = build(args)
     loaded = load_decoder(exported, args.prompt + args.steps)
@@ -144,7 +150,8 @@ def main() -> None:
     print(
         f"model: OPT-style ReLU LM {args.layers} x {args.hidden} (ffn {args.ffn}, vocab "
         f"{args.vocab}, {args.zeros:.0%} zeros), {weights:,} int8 weight bytes; arch "
-        f"{args.arch}; flash rows: DRAM = {args.fraction:g} x weights + {other:,}; {elapsed:.0f} s"
+        f"{args.arch} (flash chunk {base.memory.flash_chunk_bytes} B); flash rows: DRAM = "
+        f"{args.fraction:g} x weights + {other:,}; {elapsed:.0f} s"
     )
     print(
         "| memory | plan | window | weight B/token | flash B/token | DRAM B/token | "
