@@ -212,3 +212,17 @@ def test_dma_masked_costs_the_distinct_named_rows() -> None:
     assert static.moved == (("flash", "dram", 5 * 1024),)
     none = instr_cost(g, 0, DEFAULT, np.full(5, -1))
     assert (none.cycles, none.moved) == (16, ())
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("dma.m sp[0x0]:i8[8x4], sp[0x40]:i8[4x4], sp[0x80]:i32[2x1]", "source must be 8x4"),
+        ("dma.m sp[0x0]:i8[8x4], sp[0x40]:i16[8x4], sp[0x80]:i32[2x1]", "dtype"),
+        ("dma.m sp[0x0]:i8[8x4], sp[0x40]:i8[8x4], sp[0x80]:i32[2x2]", "index must be n x 1"),
+        ("dma.m flash[0x0]:i8[8x4], sp[0x40]:i8[8x4], sp[0x80]:i32[2x1]", "flash"),
+    ],
+)
+def test_dma_masked_operands_are_checked_statically(line: str, message: str) -> None:
+    with pytest.raises(CimcError, match=message):
+        parse_program(f".arch tiny\n\n.core 0\n  {line}\n  halt\n", "d.cimasm")
