@@ -114,6 +114,11 @@ def test_window_generate_from_flash_is_bit_exact(
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["bit_exact"]
+    # a batch shares the cache: each run copies the union of its sequences' new neurons
+    assert main([*argv[:4], "--prompt-ids", "2,7", *argv[4:-2]]) == 0
+    batch = json.loads(capsys.readouterr().out)
+    assert len(batch["sequences"]) == 2 and batch["bit_exact"]
+    assert all(s["bit_exact"] for s in batch["sequences"])
     decode = [s for s in out["steps"] if s["program"] != "prefill"]
     for step in decode:  # each step copies at most its active rows, from flash
         copied, active = step["window_copied_fraction"], step["active_fraction"]
