@@ -58,7 +58,7 @@ from cimc.backend.stream.clock import EmitClock
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.machine.kernels import pack_int4
-from cimc.machine.program import Instr, View
+from cimc.machine.program import Instr, MacroRef, View
 from cimc.quant.dialect import QLinear
 
 IMAGE = "weights.img"  # the weight tiles kept in DRAM
@@ -299,6 +299,10 @@ class Prefetcher:
         self.window = lookahead_bytes(b.arch) if not setup.plan.streamed else None
         self.frontier = self.window or 0
         self.gated: deque[ImagePiece] = deque()  # allowed, beyond the frontier (load order)
+        # (core, macro) -> the tile a lowering asked for there and has not multiplied by
+        # yet: no piece is mloaded over it meanwhile (see `_blocked`).
+        self.pending: dict[tuple[int, int], TileId] = {}
+        self.macro_of = {key: slot.macro for p in pieces for slot, key, _ in p.tiles}
 
     def start(self) -> None:
         """Queue the first loads (once installed as the builder's hook: they are clocked)."""
@@ -318,6 +322,7 @@ class Prefetcher:
         piece = self.piece_of.get(key)  # type: ignore[call-overload]
         if piece is None:
             return
+        self.pending[(core, self.macro_of[key])] = key  # type: ignore[index]
         if key not in self.used:
             self.used.add(key)  # type: ignore[arg-type]
             self.unused[piece.phase] -= 1
@@ -330,6 +335,9 @@ class Prefetcher:
         core, lane = piece.core, (piece.core, piece.space)
         while key not in self.loaded:
             if self.inflight[lane] and (not self.free[lane] or self._held(piece)):
+                oldest = self.inflight[lane][0][0]
+                if oldest is not piece and self._blocked(oldest):
+                    break  # TileLoader loads the tile itself
                 self._mload_oldest(lane)
             elif self.ready[lane]:
                 self._issue(self.ready[lane].popleft())
@@ -356,6 +364,10 @@ class Prefetcher:
 
     def emitted(self, core: int, instr: Instr) -> None:
         """Every instruction: move the clock; mload the pieces that have arrived by now."""
+        if instr.opcode.startswith("mvm"):
+            macro = instr.operands[2]
+            assert isinstance(macro, MacroRef)
+            self.pending.pop((core, macro.index), None)
         self._last_end = self.clock.advance(core, instr)
         self._fill(core, self.clock.now(core))
 
@@ -386,7 +398,12 @@ class Prefetcher:
     def _fill_lane(self, lane: Lane, until: int) -> None:
         arrived = self.inflight[lane]
         while True:
-            while arrived and arrived[0][2] <= until and self._bank_free(arrived[0][0]):
+            while (
+                arrived
+                and arrived[0][2] <= until
+                and self._bank_free(arrived[0][0])
+                and not self._blocked(arrived[0][0])
+            ):
                 self._mload_oldest(lane)
             before = len(arrived)
             self._top_up(lane[0])
@@ -401,10 +418,22 @@ class Prefetcher:
             self.finished += 1
         if self.finished != old:
             self._allow()
+        self.pending.clear()  # the node's multiplications are all emitted
 
     # ---------------------------------------------------------------- emission
     def _held(self, piece: ImagePiece) -> bool:
         return any(p is piece for p, _, _ in self.inflight[(piece.core, piece.space)])
+
+    def _blocked(self, piece: ImagePiece) -> bool:
+        """Would the piece's mload overwrite a macro whose tile a lowering has asked for
+        (`need`) but not multiplied by yet? The bank test below assumes phases run one
+        after another, but a phase can be one core's share of a column block that another
+        core's phase computes at the same time: then it passes a phase still in use, and
+        between a lowering's load of a tile (TileLoader) and its mvm an opportunistic
+        mload would replace the tile (a wrong product, seen with weights in flash)."""
+        mine = {key for _, key, _ in piece.tiles}
+        waiting = (self.pending.get((piece.core, slot.macro)) for slot, _, _ in piece.tiles)
+        return any(key is not None and key not in mine for key in waiting)
 
     def _bank_free(self, piece: ImagePiece) -> bool:
         """Are the macros of the piece's phase free (its bank's previous phase passed)?"""
