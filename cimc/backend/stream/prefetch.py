@@ -302,7 +302,6 @@ class Prefetcher:
         # (core, macro) -> the tile a lowering asked for there and has not multiplied by
         # yet: no piece is mloaded over it meanwhile (see `_blocked`).
         self.pending: dict[tuple[int, int], TileId] = {}
-        self.macro_of = {key: slot.macro for p in pieces for slot, key, _ in p.tiles}
 
     def start(self) -> None:
         """Queue the first loads (once installed as the builder's hook: they are clocked)."""
@@ -322,7 +321,9 @@ class Prefetcher:
         piece = self.piece_of.get(key)  # type: ignore[call-overload]
         if piece is None:
             return
-        self.pending[(core, self.macro_of[key])] = key  # type: ignore[index]
+        for slot, tile, _ in piece.tiles:
+            if tile == key:
+                self.pending[(core, slot.macro)] = tile
         if key not in self.used:
             self.used.add(key)  # type: ignore[arg-type]
             self.unused[piece.phase] -= 1
