@@ -104,12 +104,34 @@ class EnergySpec:
     vector_pj_per_op: float = _num("nonneg")
 
 
+@dataclass(frozen=True)
+class AreaSpec:
+    """Silicon area of the on-chip parts (DRAM and flash are off chip)."""
+
+    macro_mm2: float = _num()  # one macro: cells, multipliers, adder trees, accumulators
+    sram_mm2_per_mib: float = _num("nonneg")  # scratchpads and global buffer
+    vector_lane_mm2: float = _num("nonneg")  # one lane of a core's vector unit
+    noc_router_mm2: float = _num("nonneg")  # one mesh router (one per core)
+
+
+@dataclass(frozen=True)
+class LeakageSpec:
+    """Static power of the same parts, drawn for the whole makespan."""
+
+    macro_mw: float = _num("nonneg")
+    sram_mw_per_mib: float = _num("nonneg")
+    vector_lane_mw: float = _num("nonneg")
+    noc_router_mw: float = _num("nonneg")
+
+
 _SECTIONS: dict[str, type] = {
     "chip": ChipSpec,
     "core": CoreSpec,
     "macro": MacroSpec,
     "memory": MemorySpec,
     "energy": EnergySpec,
+    "area": AreaSpec,
+    "leakage": LeakageSpec,
 }
 
 
@@ -124,6 +146,8 @@ class Arch:
     macro: MacroSpec
     memory: MemorySpec
     energy: EnergySpec
+    area: AreaSpec
+    leakage: LeakageSpec
     source: str = ""  # the file it was loaded from (for messages)
 
     @property
