@@ -36,7 +36,9 @@ from typing import Any
 from cimc.version import __version__
 
 # Objects keyed by names from the data, not by vocabulary words.
-DATA_MAPS = frozenset({"outputs", "opcode_counts", "bytes_moved", "opcodes", "cost"})
+DATA_MAPS = frozenset(
+    {"outputs", "opcode_counts", "bytes_moved", "opcodes", "cost", "params", "sensitivity"}
+)
 
 # Refused spellings of figures that have one name (rule 4): alias -> the name to use.
 ALIASES = {
