@@ -136,24 +136,22 @@ def _sweep(
     from cimc.sweep.executors import make_executor
     from cimc.sweep.outputs import most_sensitive, pareto_front, sensitivity, study_rows, write_csv
     from cimc.sweep.plots import write_sweep_plots
-    from cimc.sweep.study import SweepConfig, run_sweep
+    from cimc.sweep.study import SweepConfig, open_study, run_sweep
 
     config = SweepConfig(
         args.model, space, objectives, args.trials, storage, args.verify, args.seed
     )
     quiet = args.quiet or args.json
-    if space.calibration is None and not args.quiet:
-        print(
-            "cimc: no calibration file in the space ([compile] calibration = FILE.npz): "
-            "every trial calibrates on the same generated inputs",
-            file=sys.stderr,
-        )
     started = time.perf_counter()
+    opened = open_study(config)  # a study of another sweep is refused before any work
+    if space.calibration is None and not args.quiet:
+        print("cimc: no calibration file in the space ([compile] calibration = FILE.npz): "
+              "every trial calibrates on the same generated inputs", file=sys.stderr)  # fmt: skip
     executor = make_executor(args.workers, args.ray)
     try:
         if not quiet:
             print(f"cimc sweep: trials on {executor.name}", file=sys.stderr)
-        result = run_sweep(config, executor, None if quiet else _progress)
+        result = run_sweep(config, executor, _silent if quiet else _progress, opened)
     finally:
         executor.close()
     wall = time.perf_counter() - started
@@ -179,7 +177,10 @@ def _sweep(
         "plots": [str(p) for p in plots],
         "pareto": [_point(r) for r in front],
         "sensitivity": {k: {o: table[o][k] for o in objectives} for k in knobs},
-        "most_sensitive": most_sensitive(table),
+        "most_sensitive": [
+            {"objective": o, "knob": k, "share": table[o][k] if k else 0.0}
+            for o, k in most_sensitive(table).items()
+        ],
         "failures": [{"trial": r.number, "error": r.error} for r in rows if not r.ok],
     }
     mismatched = [r.number for r in rows if r.ok and r.bit_exact is False]
@@ -198,6 +199,10 @@ def _point(row: Any) -> dict[str, Any]:
     for key in ("makespan_cycles", "latency_us", "energy_uj", "area_mm2"):
         point[key] = m[key]
     return point
+
+
+def _silent(result: Any, done: int, total: int) -> None:
+    pass
 
 
 def _progress(result: Any, done: int, total: int) -> None:
@@ -247,6 +252,8 @@ def _print(
     for k in knobs:
         sens.add_row(k, *(f"{s['sensitivity'][k][o]:.2f}" for o in objectives))
     console.print(sens)
+    matters = [f"{m['objective']}: {m['knob']} ({m['share']:.2f})" for m in s["most_sensitive"]]
+    console.print("knob that matters most: " + ", ".join(matters), markup=False, highlight=False)
     for f in s["failures"][:10]:
         console.print(f"trial {f['trial']} failed: {f['error']}", markup=False, highlight=False)
     if len(s["failures"]) > 10:

@@ -32,7 +32,7 @@ from cimc.errors import CimcError
 from cimc.machine.arch import field_types, load_arch, preset_path, read_arch_toml
 
 STREAMING = ("auto", "sequential", "double-buffer", "pin-what-fits")
-COMPILE_OPTIONS: dict[str, object] = {"seq_len": int, "streaming": str}
+COMPILE_OPTIONS: dict[str, object] = {"seq_len": int, "streaming": "policy"}
 MESH = re.compile(r"^([1-9][0-9]*)x([1-9][0-9]*)$")
 Value = int | float | str
 
@@ -42,7 +42,7 @@ class Knob:
     """One dimension of the space: `values` (finite) or a range `low..high`."""
 
     name: str  # "core.macros", "compile.streaming"
-    type: object  # int, float, str or "mesh"
+    type: object  # int, float, "mesh" or "policy" (a streaming policy)
     values: tuple[Value, ...] = ()
     low: float = 0.0
     high: float = 0.0
@@ -218,8 +218,8 @@ def _value(where_name: str, kind: object, value: object, where: str) -> Value:
                 f'{where_name}: a mesh is written "XxY" (e.g. "2x2"), got {value!r}', where
             )
         return value
-    if kind is str:
-        if where_name.endswith("streaming") and value not in STREAMING:
+    if kind == "policy":
+        if value not in STREAMING:
             raise CimcError(
                 f"{where_name}: {value!r} is not a policy; expected one of {', '.join(STREAMING)}",
                 where,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,14 +58,13 @@ def open_study(config: SweepConfig) -> tuple[Any, str, int]:
     grid = config.space.grid
     size = config.space.grid_size
     target = config.trials if config.trials is not None else (size or DEFAULT_TRIALS)
-    use_grid = grid is not None and size is not None and size <= target
     sampler: Any
-    if use_grid:
+    if grid is not None and size is not None and size <= target:
         sampler, name = _grid_sampler(grid, config.seed), "grid"
-        target = size or 0
+        target = size
     else:
         sampler, name = optuna.samplers.NSGAIISampler(seed=config.seed), "NSGA-II"
-    directions = ["minimize"] * len(config.objectives)
+    directions: list[Any] = ["minimize"] * len(config.objectives)
     try:
         storage = optuna.storages.RDBStorage(config.storage)
     except Exception as e:  # SQLAlchemy: bad URL, unknown dialect, unreachable server
@@ -81,7 +80,7 @@ def open_study(config: SweepConfig) -> tuple[Any, str, int]:
     return study, name, target
 
 
-def _grid_sampler(grid: dict[str, list[Any]], seed: int) -> Any:
+def _grid_sampler(grid: Mapping[str, Sequence[Any]], seed: int) -> Any:
     """Optuna's GridSampler without its stop at the last point: `GridSampler.after_trial`
     calls `study.stop()`, which only works inside `study.optimize`, and this loop asks and
     tells (it stops when the study holds the grid's size)."""
@@ -121,10 +120,13 @@ def run_sweep(
     config: SweepConfig,
     executor: Executor,
     on_result: Callable[[TrialResult, int, int], None] = lambda r, done, total: None,
+    opened: tuple[Any, str, int] | None = None,
 ) -> SweepRun:
+    """Run the trials missing from the study (`opened`: what `open_study` returned, when
+    the caller opened it first to refuse a wrong study before starting workers)."""
     from optuna.trial import TrialState
 
-    study, sampler, target = open_study(config)
+    study, sampler, target = opened or open_study(config)
     _close_stale(study)
     done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
     ran: list[TrialResult] = []
