@@ -7,8 +7,8 @@ sweep_bert_base.toml, 54 grid points on the default preset): macros per core, th
 mesh, the DRAM bandwidth and the streaming policy. Each sweep writes its own folder under
 `-o`; a rerun resumes the studies there (delete the folder to measure again).
 
-    python benchmarks/sweep_bench.py -o /tmp/sweep-bench                  # --workers 2, then --ray local
-    python benchmarks/sweep_bench.py -o /tmp/sweep-bench --only workers   # one of the two
+    python benchmarks/sweep_bench.py -o /tmp/sweep-bench     # --workers 2, then --ray local
+    python benchmarks/sweep_bench.py -o /tmp/sweep-bench --only workers    # one of the two
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def export(out: Path, layers: int, seq_len: int) -> Path:
 
 
 def sweep(model: Path, out: Path, how: list[str]) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "cimc", "sweep", str(model), "--space", str(SPACE), "-o", str(out)]
+    argv = [sys.executable, "-m", "cimc", "sweep", str(model), "--space", str(SPACE)]
+    argv += ["-o", str(out)]
     started = time.perf_counter()
     done = subprocess.run([*argv, *how, "--json", "-q"], capture_output=True, text=True)
     if done.returncode != 0:
@@ -63,14 +64,18 @@ def table(out: Path) -> dict[tuple[str, ...], tuple[str, ...]]:
 
 
 def report(name: str, doc: dict[str, Any]) -> None:
-    print(f"{name}: {doc['trials']} trials ({doc['completed']} completed, {doc['failed']} failed, "
-          f"{doc['ran']} run now) in {doc['wall_seconds']:.1f} s of sweep, "
-          f"{doc['process_seconds']:.1f} s with the interpreter start, on {doc['executor']}")  # fmt: skip
+    print(
+        f"{name}: {doc['trials']} trials ({doc['completed']} completed, {doc['failed']} failed, "
+        f"{doc['ran']} run now) in {doc['wall_seconds']:.1f} s of sweep, "
+        f"{doc['process_seconds']:.1f} s with the interpreter start, on {doc['executor']}"
+    )
     print(f"  Pareto front (latency, energy, area): {len(doc['pareto'])} trials")
     for p in sorted(doc["pareto"], key=lambda p: p["latency_us"]):
         knobs = ", ".join(f"{k}={v}" for k, v in p["params"].items())
-        print(f"    #{p['trial']:<3} {p['latency_us']:>10,.1f} us {p['energy_uj']:>9,.1f} uJ "
-              f"{p['area_mm2']:>7,.2f} mm2  {knobs}")  # fmt: skip
+        print(
+            f"    #{p['trial']:<3} {p['latency_us']:>10,.1f} us {p['energy_uj']:>9,.1f} uJ "
+            f"{p['area_mm2']:>7,.2f} mm2  {knobs}"
+        )
     for m in doc["most_sensitive"]:
         print(f"  {m['objective']}: {m['knob']} explains {m['share']:.0%} of the variance")
 
