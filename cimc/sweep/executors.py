@@ -8,9 +8,10 @@ Only the main process talks to the study's storage; workers compute and return d
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from cimc.errors import CimcError
@@ -26,11 +27,35 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+# Thread pools read these when they start: a worker started with them computes on one
+# thread (numpy's BLAS, OpenMP), as Ray's workers do, so W workers use W cores, not W x cores.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _init_worker() -> None:
-    """One compute thread per worker: W workers share the machine's cores, not W x cores."""
+    """One compute thread per worker (torch's own pool is set here, after its import)."""
     import torch
 
     torch.set_num_threads(1)
+
+
+def _ready(_: int) -> None:
+    """A no-op job: submitting one per worker starts every worker at once."""
+
+
+@contextlib.contextmanager
+def _one_thread_environment() -> Iterator[None]:
+    """THREAD_VARIABLES set to 1 (unless the user set them) while workers are spawned."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    for name, value in saved.items():
+        if value is None:
+            os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
 
 
 class InlineExecutor:
@@ -54,6 +79,8 @@ class PoolExecutor:
         self.width, self.name = workers, f"{workers} local processes"
         context = multiprocessing.get_context("spawn")
         self._pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+        with _one_thread_environment():  # a spawned worker inherits the environment now
+            list(self._pool.map(_ready, range(workers)))
 
     def submit(self, job: TrialJob) -> cf.Future[TrialResult]:
         return self._pool.submit(run_trial, job)

@@ -89,7 +89,7 @@ def pareto_figure(rows: list[Row], title: str) -> Figure:
 
 def sensitivity_figure(table: dict[str, dict[str, float]], knobs: list[str], title: str) -> Figure:
     fig, ax = plt.subplots(
-        figsize=(7, 1.2 + 0.55 * len(knobs) * max(1, len(table))), layout="constrained"
+        figsize=(7, 1.2 + 0.3 * len(knobs) * max(1, len(table))), layout="constrained"
     )
     height = 0.8 / max(1, len(table))
     ys = np.arange(len(knobs))

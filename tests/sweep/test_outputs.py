@@ -67,3 +67,24 @@ def test_trials_left_running_are_failed_as_interrupted_not_rerun(tmp_path: Path)
     assert len(trials) == 2 and len(run.ran) == 1
     assert trials[0].state.name == "FAIL" and trials[0].user_attrs["error"] == INTERRUPTED
     assert trials[1].state.name == "FAIL" and "must be > 0" in trials[1].user_attrs["error"]
+
+
+def test_pool_workers_compute_on_one_thread() -> None:
+    """Spawned with OMP/OpenBLAS/MKL at one thread (as Ray's workers are): two workers on
+    two cores, not two thread pools each as wide as the machine."""
+    import os
+
+    from cimc.sweep.executors import THREAD_VARIABLES, PoolExecutor
+
+    if any(name in os.environ for name in THREAD_VARIABLES):
+        pytest.skip("the environment sets the thread counts itself")
+    pool = PoolExecutor(2)
+    try:
+        pids = list(pool._pool._processes)
+        assert len(pids) == 2
+        for pid in pids:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert {f"{name}=1".encode() for name in THREAD_VARIABLES} <= set(env)
+    finally:
+        pool.close()
+    assert not any(name in os.environ for name in THREAD_VARIABLES)  # the parent's untouched
