@@ -19,7 +19,7 @@ NAME = "sweep"
 HELP = "explore arch fields and compiler options: latency, energy and area of every trial"
 EPILOG = """\
 example:
-  cimc sweep models/bert-tiny.onnx --space examples/sweep_space.toml -o sweep/ --workers 2
+  cimc sweep examples/models/tiny_encoder.onnx --space examples/sweep_space.toml -o sw --workers 2
   cimc sweep model.onnx --space space.toml -o sweep/ --ray local --objectives latency,energy
   cimc sweep model.onnx --space space.toml -o sweep/ --storage postgresql://host/db --verify
 
@@ -36,9 +36,7 @@ Writes DIR/trials.csv (one row per trial), DIR/pareto.png (latency x energy, col
 area), DIR/sensitivity.png and DIR/knobs.png (how much each knob moves each objective).
 """
 OBJECTIVE_NAMES = ("latency", "energy", "area")
-EXIT_STATUS = EXIT_STATUS_CHECKED.replace(
-    "bit-exact", "done (with --verify: every trial bit-exact)"
-)
+EXIT_STATUS = EXIT_STATUS_CHECKED.replace("0 bit-exact", "0 done (--verify: all bit-exact)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
