@@ -32,6 +32,8 @@ trials missing to reach --trials (default: the whole grid when every knob is a l
 50). A small finite grid is swept by GridSampler, anything else by NSGA-II (seeded).
 A trial whose arch is invalid or that does not compile is recorded as failed, with its
 one-line reason, and the sweep goes on.
+--ray ADDRESS joins a running cluster (Ray's own settings, such as its authentication,
+apply): every node must import cimc and read MODEL at the same path.
 Writes DIR/trials.csv (one row per trial), DIR/pareto.png (latency x energy, colour =
 area), DIR/sensitivity.png and DIR/knobs.png (how much each knob moves each objective).
 """
@@ -142,10 +144,10 @@ def _sweep(
     quiet = args.quiet or args.json
     started = time.perf_counter()
     opened = open_study(config)  # a study of another sweep is refused before any work
+    executor = make_executor(args.workers, args.ray)  # an unreachable cluster, likewise
     if space.calibration is None and not args.quiet:
         print("cimc: no calibration file in the space ([compile] calibration = FILE.npz): "
               "every trial calibrates on the same generated inputs", file=sys.stderr)  # fmt: skip
-    executor = make_executor(args.workers, args.ray)
     try:
         if not quiet:
             print(f"cimc sweep: trials on {executor.name}", file=sys.stderr)

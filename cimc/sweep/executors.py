@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import logging
 import multiprocessing
 import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -29,6 +31,7 @@ class Executor(Protocol):
 
 # Thread pools read these when they start: a worker started with them computes on one
 # thread (numpy's BLAS, OpenMP), as Ray's workers do, so W workers use W cores, not W x cores.
+REACH_SECONDS = 5.0
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -94,6 +97,9 @@ class RayExecutor:
     cluster at `address` (every node must be able to import cimc and read the model)."""
 
     def __init__(self, address: str, workers: int | None) -> None:
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # before its C++ core loads
+        if address != "local":
+            _check_reachable(address)  # ray.init retries an unreachable address for minutes
         try:
             import ray
         except ModuleNotFoundError:
@@ -104,11 +110,16 @@ class RayExecutor:
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
         paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         env = {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}  # cimc, as imported here
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,  # Ray's INFO lines would bury the sweep's
+        }
         try:
             if address == "local":
                 cpus = workers or os.cpu_count() or 1
-                ray.init(num_cpus=cpus, runtime_env=env, **kwargs)
+                # address="local": a new cluster, even where RAY_ADDRESS or a running one is
+                ray.init(address="local", num_cpus=cpus, runtime_env=env, **kwargs)
             else:
                 ray.init(address=address, **kwargs)
         except Exception as e:  # ray's own errors: connection refused, bad address
@@ -123,6 +134,22 @@ class RayExecutor:
 
     def close(self) -> None:
         self._ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A TCP connection to HOST:PORT (or ray://HOST:PORT) within a few seconds, else a
+    one-line error; other forms ("auto") are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_SECONDS).close()
+    except OSError as e:
+        raise CimcError(
+            f"cannot reach the Ray cluster at {address}: {e.strerror or e}; start one with "
+            "'ray start --head' or use --ray local",
+            "--ray",
+        ) from None
 
 
 def _ray_trial(job: TrialJob) -> TrialResult:

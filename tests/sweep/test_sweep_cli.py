@@ -155,6 +155,7 @@ BAD_CLI = [
     (["--storage", "nosuchdb://x"], "--storage: cannot open the study storage: "),
     (["--workers", "0"], "argument --workers: expected a count >= 1, got '0'"),
     (["--workers", "2", "--ray", "local"], "argument --ray: not allowed with argument --workers"),
+    (["--ray", "127.0.0.1:9"], "--ray: cannot reach the Ray cluster at 127.0.0.1:9: Connection refused; start one with 'ray start --head' or use --ray local"),
 ]  # fmt: skip
 
 
