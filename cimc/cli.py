@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "run",
     "report",
     "inspect",
+    "sweep",
 )
 
 DESCRIPTION = """\

@@ -21,7 +21,9 @@ from cimc.commands.json_output import ALIASES, DATA_MAPS
 from tests.decode.decode_helpers import tiny_export
 
 KEY = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
-UNITS = ("_cycles", "_cycle", "_bytes", "_uj", "_pj", "_us", "_mhz", "_gbps", "_seconds")
+UNITS = (
+    "_cycles", "_cycle", "_bytes", "_uj", "_pj", "_us", "_mhz", "_gbps", "_mm2", "_mw", "_seconds"
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -62,6 +64,9 @@ def documents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     torch.export.save(tiny_export(), str(decoder))
     gen = ("--prompt-ids", "4,9", "--max-new-tokens", "2", "--arch", "tiny")
     out["generate"] = call("generate", str(decoder), *gen)
+    space = d / "space.toml"
+    space.write_text('base = "tiny"\n[compile]\nseq_len = 4\n[knobs]\n"core.macros" = [2, 0]\n')
+    out["sweep"] = call("sweep", model, "--space", str(space), "-o", str(d / "sweep"), "--verify")
     return out
 
 

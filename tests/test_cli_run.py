@@ -55,12 +55,18 @@ def test_report_json_and_tables(tmp_path: Path) -> None:
     total = sum(report["energy_breakdown_uj"].values())
     assert report["command"] == "report" and report["energy_uj"] == pytest.approx(total)
     assert set(report["energy_breakdown_uj"]) == {
-        "mac", "weight_write", "scratchpad", "global_buffer", "noc", "dram", "flash", "vector"
+        "mac", "weight_write", "scratchpad", "global_buffer", "noc", "dram", "flash", "vector",
+        "leakage",
     }  # fmt: skip
+    leak = report["leakage_mw"] * report["time_us"] / 1000  # mW x us = nJ
+    assert report["leakage_energy_uj"] == pytest.approx(leak) and leak > 0
+    assert report["energy_uj"] == pytest.approx(report["dynamic_energy_uj"] + leak)
+    assert report["area_mm2"] == pytest.approx(sum(report["area_breakdown_mm2"].values()))
     assert report["opcode_counts"]["mvm.acc"] == 3
     tables = cimc("report", MATMUL)
     assert tables.returncode == 0, tables.stderr
-    for heading in ("energy breakdown", "unit utilization", "instructions by opcode", "'tiny'"):
+    for heading in ("energy breakdown", "unit utilization", "instructions by opcode", "'tiny'",
+                    "dynamic +", "leakage (", "mm2 (macro_arrays"):  # fmt: skip
         assert heading in tables.stdout
 
 

@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cimc.model",),
     ("cimc.dynamo",),
     ("cimc.decode",),
+    ("cimc.sweep",),
     ("cimc.docs", "cimc.commands", "cimc.dialects"),
     ("cimc.cli", "cimc.__main__", "cimc.completion", "cimc"),
 )

@@ -9,7 +9,8 @@ them; a new key, such as a report figure, must follow them too):
    "src->dst" paths, node names); their values follow the rules again.
 3. A quantity carries its unit as the last word: `_cycles` (a duration in cycles),
    `_cycle` (a point in time, in cycles from the program's start), `_bytes`, `_uj`, `_pj`,
-   `_us`, `_mhz`, `_gbps`, `_seconds` (wall-clock time of the compiler). Without a unit a
+   `_us`, `_mhz`, `_gbps`, `_mm2` (area), `_mw` (power), `_seconds` (wall-clock time of the
+   compiler). Without a unit a
    number is a count (`instructions`, `macs`, `mismatched_elements`) or a ratio
    (`_utilization`, `_ratio`, `cosine`, `quality`).
 4. A figure has one name and one type in every command (`ALIASES` lists the names that
@@ -35,7 +36,9 @@ from typing import Any
 from cimc.version import __version__
 
 # Objects keyed by names from the data, not by vocabulary words.
-DATA_MAPS = frozenset({"outputs", "opcode_counts", "bytes_moved", "opcodes", "cost"})
+DATA_MAPS = frozenset(
+    {"outputs", "opcode_counts", "bytes_moved", "opcodes", "cost", "params", "sensitivity"}
+)
 
 # Refused spellings of figures that have one name (rule 4): alias -> the name to use.
 ALIASES = {

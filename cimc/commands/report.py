@@ -29,8 +29,10 @@ example:
 
 Cycles come from a schedule simulation (in-order issue per core, unit availability,
 address dependences, shared DRAM/flash/global-buffer channels, send/recv and barriers);
-energy from per-instruction costs of the arch preset. The lower bound is the busiest unit
-or channel (or one issue cycle per instruction); quality = makespan / lower bound.
+energy from per-instruction costs of the arch preset plus its [leakage] power over the
+makespan; area from its [area] section (on chip: macros, SRAM, vector units, routers). The
+lower bound is the busiest unit or channel (or one issue cycle per instruction); quality =
+makespan / lower bound.
 """
 
 
@@ -92,7 +94,12 @@ def print_summary(s: CostSummary, console: Console, layers: int = 15) -> None:
     head.add_row("makespan", f"{s.makespan_cycles:,} cycles = {s.time_us:,.3f} us")
     head.add_row("lower bound", f"{s.lower_bound_cycles:,} cycles ({s.lower_bound_reason})")
     head.add_row("schedule quality", f"{s.schedule_quality:.2f}x the lower bound")
-    head.add_row("energy", f"{s.energy_uj:,.4f} uJ")
+    head.add_row(
+        "energy",
+        f"{s.energy_uj:,.4f} uJ = {s.dynamic_energy_uj:,.4f} dynamic + "
+        f"{s.leakage_energy_uj:,.4f} leakage ({s.leakage_mw:,.3f} mW)",
+    )
+    head.add_row("area", f"{s.area_mm2:,.3f} mm2 ({_parts(s.area_breakdown_mm2)})")
     head.add_row("MACs", f"{s.macs:,} ({s.tops:.3f} TOPS effective)")
     head.add_row(
         "macros used", f"{s.macros_used} ({100 * s.macro_cell_utilization:.1f}% of their cells)"
@@ -107,6 +114,10 @@ def print_summary(s: CostSummary, console: Console, layers: int = 15) -> None:
     _print_units(s, console)
     _print_counts(s, console)
     _print_layers(s, console, layers)
+
+
+def _parts(breakdown: dict[str, float]) -> str:
+    return ", ".join(f"{part} {value:,.3f}" for part, value in breakdown.items())
 
 
 def _print_levels(s: CostSummary, console: Console) -> None:

@@ -30,6 +30,7 @@ from cimc.backend.plan.roofline import Roofline
 from cimc.backend.plan.workload import packed_cols
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
+from cimc.machine.area import leakage_energy_uj
 from cimc.machine.dynamic import Dynamic
 from cimc.machine.levels import memory_levels
 from cimc.machine.program import Program
@@ -178,7 +179,8 @@ def token_cost(
     which they are priced as if every row loaded."""
     arch, program = compiled.arch, program or compiled.program
     schedule = simulate(program, arch, dynamic=dynamic)
-    energy = total_energy(schedule).as_dict()
+    leakage_pj = leakage_energy_uj(arch, schedule.makespan) * 1e6
+    energy = {**total_energy(schedule).as_dict(), "leakage": leakage_pj}  # pJ
     loads, hidden = load_overlap(schedule)
     offchip = sum(
         n for item in schedule.items for s, d, n in item.cost.moved if s in OFFCHIP or d in OFFCHIP

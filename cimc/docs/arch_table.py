@@ -48,8 +48,16 @@ UNITS: dict[str, str] = {
     "energy.dram_pj_per_byte": "pJ/byte",
     "energy.flash_pj_per_byte": "pJ/byte",
     "energy.vector_pj_per_op": "pJ per element op",
+    "area.macro_mm2": "mm2 per macro",
+    "area.sram_mm2_per_mib": "mm2 per MiB (scratchpads, global buffer)",
+    "area.vector_lane_mm2": "mm2 per vector lane",
+    "area.noc_router_mm2": "mm2 per router",
+    "leakage.macro_mw": "mW per macro",
+    "leakage.sram_mw_per_mib": "mW per MiB (scratchpads, global buffer)",
+    "leakage.vector_lane_mw": "mW per vector lane",
+    "leakage.noc_router_mw": "mW per router",
 }
-SECTIONS = ("chip", "core", "macro", "memory", "energy")
+SECTIONS = ("chip", "core", "macro", "memory", "energy", "area", "leakage")
 
 
 def _size(n: int) -> str:

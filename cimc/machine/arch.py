@@ -104,12 +104,34 @@ class EnergySpec:
     vector_pj_per_op: float = _num("nonneg")
 
 
+@dataclass(frozen=True)
+class AreaSpec:
+    """Silicon area of the on-chip parts (DRAM and flash are off chip)."""
+
+    macro_mm2: float = _num()  # one macro: cells, multipliers, adder trees, accumulators
+    sram_mm2_per_mib: float = _num("nonneg")  # scratchpads and global buffer
+    vector_lane_mm2: float = _num("nonneg")  # one lane of a core's vector unit
+    noc_router_mm2: float = _num("nonneg")  # one mesh router (one per core)
+
+
+@dataclass(frozen=True)
+class LeakageSpec:
+    """Static power of the same parts, drawn for the whole makespan."""
+
+    macro_mw: float = _num("nonneg")
+    sram_mw_per_mib: float = _num("nonneg")
+    vector_lane_mw: float = _num("nonneg")
+    noc_router_mw: float = _num("nonneg")
+
+
 _SECTIONS: dict[str, type] = {
     "chip": ChipSpec,
     "core": CoreSpec,
     "macro": MacroSpec,
     "memory": MemorySpec,
     "energy": EnergySpec,
+    "area": AreaSpec,
+    "leakage": LeakageSpec,
 }
 
 
@@ -124,6 +146,8 @@ class Arch:
     macro: MacroSpec
     memory: MemorySpec
     energy: EnergySpec
+    area: AreaSpec
+    leakage: LeakageSpec
     source: str = ""  # the file it was loaded from (for messages)
 
     @property
@@ -184,6 +208,41 @@ class Arch:
         return sizes[space]
 
 
+def field_types() -> dict[str, object]:
+    """`section.field` -> its type (int, float or "mesh"), in declaration order."""
+    return {
+        f"{key}.{f.name}": f.metadata["type"] for key, cls in _SECTIONS.items() for f in fields(cls)
+    }
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """The TOML file of a preset name (`default`, `tiny`...) or a path to a TOML file."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        path = Path(text)
+        if not path.is_file():
+            raise CimcError("architecture file not found", text)
+        return path
+    path = isa_dir() / "arch" / f"{text}.toml"
+    if not path.is_file():
+        names = ", ".join(preset_names())
+        raise CimcError(f"unknown architecture preset {text!r}; presets: {names}")
+    return path
+
+
+def read_arch_toml(name_or_path: str | Path) -> dict[str, Any]:
+    """The parsed TOML of a preset, not yet validated (`arch_from_dict` does that)."""
+    path = preset_path(name_or_path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise CimcError(f"invalid TOML: {e}", str(path)) from None
+    except UnicodeDecodeError as e:
+        raise CimcError(f"not a UTF-8 TOML file: {e.reason} at byte {e.start}", str(path)) from None
+    except OSError as e:
+        raise CimcError(f"cannot read the architecture: {e.strerror or e}", str(path)) from None
+
+
 def preset_names() -> list[str]:
     """Names of the presets shipped in isa/arch/, sorted."""
     return sorted(p.stem for p in (isa_dir() / "arch").glob("*.toml"))
@@ -191,25 +250,7 @@ def preset_names() -> list[str]:
 
 def load_arch(name_or_path: str | Path) -> Arch:
     """Load a preset by name (`default`, `tiny`...) or a TOML file by path."""
-    text = str(name_or_path)
-    if text.endswith(".toml") or "/" in text or "\\" in text:
-        path = Path(text)
-        if not path.is_file():
-            raise CimcError("architecture file not found", text)
-    else:
-        path = isa_dir() / "arch" / f"{text}.toml"
-        if not path.is_file():
-            names = ", ".join(preset_names())
-            raise CimcError(f"unknown architecture preset {text!r}; presets: {names}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise CimcError(f"invalid TOML: {e}", str(path)) from None
-    except UnicodeDecodeError as e:
-        raise CimcError(f"not a UTF-8 TOML file: {e.reason} at byte {e.start}", str(path)) from None
-    except OSError as e:
-        raise CimcError(f"cannot read the architecture: {e.strerror or e}", str(path)) from None
-    return arch_from_dict(data, str(path))
+    return arch_from_dict(read_arch_toml(name_or_path), str(preset_path(name_or_path)))
 
 
 def arch_from_dict(data: dict[str, Any], source: str = "<arch>") -> Arch:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cimc.machine.arch import Arch
+from cimc.machine.area import area_breakdown_mm2, leakage_breakdown_mw, leakage_energy_uj
 from cimc.machine.cost import ENERGY_KINDS
 from cimc.machine.dynamic import Dynamic
 from cimc.machine.levels import LevelUse, memory_levels
@@ -53,8 +54,14 @@ class CostSummary:
     lower_bound_cycles: int
     lower_bound_reason: str
     schedule_quality: float  # makespan / lower bound (1.0 is optimal)
-    energy_breakdown_uj: dict[str, float]  # by kind (cimc.machine.cost.ENERGY_KINDS)
-    energy_uj: float  # total
+    energy_breakdown_uj: dict[str, float]  # by kind (cimc.machine.cost.ENERGY_KINDS), leakage
+    energy_uj: float  # total: dynamic + leakage
+    dynamic_energy_uj: float  # the per-instruction energies
+    leakage_energy_uj: float  # leakage_mw over the makespan
+    leakage_mw: float  # static power of the chip (cimc/machine/area.py)
+    leakage_breakdown_mw: dict[str, float]  # macro_arrays, sram, vector_units, routers
+    area_mm2: float  # on-chip area (DRAM and flash excluded)
+    area_breakdown_mm2: dict[str, float]  # macro_arrays, sram, vector_units, routers
     macs: int
     tops: float  # effective: 2 * MACs / time
     units: tuple[UnitUse, ...]
@@ -83,6 +90,10 @@ def summarize(
     critical = simulate(program, arch, relaxed=True, dynamic=dynamic).makespan
     bound, reason = _lower_bound(program, units, critical, arch)
     energy = total_energy(schedule).as_dict()
+    dynamic_uj = sum(energy.values()) / 1e6
+    leakage_uj = leakage_energy_uj(arch, makespan)
+    leakage = leakage_breakdown_mw(arch)
+    area = area_breakdown_mm2(arch)
     macs = sum(item.cost.macs for item in schedule.items)
     time_us = makespan / arch.chip.clock_mhz
     used, cell_util = _macro_cells(schedule, arch)
@@ -96,8 +107,14 @@ def summarize(
         lower_bound_cycles=bound,
         lower_bound_reason=reason,
         schedule_quality=makespan / bound if bound else 1.0,
-        energy_breakdown_uj={k: energy[k] / 1e6 for k in ENERGY_KINDS},
-        energy_uj=sum(energy.values()) / 1e6,
+        energy_breakdown_uj={**{k: energy[k] / 1e6 for k in ENERGY_KINDS}, "leakage": leakage_uj},
+        energy_uj=dynamic_uj + leakage_uj,
+        dynamic_energy_uj=dynamic_uj,
+        leakage_energy_uj=leakage_uj,
+        leakage_mw=sum(leakage.values()),
+        leakage_breakdown_mw=leakage,
+        area_mm2=sum(area.values()),
+        area_breakdown_mm2=area,
         macs=macs,
         tops=2 * macs / (time_us * 1e6) if time_us else 0.0,
         units=units,

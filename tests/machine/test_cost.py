@@ -194,7 +194,8 @@ def test_summary_and_trace() -> None:
     summary = summarize(program, DEFAULT, schedule)
     assert summary.makespan_cycles == schedule.makespan
     assert summary.lower_bound_cycles <= summary.makespan_cycles
-    assert summary.energy_uj == pytest.approx(total_energy(schedule).total / 1e6)
+    assert summary.dynamic_energy_uj == pytest.approx(total_energy(schedule).total / 1e6)
+    assert summary.energy_uj == pytest.approx(summary.dynamic_energy_uj + summary.leakage_energy_uj)
     assert summary.macs == 64 * 64 * 64
     assert summary.opcode_counts == {"dma": 2, "halt": 1, "mload": 1, "mvm": 1}
     assert summary.bytes_moved == {"dram->sp": 16384, "sp->macro": 8192}
