@@ -337,7 +337,7 @@ class Prefetcher:
         while key not in self.loaded:
             if self.inflight[lane] and (not self.free[lane] or self._held(piece)):
                 oldest = self.inflight[lane][0][0]
-                if oldest is not piece and self._blocked(oldest):
+                if oldest is not piece and self._blocked(oldest, key):  # type: ignore[arg-type]
                     break  # TileLoader loads the tile itself
                 self._mload_oldest(lane)
             elif self.ready[lane]:
@@ -425,16 +425,17 @@ class Prefetcher:
     def _held(self, piece: ImagePiece) -> bool:
         return any(p is piece for p, _, _ in self.inflight[(piece.core, piece.space)])
 
-    def _blocked(self, piece: ImagePiece) -> bool:
+    def _blocked(self, piece: ImagePiece, wanted: TileId | None = None) -> bool:
         """Would the piece's mload overwrite a macro whose tile a lowering has asked for
         (`need`) but not multiplied by yet? The bank test below assumes phases run one
         after another, but a phase can be one core's share of a column block that another
         core's phase computes at the same time: then it passes a phase still in use, and
         between a lowering's load of a tile (TileLoader) and its mvm an opportunistic
-        mload would replace the tile (a wrong product, seen with weights in flash)."""
+        mload would replace the tile (a wrong product, seen with weights in flash).
+        `wanted`: the tile being asked for, which is loaded after the piece anyway."""
         mine = {key for _, key, _ in piece.tiles}
         waiting = (self.pending.get((piece.core, slot.macro)) for slot, _, _ in piece.tiles)
-        return any(key is not None and key not in mine for key in waiting)
+        return any(key is not None and key not in mine and key != wanted for key in waiting)
 
     def _bank_free(self, piece: ImagePiece) -> bool:
         """Are the macros of the piece's phase free (its bank's previous phase passed)?"""
