@@ -115,6 +115,23 @@ def variadic(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) ->
     return [out]
 
 
+@handles("CumSum")
+def cumsum(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
+    x, axis = inputs[0], inputs[1]
+    if not isinstance(axis, np.ndarray) or axis.size != 1:
+        raise t.fail("CumSum needs a constant axis")
+    rank = t.type_of(x).rank if x is not None else 0
+    if rank == 0:
+        raise t.fail("CumSum of a 0-d tensor is not defined; give it at least one axis")
+    attrs = t.attrs()
+    op = ops.CumSum(
+        t.axis(int(axis.reshape(())), rank),
+        bool(attrs.get("exclusive", 0)),
+        bool(attrs.get("reverse", 0)),
+    )
+    return [t.emit(op, [x])]
+
+
 @handles("CastLike")
 def cast_like(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
     x, like = t.ref(inputs[0]), inputs[1]

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from cimc.importers import table_lookup
 from cimc.importers.onnx_gather import lower_index_op
 from cimc.importers.onnx_translate import Ref, Translator, Value, element_count, handles
-from cimc.ir import ops
+from cimc.ir import DType, ops
 
 
 def _const(t: Translator, value: Value | None, what: str) -> np.ndarray:
@@ -241,6 +242,32 @@ def gather(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> l
 
 
 def _embedding(t: Translator, node: onnx.NodeProto, table: np.ndarray, ids: Ref) -> Ref:
-    if node.op_type != "Gather" or int(t.attrs().get("axis", 0)) != 0 or table.ndim != 2:
-        raise t.fail(f"{node.op_type} on a constant table is supported as a 2-D embedding only")
-    return t.emit(ops.Embedding(), [ids, table])
+    """A constant read at run-time indices: an embedding lookup (table_lookup.py)."""
+    axis = int(t.attrs().get("axis", 0))
+    if node.op_type == "Gather" and table.ndim == 2 and axis in (0, -2):
+        return t.emit(ops.Embedding(), [ids, table])
+    if node.op_type == "GatherND" or table.ndim == 0:
+        raise t.fail(
+            f"{node.op_type} of a constant at run-time indices is not supported; "
+            "use Gather or GatherElements"
+        )
+    axis = t.axis(axis, table.ndim)
+    shape = t.type_of(ids).shape
+    if node.op_type == "GatherElements":
+        if len(shape) != table.ndim:
+            raise t.fail("GatherElements indices must have the rank of the data")
+        plan = table_lookup.gather_elements(table, axis, shape)
+    else:
+        plan = table_lookup.gather(table, axis, shape)
+    rows = ids
+    if t.type_of(rows).dtype != DType.I64:
+        rows = t.emit(ops.Cast(DType.I64), [rows], "i64")
+    if plan.stride != 1:
+        rows = t.emit(ops.Mul(), [rows, np.array(plan.stride, np.int64)], "rows")
+    if plan.offset is not None:
+        rows = t.emit(ops.Add(), [rows, plan.offset], "offset")
+    y = t.emit(ops.Embedding(), [rows, plan.table], "lookup")
+    if plan.perm is None:
+        return t.emit(ops.Reshape(plan.out_shape), [y])
+    view = t.emit(ops.Reshape(plan.view_shape), [y], "view")
+    return t.emit(ops.Transpose(plan.perm), [view])

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch.fx import Node as FxNode
 
+from cimc.importers import table_lookup
 from cimc.importers.torch_fx import Ref, ir_dtype, to_numpy
 from cimc.importers.torch_translate import Handler, Translator
 from cimc.ir import DType
@@ -18,6 +20,7 @@ from cimc.ir.op_base import Op
 from cimc.ir.ops import (
     Add,
     Cast,
+    CumSum,
     Div,
     Embedding,
     Equal,
@@ -40,6 +43,7 @@ from cimc.ir.ops import (
     ReduceMean,
     ReduceSum,
     Relu,
+    Reshape,
     Rsqrt,
     Sigmoid,
     Silu,
@@ -337,6 +341,53 @@ def embedding(t: Translator, node: FxNode) -> Ref:
     if t.is_runtime(a["weight"]):
         raise t.error("embedding needs a constant table")
     return t.emit(Embedding(), [t.name(a["indices"]), t.name(a["weight"], DType.F32)])
+
+
+@handles("aten.cumsum.default")
+def cumsum(t: Translator, node: FxNode) -> Ref:
+    """torch.cumsum (its `dtype` argument is the output's dtype: the sum runs in it)."""
+    a = bind(node)
+    rank = t.type_of(a["self"]).rank
+    if rank == 0:
+        raise t.error("cumsum of a 0-d tensor is not supported; give it an axis")
+    axis = int(a["dim"]) % rank
+    return t.emit(CumSum(axis), [t.name(a["self"], t.out_dtype())])
+
+
+@handles("aten.gather.default", "aten.index_select.default")
+def gather_constant(t: Translator, node: FxNode) -> Ref:
+    """A constant read at run-time indices: an embedding lookup (table_lookup.py)."""
+    a = bind(node)
+    data, index = t.value(a["self"]), a["index"]
+    if not isinstance(data, torch.Tensor) or not t.is_runtime(index):
+        raise t.error(
+            f"{node.target} is supported on a constant with run-time indices only; "
+            "index run-time data with slices or constant indices"
+        )
+    array = to_numpy(data, t.where)
+    axis = int(a["dim"]) % max(array.ndim, 1)
+    shape = t.type_of(index).shape
+    if str(node.target) == "aten.gather.default":
+        plan = table_lookup.gather_elements(array, axis, shape)
+    else:
+        plan = table_lookup.gather(array, axis, shape)
+    return emit_lookup(t, plan, t.name(index, DType.I64))
+
+
+def emit_lookup(t: Translator, plan: table_lookup.Lookup, index: str) -> Ref:
+    rows = index
+    if plan.stride != 1:
+        scale = t.b.constant(np.array(plan.stride, np.int64), t.fresh("stride"))
+        rows = t.emit(Mul(), [rows, scale], "rows").name
+    if plan.offset is not None:
+        offset = t.b.constant(plan.offset, t.fresh("offset"))
+        rows = t.emit(Add(), [rows, offset], "offset").name
+    table = t.b.constant(plan.table, t.fresh("table"))
+    y = t.emit(Embedding(), [rows, table], "lookup")
+    if plan.perm is None:
+        return t.emit(Reshape(plan.out_shape), [y.name])
+    view = t.emit(Reshape(plan.view_shape), [y.name], "view")
+    return t.emit(Transpose(plan.perm), [view.name])
 
 
 # ---- higher-order wrappers ------------------------------------------------------------

@@ -318,6 +318,31 @@ class Where(Op):
         return TensorType(broadcast(cond.shape, a.shape, b.shape), dtype)
 
 
+# ---- scans ----------------------------------------------------------------------------
+
+
+@register_op
+@dataclass(frozen=True)
+class CumSum(Op):
+    """Running sum along `axis` (ONNX CumSum, torch.cumsum): y[i] = x[0] + ... + x[i];
+    `exclusive` leaves x[i] out of y[i], `reverse` sums from the end."""
+
+    NAME = "cumsum"
+    MIN_INPUTS = MAX_INPUTS = 1
+    axis: int
+    exclusive: bool = False
+    reverse: bool = False
+
+    def normalize(self, inputs: tuple[TensorType, ...]) -> Op:
+        axis = normalize_axis(self.axis, inputs[0].rank)
+        return CumSum(axis, self.exclusive, self.reverse)
+
+    def infer(self, inputs: tuple[TensorType, ...]) -> TensorType:
+        expect_normalized_axis(self.axis, inputs[0].rank)
+        expect_dtype(inputs[0], NUMERIC, "cumsum operand")
+        return inputs[0]
+
+
 # ---- reductions and normalizations ----------------------------------------------------
 
 

@@ -66,8 +66,16 @@ class Lowering(Protocol):
 
 Rule = Callable[[Lowering, Node], QValue]
 
-# Canonical ops that stay as they are when no operand and no result is float (mask logic).
+# Canonical ops that stay as they are when no operand and no result is float (mask logic,
+# position ids, lookups in integer tables).
 INTEGER_PASSTHROUGH: tuple[type[Op], ...] = (
+    ops.Add,
+    ops.Sub,
+    ops.Mul,
+    ops.Maximum,
+    ops.Minimum,
+    ops.CumSum,
+    ops.Embedding,
     ops.Cast,
     ops.Equal,
     ops.Less,

@@ -103,6 +103,21 @@ def embedding(op: ops.Embedding, args: list[torch.Tensor]) -> torch.Tensor:
     return F.embedding(ids.long(), table)
 
 
+def cumsum(op: ops.CumSum, args: list[torch.Tensor]) -> torch.Tensor:
+    """ONNX CumSum's exclusive / reverse variants; integers sum in int64 and keep their
+    dtype (as ONNX does; torch.cumsum would widen int32 to int64)."""
+    x = args[0]
+    if op.reverse:
+        x = x.flip(op.axis)
+    if op.exclusive:  # the running sum of the elements before: x shifted by one, from 0
+        before = x.narrow(op.axis, 0, x.shape[op.axis] - 1)
+        x = torch.cat([torch.zeros_like(x.narrow(op.axis, 0, 1)), before], op.axis)
+    y = torch.cumsum(x, dim=op.axis, dtype=None if x.dtype.is_floating_point else torch.int64)
+    if op.reverse:
+        y = y.flip(op.axis)
+    return y.to(args[0].dtype)
+
+
 def _unary(fn: Callable[[torch.Tensor], torch.Tensor]) -> Kernel:
     return lambda op, args: fn(args[0])
 
@@ -152,6 +167,7 @@ KERNELS: dict[type[Op], Kernel] = {
     ops.Where: lambda op, a: torch.where(a[0], a[1], a[2]),
     ops.Cast: lambda op, a: a[0].to(TORCH_DTYPES[op.dtype]),
     ops.Embedding: embedding,
+    ops.CumSum: cumsum,
     ops.Rotary: rotary,
     ops.ReduceMean: reduce(torch.mean),
     ops.ReduceSum: reduce(torch.sum),

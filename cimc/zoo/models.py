@@ -29,6 +29,7 @@ class Family:
     decoder: bool
     tiny: dict[str, Any]
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pad_positions: bool = False  # position ids count the tokens that are not padding
 
 
 # LLaMA and Qwen2 share the tiny shape (GQA: 4 query heads over 2 kv heads).
@@ -40,6 +41,19 @@ _LLAMA_LIKE_TINY = {
     "num_key_value_heads": 2,
     "intermediate_size": 160,
     "max_position_embeddings": 128,
+}
+
+_ROBERTA_TINY = {
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "max_position_embeddings": 80,  # positions run from pad_token_id + 1 = 2
+    "type_vocab_size": 1,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
 }
 
 _ODD = {"hidden_size": 96, "num_attention_heads": 3, "intermediate_size": 250}
@@ -126,6 +140,38 @@ FAMILIES: dict[str, Family] = {
         decoder=True,
         tiny=_LLAMA_LIKE_TINY,
         presets={"odd": {**_ODD, "num_key_value_heads": 1}},
+    ),
+    # RoBERTa-style encoders: position ids from the padding (cumsum over ids != pad_token_id,
+    # times that mask, plus pad_token_id), hence positions up to seq + pad + 1
+    "roberta": Family(
+        name="roberta",
+        config_cls="RobertaConfig",
+        base_cls="RobertaModel",
+        lm_cls="RobertaForMaskedLM",
+        decoder=False,
+        tiny=_ROBERTA_TINY,
+        presets={"odd": _ODD},
+        pad_positions=True,
+    ),
+    "xlm-roberta": Family(
+        name="xlm-roberta",
+        config_cls="XLMRobertaConfig",
+        base_cls="XLMRobertaModel",
+        lm_cls="XLMRobertaForMaskedLM",
+        decoder=False,
+        tiny=_ROBERTA_TINY,
+        presets={"odd": _ODD},
+        pad_positions=True,
+    ),
+    "camembert": Family(
+        name="camembert",
+        config_cls="CamembertConfig",
+        base_cls="CamembertModel",
+        lm_cls="CamembertForMaskedLM",
+        decoder=False,
+        tiny=_ROBERTA_TINY,
+        presets={"odd": _ODD},
+        pad_positions=True,
     ),
 }
 
@@ -217,7 +263,8 @@ def randomize_parameters(model: torch.nn.Module, seed: int) -> None:
 def example_inputs(
     model: HiddenStates, batch: int = 1, seq_len: int = 7, seed: int = 0, padded: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and an attention mask for `model`; `padded` zeroes the last mask entry."""
+    """Token ids and an attention mask for `model`; `padded` zeroes the last mask entry
+    (and, in families whose positions skip padding, makes the last token the pad token)."""
     config: Any = model.model.config
     vocab = int(config.vocab_size)
     gen = torch.Generator().manual_seed(seed)
@@ -225,6 +272,9 @@ def example_inputs(
     mask = torch.ones((batch, seq_len), dtype=torch.int64)
     if padded:
         mask[:, -1] = 0
+        kind = FAMILIES.get(str(getattr(config, "model_type", "")).replace("_", "-"))
+        if kind is not None and kind.pad_positions:
+            ids[:, -1] = int(config.pad_token_id)  # padding takes no position (RoBERTa)
     return ids, mask
 
 

@@ -35,6 +35,16 @@ def lower_embedding(
     if vocab < 1:
         raise CimcError("embedding table is empty", b.loc)
     table = b.const(name or b.fresh_name("embed"), plan.table, y.dtype, table_space)
+    gather_rows(b, ids, y, table)
+
+
+def gather_rows(b: ProgramBuilder, ids: View, y: View, table: View) -> None:
+    """y[n x D] = table[ids] for a declared [V x D] table (ids: n elements, contiguous)."""
+    n, dim = y.rows, y.cols
+    if ids.cols != 1:
+        if ids.rows > 1 and ids.stride != ids.cols:
+            raise CimcError("embedding ids must be a contiguous view", b.loc)
+        ids = reshape(ids, ids.rows * ids.cols, 1)
     per_row = DTYPE_BYTES[ids.dtype] + DTYPE_BYTES[y.dtype] * dim
     chunk = row_chunk(b, b.cores, per_row, 0, 2)
     for core, r0, r1 in row_work(n, b.cores, chunk):

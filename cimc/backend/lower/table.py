@@ -28,9 +28,10 @@ from cimc.backend.lower.elementwise import (
     lower_unary,
     rowwise,
 )
-from cimc.backend.lower.embedding import lower_embedding
+from cimc.backend.lower.embedding import gather_rows, lower_embedding
 from cimc.backend.lower.emitter import Emitter
 from cimc.backend.lower.im2col import lower_im2col
+from cimc.backend.lower.integer import LOWERINGS as INTEGER_LOWERINGS
 from cimc.backend.lower.linear import lower_linear, lower_matmul
 from cimc.backend.lower.movement import concat, elem_view, materialize, slice_axis, transpose
 from cimc.backend.lower.norm import lower_norm
@@ -42,7 +43,7 @@ from cimc.backend.stream.prefetch import layer_image
 from cimc.errors import CimcError
 from cimc.ir.graph import Node
 from cimc.ir.op_base import Op
-from cimc.ir.ops import Cast, Concat, Expand, Gather, Im2col, Slice, Transpose
+from cimc.ir.ops import Cast, Concat, Embedding, Expand, Gather, Im2col, Slice, Transpose
 from cimc.ir.types import DType
 from cimc.machine.program import View
 from cimc.quant.dialect import (
@@ -166,6 +167,13 @@ def _norm(em: Emitter, node: Node, op: QLayerNorm | QRmsNorm) -> None:
 def _embedding(em: Emitter, node: Node, op: QEmbedding) -> None:
     ids, y, space = em.operand(node, 0), em.result(node), em.table_space(node)
     lower_embedding(em.b, ids, y, op.plan, table_space=space, name=em.name(node))
+
+
+def _int_embedding(em: Emitter, node: Node, op: Embedding) -> None:
+    """A lookup in an integer table (a gathered buffer): `gather` from its declaration."""
+    if node.type.dtype.is_float:
+        raise CimcError("embedding of a float table has no lowering: quantize it", node.where)
+    gather_rows(em.b, em.operand(node, 0), em.result(node), em.operand(node, 1))
 
 
 def _softmax(em: Emitter, node: Node, op: QSoftmax) -> None:
@@ -293,4 +301,6 @@ LOWERINGS: dict[type[Op], Lowering] = {
     Expand: _expand,
     Cast: _cast,
     Im2col: _im2col,
+    Embedding: _int_embedding,
+    **INTEGER_LOWERINGS,
 }
