@@ -51,7 +51,9 @@ def sdpa(t: Translator, node: FxNode) -> Ref:
     scale = t.value(a["scale"])
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     causal = bool(t.value(a["is_causal"]))
-    mask = None if a["attn_mask"] is None else boolean_mask(t, t.name(a["attn_mask"]))
+    mask, bias = None, None
+    if a["attn_mask"] is not None:
+        mask, bias = mask_and_bias(t, t.name(a["attn_mask"]))
     if causal and sq != sk:  # torch aligns is_causal top-left; the contract bottom-right
         tri = np.tril(np.ones((sq, sk), dtype=bool))
         extra = t.b.constant(tri, t.fresh("causal"))
@@ -60,7 +62,9 @@ def sdpa(t: Translator, node: FxNode) -> Ref:
     if mask is not None:
         mask, causal = strip_causal(t, mask, causal, sq, sk)
     operands = [q, k, v] if mask is None else [q, k, v, mask]
-    return t.emit(Attention(scale=scale, causal=causal), operands)
+    if bias is not None:
+        operands.append(bias)
+    return t.emit(Attention(scale=scale, causal=causal, bias=bias is not None), operands)
 
 
 # ---- GQA ------------------------------------------------------------------------------
@@ -127,6 +131,68 @@ def boolean_mask(t: Translator, mask: str) -> str:
             "only boolean or additive 0/-inf masks are supported"
         )
     return converted
+
+
+def mask_and_bias(t: Translator, mask: str) -> tuple[str | None, str | None]:
+    """A float attn_mask as (boolean mask, additive bias): the terms of its sum that are
+    0 / -inf masks become the mask, the others (T5's relative position bias, ALiBi) the
+    bias; a constant term holding both is split entry by entry."""
+    if t.b.type_of(mask).dtype == DType.BOOL or additive_to_bool(t, mask) is not None:
+        return boolean_mask(t, mask), None
+    if not t.b.type_of(mask).dtype.is_float:
+        raise t.error(f"attention mask must be bool or float, got {t.b.type_of(mask)}")
+    masks: list[str] = []
+    biases: list[str] = []
+    terms = add_terms(t.b, mask)
+    while terms:
+        term = terms.pop(0)
+        value = t.b.const(term)
+        guarded = masked_where(t, term)
+        if guarded is not None:  # where(m, x, -inf) = x + where(m, 0, -inf)
+            masks.append(guarded[0])
+            terms.extend(add_terms(t.b, guarded[1]))
+            continue
+        if value is not None and np.any(value <= MASKED) and not np.all(value <= MASKED):
+            keep = value > MASKED
+            masks.append(t.b.constant(keep, t.fresh("keep")))
+            finite = np.where(keep, value, 0).astype(value.dtype)
+            biases.append(t.b.constant(finite, t.fresh("bias")))
+            continue
+        converted = additive_to_bool(t, term)
+        if converted is not None:
+            masks.append(converted)
+        elif value is not None and np.any(value <= MASKED):
+            raise t.error("attention bias entries at -inf must come with a mask")
+        else:
+            biases.append(term)
+    result = masks[0] if masks else None
+    for other in masks[1:]:
+        result = t.emit(LogicalAnd(), [result, other], "mask").name
+    bias = biases[0] if biases else None
+    for other in biases[1:]:
+        bias = t.emit(Add(), [bias, other], "bias").name
+    return result, bias
+
+
+def masked_where(t: Translator, name: str) -> tuple[str, str] | None:
+    """(keep, x) when `name` is where(keep, x, -inf) or where(not keep, -inf, x)."""
+    node = t.b.node(name)
+    if not isinstance(node.op, Where):
+        return None
+    cond, yes, no = node.inputs
+    if is_masked_value(t.b, no) and not is_masked_value(t.b, yes):
+        return cond, yes
+    if is_masked_value(t.b, yes) and not is_masked_value(t.b, no):
+        return t.emit(LogicalNot(), [cond], "keep").name, no
+    return None
+
+
+def add_terms(b: Builder, name: str) -> list[str]:
+    """The operands of a tree of float adds (the value itself when it is not an add)."""
+    node = b.node(name)
+    if isinstance(node.op, Add) and b.type_of(name).dtype.is_float:
+        return [term for i in node.inputs for term in add_terms(b, i)]
+    return [name]
 
 
 def additive_to_bool(t: Translator, mask: str) -> str | None:

@@ -35,6 +35,8 @@ from cimc.ir.ops import (
     LogicalNot,
     LogicalOr,
     MatMul,
+    Maximum,
+    Minimum,
     Mul,
     Neg,
     Pow,
@@ -153,6 +155,13 @@ def arith(t: Translator, node: FxNode) -> Ref:
     if a.get("alpha") not in (None, 1):  # add/sub: self + alpha * other
         y = t.emit(Mul(), [y, t.name(a["alpha"], dtype)], "alpha").name
     return t.emit(BINARY[kind](), [x, y])
+
+
+@handles("aten.maximum.default", "aten.minimum.default")
+def extremum(t: Translator, node: FxNode) -> Ref:
+    op = Maximum() if str(node.target) == "aten.maximum.default" else Minimum()
+    dtype = t.out_dtype()
+    return t.emit(op, [t.name(node.args[0], dtype), t.name(node.args[1], dtype)])
 
 
 @handles("aten.div.Tensor_mode")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from cimc.ir.op_base import (
     NUMERIC,
@@ -59,6 +60,19 @@ class MatMul(Op):
         return TensorType((*batch, a.shape[-2], b.shape[-1]), dtype)
 
 
+def attention_mask_index(bias: bool, n_inputs: int) -> int | None:
+    """Where an attention's bool mask is among its `n_inputs` operands (None: no mask):
+    q, k, v, [mask], [bias] (the bias, when the op has one, is always last)."""
+    return 3 if n_inputs - int(bias) == 4 else None
+
+
+def attention_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """`bias` prints only when set: IR text without biases reads and prints as before."""
+    if not attributes.get("bias"):
+        attributes.pop("bias", None)
+    return attributes
+
+
 @register_op
 @dataclass(frozen=True)
 class Attention(Op):
@@ -66,14 +80,23 @@ class Attention(Op):
 
     q[B, Hq, Sq, D], k[B, Hkv, Sk, D], v[B, Hkv, Sk, Dv], mask broadcastable to
     [B, Hq, Sq, Sk] (True = may attend). Causal: key j allowed iff j <= i + (Sk - Sq).
-    A fully masked row gives zeros.
+    A fully masked row gives zeros. With `bias`, the last operand is a float additive bias
+    broadcastable to [B, Hq, Sq, Sk], added to the scaled scores before the softmax (T5's
+    relative position bias, ALiBi): softmax(q k^T * scale + bias) where allowed.
     """
 
     NAME = "attention"
     MIN_INPUTS = 3
-    MAX_INPUTS = 4
+    MAX_INPUTS = 5
     scale: float
     causal: bool = False
+    bias: bool = False
+
+    def mask_index(self, n_inputs: int) -> int | None:
+        return attention_mask_index(self.bias, n_inputs)
+
+    def attributes(self) -> dict[str, Any]:
+        return attention_attributes(super().attributes())
 
     def infer(self, inputs: tuple[TensorType, ...]) -> TensorType:
         q, k, v = inputs[:3]
@@ -86,12 +109,24 @@ class Attention(Op):
         expect(k.shape[1:3] == v.shape[1:3], f"attention k and v heads/length differ: {k}, {v}")
         hkv, sk = k.shape[1], k.shape[2]
         expect(hkv > 0 and hq % hkv == 0, f"attention needs Hq % Hkv == 0, got {hq} and {hkv}")
-        if len(inputs) == 4:
-            mask = inputs[3]
+        expect(
+            len(inputs) - int(self.bias) in (3, 4),
+            f"attention takes q, k, v, an optional mask{' and the bias' if self.bias else ''}",
+        )
+        m = self.mask_index(len(inputs))
+        if m is not None:
+            mask = inputs[m]
             expect_dtype(mask, (DType.BOOL,), "attention mask")
             expect(
                 mask.rank <= 4 and broadcasts_to(mask.shape, (b, hq, sq, sk)),
                 f"attention mask {mask} does not broadcast to [{b}, {hq}, {sq}, {sk}]",
+            )
+        if self.bias:
+            bias = inputs[-1]
+            expect_float(bias, "attention bias")
+            expect(
+                bias.rank <= 4 and broadcasts_to(bias.shape, (b, hq, sq, sk)),
+                f"attention bias {bias} does not broadcast to [{b}, {hq}, {sq}, {sk}]",
             )
         return TensorType((b, hq, sq, v.shape[3]), q.dtype)
 

@@ -1,7 +1,8 @@
 """idioms-attention: scaled dot-product attention spelled out by exporters -> attention.
 
     p = softmax(matmul(q * s1, kT * s2) * s3 + additive_mask [+ ...]);  out = matmul(p, v)
-    (or masked with where(m, scores, -big); scale by mul or div; kT a transpose of k)
+    (or masked with where(m, scores, -big); scale by mul or div; kT a transpose of k;
+    any other float term added to the scores is an additive bias: attention(bias=True))
 
 q/k/v are brought back to [B, H, S, D]; GQA's repeat_kv (reshape -> expand -> reshape)
 is undone by idioms-gqa so k/v keep their Hkv heads; the additive mask becomes a boolean operand
@@ -11,6 +12,8 @@ is undone by idioms-gqa so k/v keep their Hkv heads; the additive mask becomes a
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from cimc.ir.graph import Graph, Node
 from cimc.ir.ops import (
@@ -47,6 +50,7 @@ class Match:
     scale: float
     masks: tuple[MaskPlan, ...]
     out: str
+    biases: tuple[Bias, ...] = ()
 
 
 def _unscale(graph: Graph, name: str) -> tuple[str, float]:
@@ -71,28 +75,68 @@ def _scores(graph: Graph, name: str) -> tuple[Node, float] | None:
     return (node, s) if isinstance(node.op, MatMul) else None
 
 
-def _peel_masks(graph: Graph, name: str) -> tuple[str, list[MaskPlan]] | None:
-    """Walk from the softmax input through mask adds / where-masking to the scores."""
-    plans: list[MaskPlan] = []
-    while _scores(graph, name) is None:
-        node = graph.node(name)
-        step = None
-        if isinstance(node.op, Add):
-            for s, m in operand_pairs(node):
-                plan = plan_bool_mask(graph, m) if const_array(graph, s) is None else None
-                if plan is not None:
-                    step = (s, plan)
-                    break
-        elif isinstance(node.op, Where):
-            cond, a, b = node.inputs
-            fill = scalar(graph, b)
-            if fill is not None and fill <= BLOCKED:
-                step = (a, MaskPlan("value", name=cond))
-        if step is None:
+def _peel_masks(graph: Graph, name: str) -> tuple[str, list[MaskPlan], list[Bias]] | None:
+    """Walk from the softmax input through mask adds / where-masking / additive biases to
+    the scores: (scores, masks, bias terms), or None when it does not reach them."""
+    if _scores(graph, name) is not None:
+        return name, [], []
+    node = graph.node(name)
+    if isinstance(node.op, Add):
+        for s, m in operand_pairs(node):
+            inner = _peel_masks(graph, s)
+            if inner is None:
+                continue
+            split = _split_additive(graph, m)
+            if split is not None:
+                return inner[0], inner[1] + split[0], inner[2] + split[1]
+    elif isinstance(node.op, Where):
+        cond, a, b = node.inputs
+        fill = scalar(graph, b)
+        if fill is not None and fill <= BLOCKED:
+            inner = _peel_masks(graph, a)
+            if inner is not None:
+                return inner[0], [*inner[1], MaskPlan("value", name=cond)], inner[2]
+    return None
+
+
+Bias = str | np.ndarray  # a float value of the graph, or a constant to add
+
+
+def _split_additive(graph: Graph, name: str) -> tuple[list[MaskPlan], list[Bias]] | None:
+    """An additive term of the scores as (boolean masks, float biases): 0 / -inf masks,
+    where(m, x, -inf) (a mask and the bias x), sums of such terms, constants holding both
+    (split entry by entry), any other float value (a bias: T5's positions, ALiBi)."""
+    node = graph.node(name)
+    if not node.type.dtype.is_float:
+        return None
+    plan = plan_bool_mask(graph, name)
+    if plan is not None:
+        return [plan], []
+    value = const_array(graph, name)
+    if value is not None:
+        blocked = value <= BLOCKED
+        if not blocked.any():
+            return [], [name]
+        keep = MaskPlan("const", value=~blocked)
+        return [keep], [np.where(blocked, 0, value).astype(np.float32)]
+    if isinstance(node.op, Add):
+        parts = [_split_additive(graph, i) for i in node.inputs]
+        if any(p is None for p in parts):
             return None
-        name = step[0]
-        plans.append(step[1])
-    return name, plans
+        return [m for p in parts if p for m in p[0]], [b for p in parts if p for b in p[1]]
+    if isinstance(node.op, Where):
+        cond, a, b = node.inputs
+        for fill, other, negate in ((b, a, False), (a, b, True)):
+            v = scalar(graph, fill)
+            if v is not None and v <= BLOCKED:
+                inner = _split_additive(graph, other)
+                if inner is None:
+                    return None
+                keep = MaskPlan("value", name=cond)
+                if negate:
+                    keep = MaskPlan("not", parts=(keep,))
+                return [keep, *inner[0]], inner[1]
+    return [], [name]
 
 
 def _match(graph: Graph, softmax: Node) -> Match | NoMatch:
@@ -107,7 +151,12 @@ def _match(graph: Graph, softmax: Node) -> Match | NoMatch:
     peeled = _peel_masks(graph, softmax.inputs[0])
     if peeled is None:
         return NoMatch("the scores are not matmul(q, k^T) scaled, plus masks")
-    scores, plans = peeled
+    scores, plans, biases = peeled
+    scores_type = graph.node(scores).type
+    for b in biases:
+        shape = b.shape if isinstance(b, np.ndarray) else graph.node(b).type.shape
+        if len(shape) > 4 or np.broadcast_shapes(shape, scores_type.shape) != scores_type.shape:
+            return NoMatch("an additive bias does not broadcast to the scores")
     found = _scores(graph, scores)
     assert found is not None
     mm, s = found
@@ -116,7 +165,7 @@ def _match(graph: Graph, softmax: Node) -> Match | NoMatch:
     shapes = [graph.node(n).type for n in (q, kt, out.inputs[1])]
     if any(t.rank != 4 or not t.dtype.is_float for t in shapes):
         return NoMatch("q, k^T and v are not float [B, H, S, D] values")
-    return Match(q, kt, out.inputs[1], s * sq * sk, tuple(plans), out.name)
+    return Match(q, kt, out.inputs[1], s * sq * sk, tuple(plans), out.name, tuple(biases))
 
 
 def _untranspose(graph: Graph, kt: str, loc: str) -> str:
@@ -140,7 +189,14 @@ def _rewrite(graph: Graph, softmax: Node, m: Match) -> None:
     mask = strip_broadcasts(graph, mask)
     k = _untranspose(graph, m.kt, loc)
     operands = [m.q, k, m.v] + ([mask] if mask is not None else [])
-    graph.replace_op(m.out, Attention(m.scale, causal), operands)
+    bias = None
+    for term in m.biases:
+        if isinstance(term, np.ndarray):
+            term = graph.add_constant(term, f"{m.out}.bias", loc)
+        bias = term if bias is None else graph.add_node(Add(), [bias, term], f"{m.out}.bias", loc)
+    if bias is not None:
+        operands.append(bias)
+    graph.replace_op(m.out, Attention(m.scale, causal, bias=bias is not None), operands)
 
 
 ATTENTION = Pattern("attention", Softmax, _match, _rewrite)

@@ -352,17 +352,20 @@ def _channel_max(previous: np.ndarray | None, value: np.ndarray) -> np.ndarray:
 
 
 def _logits(node: Node, values: Mapping[str, np.ndarray]) -> np.ndarray:
-    """q k^T * scale at the positions attention may use (float64)."""
+    """q k^T * scale (+ bias) at the positions attention may use (float64)."""
     assert isinstance(node.op, Attention)
     q = np.asarray(values[node.inputs[0]], np.float64)
     k = np.asarray(values[node.inputs[1]], np.float64)
     k = np.repeat(k, q.shape[1] // k.shape[1], axis=1)
     logits = q @ np.swapaxes(k, -1, -2) * node.op.scale
+    if node.op.bias:  # the softmax sees scores plus bias: the logit codes must hold both
+        logits = logits + np.asarray(values[node.inputs[-1]], np.float64)
     sq, sk = logits.shape[-2:]
     allowed = np.ones((sq, sk), bool)
     if node.op.causal:
         allowed = np.tril(allowed, sk - sq)
-    if len(node.inputs) == 4:
-        allowed = allowed & np.asarray(values[node.inputs[3]], bool)
+    m = node.op.mask_index(len(node.inputs))
+    if m is not None:
+        allowed = allowed & np.asarray(values[node.inputs[m]], bool)
     picked = logits[np.broadcast_to(allowed, logits.shape)]
     return picked if picked.size else np.zeros(1)

@@ -28,6 +28,7 @@ import numpy as np
 
 from cimc.errors import CimcError
 from cimc.ir.op_base import INTEGER, Op, broadcast, expect, expect_dtype, register_op
+from cimc.ir.ops_nn import attention_attributes, attention_mask_index
 from cimc.ir.types import DType, TensorType
 from cimc.quant.constants import Requant, qmax
 from cimc.quant.plan_arrays import Codes
@@ -358,9 +359,16 @@ class QAttention(QOp, RunTimeMacroOperands):
 
     NAME = "q.attention"
     MIN_INPUTS = 3
-    MAX_INPUTS = 4
+    MAX_INPUTS = 5
     INT8_OPERANDS = CODE_OPERANDS = (0, 1, 2)
     plan: AttentionPlan
+    bias: bool = False  # the last operand: int16 codes at the logits' step, added to them
+
+    def mask_index(self, n_inputs: int) -> int | None:
+        return attention_mask_index(self.bias, n_inputs)
+
+    def attributes(self) -> dict[str, Any]:
+        return attention_attributes(super().attributes())
 
     def macro_operands(self, inputs: tuple[TensorType, ...]) -> tuple[tuple[int, int], ...]:
         """K^T [D x Sk] and V [Sk x Dv] of one head."""
@@ -374,9 +382,14 @@ class QAttention(QOp, RunTimeMacroOperands):
         expect(q.rank == k.rank == v.rank == 4, "q.attention operands must be [B, H, S, D]")
         expect(q.shape[1] % k.shape[1] == 0, f"{q.shape[1]} query heads vs {k.shape[1]} kv")
         expect(q.shape[-1] == k.shape[-1] and k.shape[2] == v.shape[2], "q.attention dims")
-        if len(inputs) == 4:
-            expect_dtype(inputs[3], (DType.BOOL,), "q.attention mask")
-            broadcast(inputs[3].shape, (*q.shape[:3], k.shape[2]))
+        m = self.mask_index(len(inputs))
+        if m is not None:
+            expect_dtype(inputs[m], (DType.BOOL,), "q.attention mask")
+            broadcast(inputs[m].shape, (*q.shape[:3], k.shape[2]))
+        if self.bias:
+            expect_dtype(inputs[-1], (DType.I16,), "q.attention bias")
+            expect(inputs[-1].rank <= 4, "q.attention bias has at most 4 axes")
+            broadcast(inputs[-1].shape, (*q.shape[:3], k.shape[2]))
         return (*q.shape[:3], v.shape[3])
 
 

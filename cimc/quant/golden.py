@@ -69,8 +69,8 @@ def _quantize(op: QQuantize, args: Tensors) -> torch.Tensor:
     return torch.from_numpy(host_quantize(op, args[0].numpy()).astype(np.int64))
 
 
-def _opt_mask(args: Tensors, k: int) -> torch.Tensor | None:
-    return args[k] if len(args) > k else None
+def _opt_mask(args: Tensors, k: int | None) -> torch.Tensor | None:
+    return args[k] if k is not None and len(args) > k else None
 
 
 Q_KERNELS: dict[type[Op], QKernel] = {
@@ -87,7 +87,9 @@ Q_KERNELS: dict[type[Op], QKernel] = {
     QEmbedding: lambda op, a: recipes.embedding(a[0], op.plan),
     QRotary: lambda op, a: recipes.rotary(a[0], op.plan),
     QSoftmax: lambda op, a: recipes.softmax(a[0], op.plan, _opt_mask(a, 1)),
-    QAttention: lambda op, a: recipes.attention(a[0], a[1], a[2], op.plan, _opt_mask(a, 3)),
+    QAttention: lambda op, a: recipes.attention(
+        a[0], a[1], a[2], op.plan, _opt_mask(a, op.mask_index(len(a))), a[-1] if op.bias else None
+    ),
     QLayerNorm: lambda op, a: recipes.norm(a[0], op.plan),
     QRmsNorm: lambda op, a: recipes.norm(a[0], op.plan),
 }

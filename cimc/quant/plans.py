@@ -336,6 +336,11 @@ class AttentionPlan:
 ATTN_P_BITS = (7, 14)
 
 
+def attention_logit_step(logit_absmax: float, loc: str | None = None) -> float:
+    """The scale of attention's int16 logits (and of an additive bias's codes)."""
+    return qc.activation_scale(logit_absmax, 16, loc)
+
+
 def plan_attention(
     q_scale: float,
     k_scale: float,
@@ -359,7 +364,7 @@ def plan_attention(
     if p_bits not in ATTN_P_BITS:
         raise CimcError(f"attention p_bits must be one of {ATTN_P_BITS}, got {p_bits}", loc)
     qc.check_int32_bound(head_dim * 128 * 128, "attention q.k accumulator", loc)
-    step = qc.activation_scale(logit_absmax, 16, loc)
+    step = attention_logit_step(logit_absmax, loc)
     logits = qc.requant_per_tensor(q_scale * k_scale * scale / step, 16, loc)
     hi, lo = tables.exp_tables(step, loc)
     mult, v_shift = qc.quantize_multiplier(v_scale / out_scale, loc)

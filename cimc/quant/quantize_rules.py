@@ -325,7 +325,10 @@ def softmax(lw: Lowering, node: Node) -> QValue:
 def attention(lw: Lowering, node: Node) -> QValue:
     assert isinstance(node.op, ops.Attention)
     q, k, v = (lw.codes(i, 8) for i in node.inputs[:3])
-    operands = [q.name, k.name, v.name] + [lw.value(i).name for i in node.inputs[3:]]
+    mask = node.op.mask_index(len(node.inputs))
+    operands = [q.name, k.name, v.name]
+    if mask is not None:
+        operands.append(lw.value(node.inputs[mask]).name)
     bits, scale = _out(lw, node)
     plan = plans.plan_attention(
         _scale(q),
@@ -340,9 +343,29 @@ def attention(lw: Lowering, node: Node) -> QValue:
         p_bits=lw.options.attention_p_bits,
         loc=node.where,
     )
-    return QValue(
-        lw.emit(node, QAttention(scale=scale, bits=bits, plan=plan), operands), scale, bits
-    )
+    if node.op.bias:
+        step = plans.attention_logit_step(lw.calib.logit_ranges[node.name], node.where)
+        operands.append(_attention_bias(lw, node, step).name)
+    op = QAttention(scale=scale, bits=bits, plan=plan, bias=node.op.bias)
+    return QValue(lw.emit(node, op, operands), scale, bits)
+
+
+def _attention_bias(lw: Lowering, node: Node, step: float) -> QValue:
+    """The additive bias as int16 codes at the logits' step: a constant bias (T5's relative
+    positions, a static ALiBi) quantized once, a run-time one requantized."""
+    name = node.inputs[-1]
+    source = lw.src.node(name)
+    if isinstance(source.op, ops.Constant):
+        value = np.asarray(source.op.value, np.float64)
+        if not np.all(np.isfinite(value)):
+            raise CimcError(
+                "attention bias has infinite entries: give masking as a bool mask", node.where
+            )
+        codes = np.asarray(qc.quantize_tensor(value, step, 16))
+        op = QConstant(scale=step, bits=16, value=codes)
+        helper = lw.helper_name(f"{node.name}_bias")
+        return QValue(lw.out.add_node(op, [], helper, node.loc), step, 16)
+    return lw.codes(name, 16, step)
 
 
 def norm(lw: Lowering, node: Node) -> QValue:

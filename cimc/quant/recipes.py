@@ -214,8 +214,10 @@ def attention(
     v: torch.Tensor,
     plan: AttentionPlan,
     mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv], int8 codes; mask bool."""
+    """q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv], int8 codes; mask bool;
+    bias int16 codes at the logits' step, added to them with the logits' clamp."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_codes(t, 8, f"attention {name}")
     if q.shape[1] % k.shape[1] or k.shape[1] != v.shape[1]:
@@ -224,6 +226,9 @@ def attention(
     k = k.repeat_interleave(group, dim=1)
     v = v.repeat_interleave(group, dim=1)
     logits = requant(io.imatmul(q, k.transpose(-1, -2)), plan.logits)
+    if bias is not None:
+        _check_codes(bias, 16, "attention bias")
+        logits = io.clamp(logits + bias, plan.logits.lo, plan.logits.hi)
     allowed = _allowed(q.shape[-2], k.shape[-2], plan.causal, mask).expand(logits.shape)
     e = _exp_below_max(logits, allowed, plan.exp_hi, plan.exp_lo)
     p = io.rshr(e * plan.p_max, EXP_FRAC_BITS)  # unnormalized, row max -> p_max

@@ -39,9 +39,12 @@ def attention(op: ops.Attention, args: list[torch.Tensor]) -> torch.Tensor:
     allowed = torch.ones(sq, sk, dtype=torch.bool)
     if op.causal:
         allowed = torch.ones(sq, sk, dtype=torch.bool).tril(diagonal=sk - sq)
-    if len(args) == 4:
-        allowed = allowed & args[3]
+    m = op.mask_index(len(args))
+    if m is not None:
+        allowed = allowed & args[m]
     scores = torch.matmul(q, k.transpose(-1, -2)) * op.scale
+    if op.bias:
+        scores = scores + args[-1]
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     probs = torch.where(allowed, probs, torch.zeros((), dtype=probs.dtype))  # NaN rows -> 0

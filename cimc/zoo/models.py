@@ -20,12 +20,13 @@ HEADS = ("hidden", "lm")
 
 @dataclass(frozen=True)
 class Family:
-    """One transformers model family: its config class, base model and LM-head model."""
+    """One transformers model family: its config class, base model and LM-head model
+    (`lm_cls` None: the family has no LM head that takes only token ids, e.g. T5's)."""
 
     name: str
     config_cls: str
     base_cls: str
-    lm_cls: str
+    lm_cls: str | None
     decoder: bool
     tiny: dict[str, Any]
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -173,6 +174,29 @@ FAMILIES: dict[str, Family] = {
         presets={"odd": _ODD},
         pad_positions=True,
     ),
+    # T5's encoder: RMS norms without bias, relative position buckets turned into an additive
+    # attention bias (a constant once shapes are static), unscaled scores
+    "t5": Family(
+        name="t5",
+        config_cls="T5Config",
+        base_cls="T5EncoderModel",
+        lm_cls=None,
+        decoder=False,
+        tiny={
+            "vocab_size": 512,
+            "d_model": 64,
+            "d_kv": 16,
+            "d_ff": 128,
+            "num_layers": 2,
+            "num_heads": 4,
+            "relative_attention_num_buckets": 32,
+            "relative_attention_max_distance": 64,
+        },
+        presets={
+            "odd": {"d_model": 96, "num_heads": 3, "d_kv": 32, "d_ff": 250},
+            "gated": {"feed_forward_proj": "gated-gelu"},  # T5 v1.1 / flan-t5
+        },
+    ),
 }
 
 # Attention implementations that export: sdpa (default), eager (needed for opset 13).
@@ -233,9 +257,11 @@ def build_model(
     if head not in HEADS:
         raise CimcError(f"unknown head {head!r}; use one of {', '.join(HEADS)}", "zoo")
     fam = family(name)
+    if head == "lm" and fam.lm_cls is None:
+        raise CimcError(f"family {name!r} has no LM head here; use head='hidden'", "zoo")
     config = make_config(name, preset, **overrides)
     torch.manual_seed(seed)
-    cls = getattr(transformers, fam.lm_cls if head == "lm" else fam.base_cls)
+    cls = getattr(transformers, fam.lm_cls if head == "lm" and fam.lm_cls else fam.base_cls)
     model = cls(config)
     randomize_parameters(model, seed)
     model.eval()

@@ -116,6 +116,8 @@ class _Attn:
     mask: View | None
     mode: str
     macros: list[int]
+    bias: View | None = None  # i16 logit codes [Bb*Hb*Sb x Sk]: Bb 1 or B, Hb 1 or Hq, Sb 1 or Sq
+    bias_shape: tuple[int, int, int] = (1, 1, 1)  # (Bb, Hb, Sb)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,21 @@ class AttentionGroup:
     v: Heads
     out: Heads
     mask: View | None = None
+    bias: View | None = None  # i16 logit codes [Bb*Hb*Sb x Sk] (see lower_attention)
+    bias_shape: tuple[int, int, int] = (1, 1, 1)
+
+
+def _check_bias(g: AttentionGroup, loc: str | None) -> None:
+    if g.bias is None:
+        return
+    bb, hb, sb = g.bias_shape
+    ok = bb in (1, g.q.batch) and hb in (1, g.q.heads) and sb in (1, g.q.seq)
+    if not ok or g.bias.cols != g.k.seq or g.bias.rows != bb * hb * sb:
+        raise CimcError(
+            f"attention bias {g.bias.rows}x{g.bias.cols} of {g.bias_shape} does not "
+            f"broadcast to {g.q.batch}x{g.q.heads}x{g.q.seq}x{g.k.seq}",
+            loc,
+        )
 
 
 def lower_attention(
@@ -152,12 +169,16 @@ def lower_attention(
     name: str | None = None,
     mode: str = "auto",
     macros: Sequence[int] | None = None,
+    bias: tuple[View, tuple[int, int, int]] | None = None,
 ) -> None:
     """out = attention(q, k, v) with int8 q, k, v; `mask` (i8, 1 = allowed) is [B x Sk]
     (padding, every query row) or [B*Sq x Sk]. `mode`: "macro" (K^T and V written into
     macros), "vector" (dot products on the vector unit) or "auto" (the cheaper estimate).
-    `macros`: the macro indices K^T / V tiles may overwrite (default: all of them)."""
-    group = AttentionGroup(q, k, v, out, mask)
+    `macros`: the macro indices K^T / V tiles may overwrite (default: all of them).
+    `bias`: i16 logit codes [Bb*Hb*Sb x Sk] and (Bb, Hb, Sb), each 1 or B, Hq, Sq: added to
+    the logits, clamped to their range, before the softmax."""
+    view, shape = bias if bias is not None else (None, (1, 1, 1))
+    group = AttentionGroup(q, k, v, out, mask, view, shape)
     lower_attention_groups(b, (group,), plan, name=name, mode=mode, macros=macros)
 
 
@@ -173,6 +194,7 @@ def lower_attention_groups(
     kv head) pairs are spread over the cores together, so small groups still use them all."""
     for g in groups:
         _check(g.q, g.k, g.v, g.out, b.loc)
+        _check_bias(g, b.loc)
     kept_rows.release(b)  # rows or blocks an earlier op left in sp: attention wants the room
     pool = list(range(b.arch.core.macros)) if macros is None else list(macros)
     if not pool or not all(0 <= m < b.arch.core.macros for m in pool):
@@ -190,7 +212,12 @@ def lower_attention_groups(
     for i, (g, m) in enumerate(zip(groups, modes, strict=True)):
         own = name if i == 0 else f"{name}.s{i}"  # K/V tiles of one group are not another's
         causal = _mask_consts(b, own, plan, (g.q.seq, g.k.seq), g.mask, g.q.batch)
-        ats.append(_Attn(b, own, g.q, g.k, g.v, g.out, plan, tables, causal, g.mask, m, pool))
+        ats.append(
+            _Attn(
+                b, own, g.q, g.k, g.v, g.out, plan, tables, causal, g.mask, m, pool, g.bias,
+                g.bias_shape,
+            )
+        )
     pairs = [(at, bi, h) for at in ats for bi in range(at.q.batch) for h in range(at.k.heads)]
     for core, (a, z) in zip(b.cores, split_even(len(pairs), len(b.cores)), strict=False):
         for at, bi, h in pairs[a:z]:
@@ -239,7 +266,12 @@ def _query_rows(at: _Attn, sc: Scratch, kv: _KV, bi: int, h: int, qr: tuple[int,
             mvm_tiles(b, cols(acc, block[0].n0, block[0].n1), qs, 0, block, kv.kt)
     logits = sc("i16", n, sk)
     rq = plan.logits
-    b.emit(core, "req", logits, acc, int(rq.mult), int(rq.shift), 0, rq.lo, rq.hi)
+    if at.bias is None:
+        b.emit(core, "req", logits, acc, int(rq.mult), int(rq.shift), 0, rq.lo, rq.hi)
+    else:  # logits = clamp(REQ(acc) + bias), as the recipe
+        b.emit(core, "req", acc, acc, int(rq.mult), int(rq.shift), 0, rq.lo, rq.hi)
+        b.emit(core, "add", acc, acc, _bias_rows(at, sc, bi, h, qr))
+        b.emit(core, "req", logits, acc, 1, 0, 0, rq.lo, rq.hi)
     allowed = _allowed(at, sc, bi, qr)
     wide = sc("i64", n, sk)
     e = emit_exp(b, sc, logits, allowed, at.tables.load(b, sc), wide)
@@ -260,6 +292,18 @@ def _query_rows(at: _Attn, sc: Scratch, kv: _KV, bi: int, h: int, qr: tuple[int,
     y = sc(at.out.view.dtype, n, dv)
     b.emit(core, "req", y, total, 1, plan.out_shift, 0, plan.lo, plan.hi)
     b.emit(core, "dma", sub(at.out.head(bi, h), *qr), y)
+
+
+def _bias_rows(at: _Attn, sc: Scratch, bi: int, h: int, qr: tuple[int, int]) -> View:
+    """The bias codes of head h's query rows q0:q1 in sp ([n x Sk], or [1 x Sk] when the
+    bias is the same for every query row)."""
+    assert at.bias is not None
+    bb, hb, sb = at.bias_shape
+    base = ((bi if bb > 1 else 0) * hb + (h if hb > 1 else 0)) * sb
+    r0, r1 = (base + qr[0], base + qr[1]) if sb > 1 else (base, base + 1)
+    rows = sc("i16", r1 - r0, at.k.seq)
+    at.b.emit(sc.core, "dma", rows, sub(at.bias, r0, r1))
+    return rows
 
 
 def _allowed(at: _Attn, sc: Scratch, bi: int, qr: tuple[int, int]) -> View | None:

@@ -191,19 +191,36 @@ def _heads(view: View, shape: tuple[int, ...]) -> Heads:
 def _attention(em: Emitter, node: Node, op: QAttention) -> None:
     q, k, v = (_heads(em.operand(node, i), em.shape(node, i)) for i in range(3))
     mask = None
-    if len(node.inputs) == 4:
-        mask = _attention_mask(em, node, q.batch, q.seq, k.seq)
+    m = op.mask_index(len(node.inputs))
+    if m is not None:
+        mask = _attention_mask(em, node, m, q.batch, q.seq, k.seq)
+    bias = _attention_bias(em, node, k.seq) if op.bias else None
     out = _heads(em.result(node), node.type.shape)
     macros = em.reserved_macros() or None
-    lower_attention(em.b, q, k, v, out, op.plan, mask=mask, name=em.name(node), macros=macros)
+    lower_attention(
+        em.b, q, k, v, out, op.plan, mask=mask, name=em.name(node), macros=macros, bias=bias
+    )
 
 
-def _attention_mask(em: Emitter, node: Node, batch: int, sq: int, sk: int) -> View:
-    """The bool mask as [B x Sk] (same for every head and query) or [B*Sq x Sk]."""
-    shape = em.shape(node, 3)
+def _attention_bias(em: Emitter, node: Node, sk: int) -> tuple[View, tuple[int, int, int]]:
+    """The bias as [Bb*Hb*Sb x Sk] rows and (Bb, Hb, Sb); a bias broadcast along the keys
+    is materialized first."""
+    k = len(node.inputs) - 1
+    shape = em.shape(node, k)
+    b4 = (1,) * (4 - len(shape)) + shape
+    view = em.operand(node, k)
+    if b4[3] != sk:
+        b4 = (*b4[:3], sk)
+        view = em.expanded(node, k, b4)
+    return view, (b4[0], b4[1], b4[2])
+
+
+def _attention_mask(em: Emitter, node: Node, k: int, batch: int, sq: int, sk: int) -> View:
+    """The bool mask (operand k) as [B x Sk] (same for every head and query) or [B*Sq x Sk]."""
+    shape = em.shape(node, k)
     m = (1,) * (4 - len(shape)) + shape
     if m[1] == 1 and m[0] == batch and m[2] in (1, sq) and m[3] == sk:
-        return em.operand(node, 3)
+        return em.operand(node, k)
     raise CimcError(
         f"attention mask of shape {list(shape)} is not [B, 1, 1 or Sq, Sk]; per-head masks "
         "have no lowering yet",
