@@ -40,7 +40,8 @@ def test_round_trip_keeps_locations_and_output_order() -> None:
     graph = all_ops_graph()
     again = parse_graph(print_graph(graph), referenced_constants(graph))
     assert again.node("qkv").loc == "layers.0.qkv"
-    assert [o for o, _ in again.outputs] == ["hidden", "mean", "cat", "max", "sel", "back", "rmin"]
+    names = ["hidden", "mean", "cat", "max", "sel", "back", "rmin", "scan"]
+    assert [o for o, _ in again.outputs] == names
 
 
 def test_awkward_names_locations_and_values_round_trip() -> None:

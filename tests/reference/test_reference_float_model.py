@@ -28,7 +28,7 @@ def test_outputs_by_name_and_every_intermediate() -> None:
     graph = all_ops_graph()
     inputs = default_inputs(graph, seed=5)
     outputs = run_graph(graph, inputs)
-    assert list(outputs) == ["hidden", "mean", "cat", "max", "sel", "back", "rmin"]
+    assert list(outputs) == ["hidden", "mean", "cat", "max", "sel", "back", "rmin", "scan"]
     values = FloatModel(graph).run_all(inputs)
     assert list(values) == [n.name for n in graph.nodes()]
     for out, node in graph.outputs:

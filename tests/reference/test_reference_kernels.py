@@ -73,6 +73,26 @@ def test_attention_gqa_with_padding_mask_matches_sdpa() -> None:
     np.testing.assert_allclose(got, reference_attention(q, k, v, mask, 0.5), rtol=1e-4, atol=1e-5)
 
 
+def test_attention_bias_and_mask_match_sdpa_with_a_float_mask() -> None:
+    """bias=True: the last operand is added to the scaled scores (sdpa's float attn_mask),
+    the bool mask still blocks."""
+    q, k, v = randn(2, 4, 6, 4), randn(2, 2, 6, 4), randn(2, 2, 6, 4)
+    bias = randn(1, 4, 6, 6) * 2
+    mask = np.ones((2, 1, 1, 6), bool)
+    mask[1, ..., 5:] = False
+    got = run(O.Attention(scale=0.5, bias=True), q, k, v, mask, bias)
+    additive = np.where(mask, bias, -np.inf).astype(np.float32)
+    want = F.scaled_dot_product_attention(
+        t(q), t(k), t(v), attn_mask=t(additive), scale=0.5, enable_gqa=True
+    )
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
+    alone = run(O.Attention(scale=0.5, bias=True), q, k, v, bias)  # a bias and no mask
+    plain = F.scaled_dot_product_attention(
+        t(q), t(k), t(v), attn_mask=t(bias), scale=0.5, enable_gqa=True
+    )
+    np.testing.assert_allclose(alone, plain.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_attention_causal_with_kv_cache_aligns_bottom_right() -> None:
     # 3 new queries against 7 keys: query i sees keys j <= i + 4.
     q, k, v = randn(1, 4, 3, 4), randn(1, 2, 7, 4), randn(1, 2, 7, 4)
@@ -183,7 +203,15 @@ CASES: dict[str, Case] = {
     "maximum": (O.Maximum(), [A, B], np.maximum),
     "minimum": (O.Minimum(), [A, B], np.minimum),
     "reduce_min": (O.ReduceMin((0,)), [A], lambda x: x.min(0)),
+    "cumsum": (O.CumSum(1, exclusive=True, reverse=True), [IDS], lambda x: _rev_excl_scan(x)),
 }
+
+
+def _rev_excl_scan(x: np.ndarray) -> np.ndarray:
+    """ONNX CumSum with exclusive=1, reverse=1 along axis 1: y[j] = sum(x[j+1:])."""
+    return np.stack([x[:, j + 1 :].sum(1) for j in range(x.shape[1])], 1).astype(x.dtype)
+
+
 SPECIAL = {"attention", "rotary", "rms_norm", "layer_norm", "input", "constant"}
 SPECIAL |= {"conv", "pool", "im2col"}  # tested against torch's own ops below
 
