@@ -16,6 +16,9 @@ from typing import Any
 _WHERE = {
     "EXAMPLES": "catalog",
     "CNN_SIZES": "cnn",
+    "ENCODERS": "encoders",
+    "build_encoder": "encoders",
+    "encoder_input": "encoders",
     "build_cnn": "cnn",
     "cnn_input": "cnn",
     "ONNX_EXPORTERS": "catalog",
