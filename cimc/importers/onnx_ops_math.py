@@ -232,7 +232,7 @@ def gemm(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> lis
     a, b = inputs[0], inputs[1]
     c = inputs[2] if len(inputs) > 2 else None
     if not isinstance(a, Ref) or not isinstance(b, np.ndarray):
-        raise t.fail("Gemm is supported with a run-time A and a constant B only")
+        return [_gemm_runtime(t, a, b, c, attrs)]
     if attrs.get("transA", 0):
         a = t.emit(ops.Transpose((1, 0)), [a], "transA")
     weight = (b.T if attrs.get("transB", 0) else b) * np.float32(attrs.get("alpha", 1.0))
@@ -252,3 +252,27 @@ def gemm(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> lis
             extra = t.emit(ops.Mul(), [t.ref(extra), np.asarray(beta)], "beta")
         out = t.emit(ops.Add(), [out, t.ref(extra, out)], "bias")
     return [out]
+
+
+def _gemm_runtime(
+    t: Translator, a: Value | None, b: Value | None, c: Value | None, attrs: dict
+) -> Ref:
+    """alpha * A' @ B' + beta * C with a run-time B (or a constant A): a matmul of the
+    (transposed) operands, scaled, plus C broadcast."""
+    like = _runtime([a, b])
+    x, y = t.ref(a, like), t.ref(b, like)
+    if attrs.get("transA", 0):
+        x = t.emit(ops.Transpose((1, 0)), [x], "transA")
+    if attrs.get("transB", 0):
+        y = t.emit(ops.Transpose((1, 0)), [y], "transB")
+    out = t.emit(ops.MatMul(), [x, y], "matmul")
+    alpha, beta = np.float32(attrs.get("alpha", 1.0)), np.float32(attrs.get("beta", 1.0))
+    if alpha != 1.0:
+        out = t.emit(ops.Mul(), [out, np.asarray(alpha)], "alpha")
+    if c is None:
+        return out
+    if isinstance(c, np.ndarray):
+        bias: Value = (c * beta).astype(np.float32)
+    else:
+        bias = t.emit(ops.Mul(), [c, np.asarray(beta)], "beta") if beta != 1.0 else c
+    return t.emit(ops.Add(), [out, t.ref(bias, out)])

@@ -213,7 +213,11 @@ def split(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> li
     outputs: list[Value] = []
     start = 0
     for k, n in enumerate(sizes):
-        outputs.append(t.emit(ops.Slice(axis, start, start + n, 1), [x], f"part{k}"))
+        if n == 0:  # an empty part (RotaryEmbedding's unrotated rest when it rotates all)
+            shape = tuple(0 if a == axis else d for a, d in enumerate(in_shape))
+            outputs.append(np.zeros(shape, t.type_of(x).dtype.numpy))
+        else:
+            outputs.append(t.emit(ops.Slice(axis, start, start + n, 1), [x], f"part{k}"))
         start += n
     return outputs
 
@@ -221,7 +225,9 @@ def split(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> li
 @handles("Concat")
 def concat(t: Translator, node: onnx.NodeProto, inputs: list[Value | None]) -> list[Value]:
     like = next(v for v in inputs if isinstance(v, Ref))
-    refs = [t.ref(v, like) for v in inputs if v is not None]
+    # empty operands add nothing (their other axes still have to agree)
+    kept = [v for v in inputs if v is not None and 0 not in t.type_of(v).shape]
+    refs = [t.ref(v, like) for v in kept or [like]]
     if len(refs) == 1:
         return [refs[0]]
     return [t.emit(ops.Concat(int(t.attrs()["axis"])), refs)]

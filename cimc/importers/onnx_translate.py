@@ -234,8 +234,37 @@ class Translator:
             return list(evaluate(node, arrays, self.opset))
         handler = HANDLERS.get(node.op_type)
         if handler is None:
-            raise unknown_op(node)
+            expanded = self.expand_function(node, inputs)
+            if expanded is None:
+                raise unknown_op(node)
+            return expanded
         return handler(self, node, inputs)
+
+    def expand_function(
+        self, node: onnx.NodeProto, inputs: list[Value | None]
+    ) -> list[Value] | None:
+        """Translate `node` as its schema's function body (onnx_functions.py), or None."""
+        from cimc.importers.onnx_functions import function_body, tensor_type
+
+        types: list[onnx.TypeProto | None] = []
+        for value in inputs:
+            if value is None:
+                types.append(None)
+            elif isinstance(value, Ref | np.ndarray):
+                t = self.type_of(value)
+                types.append(tensor_type(np.dtype(t.dtype.numpy), t.shape))
+            else:
+                return None
+        body = function_body(node, self.opset, types)
+        if body is None:
+            return None
+        outer, opset = self.node, self.opset
+        self.opset = body.opset
+        try:
+            self.run(body.nodes)
+        finally:
+            self.node, self.opset = outer, opset
+        return [self.lookup(name) if name else None for name in node.output]
 
     def attrs(self) -> dict:
         assert self.node is not None

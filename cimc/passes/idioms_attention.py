@@ -20,9 +20,11 @@ from cimc.ir.ops import (
     Add,
     Attention,
     Div,
+    Equal,
     LogicalAnd,
     MatMul,
     Mul,
+    ReduceMax,
     Softmax,
     Transpose,
     Where,
@@ -139,14 +141,42 @@ def _split_additive(graph: Graph, name: str) -> tuple[list[MaskPlan], list[Bias]
     return [], [name]
 
 
+def _guards_masked_rows(graph: Graph, where: Node, softmax: Node) -> bool:
+    """where(max(m, last axis) == -inf, 0, softmax(scores + m)): ONNX Attention's zeros
+    for fully masked rows, with m one of the terms added to the scores."""
+    if not isinstance(where.op, Where) or where.inputs[2] != softmax.name:
+        return False
+    if scalar(graph, where.inputs[1]) != 0.0:
+        return False
+    eq = graph.node(where.inputs[0])
+    if not isinstance(eq.op, Equal):
+        return False
+    for rmax, inf in operand_pairs(eq):
+        value = scalar(graph, inf)
+        top = graph.node(rmax)
+        if value is None or value != -np.inf or not isinstance(top.op, ReduceMax):
+            continue
+        last = top.type.rank - 1
+        if top.op.axes != (last,) or not top.op.keepdim:
+            continue
+        added = graph.node(softmax.inputs[0])
+        if isinstance(added.op, Add) and top.inputs[0] in added.inputs:
+            return True
+    return False
+
+
 def _match(graph: Graph, softmax: Node) -> Match | NoMatch:
     if softmax.type.rank != 4 or not isinstance(softmax.op, Softmax) or softmax.op.axis != 3:
         return NoMatch("not a softmax over the last axis of [B, H, Sq, Sk] scores")
-    users = graph.users(softmax.name)
-    if len(users) != 1 or graph.is_output(softmax.name):
+    probs = softmax.name
+    users = graph.users(probs)
+    if len(users) == 1 and _guards_masked_rows(graph, graph.node(users[0]), softmax):
+        probs = users[0]  # where(row fully masked, 0, p): what attention does anyway
+        users = graph.users(probs)
+    if len(users) != 1 or graph.is_output(softmax.name) or graph.is_output(probs):
         return NoMatch("the probabilities have other uses than one matmul")
     out = graph.node(users[0])
-    if not isinstance(out.op, MatMul) or out.inputs[0] != softmax.name:
+    if not isinstance(out.op, MatMul) or out.inputs[0] != probs:
         return NoMatch("the probabilities do not multiply values")
     peeled = _peel_masks(graph, softmax.inputs[0])
     if peeled is None:

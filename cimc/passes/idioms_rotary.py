@@ -2,6 +2,11 @@
 
 x * cos + cat(-x[..., D/2:], x[..., :D/2]) * sin      (operands in any order)
 x + cat(-x[..., D/2:], x[..., :D/2]) * sin            (cos = 1: position 0 alone)
+cat(x1 * c - x2 * s, x1 * s + x2 * c)                  (x1, x2 the halves of x, c and s
+                                                        tables of D/2: ONNX RotaryEmbedding;
+                                                        cos = cat(c, c), sin = cat(s, s))
+A rotary of [B, S, H, D] values with [.., S, 1, D] tables (RotaryEmbedding's layout) is
+turned heads-first between two transposes (which cancel the exporter's own).
 
 cos and sin are any values broadcasting into x. A constant table that only rotary nodes
 use loses the leading axes it does not vary along (HF's [1, 1, S, D] becomes [S, D]).
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cimc.ir.graph import Graph, Node
-from cimc.ir.ops import Add, Concat, Constant, Mul, Neg, Rotary, Slice
+from cimc.ir.ops import Add, Concat, Constant, Mul, Neg, Rotary, Slice, Sub, Transpose
 from cimc.passes.idioms_match import broadcasts_into, const_array, operand_pairs, producer
 from cimc.passes.manager import register_pass
 from cimc.passes.patterns import NoMatch, Pattern, PatternPass
@@ -131,7 +136,105 @@ def _rewrite_table(graph: Graph, rotary: Node, m: Table) -> None:
     graph.replace_op(m.name, Constant(m.value), ())
 
 
+@dataclass(frozen=True)
+class HalvesMatch:
+    x: str
+    c: str  # the half tables
+    s: str
+
+
+def _products(graph: Graph, name: str) -> list[tuple[str, str]]:
+    """(a, b) and (b, a) for name = a * b."""
+    mul = producer(graph, name, Mul)
+    return list(operand_pairs(mul)) if mul is not None else []
+
+
+def _halves(graph: Graph, x1: str, x2: str) -> str | None:
+    """x when x1, x2 are x[..., :D/2] and x[..., D/2:]."""
+    a, b = producer(graph, x1, Slice), producer(graph, x2, Slice)
+    if a is None or b is None or a.inputs != b.inputs:
+        return None
+    assert isinstance(a.op, Slice) and isinstance(b.op, Slice)
+    shape = graph.node(a.inputs[0]).type.shape
+    d, last = shape[-1], len(shape) - 1
+    ok = (a.op.axis, a.op.start, a.op.stop, b.op.axis, b.op.start, b.op.stop) == (
+        last,
+        0,
+        d // 2,
+        last,
+        d // 2,
+        d,
+    )
+    return a.inputs[0] if ok and d % 2 == 0 and a.op.step == b.op.step == 1 else None
+
+
+def _match_halves(graph: Graph, cat: Node) -> HalvesMatch | NoMatch:
+    assert isinstance(cat.op, Concat)
+    if len(cat.inputs) != 2 or cat.op.axis != cat.type.rank - 1:
+        return NoMatch("not a concat of two halves on the last axis")
+    real, imag = (graph.node(i) for i in cat.inputs)
+    if not isinstance(real.op, Sub) or not isinstance(imag.op, Add):
+        return NoMatch("not cat(x1 * c - x2 * s, x1 * s + x2 * c)")
+    for x1, c in _products(graph, real.inputs[0]):
+        for x2, s in _products(graph, real.inputs[1]):
+            x = _halves(graph, x1, x2)
+            if x is None or graph.node(x).type.shape != cat.type.shape:
+                continue
+            wanted = {(x1, s), (x2, c)}
+            for p, q in operand_pairs(imag):
+                found = {pair for pair in _products(graph, p) if pair in wanted}
+                found |= {pair for pair in _products(graph, q) if pair in wanted}
+                half = graph.node(x1).type.shape
+                fits = all(broadcasts_into(graph.node(t).type.shape, half) for t in (c, s))
+                if found == wanted and fits:
+                    return HalvesMatch(x, c, s)
+    return NoMatch("not cat(x1 * c - x2 * s, x1 * s + x2 * c) of the halves x1, x2 of x")
+
+
+def _rewrite_halves(graph: Graph, cat: Node, m: HalvesMatch) -> None:
+    tables = []
+    for half, what in ((m.c, "cos"), (m.s, "sin")):
+        value = const_array(graph, half)
+        if value is not None:
+            full = np.concatenate([value, value], axis=-1).astype(np.float32)
+            tables.append(graph.add_constant(full, f"{cat.name}.{what}", cat.loc))
+        else:
+            axis = graph.node(half).type.rank - 1
+            tables.append(graph.add_node(Concat(axis), [half, half], f"{cat.name}.{what}", cat.loc))
+    graph.replace_op(cat.name, Rotary(), [m.x, *tables])
+
+
+def _match_seq_major(graph: Graph, rotary: Node) -> tuple[np.ndarray, np.ndarray] | NoMatch:
+    """[S, D] tables when x is [B, S, H, D] and the tables [.., S, 1, D] (constant)."""
+    x = graph.node(rotary.inputs[0]).type.shape
+    tables = [const_array(graph, t) for t in rotary.inputs[1:]]
+    if len(x) != 4 or any(t is None for t in tables):
+        return NoMatch("not a [B, S, H, D] rotary with constant tables")
+    out = []
+    for t in tables:
+        assert t is not None
+        full = np.broadcast_to(t, (*(1,) * (4 - t.ndim), *t.shape))
+        if full.shape[2] != 1 or full.shape[1] != x[1] or x[1] == 1 or x[2] == 1:
+            return NoMatch("the tables do not vary along axis 1 of [B, S, H, D] alone")
+        if not np.all(full == full[:1]):
+            return NoMatch("the tables vary along the batch")
+        out.append(np.ascontiguousarray(full[0, :, 0, :]).astype(np.float32))
+    return out[0], out[1]
+
+
+def _rewrite_seq_major(graph: Graph, rotary: Node, tables: tuple[np.ndarray, np.ndarray]) -> None:
+    """transpose to [B, H, S, D], rotate with [S, D] tables, transpose back."""
+    swap = (0, 2, 1, 3)
+    xt = graph.add_node(Transpose(swap), [rotary.inputs[0]], f"{rotary.name}.heads", rotary.loc)
+    cos = graph.add_constant(tables[0], f"{rotary.name}.cos", rotary.loc)
+    sin = graph.add_constant(tables[1], f"{rotary.name}.sin", rotary.loc)
+    inner = graph.add_node(Rotary(), [xt, cos, sin], f"{rotary.name}.rot", rotary.loc)
+    graph.replace_op(rotary.name, Transpose(swap), [inner])
+
+
 ROTARY = Pattern("rotary", Add, _match, _rewrite)
+SEQ_MAJOR = Pattern("rotary-seq-major", Rotary, _match_seq_major, _rewrite_seq_major)
+HALVES = Pattern("rotary-halves", Concat, _match_halves, _rewrite_halves)
 UNIT_COS = Pattern("rotary-unit-cos", Add, _match_unit_cos, _rewrite_unit_cos)
 TABLE = Pattern("rotary-table", Rotary, _match_table, _rewrite_table)
 
@@ -140,4 +243,4 @@ TABLE = Pattern("rotary-table", Rotary, _match_table, _rewrite_table)
 @dataclass(frozen=True)
 class RotaryIdioms(PatternPass):
     NAME = "idioms-rotary"
-    PATTERNS = (ROTARY, UNIT_COS, TABLE)
+    PATTERNS = (ROTARY, UNIT_COS, HALVES, SEQ_MAJOR, TABLE)

@@ -10,7 +10,8 @@ Patterns (each keeps the value bit for bit):
 - reshape(reshape(x)) -> reshape(x); transpose(transpose(x)) -> one transpose (or x);
   expand(expand(x)) -> expand(x); a transpose moving only unit axes -> reshape;
 - where(c, const, x) with a constant c -> where(not c, x, const): masked_fill puts the
-  fill first, the attention idiom wants the value first.
+  fill first, the attention idiom wants the value first;
+- where(c, a, b) with c all true (all false) -> a (b), when it has the result's shape.
 """
 
 from __future__ import annotations
@@ -57,7 +58,20 @@ def forwarded_operand(graph: Graph, node: Node) -> str | None:
         else:
             noop = x == node.type  # reshape / cast / expand that change nothing
         return node.inputs[0] if noop else None
+    if isinstance(op, Where):
+        return _decided_where(graph, node)
     return _binary_identity(graph, node)
+
+
+def _decided_where(graph: Graph, node: Node) -> str | None:
+    """where(c, a, b) with a constant c that is all true (all false): a (b), when that
+    operand already has the result's shape (ONNX Attention's guard of fully masked rows,
+    where no row is fully masked)."""
+    value = graph.constant_value(node.inputs[0])
+    if value is None or value.size == 0 or not (value.all() or not value.any()):
+        return None
+    kept = node.inputs[1] if value.all() else node.inputs[2]
+    return kept if graph.node(kept).type == node.type else None
 
 
 def _binary_identity(graph: Graph, node: Node) -> str | None:
@@ -196,7 +210,7 @@ def _orient_where(graph: Graph, node: Node, negated: np.ndarray) -> None:
     graph.replace_op(node.name, node.op, [flipped, no, yes])
 
 
-_FORWARDING = (Reshape, Transpose, Cast, Expand, Slice, Concat, *_IDENTITIES)
+_FORWARDING = (Reshape, Transpose, Cast, Expand, Slice, Concat, Where, *_IDENTITIES)
 SIMPLIFY: tuple[Pattern[Any], ...] = (
     Pattern("no-op", _FORWARDING, _match_forward, _forward),
     Pattern("merge-chain", (Reshape, Transpose, Expand), _match_merge, _merge),
