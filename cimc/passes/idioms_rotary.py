@@ -214,7 +214,7 @@ def _match_seq_major(graph: Graph, rotary: Node) -> tuple[np.ndarray, np.ndarray
     for t in tables:
         assert t is not None
         full = np.broadcast_to(t, (*(1,) * (4 - t.ndim), *t.shape))
-        if full.shape[2] != 1 or full.shape[1] != x[1] or x[1] == 1 or x[2] == 1:
+        if full.shape[2] != 1 or full.shape[1] != x[1] or x[1] == 1:
             return NoMatch("the tables do not vary along axis 1 of [B, S, H, D] alone")
         if not np.all(full == full[:1]):
             return NoMatch("the tables vary along the batch")
