@@ -15,7 +15,7 @@ import pytest
 from tests.importers.onnx_node_suite import REFUSALS, Outcome, cases, reason, run_case
 
 CHUNKS = 8
-MIN_PASSING = 350
+MIN_PASSING = 550  # 558 of 1884 at the function-body expansion (was 442)
 
 
 @cache
