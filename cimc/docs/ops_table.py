@@ -55,13 +55,17 @@ def _integer_form(cls: type[Op]) -> tuple[str, list[str]]:
         names = ", ".join(f"`{op.NAME}`" for op in into)
         lowered = [q for op in into for q in _integer_form(op)[1]]
         return f"rewritten by the `conv-to-matmul` pass into {names}", lowered
+    integer = issubclass(cls, INTEGER_PASSTHROUGH)
     if cls in RULES:
         q_ops = _q_ops(cls)
-        return ", ".join(f"`{q}`" for q in q_ops), q_ops
+        form = ", ".join(f"`{q}`" for q in q_ops)
+        if integer:  # float values get the recipe, integer ones stay as they are
+            return f"{form}; itself on integer values", [*q_ops, cls.NAME]
+        return form, q_ops
     if issubclass(cls, DATA_MOVEMENT):
         return "itself, on integer codes (scale kept)", [cls.NAME]
-    if issubclass(cls, INTEGER_PASSTHROUGH):
-        return "itself, on integer / bool values only (mask logic)", [cls.NAME]
+    if integer:
+        return "itself, on integer / bool values only (mask logic, position ids)", [cls.NAME]
     return "none (no integer recipe)", []
 
 
@@ -95,7 +99,10 @@ def onnx_list() -> str:
         f"ONNX (default domain, opsets {MIN_OPSET}-{MAX_OPSET}), {len(HANDLERS)} op types "
         f"translated on run-time values: {_ticked(sorted(HANDLERS))}. Any node whose inputs "
         "are all constants (shape arithmetic, constant subgraphs) is evaluated at import "
-        "(onnx.reference), whatever its op type."
+        "(onnx.reference), whatever its op type; an op type not listed whose schema defines "
+        "it as a function of other ops (opset 23's `Attention` and `RotaryEmbedding`, "
+        "`Elu`, `HardSigmoid`...) is translated as that function's body, which the idiom "
+        "passes map back onto canonical ops where one exists."
     )
 
 

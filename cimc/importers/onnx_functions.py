@@ -12,6 +12,7 @@ attributes (schema defaults filled in); inner values get a prefix unique to the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -78,8 +79,9 @@ def function_body(node: NodeProto, opset: int, input_types: list[TypeProto | Non
 
 
 def _function(
-    schema: onnx.defs.OpSchema, node: NodeProto, opset: int, types: list[TypeProto | None]
+    schema: Any, node: NodeProto, opset: int, types: list[TypeProto | None]
 ) -> FunctionProto | None:
+    """The schema's function (onnx's stubs do not declare these OpSchema methods)."""
     versions = [v for v in schema.function_opset_versions if v <= opset]
     if versions:
         proto = FunctionProto()

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -264,7 +265,9 @@ class Translator:
             self.run(body.nodes)
         finally:
             self.node, self.opset = outer, opset
-        return [self.lookup(name) if name else None for name in node.output]
+        # positions matter (the caller binds them by output name); an unnamed optional
+        # output is never bound
+        return [self.lookup(name) if name else cast(Value, None) for name in node.output]
 
     def attrs(self) -> dict:
         assert self.node is not None

@@ -167,10 +167,10 @@ def mask_and_bias(t: Translator, mask: str) -> tuple[str | None, str | None]:
             biases.append(term)
     result = masks[0] if masks else None
     for other in masks[1:]:
-        result = t.emit(LogicalAnd(), [result, other], "mask").name
+        result = t.emit(LogicalAnd(), [masks[0] if result is None else result, other], "mask").name
     bias = biases[0] if biases else None
     for other in biases[1:]:
-        bias = t.emit(Add(), [bias, other], "bias").name
+        bias = t.emit(Add(), [biases[0] if bias is None else bias, other], "bias").name
     return result, bias
 
 

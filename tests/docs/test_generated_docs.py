@@ -45,7 +45,8 @@ def test_every_canonical_op_has_one_row() -> None:
         ("linear", "`q.linear`", "yes"),
         ("layer_norm", "`q.layer_norm`", "yes"),  # the norm rule emits two q-ops: the right one
         ("rms_norm", "`q.rms_norm`", "yes"),
-        ("sub", "`q.add`", "yes"),
+        ("sub", "`q.add`; itself on integer values", "yes"),
+        ("cumsum", "itself, on integer / bool values only (mask logic, position ids)", "yes"),
         ("gelu", "`q.lut`, `q.lut.ramp`", "yes"),  # LUT8 on int8, ramp + table on int16
         ("tanh", "`q.lut`", "yes"),
         ("reshape", "itself, on integer codes (scale kept)", "free (declaration or re-view)"),

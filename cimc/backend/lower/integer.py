@@ -19,6 +19,7 @@ final store (the golden refuses it too). Bools are i8 0/1 on the machine.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from cimc.backend.builder.alloc import cols
 from cimc.backend.builder.asm import ProgramBuilder, Scratch
@@ -44,8 +45,15 @@ from cimc.ir.ops import (
 )
 from cimc.machine.program import DTYPE_BYTES, View
 
-ARITH = {Add: "add", Sub: "sub", Mul: "mul", Maximum: "max", Minimum: "min"}
-LOGIC = {LogicalAnd: "min", LogicalOr: "max"}
+MNEMONICS: dict[type[Op], str] = {
+    Add: "add",
+    Sub: "sub",
+    Mul: "mul",
+    Maximum: "max",
+    Minimum: "min",
+    LogicalAnd: "min",  # on 0/1
+    LogicalOr: "max",
+}
 
 
 def _integer(node: Node, em: Emitter) -> None:
@@ -75,7 +83,7 @@ def _operands(em: Emitter, node: Node, full: int) -> list[View]:
 
 def lower_binary(em: Emitter, node: Node, op: Op) -> None:
     _integer(node, em)
-    mnemonic = ARITH.get(type(op)) or LOGIC[type(op)]  # type: ignore[index]
+    mnemonic = MNEMONICS[type(op)]
     b = em.b
 
     def body(sc: Scratch, ins: list[View], out: View) -> None:
@@ -170,13 +178,12 @@ def scan(b: ProgramBuilder, sc: Scratch, x: View, out: View, exclusive: bool, re
             b.emit(sc.core, "mov", cols(out, 1, n), cols(cur, 0, n - 1))
 
 
-LOWERINGS: dict[type[Op], Callable[[Emitter, Node, object], None]] = {
-    **dict.fromkeys(ARITH, lower_binary),
-    **dict.fromkeys(LOGIC, lower_binary),
+LOWERINGS: dict[type[Op], Callable[[Emitter, Node, Any], None]] = {
+    **dict.fromkeys(MNEMONICS, lower_binary),
     Equal: lower_compare,
     Less: lower_compare,
     Greater: lower_compare,
-    LogicalNot: lower_not,  # type: ignore[dict-item]
-    Where: lower_where,  # type: ignore[dict-item]
-    CumSum: lower_cumsum,  # type: ignore[dict-item]
+    LogicalNot: lower_not,
+    Where: lower_where,
+    CumSum: lower_cumsum,
 }
