@@ -71,6 +71,12 @@ def check_decoder(graph: Graph, axes: SeqAxes) -> None:
     if not attentions:
         raise CimcError("the model has no attention: not a decoder model", "decode")
     for node, op in attentions:
+        if op.bias:
+            raise CimcError(
+                "attention with an additive bias (relative positions, ALiBi) has no decode "
+                "lowering yet; compile the model with `cimc compile` instead",
+                node.where,
+            )
         if not op.plan.causal:
             raise CimcError(
                 "attention is not causal: not a decoder model (BERT-like encoders see later "
