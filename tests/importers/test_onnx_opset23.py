@@ -133,3 +133,41 @@ def test_gemm_with_a_run_time_b(attrs: dict, tmp_path: Path) -> None:
     assert _census(graph)["matmul"] == 1
     _, report = compile_and_verify(graph, "tiny", feeds)
     assert report.bit_exact, report.divergence
+
+
+@pytest.mark.parametrize("causal", [0, 1])
+def test_attention_with_past_and_present_kv(causal: int, tmp_path: Path) -> None:
+    """past_key / past_value concatenated before the current keys (present_* outputs);
+    causal masking aligned to the end of the keys, as attention(causal=True) is."""
+    s, past, heads, kv_heads, hd = 4, 3, 4, 2, 8
+    operands = ["q", "k", "v", "", "past_key", "past_value"]
+    outputs = ["y", "present_key", "present_value"]
+    nodes = [helper.make_node("Attention", operands, outputs, is_causal=causal)]
+    shapes = {
+        "q": [1, heads, s, hd],
+        "k": [1, kv_heads, s, hd],
+        "v": [1, kv_heads, s, hd],
+        "past_key": [1, kv_heads, past, hd],
+        "past_value": [1, kv_heads, past, hd],
+    }
+    graph_proto = helper.make_graph(
+        nodes,
+        "past",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in shapes.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+    )
+    made = helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 23)])
+    made.ir_version = 10
+    path = tmp_path / "past.onnx"
+    onnx.save(made, str(path))
+    feeds = {n: rng.standard_normal(d).astype(np.float32) for n, d in shapes.items()}
+    graph = import_model(str(path))
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = run_graph(graph, feeds)
+    for name, value in zip(outputs, want, strict=True):
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5)
+    result, report = compile_and_verify(graph, "tiny", feeds)
+    assert _census(result.float_graph) == Counter({"concat": 2, "attention": 1})
+    attention = next(n for n in result.float_graph.nodes() if n.op.NAME == "attention")
+    assert attention.op.causal == bool(causal)
+    assert report.bit_exact, report.divergence
