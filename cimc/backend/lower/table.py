@@ -17,6 +17,7 @@ import numpy as np
 
 from cimc.backend.builder.alloc import rows
 from cimc.backend.builder.asm import Scratch
+from cimc.backend.builder.values import decl_name
 from cimc.backend.lower.attention import lower_attention
 from cimc.backend.lower.common import Heads
 from cimc.backend.lower.elementwise import (
@@ -166,7 +167,10 @@ def _norm(em: Emitter, node: Node, op: QLayerNorm | QRmsNorm) -> None:
 
 def _embedding(em: Emitter, node: Node, op: QEmbedding) -> None:
     ids, y, space = em.operand(node, 0), em.result(node), em.table_space(node)
-    lower_embedding(em.b, ids, y, op.plan, table_space=space, name=em.name(node))
+    name = em.name(node)
+    if name in {decl_name(out) for out, _ in em.graph.outputs}:
+        name = f"{name}.table"  # the lookup is a graph output of the same name (ONNX)
+    lower_embedding(em.b, ids, y, op.plan, table_space=space, name=name)
 
 
 def _int_embedding(em: Emitter, node: Node, op: Embedding) -> None:
