@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from cimc.importers import table_lookup
 from cimc.importers.onnx_gather import lower_index_op
 from cimc.importers.onnx_translate import Ref, Translator, Value, element_count, handles
+from cimc.importers.table_lookup import lookup_of
 from cimc.ir import DType, ops
 
 
@@ -262,9 +262,9 @@ def _embedding(t: Translator, node: onnx.NodeProto, table: np.ndarray, ids: Ref)
     if node.op_type == "GatherElements":
         if len(shape) != table.ndim:
             raise t.fail("GatherElements indices must have the rank of the data")
-        plan = table_lookup.gather_elements(table, axis, shape)
+        plan = lookup_of("GatherElements", table, axis, shape)
     else:
-        plan = table_lookup.gather(table, axis, shape)
+        plan = lookup_of("Gather", table, axis, shape)
     rows = ids
     if t.type_of(rows).dtype != DType.I64:
         rows = t.emit(ops.Cast(DType.I64), [rows], "i64")

@@ -67,6 +67,11 @@ def gather(data: np.ndarray, axis: int, index_shape: tuple[int, ...]) -> Lookup:
     return Lookup(table, 1, None, out, perm, view)
 
 
+def lookup_of(kind: str, data: np.ndarray, axis: int, index_shape: tuple[int, ...]) -> Lookup:
+    """The plan of a GatherElements (torch.gather) or a Gather (index_select)."""
+    return (gather_elements if kind == "GatherElements" else gather)(data, axis, index_shape)
+
+
 def reference(data: np.ndarray, lookup: Lookup, index: np.ndarray) -> np.ndarray:
     """What the emitted nodes compute, on numpy (tests check it against the op)."""
     rows = index.astype(np.int64) * lookup.stride

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.fx import Node as FxNode
 
-from cimc.importers import table_lookup
+from cimc.importers.table_lookup import Lookup, lookup_of
 from cimc.importers.torch_fx import Ref, ir_dtype, to_numpy
 from cimc.importers.torch_translate import Handler, Translator
 from cimc.ir import DType
@@ -377,13 +377,13 @@ def gather_constant(t: Translator, node: FxNode) -> Ref:
     axis = int(a["dim"]) % max(array.ndim, 1)
     shape = t.type_of(index).shape
     if str(node.target) == "aten.gather.default":
-        plan = table_lookup.gather_elements(array, axis, shape)
+        plan = lookup_of("GatherElements", array, axis, shape)
     else:
-        plan = table_lookup.gather(array, axis, shape)
+        plan = lookup_of("Gather", array, axis, shape)
     return emit_lookup(t, plan, t.name(index, DType.I64))
 
 
-def emit_lookup(t: Translator, plan: table_lookup.Lookup, index: str) -> Ref:
+def emit_lookup(t: Translator, plan: Lookup, index: str) -> Ref:
     rows = index
     if plan.stride != 1:
         scale = t.b.constant(np.array(plan.stride, np.int64), t.fresh("stride"))
