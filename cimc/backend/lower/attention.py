@@ -214,7 +214,19 @@ def lower_attention_groups(
         causal = _mask_consts(b, own, plan, (g.q.seq, g.k.seq), g.mask, g.q.batch)
         ats.append(
             _Attn(
-                b, own, g.q, g.k, g.v, g.out, plan, tables, causal, g.mask, m, pool, g.bias,
+                b,
+                own,
+                g.q,
+                g.k,
+                g.v,
+                g.out,
+                plan,
+                tables,
+                causal,
+                g.mask,
+                m,
+                pool,
+                g.bias,
                 g.bias_shape,
             )
         )
