@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
 
 from cimc.errors import CimcError
 from cimc.machine.mapped_consts import MappedConsts
@@ -56,20 +54,19 @@ def load_consts_and_metadata(program: Program) -> tuple[dict[str, np.ndarray], d
     before = _identity(path)  # taken before hashing: what is hashed is what is read
     check_consts_hash(program, path)
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            names = _declared_names(program, f)
-            metadata = dict(f.metadata() or {})
         mapped = MappedConsts(path)
-        tensors = {name: mapped.array(name) for name in names}
-    except (SafetensorError, OSError, ValueError, TypeError) as e:  # TypeError: e.g. bfloat16
+    except OSError as e:
         raise CimcError(f"cannot read constants file {path}: {e}", program.source_name) from None
+    except CimcError as e:  # located at the program that names the file
+        raise CimcError(e.message, program.source_name) from None
+    tensors = {name: mapped.array(name) for name in _declared_names(program, mapped)}
     if _identity(path) != before:  # another file renamed over it while it was read
         raise CimcError(
             f"constants file {path.name} was replaced while it was read (another compile "
             "wrote it); run again",
             program.source_name,
         )
-    return tensors, metadata
+    return tensors, mapped.metadata
 
 
 def _identity(path: Path) -> tuple[int, int, int, int]:
@@ -98,24 +95,23 @@ _STORED_NAMES = {
 }
 
 
-def _declared_names(program: Program, f: Any) -> list[str]:
+def _declared_names(program: Program, mapped: MappedConsts) -> list[str]:
     """The declared tensors of the file, each checked against its declaration from the
     header (a huge or wrong tensor in the file is never read). They are then mapped, not
     read: a large model's weight image stays in the file and the page cache."""
-    names = set(f.keys())
     tensors = []
     for decl in program.decls_of("const"):
-        if decl.name not in names:
+        entry = mapped.entries.get(decl.name)
+        if entry is None:
             continue  # reported by _place_consts, in declaration order
-        tensor = f.get_slice(decl.name)
-        stored = tensor.get_dtype()
+        stored = entry.dtype
         if stored != _SAFETENSORS_DTYPE.get(decl.dtype or ""):
             raise CimcError(
                 f"constant '{decl.name}' has dtype {_STORED_NAMES.get(stored, stored)}; "
                 f"the program declares {decl.dtype}[{decl.rows}x{decl.cols}]",
                 program.loc(decl),
             )
-        shape = tuple(tensor.get_shape())
+        shape = entry.shape
         if not shape_fits(shape, decl):
             raise CimcError(
                 f"constant '{decl.name}' has shape {shape}; the program declares "

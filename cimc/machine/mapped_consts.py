@@ -1,4 +1,5 @@
-"""A .safetensors file mapped read-only: arrays that view the file instead of copying it.
+"""A .safetensors file mapped read-only: header entries, metadata, and arrays that view the
+file instead of copying it.
 
 Why not safetensors' `safe_open`: it reads every tensor into a new array; for a model of a
 billion parameters that is another gigabyte beside the page cache. The format is simple (an
@@ -53,11 +54,9 @@ class MappedConsts:
         if 8 + n > size:
             raise self._error(f"has a header of {n} bytes, longer than the file")
         self._body = data[8 + n :]
-        self.entries = {
-            name: self._entry(name, entry)
-            for name, entry in self._header(data[8 : 8 + n]).items()
-            if name != "__metadata__"
-        }
+        header = self._header(data[8 : 8 + n])
+        self.metadata = self._metadata(header.pop("__metadata__", None) or {})
+        self.entries = {name: self._entry(name, entry) for name, entry in header.items()}
 
     def array(self, name: str) -> np.ndarray:
         """The tensor as a read-only view of the file (a copy if it is misaligned)."""
@@ -78,6 +77,11 @@ class MappedConsts:
             raise self._error("has a header that is not a JSON object")
         return header
 
+    def _metadata(self, raw: Any) -> dict[str, str]:
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise self._error("has metadata that is not a map of strings")
+        return dict(raw)
+
     def _entry(self, name: str, entry: Any) -> StoredTensor:
         try:
             shape = tuple(int(d) for d in entry["shape"])
@@ -93,4 +97,4 @@ class MappedConsts:
         return stored
 
     def _error(self, what: str) -> CimcError:
-        return CimcError(f"constants file {self.path} {what}", str(self.path))
+        return CimcError(f"cannot read constants file {self.path}: it {what}", str(self.path))
