@@ -30,7 +30,6 @@ from cimc.backend.stages.backend import Backend, configure_backend
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
-from cimc.machine.state import gc_paused
 from cimc.passes.manager import (
     Pass,
     PassManager,
@@ -171,8 +170,7 @@ def compile_model(model: Any, arch: Arch, options: PipelineOptions | None = None
     float_graph = managers[0].run(graph.copy())
     del graph  # the import's own arrays (a transposed weight's original) go now
     qgraph = managers[1].run(float_graph.copy())
-    with gc_paused():  # the backend builds ~10^5 objects and no cycles: no GC passes
-        compiled = managers[2].run(qgraph)
+    compiled = managers[2].run(qgraph)
     verify_deep(compiled)
     report("compile", steps, steps)
     for m in managers:

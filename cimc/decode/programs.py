@@ -44,7 +44,6 @@ from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.machine.interpreter import MacroCells, RunResult, run_program
 from cimc.machine.program import Decl, Program
-from cimc.machine.state import gc_paused
 from cimc.passes.manager import Pass, verify_deep
 from cimc.passes.quantize import Quantize
 from cimc.pipeline import (
@@ -155,8 +154,7 @@ def compile_decoder_graph(
         return replace(p, reserve=dram_reserve) if isinstance(p, PlanMemory) else p
 
     backend = pipeline_stages(options, configure).backend
-    with gc_paused():  # as compile_model: the backend makes no reference cycles
-        compiled: Compiled = manager(backend, options).run(graph)
+    compiled: Compiled = manager(backend, options).run(graph)
     verify_deep(compiled)
     return compiled
 

@@ -9,7 +9,6 @@ from cimc.backend.lower.driver import lower_graph
 from cimc.backend.lower.table import LOWERINGS, LoweringTable
 from cimc.backend.stages.planning import planned
 from cimc.errors import CimcError
-from cimc.machine.state import gc_paused
 from cimc.passes.manager import Pass, PassResult, context, register_pass
 
 
@@ -30,16 +29,15 @@ class Lower(Pass):
             raise CimcError(
                 "lower needs the map, plan-values and plan-memory passes before it", "pipeline"
             )
-        with gc_paused():  # builds ~10^5 instruction objects and no cycles: no GC passes
-            compiled = lower_graph(
-                plan.graph,
-                plan.arch,
-                plan.values,
-                plan.stream,
-                plan.reserve,
-                self.table or LOWERINGS,
-                plan.memory,
-                self.name,
-                plan.sparsity,
-            )
+        compiled = lower_graph(  # with GC paused, as every backend pass (PassManager.run)
+            plan.graph,
+            plan.arch,
+            plan.values,
+            plan.stream,
+            plan.reserve,
+            self.table or LOWERINGS,
+            plan.memory,
+            self.name,
+            plan.sparsity,
+        )
         return PassResult(compiled, True)

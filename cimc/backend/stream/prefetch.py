@@ -34,8 +34,9 @@ instruction of the core, before a `recv` or barrier the core would wait at anywa
 the latest when a tile is needed (`need`, from `TileLoader.ensure`). Each `mload` frees a
 staging buffer for the next piece, so the DRAM channel keeps streaming through vector
 phases (layer norm, softmax, GELU) instead of waiting for the next matmul.
-Correctness never depends on this: the builder tracks what each macro holds and
-`TileLoader` reloads any tile that is not there.
+Correctness does not depend on the timing: the builder tracks what each macro holds and
+`TileLoader` reloads any tile that is not there, and no `mload` of a piece is emitted over
+a tile a lowering has asked for (`need`) until its `mvm` is out (`pending`).
 """
 
 from __future__ import annotations
