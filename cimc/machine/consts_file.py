@@ -16,6 +16,7 @@ import numpy as np
 from cimc.errors import CimcError
 from cimc.machine.mapped_consts import MappedConsts
 from cimc.machine.program import Decl, Program
+from cimc.machine.tensor_writer import SAFETENSORS_DTYPES
 from cimc.machine.validator import consts_path_problem
 
 
@@ -78,21 +79,8 @@ def _identity(path: Path) -> tuple[int, int, int, int]:
 # Checked from the file header, before reading: whether numpy can hold a dtype such as BF16
 # depends on what else is imported (ml_dtypes registers it), so the check must not rely on it.
 _SAFETENSORS_DTYPE = {"i8": "I8", "i16": "I16", "i32": "I32", "i64": "I64"}
-_STORED_NAMES = {
-    "I8": "int8",
-    "U8": "uint8",
-    "I16": "int16",
-    "U16": "uint16",
-    "I32": "int32",
-    "U32": "uint32",
-    "I64": "int64",
-    "U64": "uint64",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F32": "float32",
-    "F64": "float64",
-    "BOOL": "bool",
-}
+# safetensors' dtype names -> numpy's, for messages (bfloat16 is no numpy dtype of its own)
+_STORED_NAMES = {stored: name for name, stored in SAFETENSORS_DTYPES.items()} | {"BF16": "bfloat16"}
 
 
 def _declared_names(program: Program, mapped: MappedConsts) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-_DTYPES = {
+SAFETENSORS_DTYPES = {  # numpy dtype name -> safetensors dtype name
     "bool": "BOOL",
     "int8": "I8",
     "uint8": "U8",
@@ -47,7 +47,7 @@ def save_tensors(
     offset = 0
     for name, array in arrays.items():
         header[name] = {
-            "dtype": _DTYPES[array.dtype.name],
+            "dtype": SAFETENSORS_DTYPES[array.dtype.name],
             "shape": list(array.shape),
             "data_offsets": [offset, offset + array.nbytes],
         }
@@ -62,6 +62,6 @@ def save_tensors(
 
 
 def _little_endian(array: np.ndarray) -> np.ndarray:
-    if array.dtype.name not in _DTYPES:
+    if array.dtype.name not in SAFETENSORS_DTYPES:
         raise ValueError(f"safetensors cannot hold dtype {array.dtype}")
     return np.require(array, array.dtype.newbyteorder("<"), "C")  # keeps 0-d arrays 0-d
