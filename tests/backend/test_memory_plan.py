@@ -84,6 +84,20 @@ def test_tables_go_to_flash_and_the_weights_balance_the_channels(stream: StreamP
     assert abs(memory.image_bytes("dram") - dram_share(tight) * weights) <= 1024
 
 
+def test_a_table_the_room_after_the_split_holds_stays_in_dram(stream: StreamPlan) -> None:
+    """Past the balanced share DRAM has room: a table that fits it is read from DRAM (its
+    bytes), not from flash (the flash latency and a whole chunk per row); one that does not
+    fit still goes to flash."""
+    weights, other = stream.bytes_first_inference, 4096
+    tight = small(arch("tiny"), other + weights + 512)
+    memory = plan_memory(stream, tight, other, {"emb": 65536, "pos": 4096})
+    assert memory.flash_tables == ("emb",) and memory.flash_table_bytes == 65536
+    room = tight.memory.dram_bytes - other - memory.image_bytes("dram")
+    assert 4096 <= room < 65536
+    both = plan_memory(stream, tight, other, {"emb": room - 4095, "pos": 4096})
+    assert both.flash_tables == ("pos",)  # the larger one kept
+
+
 def test_what_cannot_fit_is_one_line_naming_the_fields(stream: StreamPlan) -> None:
     with pytest.raises(CimcError, match=r"need about 9000 bytes of DRAM .* memory.dram_bytes"):
         plan_memory(stream, small(arch("tiny"), 8192), 9000, {})

@@ -8,8 +8,9 @@ flash is read from flash every time. So:
 
 - when the whole program fits `memory.dram_bytes`, every tile stays in DRAM (today's
   programs, unchanged);
-- otherwise gathered tables (embeddings: one row per token is read) move to flash first,
-  then the weights split. DRAM and flash are separate channels that stream at once, so a
+- otherwise gathered tables (embeddings: one row per token is read) make way first,
+  then the weights split, and the tables go back to DRAM if the room the split left
+  holds them (past the bandwidth-balanced share below it does). DRAM and flash are separate channels that stream at once, so a
   token's load time is about max(DRAM bytes / DRAM bandwidth, flash bytes / flash
   bandwidth): the DRAM share is the smaller of what the DRAM budget holds and the
   bandwidth-balanced share `dram_gbps / (dram_gbps + flash_gbps)`. A larger share would
@@ -137,10 +138,17 @@ def plan_memory(
             "plan-memory",
         )
     tiles = _split(stream, arch, budget) if stream is not None else ()
+    room = budget - sum(t.entry.nbytes for t in tiles if t.space == "dram")
+    in_flash = _tables_to_flash(tables, room)
     memory = MemoryPlan(
-        mem.dram_bytes, mem.flash_bytes, other, tiles, tuple(sorted(tables)), table_bytes
+        mem.dram_bytes,
+        mem.flash_bytes,
+        other,
+        tiles,
+        in_flash,
+        sum(tables[name] for name in in_flash),
     )
-    need = memory.image_bytes("flash") + table_bytes
+    need = memory.image_bytes("flash") + memory.flash_table_bytes
     if need > mem.flash_bytes:
         total = memory.image_bytes("flash") + memory.image_bytes("dram") + table_bytes
         raise CimcError(
@@ -151,6 +159,19 @@ def plan_memory(
             "plan-memory",
         )
     return memory
+
+
+def _tables_to_flash(tables: dict[str, int], room: int) -> tuple[str, ...]:
+    """The gathered tables that go to flash: those the DRAM left after the weight split
+    cannot hold, largest first kept. The split keeps at most the bandwidth-balanced share
+    of the weights in DRAM, so past that share DRAM has room a table can use: a row read
+    from DRAM costs its bytes, from flash the flash latency and a whole chunk."""
+    kept: list[str] = []
+    for name in sorted(tables, key=lambda n: (-tables[n], n)):
+        if tables[name] <= room:
+            kept.append(name)
+            room -= tables[name]
+    return tuple(sorted(set(tables) - set(kept)))
 
 
 def dram_share(arch: Arch) -> float:
