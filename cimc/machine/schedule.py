@@ -92,6 +92,7 @@ class _Core:
     unit_free: dict[str, int] = field(default_factory=dict)
     accesses: dict[str, list[_Access]] = field(default_factory=dict)
     barriers: int = 0
+    since: int = 0  # when the next instruction first asked for its channels
 
 
 @dataclass
@@ -106,7 +107,7 @@ class _Sim:
     sends: dict[tuple[int, int, int], deque[int]] = field(default_factory=dict)
     waiting_recv: dict[tuple[int, int, int], int] = field(default_factory=dict)
     barrier_arrivals: dict[int, dict[int, int]] = field(default_factory=dict)
-    heap: list[tuple[int, int]] = field(default_factory=list)
+    heap: list[tuple[int, int, int, int]] = field(default_factory=list)  # _order(), core
     items: list[Scheduled] = field(default_factory=list)
 
 
@@ -143,8 +144,9 @@ def simulate(
     total = sum(len(c.instrs) for c in cores.values())
     with poll("simulate (relaxed)" if relaxed else "simulate", total, lambda: len(sim.items)):
         while sim.heap:
-            start, core_id = heapq.heappop(sim.heap)
-            _step(sim, cores[core_id], start)
+            key, _, _, core_id = heapq.heappop(sim.heap)
+            core = cores[core_id]
+            _step(sim, core, key - _lead(sim, core))
     stuck = [c for c in cores.values() if c.pc < len(c.instrs)]
     if stuck:
         first = stuck[0]
@@ -176,7 +178,29 @@ def _push(sim: _Sim, core: _Core) -> None:
         if not sim.sends.get(key):
             sim.waiting_recv[key] = core.core
             return
-    heapq.heappush(sim.heap, (_ready(sim, core, instr), core.core))
+    core.since = _ready(sim, core, instr) + _lead(sim, core)
+    _queue(sim, core, core.since)
+
+
+def _queue(sim: _Sim, core: _Core, key: int) -> None:
+    heapq.heappush(sim.heap, (*_order(core, key), core.core))
+
+
+def _order(core: _Core, key: int) -> tuple[int, int, int]:
+    """Who goes first among instructions due at `key`. A transfer on a chip-wide channel is
+    due when its data phase would begin, so transfers reach a channel in that order whatever
+    their setup and latency; at equal times the shortest data phase goes first, then the one
+    waiting longest, then the lower core id (the heap's last key). See isa/SPEC.md, section
+    8, "Schedule"."""
+    return (key, core.costs[core.pc].data_cycles if core.pc < len(core.instrs) else 0, core.since)
+
+
+def _lead(sim: _Sim, core: _Core) -> int:
+    """How far after its start a transfer reaches its channels (0: not a transfer)."""
+    if sim.relaxed or core.pc >= len(core.instrs):
+        return 0
+    cost = core.costs[core.pc]
+    return cost.lead if cost.channels else 0
 
 
 def _queued(sim: _Sim, core: _Core) -> bool:
@@ -227,8 +251,9 @@ def _channel_slot(sim: _Sim, cost: InstrCost, t: int) -> int:
 def _step(sim: _Sim, core: _Core, start: int) -> None:
     instr = core.instrs[core.pc]
     start = max(start, _ready(sim, core, instr))  # channels may have moved since the push
-    if sim.heap and start > sim.heap[0][0]:
-        heapq.heappush(sim.heap, (start, core.core))  # another core goes first
+    key = start + _lead(sim, core)
+    if sim.heap and _order(core, key) > sim.heap[0][:3]:
+        _queue(sim, core, key)  # another core goes first
         return
     if instr.opcode == "barrier":
         _arrive(sim, core, start)

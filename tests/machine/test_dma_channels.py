@@ -141,3 +141,41 @@ def test_summary_bound_counts_the_engine_channels() -> None:
     assert dma.busy_cycles > summary.makespan_cycles  # the three overlap
     assert summary.lower_bound_cycles <= summary.makespan_cycles
     assert dma.utilization <= 1.0
+
+
+def _loads(core: int, count: int, rows: int, at: int) -> str:
+    lines = [f".core {core}"]
+    for k in range(count):
+        view = f"i8[{rows}x128]"
+        lines.append(f"  dma      sp[{hex(at + k * rows * 128)}]:{view}, dram[x]:{view}")
+    return "\n".join([*lines, "  halt"])
+
+
+def _channel_order(text: str) -> list[tuple[int, int]]:
+    items = simulate(parse_program(text, "c.cimasm"), load_arch("default")).items
+    dram = [i for i in items if "dram" in i.cost.channels]
+    return [(i.core, i.pc) for i in sorted(dram, key=lambda i: i.start + i.cost.lead)]
+
+
+def test_a_far_core_does_not_starve_a_near_one() -> None:
+    """Core 3 is further from memory than core 0 (a longer lead): its transfers start
+    earlier to reach the DRAM channel at the same cycle. They are served in the order they
+    reach the channel, the one waiting longer first, so the two cores take turns; ordering
+    by start would give core 3 every turn until it ran out of loads."""
+    header = ".arch default\n.input   x       dram[0x0]       i8[64x128]\n\n"
+    order = _channel_order(header + _loads(0, 4, 64, 0) + "\n" + _loads(3, 4, 64, 0))
+    first_six = [core for core, _ in order[:6]]
+    assert first_six.count(0) == 3 and first_six.count(3) == 3, order
+
+
+def test_a_short_load_goes_before_a_long_one_due_at_the_same_cycle() -> None:
+    """Shortest first at equal times: an input row asked for while a weight piece waits
+    for the same channel does not queue behind it."""
+    text = (
+        ".arch default\n.input   x       dram[0x0]       i8[64x128]\n\n"
+        + _loads(0, 2, 64, 0)
+        + "\n"
+        + _loads(1, 1, 1, 0)
+    )
+    order = _channel_order(text)
+    assert order == [(0, 0), (1, 0), (0, 1)], order

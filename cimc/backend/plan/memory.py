@@ -8,15 +8,16 @@ flash is read from flash every time. So:
 
 - when the whole program fits `memory.dram_bytes`, every tile stays in DRAM (today's
   programs, unchanged);
-- otherwise gathered tables (embeddings: one row per token is read) make way first,
-  then the weights split, and the tables go back to DRAM if the room the split left
-  holds them (past the bandwidth-balanced share below it does). DRAM and flash are separate channels that stream at once, so a
+- otherwise gathered tables (embeddings: one row per token is read) make way first and
+  the weights split. DRAM and flash are separate channels that stream at once, so a
   token's load time is about max(DRAM bytes / DRAM bandwidth, flash bytes / flash
   bandwidth): the DRAM share is the smaller of what the DRAM budget holds and the
   bandwidth-balanced share `dram_gbps / (dram_gbps + flash_gbps)`. A larger share would
-  only move the bottleneck to DRAM. For a cyclic access pattern larger than the cache (every
-  token reads every weight in the same order) this static split is also what an optimal
-  cache keeps: an LRU cache would evict each tile just before its reuse;
+  only move the bottleneck to DRAM. For a cyclic access pattern larger than the cache
+  (every token reads every weight in the same order) this static split is also what an
+  optimal cache keeps: an LRU cache would evict each tile just before its reuse. Past
+  that share DRAM has room left, and the tables it holds go back to DRAM (a row read from
+  flash costs the flash latency and a whole chunk);
 - the split is made per core and phase (the unit one core loads of one phase), so every
   phase reads from both channels at once. Each core's flash part is a prefix of its tiles
   in the phase, at least `flash_chunk_bytes` long (or empty): flash serves shorter reads at
