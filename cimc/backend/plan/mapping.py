@@ -223,7 +223,8 @@ def _duplicate(
         candidates = [
             name
             for name in copies
-            if len(alone[name]) <= free.count and copies[name] < layer_vectors(workload, name)
+            if len(alone[name]) <= free.count
+            and copies[name] < min(layer_vectors(workload, name), target.cores)
         ]
         if not candidates:
             return placed

@@ -104,6 +104,14 @@ class StreamPlan:
         return {key: tuple(value) for key, value in phases.items()}
 
     @property
+    def copies(self) -> dict[str, int]:
+        """Copies of every duplicated layer (cimc/backend/plan/duplication.py), layer order."""
+        out: dict[str, int] = {}
+        for phase in self.phases:
+            out.update(phase.placement.duplicated)
+        return out
+
+    @property
     def bytes_first_inference(self) -> int:
         return sum(p.nbytes for p in self.phases)
 

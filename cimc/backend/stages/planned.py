@@ -32,6 +32,10 @@ class PlannedGraph:
     mapped: bool = False  # `map` ran (stream is None when there is no static weight)
     stream: StreamPlan | None = None
     reserve: int = 0  # macros per core left for run-time operands
+    # the map pass's mapping (cimc/backend/plan/duplication.py): spread, duplicate, or auto
+    # when `duplicated` (stream's copy with duplicates) is to be priced against stream
+    mapping: str = "spread"
+    duplicated: StreamPlan | None = None
     values: ValuePlan | None = None
     memory: MemoryPlan | None = None  # where the weight image lives (plan-memory)
     sparsity: SparsityPlan | None = None  # layers loading only their active rows
@@ -62,6 +66,9 @@ class PlannedGraph:
             lines.append(f"// map: {self.reserve} macros per core kept for run-time operands")
             text = format_plan(self.stream) if self.stream else "; no static weights\n"
             lines += text.rstrip("\n").splitlines()
+            if self.duplicated is not None:
+                lines.append("// map{mapping=auto}: this plan, and with duplicates (lower prices both):")
+                lines += format_plan(self.duplicated).rstrip("\n").splitlines()
         if self.values is not None:
             lines += _value_lines(self.values)
         if self.memory is not None:
