@@ -75,9 +75,21 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="weight streaming policy of the map pass: auto (default), sequential, "
         "double-buffer, pin-what-fits",
     )
+    add_mapping_option(p)
     add_sparsity_option(p)
     add_weight_options(p)
     add_quiet_option(p)
+
+
+def add_mapping_option(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument(
+        "--mapping",
+        choices=["auto", "spread", "duplicate"],
+        metavar="MAPPING",
+        help="layers on the macros (map pass): spread (each layer once), duplicate (copies of "
+        "hot layers on spare macros split the token rows; needs every weight resident) or "
+        f"auto (default: both lowered, the smaller modelled makespan kept){what}",
+    )
 
 
 def add_sparsity_option(p: argparse.ArgumentParser) -> None:
@@ -171,6 +183,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         validate_each=args.validate_each,
         print_fn=lambda text: sys.stderr.write(text),
         streaming=args.streaming,
+        mapping=args.mapping,
         sparsity=args.sparsity,
         window=checked_window(args),
         **weight_options(args),  # type: ignore[arg-type]

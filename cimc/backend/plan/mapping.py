@@ -22,7 +22,7 @@ alone; copies split the input vectors between them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from cimc.backend.plan.target import Target
@@ -151,7 +151,7 @@ def place(
     order = {t.layer: t.layer_index for t in tiles}
     copies = {name: 1 for name in sorted(order, key=lambda name: order[name])}
     if duplicate and workload is not None:
-        placed += _duplicate(tiles, target, free, workload, copies)
+        placed += _duplicate(tiles, target, free, workload, copies, placed)
     return Placement(target.rows, target.cols, tuple(placed), tuple(copies.items()))
 
 
@@ -170,11 +170,13 @@ class _FreeSlots:
     def count(self) -> int:
         return sum(len(ms) for ms in self.free.values())
 
-    def take(self, n: int) -> list[MacroId]:
-        """`n` slots: whole on the first core from the cursor that fits (the cursor then
-        moves past it: the next unit goes to another core), else split."""
+    def take(self, n: int, avoid: Collection[int] = ()) -> list[MacroId]:
+        """`n` slots: whole on the first core from the cursor that fits, a core not in
+        `avoid` first (the cursor then moves past it: the next unit goes to another
+        core), else split."""
         rotation = self.order[self.cursor :] + self.order[: self.cursor]
-        whole = next((c for c in rotation if len(self.free[c]) >= n), None)
+        fits = [c for c in rotation if len(self.free[c]) >= n]
+        whole = next((c for c in fits if c not in avoid), fits[0] if fits else None)
         cores = [whole] if whole is not None else rotation
         taken: list[MacroId] = []
         for core in cores:
@@ -201,10 +203,13 @@ def _units(images: Sequence[MacroImage]) -> list[list[MacroImage]]:
     return units
 
 
-def _place_images(images: Sequence[MacroImage], free: _FreeSlots, copy: int) -> list[PlacedMacro]:
+def _place_images(
+    images: Sequence[MacroImage], free: _FreeSlots, copy: int, avoid: Collection[int] = ()
+) -> list[PlacedMacro]:
+    """Units of `images` on free slots; `avoid`: cores to use only when no other fits."""
     placed: list[PlacedMacro] = []
     for unit in _units(images):
-        for (core, macro), image in zip(free.take(len(unit)), unit, strict=True):
+        for (core, macro), image in zip(free.take(len(unit), avoid), unit, strict=True):
             placed.append(PlacedMacro(core, macro, image, copy))
     return placed
 
@@ -215,6 +220,7 @@ def _duplicate(
     free: _FreeSlots,
     workload: Workload,
     copies: dict[str, int],
+    original: Sequence[PlacedMacro],
 ) -> list[PlacedMacro]:
     by_layer = {name: [t for t in tiles if t.layer == name] for name in copies}
     alone = {name: pack(ts, target.rows, target.cols) for name, ts in by_layer.items()}
@@ -229,8 +235,14 @@ def _duplicate(
         if not candidates:
             return placed
         hottest = max(candidates, key=lambda n: _heat(n, copies[n], alone[n], workload, target))
-        placed += _place_images(alone[hottest], free, copy=copies[hottest])
+        # a copy on cores the layer already runs on would wait for them: other cores first
+        busy = {pm.core for pm in (*original, *placed) if _holds(pm, hottest)}
+        placed += _place_images(alone[hottest], free, copies[hottest], busy)
         copies[hottest] += 1
+
+
+def _holds(pm: PlacedMacro, layer: str) -> bool:
+    return any(w.tile.layer == layer for w in pm.image.windows)
 
 
 def layer_vectors(workload: Workload, layer: str) -> int:

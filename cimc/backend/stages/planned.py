@@ -66,9 +66,11 @@ class PlannedGraph:
             lines.append(f"// map: {self.reserve} macros per core kept for run-time operands")
             text = format_plan(self.stream) if self.stream else "; no static weights\n"
             lines += text.rstrip("\n").splitlines()
-            if self.duplicated is not None:
-                lines.append("// map{mapping=auto}: this plan, and with duplicates (lower prices both):")
-                lines += format_plan(self.duplicated).rstrip("\n").splitlines()
+            if self.duplicated is not None:  # auto: lower prices this plan with copies too
+                copies = ", ".join(f"%{k} x{n}" for k, n in self.duplicated.copies.items())
+                lines.append(f"// map{{mapping=auto}}: lower also prices copies: {copies}")
+            elif self.stream is not None and self.stream.copies:
+                lines.append(f"// map{{mapping=duplicate}}: {len(self.stream.copies)} layers copied")
         if self.values is not None:
             lines += _value_lines(self.values)
         if self.memory is not None:
