@@ -214,6 +214,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cimc.backend.builder.saved import write_compiled
+    from cimc.inspect.mapping import program_mapping
     from cimc.quant.summary import recipe_summary
 
     if list_passes(args, args.model, "a model file"):
@@ -225,16 +226,20 @@ def run(args: argparse.Namespace) -> int:
     path, consts = write_compiled(result.compiled, out, args.pipeline)
     program = result.compiled.program
     count = sum(len(s.instrs) for s in program.cores)
+    mapping = program_mapping(program)
     if args.json:
         print_json(
             NAME,
             {"program": str(path), "constants": str(consts), "arch": arch.name,
-             "cores": len(program.cores), "instructions": count, "pipeline": args.pipeline},
+             "cores": len(program.cores), "instructions": count, "pipeline": args.pipeline,
+             "mapping": mapping.mapping, "copies": mapping.copies,
+             "core_groups": mapping.core_groups},
         )  # fmt: skip
         return 0
+    copied = f", {len(mapping.copies)} layers duplicated" if mapping.copies else ""
     print(
         f"wrote {path} + {consts}: {count} instructions on {len(program.cores)} cores "
-        f"of '{arch.name}'"
+        f"of '{arch.name}'{copied}"
     )
     print(recipe_summary(result.graph))
     return 0

@@ -49,6 +49,9 @@ def check_duplicated(stream: StreamPlan, arch_name: str) -> None:
     )
 
 
+NOTE = "mapping"  # the header comments of a duplicated program start so (inspect/mapping.py)
+
+
 def mapping_note(stream: StreamPlan) -> list[str]:
     """Header lines of a duplicated program (none for spread: its text stays as it was):
     the copies of each layer and the cores each copy runs on."""
@@ -60,10 +63,8 @@ def mapping_note(stream: StreamPlan) -> list[str]:
         for pt in phase.placement.tiles:
             if pt.tile.layer in copies:
                 cores.setdefault((pt.tile.layer, pt.copy), set()).add(pt.core)
-    lines = [f"mapping duplicate: {len(copies)} layers duplicated"]
+    lines = [f"{NOTE} duplicate: {len(copies)} layers duplicated"]
     for layer, n in copies.items():
-        groups = " | ".join(
-            ",".join(map(str, sorted(cores[(layer, c)]))) for c in range(n)
-        )
-        lines.append(f"mapping %{layer}: {n} copies on cores {groups}")
+        groups = " | ".join(",".join(map(str, sorted(cores[(layer, c)]))) for c in range(n))
+        lines.append(f"{NOTE} %{layer}: {n} copies on cores {groups}")
     return lines
