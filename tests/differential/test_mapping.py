@@ -15,6 +15,7 @@ import pytest
 from cimc.api import import_model
 from cimc.errors import CimcError
 from cimc.inspect.mapping import program_mapping
+from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch, arch_from_dict, load_arch
 from cimc.machine.schedule import simulate
 from cimc.pipeline import PipelineOptions, PipelineResult, compile_model
@@ -58,7 +59,7 @@ def test_duplicate_is_bit_exact_on_random_graphs(seed: int) -> None:
     assert report.bit_exact, report.divergence
 
 
-def _zoo(family: str, batch: int, seq: int) -> tuple[object, dict[str, np.ndarray]]:
+def _zoo(family: str, batch: int, seq: int) -> tuple[Graph, dict[str, np.ndarray]]:
     from cimc.zoo import build_model, example_inputs
 
     module = build_model(family, "tiny")
@@ -75,7 +76,7 @@ def test_duplicate_and_auto_are_bit_exact_on_zoo_models_at_batch_2(family: str) 
     arch = load_arch("default")
     programs = {}
     for mapping in ("spread", "duplicate", "auto"):
-        result = compile_model(graph.copy(), arch, PipelineOptions(mapping=mapping))  # type: ignore[attr-defined]
+        result = compile_model(graph.copy(), arch, PipelineOptions(mapping=mapping))
         report = verify_compiled(result.compiled, result.float_graph, feeds, with_figures=False)
         assert report.bit_exact, (mapping, report.divergence)
         programs[mapping] = result.compiled.program
@@ -96,7 +97,7 @@ def test_duplicate_refuses_streamed_weights_in_one_line() -> None:
 def test_duplicate_refuses_a_single_row_and_auto_stays_spread() -> None:
     graph, _ = _zoo("bert", batch=1, seq=1)
     with pytest.raises(CimcError, match="found no layer to copy"):
-        compile_model(graph.copy(), load_arch("default"), PipelineOptions(mapping="duplicate"))  # type: ignore[attr-defined]
+        compile_model(graph.copy(), load_arch("default"), PipelineOptions(mapping="duplicate"))
     auto = compile_model(graph, load_arch("default"), PipelineOptions(mapping="auto"))
     assert program_mapping(auto.compiled.program).mapping == "spread"
 
