@@ -110,7 +110,7 @@ def print_summary(
         "macros used", f"{s.macros_used} ({100 * s.macro_cell_utilization:.1f}% of their cells)"
     )
     if mapping is not None:
-        _mapping_rows(head, mapping)
+        _mapping_rows(head, mapping, s.makespan_cycles)
     console.print(head)
     energy = _table("energy breakdown", "kind", "uJ", "share")
     for kind, uj in s.energy_breakdown_uj.items():
@@ -123,7 +123,7 @@ def print_summary(
     _print_layers(s, console, layers)
 
 
-def _mapping_rows(head: Table, m: dict[str, Any]) -> None:
+def _mapping_rows(head: Table, m: dict[str, Any], makespan_cycles: int) -> None:
     """Which mapping ran (inspect/mapping.py), its copies, latency vs throughput."""
     copies = m["copies"]
     what = "spread (each layer once)"
@@ -135,7 +135,7 @@ def _mapping_rows(head: Table, m: dict[str, Any]) -> None:
     if m["tokens_per_cycle"] is not None:
         head.add_row(
             "throughput",
-            f"{m['tokens']:,} tokens in {m['latency_cycles']:,} cycles = "
+            f"{m['run_tokens']:,} tokens in {makespan_cycles:,} cycles = "
             f"{m['tokens_per_cycle']:.5f} tokens/cycle",
         )
 

@@ -32,14 +32,14 @@ class ProgramMapping:
     core_groups: dict[str, list[list[int]]]  # per duplicated layer: the cores of each copy
 
     def figures(self, makespan_cycles: int, tokens: int | None) -> dict[str, object]:
-        """The JSON object: mapping, copies, core groups, latency and throughput."""
+        """Mapping, copies, core groups and throughput for a JSON object that holds the
+        latency already (`makespan_cycles`, one run)."""
         per_cycle = tokens / makespan_cycles if tokens and makespan_cycles else None
         return {
             "mapping": self.mapping,
             "copies": self.copies,
             "core_groups": self.core_groups,
-            "tokens": tokens,
-            "latency_cycles": makespan_cycles,
+            "run_tokens": tokens,  # tokens one run processes
             "tokens_per_cycle": per_cycle,
         }
 
