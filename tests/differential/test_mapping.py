@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cimc.api import import_model
 from cimc.errors import CimcError
@@ -106,3 +107,23 @@ def test_unknown_mapping_is_refused() -> None:
     graph, _ = _zoo("bert", batch=1, seq=4)
     with pytest.raises(CimcError, match="unknown mapping 'pipeline'; use one of spread"):
         compile_model(graph, load_arch("default"), PipelineOptions(mapping="pipeline"))
+
+
+def test_duplicate_refuses_sparse_layers_and_auto_keeps_them_spread() -> None:
+    from tests.differential.test_sparse_ffn import Ffn
+
+    x = np.random.default_rng(0).standard_normal((1, 6, 32)).astype(np.float32)
+    module = Ffn(32, 64, "relu", 0.5, seed=0).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = import_model(module, example_inputs=(torch.from_numpy(x),))
+    arch = load_arch("default")
+    options = PipelineOptions(mapping="duplicate", sparsity="exact")
+    with pytest.raises(CimcError, match="which --sparsity exact loads by its active rows"):
+        compile_model(graph.copy(), arch, options)
+    auto = compile_model(graph, arch, PipelineOptions(sparsity="exact"))
+    # the candidate copies the sparse down projection: auto drops it and stays spread
+    assert program_mapping(auto.compiled.program).mapping == "spread"
+    assert any(i.opcode == "mload.m" for s in auto.compiled.program.cores for i in s.instrs)
+    report = verify_compiled(auto.compiled, auto.float_graph, {"x": x}, with_figures=False)
+    assert report.bit_exact

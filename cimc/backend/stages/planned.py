@@ -32,9 +32,8 @@ class PlannedGraph:
     mapped: bool = False  # `map` ran (stream is None when there is no static weight)
     stream: StreamPlan | None = None
     reserve: int = 0  # macros per core left for run-time operands
-    # the map pass's mapping (cimc/backend/plan/duplication.py): spread, duplicate, or auto
-    # when `duplicated` (stream's copy with duplicates) is to be priced against stream
-    mapping: str = "spread"
+    # map{mapping=auto} (cimc/backend/plan/duplication.py): stream with duplicated layers,
+    # which `lower` prices against stream (None: nothing to price, stream is the plan)
     duplicated: StreamPlan | None = None
     values: ValuePlan | None = None
     memory: MemoryPlan | None = None  # where the weight image lives (plan-memory)
@@ -70,7 +69,8 @@ class PlannedGraph:
                 copies = ", ".join(f"%{k} x{n}" for k, n in self.duplicated.copies.items())
                 lines.append(f"// map{{mapping=auto}}: lower also prices copies: {copies}")
             elif self.stream is not None and self.stream.copies:
-                lines.append(f"// map{{mapping=duplicate}}: {len(self.stream.copies)} layers copied")
+                copied = len(self.stream.copies)
+                lines.append(f"// map{{mapping=duplicate}}: {copied} layers copied")
         if self.values is not None:
             lines += _value_lines(self.values)
         if self.memory is not None:

@@ -103,10 +103,7 @@ class MapWeights(Pass):
         if self.mapping == "auto" and not stream.streamed:  # copies need resident weights
             duplicated = stream_plan(True)
             duplicated = duplicated if duplicated.copies else None
-        mapping = "auto" if duplicated else "duplicate" if stream.copies else "spread"
-        changed = replace(
-            plan, mapped=True, stream=stream, reserve=reserve, mapping=mapping, duplicated=duplicated
-        )
+        changed = replace(plan, mapped=True, stream=stream, reserve=reserve, duplicated=duplicated)
         return PassResult(changed, True)
 
 
