@@ -14,9 +14,12 @@ consecutive snake-order cores. On BERT-base on `large`, round robin beat packing
 units core after core, and groups of `REDUCTION_GROUP` beat single images
 (benchmarks/FINDINGS.md, "Reduction groups, round robin").
 
-Duplication (optional): while free macros remain, the hottest layer (largest time on its
-busiest macro for its share of the input vectors) that fits gets another copy, packed
-alone; copies split the input vectors between them.
+Duplication (optional, `map{mapping=duplicate}`, cimc/backend/plan/duplication.py): while
+free macros remain, the hottest layer (largest time on its busiest macro for its share of
+the input vectors) that fits gets another copy, packed alone, on cores the layer does not
+run on yet where there is room; copies split the input vectors between them, so a layer
+has at most one copy per core (more would wait for a core that runs one already) and per
+vector.
 """
 
 from __future__ import annotations
