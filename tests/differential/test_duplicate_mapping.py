@@ -127,3 +127,23 @@ def test_duplicate_refuses_sparse_layers_and_auto_keeps_them_spread() -> None:
     assert any(i.opcode == "mload.m" for s in auto.compiled.program.cores for i in s.instrs)
     report = verify_compiled(auto.compiled, auto.float_graph, {"x": x}, with_figures=False)
     assert report.bit_exact
+
+
+def test_auto_keeps_spread_when_the_copies_cannot_be_lowered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A duplicated candidate that fails to lower (a copy's rows too wide for its
+    scratchpad, say) is no candidate: auto compiles what spread compiles."""
+    import cimc.backend.lower.table as table
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise CimcError("scratchpad too small for one token of this matmul", "copy")
+
+    graph, feeds = _zoo("bert", batch=2, seq=8)
+    monkeypatch.setattr(table, "lower_linear_copies", refuse)
+    with pytest.raises(CimcError, match="scratchpad too small"):
+        compile_model(graph.copy(), load_arch("default"), PipelineOptions(mapping="duplicate"))
+    auto = compile_model(graph, load_arch("default"), PipelineOptions(mapping="auto"))
+    assert program_mapping(auto.compiled.program).mapping == "spread"
+    report = verify_compiled(auto.compiled, auto.float_graph, feeds, with_figures=False)
+    assert report.bit_exact

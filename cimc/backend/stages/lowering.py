@@ -3,7 +3,8 @@
 Under `map{mapping=auto}` with a duplicated candidate (cimc/backend/plan/duplication.py)
 both plans are lowered and the program of the smaller modelled makespan (the schedule
 simulation of cimc/machine/schedule.py, as `cimc report` prices it) is kept; spread on a
-tie, so auto is never slower than spread by the cost model's own measure.
+tie, or when the copies cannot be lowered, so auto is never slower than spread by the cost
+model's own measure and refuses nothing spread compiles.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ class Lower(Pass):
             )
         compiled = self._lower(plan)  # with GC paused, as every backend pass (PassManager.run)
         if plan.duplicated is not None:  # mapping=auto: price the copies too
-            other = self._lower(replace(plan, stream=plan.duplicated))
+            try:
+                other = self._lower(replace(plan, stream=plan.duplicated))
+            except CimcError:  # e.g. a copy's rows too wide for its scratchpad: no candidate
+                return PassResult(compiled, True)
             spread = simulate(compiled.program, plan.arch).makespan
             if simulate(other.program, plan.arch).makespan < spread:
                 compiled = other
