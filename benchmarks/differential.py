@@ -1,6 +1,7 @@
 """Long differential run: N random transformer-like models on random archs.
 
     python benchmarks/differential.py --cases 500 [--start 0] [--json out.json]
+    python benchmarks/differential.py --cases 40 --mapping duplicate   # duplicated layers
 
 Prints one line per finding and the counts (bit-exact / compile error / mismatch / crash).
 Exit 1 when any mismatch or crash was found.
@@ -27,6 +28,7 @@ def main() -> int:
     p.add_argument("--cases", type=int, default=500)
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--json", type=Path)
+    p.add_argument("--mapping", help="the map pass's mapping (default: the compiler's own)")
     args = p.parse_args()
     import torch
 
@@ -34,7 +36,7 @@ def main() -> int:
     started, outcomes, errors = time.perf_counter(), [], Counter()
     for seed in range(args.start, args.start + args.cases):
         with contextlib.redirect_stderr(io.StringIO()):  # calibration notes
-            outcome = run_case(seed)
+            outcome = run_case(seed, mapping=args.mapping)
         outcomes.append(outcome)
         if outcome.kind in BUGS:
             print(outcome.line(), flush=True)

@@ -96,7 +96,9 @@ def without_comments_hash(program: Any, consts: dict[str, np.ndarray]) -> str:
     return program_hash(replace(program, header=bare(program.header), cores=cores), consts)
 
 
-def zoo_cases(models: Path, hasher: Hasher) -> Iterator[tuple[str, Callable[[], str]]]:
+def zoo_cases(
+    models: Path, hasher: Hasher, mapping: str | None
+) -> Iterator[tuple[str, Callable[[], str]]]:
     from cimc.machine.arch import load_arch
     from cimc.pipeline import PipelineOptions, compile_model
 
@@ -104,21 +106,26 @@ def zoo_cases(models: Path, hasher: Hasher) -> Iterator[tuple[str, Callable[[], 
         for arch in ARCHS:
 
             def case(path: Path = path, arch: str = arch) -> str:
-                r = compile_model(path, load_arch(arch), PipelineOptions(seq_len=SEQ_LEN))
+                options = PipelineOptions(seq_len=SEQ_LEN, mapping=mapping)
+                r = compile_model(path, load_arch(arch), options)
                 return hasher(r.compiled.program, r.compiled.consts)
 
             yield f"zoo/{stem}/{arch}", case
 
 
-def decode_cases(models: Path, hasher: Hasher) -> Iterator[tuple[str, Callable[[], str]]]:
+def decode_cases(
+    models: Path, hasher: Hasher, mapping: str | None
+) -> Iterator[tuple[str, Callable[[], str]]]:
     from cimc.decode.programs import build_decoder
     from cimc.machine.arch import load_arch
+    from cimc.pipeline import PipelineOptions
 
     for family in DECODERS:
         path = models / f"{family}-tiny-dynamo.onnx"
 
         def case(path: Path = path) -> str:
-            progs = build_decoder(path, load_arch("tiny"), prompt_len=3, capacity=8)
+            options = PipelineOptions(mapping=mapping)
+            progs = build_decoder(path, load_arch("tiny"), 3, 8, options)
             parts = [progs.prefill.program, progs.decode.program]
             if progs.warm is not None:
                 parts += [progs.warm.cold, progs.warm.warm]
@@ -127,7 +134,9 @@ def decode_cases(models: Path, hasher: Hasher) -> Iterator[tuple[str, Callable[[
         yield f"decode/{family}", case
 
 
-def differential_cases(n: int, hasher: Hasher) -> Iterator[tuple[str, Callable[[], str]]]:
+def differential_cases(
+    n: int, hasher: Hasher, mapping: str | None
+) -> Iterator[tuple[str, Callable[[], str]]]:
     import tempfile
 
     from cimc.pipeline import PipelineOptions, compile_model
@@ -140,7 +149,7 @@ def differential_cases(n: int, hasher: Hasher) -> Iterator[tuple[str, Callable[[
             spec = random_spec(seed)
             with tempfile.TemporaryDirectory() as tmp:
                 graph = import_case(spec, exporter_for(seed, spec), Path(tmp))
-            r = compile_model(graph, random_arch(seed), PipelineOptions())
+            r = compile_model(graph, random_arch(seed), PipelineOptions(mapping=mapping))
             return hasher(r.compiled.program, r.compiled.consts)
 
         yield f"differential/{seed}", case
@@ -192,6 +201,7 @@ def main() -> int:
     p.add_argument("-o", "--out", type=Path, required=True)
     p.add_argument("--compare", type=Path)
     p.add_argument("--without-comments", action="store_true", help="hash without comments")
+    p.add_argument("--mapping", help="the map pass's mapping (default: the compiler's own)")
     args = p.parse_args()
     hasher = without_comments_hash if args.without_comments else program_hash
     import torch
@@ -201,9 +211,9 @@ def main() -> int:
     started = time.perf_counter()
     hashes: dict[str, str] = {}
     for cases in (
-        zoo_cases(args.models, hasher),
-        decode_cases(args.models, hasher),
-        differential_cases(args.differential, hasher),
+        zoo_cases(args.models, hasher, args.mapping),
+        decode_cases(args.models, hasher, args.mapping),
+        differential_cases(args.differential, hasher, args.mapping),
     ):
         hashes.update(run(cases))
     args.out.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")

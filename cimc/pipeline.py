@@ -64,6 +64,7 @@ class PipelineOptions:
     validate_each: bool = False  # the machine's validator after every program pass, not once
     print_fn: Callable[[str], object] | None = None
     streaming: str | None = None  # overrides the map pass's policy (backend/plan/streaming.py)
+    mapping: str | None = None  # overrides the map pass's mapping (backend/plan/duplication.py)
     sparsity: str | None = None  # overrides plan-sparsity's mode (backend/plan/sparsity.py)
     window: int | None = None  # plan-sparsity's window (backend/plan/window.py)
     weight_bits: int | None = None  # overrides quantize's weight_bits (4: packed int4)
@@ -134,7 +135,14 @@ def configurer(
             p = with_weight_options(p, options)
             return replace(p, calibration=calibration) if calibration is not None else p
         return configure_backend(
-            p, arch, name, options.streaming, table, options.sparsity, options.window
+            p,
+            arch,
+            name,
+            options.streaming,
+            table,
+            options.sparsity,
+            options.window,
+            options.mapping,
         )
 
     return configure

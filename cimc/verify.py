@@ -254,11 +254,16 @@ def cost_figures(
     compiled: Compiled, program: Program | None = None, dynamic: Dynamic | None = None
 ) -> dict[str, Any]:
     """The schedule's figures of the program (cimc.machine.summary) for the JSON report;
-    `dynamic`: the run's record of data-dependent loads (priced as that run moved them)."""
+    `dynamic`: the run's record of data-dependent loads (priced as that run moved them);
+    with the mapping that ran and its throughput (cimc/inspect/mapping.py)."""
+
+    from cimc.backend.builder.saved import compiled_graph_inputs
+    from cimc.inspect.mapping import input_tokens, program_mapping
     from cimc.machine.summary import summarize
 
     program = program or compiled.program
     s = summarize(program, compiled.arch, dynamic=dynamic)
+    tokens = input_tokens(compiled_graph_inputs(compiled.graph))
     return {
         "arch": compiled.arch.name,
         "instructions": sum(len(stream.instrs) for stream in program.cores),
@@ -267,6 +272,7 @@ def cost_figures(
         "macro_cell_utilization": s.macro_cell_utilization,
         "weight_bytes_loaded": weight_bytes_loaded(program, dynamic),
         "lower_bound_cycles": s.lower_bound_cycles,
+        **program_mapping(program).figures(s.makespan_cycles, tokens),
     }
 
 

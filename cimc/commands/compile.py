@@ -75,9 +75,21 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="weight streaming policy of the map pass: auto (default), sequential, "
         "double-buffer, pin-what-fits",
     )
+    add_mapping_option(p)
     add_sparsity_option(p)
     add_weight_options(p)
     add_quiet_option(p)
+
+
+def add_mapping_option(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument(
+        "--mapping",
+        choices=["auto", "spread", "duplicate"],
+        metavar="MAPPING",
+        help="layers on the macros (map pass): spread (each layer once), duplicate (copies of "
+        "hot layers on spare macros split the token rows; needs every weight resident) or "
+        f"auto (default: both lowered, the smaller modelled makespan kept){what}",
+    )
 
 
 def add_sparsity_option(p: argparse.ArgumentParser) -> None:
@@ -171,6 +183,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         validate_each=args.validate_each,
         print_fn=lambda text: sys.stderr.write(text),
         streaming=args.streaming,
+        mapping=args.mapping,
         sparsity=args.sparsity,
         window=checked_window(args),
         **weight_options(args),  # type: ignore[arg-type]
@@ -201,6 +214,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cimc.backend.builder.saved import write_compiled
+    from cimc.inspect.mapping import program_mapping
     from cimc.quant.summary import recipe_summary
 
     if list_passes(args, args.model, "a model file"):
@@ -212,16 +226,20 @@ def run(args: argparse.Namespace) -> int:
     path, consts = write_compiled(result.compiled, out, args.pipeline)
     program = result.compiled.program
     count = sum(len(s.instrs) for s in program.cores)
+    mapping = program_mapping(program)
     if args.json:
         print_json(
             NAME,
             {"program": str(path), "constants": str(consts), "arch": arch.name,
-             "cores": len(program.cores), "instructions": count, "pipeline": args.pipeline},
+             "cores": len(program.cores), "instructions": count, "pipeline": args.pipeline,
+             "mapping": mapping.mapping, "copies": mapping.copies,
+             "core_groups": mapping.core_groups},
         )  # fmt: skip
         return 0
+    copied = f", {len(mapping.copies)} layers duplicated" if mapping.copies else ""
     print(
         f"wrote {path} + {consts}: {count} instructions on {len(program.cores)} cores "
-        f"of '{arch.name}'"
+        f"of '{arch.name}'{copied}"
     )
     print(recipe_summary(result.graph))
     return 0

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from cimc.commands import EXIT_STATUS_CHECKED, add_command, tables
 from cimc.commands.compile import (
+    add_mapping_option,
     add_sparsity_option,
     add_weight_options,
     checked_window,
@@ -108,6 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also compile decode under every streaming policy and compare per-token costs",
     )
+    add_mapping_option(p, "; decode programs take auto instead of duplicate")
     add_sparsity_option(p)
     p.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs (np.savez)")
     add_weight_options(p)
@@ -152,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     arch = load_arch(args.arch)
     options = PipelineOptions(
         calibration=args.calibration,
+        mapping=args.mapping,
         sparsity=args.sparsity,
         window=checked_window(args),
         **weight_options(args),  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ them; a new key, such as a report figure, must follow them too):
 3. A quantity carries its unit as the last word: `_cycles` (a duration in cycles),
    `_cycle` (a point in time, in cycles from the program's start), `_bytes`, `_uj`, `_pj`,
    `_us`, `_mhz`, `_gbps`, `_mm2` (area), `_mw` (power), `_seconds` (wall-clock time of the
-   compiler). Without a unit a
+   compiler); `_per_cycle` is a rate (`tokens_per_cycle`: throughput). Without a unit a
    number is a count (`instructions`, `macs`, `mismatched_elements`) or a ratio
    (`_utilization`, `_ratio`, `cosine`, `quality`).
 4. A figure has one name and one type in every command (`ALIASES` lists the names that
@@ -37,7 +37,17 @@ from cimc.version import __version__
 
 # Objects keyed by names from the data, not by vocabulary words.
 DATA_MAPS = frozenset(
-    {"outputs", "opcode_counts", "bytes_moved", "opcodes", "cost", "params", "sensitivity"}
+    {
+        "outputs",
+        "opcode_counts",
+        "bytes_moved",
+        "opcodes",
+        "cost",
+        "params",
+        "sensitivity",
+        "copies",  # layer -> copies (--mapping duplicate)
+        "core_groups",  # layer -> the cores of each copy
+    }
 )
 
 # Refused spellings of figures that have one name (rule 4): alias -> the name to use.

@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -13,6 +14,7 @@ from rich.table import Table
 from cimc.commands import add_command, tables
 from cimc.commands.json_output import add_json_option, print_json
 from cimc.commands.program_files import add_arch_option, check_output_path, load_program_and_arch
+from cimc.inspect.mapping import program_mapping, program_tokens
 from cimc.machine.schedule import simulate
 from cimc.machine.summary import CostSummary, summarize
 from cimc.machine.trace import write_trace
@@ -72,10 +74,11 @@ def run(args: argparse.Namespace) -> int:
 
         for path in write_plots(program, arch, schedule, args.plot, args.plot_format):
             print(f"wrote {path}", file=sys.stderr)
+    mapping = program_mapping(program).figures(summary.makespan_cycles, program_tokens(program))
     if args.json:
-        print_json(NAME, summary.as_dict())
+        print_json(NAME, {**summary.as_dict(), **mapping})
     else:
-        print_summary(summary, tables.console(), args.layers)
+        print_summary(summary, tables.console(), args.layers, mapping)
     return 0
 
 
@@ -87,7 +90,9 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
-def print_summary(s: CostSummary, console: Console, layers: int = 15) -> None:
+def print_summary(
+    s: CostSummary, console: Console, layers: int = 15, mapping: dict[str, Any] | None = None
+) -> None:
     head = _table(
         f"{s.program} on '{s.arch}' ({s.cores} cores, {s.clock_mhz:g} MHz)", "figure", "value"
     )
@@ -104,6 +109,8 @@ def print_summary(s: CostSummary, console: Console, layers: int = 15) -> None:
     head.add_row(
         "macros used", f"{s.macros_used} ({100 * s.macro_cell_utilization:.1f}% of their cells)"
     )
+    if mapping is not None:
+        _mapping_rows(head, mapping, s.makespan_cycles)
     console.print(head)
     energy = _table("energy breakdown", "kind", "uJ", "share")
     for kind, uj in s.energy_breakdown_uj.items():
@@ -114,6 +121,23 @@ def print_summary(s: CostSummary, console: Console, layers: int = 15) -> None:
     _print_units(s, console)
     _print_counts(s, console)
     _print_layers(s, console, layers)
+
+
+def _mapping_rows(head: Table, m: dict[str, Any], makespan_cycles: int) -> None:
+    """Which mapping ran (inspect/mapping.py), its copies, latency vs throughput."""
+    copies = m["copies"]
+    what = "spread (each layer once)"
+    if copies:
+        what = f"duplicate: {len(copies)} layers, {sum(copies.values())} copies"
+    head.add_row("mapping", what)
+    for layer, groups in m["core_groups"].items():
+        head.add_row(f"  %{layer}", " | ".join(",".join(map(str, g)) for g in groups))
+    if m["tokens_per_cycle"] is not None:
+        head.add_row(
+            "throughput",
+            f"{m['run_tokens']:,} tokens in {makespan_cycles:,} cycles = "
+            f"{m['tokens_per_cycle']:.5f} tokens/cycle",
+        )
 
 
 def _parts(breakdown: dict[str, float]) -> str:

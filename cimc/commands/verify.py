@@ -121,6 +121,9 @@ def _print(report: VerifyReport, top: int) -> None:
         f"(lower bound {f['lower_bound_cycles']}), {f['energy_uj']:.3f} uJ, macro utilization "
         f"{f['macro_cell_utilization']:.1%}, {f['weight_bytes_loaded']} weight bytes loaded"
     )
+    copied = f" ({len(f['copies'])} layers copied)" if f["copies"] else ""
+    rate = f", {f['tokens_per_cycle']:.5f} tokens/cycle" if f["tokens_per_cycle"] else ""
+    console.print(f"mapping {f['mapping']}{copied}{rate}")
     if report.divergence is not None:
         console.print(f"MISMATCH: {report.divergence.message()}", markup=False)
     elif not report.bit_exact:

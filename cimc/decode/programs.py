@@ -236,7 +236,11 @@ def build_decoder(
         dm.qgraph, dm.axes, len(lens), BatchShape((1,) * len(lens), (cap,) * len(lens))
     )
     reserve = shared_reserve((prefill_graph, one_row), arch)
-    decode = compile_decoder_graph(one_row, arch, f"{stem}.decode", options, streaming, reserve)
+    options = options or PipelineOptions()
+    # one row per sequence: `duplicate` would have no rows to split at batch 1, so the
+    # decode programs price copies (auto) where prefill takes them as asked
+    stepping = replace(options, mapping="auto") if options.mapping == "duplicate" else options
+    decode = compile_decoder_graph(one_row, arch, f"{stem}.decode", stepping, streaming, reserve)
     policy = decode.stream.policy if decode.stream is not None else streaming
     prefill = compile_decoder_graph(
         prefill_graph, arch, f"{stem}.prefill", options, policy, reserve
@@ -247,7 +251,7 @@ def build_decoder(
 
     def compile_window(graph: Graph) -> Compiled:
         name = f"{stem}.decode-w" + "-".join(map(str, batch_shape(graph).windows))
-        compiled = compile_decoder_graph(graph, arch, name, options, policy, reserve)
+        compiled = compile_decoder_graph(graph, arch, name, stepping, policy, reserve)
         consts.update(merge_consts(consts, compiled.consts))  # the same tensors, or an error
         return compiled
 

@@ -10,6 +10,7 @@
     "memory.dram_gbps" = {low = 3.2, high = 25.6, log = true}
     "chip.mesh" = ["2x2", "4x1"]                   # "XxY"; chip.cores follows unless a knob
     "compile.streaming" = ["auto", "double-buffer"]
+    "compile.mapping" = ["spread", "duplicate"]     # the map pass's mapping
     "compile.seq_len" = [16, 32]
 
 A knob's values are checked for type here (a float for an integer field is an error of the
@@ -32,7 +33,9 @@ from cimc.errors import CimcError
 from cimc.machine.arch import field_types, load_arch, preset_path, read_arch_toml
 
 STREAMING = ("auto", "sequential", "double-buffer", "pin-what-fits")
-COMPILE_OPTIONS: dict[str, object] = {"seq_len": int, "streaming": "policy"}
+MAPPINGS = ("auto", "spread", "duplicate")  # cimc/backend/plan/duplication.py
+# a type, or the tuple of the names the option takes
+COMPILE_OPTIONS: dict[str, object] = {"seq_len": int, "streaming": STREAMING, "mapping": MAPPINGS}
 MESH = re.compile(r"^([1-9][0-9]*)x([1-9][0-9]*)$")
 Value = int | float | str
 
@@ -42,7 +45,7 @@ class Knob:
     """One dimension of the space: `values` (finite) or a range `low..high`."""
 
     name: str  # "core.macros", "compile.streaming"
-    type: object  # int, float, "mesh" or "policy" (a streaming policy)
+    type: object  # int, float, "mesh" or a tuple of names (streaming policies, mappings)
     values: tuple[Value, ...] = ()
     low: float = 0.0
     high: float = 0.0
@@ -186,7 +189,8 @@ def _knob_type(name: str, where: str) -> object:
     if name not in types:
         raise CimcError(
             f"unknown knob '{name}'; expected an arch field (section.field, e.g. "
-            "core.macros: see isa/SPEC.md section 9) or compile.seq_len, compile.streaming",
+            "core.macros: see isa/SPEC.md section 9) or "
+            + ", ".join(f"compile.{o}" for o in COMPILE_OPTIONS),
             where,
         )
     return types[name]
@@ -218,10 +222,10 @@ def _value(where_name: str, kind: object, value: object, where: str) -> Value:
                 f'{where_name}: a mesh is written "XxY" (e.g. "2x2"), got {value!r}', where
             )
         return value
-    if kind == "policy":
-        if value not in STREAMING:
+    if isinstance(kind, tuple):
+        if value not in kind:
             raise CimcError(
-                f"{where_name}: {value!r} is not a policy; expected one of {', '.join(STREAMING)}",
+                f"{where_name}: {value!r} is not one of {', '.join(kind)}",
                 where,
             )
         return str(value)

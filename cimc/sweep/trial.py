@@ -105,6 +105,7 @@ def _measure(job: TrialJob) -> tuple[dict[str, float], bool | None]:
         pipeline=PIPELINE,
         seq_len=options.get("seq_len"),
         streaming=options.get("streaming"),
+        mapping=options.get("mapping"),
         calibration=job.calibration,
     )
     result = compile_model(job.model, arch, pipeline)

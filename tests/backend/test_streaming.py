@@ -230,12 +230,16 @@ def test_sequential_phases_close_only_when_the_next_column_does_not_fit(
             assert len(a.placement.macros) + column > macros
 
 
-def test_duplicates_are_written_twice_but_loaded_once() -> None:
+def test_duplicates_are_stored_once_but_read_and_written_per_copy() -> None:
     target = Target("t", 2, (2, 1), 4, 32, 32)
     work = Workload((MatmulLayer("a", 32, 32, 8), MatmulLayer("b", 64, 64, 8, depends_on=("a",))))
     plan = plan_streaming(work, target, "sequential", duplicate=True)
-    assert plan.phases[0].placement.duplicated == (("a", 4),)
-    assert plan.bytes_first_inference == work.weight_bytes == 5 * 1024
-    assert plan.macro_write_bytes == 8 * 1024
+    assert plan.phases[0].placement.duplicated == (("a", 2),)  # one copy per core
+    assert plan.bytes_first_inference == work.weight_bytes == 5 * 1024  # the image
+    assert plan.macro_write_bytes == 6 * 1024
+    assert plan.copy_bytes == 1024  # the copy of a reads a's tile again
     alone = plan_streaming(work, target, "sequential")
-    assert plan.makespan_estimate < alone.makespan_estimate  # a's vectors split 4 ways
+    assert plan.makespan_estimate < alone.makespan_estimate  # a's vectors split 2 ways
+    assert plan.first_makespan_estimate - plan.makespan_estimate > (
+        alone.first_makespan_estimate - alone.makespan_estimate
+    )  # the first inference loads the copy too

@@ -122,3 +122,19 @@ def test_llama_batch_keeps_weights_across_windows() -> None:
     first, last = (token_cost(r.compiled, r.name, 2, r.program) for r in result.runs[1::3])
     assert last.weight_bytes_loaded == 0 < first.weight_bytes_loaded
     assert np.isfinite(last.tokens_per_second) and last.tokens_per_second > 0
+
+
+def test_mapping_duplicate_prefill_and_auto_decode_are_bit_exact() -> None:
+    """`--mapping duplicate` in generate: prefill gets copies (its rows split between them),
+    the one-row-per-sequence decode programs take auto; every step stays bit-exact."""
+    from cimc.inspect.mapping import program_mapping
+    from cimc.pipeline import PipelineOptions
+
+    dm = load_decoder(zoo_export("gpt2"), CAPACITY)
+    lens = [len(p) for p in PROMPTS]
+    options = PipelineOptions(mapping="duplicate")
+    progs = build_decoder(None, arch("default"), lens, CAPACITY, options, loaded=dm, block=0)
+    assert program_mapping(progs.prefill.program).mapping == "duplicate"
+    assert progs.prefill.stream is not None and progs.prefill.stream.copies
+    result = generate_batch(progs, PROMPTS, 3, with_float=False)
+    assert result.bit_exact

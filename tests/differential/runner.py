@@ -76,21 +76,22 @@ def _arch_text(seed: int) -> str:
     )
 
 
-def run_case(seed: int, exporter: str | None = None) -> Outcome:
+def run_case(seed: int, exporter: str | None = None, mapping: str | None = None) -> Outcome:
+    """`mapping`: the map pass's (None: the compiler's default)."""
     spec = random_spec(seed)
     exporter = exporter or exporter_for(seed, spec)
     started = time.perf_counter()
-    kind, detail = _run(spec, exporter, seed)
+    kind, detail = _run(spec, exporter, seed, mapping)
     return Outcome(
         seed, exporter, kind, detail, spec, _arch_text(seed), time.perf_counter() - started
     )
 
 
-def _run(spec: ModelSpec, exporter: str, seed: int) -> tuple[str, str]:
+def _run(spec: ModelSpec, exporter: str, seed: int, mapping: str | None) -> tuple[str, str]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             graph = import_case(spec, exporter, Path(tmp))
-        result = compile_model(graph, random_arch(seed), PipelineOptions())
+        result = compile_model(graph, random_arch(seed), PipelineOptions(mapping=mapping))
         feeds = {"x": example_input(spec)} if "x" in _input_names(result.float_graph) else None
         if feeds is None:
             from cimc.reference.float_model import default_inputs

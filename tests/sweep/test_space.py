@@ -64,7 +64,7 @@ def test_base_relative_to_the_space_file(tmp_path: Path) -> None:
 KNOBS = '\nbase = "tiny"\n[knobs]\n'
 BAD = [
     ("unknown-knob", KNOBS + '"core.macro" = [1]', r"unknown knob 'core.macro'; expected an arch field"),
-    ("unknown-compile", KNOBS + '"compile.opt" = [1]', r"unknown knob 'compile.opt'; compiler knobs: compile.seq_len, compile.streaming"),
+    ("unknown-compile", KNOBS + '"compile.opt" = [1]', r"unknown knob 'compile.opt'; compiler knobs: compile.seq_len, compile.streaming, compile.mapping"),
     ("empty-list", KNOBS + '"core.macros" = []', r"knob 'core.macros': an empty list of values"),
     ("twice", KNOBS + '"core.macros" = [2, 2]', r"knob 'core.macros': a value is listed twice"),
     ("float-for-int", KNOBS + '"core.macros" = [2.5]', r"knob 'core.macros': expected an integer, got 2.5"),
@@ -73,7 +73,7 @@ BAD = [
     ("log-zero", KNOBS + '"core.dma_setup_cycles" = {low = 0, high = 8, log = true}', r"a log range needs low > 0, got 0"),
     ("range-keys", KNOBS + '"core.macros" = {low = 1, top = 8}', r"knob 'core.macros': a range is \{low = \.\., high = \.\., log = \.\.\}"),
     ("scalar", KNOBS + '"core.macros" = 8', r"knob 'core.macros': expected a list of values or a range"),
-    ("policy", KNOBS + '"compile.streaming" = ["fast"]', r"'fast' is not a policy; expected one of auto, sequential, double-buffer, pin-what-fits"),
+    ("policy", KNOBS + '"compile.streaming" = ["fast"]', r"'fast' is not one of auto, sequential, double-buffer, pin-what-fits"),
     ("mesh", KNOBS + '"chip.mesh" = [[2, 2]]', r"a mesh is written \"XxY\""),
     ("no-knobs", 'base = "tiny"\n', r"no \[knobs\] table: name at least one knob to vary"),
     ("no-base", '[knobs]\n"core.macros" = [2]\n', r"'base' must name an arch preset or a TOML file"),

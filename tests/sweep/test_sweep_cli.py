@@ -184,3 +184,21 @@ def test_ray_local_gives_the_same_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 0 and ray["executor"].startswith("Ray (local")
     a, b = csv_rows(tmp_path / "a" / "out"), csv_rows(tmp_path / "b" / "out")
     assert len(a) == len(b) == 9 and table(a, knobs) == table(b, knobs)
+
+
+MAPPINGS = """\
+base = "tiny"
+[knobs]
+"core.macros" = [32]
+"compile.mapping" = ["spread", "duplicate", "auto"]
+"""
+
+
+def test_mapping_is_a_compiler_knob(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc = sweep(tmp_path, MAPPINGS, "--verify", capsys=capsys)
+    assert code == 0 and (doc["trials"], doc["completed"]) == (3, 3) and doc["bit_exact"] is True
+    rows = {r["compile.mapping"]: r for r in csv_rows(tmp_path / "out")}
+    loaded = {m: int(r["weight_bytes_loaded"]) for m, r in rows.items()}
+    assert loaded["duplicate"] > loaded["spread"]  # every copy writes its tiles again
+    cycles = {m: int(r["makespan_cycles"]) for m, r in rows.items()}
+    assert cycles["auto"] == min(cycles["spread"], cycles["duplicate"])  # the faster of the two

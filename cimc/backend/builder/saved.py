@@ -122,7 +122,7 @@ def compiled_metadata(compiled: Compiled, pipeline: str | None) -> dict[str, str
     from cimc.quant.golden import output_scales  # torch: only when writing
 
     graph = compiled.graph
-    graph_inputs = [_graph_input_of(graph, n) for n in graph.input_nodes()]
+    graph_inputs = compiled_graph_inputs(graph)
     scales = output_scales(graph)
     out_scales = {o.graph_output: scales.get(o.graph_output) for o in compiled.outputs}
     return {
@@ -135,6 +135,11 @@ def compiled_metadata(compiled: Compiled, pipeline: str | None) -> dict[str, str
         "outputs": json.dumps([asdict(b) for b in compiled.outputs]),
         "output_scales": json.dumps(out_scales),
     }
+
+
+def compiled_graph_inputs(graph: Graph) -> list[GraphInput]:
+    """The graph's inputs as a saved program records them (graph order)."""
+    return [_graph_input_of(graph, n) for n in graph.input_nodes()]
 
 
 def _graph_input_of(graph: Graph, node: Node) -> GraphInput:

@@ -24,6 +24,7 @@ from cimc.backend.builder.values import (
 from cimc.backend.lower.emitter import Emitter
 from cimc.backend.lower.movement import copy_view
 from cimc.backend.lower.table import LoweringTable
+from cimc.backend.plan.duplication import mapping_note
 from cimc.backend.plan.memory import MemoryPlan
 from cimc.backend.plan.sparsity import SparsityPlan
 from cimc.backend.plan.streaming import StreamPlan
@@ -54,6 +55,8 @@ def lower_graph(
     constant in DRAM) and sparsity plan (None: every layer dense), lowered by `table`."""
     b = ProgramBuilder(arch)
     b.note(f"cimc: graph @{graph.name} for arch '{arch.name}'")
+    for line in mapping_note(stream) if stream is not None else ():
+        b.note(line)
     store = ValueStore(graph, values, b)
     own = sparsity.layers if sparsity is not None else ()
     setup = emit_streaming(b, graph, stream, reserve, memory, own)

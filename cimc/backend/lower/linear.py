@@ -131,11 +131,14 @@ def lower_linear(
     name: str | None = None,
     max_tokens: int | None = None,
     weight_image: Mapping[TileKey, View] | None = None,
+    copy: int = 0,
 ) -> None:
     """y[T x N] = REQ(x[T x K] @ W + bias) with x, y in gb/dram. `slots` place the tiles
     (default `place_tiles(split)`); `max_tokens` caps the token rows per chunk;
     `weight_image` takes every tile from its own view (see `image_views`) instead of a
-    `NAME.w` constant: tiles already in gb are written into the macros without staging."""
+    `NAME.w` constant: tiles already in gb are written into the macros without staging;
+    `copy` > 0: the slots are a duplicate copy of the layer (linear_copies.py), whose
+    tiles are keyed apart from the original's (the prefetcher loads only copy 0)."""
     k, n = plan.weight.shape
     check_shape(x, (x.rows, k), "linear input", b.loc)
     check_shape(y, (x.rows, n), "linear output", b.loc)
@@ -156,7 +159,7 @@ def lower_linear(
         b,
         x,
         y,
-        WeightRef(w, key=name, image=weight_image),
+        WeightRef(w, key=name if copy == 0 else (name, copy), image=weight_image),
         slots,
         lambda sc, acc, n0, dst: bias_requant(b, sc, acc, n0, bias, rc, y, dst),
         max_tokens,

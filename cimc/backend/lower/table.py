@@ -34,6 +34,7 @@ from cimc.backend.lower.emitter import Emitter
 from cimc.backend.lower.im2col import lower_im2col
 from cimc.backend.lower.integer import LOWERINGS as INTEGER_LOWERINGS
 from cimc.backend.lower.linear import lower_linear, lower_matmul
+from cimc.backend.lower.linear_copies import lower_linear_copies
 from cimc.backend.lower.movement import concat, elem_view, materialize, slice_axis, transpose
 from cimc.backend.lower.norm import lower_norm
 from cimc.backend.lower.rotary import lower_rotary
@@ -79,6 +80,10 @@ def _linear(em: Emitter, node: Node, op: QLinear) -> None:
         lower_sparse_linear(em.b, x, y, op.plan, slots, name, window)
         return
     image = layer_image(em.stream, node.name)
+    copies = em.stream.copies.get(node.name, ())
+    if copies:  # duplicated by the map pass: the rows split between the copies
+        lower_linear_copies(em.b, x, y, op.plan, (slots, *copies), name, image)
+        return
     lower_linear(em.b, x, y, op.plan, slots=slots, name=name, weight_image=image)
 
 

@@ -14,15 +14,18 @@ consecutive snake-order cores. On BERT-base on `large`, round robin beat packing
 units core after core, and groups of `REDUCTION_GROUP` beat single images
 (benchmarks/FINDINGS.md, "Reduction groups, round robin").
 
-Duplication (optional): while free macros remain, the hottest layer (largest time on its
-busiest macro for its share of the input vectors) that fits gets another copy, packed
-alone; copies split the input vectors between them.
+Duplication (optional, `map{mapping=duplicate}`, cimc/backend/plan/duplication.py): while
+free macros remain, the hottest layer (largest time on its busiest macro for its share of
+the input vectors) that fits gets another copy, packed alone, on cores the layer does not
+run on yet where there is room; copies split the input vectors between them, so a layer
+has at most one copy per core (more would wait for a core that runs one already) and per
+vector.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from cimc.backend.plan.target import Target
@@ -151,7 +154,7 @@ def place(
     order = {t.layer: t.layer_index for t in tiles}
     copies = {name: 1 for name in sorted(order, key=lambda name: order[name])}
     if duplicate and workload is not None:
-        placed += _duplicate(tiles, target, free, workload, copies)
+        placed += _duplicate(tiles, target, free, workload, copies, placed)
     return Placement(target.rows, target.cols, tuple(placed), tuple(copies.items()))
 
 
@@ -170,11 +173,13 @@ class _FreeSlots:
     def count(self) -> int:
         return sum(len(ms) for ms in self.free.values())
 
-    def take(self, n: int) -> list[MacroId]:
-        """`n` slots: whole on the first core from the cursor that fits (the cursor then
-        moves past it: the next unit goes to another core), else split."""
+    def take(self, n: int, avoid: Collection[int] = ()) -> list[MacroId]:
+        """`n` slots: whole on the first core from the cursor that fits, a core not in
+        `avoid` first (the cursor then moves past it: the next unit goes to another
+        core), else split."""
         rotation = self.order[self.cursor :] + self.order[: self.cursor]
-        whole = next((c for c in rotation if len(self.free[c]) >= n), None)
+        fits = [c for c in rotation if len(self.free[c]) >= n]
+        whole = next((c for c in fits if c not in avoid), fits[0] if fits else None)
         cores = [whole] if whole is not None else rotation
         taken: list[MacroId] = []
         for core in cores:
@@ -201,10 +206,13 @@ def _units(images: Sequence[MacroImage]) -> list[list[MacroImage]]:
     return units
 
 
-def _place_images(images: Sequence[MacroImage], free: _FreeSlots, copy: int) -> list[PlacedMacro]:
+def _place_images(
+    images: Sequence[MacroImage], free: _FreeSlots, copy: int, avoid: Collection[int] = ()
+) -> list[PlacedMacro]:
+    """Units of `images` on free slots; `avoid`: cores to use only when no other fits."""
     placed: list[PlacedMacro] = []
     for unit in _units(images):
-        for (core, macro), image in zip(free.take(len(unit)), unit, strict=True):
+        for (core, macro), image in zip(free.take(len(unit), avoid), unit, strict=True):
             placed.append(PlacedMacro(core, macro, image, copy))
     return placed
 
@@ -215,6 +223,7 @@ def _duplicate(
     free: _FreeSlots,
     workload: Workload,
     copies: dict[str, int],
+    original: Sequence[PlacedMacro],
 ) -> list[PlacedMacro]:
     by_layer = {name: [t for t in tiles if t.layer == name] for name in copies}
     alone = {name: pack(ts, target.rows, target.cols) for name, ts in by_layer.items()}
@@ -223,13 +232,20 @@ def _duplicate(
         candidates = [
             name
             for name in copies
-            if len(alone[name]) <= free.count and copies[name] < layer_vectors(workload, name)
+            if len(alone[name]) <= free.count
+            and copies[name] < min(layer_vectors(workload, name), target.cores)
         ]
         if not candidates:
             return placed
         hottest = max(candidates, key=lambda n: _heat(n, copies[n], alone[n], workload, target))
-        placed += _place_images(alone[hottest], free, copy=copies[hottest])
+        # a copy on cores the layer already runs on would wait for them: other cores first
+        busy = {pm.core for pm in (*original, *placed) if _holds(pm, hottest)}
+        placed += _place_images(alone[hottest], free, copies[hottest], busy)
         copies[hottest] += 1
+
+
+def _holds(pm: PlacedMacro, layer: str) -> bool:
+    return any(w.tile.layer == layer for w in pm.image.windows)
 
 
 def layer_vectors(workload: Workload, layer: str) -> int:

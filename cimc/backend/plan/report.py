@@ -78,4 +78,5 @@ def plan_summary(plan: StreamPlan, workload: Workload, target: Target) -> dict[s
         "duplicated_layers": [
             [name, copies] for p in plan.phases for name, copies in p.placement.duplicated
         ],
+        "copy_bytes": plan.copy_bytes,  # read again from the image by the duplicates
     }

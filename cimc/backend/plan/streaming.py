@@ -54,8 +54,8 @@ class Phase:
 
 @dataclass(frozen=True)
 class ImageEntry:
-    """One tile in the constants image, in load order (duplicates are written from the
-    same staged bytes, so a tile appears once however many copies its phase holds)."""
+    """One tile in the constants image, in load order: a tile appears once however many
+    copies its phase holds (each copy reads the same bytes; `StreamPlan.copy_bytes`)."""
 
     tile: Tile
     phase: int
@@ -104,6 +104,14 @@ class StreamPlan:
         return {key: tuple(value) for key, value in phases.items()}
 
     @property
+    def copies(self) -> dict[str, int]:
+        """Copies of every duplicated layer (cimc/backend/plan/duplication.py), layer order."""
+        out: dict[str, int] = {}
+        for phase in self.phases:
+            out.update(phase.placement.duplicated)
+        return out
+
+    @property
     def bytes_first_inference(self) -> int:
         return sum(p.nbytes for p in self.phases)
 
@@ -116,6 +124,13 @@ class StreamPlan:
     def macro_write_bytes(self) -> int:
         """Bytes written into macros by the first inference (duplicates included)."""
         return sum(pm.image.cells_used for p in self.phases for pm in p.placement.macros)
+
+    @property
+    def copy_bytes(self) -> int:
+        """Bytes the duplicate copies read again from the image (first inference)."""
+        return self.macro_write_bytes - sum(
+            pm.image.cells_used for p in self.phases for pm in p.placement.macros if not pm.copy
+        )
 
     @property
     def hidden_load_cycles(self) -> int:
@@ -336,7 +351,10 @@ def _finish(
                 image.append(ImageEntry(pt.tile, index, offset))
                 offset += pt.tile.cells
         phases.append(Phase(index, bank, placement, start, offset - start, compute))
-    transfers = [target.transfer_cycles(p.nbytes, source, len(p.placement.macros)) for p in phases]
+    transfers = [  # a duplicate copy reads its tiles from the image again
+        target.transfer_cycles(p.nbytes + _copy_cells(p), source, len(p.placement.macros))
+        for p in phases
+    ]
     steps = [(p.bank, p.compute_cycles, t) for p, t in zip(phases, transfers, strict=True)]
     latency, sequential = target.latency_cycles(source), policy == "sequential"
     makespan, load_cycles = timeline(steps, latency, sequential, cold=False)
@@ -353,6 +371,10 @@ def _finish(
         makespan_estimate=makespan,
         first_makespan_estimate=first_makespan,
     )
+
+
+def _copy_cells(phase: Phase) -> int:
+    return sum(pm.image.cells_used for pm in phase.placement.macros if pm.copy)
 
 
 def compare_policies(

@@ -50,16 +50,18 @@ def configure_backend(
     table: LoweringTable | None = None,
     sparsity: str | None = None,
     window: int | None = None,
+    mapping: str | None = None,
 ) -> Pass:
-    """`p` with what the caller knows set: the arch on tile, the streaming policy on map,
+    """`p` with what the caller knows set: the arch on tile, the streaming policy and the
+    mapping on map,
     the sparsity mode and window on plan-sparsity, the program name and lowering table on lower;
     other passes unchanged."""
     from dataclasses import replace
 
     if isinstance(p, TileWeights):
         return replace(p, target=arch)
-    if isinstance(p, MapWeights) and streaming is not None:
-        return replace(p, policy=streaming)
+    if isinstance(p, MapWeights) and (streaming is not None or mapping is not None):
+        return replace(p, policy=streaming or p.policy, mapping=mapping or p.mapping)
     if isinstance(p, PlanSparsity) and (sparsity is not None or window is not None):
         return replace(p, mode=sparsity or p.mode, window=window)
     if isinstance(p, Lower):
@@ -75,12 +77,15 @@ def compile_graph(
     streaming: str = "auto",
     table: LoweringTable = LOWERINGS,
     sparsity: str = "none",
+    mapping: str = "auto",
 ) -> Compiled:
     """Lower a quantized graph to a program for `arch` by the `backend` passes (each
     verified, the final program by the machine's validator, unless check=False);
-    `streaming` is the weight streaming policy (cimc/backend/plan/streaming.py)."""
+    `streaming` is the weight streaming policy (cimc/backend/plan/streaming.py), `mapping`
+    the map pass's (cimc/backend/plan/duplication.py)."""
     passes = [
-        configure_backend(p, arch, name, streaming, table, sparsity) for p in Backend().passes()
+        configure_backend(p, arch, name, streaming, table, sparsity, mapping=mapping)
+        for p in Backend().passes()
     ]
     graph.verify()
     result: Compiled = PassManager(passes, verify_each=check).run(graph)

@@ -1,14 +1,24 @@
-"""`lower`: the plan level -> a program (instructions, constants, graph bindings)."""
+"""`lower`: the plan level -> a program (instructions, constants, graph bindings).
+
+Under `map{mapping=auto}` with a duplicated candidate (cimc/backend/plan/duplication.py)
+both plans are lowered and the program of the smaller modelled makespan (the schedule
+simulation of cimc/machine/schedule.py, as `cimc report` prices it) is kept; spread on a
+tie, or when the copies cannot be lowered, so auto is never slower than spread by the cost
+model's own measure and refuses nothing spread compiles.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
+from cimc.backend.builder.compiled import Compiled
 from cimc.backend.lower.driver import lower_graph
 from cimc.backend.lower.table import LOWERINGS, LoweringTable
+from cimc.backend.stages.planned import PlannedGraph
 from cimc.backend.stages.planning import planned
 from cimc.errors import CimcError
+from cimc.machine.schedule import simulate
 from cimc.passes.manager import Pass, PassResult, context, register_pass
 
 
@@ -29,7 +39,20 @@ class Lower(Pass):
             raise CimcError(
                 "lower needs the map, plan-values and plan-memory passes before it", "pipeline"
             )
-        compiled = lower_graph(  # with GC paused, as every backend pass (PassManager.run)
+        compiled = self._lower(plan)  # with GC paused, as every backend pass (PassManager.run)
+        if plan.duplicated is not None:  # mapping=auto: price the copies too
+            try:
+                other = self._lower(replace(plan, stream=plan.duplicated))
+            except CimcError:  # e.g. a copy's rows too wide for its scratchpad: no candidate
+                return PassResult(compiled, True)
+            spread = simulate(compiled.program, plan.arch).makespan
+            if simulate(other.program, plan.arch).makespan < spread:
+                compiled = other
+        return PassResult(compiled, True)
+
+    def _lower(self, plan: PlannedGraph) -> Compiled:
+        assert plan.values is not None and plan.memory is not None
+        return lower_graph(
             plan.graph,
             plan.arch,
             plan.values,
@@ -40,4 +63,3 @@ class Lower(Pass):
             self.name,
             plan.sparsity,
         )
-        return PassResult(compiled, True)

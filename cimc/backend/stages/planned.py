@@ -32,6 +32,9 @@ class PlannedGraph:
     mapped: bool = False  # `map` ran (stream is None when there is no static weight)
     stream: StreamPlan | None = None
     reserve: int = 0  # macros per core left for run-time operands
+    # map{mapping=auto} (cimc/backend/plan/duplication.py): stream with duplicated layers,
+    # which `lower` prices against stream (None: nothing to price, stream is the plan)
+    duplicated: StreamPlan | None = None
     values: ValuePlan | None = None
     memory: MemoryPlan | None = None  # where the weight image lives (plan-memory)
     sparsity: SparsityPlan | None = None  # layers loading only their active rows
@@ -62,6 +65,12 @@ class PlannedGraph:
             lines.append(f"// map: {self.reserve} macros per core kept for run-time operands")
             text = format_plan(self.stream) if self.stream else "; no static weights\n"
             lines += text.rstrip("\n").splitlines()
+            if self.duplicated is not None:  # auto: lower prices this plan with copies too
+                copies = ", ".join(f"%{k} x{n}" for k, n in self.duplicated.copies.items())
+                lines.append(f"// map{{mapping=auto}}: lower also prices copies: {copies}")
+            elif self.stream is not None and self.stream.copies:
+                copied = len(self.stream.copies)
+                lines.append(f"// map{{mapping=duplicate}}: {copied} layers copied")
         if self.values is not None:
             lines += _value_lines(self.values)
         if self.memory is not None:

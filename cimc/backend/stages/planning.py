@@ -8,11 +8,12 @@ from typing import Any, ClassVar, cast
 
 from cimc.backend.builder.footprint import dram_need
 from cimc.backend.builder.values import plan_values
+from cimc.backend.plan.duplication import check_duplicated, check_mapping
 from cimc.backend.plan.from_graph import reserved_macros, workload_from_graph
 from cimc.backend.plan.memory import plan_memory
 from cimc.backend.plan.precision import check_input_bits
 from cimc.backend.plan.sparsity import plan_sparsity
-from cimc.backend.plan.streaming import POLICIES, Policy, plan_streaming
+from cimc.backend.plan.streaming import POLICIES, Policy, StreamPlan, plan_streaming
 from cimc.backend.plan.target import Target
 from cimc.backend.plan.tiling import tile_workload
 from cimc.backend.plan.window import check_window, plan_window
@@ -68,6 +69,7 @@ class MapWeights(Pass):
     INPUT: ClassVar[str] = "plan"
     OUTPUT: ClassVar[str] = "plan"
     policy: str = "auto"  # sequential, double-buffer, pin-what-fits or auto (the fastest)
+    mapping: str = "auto"  # spread, duplicate or auto (the faster; plan/duplication.py)
 
     def apply(self, ir: Any) -> PassResult:
         plan = planned(self, ir)
@@ -76,18 +78,33 @@ class MapWeights(Pass):
             raise CimcError(
                 f"unknown streaming policy {self.policy!r}; use one of {choices}", "streaming"
             )
+        check_mapping(self.mapping)
         if not any(isinstance(n.op, QLinear) for n in plan.graph.nodes()):
+            if self.mapping == "duplicate":
+                raise CimcError("mapping=duplicate: the graph has no static-weight layer", "map")
             return PassResult(replace(plan, mapped=True), True)
         reserve = reserved_macros(plan.graph, plan.arch)
-        stream = plan_streaming(
-            plan.workload,
-            Target.from_arch(plan.arch),
-            cast(Policy, self.policy),
-            reserve_per_core=reserve,
-            cold=True,
-            tiling=plan.tiling,
-        )
-        return PassResult(replace(plan, mapped=True, stream=stream, reserve=reserve), True)
+
+        def stream_plan(duplicate: bool) -> StreamPlan:
+            return plan_streaming(
+                plan.workload,
+                Target.from_arch(plan.arch),
+                cast(Policy, self.policy),
+                reserve_per_core=reserve,
+                cold=True,
+                tiling=plan.tiling,
+                duplicate=duplicate,
+            )
+
+        stream = stream_plan(self.mapping == "duplicate")
+        if self.mapping == "duplicate":
+            check_duplicated(stream, plan.arch.name)
+        duplicated = None
+        if self.mapping == "auto" and not stream.streamed:  # copies need resident weights
+            duplicated = stream_plan(True)
+            duplicated = duplicated if duplicated.copies else None
+        changed = replace(plan, mapped=True, stream=stream, reserve=reserve, duplicated=duplicated)
+        return PassResult(changed, True)
 
 
 @register_pass
@@ -152,4 +169,15 @@ class PlanSparsity(Pass):
             sparsity, memory = plan_window(
                 plan.graph, sparsity, plan.stream, memory, plan.arch, tables
             )
-        return PassResult(replace(plan, sparsity=sparsity, memory=memory), bool(sparsity.layers))
+        duplicated = plan.duplicated
+        copied = [layer for layer in sparsity.layers if plan.stream and layer in plan.stream.copies]
+        if copied:  # a sparse layer loads its active rows itself, into copy 0's macros
+            raise CimcError(
+                f"mapping=duplicate copies %{copied[0]}, which --sparsity exact loads by its "
+                f"active rows; use --mapping spread (or auto) with --sparsity exact",
+                "plan-sparsity",
+            )
+        if duplicated is not None and set(sparsity.layers) & set(duplicated.copies):
+            duplicated = None  # auto: the sparse layers keep the spread plan
+        changed = replace(plan, sparsity=sparsity, memory=memory, duplicated=duplicated)
+        return PassResult(changed, bool(sparsity.layers))

@@ -93,6 +93,9 @@ class StreamSetup:
     memory: MemoryPlan
     blobs: dict[Source, View]  # the image constant of each space holding tiles
     slots: dict[str, tuple[PlacedTile, ...]]  # graph node name -> its tiles' slots
+    # graph node name -> the slots of each duplicate copy (1, 2, ...; the map pass's
+    # `mapping=duplicate`): loaded by the layer itself, from the same image bytes
+    copies: dict[str, tuple[tuple[PlacedTile, ...], ...]] = field(default_factory=dict)
     image: dict[tuple[int, int, int, int], View] = field(default_factory=dict)
     reserved: tuple[int, ...] = ()  # macro indices left for run-time operands
 
@@ -122,15 +125,24 @@ def declare_image(
             data[0, st.offset : st.offset + t.cells] = block.ravel()
         blobs[space] = b.const(name, data, "i8", space)
     slots: dict[str, list[PlacedTile]] = {}
+    copies: dict[str, dict[int, list[PlacedTile]]] = {}
     for phase in plan.phases:
         for pt in phase.placement.tiles:
             if pt.copy == 0:
                 slots.setdefault(pt.tile.layer, []).append(pt)
+            else:
+                copies.setdefault(pt.tile.layer, {}).setdefault(pt.copy, []).append(pt)
     for space, name in _IMAGE_NAMES:
         for st in memory.stored(space):  # a readable map of the images in the header
             t = st.entry.tile
             b.note(f"{name}+{st.offset}: {names[t.layer]}.w[{t.k0}:{t.k1}, {t.n0}:{t.n1}]")
-    return StreamSetup(plan, memory, blobs, {k: tuple(v) for k, v in slots.items()})
+    return StreamSetup(
+        plan,
+        memory,
+        blobs,
+        {k: tuple(v) for k, v in slots.items()},
+        {k: tuple(tuple(v[c]) for c in sorted(v)) for k, v in copies.items()},
+    )
 
 
 def tile_bytes(block: np.ndarray, bits: int) -> np.ndarray:
