@@ -6,7 +6,9 @@ of 128 x 128 int8 weights with bit-serial inputs, a 256 KB SRAM, DRAM at 64 bit/
 zigzag-dse reads an accelerator written from that preset (`accelerator`), laid out as its
 own ZigZag-IMC `dimc.yaml`. What cannot be matched stays zigzag's: its register levels
 (`rf_1B`, `rf_2B`), its MAC energy and clock (its DIMC model at 28 nm; cimc's preset copies
-them), and the separate write costs of SRAM and DRAM (cimc has one energy per byte).
+them), and the separate write costs of SRAM and DRAM (cimc has one energy per byte). One
+difference is deliberate: dimc.yaml's `sram_256KB` holds 262,144 bits (32 KiB; zigzag's
+sizes are bits), the cimc preset's scratchpad 256 KiB: zigzag gets the 256 KiB.
 
 The layers (`LAYERS`): BERT-base's FFN up (768 -> 3072), FFN down (3072 -> 768) and fused
 QKV (768 -> 2304), a LLaMA-style gated FFN (768 -> 2 x 2048 -> 768, SiLU gate) and a
@@ -40,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from cimc.machine.arch import Arch, load_arch
+from cimc.errors import CimcError
+from cimc.machine.arch import Arch, arch_from_dict, load_arch, read_arch_toml
 from cimc.machine.interpreter import run_program
 from cimc.machine.parser import parse_program
 from cimc.machine.summary import CostSummary, summarize
@@ -150,7 +153,8 @@ def accelerator(arch: Arch) -> dict[str, Any]:
     """zigzag-dse's IMC accelerator for a one-core cimc arch, in dimc.yaml's layout: the
     macros' cells (written at the arch's weight-write energy), zigzag's input and output
     registers, the scratchpad as the SRAM level and DRAM, with the arch's sizes, widths and
-    energies; several macros per core become a third array dimension."""
+    energies (zigzag's sizes are bits); several macros per core become a third array
+    dimension."""
     if arch.chip.cores != 1:
         raise SystemExit(f"--arch {arch.name}: zigzag-dse models one core, not {arch.chip.cores}")
     e, sp_bits, dram_bits = arch.energy, arch.chip.noc_bits_per_cycle, arch.dram_bytes_per_cycle * 8
@@ -177,14 +181,14 @@ def accelerator(arch: Arch) -> dict[str, Any]:
         port("w_port_1", "write", 16, 16, "O, fh"), port("w_port_2", "write", 16, 16, "O, fl"),
     ], ["D2"])  # fmt: skip
     sp_access = e.sp_pj_per_byte * sp_bits / 8  # cimc: one energy per byte, read or write
-    sram = memory(arch.core.scratchpad_bytes, sp_access, sp_access, ["I1", "O"], [
+    sram = memory(arch.core.scratchpad_bytes * 8, sp_access, sp_access, ["I1", "O"], [
         port("r_port_1", "read", 64, sp_bits, "I1, tl", "O, tl", "O, th"),
         port("w_port_1", "write", 64, sp_bits, "I1, fh", "O, fh", "O, fl"),
     ], dims)  # fmt: skip
     dram_access = e.dram_pj_per_byte * dram_bits / 8
     everything = [f"{op}, {d}" for op in ("I1", "I2") for d in ("fh", "tl")]
     everything += [f"O, {d}" for d in ("fh", "tl", "fl", "th")]
-    dram = memory(arch.memory.dram_bytes, dram_access, dram_access, ["I1", "I2", "O"],
+    dram = memory(arch.memory.dram_bytes * 8, dram_access, dram_access, ["I1", "I2", "O"],
                   [port("rw_port_1", "read_write", int(dram_bits), int(dram_bits), *everything)],
                   dims)  # fmt: skip
     sizes = [arch.macro.cols, arch.macro.rows] + ([arch.core.macros] if len(dims) == 3 else [])
@@ -227,12 +231,18 @@ def zigzag(layers: list[dict[str, Any]], arch: Arch) -> dict[str, Any]:
                 dump_folder=dump, in_memory_compute=True, loma_show_progress_bar=False,
             )  # fmt: skip
             runs.append(cmes[0][1][0][0])
-    dram_pj = sum(float(levels[-1]) for c in runs for levels in c.mem_energy_breakdown.values())
+    dram_pj = {str(op): 0.0 for c in runs for op in c.mem_energy_breakdown}
+    for c in runs:
+        for op, levels in c.mem_energy_breakdown.items():
+            dram_pj[str(op)] += float(levels[-1])
     return {
         "cycles": sum(float(c.latency_total2) for c in runs),
         "energy_pj": sum(float(c.energy_total) for c in runs),
         "mac_pj": sum(float(c.mac_energy) for c in runs),
-        "dram_bytes": dram_pj / arch.energy.dram_pj_per_byte,
+        "dram_bytes": sum(dram_pj.values()) / arch.energy.dram_pj_per_byte,
+        "dram_bytes_by_operand": {
+            op: pj / arch.energy.dram_pj_per_byte for op, pj in dram_pj.items()
+        },
         "ideal_cycles": sum(float(c.ideal_temporal_cycle) for c in runs),
         "macs": sum(math.prod(layer["loop_sizes"]) for layer in layers),
         "tclk_ns": float(tclk),
@@ -313,9 +323,9 @@ def hand_program(batch: int, k_in: int = 768, n_out: int = 3072, t: int = 128) -
     return "\n".join([*lines, "  halt"]) + "\n"
 
 
-def hand(batch: int) -> CostSummary:
+def hand(batch: int, arch: Arch | None = None) -> CostSummary:
     """The hand-written 768 -> 3072 program, run on random codes and checked, then costed."""
-    arch = load_arch("zigzag-dimc")
+    arch = arch or load_arch("zigzag-dimc")
     program = parse_program(hand_program(batch), f"linear_b{batch}.cimasm")
     validate(program, arch)
     rng = np.random.default_rng(batch)
@@ -333,13 +343,14 @@ HEAD = (f"{'layer':28}{'batch':>6}{'zz cycles':>13}{'cimc cycles':>13}{'c/zz':>6
         f"{'w loads':>8}{'zz MAC util':>12}{'cimc MAC util':>14}")  # fmt: skip
 
 
-def row(title: str, batch: int, zz: dict[str, Any], cm: CostSummary, loads: float) -> str:
+def row(
+    title: str, batch: int, arch: Arch, zz: dict[str, Any], cm: CostSummary, loads: float
+) -> str:
     """One line of the table. MAC utilization, the same for both: the cycles the MACs take
     with every cell of every macro busy / the cycles taken."""
     zz_uj = zz["energy_pj"] / 1e6
     cm_uj = cm.dynamic_energy_uj  # zigzag-dse models no leakage
     cm_dram = sum(v for k, v in cm.bytes_moved.items() if "dram" in k)
-    arch = load_arch(cm.arch)
     per_cycle = arch.core.macros * arch.macro_bytes / arch.mvm_cycles_per_vector
     assert zz["macs"] == cm.macs, f"{title}: zigzag's layers are not cimc's ({zz['macs']:,} MACs)"
     cm_util = cm.macs / per_cycle / cm.makespan_cycles
@@ -360,27 +371,47 @@ def main(argv: list[str] | None = None) -> int:
                         default=[la.key for la in LAYERS])  # fmt: skip
     parser.add_argument("--hand", action="store_true", help="also the hand-written FFN up")
     parser.add_argument("--details", action="store_true", help="zigzag's spatial mappings")
+    parser.add_argument("--dram-mib", type=int, help="the arch's DRAM capacity, for both tools")
     args = parser.parse_args(argv)
-    arch = load_arch(args.arch)
+    data = read_arch_toml(args.arch)
+    if args.dram_mib:
+        data["memory"]["dram_bytes"] = args.dram_mib << 20
+    arch = arch_from_dict(data, args.arch)
     if args.hand and arch.name != "zigzag-dimc":
         parser.error("--hand: the hand-written program is written for --arch zigzag-dimc")
-    print(f"arch {arch.name}; cimc compiled (bit-exact) vs zigzag-dse best mapping (latency)")
+    print(
+        f"arch {arch.name} (DRAM {arch.memory.dram_bytes >> 20} MiB): cimc compiled "
+        "(bit-exact) vs zigzag-dse's best mapping (latency)"
+    )
     print(HEAD)
     for layer in (la for la in LAYERS if la.key in args.layers):
         for batch in args.batch:
-            zz, cm = zigzag(layer.zigzag(batch), arch), compiled(layer, batch, arch)
-            print(row(layer.title, batch, zz, cm.summary, cm.weight_loads), flush=True)
+            zz = zigzag(layer.zigzag(batch), arch)
+            try:
+                cm = compiled(layer, batch, arch)
+            except CimcError as e:  # e.g. the activations do not fit the arch's DRAM
+                print(f"{layer.title:28}{batch:>6}{zz['cycles']:>13,.0f}  cimc: {e}", flush=True)
+                continue
+            print(row(layer.title, batch, arch, zz, cm.summary, cm.weight_loads), flush=True)
             print(f"{'':34}cimc: compile {cm.compile_s:.1f} s, verify {cm.verify_s:.1f} s, "
                   f"bound {cm.summary.lower_bound_cycles:,} ({cm.summary.lower_bound_reason}), "
                   f"MAC {cm.summary.energy_breakdown_uj['mac']:.2f} uJ; zigzag: MAC "
                   f"{zz['mac_pj'] / 1e6:.2f} uJ, ideal {zz['ideal_cycles']:,.0f} cycles",
                   file=sys.stderr)  # fmt: skip
             if args.details:
-                print(f"{'':34}zigzag spatial: {'; '.join(zz['spatial'])}", file=sys.stderr)
+                moved = ", ".join(
+                    f"{op} {b / 1e6:.2f}" for op, b in zz["dram_bytes_by_operand"].items()
+                )
+                cm_moved = ", ".join(
+                    f"{k} {v / 1e6:.2f}" for k, v in cm.summary.bytes_moved.items()
+                )
+                print(f"{'':34}cimc MB moved: {cm_moved}", file=sys.stderr)
+                print(f"{'':34}zigzag DRAM MB by operand: {moved}; spatial: "
+                      f"{'; '.join(zz['spatial'])}", file=sys.stderr)  # fmt: skip
     if args.hand:
         for batch in args.batch:
-            zz, cm_hand = zigzag(LAYERS[0].zigzag(batch), arch), hand(batch)
-            print(row("FFN up, hand-written", batch, zz, cm_hand, 1.0))
+            zz, cm_hand = zigzag(LAYERS[0].zigzag(batch), arch), hand(batch, arch)
+            print(row("FFN up, hand-written", batch, arch, zz, cm_hand, 1.0))
     return 0
 
 
