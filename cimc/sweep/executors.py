@@ -112,7 +112,11 @@ class RayExecutor:
                 ) from None
         else:
             ray_cluster.join(ray, address, **kwargs)
-            ray_cluster.check_same_cimc(ray, address)
+            try:
+                ray_cluster.check_same_cimc(ray, address)
+            except CimcError:
+                ray.shutdown()  # leave the cluster as found
+                raise
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.width = max(1, min(workers or cpus, cpus))
         self.name = f"Ray ({address}, {self.width} tasks)"
