@@ -193,7 +193,7 @@ def zigzag_energy(batch: int) -> dict[str, Any]:
     import zigzag_compare as zc
 
     compiled = compiled_linear(batch)
-    hand = zc.cimc(batch)
+    hand = zc.hand(batch)
     out: dict[str, Any] = {
         "batch": batch,
         "cimc_compiled_uj": compiled["energy_uj"],
@@ -203,7 +203,9 @@ def zigzag_energy(batch: int) -> dict[str, Any]:
     }
     if importlib.util.find_spec("zigzag") is None:
         return {**out, "zigzag": "zigzag-dse not installed (pip install zigzag-dse six)"}
-    zz = zc.zigzag(batch)
+    from cimc.machine.arch import load_arch
+
+    zz = zc.zigzag(zc.LAYERS[0].zigzag(batch), load_arch("zigzag-dimc"))
     return {**out, "zigzag_uj": float(zz["energy_pj"]) / 1e6, "zigzag_cycles": zz["cycles"]}  # type: ignore[arg-type]
 
 

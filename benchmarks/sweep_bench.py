@@ -6,9 +6,12 @@ The model: BERT-base dims (hidden 768, 12 heads, intermediate 3072), random weig
 sweep_bert_base.toml, 54 grid points on the default preset): macros per core, the core
 mesh, the DRAM bandwidth and the streaming policy. Each sweep writes its own folder under
 `-o`; a rerun resumes the studies there (delete the folder to measure again).
+`--ray-address` adds a third run on a cluster started beforehand (`ray start --head`), so
+the three executors are timed side by side; `--space` sweeps another space file.
 
     python benchmarks/sweep_bench.py -o /tmp/sweep-bench     # --workers 2, then --ray local
     python benchmarks/sweep_bench.py -o /tmp/sweep-bench --only workers    # one of the two
+    python benchmarks/sweep_bench.py -o /tmp/sb --space small.toml --ray-address 127.0.0.1:6379
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ def export(out: Path, layers: int, seq_len: int) -> Path:
     return path
 
 
-def sweep(model: Path, out: Path, how: list[str]) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "cimc", "sweep", str(model), "--space", str(SPACE)]
+def sweep(model: Path, space: Path, out: Path, how: list[str]) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "cimc", "sweep", str(model), "--space", str(space)]
     argv += ["-o", str(out)]
     started = time.perf_counter()
     done = subprocess.run([*argv, *how, "--json", "-q"], capture_output=True, text=True)
@@ -86,19 +89,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", choices=("workers", "ray"))
+    parser.add_argument("--only", choices=("workers", "ray", "address"))
+    parser.add_argument("--space", type=Path, default=SPACE, help="space file (default: 54 points)")
+    parser.add_argument("--ray-address", metavar="ADDRESS", help="also sweep on this cluster")
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     model = export(args.output, args.layers, args.seq_len)
     runs = {"workers": ["--workers", str(args.workers)], "ray": ["--ray", "local"]}
+    if args.ray_address:
+        runs["address"] = ["--ray", args.ray_address]
     docs = {}
     for name, how in runs.items():
         if args.only in (None, name):
-            docs[name] = sweep(model, args.output / name, how)
-            report(f"--{name} {how[1]}", docs[name])
-    if len(docs) == 2:
-        same = table(args.output / "workers") == table(args.output / "ray")
-        print(f"same table on both (up to trial order): {same}")
+            docs[name] = sweep(model, args.space, args.output / name, how)
+            report(" ".join(how), docs[name])
+    tables = {name: table(args.output / name) for name in docs}
+    for name in list(tables)[1:]:
+        same = tables[name] == tables[next(iter(tables))]
+        print(f"same table on {next(iter(tables))} and {name} (up to trial order): {same}")
     return 0
 
 

@@ -32,8 +32,9 @@ trials missing to reach --trials (default: the whole grid when every knob is a l
 50). A small finite grid is swept by GridSampler, anything else by NSGA-II (seeded).
 A trial whose arch is invalid or that does not compile is recorded as failed, with its
 one-line reason, and the sweep goes on.
---ray ADDRESS joins a running cluster (Ray's own settings, such as its authentication,
-apply): every node must import cimc and read MODEL at the same path.
+--ray ADDRESS joins a running cluster (the HOST:PORT `ray start --head` printed; Ray's own
+settings apply: a cluster with token authentication wants RAY_AUTH_MODE=token here): every
+node must import this same cimc (checked by one task first) and read MODEL at the same path.
 Writes DIR/trials.csv (one row per trial), DIR/pareto.png (latency x energy, colour =
 area), DIR/sensitivity.png and DIR/knobs.png (how much each knob moves each objective).
 """

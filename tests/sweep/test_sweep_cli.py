@@ -4,11 +4,19 @@ SQLite, the CSV, the plots, failed trials, resuming, process workers and Ray."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
+import os
+import secrets
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +25,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from cimc.cli import main  # noqa: E402
+from cimc.errors import CimcError  # noqa: E402
 from cimc.sweep.study import STUDY_NAME  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +211,65 @@ def test_mapping_is_a_compiler_knob(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert loaded["duplicate"] > loaded["spread"]  # every copy writes its tiles again
     cycles = {m: int(r["makespan_cycles"]) for m, r in rows.items()}
     assert cycles["auto"] == min(cycles["spread"], cycles["duplicate"])  # the faster of the two
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_ray_address_joins_a_running_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A head started apart (`ray start --head --block`, token authentication on): without
+    RAY_AUTH_MODE=token the sweep is refused in one line, with it the trials run there (its
+    workers' logs name them) and give --workers 2's table."""
+    pytest.importorskip("ray", reason="--ray needs the optional package ray (cimc[ray])")
+    from cimc.sweep.ray_cluster import check_ray_answers
+
+    port, temp = (
+        _free_port(),
+        tempfile.mkdtemp(prefix="cr", dir="/tmp"),
+    )  # Ray's socket paths are short
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    ray = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        for _ in range(120):
+            with contextlib.suppress(CimcError):
+                check_ray_answers(f"127.0.0.1:{port}")
+                break
+            time.sleep(0.5)
+        (tmp_path / "space.toml").write_text(GRID)
+        argv = [sys.executable, "-m", "cimc", "sweep", MODEL, "--space", str(tmp_path / "space.toml"),
+                "--ray", f"127.0.0.1:{port}", "--json", "-o"]  # fmt: skip
+        no_auth = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+        started = time.perf_counter()
+        refused = subprocess.run([*argv, str(tmp_path / "r")], env=no_auth, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert time.perf_counter() - started < 60
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+        assert (
+            f"--ray: the Ray cluster at 127.0.0.1:{port} refused this process's authentication"
+            in lines[0]
+        )
+        joined = subprocess.run([*argv, str(tmp_path / "j")], env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+        assert joined.returncode == 0, joined.stderr
+        assert json.loads(joined.stdout)["executor"] == f"Ray (127.0.0.1:{port}, 2 tasks)"
+        ran = [line for out in Path(temp).glob("session_latest/logs/worker-*.out")
+               for line in out.read_text().splitlines() if line == ":task_name:_ray_trial"]  # fmt: skip
+        assert len(ran) == 9
+        (tmp_path / "w").mkdir()
+        assert sweep(tmp_path / "w", GRID, "--workers", "2", capsys=capsys)[0] == 0
+        knobs = ("core.macros", "compile.streaming")
+        local, there = csv_rows(tmp_path / "w" / "out"), csv_rows(tmp_path / "j")
+        assert len(there) == 9 and table(local, knobs) == table(there, knobs)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # the head and the Ray processes it started
+        head.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
