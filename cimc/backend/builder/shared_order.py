@@ -21,9 +21,8 @@ not yet ordered before this core and compares bytes only with those.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -46,6 +45,7 @@ class Streams(Protocol):
 
 
 BLOCK_SHIFT = 12  # 4 KiB index blocks
+Key = tuple[str, int, bool]  # (space, block, writes only)
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,23 @@ class Touch:
     write: bool
 
 
+@dataclass
+class _Pending:
+    """One core's view of one key: how much of its log it has scanned, and the touches by
+    other cores among those that are not yet ordered before it."""
+
+    scanned: int = 0
+    touches: list[Touch] = field(default_factory=list)
+
+
 class SharedOrder:
     """Per builder: the gb/dram touches since the last barrier and the cores' clocks."""
 
     def __init__(self, b: Streams, new_tag: Callable[[int, int], int]) -> None:
         self.b = b
         self.new_tag = new_tag
-        self.blocks: dict[tuple[str, int, bool], dict[int, list[Touch]]] = {}
+        self.logs: dict[Key, list[Touch]] = {}  # every core's touches, in record order
+        self.pending: dict[tuple[int, Key], _Pending] = {}  # observing core, key -> its view
         self.seen: dict[int, dict[int, int]] = {}  # core -> other core -> positions ordered
         self.pairs = 0
 
@@ -83,7 +93,8 @@ class SharedOrder:
 
     def cleared(self) -> None:
         """A barrier on every core: everything before it is ordered."""
-        self.blocks.clear()
+        self.logs.clear()
+        self.pending.clear()
         ends = {c: self.b.position(c) for c in self.b.active_cores()}
         for c in ends:
             self.seen[c] = dict(ends)
@@ -103,13 +114,22 @@ class SharedOrder:
         seen = self.seen.get(t.core, {})
         out: dict[int, dict[int, Touch]] = {}
         for k in range(t.view.addr >> BLOCK_SHIFT, ((t.view.end - 1) >> BLOCK_SHIFT) + 1):
-            block = self.blocks.get((t.view.space, k, not t.write), {})  # read: writes only
-            for other, touches in block.items():
-                if other != t.core:
-                    lo = bisect.bisect_left(touches, seen.get(other, 0), key=lambda o: o.pos)
-                    found = out.setdefault(other, {})
-                    for o in touches[lo:]:
-                        found[id(o)] = o
+            key = (t.view.space, k, not t.write)  # a read: writes only
+            log = self.logs.get(key)
+            if log is None:
+                continue
+            pending = self.pending.get((t.core, key))
+            if pending is None:
+                pending = self.pending[(t.core, key)] = _Pending()
+            fresh = log[pending.scanned :]
+            pending.scanned = len(log)
+            pending.touches = [
+                o
+                for o in (*pending.touches, *fresh)
+                if o.core != t.core and o.pos >= seen.get(o.core, 0)
+            ]  # ordered before t's core is for good: clocks only grow
+            for o in pending.touches:
+                out.setdefault(o.core, {})[id(o)] = o
         return {other: list(found.values()) for other, found in out.items()}
 
     def _conflicts(self, mine: list[Touch]) -> set[int]:
@@ -143,5 +163,4 @@ class SharedOrder:
         for t in mine:
             for k in range(t.view.addr >> BLOCK_SHIFT, ((t.view.end - 1) >> BLOCK_SHIFT) + 1):
                 for write in {False, t.write}:  # key False: every touch; True: writes
-                    by_core = self.blocks.setdefault((t.view.space, k, write), {})
-                    by_core.setdefault(t.core, []).append(t)
+                    self.logs.setdefault((t.view.space, k, write), []).append(t)
