@@ -2,8 +2,10 @@
 
 For each depth the same imported float graph is compiled for every preset in turn, as
 backend_bench does; calibration depends only on the float graph, so presets after the
-first reuse it (cimc.quant.calibrate caches it). Prints seconds per pass group, the
-instruction count, and seconds per layer, which stays flat when compile time is linear.
+first reuse it (cimc.quant.calibrate caches it). Prints wall and CPU seconds of the
+compile (CPU time of the process: steadier on a shared host), the quantize and lower passes
+and the backend (every pass after quantize; verification between passes is in neither),
+the instruction count, and seconds per layer, which stays flat when compile time is linear.
 
 `--warm` compiles each case twice and times the second (caches filled, as a compile
 server or a sweep sees it); `--profile N` runs the timed compile under cProfile and prints
@@ -11,7 +13,7 @@ its N costliest functions by own time; `--sha` prints the sha256 of the program 
 two checkouts can be shown to emit the same bytes. `--roots A B` measures the checkouts at
 A and B side by side: each case in a fresh process of each checkout (PYTHONPATH), the
 checkouts alternating `--rounds` times, so load on a shared host hits both alike; the
-ratio column is each root's median against the first root's.
+ratio columns are each root's medians (wall, CPU) against the first root's.
 
 Run by hand: `python benchmarks/compile_bench.py [--layers 2 4 8] [--arch default large]`
     python benchmarks/compile_bench.py --layers 12 --arch large --warm --sha \\
@@ -45,7 +47,7 @@ from backend_bench import bert_graph  # noqa: E402
 
 
 def _row(*cells: object) -> str:
-    widths = (8, 3, 10, 9, 9, 9, 8)
+    widths = (8, 3, 10, 8, 9, 8, 9, 8, 8)
     return "".join(
         f"{c!s:<{w}}" if i == 0 else f"{c!s:>{w}}"
         for i, (c, w) in enumerate(zip(cells, widths, strict=True))
@@ -65,19 +67,22 @@ def _measure(args: argparse.Namespace) -> list[dict[str, object]]:
             options = PipelineOptions(time_passes=True, print_fn=lambda _: None)
             if profiler is not None:
                 profiler.enable()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             result = compile_model(graph, arch, options)
-            total = time.perf_counter() - started
+            total, cpu = time.perf_counter() - started, time.process_time() - cpu
             if profiler is not None:
                 profiler.disable()
-            parts = {t.name: t.seconds for t in result.timings}
+            names = [t.name for t in result.timings]
+            after_quantize = result.timings[names.index("quantize") + 1 :]
             program = result.compiled.program
             row: dict[str, object] = dict(
                 arch=name,
                 layers=layers,
                 compile_s=total,
-                quantize_s=parts.get("quantize", 0.0),
-                backend_s=parts.get("backend", 0.0),
+                cpu_s=cpu,
+                quantize_s=sum(t.seconds for t in result.timings if t.name == "quantize"),
+                lower_s=sum(t.seconds for t in result.timings if t.name == "lower"),
+                backend_s=sum(t.seconds for t in after_quantize),
                 instrs=sum(len(s.instrs) for s in program.cores),
             )
             if args.sha:
@@ -91,11 +96,12 @@ def _measure(args: argparse.Namespace) -> list[dict[str, object]]:
 
 
 def _print(rows: list[dict[str, object]]) -> None:
-    print(_row("arch", "L", "compile s", "quantize", "backend", "instrs", "s/layer"))
+    print(_row("arch", "L", "compile s", "cpu s", "quantize", "lower", "backend", "instrs",
+               "s/layer"))  # fmt: skip
     for r in rows:
-        cells = (r["arch"], r["layers"], f"{r['compile_s']:.1f}", f"{r['quantize_s']:.1f}")
+        secs = [f"{r[k]:.1f}" for k in ("compile_s", "cpu_s", "quantize_s", "lower_s", "backend_s")]
         per_layer = float(r["compile_s"]) / int(r["layers"])  # type: ignore[arg-type]
-        print(_row(*cells, f"{r['backend_s']:.1f}", r["instrs"], f"{per_layer:.2f}"))
+        print(_row(r["arch"], r["layers"], *secs, r["instrs"], f"{per_layer:.2f}"))
         if "sha256" in r:
             print(f"  program sha256 {r['sha256']}")
         if "profile" in r:
@@ -117,15 +123,19 @@ def _compare(args: argparse.Namespace) -> int:
             runs[root].append(rows)
             print(f"round {round_ + 1} root {root}")
             _print(rows)
-    print("\nmedian compile s over rounds, ratio to the first root:")
+    print("\nmedians over the rounds (wall s, CPU s), ratios to the first root's:")
     base = args.roots[0]
+
+    def median(root: str, case: int, key: str) -> float:
+        return statistics.median(float(r[case][key]) for r in runs[root])  # type: ignore[arg-type]
+
     for i, case in enumerate(runs[base][0]):
-        ref = statistics.median(float(r[i]["compile_s"]) for r in runs[base])  # type: ignore[arg-type]
+        wall0, cpu0 = median(base, i, "compile_s"), median(base, i, "cpu_s")
         for root in args.roots:
-            med = statistics.median(float(r[i]["compile_s"]) for r in runs[root])  # type: ignore[arg-type]
+            wall, cpu = median(root, i, "compile_s"), median(root, i, "cpu_s")
             sha = runs[root][0][i].get("sha256", "")
-            print(f"  {case['arch']} L={case['layers']} {root}: {med:.2f} s  "
-                  f"x{med / ref:.3f}  {str(sha)[:16]}")  # fmt: skip
+            print(f"  {case['arch']} L={case['layers']} {root}: {wall:.2f} s x{wall / wall0:.3f}"
+                  f"  cpu {cpu:.2f} s x{cpu / cpu0:.3f}  {str(sha)[:16]}")  # fmt: skip
     return 0
 
 

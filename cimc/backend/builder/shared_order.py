@@ -21,8 +21,10 @@ not yet ordered before this core and compares bytes only with those.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
@@ -36,6 +38,7 @@ class Streams(Protocol):
     """What the ordering needs of the program builder (cimc/backend/builder/asm.py)."""
 
     consts: dict[str, np.ndarray]  # read-only data: never a conflict
+    cores: tuple[int, ...]  # every core that may touch shared memory
 
     def position(self, core: int) -> int: ...
     def active_cores(self) -> list[int]: ...
@@ -45,7 +48,8 @@ class Streams(Protocol):
 
 
 BLOCK_SHIFT = 12  # 4 KiB index blocks
-Key = tuple[str, int, bool]  # (space, block, writes only)
+POS = attrgetter("pos")
+COMPACT_MIN = 4096  # index entries recorded between two compactions, at least
 
 
 @dataclass(frozen=True)
@@ -56,31 +60,24 @@ class Touch:
     write: bool
 
 
-@dataclass
-class _Pending:
-    """One core's view of one key: how much of its log it has scanned, and the touches by
-    other cores among those that are not yet ordered before it."""
-
-    scanned: int = 0
-    touches: list[Touch] = field(default_factory=list)
-
-
 class SharedOrder:
     """Per builder: the gb/dram touches since the last barrier and the cores' clocks."""
 
     def __init__(self, b: Streams, new_tag: Callable[[int, int], int]) -> None:
         self.b = b
         self.new_tag = new_tag
-        self.logs: dict[Key, list[Touch]] = {}  # every core's touches, in record order
-        self.pending: dict[tuple[int, Key], _Pending] = {}  # observing core, key -> its view
+        self.blocks: dict[tuple[str, int, bool], dict[int, list[Touch]]] = {}
         self.seen: dict[int, dict[int, int]] = {}  # core -> other core -> positions ordered
         self.pairs = 0
+        self.entries = 0  # touches in self.blocks, counted once per block and key
+        self.compact_at = COMPACT_MIN
 
     def before(self, core: int, instr: Instr) -> None:
         """Order `instr` (about to be appended on `core`) after the conflicting touches."""
         mine = self._touches(core, instr)
         if not mine:
             return
+        at = self.b.position(core)
         others = self._conflicts(mine)
         active = set(self.b.active_cores()) - {core}
         if others and others == active and len(active) > 1:
@@ -89,12 +86,14 @@ class SharedOrder:
             for other in sorted(others):
                 if self._unordered(mine, other):  # a previous token may have covered it
                     self._token(other, core)
-        self._record(self._touches(core, instr))  # positions after any recv just added
+        if self.b.position(core) != at:  # a recv was added: the touches come after it
+            mine = self._touches(core, instr)
+        self._record(mine)
 
     def cleared(self) -> None:
         """A barrier on every core: everything before it is ordered."""
-        self.logs.clear()
-        self.pending.clear()
+        self.blocks.clear()
+        self.entries, self.compact_at = 0, COMPACT_MIN
         ends = {c: self.b.position(c) for c in self.b.active_cores()}
         for c in ends:
             self.seen[c] = dict(ends)
@@ -114,22 +113,15 @@ class SharedOrder:
         seen = self.seen.get(t.core, {})
         out: dict[int, dict[int, Touch]] = {}
         for k in range(t.view.addr >> BLOCK_SHIFT, ((t.view.end - 1) >> BLOCK_SHIFT) + 1):
-            key = (t.view.space, k, not t.write)  # a read: writes only
-            log = self.logs.get(key)
-            if log is None:
-                continue
-            pending = self.pending.get((t.core, key))
-            if pending is None:
-                pending = self.pending[(t.core, key)] = _Pending()
-            fresh = log[pending.scanned :]
-            pending.scanned = len(log)
-            pending.touches = [
-                o
-                for o in (*pending.touches, *fresh)
-                if o.core != t.core and o.pos >= seen.get(o.core, 0)
-            ]  # ordered before t's core is for good: clocks only grow
-            for o in pending.touches:
-                out.setdefault(o.core, {})[id(o)] = o
+            block = self.blocks.get((t.view.space, k, not t.write), {})  # read: writes only
+            for other, touches in block.items():
+                start = seen.get(other, 0)
+                if other == t.core or touches[-1].pos < start:
+                    continue  # all ordered before t's core (most, in a long program)
+                lo = 0 if touches[0].pos >= start else bisect.bisect_left(touches, start, key=POS)
+                found = out.setdefault(other, {})
+                for o in touches[lo:]:
+                    found[id(o)] = o
         return {other: list(found.values()) for other, found in out.items()}
 
     def _conflicts(self, mine: list[Touch]) -> set[int]:
@@ -163,4 +155,31 @@ class SharedOrder:
         for t in mine:
             for k in range(t.view.addr >> BLOCK_SHIFT, ((t.view.end - 1) >> BLOCK_SHIFT) + 1):
                 for write in {False, t.write}:  # key False: every touch; True: writes
-                    self.logs.setdefault((t.view.space, k, write), []).append(t)
+                    by_core = self.blocks.setdefault((t.view.space, k, write), {})
+                    by_core.setdefault(t.core, []).append(t)
+                    self.entries += 1
+        if self.entries >= self.compact_at:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the touches already ordered before every other core: no check can find
+        them again (clocks only grow), and without a barrier they would pile up, every
+        check going through the cores that ever touched its blocks. Run when the index
+        has doubled since the last compaction, so its cost is linear in the touches."""
+        floor = {
+            j: min((self.seen.get(c, {}).get(j, 0) for c in self.b.cores if c != j), default=0)
+            for j in self.b.cores
+        }
+        self.entries = 0
+        for key in list(self.blocks):
+            by_core = self.blocks[key]
+            for core in list(by_core):
+                touches = by_core[core]
+                del touches[: bisect.bisect_left(touches, floor[core], key=POS)]
+                if touches:
+                    self.entries += len(touches)
+                else:
+                    del by_core[core]
+            if not by_core:
+                del self.blocks[key]
+        self.compact_at = max(2 * self.entries, COMPACT_MIN)
