@@ -17,6 +17,14 @@ validator's race check computes it, cimc/machine/sync.py), so a token already re
 directly or through a third core, is not sent again. The touches are indexed by (space,
 4 KiB block, is a write) and then core, in stream order: a check bisects to the touches
 not yet ordered before this core and compares bytes only with those.
+
+Why the index is compacted: a program may pass no barrier at all (BERT-base on `large`
+has none), and gb/dram addresses are reused layer after layer, so without it every block
+would keep every core that ever touched it and each check would go through them all: the
+cost per check grew with the program (benchmarks/FINDINGS.md, "Cross-core ordering
+index"). A touch already ordered before every other core cannot conflict again, and
+those are most of them (~95% of BERT-base's): they are dropped whenever the index has
+doubled since the last compaction, which keeps the cost linear in the touches.
 """
 
 from __future__ import annotations
