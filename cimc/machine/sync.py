@@ -272,7 +272,9 @@ def find_race(accesses: list[Access]) -> tuple[Access, Access] | None:
     Only the accesses of that slice sharing an address block with `a` are compared byte by
     byte (`_BlockIndex`), and only cores that touch those blocks are looked at, so a long
     barrier epoch on many cores costs n log n, not n^2. The pair found is the first in
-    (core of a, a, core of b, b) order, as a plain scan of all pairs would find it.
+    (core of a, a, core of b, b) order, as a plain scan of all pairs would find it. A
+    race-free program, what the compiler emits, is settled first by `_race_free` in one
+    linear pass: this search runs only to name the pair of a racy one.
     """
     block = _block_size(accesses) if accesses else 64
     if _race_free(accesses, block):
