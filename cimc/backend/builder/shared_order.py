@@ -23,7 +23,7 @@ has none), and gb/dram addresses are reused layer after layer, so without it eve
 would keep every core that ever touched it and each check would go through them all: the
 cost per check grew with the program (benchmarks/FINDINGS.md, "Cross-core ordering
 index"). A touch already ordered before every other core cannot conflict again, and
-those are most of them (~95% of BERT-base's): they are dropped whenever the index has
+those are nearly all of them in such a program: they are dropped whenever the index has
 doubled since the last compaction, which keeps the cost linear in the touches.
 """
 
