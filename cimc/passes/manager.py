@@ -344,8 +344,12 @@ def _verify(ir: Any, context: str, deep: bool = False) -> None:
 
 
 def verify_deep(ir: Any, context: str = "the pipeline produced invalid IR") -> None:
-    """The IR's deep check, if it has one (a program: the machine's validator)."""
-    _verify(ir, context, deep=True)
+    """The IR's deep check, if it has one (a program: the machine's validator). Without the
+    garbage collector, as the passes run: the validator's ~10^5 accesses and clocks would
+    set off collections over the whole program (benchmarks/FINDINGS.md, "Cross-core
+    ordering index")."""
+    with gc_paused():
+        _verify(ir, context, deep=True)
 
 
 def _split_top_level(text: str) -> list[tuple[int, str]]:

@@ -105,3 +105,20 @@ def test_bad_instruction_is_reported_with_the_location() -> None:
     b = ProgramBuilder(arch("tiny"))
     with b.at("/node"), pytest.raises(CimcError, match="/node: internal lowering error"):
         b.emit(0, "add", b.alloc(0, "i8", 2, 2), b.alloc(0, "i8", 3, 2), 1)
+
+
+def test_instruction_count_is_the_streams_instructions() -> None:
+    """The running count (lowerings compare it to see whether anything was emitted) equals
+    the instructions in the streams: tokens, barriers and a late core's barriers included,
+    comments not."""
+    b = ProgramBuilder(arch("default"))
+    x, t = b.input("x", "i8", 2, 16), b.region("t", "i8", 2, 16)
+    b.note("a comment", core=0)
+    b.emit(0, "dma", cols(t, 0, 8), b.alloc(0, "i8", 2, 8))
+    b.emit(1, "dma", b.alloc(1, "i8", 2, 8), cols(t, 0, 8))  # after core 0's write: a token
+    b.barrier()
+    b.alloc(2, "i8", 1, 1)  # core 2 joins: the barrier is prepended
+    b.emit(2, "dma", b.alloc(2, "i8", 2, 16), x)
+    program, _ = b.build()
+    streams = [program.instrs(c) for c in (0, 1, 2)]
+    assert sum(len(s) - 1 for s in streams) == b.instruction_count() == 8  # less the halts

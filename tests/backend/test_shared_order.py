@@ -9,9 +9,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cimc.backend.builder.alloc import cols
+from cimc.backend.builder.alloc import cols, sub
 from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.builder.shared_order import SharedOrder, Touch
 from cimc.errors import CimcError
+from cimc.machine.printer import print_program
 from cimc.machine.program import CoreStream, Program, View
 from cimc.machine.validator import validate
 from tests.backend.lower_harness import arch, run
@@ -106,3 +108,64 @@ def test_late_core_gets_earlier_barriers() -> None:
     program, _ = b2.build()
     validate(program, b2.arch)  # every core reaches the same number of barriers
     assert program.instrs(3)[0].opcode == "barrier"
+
+
+class _EveryTouch(SharedOrder):
+    """The ordering's definition, without an index: every touch since the last barrier
+    is a candidate (bytes_overlap decides, as in SharedOrder)."""
+
+    def __init__(self, b: ProgramBuilder) -> None:
+        super().__init__(b, b._new_tag)
+        self.every: list[Touch] = []
+
+    def cleared(self) -> None:
+        super().cleared()
+        self.every.clear()
+
+    def _record(self, mine: list[Touch]) -> None:
+        super()._record(mine)
+        self.every.extend(mine)
+
+    def _unordered_touches(self, t: Touch) -> dict[int, list[Touch]]:
+        seen = self.seen.get(t.core, {})
+        out: dict[int, list[Touch]] = {}
+        for o in self.every:
+            if o.core != t.core and (o.write or t.write) and o.pos >= seen.get(o.core, 0):
+                out.setdefault(o.core, []).append(o)
+        return out
+
+
+def _random_program(seed: int, brute_force: bool) -> Program:
+    """Cores copying random (strided) rectangles of one 16 KiB region in and out."""
+    rng = np.random.default_rng(seed)
+    b = ProgramBuilder(arch("default"))
+    if brute_force:
+        b._order = _EveryTouch(b)
+    t = b.region("t", "i8", 64, 256)  # 4 index blocks: rectangles span several
+    for _ in range(80):
+        core = int(rng.integers(4))
+        r0, c0 = int(rng.integers(64)), int(rng.integers(256))
+        part = sub(t, r0, int(rng.integers(r0, 64)) + 1, c0, int(rng.integers(c0, 256)) + 1)
+        buf = b.alloc(core, "i8", part.rows, part.cols)
+        src, dst = (buf, part) if rng.random() < 0.4 else (part, buf)
+        b.emit(core, "dma", dst, src)
+        b.free(core, buf)
+    return b.build()[0]
+
+
+def test_the_index_orders_as_the_definition_does() -> None:
+    """Random programs: the same sync as comparing with every touch, and race-free (the
+    validator's independent check fails these programs when the ordering is left out)."""
+    syncs = 0
+    for seed in range(12):
+        program = _random_program(seed, brute_force=False)
+        assert print_program(program) == print_program(_random_program(seed, brute_force=True))
+        validate(program, arch("default"))
+        syncs += sum(_ops(program, c).count("recv") for c in range(4))
+    assert syncs > 0
+
+
+def test_without_the_ordering_the_random_programs_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SharedOrder, "before", lambda self, core, instr: None)
+    with pytest.raises(CimcError, match="races with core"):
+        validate(_random_program(0, brute_force=False), arch("default"))

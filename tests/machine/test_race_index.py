@@ -12,6 +12,7 @@ import random
 import pytest
 
 from cimc.errors import CimcError
+from cimc.machine import sync
 from cimc.machine.parser import parse_program
 from cimc.machine.program import CoreStream, Decl, Imm, Instr, Program, View
 from cimc.machine.sync import (
@@ -63,10 +64,13 @@ def _quadratic_race(accesses: list[Access]) -> tuple[Access, Access] | None:
     return None
 
 
-def _random_program(rng: random.Random) -> Program:
-    """Cores append in one global order: a recv always follows its send, so no deadlock."""
+def _random_program(rng: random.Random, skew: bool = False) -> Program:
+    """Cores append in one global order: a recv always follows its send, so no deadlock.
+    With `skew`, each core first does up to 20 scratchpad-only copies: positions in the
+    streams then say little about the order of execution."""
     cores = rng.randint(2, 4)
-    streams: list[list[Instr]] = [[] for _ in range(cores)]
+    local = Instr("dma", (View("sp", 64, "i8", 1, 4), View("sp", 0, "i8", 1, 4)))
+    streams: list[list[Instr]] = [[local] * (rng.randint(0, 20) * skew) for _ in range(cores)]
     tags = 0
     for _ in range(rng.randint(4, 40)):
         roll = rng.random()
@@ -127,3 +131,43 @@ def test_constant_reads_by_many_cores_are_race_free() -> None:
         f".core {c}\n  dma sp[0x0]:i8[4x8], dram[w]:i8[4x8]\n  halt\n" for c in range(2)
     )
     check_sync(parse_program(text, "t.cimasm"))
+
+
+@pytest.mark.parametrize("compact_min", [1, 3, sync.RACE_FREE_COMPACT_MIN])
+@pytest.mark.parametrize("skew", [False, True])
+def test_race_free_pass_agrees_with_the_definition(
+    monkeypatch: pytest.MonkeyPatch, compact_min: int, skew: bool
+) -> None:
+    """The one-pass check find_race runs first (its index compacted as often as every
+    access) says race-free exactly when no pair races; the racy programs are then searched
+    as before (the test above)."""
+    monkeypatch.setattr(sync, "RACE_FREE_COMPACT_MIN", compact_min)
+    rng = random.Random(11)
+    free = 0
+    for _ in range(300):
+        program = _random_program(rng, skew)
+        accesses = _Skeleton(program, match_messages(program)).run()
+        want = _quadratic_race(accesses) is None
+        assert sync._race_free(accesses, 64) == want
+        free += want
+    assert 30 < free < 290
+
+
+def test_order_of_execution_not_of_stream_positions() -> None:
+    """Core 0 writes at position 10 and sends; core 1 reads at position 1 after the recv:
+    ordered, although the reader's position is the smaller (the one-pass check takes the
+    accesses in execution order, not by position)."""
+    local = Instr("dma", (View("sp", 64, "i8", 1, 4), View("sp", 0, "i8", 1, 4)))
+    shared, buf = View("gb", 0, "i8", 1, 4), View("sp", 0, "i8", 1, 4)
+    writer = [local] * 10 + [Instr("dma", (shared, buf)), Instr("send", (Imm(1), buf, Imm(1)))]
+    reader = [Instr("recv", (Imm(0), buf, Imm(1))), Instr("dma", (buf, shared))]
+    halt = (Instr("halt", ()),)
+    streams = (CoreStream(0, (*writer, *halt)), CoreStream(1, (*reader, *halt)))
+    program = Program("tiny", None, (), streams)
+    accesses = _Skeleton(program, match_messages(program)).run()
+    assert [(a.core, a.index) for a in accesses] == [(0, 10), (1, 1)]
+    assert sync._race_free(accesses, 64)
+    check_sync(program)
+    early = CoreStream(1, (reader[1], reader[0], *halt))  # reads before the recv: a race
+    racy = Program("tiny", None, (), (streams[0], early))
+    assert not sync._race_free(_Skeleton(racy, match_messages(racy)).run(), 64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 import pytest
@@ -19,6 +20,7 @@ from cimc.passes.manager import (
     parse_pipeline,
     pipeline_text,
     register_pass,
+    verify_deep,
 )
 
 TEXT = """graph @g {
@@ -175,3 +177,19 @@ def test_default_print_goes_to_the_current_stderr(capsys: pytest.CaptureFixture[
     PassManager(parse_pipeline("dce"), print_ir_after=["dce"]).run(parse_graph(TEXT))
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("// ----- IR after dce ----- //\n")
+
+
+def test_the_deep_check_runs_without_the_garbage_collector() -> None:
+    """compile_model's final validation builds ~10^5 objects, as a pass does: no collections
+    over the program in between (and the collector is on again after)."""
+
+    class Checked:
+        collector_on: bool | None = None
+
+        def verify_deep(self) -> None:
+            self.collector_on = gc.isenabled()
+
+    ir = Checked()
+    assert gc.isenabled()
+    verify_deep(ir)
+    assert ir.collector_on is False and gc.isenabled()

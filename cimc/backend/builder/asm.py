@@ -117,6 +117,7 @@ class ProgramBuilder:
         }
         self._cores: dict[int, _CoreState] = {}
         self._barriers = 0
+        self._instrs = 0  # instructions in all streams (kept_rows compares counts)
         self._order = SharedOrder(self, self._new_tag)
         self._macros: dict[tuple[int, int], list[_Window]] = {}
         self._tags: dict[tuple[int, int], int] = {}
@@ -218,6 +219,7 @@ class ProgramBuilder:
             sp.reserve_top(TOKEN_BYTES)  # the sync-token byte (token_view), above the rest
             state = self._cores[core] = _CoreState(sp=sp)
             state.items.extend(Instr("barrier", ()) for _ in range(self._barriers))
+            self._instrs += self._barriers
         return state
 
     def alloc(self, core: int, dtype: DType, r: int, c: int) -> View:
@@ -271,6 +273,7 @@ class ProgramBuilder:
             self.hook.before(core, instr)
         self._order.before(core, instr)
         state.items.append(instr)
+        self._instrs += 1
         if self.hook is not None:
             self.hook.emitted(core, instr)
         return instr
@@ -301,6 +304,7 @@ class ProgramBuilder:
         if self.hook is not None:
             self.hook.before(core, instr)
         self._core(core).items.append(instr)
+        self._instrs += 1
         if self.hook is not None:
             self.hook.emitted(core, instr)
 
@@ -315,6 +319,7 @@ class ProgramBuilder:
         self._barriers += 1
         for state in self._cores.values():
             state.items.append(Instr("barrier", ()))
+            self._instrs += 1
         self._order.cleared()
 
     def transfer(self, src_core: int, src: View, dst_core: int, dst: View) -> None:
@@ -426,7 +431,7 @@ class ProgramBuilder:
         return program, path, consts_path
 
     def instruction_count(self) -> int:
-        return sum(isinstance(i, Instr) for s in self._cores.values() for i in s.items)
+        return self._instrs
 
 
 @dataclass

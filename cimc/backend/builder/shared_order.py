@@ -17,6 +17,14 @@ validator's race check computes it, cimc/machine/sync.py), so a token already re
 directly or through a third core, is not sent again. The touches are indexed by (space,
 4 KiB block, is a write) and then core, in stream order: a check bisects to the touches
 not yet ordered before this core and compares bytes only with those.
+
+Why the index is compacted: a program may pass no barrier at all (BERT-base on `large`
+has none), and gb/dram addresses are reused layer after layer, so without it every block
+would keep every core that ever touched it and each check would go through them all: the
+cost per check grew with the program (benchmarks/FINDINGS.md, "Cross-core ordering
+index"). A touch already ordered before every other core cannot conflict again, and
+those are nearly all of them in such a program: they are dropped whenever the index has
+doubled since the last compaction, which keeps the cost linear in the touches.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +46,7 @@ class Streams(Protocol):
     """What the ordering needs of the program builder (cimc/backend/builder/asm.py)."""
 
     consts: dict[str, np.ndarray]  # read-only data: never a conflict
+    cores: tuple[int, ...]  # every core that may touch shared memory
 
     def position(self, core: int) -> int: ...
     def active_cores(self) -> list[int]: ...
@@ -46,6 +56,8 @@ class Streams(Protocol):
 
 
 BLOCK_SHIFT = 12  # 4 KiB index blocks
+POS = attrgetter("pos")
+COMPACT_MIN = 4096  # index entries recorded between two compactions, at least
 
 
 @dataclass(frozen=True)
@@ -65,12 +77,15 @@ class SharedOrder:
         self.blocks: dict[tuple[str, int, bool], dict[int, list[Touch]]] = {}
         self.seen: dict[int, dict[int, int]] = {}  # core -> other core -> positions ordered
         self.pairs = 0
+        self.entries = 0  # touches in self.blocks, counted once per block and key
+        self.compact_at = COMPACT_MIN
 
     def before(self, core: int, instr: Instr) -> None:
         """Order `instr` (about to be appended on `core`) after the conflicting touches."""
         mine = self._touches(core, instr)
         if not mine:
             return
+        at = self.b.position(core)
         others = self._conflicts(mine)
         active = set(self.b.active_cores()) - {core}
         if others and others == active and len(active) > 1:
@@ -79,11 +94,14 @@ class SharedOrder:
             for other in sorted(others):
                 if self._unordered(mine, other):  # a previous token may have covered it
                     self._token(other, core)
-        self._record(self._touches(core, instr))  # positions after any recv just added
+        if self.b.position(core) != at:  # a recv was added: the touches come after it
+            mine = self._touches(core, instr)
+        self._record(mine)
 
     def cleared(self) -> None:
         """A barrier on every core: everything before it is ordered."""
         self.blocks.clear()
+        self.entries, self.compact_at = 0, COMPACT_MIN
         ends = {c: self.b.position(c) for c in self.b.active_cores()}
         for c in ends:
             self.seen[c] = dict(ends)
@@ -105,11 +123,13 @@ class SharedOrder:
         for k in range(t.view.addr >> BLOCK_SHIFT, ((t.view.end - 1) >> BLOCK_SHIFT) + 1):
             block = self.blocks.get((t.view.space, k, not t.write), {})  # read: writes only
             for other, touches in block.items():
-                if other != t.core:
-                    lo = bisect.bisect_left(touches, seen.get(other, 0), key=lambda o: o.pos)
-                    found = out.setdefault(other, {})
-                    for o in touches[lo:]:
-                        found[id(o)] = o
+                start = seen.get(other, 0)
+                if other == t.core or touches[-1].pos < start:
+                    continue  # all ordered before t's core (most, in a long program)
+                lo = 0 if touches[0].pos >= start else bisect.bisect_left(touches, start, key=POS)
+                found = out.setdefault(other, {})
+                for o in touches[lo:]:
+                    found[id(o)] = o
         return {other: list(found.values()) for other, found in out.items()}
 
     def _conflicts(self, mine: list[Touch]) -> set[int]:
@@ -145,3 +165,29 @@ class SharedOrder:
                 for write in {False, t.write}:  # key False: every touch; True: writes
                     by_core = self.blocks.setdefault((t.view.space, k, write), {})
                     by_core.setdefault(t.core, []).append(t)
+                    self.entries += 1
+        if self.entries >= self.compact_at:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the touches already ordered before every other core: no check can find
+        them again (clocks only grow), and without a barrier they would pile up, every
+        check going through the cores that ever touched its blocks. Run when the index
+        has doubled since the last compaction, so its cost is linear in the touches."""
+        floor = {
+            j: min((self.seen.get(c, {}).get(j, 0) for c in self.b.cores if c != j), default=0)
+            for j in self.b.cores
+        }
+        self.entries = 0
+        for key in list(self.blocks):
+            by_core = self.blocks[key]
+            for core in list(by_core):
+                touches = by_core[core]
+                del touches[: bisect.bisect_left(touches, floor[core], key=POS)]
+                if touches:
+                    self.entries += len(touches)
+                else:
+                    del by_core[core]
+            if not by_core:
+                del self.blocks[key]
+        self.compact_at = max(2 * self.entries, COMPACT_MIN)
