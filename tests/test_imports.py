@@ -18,7 +18,14 @@ ROOT = Path(__file__).resolve().parents[1] / "cimc"
 
 # Bottom to top; a package may import its own layer and the layers before it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("cimc.errors", "cimc.resources", "cimc.progress", "cimc.version", "cimc.extras"),
+    (
+        "cimc.errors",
+        "cimc.resources",
+        "cimc.progress",
+        "cimc.version",
+        "cimc.extras",
+        "cimc.gc_pause",
+    ),
     ("cimc.machine",),
     ("cimc.ir",),
     ("cimc.reference",),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cimc.errors import CimcError
+from cimc.gc_pause import gc_paused
 from cimc.machine import semantics  # noqa: F401  (registers the kernels in the opcode table)
 from cimc.machine.arch import Arch
 from cimc.machine.consts_file import load_consts, shape_fits
@@ -22,7 +23,7 @@ from cimc.machine.kernels import KernelError
 from cimc.machine.opcodes import DYNAMIC, KERNELS, spec_of
 from cimc.machine.printer import print_operand
 from cimc.machine.program import Decl, Instr, MacroRef, Program
-from cimc.machine.state import NP_DTYPES, CoreState, Machine, gc_paused
+from cimc.machine.state import NP_DTYPES, CoreState, Machine
 from cimc.progress import poll
 
 # Simulated memory the interpreter allocates at most (isa/SPEC.md, section 7).

@@ -8,10 +8,7 @@ buffer, never a copy.
 from __future__ import annotations
 
 import functools
-import gc
 from collections import OrderedDict, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,23 +40,6 @@ def _immediate(value: int) -> np.ndarray:
     array = np.asarray(value, dtype=np.int64)
     array.flags.writeable = False
     return array
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside the block (restored after, if it was on).
-
-    A run allocates many short-lived arrays but no reference cycles, and every collection
-    it triggers walks all objects of the process: with a large model's graph and program
-    loaded that cost more than the run itself (benchmarks/FINDINGS.md, "Interpreter: no GC
-    during a run")."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 @dataclass

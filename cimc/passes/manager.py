@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from cimc.errors import CimcError
+from cimc.gc_pause import gc_paused
 from cimc.ir.graph import Graph
 from cimc.ir.printer import print_graph
-from cimc.machine.state import gc_paused
 
 
 @dataclass(frozen=True)
