@@ -55,7 +55,7 @@ def lower_graph(
     b = ProgramBuilder(arch)
     b.note(f"cimc: graph @{graph.name} for arch '{arch.name}'")
     store = ValueStore(graph, values, b)
-    own = sparsity.layers if sparsity is not None else ()
+    own = sparsity.own_loads if sparsity is not None else ()
     setup = emit_streaming(b, graph, stream, reserve, memory, own)
     em = Emitter(b, store, graph, setup, memory, sparsity)
     comments: dict[str, str] = {}

@@ -36,6 +36,7 @@ from cimc.backend.lower.integer import LOWERINGS as INTEGER_LOWERINGS
 from cimc.backend.lower.linear import lower_linear, lower_matmul
 from cimc.backend.lower.movement import concat, elem_view, materialize, slice_axis, transpose
 from cimc.backend.lower.norm import lower_norm
+from cimc.backend.lower.predicted_linear import lower_predicted_linear, masked_dense
 from cimc.backend.lower.rotary import lower_rotary
 from cimc.backend.lower.softmax import lower_softmax
 from cimc.backend.lower.sparse_linear import lower_sparse_linear
@@ -53,6 +54,7 @@ from cimc.quant.dialect import (
     QEmbedding,
     QLayerNorm,
     QLinear,
+    QMaskedLinear,
     QLut,
     QMatMul,
     QMul,
@@ -80,6 +82,19 @@ def _linear(em: Emitter, node: Node, op: QLinear) -> None:
         return
     image = layer_image(em.stream, node.name)
     lower_linear(em.b, x, y, op.plan, slots=slots, name=name, weight_image=image)
+
+
+def _masked_linear(em: Emitter, node: Node, op: QMaskedLinear) -> None:
+    """Only the predicted columns when plan-sparsity made the layer `predicted`, else the
+    dense layer masked afterwards (cimc/backend/lower/predicted_linear.py)."""
+    x, mask, y, name = em.operand(node, 0), em.operand(node, 1), em.result(node), em.name(node)
+    assert em.stream is not None
+    slots = em.stream.slots[node.name]
+    if em.sparsity is not None and node.name in em.sparsity.predicted:
+        lower_predicted_linear(em.b, x, mask, y, op.plan, slots, name)
+        return
+    image = layer_image(em.stream, node.name)
+    masked_dense(em.b, x, mask, y, op.plan, slots, name, image)
 
 
 def _matmul(em: Emitter, node: Node, op: QMatMul) -> None:
@@ -302,6 +317,7 @@ def _cast(em: Emitter, node: Node, op: Cast) -> None:
 
 LOWERINGS: dict[type[Op], Lowering] = {
     QLinear: _linear,
+    QMaskedLinear: _masked_linear,
     QMatMul: _matmul,
     QAdd: _binary(lower_add),
     QMul: _binary(lower_mul),

@@ -152,4 +152,4 @@ class PlanSparsity(Pass):
             sparsity, memory = plan_window(
                 plan.graph, sparsity, plan.stream, memory, plan.arch, tables
             )
-        return PassResult(replace(plan, sparsity=sparsity, memory=memory), bool(sparsity.layers))
+        return PassResult(replace(plan, sparsity=sparsity, memory=memory), bool(sparsity.own_loads))

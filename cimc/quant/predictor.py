@@ -1,0 +1,234 @@
+"""Low-rank sparsity predictors of FFN layers (`--sparsity predict`, "LLM in a flash").
+
+Why: under `--sparsity exact` the up-projection must run in full to learn which neurons are
+active, so only the down-projection's rows are skipped. A predictor that guesses the active
+neurons from the up-projection's input, before it runs, lets the up-projection (and a gated
+FFN's gate and up) skip the columns of the neurons it predicts inactive too.
+
+The predictor is an integer graph construct, so the integer golden applies it exactly as the
+program does and program == golden stays a proof. For an FFN whose up-projection U (the
+linear feeding the activation) reads x:
+
+    low   = q.linear(x)      [.., r]   x codes @ A  (int8 out)
+    score = q.linear(low)    [.., F]   low @ B + bias - theta (int8 out)
+    mask  = q.lut(score)     [.., F]   1 where score >= 1 code, else 0
+    U'    = q.linear.masked(x, mask)   U's output, code 0 where the mask is 0
+
+Fit (on the calibration inputs, from the quantized graph's own codes): the scoring target
+is U's pre-activation in output codes, `s = (x @ W + b) * m` (m: U's per-channel requant
+ratio), over N calibration tokens. Its best rank-r approximation on that data comes from
+the SVD of M = X @ (W m): B = the top r right singular vectors, A = (W m) B^T, so
+`s_r = X A B + b m`. The threshold theta is the (1 - recall) quantile of s_r over the
+truly active (token, neuron) pairs (activation output code != 0), so the predictor keeps
+`recall` of them on calibration data. The rank is the compiler's choice: of ranks 1, 2,
+4, ... up to min(K, F) / 2 it takes the one whose integer predictor moves the fewest bytes
+per token, its own weights (r (K + F)) plus the masked layers' predicted-active columns.
+Recall and the predicted fraction are measured on the integer predictor, not the float fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cimc.ir.graph import Graph, Node
+from cimc.quant import plans, recipes
+from cimc.quant.dialect import QLinear, QLut, QMaskedLinear, QMul, QRampLut, QRequant
+from cimc.quant.plans import LinearPlan, LutPlan
+
+DEFAULT_RECALL = 0.95
+MASK_TABLE = np.where(np.arange(256) - 128 >= 1, 1, 0).astype(np.int8)  # code >= 1 -> 1
+
+
+@dataclass(frozen=True)
+class FfnSite:
+    """One FFN: the linears a predictor masks (the scoring one first) and its activation."""
+
+    x: str  # the up-projection's input, shared by every masked linear
+    score: str  # the linear whose pre-activation the predictor estimates (up, or gate)
+    masked: tuple[str, ...]  # score, and a gated FFN's up-projection
+    activation: str  # the activation node applied to `score`'s output
+    down: str  # the down-projection the FFN ends in
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A fitted integer predictor and what calibration said about it."""
+
+    rank: int
+    low: LinearPlan  # x -> [.., rank]
+    low_scale: float
+    score: LinearPlan  # [.., rank] -> [.., F]
+    score_scale: float
+    recall: float  # share of truly active (token, neuron) pairs predicted active
+    predicted: float  # share of (token, neuron) pairs predicted active
+    active: float  # share truly active
+
+
+def _through_requants(graph: Graph, name: str) -> Node:
+    node = graph.node(name)
+    while isinstance(node.op, QRequant):
+        node = graph.node(node.inputs[0])
+    return node
+
+
+def _activation_of(graph: Graph, node: Node) -> tuple[Node, Node] | None:
+    """(activation, scoring linear) when `node` is an activation of a linear's output."""
+    if not isinstance(node.op, QLut | QRampLut):
+        return None
+    src = _through_requants(graph, node.inputs[0])
+    return (node, src) if type(src.op) is QLinear else None
+
+
+def ffn_sites(graph: Graph) -> list[FfnSite]:
+    """The FFNs a predictor can mask: a down-projection fed (through requantizations) by an
+    activation of an up-projection, or by the product of an activation of a gate
+    projection and an up-projection of the same input (gated FFNs)."""
+    sites = []
+    for down in graph.nodes():
+        if type(down.op) is not QLinear:
+            continue
+        src = _through_requants(graph, down.inputs[0])
+        found = _activation_of(graph, src)
+        if found is not None:
+            act, score = found
+            sites.append(FfnSite(score.inputs[0], score.name, (score.name,), act.name, down.name))
+            continue
+        if not isinstance(src.op, QMul):
+            continue
+        a, b = (_through_requants(graph, n) for n in src.inputs)
+        for act_side, up in ((a, b), (b, a)):
+            found = _activation_of(graph, act_side)
+            if found is None or type(up.op) is not QLinear:
+                continue
+            act, gate = found
+            if up.inputs[0] == gate.inputs[0]:
+                masked = (gate.name, up.name)
+                sites.append(FfnSite(gate.inputs[0], gate.name, masked, act.name, down.name))
+                break
+    return sites
+
+
+def column_ratios(plan: LinearPlan, n: int) -> np.ndarray:
+    """Each output channel's requant ratio mult / 2^shift (accumulator -> output code)."""
+    rq = plan.requant
+    ratio = rq.mult.astype(np.float64) / np.exp2(rq.shift.astype(np.float64))
+    return np.broadcast_to(ratio, (n,)).astype(np.float64)
+
+
+def fit_predictor(
+    x: np.ndarray,
+    plan: LinearPlan,
+    active: np.ndarray,
+    masked_layers: int,
+    recall: float = DEFAULT_RECALL,
+    where: str | None = None,
+) -> Predictor:
+    """The cheapest integer predictor of `active` ([N x F] bool) from `x` ([N x K] int8
+    codes) reaching `recall` on these tokens (see the module doc)."""
+    w = plan.effective_weight().astype(np.float64) * column_ratios(plan, plan.weight.shape[1])
+    bias = plan.bias.astype(np.float64) * column_ratios(plan, plan.weight.shape[1])
+    xf = x.astype(np.float64)
+    _, _, vt = np.linalg.svd(xf @ w, full_matrices=False)
+    k, f = w.shape
+    best: Predictor | None = None
+    for rank in _ranks(min(k, f, vt.shape[0])):
+        candidate = _candidate(xf, x, w, bias, vt[:rank], active, recall, where)
+        if best is None or _bytes(candidate, k, f, masked_layers) < _bytes(
+            best, k, f, masked_layers
+        ):
+            best = candidate
+    assert best is not None
+    return best
+
+
+def _ranks(limit: int) -> list[int]:
+    """1, 2, 4, ... up to half the smaller side (at least rank 1)."""
+    ranks, r = [], 1
+    while r <= max(1, limit // 2):
+        ranks.append(r)
+        r *= 2
+    return ranks
+
+
+def _bytes(p: Predictor, k: int, f: int, masked_layers: int) -> float:
+    """Weight bytes per token: the predictor's own plus the masked layers' active columns."""
+    return p.rank * (k + f) + masked_layers * k * f * p.predicted
+
+
+def _candidate(
+    xf: np.ndarray,
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray,
+    basis: np.ndarray,
+    active: np.ndarray,
+    recall: float,
+    where: str | None,
+) -> Predictor:
+    """The rank-len(basis) predictor, its threshold at `recall`, integerized and measured."""
+    a = w @ basis.T  # [K x r]
+    low = xf @ a
+    score = low @ basis + bias
+    truth = score[active]
+    theta = float(np.quantile(truth, 1.0 - recall)) if truth.size else float(score.max()) + 1
+    low_scale = max(float(np.abs(low).max()), 1e-6) / 127
+    span = max(float(np.abs(score - theta).max()), 1e-6)
+    score_scale = span / 127
+    low_plan = plans.plan_linear(a, None, 1.0, low_scale, 8, where)
+    shifted = bias - theta + 0.5 * score_scale  # code >= 1 <=> score_r >= theta (rounding)
+    score_plan = plans.plan_linear(basis, shifted, low_scale, score_scale, 8, where)
+    mask = apply_predictor(torch.from_numpy(x.astype(np.int64)), low_plan, score_plan).numpy()
+    hits = int((mask.astype(bool) & active).sum())
+    total = int(active.sum())
+    return Predictor(
+        rank=basis.shape[0],
+        low=low_plan,
+        low_scale=low_scale,
+        score=score_plan,
+        score_scale=score_scale,
+        recall=hits / total if total else 1.0,
+        predicted=float(mask.astype(bool).mean()),
+        active=float(active.mean()),
+    )
+
+
+def apply_predictor(x: torch.Tensor, low: LinearPlan, score: LinearPlan) -> torch.Tensor:
+    """The integer mask (0/1) of codes x, as the golden computes it."""
+    scored = recipes.linear(recipes.linear(x, low), score)
+    return recipes.unary(scored, LutPlan(MASK_TABLE))
+
+
+def insert_predictor(graph: Graph, site: FfnSite, p: Predictor) -> str:
+    """Add the predictor's three nodes before the site's masked linears, mask them; returns
+    the mask's name."""
+    score_node = graph.node(site.score)
+    loc = score_node.loc
+    low = graph.add_node(
+        QLinear(scale=p.low_scale, bits=8, plan=p.low), [site.x], f"{site.score}.predict", loc
+    )
+    scored = graph.add_node(
+        QLinear(scale=p.score_scale, bits=8, plan=p.score), [low], f"{site.score}.score", loc
+    )
+    mask = graph.add_node(
+        QLut(scale=1.0, bits=8, fn="predicted", plan=LutPlan(MASK_TABLE)),
+        [scored],
+        f"{site.score}.mask",
+        loc,
+    )
+    for name in site.masked:
+        op = graph.node(name).op
+        assert isinstance(op, QLinear)
+        masked = QMaskedLinear(scale=op.scale, bits=op.bits, plan=op.plan)
+        graph.replace_op(name, masked, [site.x, mask])
+    return mask
+
+
+def masked_sites(graph: Graph) -> list[tuple[Node, Sequence[str]]]:
+    """Every masked linear with its users (for reports)."""
+    return [
+        (n, graph.users(n.name)) for n in graph.nodes() if isinstance(n.op, QMaskedLinear)
+    ]
