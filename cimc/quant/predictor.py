@@ -28,7 +28,7 @@ Recall and the predicted fraction are measured on the integer predictor, not the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,8 +227,56 @@ def insert_predictor(graph: Graph, site: FfnSite, p: Predictor) -> str:
     return mask
 
 
-def masked_sites(graph: Graph) -> list[tuple[Node, Sequence[str]]]:
-    """Every masked linear with its users (for reports)."""
-    return [
-        (n, graph.users(n.name)) for n in graph.nodes() if isinstance(n.op, QMaskedLinear)
-    ]
+def scored_layers(graph: Graph) -> dict[str, Node]:
+    """Masked linear -> the activation applied to its output (through requantizations):
+    the layers whose predictor's recall can be measured."""
+    found = {}
+    for node in graph.nodes():
+        if not isinstance(node.op, QMaskedLinear):
+            continue
+        cur = node
+        while True:
+            users = [graph.node(u) for u in graph.users(cur.name)]
+            nxt = next((u for u in users if isinstance(u.op, QLut | QRampLut | QRequant)), None)
+            if nxt is None:
+                break
+            if not isinstance(nxt.op, QRequant):
+                found[node.name] = nxt
+                break
+            cur = nxt
+    return found
+
+
+def recall_counts(
+    graph: Graph, values: Mapping[str, np.ndarray], select: Callable[[str, np.ndarray], np.ndarray]
+) -> dict[str, tuple[int, int]]:
+    """Per masked layer, (truly active pairs predicted active, truly active pairs) over the
+    (token, neuron) pairs `select` keeps: truly active = the activation of the unmasked
+    layer's output is not code 0."""
+    counts = {}
+    for name, act in scored_layers(graph).items():
+        node = graph.node(name)
+        op = node.op
+        assert isinstance(op, QMaskedLinear)
+        y = recipes.linear(torch.from_numpy(values[node.inputs[0]].astype(np.int64)), op.plan)
+        truth = _activation(graph, node, act, y).numpy() != 0
+        mask = values[node.inputs[1]] != 0
+        truth, mask = select(name, truth), select(name, mask)
+        counts[name] = (int((truth & mask).sum()), int(truth.sum()))
+    return counts
+
+
+def _activation(graph: Graph, node: Node, act: Node, y: torch.Tensor) -> torch.Tensor:
+    """The activation's output codes of `y`, through the requantizations between them."""
+    chain = []
+    cur = act
+    while cur.inputs[0] != node.name:
+        cur = graph.node(cur.inputs[0])
+        chain.append(cur)
+    for rq in reversed(chain):
+        assert isinstance(rq.op, QRequant)
+        y = recipes.requant(y, rq.op.plan)
+    if isinstance(act.op, QLut):
+        return recipes.unary(y, act.op.plan)
+    assert isinstance(act.op, QRampLut)
+    return recipes.ramp_unary(y, act.op.plan)
