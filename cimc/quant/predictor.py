@@ -85,8 +85,8 @@ def _activation_of(graph: Graph, node: Node) -> tuple[Node, Node] | None:
 
 def ffn_sites(graph: Graph) -> list[FfnSite]:
     """The FFNs a predictor can mask: a down-projection fed (through requantizations) by an
-    activation of an up-projection, or by the product of an activation of a gate
-    projection and an up-projection of the same input (gated FFNs)."""
+    activation of an up-projection, by its square, or by the product of an activation of a
+    gate projection and an up-projection of the same input (gated FFNs)."""
     sites = []
     for down in graph.nodes():
         if type(down.op) is not QLinear:
@@ -100,13 +100,16 @@ def ffn_sites(graph: Graph) -> list[FfnSite]:
         if not isinstance(src.op, QMul):
             continue
         a, b = (_through_requants(graph, n) for n in src.inputs)
-        for act_side, up in ((a, b), (b, a)):
+        for act_side, other in ((a, b), (b, a)):
             found = _activation_of(graph, act_side)
-            if found is None or type(up.op) is not QLinear:
+            if found is None:
                 continue
             act, gate = found
-            if up.inputs[0] == gate.inputs[0]:
-                masked = (gate.name, up.name)
+            if other.name == act.name:  # act(u) * act(u): ReLU² and the like
+                sites.append(FfnSite(gate.inputs[0], gate.name, (gate.name,), act.name, down.name))
+                break
+            if type(other.op) is QLinear and other.inputs[0] == gate.inputs[0]:
+                masked = (gate.name, other.name)
                 sites.append(FfnSite(gate.inputs[0], gate.name, masked, act.name, down.name))
                 break
     return sites
