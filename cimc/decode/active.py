@@ -23,15 +23,14 @@ def active_fractions(compiled: Compiled, program: Program, dynamic: Dynamic) -> 
     widths = {
         n.name: int(n.op.plan.weight.shape[0])
         for n in compiled.graph.nodes()
-        if isinstance(n.op, QLinear)
+        if isinstance(n.op, QLinear) and not isinstance(n.op, QMaskedLinear)  # predicted_fractions
     }
     shares: dict[str, float] = {}
     streams = {s.core: s.instrs for s in program.cores}
     for (core, pc), index in sorted(dynamic.items()):
         instr = streams[core][pc]
         layer = compiled.comments.get(instr.comment or "")
-        masked = layer in widths and isinstance(compiled.graph.node(layer).op, QMaskedLinear)
-        if instr.opcode != "gather.m" or masked or index.size != widths.get(layer):
+        if instr.opcode != "gather.m" or layer not in widths or index.size != widths[layer]:
             continue
         shares[layer] = valid_count(index, index.size) / index.size
     return dict(sorted(shares.items()))
@@ -49,9 +48,7 @@ def copied_fractions(compiled: Compiled, program: Program, dynamic: Dynamic) -> 
     return dict(sorted(shares.items()))
 
 
-def predicted_fractions(
-    compiled: Compiled, program: Program, dynamic: Dynamic
-) -> dict[str, float]:
+def predicted_fractions(compiled: Compiled, program: Program, dynamic: Dynamic) -> dict[str, float]:
     """Masked layer (graph node name) -> share of its neurons whose columns the run loaded."""
     named: dict[str, set[int]] = {}
     widths = {

@@ -24,8 +24,8 @@ from cimc.passes.manager import Pass, PassResult, register_pass
 from cimc.quant.calibrate import DEFAULT_SAMPLES, load_calibration_file
 from cimc.quant.dialect import QEmbedding, QLinear, QMaskedLinear
 from cimc.quant.golden import run_golden
-from cimc.reference.float_model import default_inputs
 from cimc.quant.predictor import DEFAULT_RECALL, FfnSite, ffn_sites, fit_predictor, insert_predictor
+from cimc.reference.float_model import default_inputs
 
 
 @register_pass
@@ -60,8 +60,12 @@ class PredictSparsity(Pass):
         for site in sites:
             where = ir.node(site.score).where
             p = fit_predictor(
-                inputs[site.x], _plan(ir, site.score), active[site.activation],
-                len(site.masked), self.recall, where,
+                inputs[site.x],
+                _plan(ir, site.score),
+                active[site.activation],
+                len(site.masked),
+                self.recall,
+                where,
             )
             insert_predictor(graph, site, p)
             notes.append(
@@ -70,7 +74,8 @@ class PredictSparsity(Pass):
             )
         graph.verify()
         if not self.quiet:
-            sys.stderr.write("cimc: sparsity predictors on calibration data: " + "; ".join(notes) + "\n")
+            note = "; ".join(notes)
+            sys.stderr.write(f"cimc: sparsity predictors on calibration data: {note}\n")
         return PassResult(graph, True)
 
     def _calibration(

@@ -74,8 +74,9 @@ def test_predicted_ffn_is_bit_exact_and_loads_the_predicted_columns(seed: int) -
     golden = Golden(result.graph).run({"x": x}, keep_all=True).values
     for node in masked:
         if node.name not in got:  # lowered dense and masked (tiles in flash)
+            comments = result.compiled.comments
             assert not any(
-                i.opcode == "mload.t.m" and result.compiled.comments.get(i.comment or "") == node.name
+                i.opcode == "mload.t.m" and comments.get(i.comment or "") == node.name
                 for s in program.cores
                 for i in s.instrs
             )

@@ -168,10 +168,9 @@ def _predict_plan(
         for n in linears
         if type(n.op) is QLinear and n.name not in pinned and _predicted_producer(graph, n)
     ]
+    int8 = {n.name for n in linears if isinstance(n.op, QLinear) and n.op.plan.weight_bits == 8}
     predicted = tuple(
-        n
-        for n in masked
-        if n not in pinned and in_dram_only(memory, n) and graph.node(n).op.plan.weight_bits == 8
+        n for n in masked if n not in pinned and in_dram_only(memory, n) and n in int8
     )
     in_flash = tuple(n for n in down if not in_dram_only(memory, n))
     layers = tuple(n for n in down if n not in in_flash)

@@ -38,8 +38,7 @@ def check_window(window: int | None, mode: str) -> None:
         raise CimcError(f"window {window} is outside 0..{MAX_WINDOW}", "--window")
     if mode == "none":
         raise CimcError(
-            "a window keeps the rows of active neurons; it needs --sparsity exact or "
-            "predict",
+            "a window keeps the rows of active neurons; it needs --sparsity exact or predict",
             "--window",
         )
 
