@@ -21,11 +21,21 @@ import numpy as np
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.passes.manager import Pass, PassResult, register_pass
-from cimc.quant.calibrate import DEFAULT_SAMPLES, load_calibration_file
+from cimc.quant.calibrate import load_calibration_file
 from cimc.quant.dialect import QEmbedding, QLinear, QMaskedLinear
 from cimc.quant.golden import run_golden
-from cimc.quant.predictor import DEFAULT_RECALL, FfnSite, ffn_sites, fit_predictor, insert_predictor
+from cimc.quant.predictor import (
+    DEFAULT_RECALL,
+    FfnSite,
+    Tokens,
+    ffn_sites,
+    fit_predictor,
+    insert_predictor,
+)
 from cimc.reference.float_model import default_inputs
+
+PREDICTOR_SAMPLES = 32  # generated inputs: twice 16 (fitting and held-out); cheap to run
+Values = dict[str, np.ndarray]
 
 
 @register_pass
@@ -33,7 +43,7 @@ from cimc.reference.float_model import default_inputs
 class PredictSparsity(Pass):
     NAME = "predict-sparsity"
     calibration: str = ""
-    samples: int = DEFAULT_SAMPLES
+    samples: int = PREDICTOR_SAMPLES
     seed: int = 0
     recall: float = DEFAULT_RECALL
     quiet: bool = False
@@ -54,15 +64,15 @@ class PredictSparsity(Pass):
                 "activation, a linear layer) and the model has none; use --sparsity none",
                 "sparsity",
             )
-        inputs, active = self._calibration(ir, sites)
+        fit, held_out = self._calibration(ir, sites)
         graph = ir.copy()
         notes = []
         for site in sites:
             where = ir.node(site.score).where
             p = fit_predictor(
-                inputs[site.x],
+                _tokens(fit, site),
+                _tokens(held_out, site),
                 _plan(ir, site.score),
-                active[site.activation],
                 len(site.masked),
                 self.recall,
                 where,
@@ -78,23 +88,24 @@ class PredictSparsity(Pass):
             sys.stderr.write(f"cimc: sparsity predictors on calibration data: {note}\n")
         return PassResult(graph, True)
 
-    def _calibration(
-        self, graph: Graph, sites: list[FfnSite]
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Per site, the up-projection input codes [N x K] and the activity [N x F] (the
-        activation's output code is not 0) over every calibration token."""
-        xs: dict[str, list[np.ndarray]] = {s.x: [] for s in sites}
-        acts: dict[str, list[np.ndarray]] = {s.activation: [] for s in sites}
+    def _calibration(self, graph: Graph, sites: list[FfnSite]) -> tuple[Values, Values]:
+        """The golden's values the predictors need (each site's up-projection input and
+        activation output, as [tokens x channels] rows) on the fitting samples (even
+        ones) and the held-out samples (odd ones; one sample: its rows cut in halves)."""
+        names = sorted({s.x for s in sites} | {s.activation for s in sites})
+        seen: list[Values] = []
         for sample in self._samples(graph):
             values = run_golden(graph, sample, keep_all=True).values
-            for name, seen in xs.items():
-                seen.append(_rows(values[name]))
-            for name, seen in acts.items():
-                seen.append(_rows(values[name]) != 0)
-        return (
-            {k: np.concatenate(v) for k, v in xs.items()},
-            {k: np.concatenate(v) for k, v in acts.items()},
-        )
+            seen.append({name: _rows(values[name]) for name in names})
+        if len(seen) == 1:
+            half = len(next(iter(seen[0].values()))) // 2
+            if half == 0:
+                raise CimcError("the predictors need at least two calibration tokens", self.NAME)
+            seen = [
+                {k: v[:half] for k, v in seen[0].items()},
+                {k: v[half:] for k, v in seen[0].items()},
+            ]
+        return _join(seen[0::2]), _join(seen[1::2])
 
     def _samples(self, graph: Graph) -> list[dict[str, np.ndarray]]:
         """The calibration file's samples, or the inputs `quantize` generated (the same
@@ -108,6 +119,15 @@ class PredictSparsity(Pass):
         return [
             default_inputs(graph, seed=self.seed + k, vocab_size=vocab) for k in range(self.samples)
         ]
+
+
+def _join(part: list[Values]) -> Values:
+    """The samples' rows of every value, one after the other."""
+    return {name: np.concatenate([v[name] for v in part]) for name in part[0]}
+
+
+def _tokens(values: Values, site: FfnSite) -> Tokens:
+    return Tokens(values[site.x], values[site.activation] != 0)
 
 
 def _rows(value: np.ndarray) -> np.ndarray:

@@ -14,16 +14,17 @@ linear feeding the activation) reads x:
     mask  = q.lut(score)     [.., F]   1 where score >= 1 code, else 0
     U'    = q.linear.masked(x, mask)   U's output, code 0 where the mask is 0
 
-Fit (on the calibration inputs, from the quantized graph's own codes): the scoring target
-is U's pre-activation in output codes, `s = (x @ W + b) * m` (m: U's per-channel requant
-ratio), over N calibration tokens. Its best rank-r approximation on that data comes from
-the SVD of M = X @ (W m): B = the top r right singular vectors, A = (W m) B^T, so
-`s_r = X A B + b m`. The threshold theta is the (1 - recall) quantile of s_r over the
-truly active (token, neuron) pairs (activation output code != 0), so the predictor keeps
-`recall` of them on calibration data. The rank is the compiler's choice: of ranks 1, 2,
-4, ... up to min(K, F) / 2 it takes the one whose integer predictor moves the fewest bytes
-per token, its own weights (r (K + F)) plus the masked layers' predicted-active columns.
-Recall and the predicted fraction are measured on the integer predictor, not the float fit.
+Fit (on the calibration inputs, from the quantized graph's own codes, split by sample into
+a fitting half and a held-out half): the scoring target is U's pre-activation in output
+codes, `s = (x @ W + b) * m` (m: U's per-channel requant ratio). Its best rank-r
+approximation on the fitting tokens comes from the SVD of M = X @ (W m): B = the top r
+right singular vectors, A = (W m) B^T, so `s_r = X A B + b m`. The threshold theta is the
+(1 - recall) quantile of s_r over the held-out tokens' truly active (token, neuron) pairs
+(activation output code != 0). The rank is the compiler's choice: of ranks 1, 2, 4, ...
+up to min(K, F) / 2 it takes the one whose integer predictor moves the fewest bytes per
+held-out token, its own weights (r (K + F)) plus the masked layers' predicted-active
+columns. Recall and the predicted fraction are those of the integer predictor on the
+held-out tokens, not of the float fit.
 """
 
 from __future__ import annotations
@@ -122,24 +123,34 @@ def column_ratios(plan: LinearPlan, n: int) -> np.ndarray:
     return np.broadcast_to(ratio, (n,)).astype(np.float64)
 
 
+@dataclass(frozen=True)
+class Tokens:
+    """Calibration tokens of one site: up-projection input codes and true activity."""
+
+    x: np.ndarray  # [N x K] int8 codes
+    active: np.ndarray  # [N x F] bool: the activation's output code is not 0
+
+
 def fit_predictor(
-    x: np.ndarray,
+    fit: Tokens,
+    held_out: Tokens,
     plan: LinearPlan,
-    active: np.ndarray,
     masked_layers: int,
     recall: float = DEFAULT_RECALL,
     where: str | None = None,
 ) -> Predictor:
-    """The cheapest integer predictor of `active` ([N x F] bool) from `x` ([N x K] int8
-    codes) reaching `recall` on these tokens (see the module doc)."""
-    w = plan.effective_weight().astype(np.float64) * column_ratios(plan, plan.weight.shape[1])
-    bias = plan.bias.astype(np.float64) * column_ratios(plan, plan.weight.shape[1])
-    xf = x.astype(np.float64)
-    _, _, vt = np.linalg.svd(xf @ w, full_matrices=False)
+    """The cheapest integer predictor reaching `recall` (see the module doc): its basis
+    from the `fit` tokens, its threshold, rank and figures from the `held_out` ones (a
+    basis fitted to few tokens predicts them much better than new ones: a threshold set on
+    the same tokens would promise a recall the model does not get)."""
+    n = plan.weight.shape[1]
+    w = plan.effective_weight().astype(np.float64) * column_ratios(plan, n)
+    bias = plan.bias.astype(np.float64) * column_ratios(plan, n)
+    _, _, vt = np.linalg.svd(fit.x.astype(np.float64) @ w, full_matrices=False)
     k, f = w.shape
     best: Predictor | None = None
     for rank in _ranks(min(k, f, vt.shape[0])):
-        candidate = _candidate(xf, x, w, bias, vt[:rank], active, recall, where)
+        candidate = _candidate(held_out, w, bias, vt[:rank], recall, where)
         if best is None or _bytes(candidate, k, f, masked_layers) < _bytes(
             best, k, f, masked_layers
         ):
@@ -163,20 +174,19 @@ def _bytes(p: Predictor, k: int, f: int, masked_layers: int) -> float:
 
 
 def _candidate(
-    xf: np.ndarray,
-    x: np.ndarray,
+    tokens: Tokens,
     w: np.ndarray,
     bias: np.ndarray,
     basis: np.ndarray,
-    active: np.ndarray,
     recall: float,
     where: str | None,
 ) -> Predictor:
-    """The rank-len(basis) predictor, its threshold at `recall`, integerized and measured."""
+    """The rank-len(basis) predictor, its threshold at `recall` of `tokens`, integerized
+    and measured on them."""
     a = w @ basis.T  # [K x r]
-    low = xf @ a
+    low = tokens.x.astype(np.float64) @ a
     score = low @ basis + bias
-    truth = score[active]
+    truth = score[tokens.active]
     theta = float(np.quantile(truth, 1.0 - recall)) if truth.size else float(score.max()) + 1
     low_scale = max(float(np.abs(low).max()), 1e-6) / 127
     span = max(float(np.abs(score - theta).max()), 1e-6)
@@ -184,9 +194,10 @@ def _candidate(
     low_plan = plans.plan_linear(a, None, 1.0, low_scale, 8, where)
     shifted = bias - theta + 0.5 * score_scale  # code >= 1 <=> score_r >= theta (rounding)
     score_plan = plans.plan_linear(basis, shifted, low_scale, score_scale, 8, where)
-    mask = apply_predictor(torch.from_numpy(x.astype(np.int64)), low_plan, score_plan).numpy()
-    hits = int((mask.astype(bool) & active).sum())
-    total = int(active.sum())
+    codes = torch.from_numpy(tokens.x.astype(np.int64))
+    mask = apply_predictor(codes, low_plan, score_plan).numpy().astype(bool)
+    hits = int((mask & tokens.active).sum())
+    total = int(tokens.active.sum())
     return Predictor(
         rank=basis.shape[0],
         low=low_plan,
@@ -194,8 +205,8 @@ def _candidate(
         score=score_plan,
         score_scale=score_scale,
         recall=hits / total if total else 1.0,
-        predicted=float(mask.astype(bool).mean()),
-        active=float(active.mean()),
+        predicted=float(mask.mean()),
+        active=float(tokens.active.mean()),
     )
 
 
