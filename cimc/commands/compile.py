@@ -30,6 +30,7 @@ example:
   cimc compile model.onnx --shape input_ids=1,16 --calibration calib.npz --time-passes
   cimc compile model.onnx --seq-len 8 --print-ir-after map      # which tile in which macro
   cimc compile models/opt-relu-tiny.onnx --seq-len 1 --sparsity exact   # active rows only
+  cimc compile models/opt-relu-tiny.onnx --seq-len 1 --sparsity predict # + predicted columns
   cimc compile --list-passes
 
 Writes OUT.cimasm and OUT.safetensors (the constants it names) beside it. The default

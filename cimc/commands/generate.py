@@ -54,6 +54,11 @@ With --sparsity exact the down-projections after ReLU-like activations load only
 weight rows of the neurons that are non-zero (bit-identical); every run is then priced
 from its own record of the rows it loaded, and --json gives each step its run's cost
 (same keys as the programs') and the active share of each sparse layer (active_fraction).
+With --sparsity predict a low-rank predictor before each FFN also skips the up-projection
+columns of the neurons it predicts inactive (the golden applies it too: an approximation
+of the float model, bit-exact against the golden); --json adds per step the share of
+neurons each masked layer loaded (predicted_fraction) and the predictor's recall of the
+truly active ones (predictor_recall).
 Exit status: 0 when every logit of every step is bit-exact, 1 on a mismatch, 2 on bad
 input (ids outside the vocabulary, positions beyond the capacity, non-decoder models).
 """
