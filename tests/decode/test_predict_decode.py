@@ -58,14 +58,13 @@ def test_predict_is_bit_exact_and_loads_the_predicted_columns(
         skipped += sum((1 - a) * HIDDEN * FFN for a in active.values())
         extra = step["cost"]["weight_bytes_loaded"] - round(dense_bytes - skipped)
         assert 0 < extra <= 2 * (HIDDEN + FFN) * HIDDEN  # the predictors' own weights
-        assert step["cost"]["weight_bytes_loaded"] < exact["steps"][i]["cost"]["weight_bytes_loaded"]
+        loaded = step["cost"]["weight_bytes_loaded"]
+        assert loaded < exact["steps"][i]["cost"]["weight_bytes_loaded"]
 
 
 def test_silu_ffn_refused_by_exact_compiles_with_predict() -> None:
     """exact refuses SiLU FFNs (not exactly sparse); predict compiles them, bit-exact (SiLU
     is rarely code 0: the predictor keeps nearly every neuron)."""
-    from torch import nn
-
     from cimc.api import import_model
     from cimc.errors import CimcError
     from cimc.pipeline import PipelineOptions, compile_model
