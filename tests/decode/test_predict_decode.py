@@ -81,3 +81,31 @@ def test_silu_ffn_refused_by_exact_compiles_with_predict() -> None:
     result = compile_model(graph, random_arch(1), PipelineOptions(sparsity="predict"))
     report = verify_compiled(result.compiled, result.float_graph, {"x": x.numpy()})
     assert report.bit_exact and report.cosine_vs_float > 0.9
+
+
+def test_predict_window_from_flash_is_bit_exact(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the weights half in flash, --window 2 caches the masked up-projections' columns
+    as well as the down-projections' rows: each step copies only newly wanted neurons."""
+    import tomllib
+
+    text = Path("isa/arch/tiny.toml").read_text()
+    old = f"dram_bytes = {tomllib.loads(text)['memory']['dram_bytes']}"
+    small = tmp_path / "tiny-small.toml"
+    small.write_text(text.replace(old, f"dram_bytes = {112 * 1024}"))  # half the weights
+    out = _generate(model, capsys, "--arch", str(small), "--sparsity", "predict", "--no-float")
+    assert out["bit_exact"]
+    windowed = _generate(
+        model, capsys, "--arch", str(small), "--sparsity", "predict", "--window", "2", "--no-float"
+    )
+    assert windowed["bit_exact"] and windowed["tokens"] == out["tokens"]
+    steps = windowed["steps"][1:]
+    masked = set(steps[0]["predicted_fraction"])
+    assert all(masked <= set(s["window_copied_fraction"]) for s in steps)  # cached in DRAM
+    # the prefill leaves the cache alone (no room for the fill): the first decode step
+    # copies every predicted neuron, the later ones only those not wanted in the last 2
+    for layer in masked:
+        first = steps[0]["window_copied_fraction"][layer]
+        assert first == steps[0]["predicted_fraction"][layer]
+        assert all(s["window_copied_fraction"][layer] < first for s in steps[1:])

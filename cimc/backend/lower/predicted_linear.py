@@ -18,13 +18,19 @@ requantizes and keeps the codes where the mask is non-zero (`sel`), 0 elsewhere,
 the golden's `where(mask != 0, linear(x), 0)`. Whatever the data, the program computes what
 the golden does: masked columns are never read.
 
-A masked layer that stays in the weight image (its tiles partly in flash, int4 weights,
-or no plan-sparsity `predict`) is lowered dense and masked afterwards (`masked_dense`).
+With a window (tiles in flash, cimc/backend/plan/window.py) `NAME.cols` stays in flash and
+the layer's first core copies the records of the wanted neurons that the DRAM cache does not
+hold into it first (window_fill.py: the mask plays the part of the sparse layer's input);
+the tiles gather from the cache. When the leader has no room for the fill (many tokens, as
+in a prefill), the tiles gather straight from flash and the cache is left as it is (what it
+holds stays valid: its ages say so). A masked layer that stays in the weight image (its tiles
+partly in flash without a window, int4 weights, or no plan-sparsity `predict`) is lowered
+dense and masked afterwards (`masked_dense`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,8 +42,15 @@ from cimc.backend.lower.elementwise import rowwise
 from cimc.backend.lower.linear import ColumnBlock, bias_requant, column_blocks, lower_linear
 from cimc.backend.lower.sparse_linear import index_dtype
 from cimc.backend.lower.tiles import PlacedTile, TileKey, tile_window
+from cimc.backend.lower.window_fill import (
+    WindowCache,
+    declare_cache,
+    fill_bytes,
+    fill_cache,
+    publish,
+)
 from cimc.errors import CimcError
-from cimc.machine.program import DTYPE_BYTES, View
+from cimc.machine.program import DTYPE_BYTES, Space, View
 from cimc.quant.plans import LinearPlan
 
 
@@ -61,15 +74,24 @@ def lower_predicted_linear(
     plan: LinearPlan,
     slots: Sequence[PlacedTile],
     name: str,
+    window: int | None = None,
 ) -> None:
-    """y = REQ(x @ W + bias) where mask != 0, else 0, loading only the wanted columns."""
+    """y = REQ(x @ W + bias) where mask != 0, else 0, loading only the wanted columns:
+    from DRAM, or from flash through a DRAM cache of the neurons of the last `window`
+    runs."""
     k, n = plan.weight.shape
-    w = b.const(f"{name}.cols", np.ascontiguousarray(plan.weight.T), "i8", "dram")
+    space: Space = "dram" if window is None else "flash"
+    w = b.const(f"{name}.cols", np.ascontiguousarray(plan.weight.T), "i8", space)
+    wc = declare_cache(b, name, w, window) if window is not None else None
     dtype = index_dtype(n)
     neurons = b.const(f"{name}.neurons", np.arange(n).reshape(n, 1), dtype)
     blocks = column_blocks(slots, k, n, b.loc)
     widest = max(bl.n1 - bl.n0 for bl in blocks)
     order = sorted({s.core for s in slots})
+    if wc is not None and _need(
+        b, x.rows, k, n, widest, _is_home(order[0], blocks), True
+    ) > b.sp_largest_free(order[0]):
+        wc = None  # no room for the fill (many tokens): gather from flash, cache untouched
     for c in order:
         if _need(b, x.rows, k, n, widest, _is_home(c, blocks)) > b.sp_largest_free(c):
             raise CimcError(
@@ -79,9 +101,16 @@ def lower_predicted_linear(
             )
     bias = b.const(f"{name}.b", plan.bias.reshape(1, n), "i32")
     rc = req_consts(b, name, plan.requant, n)
-    cores = {c: _prepare(b, c, x, mask, neurons, widest, _is_home(c, blocks)) for c in order}
+    fill = _filler(b, wc, order) if wc is not None else None
+    cores = {  # the leader (first core) first: it fills the cache
+        c: _prepare(
+            b, c, x, mask, neurons, widest, _is_home(c, blocks), fill if c == order[0] else None
+        )
+        for c in order
+    }
+    table = wc.cache if wc is not None else w
     for bl in blocks:
-        acc = _block(b, bl, cores, w, name)
+        acc = _block(b, bl, cores, table, name)
         home = cores[bl.home]
         with b.scratch(bl.home) as sc:
             out = bias_requant(b, sc, acc, bl.n0, bias, rc, y)
@@ -115,26 +144,51 @@ def _is_home(core: int, blocks: Sequence[ColumnBlock]) -> bool:
     return any(bl.home == core and len(bl.parts) > 1 for bl in blocks)
 
 
-def _need(b: ProgramBuilder, t: int, k: int, n: int, widest: int, home: bool) -> int:
-    """Scratchpad bytes of one core's buffers and of the epilogue."""
+def _need(
+    b: ProgramBuilder, t: int, k: int, n: int, widest: int, home: bool, fills: bool = False
+) -> int:
+    """Scratchpad bytes of one core's buffers and of the epilogue (and of the leader's
+    cache fill, beside x and the mask)."""
     m = b.arch.macro
     index = n * DTYPE_BYTES[index_dtype(n)]
     setup = t * n + 2 * index + (n * t + n if t > 1 else 0)  # mask, idx + neurons, any
     acc = t * widest * 4 * (2 if home else 1)
     epilogue = t * widest * (4 + 8) + widest * 16 + 8 * SLACK
-    return t * k + setup + acc + 2 * m.rows * m.cols + epilogue
+    need = t * k + setup + acc + 2 * m.rows * m.cols + epilogue
+    return max(need, t * k + t * n + fill_bytes(t, n)) if fills else need
+
+
+def _filler(b: ProgramBuilder, wc: WindowCache, order: list[int]) -> Callable[[View], None]:
+    """The leader's cache fill from its copy of the mask (a neuron is wanted where some
+    token's mask is non-zero), then the other cores may read the cache."""
+
+    def fill(ms: View) -> None:
+        token = fill_cache(b, order[0], ms, wc, index_dtype(ms.cols))
+        publish(b, order[0], token, order)
+
+    return fill
 
 
 def _prepare(
-    b: ProgramBuilder, core: int, x: View, mask: View, neurons: View, widest: int, home: bool
+    b: ProgramBuilder,
+    core: int,
+    x: View,
+    mask: View,
+    neurons: View,
+    widest: int,
+    home: bool,
+    fill: Callable[[View], None] | None = None,
 ) -> _Core:
-    """x and the mask into the core; the index of the neurons some token wants."""
+    """x and the mask into the core; the index of the neurons some token wants; `fill`
+    (the leader of a windowed layer) fills the cache from the mask first."""
     t, k = x.shape
     n = mask.cols
     xs = b.alloc(core, "i8", t, k)
     b.emit(core, "dma", xs, x)
     ms = b.alloc(core, mask.dtype, t, n)
     b.emit(core, "dma", ms, mask)
+    if fill is not None:
+        fill(ms)
     ids = b.alloc(core, neurons.dtype, n, 1)
     b.emit(core, "dma", ids, neurons)
     idx = b.alloc(core, neurons.dtype, n, 1)

@@ -91,7 +91,9 @@ def _masked_linear(em: Emitter, node: Node, op: QMaskedLinear) -> None:
     assert em.stream is not None
     slots = em.stream.slots[node.name]
     if em.sparsity is not None and node.name in em.sparsity.predicted:
-        lower_predicted_linear(em.b, x, mask, y, op.plan, slots, name)
+        cached = node.name in em.sparsity.cached  # columns in flash, window cache in DRAM
+        window = em.sparsity.window if cached else None
+        lower_predicted_linear(em.b, x, mask, y, op.plan, slots, name, window)
         return
     image = layer_image(em.stream, node.name)
     masked_dense(em.b, x, mask, y, op.plan, slots, name, image)

@@ -32,6 +32,8 @@ Under `predict` the graph carries low-rank predictors (cimc/quant/predictor.py, 
 loads only the columns of the neurons its mask names (`predicted`,
 cimc/backend/lower/predicted_linear.py); its down-projection, fed by the masked output
 through an activation with f(0) = 0 (SiLU and GELU too), is sparse as under `exact`.
+Masked layers in flash stay dense (then masked) unless a window is asked for: then their
+neuron-major columns are cached in DRAM like the down-projections' rows.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class SparsityPlan:
 
     mode: str
     layers: tuple[str, ...] = ()  # graph node names of the sparse q.linear layers
-    in_flash: tuple[str, ...] = ()  # exactly sparse, left dense: their rows are in flash
+    in_flash: tuple[str, ...] = ()  # sparse or masked, left dense: their rows are in flash
     window: int | None = None  # --window K: runs whose active neurons stay in the cache
     cached: tuple[str, ...] = ()  # sparse layers whose rows are in flash, cached in DRAM
     predicted: tuple[str, ...] = ()  # masked layers loading their predicted columns (DRAM)
@@ -169,9 +171,8 @@ def _predict_plan(
         if type(n.op) is QLinear and n.name not in pinned and _predicted_producer(graph, n)
     ]
     int8 = {n.name for n in linears if isinstance(n.op, QLinear) and n.op.plan.weight_bits == 8}
-    predicted = tuple(
-        n for n in masked if n not in pinned and in_dram_only(memory, n) and n in int8
-    )
-    in_flash = tuple(n for n in down if not in_dram_only(memory, n))
+    maskable = [n for n in masked if n not in pinned and n in int8]
+    predicted = tuple(n for n in maskable if in_dram_only(memory, n))
+    in_flash = tuple(n for n in (*down, *maskable) if not in_dram_only(memory, n))
     layers = tuple(n for n in down if n not in in_flash)
     return SparsityPlan("predict", layers, in_flash, predicted=predicted)

@@ -25,7 +25,7 @@ from cimc.backend.plan.streaming import StreamPlan
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
-from cimc.quant.dialect import QLinear
+from cimc.quant.dialect import QLinear, QMaskedLinear
 
 MAX_WINDOW = 100  # ages are i8 (cimc/backend/lower/window_fill.py)
 
@@ -55,12 +55,12 @@ def plan_window(
     the memory plan that leaves room for the caches."""
     if sparsity.window is None:
         return sparsity, memory
-    candidates = (*sparsity.layers, *sparsity.in_flash)
+    candidates = (*sparsity.layers, *sparsity.predicted, *sparsity.in_flash)
     cached: set[str] = set(sparsity.in_flash)
     plan = memory
     while True:
         if not cached:
-            return replace(sparsity, layers=candidates, in_flash=()), plan
+            return _split(graph, replace(sparsity, layers=candidates, in_flash=())), plan
         extra = sum(_cache_bytes(graph, name) for name in cached)
         # the cached layers leave the images (their rows are one flash constant): the
         # DRAM they held goes to the caches, the rest is split again
@@ -73,15 +73,27 @@ def plan_window(
             break
         cached |= more
     order = tuple(n for n in candidates if n in cached)
-    return replace(sparsity, layers=candidates, in_flash=(), cached=order), plan
+    return _split(graph, replace(sparsity, layers=candidates, in_flash=(), cached=order)), plan
+
+
+def _split(graph: Graph, sparsity: SparsityPlan) -> SparsityPlan:
+    """Masked layers (`--sparsity predict`; candidates too, as a layer in DRAM may move to
+    flash when the caches take DRAM) among the sparse ones go back to `predicted`."""
+    masked = {n for n in sparsity.layers if isinstance(graph.node(n).op, QMaskedLinear)}
+    return replace(
+        sparsity,
+        layers=tuple(n for n in sparsity.layers if n not in masked),
+        predicted=tuple(n for n in sparsity.layers if n in masked),
+    )
 
 
 def _cache_bytes(graph: Graph, name: str) -> int:
-    """The cache and the ages of a layer, with declaration alignment."""
+    """The cache and the ages of a layer (one per neuron: input rows, or the output
+    columns of a masked layer), with declaration alignment."""
     op = graph.node(name).op
     assert isinstance(op, QLinear)
     k, n = op.plan.weight.shape
-    return k * n + k + 2 * 64
+    return k * n + (n if isinstance(op, QMaskedLinear) else k) + 2 * 64
 
 
 def _with_flash_tiles(plan: MemoryPlan, stream: StreamPlan, layers: set[str]) -> MemoryPlan:
