@@ -15,17 +15,18 @@ import torch
 from torch import nn
 
 from cimc.api import import_model
-from cimc.backend.builder.compiled import program_inputs
+from cimc.backend.builder.compiled import graph_outputs, program_inputs
 from cimc.decode.active import predicted_fractions
 from cimc.errors import CimcError
 from cimc.machine.interpreter import run_program
 from cimc.pipeline import PipelineOptions, compile_model
-from cimc.quant.dialect import QMaskedLinear
+from cimc.quant.dialect import QLinear, QMaskedLinear
 from cimc.quant.golden import Golden
 from cimc.quant.predictor import recall_counts
 from cimc.verify import verify_compiled
 from tests.differential.generator import random_arch
 from tests.differential.test_sparse_ffn import Ffn
+from tests.differential.test_window_ffn import _with_dram
 
 KINDS = ("relu", "relu2", "gated", "silu")
 
@@ -116,3 +117,66 @@ def test_predict_needs_an_ffn() -> None:
         graph = import_model(Lone().eval(), example_inputs=(torch.randn(1, 2, 16),))
     with pytest.raises(CimcError, match="--sparsity predict needs a feed-forward block"):
         compile_model(graph, random_arch(0), PipelineOptions(sparsity="predict"))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_windowed_predicted_ffn_in_flash_copies_only_newly_predicted_neurons(seed: int) -> None:
+    """Weights in flash, --window K: runs in a row with the state carried, each bit-exact
+    against the golden of its own input; a masked layer's fill copies the neurons its mask
+    names now and named in none of the last K runs (the golden's mask codes)."""
+    module, x, kind = _case(seed)
+    window = 1 + seed % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = import_model(module, example_inputs=(torch.from_numpy(x),))
+    arch = random_arch(seed)
+    probe = compile_model(graph, arch, PipelineOptions(sparsity="predict"))
+    memory = probe.compiled.memory
+    assert memory is not None
+    predictors = {n.name for n in probe.graph.nodes() if n.name.endswith((".predict", ".score"))}
+    caches = sum(  # the masked layers' and the down-projection's, not the predictors'
+        n.op.plan.weight.size + max(n.op.plan.weight.shape) + 128
+        for n in probe.graph.nodes()
+        if isinstance(n.op, QLinear) and n.name not in predictors
+    )
+    small = _with_dram(arch, memory.dram_other_bytes + caches + 64)
+    options = PipelineOptions(sparsity="predict", window=window)
+    result = compile_model(graph, small, options)
+    compiled, program = result.compiled, result.compiled.program
+    masked = {n.name: n for n in result.graph.nodes() if isinstance(n.op, QMaskedLinear)}
+    fills = {
+        compiled.comments.get(i.comment or ""): (s.core, pc)
+        for s in program.cores
+        for pc, i in enumerate(s.instrs)
+        if i.opcode == "dma.m"
+    }
+    for name in masked.keys() - fills.keys():  # no room for a fill: straight from flash
+        tables = {
+            i.operands[1].symbol
+            for st in program.cores
+            for i in st.instrs
+            if i.opcode == "gather.m" and compiled.comments.get(i.comment or "") == name
+        }
+        assert tables == {f"{name}.cols"}, (seed, kind, tables)
+    assert seed != 0 or masked.keys() <= fills.keys()  # seed 0 caches its up-projection
+    golden = Golden(result.graph)
+    rng = np.random.default_rng(seed)
+    state: dict[str, np.ndarray] = {}
+    history: dict[str, list[set[int]]] = {name: [] for name in masked}
+    for r in range(5):
+        xr = (x + 0.5 * rng.standard_normal(x.shape)).astype(np.float32)
+        want = golden.run({"x": xr}, keep_all=True)
+        feeds = program_inputs(compiled, {"x": xr})
+        run = run_program(program, compiled.arch, feeds, compiled.consts, state=state)
+        state = run.state
+        got = graph_outputs(compiled, run.outputs)
+        for name, codes in want.outputs.items():
+            np.testing.assert_array_equal(got[name], codes, err_msg=f"seed {seed} run {r}")
+        for name, node in masked.items():
+            mask = want.values[node.inputs[1]].reshape(-1, node.type.shape[-1])
+            wanted = set(np.flatnonzero((mask != 0).any(axis=0)).tolist())
+            if name in fills:
+                copied = run.dynamic[fills[name]]
+                recent = set().union(*history[name][max(0, r - window) :])
+                assert set(copied[copied >= 0].tolist()) == wanted - recent, (seed, kind, r)
+            history[name].append(wanted)
