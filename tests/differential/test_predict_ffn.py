@@ -157,7 +157,7 @@ def test_windowed_predicted_ffn_in_flash_copies_only_newly_predicted_neurons(see
             for i in st.instrs
             if i.opcode == "gather.m" and compiled.comments.get(i.comment or "") == name
         }
-        assert tables == {f"{name}.cols"}, (seed, kind, tables)
+        assert tables == {f"{name}.rows"}, (seed, kind, tables)
     assert seed != 0 or masked.keys() <= fills.keys()  # seed 0 caches its up-projection
     golden = Golden(result.graph)
     rng = np.random.default_rng(seed)

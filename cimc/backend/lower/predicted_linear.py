@@ -2,7 +2,7 @@
 columns of the neurons the predictor names are loaded.
 
 Integer steps: y[:, j] = REQ(x @ W[:, j] + bias[j]) where mask[:, j] != 0, else 0
-(cimc/quant/predictor.py). The neuron-major constant `NAME.cols` ([N x K], row j = column
+(cimc/quant/predictor.py). The neuron-major constant `NAME.rows` ([N x K], row j = column
 j of W: one contiguous record per neuron) is where the columns come from. Every core of
 the layer:
 1. loads x [T x K] and the mask [T x N]; a neuron is wanted when some token's mask names
@@ -18,10 +18,15 @@ requantizes and keeps the codes where the mask is non-zero (`sel`), 0 elsewhere,
 the golden's `where(mask != 0, linear(x), 0)`. Whatever the data, the program computes what
 the golden does: masked columns are never read.
 
-With a window (tiles in flash, cimc/backend/plan/window.py) `NAME.cols` stays in flash and
+With a window (tiles in flash, cimc/backend/plan/window.py) `NAME.rows` stays in flash and
 the layer's first core copies the records of the wanted neurons that the DRAM cache does not
 hold into it first (window_fill.py: the mask plays the part of the sparse layer's input);
-the tiles gather from the cache. When the leader has no room for the fill (many tokens, as
+the tiles gather from the cache. Row-column bundling: when the FFN's down-projection is
+cached too (plan-window's `bundles`), record j holds column j of W and then row j of the
+down-projection's weight ([N x (K + D)]): one `dma.m` of whole records brings both, one
+cache holds both, and the down-projection gathers its rows from the records' second part
+(it needs no fill: its active neurons are among the predicted ones, in the cache now).
+When the leader has no room for the fill (many tokens, as
 in a prefill), the tiles gather straight from flash and the cache is left as it is (what it
 holds stays valid: its ages say so). A masked layer that stays in the weight image (its tiles
 partly in flash without a window, int4 weights, or no plan-sparsity `predict`) is lowered
@@ -75,14 +80,21 @@ def lower_predicted_linear(
     slots: Sequence[PlacedTile],
     name: str,
     window: int | None = None,
-) -> None:
+    down: LinearPlan | None = None,
+) -> tuple[View, View] | None:
     """y = REQ(x @ W + bias) where mask != 0, else 0, loading only the wanted columns:
     from DRAM, or from flash through a DRAM cache of the neurons of the last `window`
-    runs."""
+    runs. With `down` (a window and a bundled FFN) each neuron's record holds its down
+    row after its up column: returns the down-projection's part of the flash constant and
+    of the cache."""
     k, n = plan.weight.shape
     space: Space = "dram" if window is None else "flash"
-    w = b.const(f"{name}.cols", np.ascontiguousarray(plan.weight.T), "i8", space)
+    records = np.ascontiguousarray(plan.weight.T)
+    if down is not None:
+        records = np.ascontiguousarray(np.concatenate([records, down.weight], axis=1))
+    w = b.const(f"{name}.rows", records, "i8", space)  # the cache is `.rows.cache`
     wc = declare_cache(b, name, w, window) if window is not None else None
+
     dtype = index_dtype(n)
     neurons = b.const(f"{name}.neurons", np.arange(n).reshape(n, 1), dtype)
     blocks = column_blocks(slots, k, n, b.loc)
@@ -92,6 +104,10 @@ def lower_predicted_linear(
         b, x.rows, k, n, widest, _is_home(order[0], blocks), True
     ) > b.sp_largest_free(order[0]):
         wc = None  # no room for the fill (many tokens): gather from flash, cache untouched
+    parts = None
+    if down is not None:  # the down rows come from where the up columns came from
+        source = wc.cache if wc is not None else w
+        parts = (sub(w, 0, n, k, w.cols), sub(source, 0, n, k, w.cols))
     for c in order:
         if _need(b, x.rows, k, n, widest, _is_home(c, blocks)) > b.sp_largest_free(c):
             raise CimcError(
@@ -119,6 +135,7 @@ def lower_predicted_linear(
     for core, cb in cores.items():
         extra = (cb.tmp,) if cb.tmp is not None else ()
         b.free(core, cb.xs, cb.mask, cb.idx, cb.acc, *extra, *cb.staging)
+    return parts
 
 
 def masked_dense(

@@ -78,7 +78,8 @@ def _linear(em: Emitter, node: Node, op: QLinear) -> None:
     if em.sparsity is not None and node.name in em.sparsity:
         cached = node.name in em.sparsity.cached  # rows in flash, window cache in DRAM
         window = em.sparsity.window if cached else None
-        lower_sparse_linear(em.b, x, y, op.plan, slots, name, window)
+        bundled = em.bundled.get(node.name)  # the up-projection's records hold the rows
+        lower_sparse_linear(em.b, x, y, op.plan, slots, name, window, bundled)
         return
     image = layer_image(em.stream, node.name)
     lower_linear(em.b, x, y, op.plan, slots=slots, name=name, weight_image=image)
@@ -93,7 +94,13 @@ def _masked_linear(em: Emitter, node: Node, op: QMaskedLinear) -> None:
     if em.sparsity is not None and node.name in em.sparsity.predicted:
         cached = node.name in em.sparsity.cached  # columns in flash, window cache in DRAM
         window = em.sparsity.window if cached else None
-        lower_predicted_linear(em.b, x, mask, y, op.plan, slots, name, window)
+        pair = em.sparsity.bundle_of(node.name)
+        down = em.graph.node(pair[1]).op if pair is not None else None
+        assert down is None or isinstance(down, QLinear)
+        plan = down.plan if down is not None else None
+        parts = lower_predicted_linear(em.b, x, mask, y, op.plan, slots, name, window, plan)
+        if pair is not None and parts is not None:
+            em.bundled[pair[1]] = parts
         return
     image = layer_image(em.stream, node.name)
     masked_dense(em.b, x, mask, y, op.plan, slots, name, image)

@@ -33,7 +33,10 @@ loads only the columns of the neurons its mask names (`predicted`,
 cimc/backend/lower/predicted_linear.py); its down-projection, fed by the masked output
 through an activation with f(0) = 0 (SiLU and GELU too), is sparse as under `exact`.
 Masked layers in flash stay dense (then masked) unless a window is asked for: then their
-neuron-major columns are cached in DRAM like the down-projections' rows.
+neuron-major columns are cached in DRAM like the down-projections' rows; when an FFN's
+up-projection (its only masked layer) and its down-projection are both cached, they are
+bundled (`bundles`): neuron j's up column and down row are one contiguous record of one
+flash constant, copied by one `dma.m` into one cache, which both layers gather from.
 """
 
 from __future__ import annotations
@@ -59,6 +62,12 @@ class SparsityPlan:
     window: int | None = None  # --window K: runs whose active neurons stay in the cache
     cached: tuple[str, ...] = ()  # sparse layers whose rows are in flash, cached in DRAM
     predicted: tuple[str, ...] = ()  # masked layers loading their predicted columns (DRAM)
+    # (masked up-projection, its down-projection), both cached: one neuron-major record
+    # per neuron, the up column then the down row, one cache (row-column bundling)
+    bundles: tuple[tuple[str, str], ...] = ()
+
+    def bundle_of(self, layer: str) -> tuple[str, str] | None:
+        return next((pair for pair in self.bundles if layer in pair), None)
 
     def __contains__(self, layer: object) -> bool:
         return layer in self.layers
@@ -176,3 +185,12 @@ def _predict_plan(
     in_flash = tuple(n for n in (*down, *maskable) if not in_dram_only(memory, n))
     layers = tuple(n for n in down if n not in in_flash)
     return SparsityPlan("predict", layers, in_flash, predicted=predicted)
+
+
+def masked_source(graph: Graph, layer: str) -> str | None:
+    """The masked linear a down-projection's input comes from, through an activation with
+    f(0) = 0 (and requantizations), when it is the only one (an ungated FFN)."""
+    src = _source(graph, graph.node(layer).inputs[0])
+    if not _masked_activation(graph, src.name):
+        return None
+    return _source(graph, src.inputs[0]).name

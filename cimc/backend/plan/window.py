@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cimc.backend.plan.memory import MemoryPlan, StoredTile, plan_memory
-from cimc.backend.plan.sparsity import SparsityPlan, in_dram_only
+from cimc.backend.plan.sparsity import SparsityPlan, in_dram_only, masked_source
 from cimc.backend.plan.streaming import StreamPlan
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
@@ -80,11 +80,26 @@ def _split(graph: Graph, sparsity: SparsityPlan) -> SparsityPlan:
     """Masked layers (`--sparsity predict`; candidates too, as a layer in DRAM may move to
     flash when the caches take DRAM) among the sparse ones go back to `predicted`."""
     masked = {n for n in sparsity.layers if isinstance(graph.node(n).op, QMaskedLinear)}
+    cached = set(sparsity.cached)
+    bundles = []
+    for down in sparsity.layers:
+        up = masked_source(graph, down) if down in cached and down not in masked else None
+        if up is not None and up in cached and _same_neurons(graph, up, down):
+            bundles.append((up, down))
     return replace(
         sparsity,
         layers=tuple(n for n in sparsity.layers if n not in masked),
         predicted=tuple(n for n in sparsity.layers if n in masked),
+        bundles=tuple(bundles),
     )
+
+
+def _same_neurons(graph: Graph, up: str, down: str) -> bool:
+    """Do the up-projection's columns and the down-projection's rows count the same
+    neurons (no reshape between them)?"""
+    ups, downs = graph.node(up).op, graph.node(down).op
+    assert isinstance(ups, QLinear) and isinstance(downs, QLinear)
+    return bool(ups.plan.weight.shape[1] == downs.plan.weight.shape[0])
 
 
 def _cache_bytes(graph: Graph, name: str) -> int:
