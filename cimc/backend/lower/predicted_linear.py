@@ -26,7 +26,8 @@ cached too (plan-window's `bundles`), record j holds column j of W and then row 
 down-projection's weight ([N x (K + D)]): one `dma.m` of whole records brings both, one
 cache holds both, and the down-projection gathers its rows from the records' second part
 (it needs no fill: its active neurons are among the predicted ones, in the cache now).
-When the leader has no room for the fill (many tokens, as
+When the cores' buffers do not fit for all tokens at once, the layer runs in row chunks
+(without a fill). When the leader has no room for the fill (many tokens, as
 in a prefill), the tiles gather straight from flash and the cache is left as it is (what it
 holds stays valid: its ages say so). A masked layer that stays in the weight image (its tiles
 partly in flash without a window, int4 weights, or no plan-sparsity `predict`) is lowered
@@ -40,9 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cimc.backend.builder.alloc import cols, sub
+from cimc.backend.builder.alloc import cols, rows, sub
 from cimc.backend.builder.asm import ProgramBuilder, Scratch
-from cimc.backend.lower.common import SLACK, req_consts
+from cimc.backend.lower.common import SLACK, ReqConsts, req_consts
 from cimc.backend.lower.elementwise import rowwise
 from cimc.backend.lower.linear import ColumnBlock, bias_requant, column_blocks, lower_linear
 from cimc.backend.lower.sparse_linear import index_dtype
@@ -100,42 +101,98 @@ def lower_predicted_linear(
     blocks = column_blocks(slots, k, n, b.loc)
     widest = max(bl.n1 - bl.n0 for bl in blocks)
     order = sorted({s.core for s in slots})
-    if wc is not None and _need(
-        b, x.rows, k, n, widest, _is_home(order[0], blocks), True
-    ) > b.sp_largest_free(order[0]):
+    step = _rows_that_fit(b, x.rows, k, n, widest, blocks, order)
+    if step == 0:
+        raise CimcError(
+            f"%{name}: the predicted layer's buffers for one token do not fit the "
+            "scratchpad of its cores; use --sparsity exact",
+            b.loc,
+        )
+    leader_home = _is_home(order[0], blocks)
+    if wc is not None and (
+        step < x.rows
+        or _need(b, x.rows, k, n, widest, leader_home, True) > b.sp_largest_free(order[0])
+    ):
         wc = None  # no room for the fill (many tokens): gather from flash, cache untouched
     parts = None
     if down is not None:  # the down rows come from where the up columns came from
         source = wc.cache if wc is not None else w
         parts = (sub(w, 0, n, k, w.cols), sub(source, 0, n, k, w.cols))
-    for c in order:
-        if _need(b, x.rows, k, n, widest, _is_home(c, blocks)) > b.sp_largest_free(c):
-            raise CimcError(
-                f"%{name}: the predicted layer's buffers for {x.rows} tokens do not fit "
-                f"core {c}'s scratchpad; compile for fewer tokens or use --sparsity exact",
-                b.loc,
-            )
-    bias = b.const(f"{name}.b", plan.bias.reshape(1, n), "i32")
-    rc = req_consts(b, name, plan.requant, n)
+    consts = _Consts(
+        w if wc is None else wc.cache,
+        neurons,
+        b.const(f"{name}.b", plan.bias.reshape(1, n), "i32"),
+        req_consts(b, name, plan.requant, n),
+    )
     fill = _filler(b, wc, order) if wc is not None else None
+    for r0 in range(0, x.rows, step):  # row chunks when the scratchpads are too small
+        r1 = min(x.rows, r0 + step)
+        views = (rows(x, r0, r1), rows(mask, r0, r1), rows(y, r0, r1))
+        _product(b, views, consts, blocks, widest, order, name, fill)
+    return parts
+
+
+@dataclass(frozen=True)
+class _Consts:
+    table: View  # the neuron-major records to gather from (constant or cache)
+    neurons: View  # 0..N-1
+    bias: View
+    rc: ReqConsts
+
+
+def _rows_that_fit(
+    b: ProgramBuilder,
+    t: int,
+    k: int,
+    n: int,
+    widest: int,
+    blocks: Sequence[ColumnBlock],
+    order: Sequence[int],
+) -> int:
+    """The most token rows (up to t) whose buffers fit every core's scratchpad (0: none)."""
+    for r in range(t, 0, -1):
+        if all(
+            _need(b, r, k, n, widest, _is_home(c, blocks)) <= b.sp_largest_free(c) for c in order
+        ):
+            return r
+    return 0
+
+
+def _product(
+    b: ProgramBuilder,
+    views: tuple[View, View, View],
+    consts: _Consts,
+    blocks: Sequence[ColumnBlock],
+    widest: int,
+    order: Sequence[int],
+    name: str,
+    fill: Callable[[View], None] | None,
+) -> None:
+    """y = the masked layer over the rows of x and the mask in `views`."""
+    x, mask, y = views
     cores = {  # the leader (first core) first: it fills the cache
         c: _prepare(
-            b, c, x, mask, neurons, widest, _is_home(c, blocks), fill if c == order[0] else None
-        )
+            b,
+            c,
+            x,
+            mask,
+            consts.neurons,
+            widest,
+            _is_home(c, blocks),
+            fill if c == order[0] else None,
+        )  # fmt: skip
         for c in order
     }
-    table = wc.cache if wc is not None else w
     for bl in blocks:
-        acc = _block(b, bl, cores, table, name)
+        acc = _block(b, bl, cores, consts.table, name)
         home = cores[bl.home]
         with b.scratch(bl.home) as sc:
-            out = bias_requant(b, sc, acc, bl.n0, bias, rc, y)
+            out = bias_requant(b, sc, acc, bl.n0, consts.bias, consts.rc, y)
             b.emit(bl.home, "sel", out, cols(home.mask, bl.n0, bl.n1), out, 0)
             b.emit(bl.home, "dma", cols(y, bl.n0, bl.n1), out)
     for core, cb in cores.items():
         extra = (cb.tmp,) if cb.tmp is not None else ()
         b.free(core, cb.xs, cb.mask, cb.idx, cb.acc, *extra, *cb.staging)
-    return parts
 
 
 def masked_dense(
