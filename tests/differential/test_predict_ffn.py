@@ -180,3 +180,27 @@ def test_windowed_predicted_ffn_in_flash_copies_only_newly_predicted_neurons(see
                 recent = set().union(*history[name][max(0, r - window) :])
                 assert set(copied[copied >= 0].tolist()) == wanted - recent, (seed, kind, r)
             history[name].append(wanted)
+
+
+def test_many_tokens_run_in_row_chunks_bit_exact() -> None:
+    """64 tokens of a 64 -> 256 FFN do not fit tiny's 16 KiB scratchpads at once: the
+    masked layer runs in row chunks, each with its own wanted columns."""
+    from cimc.machine.arch import load_arch
+
+    x = np.random.default_rng(3).standard_normal((1, 64, 64)).astype(np.float32)
+    module = Ffn(64, 256, "relu", 0.9, 3).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = import_model(module, example_inputs=(torch.from_numpy(x),))
+    result = compile_model(graph, load_arch("tiny"), PipelineOptions(sparsity="predict"))
+    program = result.compiled.program
+    (masked,) = (n.name for n in result.graph.nodes() if isinstance(n.op, QMaskedLinear))
+    index_loads = [
+        i
+        for s in program.cores
+        for i in s.instrs
+        if i.opcode == "dma" and i.operands[1].symbol == f"{masked}.neurons"
+    ]
+    assert len(index_loads) > len(program.cores)  # more than one chunk per core
+    report = verify_compiled(result.compiled, result.float_graph, {"x": x})
+    assert report.bit_exact, report.divergence
