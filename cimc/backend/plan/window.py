@@ -51,29 +51,39 @@ def plan_window(
     arch: Arch,
     tables: dict[str, int],
 ) -> tuple[SparsityPlan, MemoryPlan]:
-    """Every exactly sparse layer (partly) in flash made sparse through a DRAM cache, and
-    the memory plan that leaves room for the caches."""
+    """Every sparse layer (partly) in flash made sparse through a DRAM cache, and the
+    memory plan that leaves room for the caches; when they do not all fit, the last
+    layers (graph order) stay dense from flash."""
     if sparsity.window is None:
         return sparsity, memory
     candidates = (*sparsity.layers, *sparsity.predicted, *sparsity.in_flash)
     cached: set[str] = set(sparsity.in_flash)
+    dropped: set[str] = set()  # no room for their caches: they stay dense, from flash
     plan = memory
-    while True:
-        if not cached:
-            return _split(graph, replace(sparsity, layers=candidates, in_flash=())), plan
+    while cached:
         extra = sum(_cache_bytes(graph, name) for name in cached)
         # the cached layers leave the images (their rows are one flash constant): the
         # DRAM they held goes to the caches, the rest is split again
         rest = replace(stream, image=tuple(e for e in stream.image if e.tile.layer not in cached))
-        plan = _with_flash_tiles(
-            plan_memory(rest, arch, memory.dram_other_bytes + extra, tables), stream, cached
-        )
-        more = {n for n in candidates if n not in cached and not in_dram_only(plan, n)}
+        try:
+            planned = plan_memory(rest, arch, memory.dram_other_bytes + extra, tables)
+        except CimcError:  # the caches do not fit with the rest: the last layer goes
+            victim = [n for n in candidates if n in cached][-1]
+            cached.discard(victim)
+            dropped.add(victim)
+            continue
+        plan = _with_flash_tiles(planned, stream, cached)
+        more = {n for n in candidates if n not in cached | dropped and not in_dram_only(plan, n)}
         if not more:
             break
         cached |= more
+    if not cached:
+        plan = memory
+    kept = tuple(n for n in candidates if n not in dropped)
     order = tuple(n for n in candidates if n in cached)
-    return _split(graph, replace(sparsity, layers=candidates, in_flash=(), cached=order)), plan
+    stay = tuple(n for n in candidates if n in dropped)
+    planned_sparsity = replace(sparsity, layers=kept, in_flash=stay, cached=order)
+    return _split(graph, planned_sparsity), plan
 
 
 def _split(graph: Graph, sparsity: SparsityPlan) -> SparsityPlan:
