@@ -72,11 +72,14 @@ def measure(
         exported, arch, args.prompt, loaded.capacity, options, loaded=loaded, keep_weights=keep
     )
     prompt = [(7 * i + 3) % args.vocab for i in range(args.prompt)]
-    result = generate_batch(progs, [prompt], args.steps, with_float=False)
+    result = generate_batch(progs, [prompt], args.steps, with_float=True)
     first = 2 if progs.warm is not None else 1
     priced = run_costs(result)[first:]
     costs = [p.cost for p in priced]
     shares = [a for p in priced for a in p.active.values()]
+    predicted = [a for p in priced for a in p.predicted.values()]
+    steps = result.sequences[0].steps[first:]
+    recalls = [r for s in steps for r in s.predictor_recall.values()]
 
     def mean(field: str) -> float:
         return sum(getattr(c, field) for c in costs) / len(costs)
@@ -89,16 +92,20 @@ def measure(
         "ms": mean("cycles") / arch.chip.clock_mhz / 1000,
         "energy_uj": mean("energy_uj"),
         "active": sum(shares) / len(shares) if shares else None,
+        "predicted": sum(predicted) / len(predicted) if predicted else None,
+        "recall": sum(recalls) / len(recalls) if recalls else None,
+        "float_agreement": result.sequences[0].float_agreement,
         "bit_exact": result.bit_exact,
         "steps": len(costs),
     }
 
 
 def main() -> None:
-    from cimc.decode.programs import load_decoder, shared_reserve
+    from cimc.decode.programs import load_decoder, shared_reserve, with_predictors
     from cimc.decode.report import model_weight_bytes
     from cimc.decode.specialize import specialize
     from cimc.machine.arch import load_arch
+    from cimc.pipeline import PipelineOptions
 
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -127,6 +134,10 @@ def main() -> None:
     exported = build(args)
     loaded = load_decoder(exported, args.prompt + args.steps)
     graphs = [specialize(loaded.qgraph, loaded.axes, n) for n in (args.prompt, 1)]
+    predict_graph, predict_axes = with_predictors(
+        loaded.qgraph, loaded.axes, PipelineOptions(sparsity="predict")
+    )
+    predicted = replace(loaded, qgraph=predict_graph, axes=predict_axes)
     weights = model_weight_bytes(loaded.qgraph)
     other = shared_reserve(graphs, base)
     small = with_dram(base, other + int(args.fraction * weights))
@@ -142,8 +153,11 @@ def main() -> None:
         ]
         windows = [int(k) for k in args.windows.split(",")] if memory == "flash" else [2]
         plans += [("exact", arch, "exact", True, k) for k in windows]
+        plans += [("predict", arch, "predict", True, None)]
+        plans += [("predict", arch, "predict", True, k) for k in windows]
         for plan, a, sparsity, keep, window in plans:
-            m = measure(exported, loaded, a, args, sparsity, keep, window)
+            model = predicted if sparsity == "predict" else loaded
+            m = measure(exported, model, a, args, sparsity, keep, window)
             rows.append({"memory": memory, "plan": plan, "window": window, **m})
             print(_line(rows[-1], 1.0), file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
@@ -155,9 +169,10 @@ def main() -> None:
     )
     print(
         "| memory | plan | window | weight B/token | flash B/token | DRAM B/token | "
-        "cycles/token | ms/token | uJ/token | active | speedup vs naive | bit-exact |"
+        "cycles/token | ms/token | uJ/token | active | predicted (recall) | float agreement "
+        "| speedup vs naive | bit-exact |"
     )
-    print("|" + "---|" * 12)
+    print("|" + "---|" * 14)
     for r in rows:
         naive = next(x for x in rows if x["memory"] == r["memory"] and x["plan"] == "naive")
         print(_line(r, naive["cycles"] / r["cycles"]))
@@ -180,6 +195,8 @@ def _line(r: dict, speedup: float) -> str:
         f"{r['ms']:.3f}",
         f"{r['energy_uj']:.1f}",
         active,
+        "-" if r["predicted"] is None else f"{r['predicted']:.1%} ({r['recall']:.3f})",
+        f"{r['float_agreement']:.2f}",
         f"{speedup:.2f}x",
         str(r["bit_exact"]),
     )

@@ -41,6 +41,7 @@ from cimc.passes.manager import (
     timing_report,
     verify_deep,
 )
+from cimc.passes.predict_sparsity import PredictSparsity
 from cimc.passes.quantize import Quantize
 from cimc.progress import report
 
@@ -115,6 +116,9 @@ def pipeline_stages(options: PipelineOptions, configure: Callable[[Pass], Pass])
         )
     cut = names.index(QUANTIZE)
     end = next(k for k in range(cut, len(steps)) if steps[k].p.OUTPUT != "graph")
+    if options.sparsity == "predict" and PredictSparsity.NAME not in names:
+        steps.insert(end, Step(configure(PredictSparsity())))  # fitted on the integer graph
+        end += 1
     if steps[-1].p.OUTPUT != "program":
         raise CimcError(f"the pipeline ends at a {steps[-1].p.OUTPUT}, not a program", "pipeline")
     return Stages(steps[:cut], steps[cut:end], steps[end:])
@@ -133,6 +137,8 @@ def configurer(
     def configure(p: Pass) -> Pass:
         if isinstance(p, Quantize):
             p = with_weight_options(p, options)
+            return replace(p, calibration=calibration) if calibration is not None else p
+        if isinstance(p, PredictSparsity):
             return replace(p, calibration=calibration) if calibration is not None else p
         return configure_backend(
             p,

@@ -279,7 +279,7 @@ def cost_figures(
 def weight_bytes_loaded(program: Program, dynamic: Dynamic | None = None) -> int:
     """Bytes written into macros from constants (static weights), directly or staged
     through the scratchpad by a dma or gather.m from a `.const` (run-time K/V tiles do not
-    count). An `mload.m` writes the rows its index names: in the run `dynamic` records
+    count). An `mload.m` (`mload.t.m`) writes the rows its index names: in the run `dynamic` records
     (cimc/machine/dynamic.py), else all of them. A window cache (`.state NAME.cache` of a
     `.const NAME`, cimc/backend/lower/window_fill.py) holds constant rows: it counts."""
     consts = {d.name for d in program.decls_of("const")}
@@ -289,13 +289,14 @@ def weight_bytes_loaded(program: Program, dynamic: Dynamic | None = None) -> int
         staged: list[tuple[int, int]] = []  # sp byte ranges holding constant data
         for pc, instr in enumerate(stream.instrs):
             spec = spec_of(instr)
-            if instr.opcode in ("mload", "mload.t", "mload.m"):
+            if instr.opcode in ("mload", "mload.t", "mload.m", "mload.t.m"):
                 src = spec.reads(instr)[0]
                 from_const = src.symbol in consts or (
                     src.space == "sp" and any(a <= src.addr and src.end <= z for a, z in staged)
                 )
                 index = (dynamic or {}).get((stream.core, pc))
-                rows = valid_count(index, src.rows) if instr.opcode == "mload.m" else src.rows
+                masked = instr.opcode in ("mload.m", "mload.t.m")
+                rows = valid_count(index, src.rows) if masked else src.rows
                 total += rows * src.cols * src.elem_bytes if from_const else 0
             for v in spec.writes(instr):
                 if v.space != "sp":

@@ -30,6 +30,7 @@ example:
   cimc compile model.onnx --shape input_ids=1,16 --calibration calib.npz --time-passes
   cimc compile model.onnx --seq-len 8 --print-ir-after map      # which tile in which macro
   cimc compile models/opt-relu-tiny.onnx --seq-len 1 --sparsity exact   # active rows only
+  cimc compile models/opt-relu-tiny.onnx --seq-len 1 --sparsity predict # + predicted columns
   cimc compile --list-passes
 
 Writes OUT.cimasm and OUT.safetensors (the constants it names) beside it. The default
@@ -95,16 +96,19 @@ def add_mapping_option(p: argparse.ArgumentParser, what: str = "") -> None:
 def add_sparsity_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sparsity",
-        choices=["none", "exact"],
+        choices=["none", "exact", "predict"],
         metavar="MODE",
         help="none (default): every weight row loads; exact: after ReLU-like activations "
-        "only the rows of non-zero inputs load (bit-identical; plan-sparsity pass)",
+        "only the rows of non-zero inputs load (bit-identical; plan-sparsity pass); "
+        "predict: a low-rank predictor fitted on the calibration data also skips the "
+        "up-projection columns of neurons it predicts inactive (an approximation the "
+        "integer golden applies too; predict-sparsity pass)",
     )
     p.add_argument(
         "--window",
         type=int,
         metavar="K",
-        help="with --sparsity exact: sparse layers whose rows live in flash copy the rows "
+        help="with --sparsity exact|predict: sparse layers whose rows live in flash copy the rows "
         "of active neurons into a DRAM cache that keeps those of the last K runs (0..100)",
     )
 

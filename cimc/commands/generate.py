@@ -55,6 +55,11 @@ With --sparsity exact the down-projections after ReLU-like activations load only
 weight rows of the neurons that are non-zero (bit-identical); every run is then priced
 from its own record of the rows it loaded, and --json gives each step its run's cost
 (same keys as the programs') and the active share of each sparse layer (active_fraction).
+With --sparsity predict a low-rank predictor before each FFN also skips the up-projection
+columns of the neurons it predicts inactive (the golden applies it too: an approximation
+of the float model, bit-exact against the golden); --json adds per step the share of
+neurons each masked layer loaded (predicted_fraction) and the predictor's recall of the
+truly active ones (predictor_recall).
 Exit status: 0 when every logit of every step is bit-exact, 1 on a mismatch, 2 on bad
 input (ids outside the vocabulary, positions beyond the capacity, non-decoder models).
 """
@@ -197,13 +202,15 @@ class RunCost:
     active: dict[str, float]  # sparse layer -> share of its weight rows the run loaded
     # windowed layer -> share of its rows the run copied from flash into its DRAM cache
     copied: dict[str, float] = field(default_factory=dict)
+    # masked layer -> share of its neurons whose columns the run loaded (--sparsity predict)
+    predicted: dict[str, float] = field(default_factory=dict)
 
 
 def run_costs(result: BatchResult) -> list[RunCost]:
     """The cost of every step's run. A program run more than once is priced once, unless
     it loads data-dependent rows (sparse layers): each such run is priced from its own
     record of what it loaded, with its layers' active fractions."""
-    from cimc.decode.active import active_fractions, copied_fractions
+    from cimc.decode.active import active_fractions, copied_fractions, predicted_fractions
     from cimc.decode.report import token_cost
 
     priced: dict[int, TokenCost] = {}
@@ -214,7 +221,8 @@ def run_costs(result: BatchResult) -> list[RunCost]:
             cost = token_cost(run.compiled, run.name, rows, run.program, run.dynamic)
             active = active_fractions(run.compiled, run.program, run.dynamic)
             copied = copied_fractions(run.compiled, run.program, run.dynamic)
-            out.append(RunCost(cost, active, copied))
+            predicted = predicted_fractions(run.compiled, run.program, run.dynamic)
+            out.append(RunCost(cost, active, copied, predicted))
             continue
         if id(run.program) not in priced:
             priced[id(run.program)] = token_cost(run.compiled, run.name, rows, run.program)
@@ -243,6 +251,11 @@ def _window_json(cost: RunCost) -> dict:
     return {"window_copied_fraction": cost.copied} if cost.copied else {}
 
 
+def _predicted_json(cost: RunCost) -> dict:
+    """The neurons the run's masked layers loaded (--sparsity predict: present then only)."""
+    return {"predicted_fraction": cost.predicted} if cost.predicted else {}
+
+
 def _sequence_json(seq: GenerateResult, costs: list[RunCost]) -> dict:
     """A sequence's steps, each with its run's cost (the keys of the programs' costs) and
     the active share of each sparse layer (empty when there is none)."""
@@ -252,6 +265,7 @@ def _sequence_json(seq: GenerateResult, costs: list[RunCost]) -> dict:
             "cost": costs[s.index].cost.as_json(),
             "active_fraction": costs[s.index].active,
             **_window_json(costs[s.index]),
+            **_predicted_json(costs[s.index]),
         }
         for s in seq.steps
     ]

@@ -42,6 +42,9 @@ class Step:
     float_token: int | None
     mismatched: int  # logit codes differing from the golden's, over the rows computed
     window: int = 0  # cache slots the sequence's attention read in this run
+    # masked layer -> share of the truly active neurons its predictor named (--sparsity
+    # predict; the golden's count over the rows computed)
+    predictor_recall: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ def generate_batch(
             step = _check_rows(
                 run, s, got[r0 : r0 + rows], golden.rows(theirs[s], first), flt, mine[s]
             )
+            if golden.last_recall:
+                step = replace(step, predictor_recall=recalls(golden.last_recall))
             steps[s].append(step)
             if on_step is not None:
                 on_step(step)
@@ -151,6 +156,11 @@ def generate_batch(
         for p, seq in zip(prompts, steps, strict=True)
     )
     return BatchResult(results, tuple(runs))
+
+
+def recalls(counts: dict[str, tuple[int, int]]) -> dict[str, float]:
+    """hits / active per layer (1.0 when nothing was active)."""
+    return {name: hits / total if total else 1.0 for name, (hits, total) in counts.items()}
 
 
 def _check_prompts(progs: DecoderPrograms, prompts: list[list[int]], new: int) -> None:

@@ -44,7 +44,8 @@ from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.machine.interpreter import MacroCells, RunResult, run_program
 from cimc.machine.program import Decl, Program
-from cimc.passes.manager import Pass, verify_deep
+from cimc.passes.manager import Pass, Step, verify_deep
+from cimc.passes.predict_sparsity import PredictSparsity
 from cimc.passes.quantize import Quantize
 from cimc.pipeline import (
     PipelineOptions,
@@ -164,14 +165,32 @@ def load_decoder(model: Any, capacity: int, options: PipelineOptions | None = No
     options = options or PipelineOptions()
     if capacity < MIN_PROBE + 1:
         raise CimcError(f"the capacity must be at least {MIN_PROBE + 1} positions", "decode")
-    float_graph, qgraph = quantized_graphs(model, options, capacity)
+    plain = replace(options, sparsity=None)  # the predictors come after the probe
+    float_graph, qgraph = quantized_graphs(model, plain, capacity)
     sites = inserted_sites(qgraph, float_graph)
-    _, probe = quantized_graphs(model, options, capacity - 1, probe=True, smooth_sites=sites)
+    _, probe = quantized_graphs(model, plain, capacity - 1, probe=True, smooth_sites=sites)
     axes = probe_axes(qgraph, probe, capacity, capacity - 1)
+    if options.sparsity == "predict":
+        qgraph, axes = with_predictors(qgraph, axes, options)
     check_decoder(qgraph, axes)
     token, mask = _inputs(qgraph, axes)
     vocab = _vocab(qgraph, token)
     return DecoderModel(capacity, float_graph, qgraph, axes, token, mask, vocab)
+
+
+def with_predictors(
+    qgraph: Graph, axes: SeqAxes, options: PipelineOptions
+) -> tuple[Graph, SeqAxes]:
+    """The integer graph with its sparsity predictors (fitted once, at capacity) and the
+    sequence axes of their values: those of the up-projection input they read (a
+    predictor keeps the token axes and maps only the last one)."""
+    step = PredictSparsity(calibration=options.calibration or "")
+    predicted = manager([Step(step)], options).run(qgraph)
+    token = dict(axes.token)
+    for node in predicted.nodes():
+        if node.name not in token and node.inputs and node.inputs[0] in token:
+            token[node.name] = token[node.inputs[0]]
+    return predicted, replace(axes, token=token)
 
 
 def _inputs(graph: Graph, axes: SeqAxes) -> tuple[str, str | None]:

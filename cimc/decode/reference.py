@@ -16,6 +16,7 @@ import numpy as np
 from cimc.decode.programs import DecoderModel, check_ids
 from cimc.errors import CimcError
 from cimc.quant.golden import Golden
+from cimc.quant.predictor import recall_counts, scored_layers
 from cimc.reference.float_model import FloatModel
 
 PAD_ID = 0  # any id of the vocabulary would do (see the module doc)
@@ -30,6 +31,8 @@ class PrefixReference:
         self.dm = dm
         self.kind = kind
         self._golden = Golden(dm.qgraph) if kind == "golden" else None
+        self._scored = bool(scored_layers(dm.qgraph)) and kind == "golden"
+        self.last_recall: dict[str, tuple[int, int]] = {}  # of the last rows() (predictors)
         self._float = FloatModel(dm.float_graph) if kind == "float" else None
         (self._out, value) = dm.qgraph.outputs[0]
         (self._axis,) = dm.axes.token[value]
@@ -46,9 +49,23 @@ class PrefixReference:
         if self.dm.mask_input is not None:
             feeds[self.dm.mask_input] = np.ones((1, cap), np.int64)
         if self._golden is not None:
-            out = self._golden.run(feeds).outputs[self._out]
+            result = self._golden.run(feeds, keep_all=self._scored)
+            out = result.outputs[self._out]
+            if self._scored:
+                self.last_recall = self._recall(result.values, first, len(tokens))
         else:
             assert self._float is not None
             out = self._float.run(feeds)[self._out]
         picked = np.take(out, np.arange(first, len(tokens)), axis=self._axis)
         return np.moveaxis(picked, self._axis, 0).reshape(len(tokens) - first, -1)
+
+    def _recall(
+        self, values: dict[str, np.ndarray], first: int, end: int
+    ) -> dict[str, tuple[int, int]]:
+        """The predictors' (hits, active) counts over the rows first..end-1."""
+
+        def rows(name: str, value: np.ndarray) -> np.ndarray:
+            (axis,) = self.dm.axes.token[name]
+            return np.take(value, np.arange(first, end), axis=axis)
+
+        return recall_counts(self.dm.qgraph, values, rows)

@@ -98,7 +98,7 @@ class InstrCost:
 
 def instr_cost(instr: Instr, core: int, arch: Arch, index: np.ndarray | None = None) -> InstrCost:
     """The cost of `instr` executed by `core` (dispatch through the opcode table); a
-    data-dependent instruction (gather.m, mload.m) is priced for the rows `index` (the
+    data-dependent instruction (gather.m, mload.m, mload.t.m) is priced for the rows `index` (the
     column a run read, cimc/machine/dynamic.py) names, or all of them when None."""
     if instr.opcode in DYNAMIC:
         return COSTS[instr.opcode](instr, core, arch, index)  # type: ignore[no-any-return]
@@ -341,11 +341,12 @@ def _mload_cost(instr: Instr, core: int, arch: Arch) -> InstrCost:
     return _macro_write(instr, core, arch, _view(instr, 1).nbytes)
 
 
-@register_cost("mload.m")
+@register_cost("mload.m", "mload.t.m")
 def _mload_masked_cost(
     instr: Instr, core: int, arch: Arch, index: np.ndarray | None = None
 ) -> InstrCost:
-    """Only the named rows are read and written; the skipped rows cost nothing."""
+    """Only the named source rows are read and written (window rows of mload.m, window
+    columns of mload.t.m); the skipped ones cost nothing."""
     src, idx = _view(instr, 1), _view(instr, 2)
     nbytes = valid_count(index, src.rows) * src.cols
     cost = _macro_write(instr, core, arch, nbytes)

@@ -1,6 +1,6 @@
 """Run-time facts of data-dependent instructions, for the cost model.
 
-`gather.m` and `mload.m` move only the rows their index column names (a negative entry:
+`gather.m`, `mload.m` and `mload.t.m` move only the rows their index column names (a negative entry:
 no row), so what they cost depends on the run. The interpreter records the index column
 each of them read, by (core, pc) (`RunResult.dynamic`); `simulate(..., dynamic=...)` and
 the cost functions price that run's rows. Without a record an instruction is priced as if

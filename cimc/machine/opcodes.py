@@ -43,6 +43,7 @@ from cimc.machine.shape_rules import (
     rule_mload,
     rule_mload_masked,
     rule_mload_t,
+    rule_mload_t_masked,
     rule_mvm,
     rule_mvm_i4,
     rule_none,
@@ -273,6 +274,19 @@ _SPECS: tuple[OpSpec, ...] = (
         ),
         rule_mload_masked,
         "write the rows i of an int8 view whose index[i, 0] >= 0 into a macro window",
+        dynamic=True,
+    ),
+    OpSpec(
+        "mload.t.m",
+        Unit.MACRO,
+        (
+            OperandSpec("macro", Kind.MACRO, Access.WRITE),
+            OperandSpec("src", Kind.VIEW, Access.READ, ("sp", "gb"), _I8),
+            _src("index"),
+        ),
+        rule_mload_t_masked,
+        "write the rows i of an int8 view whose index[i, 0] >= 0 into the columns i of a "
+        "macro window",
         dynamic=True,
     ),
     OpSpec(

@@ -221,6 +221,21 @@ def _mload_masked(m: Machine, cs: CoreState, instr: Instr) -> bool:
     return True
 
 
+@register_kernel("mload.t.m")
+def _mload_t_masked(m: Machine, cs: CoreState, instr: Instr) -> bool:
+    """As mload.m on the transpose: source row i goes to window column i when
+    index[i, 0] >= 0 (e.g. the up-projection columns of the neurons a predictor names)."""
+    ref, src, index = _macro(instr.operands[0]), _view(instr.operands[1]), instr.operands[2]
+    idx = _masked_rows(m, cs, _view(index), None)
+    window = (slice(ref.r0, ref.r1), slice(ref.c0, ref.c1))
+    state = m.macro(cs.core, ref)
+    cells = state.weights[window].copy()
+    take = idx >= 0
+    cells[:, take] = m.array(cs.core, src)[take].T
+    m.write_macro(cs.core, ref, cells)
+    return True
+
+
 @register_kernel("mvm", "mvm.acc", "mvm.i4", "mvm.i4.acc")
 def _mvm(m: Machine, cs: CoreState, instr: Instr) -> bool:
     dst, src, ref = _view(instr.operands[0]), _view(instr.operands[1]), _macro(instr.operands[2])

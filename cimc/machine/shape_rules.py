@@ -273,6 +273,15 @@ def rule_mload_masked(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
     return (_sized_window(_macro_at(ops, 0), src.shape, 0), src, idx)
 
 
+def rule_mload_t_masked(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
+    """mload.t.m: the window is the source's transpose; one index entry per source row
+    (= window column)."""
+    src, idx = _view(ops, 1), _view(ops, 2)
+    if idx.shape != (src.rows, 1):
+        raise OperandError(f"index must be {src.rows}x1, not {_shape(idx.shape)}", 2)
+    return (_sized_window(_macro_at(ops, 0), (src.cols, src.rows), 0), src, idx)
+
+
 def rule_nonzero_index(ops: tuple[Operand, ...]) -> tuple[Operand, ...]:
     """nzidx: one destination row per source column, able to hold every column number."""
     dst, src = _view(ops, 0), _view(ops, 1)

@@ -204,6 +204,24 @@ class QLinear(QOp):
 
 @register_op
 @dataclass(frozen=True, eq=False)
+class QMaskedLinear(QLinear):
+    """y = REQ(x_i8 @ W_i8 + bias_i32) where mask != 0, else code 0: an up-projection
+    behind a sparsity predictor (cimc/quant/predictor.py), whose output columns of
+    predicted-inactive neurons need not be computed, so their weights need not be loaded.
+    The mask has y's shape (0/1 codes, one per token and neuron)."""
+
+    NAME = "q.linear.masked"
+    MIN_INPUTS = MAX_INPUTS = 2
+    CODE_OPERANDS = (0, 1)
+
+    def shape(self, inputs: tuple[TensorType, ...]) -> tuple[int, ...]:
+        out = super().shape(inputs[:1])
+        expect(inputs[1].shape == out, f"q.linear.masked mask must be {list(out)}")
+        return out
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
 class QMatMul(QOp, RunTimeMacroOperands):
     """y = REQ(a_i8 @ b_i8) of two run-time values."""
 

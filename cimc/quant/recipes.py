@@ -110,6 +110,11 @@ def linear(x: torch.Tensor, plan: LinearPlan) -> torch.Tensor:
     return requant(acc, plan.requant)
 
 
+def masked_linear(x: torch.Tensor, mask: torch.Tensor, plan: LinearPlan) -> torch.Tensor:
+    """linear(x), forced to code 0 where the predictor's mask is 0."""
+    return torch.where(mask != 0, linear(x, plan), torch.zeros((), dtype=torch.int64))
+
+
 def matmul(a: torch.Tensor, b: torch.Tensor, plan: MatmulPlan) -> torch.Tensor:
     _check_codes(a, 8, "matmul lhs")
     _check_codes(b, 8, "matmul rhs")

@@ -260,10 +260,14 @@ def _macro(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
 
 
 def _mload_masked(draw: Draw, ctx: Ctx, op: str) -> list[Instr]:
-    """An mload.m of a window (the rows its index names), then maybe an mvm over it."""
+    """An mload.m (mload.t.m) of a window (the rows, columns, its index names), then maybe
+    an mvm over it."""
     k, n = _dim(draw, ctx.geo.rows), _dim(draw, ctx.geo.cols)
     window = _window(draw, ctx, k, n, bool(draw(st.booleans())))
-    src, index = _sp(draw, ctx, "i8", k, n), _sp(draw, ctx, _dtype(draw), k, 1)
+    if op == "mload.t.m":  # the source is the window's transpose, one index per column
+        src, index = _sp(draw, ctx, "i8", n, k), _sp(draw, ctx, _dtype(draw), n, 1)
+    else:
+        src, index = _sp(draw, ctx, "i8", k, n), _sp(draw, ctx, _dtype(draw), k, 1)
     load = Instr(op, (window, src, index))
     if not draw(st.booleans()):
         return [load]
@@ -349,6 +353,7 @@ BUILDERS: dict[str, Builder] = {
     "dma.m": _dma_masked,
     "scatter": _scatter,
     "mload.m": _mload_masked,
+    "mload.t.m": _mload_masked,
     "nzidx": _nonzero_index,
 }
 # Built structurally by `programs()` rather than by a per-opcode builder.

@@ -386,13 +386,22 @@ class ProgramBuilder:
         return ref
 
     def mload_masked(
-        self, core: int, macro: int, r0: int, c0: int, src: View, index: View
+        self,
+        core: int,
+        macro: int,
+        r0: int,
+        c0: int,
+        src: View,
+        index: View,
+        transpose: bool = False,
     ) -> MacroRef:
-        """Write the rows of `src` that `index` names (run-time data: always emitted; the
-        window holds no static tile afterwards)."""
-        ref = MacroRef(macro, r0, r0 + src.rows, c0, c0 + src.cols)
+        """Write the rows of `src` that `index` names (as the window's columns with
+        `transpose`; run-time data: always emitted; the window holds no static tile
+        afterwards)."""
+        r, c = (src.cols, src.rows) if transpose else (src.rows, src.cols)
+        ref = MacroRef(macro, r0, r0 + r, c0, c0 + c)
         self._forget(core, ref)
-        self.emit(core, "mload.m", ref, src, index)
+        self.emit(core, "mload.t.m" if transpose else "mload.m", ref, src, index)
         return ref
 
     def _forget(self, core: int, ref: MacroRef) -> None:

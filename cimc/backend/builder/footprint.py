@@ -20,7 +20,7 @@ from cimc.backend.builder.asm import DECL_ALIGN
 from cimc.backend.builder.values import ValuePlan, machine_dtype, rows_cols
 from cimc.ir.graph import Graph, Node
 from cimc.machine.program import DTYPE_BYTES
-from cimc.quant.dialect import QEmbedding, QLinear, SharedStorage
+from cimc.quant.dialect import QEmbedding, QLinear, QMaskedLinear, SharedStorage
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,16 @@ def _plan_bytes(node: Node) -> int:
     the weight image), each with a declaration's alignment."""
     plan = getattr(node.op, "plan", None)
     skip = "weight" if isinstance(node.op, QLinear) else None
-    return _arrays_bytes(plan, skip)
+    return _arrays_bytes(plan, skip) + _neuron_numbers(node)
+
+
+def _neuron_numbers(node: Node) -> int:
+    """A masked linear's `NAME.neurons` constant (0..N-1 as i16 or i32,
+    cimc/backend/lower/predicted_linear.py)."""
+    if not isinstance(node.op, QMaskedLinear):
+        return 0
+    n = node.op.plan.weight.shape[1]
+    return n * (2 if n - 1 <= 32767 else 4) + DECL_ALIGN
 
 
 def _arrays_bytes(record: object, skip: str | None = None) -> int:

@@ -58,7 +58,7 @@ def lower_graph(
     for line in mapping_note(stream) if stream is not None else ():
         b.note(line)
     store = ValueStore(graph, values, b)
-    own = sparsity.layers if sparsity is not None else ()
+    own = sparsity.own_loads if sparsity is not None else ()
     setup = emit_streaming(b, graph, stream, reserve, memory, own)
     em = Emitter(b, store, graph, setup, memory, sparsity)
     comments: dict[str, str] = {}

@@ -31,6 +31,9 @@ class Emitter:
         self.stream = stream
         self.memory = memory
         self.sparsity = sparsity
+        # bundled FFNs: the down-projection's part of the shared record constant and cache,
+        # declared by the up-projection's lowering (cimc/backend/lower/predicted_linear.py)
+        self.bundled: dict[str, tuple[View, View]] = {}
 
     def operand(self, node: Node, k: int) -> View:
         return self.store.view(node.inputs[k])

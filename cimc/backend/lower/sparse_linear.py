@@ -18,7 +18,9 @@ When a core's scratchpad cannot hold the layer's buffers (many tokens), the laye
 lowered dense from the same `NAME.rows` constant.
 With a window (rows in flash, cimc/backend/plan/window.py), the layer's first core copies
 the rows the run needs into the DRAM cache first (window_fill.py) and the tiles gather from
-the cache instead of the constant.
+the cache instead of the constant. A bundled down-projection (`--sparsity predict`) copies
+nothing: its rows are the second part of the records the up-projection's fill copied (the
+neurons it needs are among the predicted ones).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from cimc.backend.lower.window_fill import (
     fill_cache,
     publish,
 )
-from cimc.machine.program import DType, View
+from cimc.machine.program import DType, Space, View
 from cimc.quant.plans import LinearPlan
 
 
@@ -66,13 +68,20 @@ def lower_sparse_linear(
     slots: Sequence[PlacedTile],
     name: str,
     window: int | None = None,
+    bundled: tuple[View, View] | None = None,
 ) -> None:
     """y = REQ(x @ W + bias) loading only the rows of W whose x column is non-zero; the
     neuron-major rows are a constant in DRAM, or in flash behind a DRAM cache of the
-    neurons of the last `window` runs."""
+    neurons of the last `window` runs, or (`bundled`: the rows' part of a bundled FFN's
+    record constant, and where to gather them, which the up-projection filled) parts of
+    the FFN's records."""
     k, n = plan.weight.shape
-    w = b.const(f"{name}.rows", plan.weight, "i8", "dram" if window is None else "flash")
-    wc = declare_cache(b, name, w, window) if window is not None else None
+    if bundled is not None:
+        w, wc = bundled[0], None
+    else:
+        space: Space = "dram" if window is None else "flash"
+        w = b.const(f"{name}.rows", plan.weight, "i8", space)
+        wc = declare_cache(b, name, w, window) if window is not None else None
     blocks = column_blocks(slots, k, n, b.loc)
     if not _fits(b, x, slots, blocks, wc is not None):
         lower_linear(b, x, y, plan, slots=slots, name=name, weight_image=_dense_tiles(w, slots))
@@ -86,7 +95,7 @@ def lower_sparse_linear(
         c: _prepare(b, c, x, widest, _is_home(c, blocks), fill if c == order[0] else None)
         for c in order
     }
-    table = wc.cache if wc is not None else w
+    table = wc.cache if wc is not None else (bundled[1] if bundled is not None else w)
     for bl in blocks:
         acc = _block(b, bl, cores, table, name)
         with b.scratch(bl.home) as sc:

@@ -37,6 +37,7 @@ from cimc.backend.lower.linear import lower_linear, lower_matmul
 from cimc.backend.lower.linear_copies import lower_linear_copies
 from cimc.backend.lower.movement import concat, elem_view, materialize, slice_axis, transpose
 from cimc.backend.lower.norm import lower_norm
+from cimc.backend.lower.predicted_linear import lower_predicted_linear, masked_dense
 from cimc.backend.lower.rotary import lower_rotary
 from cimc.backend.lower.softmax import lower_softmax
 from cimc.backend.lower.sparse_linear import lower_sparse_linear
@@ -55,6 +56,7 @@ from cimc.quant.dialect import (
     QLayerNorm,
     QLinear,
     QLut,
+    QMaskedLinear,
     QMatMul,
     QMul,
     QRampLut,
@@ -77,7 +79,8 @@ def _linear(em: Emitter, node: Node, op: QLinear) -> None:
     if em.sparsity is not None and node.name in em.sparsity:
         cached = node.name in em.sparsity.cached  # rows in flash, window cache in DRAM
         window = em.sparsity.window if cached else None
-        lower_sparse_linear(em.b, x, y, op.plan, slots, name, window)
+        bundled = em.bundled.get(node.name)  # the up-projection's records hold the rows
+        lower_sparse_linear(em.b, x, y, op.plan, slots, name, window, bundled)
         return
     image = layer_image(em.stream, node.name)
     copies = em.stream.copies.get(node.name, ())
@@ -85,6 +88,27 @@ def _linear(em: Emitter, node: Node, op: QLinear) -> None:
         lower_linear_copies(em.b, x, y, op.plan, (slots, *copies), name, image)
         return
     lower_linear(em.b, x, y, op.plan, slots=slots, name=name, weight_image=image)
+
+
+def _masked_linear(em: Emitter, node: Node, op: QMaskedLinear) -> None:
+    """Only the predicted columns when plan-sparsity made the layer `predicted`, else the
+    dense layer masked afterwards (cimc/backend/lower/predicted_linear.py)."""
+    x, mask, y, name = em.operand(node, 0), em.operand(node, 1), em.result(node), em.name(node)
+    assert em.stream is not None
+    slots = em.stream.slots[node.name]
+    if em.sparsity is not None and node.name in em.sparsity.predicted:
+        cached = node.name in em.sparsity.cached  # columns in flash, window cache in DRAM
+        window = em.sparsity.window if cached else None
+        pair = em.sparsity.bundle_of(node.name)
+        down = em.graph.node(pair[1]).op if pair is not None else None
+        assert down is None or isinstance(down, QLinear)
+        plan = down.plan if down is not None else None
+        parts = lower_predicted_linear(em.b, x, mask, y, op.plan, slots, name, window, plan)
+        if pair is not None and parts is not None:
+            em.bundled[pair[1]] = parts
+        return
+    image = layer_image(em.stream, node.name)
+    masked_dense(em.b, x, mask, y, op.plan, slots, name, image)
 
 
 def _matmul(em: Emitter, node: Node, op: QMatMul) -> None:
@@ -307,6 +331,7 @@ def _cast(em: Emitter, node: Node, op: Cast) -> None:
 
 LOWERINGS: dict[type[Op], Lowering] = {
     QLinear: _linear,
+    QMaskedLinear: _masked_linear,
     QMatMul: _matmul,
     QAdd: _binary(lower_add),
     QMul: _binary(lower_mul),

@@ -38,6 +38,7 @@ from cimc.quant.dialect import (
     QConstant,
     QLayerNorm,
     QLinear,
+    QMaskedLinear,
     QMatMul,
     QMul,
     QRmsNorm,
@@ -48,7 +49,7 @@ from cimc.quant.dialect import (
 
 FREE_OPS: tuple[type[Op], ...] = (Input, Constant, QConstant, Reshape)
 CONSTANTS: tuple[type[Op], ...] = (Constant, QConstant)
-LINEAR_OPS: tuple[type[Op], ...] = (Linear, QLinear)
+LINEAR_OPS: tuple[type[Op], ...] = (Linear, QLinear, QMaskedLinear)
 MATMUL_OPS: tuple[type[Op], ...] = (MatMul, QMatMul)
 ATTENTION_OPS: tuple[type[Op], ...] = (Attention, QAttention)
 # Vector-unit operations per output element of the integer recipes (cimc/quant/recipes.py).

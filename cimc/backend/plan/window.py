@@ -20,12 +20,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cimc.backend.plan.memory import MemoryPlan, StoredTile, plan_memory
-from cimc.backend.plan.sparsity import SparsityPlan, in_dram_only
+from cimc.backend.plan.sparsity import SparsityPlan, in_dram_only, masked_source
 from cimc.backend.plan.streaming import StreamPlan
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
-from cimc.quant.dialect import QLinear
+from cimc.quant.dialect import QLinear, QMaskedLinear
 
 MAX_WINDOW = 100  # ages are i8 (cimc/backend/lower/window_fill.py)
 
@@ -38,7 +38,8 @@ def check_window(window: int | None, mode: str) -> None:
         raise CimcError(f"window {window} is outside 0..{MAX_WINDOW}", "--window")
     if mode == "none":
         raise CimcError(
-            "a window keeps the rows of active neurons; it needs --sparsity exact", "--window"
+            "a window keeps the rows of active neurons; it needs --sparsity exact or predict",
+            "--window",
         )
 
 
@@ -50,37 +51,74 @@ def plan_window(
     arch: Arch,
     tables: dict[str, int],
 ) -> tuple[SparsityPlan, MemoryPlan]:
-    """Every exactly sparse layer (partly) in flash made sparse through a DRAM cache, and
-    the memory plan that leaves room for the caches."""
+    """Every sparse layer (partly) in flash made sparse through a DRAM cache, and the
+    memory plan that leaves room for the caches; when they do not all fit, the last
+    layers (graph order) stay dense from flash."""
     if sparsity.window is None:
         return sparsity, memory
-    candidates = (*sparsity.layers, *sparsity.in_flash)
+    candidates = (*sparsity.layers, *sparsity.predicted, *sparsity.in_flash)
     cached: set[str] = set(sparsity.in_flash)
+    dropped: set[str] = set()  # no room for their caches: they stay dense, from flash
     plan = memory
-    while True:
-        if not cached:
-            return replace(sparsity, layers=candidates, in_flash=()), plan
+    while cached:
         extra = sum(_cache_bytes(graph, name) for name in cached)
         # the cached layers leave the images (their rows are one flash constant): the
         # DRAM they held goes to the caches, the rest is split again
         rest = replace(stream, image=tuple(e for e in stream.image if e.tile.layer not in cached))
-        plan = _with_flash_tiles(
-            plan_memory(rest, arch, memory.dram_other_bytes + extra, tables), stream, cached
-        )
-        more = {n for n in candidates if n not in cached and not in_dram_only(plan, n)}
+        try:
+            planned = plan_memory(rest, arch, memory.dram_other_bytes + extra, tables)
+        except CimcError:  # the caches do not fit with the rest: the last layer goes
+            victim = [n for n in candidates if n in cached][-1]
+            cached.discard(victim)
+            dropped.add(victim)
+            continue
+        plan = _with_flash_tiles(planned, stream, cached)
+        more = {n for n in candidates if n not in cached | dropped and not in_dram_only(plan, n)}
         if not more:
             break
         cached |= more
+    if not cached:
+        plan = memory
+    kept = tuple(n for n in candidates if n not in dropped)
     order = tuple(n for n in candidates if n in cached)
-    return replace(sparsity, layers=candidates, in_flash=(), cached=order), plan
+    stay = tuple(n for n in candidates if n in dropped)
+    planned_sparsity = replace(sparsity, layers=kept, in_flash=stay, cached=order)
+    return _split(graph, planned_sparsity), plan
+
+
+def _split(graph: Graph, sparsity: SparsityPlan) -> SparsityPlan:
+    """Masked layers (`--sparsity predict`; candidates too, as a layer in DRAM may move to
+    flash when the caches take DRAM) among the sparse ones go back to `predicted`."""
+    masked = {n for n in sparsity.layers if isinstance(graph.node(n).op, QMaskedLinear)}
+    cached = set(sparsity.cached)
+    bundles = []
+    for down in sparsity.layers:
+        up = masked_source(graph, down) if down in cached and down not in masked else None
+        if up is not None and up in cached and _same_neurons(graph, up, down):
+            bundles.append((up, down))
+    return replace(
+        sparsity,
+        layers=tuple(n for n in sparsity.layers if n not in masked),
+        predicted=tuple(n for n in sparsity.layers if n in masked),
+        bundles=tuple(bundles),
+    )
+
+
+def _same_neurons(graph: Graph, up: str, down: str) -> bool:
+    """Do the up-projection's columns and the down-projection's rows count the same
+    neurons (no reshape between them)?"""
+    ups, downs = graph.node(up).op, graph.node(down).op
+    assert isinstance(ups, QLinear) and isinstance(downs, QLinear)
+    return bool(ups.plan.weight.shape[1] == downs.plan.weight.shape[0])
 
 
 def _cache_bytes(graph: Graph, name: str) -> int:
-    """The cache and the ages of a layer, with declaration alignment."""
+    """The cache and the ages of a layer (one per neuron: input rows, or the output
+    columns of a masked layer), with declaration alignment."""
     op = graph.node(name).op
     assert isinstance(op, QLinear)
     k, n = op.plan.weight.shape
-    return k * n + k + 2 * 64
+    return k * n + (n if isinstance(op, QMaskedLinear) else k) + 2 * 64
 
 
 def _with_flash_tiles(plan: MemoryPlan, stream: StreamPlan, layers: set[str]) -> MemoryPlan:

@@ -83,6 +83,12 @@ class PlannedGraph:
                 + (f"flash, window {self.sparsity.window} in dram" if layer in cached else "dram")
                 for layer in self.sparsity.layers
             ]
+            lines += [
+                f"predicted %{layer}: predicted columns from "
+                + (f"flash, window {self.sparsity.window} in dram" if layer in cached else "dram")
+                for layer in self.sparsity.predicted
+            ]
+            lines += [f"bundled %{up} + %{down}" for up, down in self.sparsity.bundles]
             lines += [f"dense %{layer}: rows in flash" for layer in self.sparsity.in_flash]
         return "\n".join(lines) + "\n"
 

@@ -170,14 +170,16 @@ class PlanSparsity(Pass):
                 plan.graph, sparsity, plan.stream, memory, plan.arch, tables
             )
         duplicated = plan.duplicated
-        copied = [layer for layer in sparsity.layers if plan.stream and layer in plan.stream.copies]
-        if copied:  # a sparse layer loads its active rows itself, into copy 0's macros
+        own = sparsity.own_loads
+        copied = [layer for layer in own if plan.stream and layer in plan.stream.copies]
+        if copied:  # a sparse or predicted layer loads its rows itself, into copy 0's macros
             raise CimcError(
-                f"mapping=duplicate copies %{copied[0]}, which --sparsity exact loads by its "
-                f"active rows; use --mapping spread (or auto) with --sparsity exact",
+                f"mapping=duplicate copies %{copied[0]}, which --sparsity {sparsity.mode} loads "
+                f"by its active rows; use --mapping spread (or auto) with --sparsity "
+                f"{sparsity.mode}",
                 "plan-sparsity",
             )
-        if duplicated is not None and set(sparsity.layers) & set(duplicated.copies):
+        if duplicated is not None and set(own) & set(duplicated.copies):
             duplicated = None  # auto: the sparse layers keep the spread plan
         changed = replace(plan, sparsity=sparsity, memory=memory, duplicated=duplicated)
-        return PassResult(changed, bool(sparsity.layers))
+        return PassResult(changed, bool(own))
