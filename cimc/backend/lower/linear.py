@@ -437,26 +437,42 @@ def _keep_block(
     return kept
 
 
+def block_sum(
+    b: ProgramBuilder,
+    bl: ColumnBlock,
+    accs: Mapping[int, View],
+    home_tmp: View | None,
+    partial: Callable[[int, tuple[PlacedTile, ...], View], None],
+) -> View:
+    """The block's sum on its home core: home's partial sum first, then each partner's
+    (`partial(core, tiles, acc)` writes it into that core's `accs` view), sent home into
+    `home_tmp` and added there; returns the home accumulator."""
+    home_acc = accs[bl.home]
+    for core, part in (bl.parts[-1], *bl.parts[:-1]):
+        partial(core, part, accs[core])
+        if core != bl.home:
+            assert home_tmp is not None
+            b.transfer(core, accs[core], bl.home, home_tmp)
+            b.emit(bl.home, "add", home_acc, home_acc, home_tmp)
+    return home_acc
+
+
 def _block(
     b: ProgramBuilder, bl: ColumnBlock, bufs: dict[int, CoreBufs], rows: tuple[int, int]
 ) -> View:
-    """Home's partial sum over held x rows s0:s1 first, then each partner's, sent home and
-    added there; returns the home accumulator."""
+    """The block's sum over held x rows s0:s1 (see `block_sum`)."""
     width, nt = bl.n1 - bl.n0, rows[1] - rows[0]
-    home_acc = sub(bufs[bl.home].acc, 0, nt, 0, width)
-    for core, part in (bl.parts[-1], *bl.parts[:-1]):
+
+    def partial(core: int, part: tuple[PlacedTile, ...], a: View) -> None:
         cb = bufs[core]
-        a = sub(cb.acc, 0, nt, 0, width)
         a2 = sub(cb.acc2, 0, nt, 0, width) if cb.acc2 is not None else None
         if cb.groups is not None and cb.gtmp is not None:
             tmp = sub(cb.gtmp, 0, nt, 0, width)
             mvm_groups(b, a, tmp, sub(cb.xs, *rows), cb.lo, part, cb.loader, cb.groups)
         else:
             mvm_chains(b, a, a2, sub(cb.xs, *rows), cb.lo, part, cb.loader)
-        if core != bl.home:
-            home_tmp = bufs[bl.home].tmp
-            assert home_tmp is not None
-            tmp = sub(home_tmp, 0, nt, 0, width)
-            b.transfer(core, a, bl.home, tmp)
-            b.emit(bl.home, "add", home_acc, home_acc, tmp)
-    return home_acc
+
+    accs = {core: sub(bufs[core].acc, 0, nt, 0, width) for core, _ in bl.parts}
+    home_tmp = bufs[bl.home].tmp
+    tmp = sub(home_tmp, 0, nt, 0, width) if home_tmp is not None else None
+    return block_sum(b, bl, accs, tmp, partial)

@@ -31,7 +31,13 @@ from dataclasses import dataclass
 from cimc.backend.builder.alloc import cols, sub
 from cimc.backend.builder.asm import ProgramBuilder
 from cimc.backend.lower.common import SLACK, req_consts
-from cimc.backend.lower.linear import ColumnBlock, bias_requant, column_blocks, lower_linear
+from cimc.backend.lower.linear import (
+    ColumnBlock,
+    bias_requant,
+    block_sum,
+    column_blocks,
+    lower_linear,
+)
 from cimc.backend.lower.tiles import PlacedTile, TileKey, tile_window
 from cimc.backend.lower.window_fill import (
     WindowCache,
@@ -196,19 +202,16 @@ def _prepare(
 
 
 def _block(b: ProgramBuilder, bl: ColumnBlock, cores: dict[int, _Core], w: View, name: str) -> View:
-    """The block's sum over the packed rows: each core's tiles, partners' sums sent home."""
+    """The block's sum (`block_sum`): each core's tiles, each gathered (`_tiles`)."""
     width = bl.n1 - bl.n0
-    home_acc = cols(cores[bl.home].acc, 0, width)
-    for core, part in (bl.parts[-1], *bl.parts[:-1]):
-        cb = cores[core]
-        acc = cols(cb.acc, 0, width)
-        _tiles(b, core, cb, sorted(part, key=lambda s: s.k0), acc, w, name)
-        if core != bl.home:
-            tmp = cores[bl.home].tmp
-            assert tmp is not None
-            b.transfer(core, acc, bl.home, cols(tmp, 0, width))
-            b.emit(bl.home, "add", home_acc, home_acc, cols(tmp, 0, width))
-    return home_acc
+    accs = {core: cols(cores[core].acc, 0, width) for core, _ in bl.parts}
+    tmp = cores[bl.home].tmp
+    home_tmp = cols(tmp, 0, width) if tmp is not None else None
+
+    def partial(core: int, part: tuple[PlacedTile, ...], acc: View) -> None:
+        _tiles(b, core, cores[core], sorted(part, key=lambda s: s.k0), acc, w, name)
+
+    return block_sum(b, bl, accs, home_tmp, partial)
 
 
 def _tiles(
