@@ -40,10 +40,13 @@ CASES: tuple[tuple[str, dict[str, Any], int, tuple[str, ...]], ...] = (
 
 
 def schedule_at(revision: str) -> ModuleType:
-    text = subprocess.run(
+    shown = subprocess.run(
         ["git", "show", f"{revision}:cimc/machine/schedule.py"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if shown.returncode != 0:
+        raise SystemExit(f"error: --against {revision}: {shown.stderr.strip().splitlines()[-1]}")
+    text = shown.stdout
     path = Path(tempfile.mkdtemp()) / f"schedule_{revision}.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location(path.stem, path)
