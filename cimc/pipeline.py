@@ -66,6 +66,7 @@ class PipelineOptions:
     print_fn: Callable[[str], object] | None = None
     streaming: str | None = None  # overrides the map pass's policy (backend/plan/streaming.py)
     mapping: str | None = None  # overrides the map pass's mapping (backend/plan/duplication.py)
+    stages: int | None = None  # the map pass's pipeline stages (backend/plan/pipeline.py)
     sparsity: str | None = None  # overrides plan-sparsity's mode (backend/plan/sparsity.py)
     window: int | None = None  # plan-sparsity's window (backend/plan/window.py)
     weight_bits: int | None = None  # overrides quantize's weight_bits (4: packed int4)
@@ -149,6 +150,7 @@ def configurer(
             options.sparsity,
             options.window,
             options.mapping,
+            options.stages,
         )
 
     return configure

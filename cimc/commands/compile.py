@@ -82,14 +82,31 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     add_quiet_option(p)
 
 
-def add_mapping_option(p: argparse.ArgumentParser, what: str = "") -> None:
+def add_mapping_option(p: argparse.ArgumentParser, what: str = "", pipeline: bool = True) -> None:
+    """--mapping, and --stages unless `pipeline` is off (decode programs concatenate the
+    rows of their sequences: no batch axis to stream)."""
+    piped = (
+        "pipeline (stages of layers on core groups, the batch streamed through them as "
+        "micro-batches; needs a batch of 2 or more), "
+        if pipeline
+        else ""
+    )
     p.add_argument(
         "--mapping",
-        choices=["auto", "spread", "duplicate"],
+        choices=["auto", "spread", "duplicate", *(["pipeline"] if pipeline else [])],
         metavar="MAPPING",
         help="layers on the macros (map pass): spread (each layer once), duplicate (copies of "
-        "hot layers on spare macros split the token rows; needs every weight resident) or "
-        f"auto (default: both lowered, the smaller modelled makespan kept){what}",
+        f"hot layers on spare macros split the token rows; needs every weight resident), "
+        f"{piped}or auto (default: every candidate lowered, the smallest modelled makespan "
+        f"kept){what}",
+    )
+    if not pipeline:
+        return
+    p.add_argument(
+        "--stages",
+        type=int,
+        metavar="N",
+        help="pipeline stages of --mapping pipeline and of auto's pipeline candidate (default 2)",
     )
 
 
@@ -188,6 +205,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         print_fn=lambda text: sys.stderr.write(text),
         streaming=args.streaming,
         mapping=args.mapping,
+        stages=getattr(args, "stages", None),
         sparsity=args.sparsity,
         window=checked_window(args),
         **weight_options(args),  # type: ignore[arg-type]

@@ -114,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also compile decode under every streaming policy and compare per-token costs",
     )
-    add_mapping_option(p, "; decode programs take auto instead of duplicate")
+    add_mapping_option(p, "; decode programs take auto instead of duplicate", pipeline=False)
     add_sparsity_option(p)
     p.add_argument("--calibration", metavar="FILE.npz", help="calibration inputs (np.savez)")
     add_weight_options(p)

@@ -105,8 +105,8 @@ def test_duplicate_refuses_a_single_row_and_auto_stays_spread() -> None:
 
 def test_unknown_mapping_is_refused() -> None:
     graph, _ = _zoo("bert", batch=1, seq=4)
-    with pytest.raises(CimcError, match="unknown mapping 'pipeline'; use one of spread"):
-        compile_model(graph, load_arch("default"), PipelineOptions(mapping="pipeline"))
+    with pytest.raises(CimcError, match="unknown mapping 'stacked'; use one of spread"):
+        compile_model(graph, load_arch("default"), PipelineOptions(mapping="stacked"))
 
 
 def test_duplicate_refuses_sparse_layers_and_auto_keeps_them_spread() -> None:

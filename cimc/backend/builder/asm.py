@@ -103,10 +103,12 @@ class ProgramBuilder:
 
     def __init__(self, arch: Arch, cores: Sequence[int] | None = None) -> None:
         self.arch = arch
-        self.cores = tuple(range(arch.chip.cores) if cores is None else cores)
-        bad = [c for c in self.cores if not 0 <= c < arch.chip.cores]
-        if bad or not self.cores:
+        self.chip_cores = tuple(range(arch.chip.cores) if cores is None else cores)
+        bad = [c for c in self.chip_cores if not 0 <= c < arch.chip.cores]
+        if bad or not self.chip_cores:
             raise CimcError(f"cores {bad} do not exist on '{arch.name}'", "builder")
+        # the cores lowerings spread work over: all of chip_cores, or a pipeline stage's
+        self.cores = self.chip_cores
         self.loc: str | None = None
         self.header: list[Decl | Comment] = []
         self.consts: dict[str, np.ndarray] = {}
@@ -210,8 +212,10 @@ class ProgramBuilder:
 
     # ------------------------------------------------------------------ scratchpad
     def _core(self, core: int) -> _CoreState:
-        if core not in self.cores:
-            raise CimcError(f"core {core} is not one of the builder's cores {self.cores}", self.loc)
+        if core not in self.chip_cores:
+            raise CimcError(
+                f"core {core} is not one of the builder's cores {self.chip_cores}", self.loc
+            )
         state = self._cores.get(core)
         if state is None:
             sp = Allocator(f"scratchpad of core {core}", self.arch.core.scratchpad_bytes,
@@ -248,6 +252,19 @@ class ProgramBuilder:
             self.free(core, *s.views)
 
     # ------------------------------------------------------------------ instructions
+    @contextmanager
+    def on_cores(self, cores: Sequence[int]) -> Iterator[None]:
+        """Lowerings inside spread their work over `cores` only (a pipeline stage's group);
+        any core of the builder may still be emitted to (weight prefetches of other
+        stages)."""
+        if not cores or not set(cores) <= set(self.chip_cores):
+            raise CimcError(f"cores {list(cores)} are not among the builder's", self.loc)
+        old, self.cores = self.cores, tuple(cores)
+        try:
+            yield
+        finally:
+            self.cores = old
+
     @contextmanager
     def at(self, loc: str | None) -> Iterator[None]:
         """Source location (graph node) attached to the instructions emitted inside."""
@@ -422,7 +439,7 @@ class ProgramBuilder:
             items = (*self._cores[core].items, Instr("halt", ()))
             streams.append(CoreStream(core, items))
         if not streams:
-            streams.append(CoreStream(self.cores[0], (Instr("halt", ()),)))
+            streams.append(CoreStream(self.chip_cores[0], (Instr("halt", ()),)))
         cf = consts_file if self.consts else None
         program = Program(
             self.arch.name, cf, tuple(self.header), tuple(streams), source_name=source_name

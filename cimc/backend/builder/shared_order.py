@@ -46,7 +46,7 @@ class Streams(Protocol):
     """What the ordering needs of the program builder (cimc/backend/builder/asm.py)."""
 
     consts: dict[str, np.ndarray]  # read-only data: never a conflict
-    cores: tuple[int, ...]  # every core that may touch shared memory
+    chip_cores: tuple[int, ...]  # every core that may touch shared memory
 
     def position(self, core: int) -> int: ...
     def active_cores(self) -> list[int]: ...
@@ -175,8 +175,8 @@ class SharedOrder:
         check going through the cores that ever touched its blocks. Run when the index
         has doubled since the last compaction, so its cost is linear in the touches."""
         floor = {
-            j: min((self.seen.get(c, {}).get(j, 0) for c in self.b.cores if c != j), default=0)
-            for j in self.b.cores
+            j: min((self.seen.get(c, {}).get(j, 0) for c in self.b.chip_cores if c != j), default=0)
+            for j in self.b.chip_cores
         }
         self.entries = 0
         for key in list(self.blocks):

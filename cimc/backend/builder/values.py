@@ -16,6 +16,11 @@ Every value of shape (d0, ..., dn) lives as a contiguous [d0*...*d(n-1) x dn] re
   not stream (`_weights_fit`): a slot rewritten by the very next nodes is a
   write-after-read against the cores still reading it, which costs a synchronisation of
   all cores (a barrier) for no data.
+- in a pipeline (`stages` given, cimc/backend/plan/pipeline.py) micro-batch k+1 of an
+  early stage runs while micro-batch k is in a later one, so a slot shared by values of
+  two stages would order the stages (the later write waits for the earlier read) and
+  serialize the pipe. A value touched by one stage only reuses slots of that stage's own
+  pool; a value passed between stages keeps a slot of its own for the whole run.
 
 Why a plan first: declarations need their addresses before the first instruction, and the
 pools are declared once with their high-water size, so the rest of gb stays free.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cimc.backend.builder.alloc import Allocator, align_up
@@ -117,29 +123,22 @@ def _kind(graph: Graph, node: Node, outputs: set[str]) -> Storage | None:
     return Storage("output") if node.name in outputs else None
 
 
-def plan_values(graph: Graph, arch: Arch, lag: int | None = None) -> ValuePlan:
+def plan_values(
+    graph: Graph, arch: Arch, lag: int | None = None, stages: Mapping[str, int] | None = None
+) -> ValuePlan:
     """Place every value (see the module docstring); deterministic in the graph order.
     `lag` (default: REUSE_LAG when the weights stay resident, 0 when they stream or when
     waiting would push a value out of gb) is the number of nodes a freed slot waits
-    before it is reused."""
+    before it is reused; `stages`: the pipeline stage of every code-emitting node."""
+    if stages is not None:
+        return _plan_staged(graph, arch, stages, REUSE_LAG if lag is None else lag)
     if lag is None:
         lagged = plan_values(graph, arch, REUSE_LAG) if _weights_fit(graph, arch) else None
         if lagged is not None and "dram" not in lagged.pool_bytes:
             return lagged
         lag = 0
     nodes = graph.nodes()
-    index = {n.name: i for i, n in enumerate(nodes)}
-    outputs = {name for _, name in graph.outputs}
-    slots: dict[str, Storage] = {}
-    host: dict[str, str] = {}
-    for node in nodes:
-        slot = _kind(graph, node, outputs)
-        if isinstance(node.op, Reshape):
-            slot = Storage("alias", root=_root(slots, node.inputs[0]))
-        if isinstance(node.op, QQuantize):
-            host[node.name] = node.inputs[0]
-        slots[node.name] = slot or Storage("pool")
-    last_use = _last_uses(graph, nodes, index, slots, outputs)
+    slots, host, last_use = _kinds(graph)
     gb_cap = int(arch.memory.gb_bytes * GB_SHARE)
     pools: dict[Space, Allocator] = {
         "gb": Allocator("activation pool in gb", gb_cap, "memory.gb_bytes", align=SLOT_ALIGN),
@@ -157,6 +156,73 @@ def plan_values(graph: Graph, arch: Arch, lag: int | None = None) -> ValuePlan:
             pools[slot.space].free(slot.offset)
     sizes: dict[Space, int] = {s: align_up(p.high_water, SLOT_ALIGN) for s, p in pools.items()}
     return ValuePlan(slots, {s: n for s, n in sizes.items() if n}, last_use, host)
+
+
+def _kinds(graph: Graph) -> tuple[dict[str, Storage], dict[str, str], dict[str, int]]:
+    """Each value's storage kind ("pool" still unplaced), the host-quantized inputs and
+    each root region's last reader."""
+    nodes = graph.nodes()
+    index = {n.name: i for i, n in enumerate(nodes)}
+    outputs = {name for _, name in graph.outputs}
+    slots: dict[str, Storage] = {}
+    host: dict[str, str] = {}
+    for node in nodes:
+        slot = _kind(graph, node, outputs)
+        if isinstance(node.op, Reshape):
+            slot = Storage("alias", root=_root(slots, node.inputs[0]))
+        if isinstance(node.op, QQuantize):
+            host[node.name] = node.inputs[0]
+        slots[node.name] = slot or Storage("pool")
+    return slots, host, _last_uses(graph, nodes, index, slots, outputs)
+
+
+def _plan_staged(graph: Graph, arch: Arch, stages: Mapping[str, int], lag: int) -> ValuePlan:
+    """Pools per stage plus one of values passed between stages (see the module doc),
+    laid out one after another: in gb while they fit GB_SHARE of it, then in dram."""
+    slots, host, last_use = _kinds(graph)
+    touched: dict[str, set[int]] = {}
+    for node in graph.nodes():
+        if node.name in stages:
+            for name in (node.name, *node.inputs):
+                touched.setdefault(_root(slots, name), set()).add(stages[node.name])
+    pools: dict[int, Allocator] = {}
+    pool_of: dict[str, int] = {}
+    frees: dict[int, list[tuple[int, int]]] = {}
+    for i, node in enumerate(graph.nodes()):
+        if slots[node.name].kind == "pool":
+            own = touched.get(node.name, set())
+            key = next(iter(own)) if len(own) == 1 else -1  # -1: between stages, kept
+            pool = pools.setdefault(key, Allocator(
+                f"activation pool of stage {key}", arch.memory.dram_bytes, "memory.dram_bytes",
+                align=SLOT_ALIGN))  # fmt: skip
+            slot = _place_in(pool, node)
+            slots[node.name], pool_of[node.name] = Storage("pool", "gb", slot), key
+            if key >= 0:
+                frees.setdefault(last_use.get(node.name, i) + lag, []).append((key, slot))
+        for key, offset in frees.pop(i, []):
+            pools[key].free(offset)
+    base: dict[Space, int] = {"gb": 0, "dram": 0}
+    where: dict[int, tuple[Space, int]] = {}
+    for key in sorted(pools):
+        size = align_up(pools[key].high_water, SLOT_ALIGN)
+        space: Space = "gb" if base["gb"] + size <= int(arch.memory.gb_bytes * GB_SHARE) else "dram"
+        where[key] = (space, base[space])
+        base[space] += size
+    if base["dram"] > arch.memory.dram_bytes:
+        raise CimcError(
+            f"the pipeline's activation pools need {base['dram']} bytes of dram; raise "
+            "arch field 'memory.dram_bytes' or use --mapping spread",
+            "plan-values",
+        )
+    for name, key in pool_of.items():
+        space, start = where[key]
+        slots[name] = Storage("pool", space, start + slots[name].offset)
+    return ValuePlan(slots, {s: n for s, n in base.items() if n}, last_use, host)
+
+
+def _place_in(pool: Allocator, node: Node) -> int:
+    r, c = rows_cols(node.type.shape)
+    return pool.alloc(r * c * DTYPE_BYTES[machine_dtype(node)])
 
 
 def _weights_fit(graph: Graph, arch: Arch) -> bool:

@@ -244,7 +244,10 @@ def _kv_head(at: _Attn, core: int, bi: int, g: int) -> None:
         ks, vs = sc("i8", sk, d), sc("i8", sk, dv)
         b.emit(core, "dma", ks, at.k.head(bi, g))
         b.emit(core, "dma", vs, at.v.head(bi, g))
-        key = (at.name, bi, g)
+        # K/V tiles stay in the macros across query chunks and the heads of a group; the
+        # source view in the key keeps another run of this node (a pipeline's next
+        # micro-batch: other rows, cimc/backend/lower/micro_store.py) from reusing them
+        key = (at.name, bi, g, at.k.head(bi, g))
         vt = None
         if at.mode == "vector":
             vt = sc("i8", dv, sk)

@@ -4,6 +4,13 @@ Each node's instructions carry its location (`%name (source)`) as their comment,
 value, its instructions and the trace map onto each other (cimc/verify.py relies on it).
 Inputs, constants and re-views only get their declaration (`DECLARED`); every other op
 needs an entry in the lowering table, else "no lowering for <op> yet" at the node.
+
+A pipeline (cimc/backend/plan/pipeline.py) lowers the graph once per micro-batch, in
+micro-batch order, each node on its stage's cores and on its micro-batch's rows
+(micro_store.py). Each core's stream then holds its stage's nodes for micro-batch 0, then
+for micro-batch 1, ...: stage 0 goes on with micro-batch 1 while stage 1 computes
+micro-batch 0, ordered only by the values passed between them. Nodes without the batch
+(computed from constants alone) are lowered once.
 """
 
 from __future__ import annotations
@@ -22,13 +29,15 @@ from cimc.backend.builder.values import (
     rows_cols,
 )
 from cimc.backend.lower.emitter import Emitter
+from cimc.backend.lower.micro_store import MicroStore
 from cimc.backend.lower.movement import copy_view
 from cimc.backend.lower.table import LoweringTable
 from cimc.backend.plan.duplication import mapping_note
 from cimc.backend.plan.memory import MemoryPlan
+from cimc.backend.plan.pipeline import PipelinePlan
 from cimc.backend.plan.sparsity import SparsityPlan
 from cimc.backend.plan.streaming import StreamPlan
-from cimc.backend.stream.prefetch import emit_streaming
+from cimc.backend.stream.prefetch import StreamSetup, emit_streaming
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.ir.ops import Constant, Input, Reshape
@@ -49,41 +58,85 @@ def lower_graph(
     memory: MemoryPlan | None = None,
     name: str = "model",
     sparsity: SparsityPlan | None = None,
+    pipeline: PipelinePlan | None = None,
 ) -> Compiled:
     """The program of `graph` for `arch`, from its value placement, streaming plan
     (`reserve` macros per core left for run-time operands), memory plan (None: every
-    constant in DRAM) and sparsity plan (None: every layer dense), lowered by `table`."""
+    constant in DRAM), sparsity plan (None: every layer dense) and pipeline (None: every
+    node on all cores, once), lowered by `table`."""
     b = ProgramBuilder(arch)
     b.note(f"cimc: graph @{graph.name} for arch '{arch.name}'")
     for line in mapping_note(stream) if stream is not None else ():
         b.note(line)
+    for line in pipeline.note() if pipeline is not None else ():
+        b.note(line)
     store = ValueStore(graph, values, b)
     own = sparsity.own_loads if sparsity is not None else ()
     setup = emit_streaming(b, graph, stream, reserve, memory, own)
-    em = Emitter(b, store, graph, setup, memory, sparsity)
     comments: dict[str, str] = {}
-    nodes = list(graph.nodes())
-    for k, node in enumerate(nodes):
-        report("backend", k, len(nodes), node.name)
-        comment = " ".join(node.where.split())
-        comments[comment] = node.name
-        with b.at(comment):
-            if isinstance(node.op, DECLARED):
-                _declare(store, node)
-                continue
-            lower = table.get(type(node.op))
-            if lower is None:
-                raise CimcError(f"no lowering for {node.op.NAME} yet", node.where)
-            lower(em, node, node.op)
-        if b.hook is not None:
-            b.hook.node_done()  # the weight prefetcher may reuse the banks this node used
-    report("backend", len(nodes), len(nodes))
+    if pipeline is None:
+        em = Emitter(b, store, graph, setup, memory, sparsity)
+        _lower_nodes(em, table, comments, graph.nodes(), store)
+    else:
+        _lower_micro_batches(b, store, setup, memory, sparsity, table, comments, pipeline)
     b.hook = None
-    outputs = _bind_outputs(em, graph, comments)
+    outputs = _bind_outputs(b, store, graph, comments)
     program, consts = b.build(f"{name}.cimasm", f"{name}.safetensors")
     inputs = _bind_inputs(graph, values.host_inputs, store)
     views = dict(store.views)
     return Compiled(program, consts, arch, graph, inputs, outputs, views, comments, stream, memory)
+
+
+def _lower_nodes(
+    em: Emitter,
+    table: LoweringTable,
+    comments: dict[str, str],
+    nodes: list[Node],
+    store: ValueStore,
+    cores: Mapping[str, tuple[int, ...]] | None = None,
+    declare: bool = True,
+) -> None:
+    """Lower `nodes` in order (each on `cores[node]`, default all) and declare the
+    code-free ones (unless `declare` is off: a later micro-batch, declared already)."""
+    b = em.b
+    for k, node in enumerate(nodes):
+        report("backend", k, len(nodes), node.name)
+        comment = " ".join(node.where.split())
+        comments[comment] = node.name
+        if isinstance(node.op, DECLARED):
+            if declare:
+                with b.at(comment):
+                    _declare(store, node)
+            continue
+        lower = table.get(type(node.op))
+        if lower is None:
+            raise CimcError(f"no lowering for {node.op.NAME} yet", node.where)
+        group = cores[node.name] if cores is not None else b.cores
+        with b.at(comment), b.on_cores(group):
+            lower(em, node, node.op)
+        if b.hook is not None:
+            b.hook.node_done()  # the weight prefetcher may reuse the banks this node used
+    report("backend", len(nodes), len(nodes))
+
+
+def _lower_micro_batches(
+    b: ProgramBuilder,
+    store: ValueStore,
+    setup: StreamSetup | None,
+    memory: MemoryPlan | None,
+    sparsity: SparsityPlan | None,
+    table: LoweringTable,
+    comments: dict[str, str],
+    pipeline: PipelinePlan,
+) -> None:
+    micro = pipeline.micro
+    cores = {name: pipeline.stages[s].cores for name, s in pipeline.stage_of().items()}
+    nodes = micro.micro.nodes()
+    for k in range(micro.count):
+        em = Emitter(b, MicroStore(store, micro, k), micro.micro, setup, memory, sparsity)
+        batched = nodes if k == 0 else [n for n in nodes if micro.carries(n.name)]
+        _lower_nodes(em, table, comments, batched, store, cores, declare=k == 0)
+        b.hook = None  # every resident tile is loaded by micro-batch 0's nodes
 
 
 def _declare(store: ValueStore, node: Node) -> None:
@@ -93,20 +146,22 @@ def _declare(store: ValueStore, node: Node) -> None:
     store.view(node.name)
 
 
-def _bind_outputs(em: Emitter, graph: Graph, comments: dict[str, str]) -> tuple[OutputBinding, ...]:
+def _bind_outputs(
+    b: ProgramBuilder, store: ValueStore, graph: Graph, comments: dict[str, str]
+) -> tuple[OutputBinding, ...]:
     """Outputs not written in place (re-views, inputs, repeats) are copied into theirs."""
     out = []
     for oname, value in graph.outputs:
         node = graph.node(value)
-        decl = em.store.output_decls.get(oname)
+        decl = store.output_decls.get(oname)
         if decl is None:
             decl = decl_name(oname)
             r, c = rows_cols(node.type.shape)
             comment = f"%{value} (output {oname})"
             comments[comment] = value
-            with em.b.at(comment):
-                target = em.b.output(decl, machine_dtype(node), r, c)
-                copy_view(em.b, em.store.view(value), target)
+            with b.at(comment):
+                target = b.output(decl, machine_dtype(node), r, c)
+                copy_view(b, store.view(value), target)
         numpy_dtype = np.dtype(node.type.dtype.numpy).name
         out.append(OutputBinding(decl, oname, value, node.type.shape, numpy_dtype))
     return tuple(out)

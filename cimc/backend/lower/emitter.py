@@ -3,8 +3,10 @@ and the streaming setup (weight tile placements, macros left for run-time operan
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from cimc.backend.builder.asm import ProgramBuilder
-from cimc.backend.builder.values import ValueStore, decl_name, machine_dtype, rows_cols
+from cimc.backend.builder.values import decl_name, machine_dtype, rows_cols
 from cimc.backend.lower.movement import materialize
 from cimc.backend.plan.memory import MemoryPlan
 from cimc.backend.plan.sparsity import SparsityPlan
@@ -13,13 +15,20 @@ from cimc.ir.graph import Graph, Node
 from cimc.machine.program import Space, View
 
 
+class Values(Protocol):
+    """Where the views of values come from: the whole batch's (ValueStore) or one
+    micro-batch's rows of them (micro_store.MicroStore)."""
+
+    def view(self, name: str) -> View: ...
+
+
 class Emitter:
     """What a node lowering sees: the builder and the views of its operands and result."""
 
     def __init__(
         self,
         b: ProgramBuilder,
-        store: ValueStore,
+        store: Values,
         graph: Graph,
         stream: StreamSetup | None,
         memory: MemoryPlan | None = None,

@@ -22,7 +22,7 @@ from __future__ import annotations
 from cimc.backend.plan.streaming import StreamPlan
 from cimc.errors import CimcError
 
-MAPPINGS = ("spread", "duplicate")
+MAPPINGS = ("spread", "duplicate", "pipeline")  # pipeline: cimc/backend/plan/pipeline.py
 
 
 def check_mapping(mapping: str) -> None:

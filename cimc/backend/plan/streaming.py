@@ -333,6 +333,13 @@ def _columns(tiles: Sequence[Tile]) -> list[list[Tile]]:
     return list(columns.values())
 
 
+def resident_plan(
+    workload: Workload, target: Target, placement: Placement, source: Source = "dram"
+) -> StreamPlan:
+    """The plan of a placement made elsewhere (plan/pipeline.py) holding every tile."""
+    return _finish(workload, target, "sequential", source, [(-1, placement)])
+
+
 def _finish(
     workload: Workload,
     target: Target,

@@ -51,17 +51,19 @@ def configure_backend(
     sparsity: str | None = None,
     window: int | None = None,
     mapping: str | None = None,
+    stages: int | None = None,
 ) -> Pass:
-    """`p` with what the caller knows set: the arch on tile, the streaming policy and the
-    mapping on map,
+    """`p` with what the caller knows set: the arch on tile, the streaming policy, the
+    mapping and the pipeline stages on map,
     the sparsity mode and window on plan-sparsity, the program name and lowering table on lower;
     other passes unchanged."""
     from dataclasses import replace
 
     if isinstance(p, TileWeights):
         return replace(p, target=arch)
-    if isinstance(p, MapWeights) and (streaming is not None or mapping is not None):
-        return replace(p, policy=streaming or p.policy, mapping=mapping or p.mapping)
+    if isinstance(p, MapWeights) and (streaming, mapping, stages) != (None, None, None):
+        policy, mapping = streaming or p.policy, mapping or p.mapping
+        return replace(p, policy=policy, mapping=mapping, stages=stages or p.stages)
     if isinstance(p, PlanSparsity) and (sparsity is not None or window is not None):
         return replace(p, mode=sparsity or p.mode, window=window)
     if isinstance(p, Lower):

@@ -1,10 +1,11 @@
 """`lower`: the plan level -> a program (instructions, constants, graph bindings).
 
-Under `map{mapping=auto}` with a duplicated candidate (cimc/backend/plan/duplication.py)
-both plans are lowered and the program of the smaller modelled makespan (the schedule
+Under `map{mapping=auto}` with candidates beside the spread plan, a duplicated one
+(cimc/backend/plan/duplication.py) and a pipelined one (cimc/backend/plan/pipeline.py),
+every candidate is lowered and the program of the smallest modelled makespan (the schedule
 simulation of cimc/machine/schedule.py, as `cimc report` prices it) is kept; spread on a
-tie, or when the copies cannot be lowered, so auto is never slower than spread by the cost
-model's own measure and refuses nothing spread compiles.
+tie, and a candidate that cannot be lowered is dropped, so auto is never slower than
+spread by the cost model's own measure and refuses nothing spread compiles.
 """
 
 from __future__ import annotations
@@ -40,14 +41,20 @@ class Lower(Pass):
                 "lower needs the map, plan-values and plan-memory passes before it", "pipeline"
             )
         compiled = self._lower(plan)  # with GC paused, as every backend pass (PassManager.run)
-        if plan.duplicated is not None:  # mapping=auto: price the copies too
+        candidates = []  # mapping=auto: price the copies and the pipeline too
+        if plan.duplicated is not None:
+            candidates.append(replace(plan, stream=plan.duplicated))
+        if plan.pipelined is not None:
+            candidates.append(plan.pipelined)
+        best = simulate(compiled.program, plan.arch).makespan if candidates else 0
+        for candidate in candidates:
             try:
-                other = self._lower(replace(plan, stream=plan.duplicated))
+                other = self._lower(candidate)
             except CimcError:  # e.g. a copy's rows too wide for its scratchpad: no candidate
-                return PassResult(compiled, True)
-            spread = simulate(compiled.program, plan.arch).makespan
-            if simulate(other.program, plan.arch).makespan < spread:
-                compiled = other
+                continue
+            makespan = simulate(other.program, plan.arch).makespan
+            if makespan < best:
+                compiled, best = other, makespan
         return PassResult(compiled, True)
 
     def _lower(self, plan: PlannedGraph) -> Compiled:
@@ -62,4 +69,5 @@ class Lower(Pass):
             plan.memory,
             self.name,
             plan.sparsity,
+            plan.pipeline,
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from cimc.backend.builder.values import ValuePlan
 from cimc.backend.plan.memory import MemoryPlan
+from cimc.backend.plan.pipeline import PipelinePlan
 from cimc.backend.plan.report import format_plan
 from cimc.backend.plan.sparsity import SparsityPlan
 from cimc.backend.plan.streaming import StreamPlan
@@ -38,6 +39,10 @@ class PlannedGraph:
     values: ValuePlan | None = None
     memory: MemoryPlan | None = None  # where the weight image lives (plan-memory)
     sparsity: SparsityPlan | None = None  # layers loading only their active rows
+    pipeline: PipelinePlan | None = None  # map{mapping=pipeline}: stages, micro-batches
+    # map{mapping=auto} with a batch to pipeline: the pipelined plan, carried through
+    # plan-values and plan-memory beside this one, which `lower` prices too
+    pipelined: PlannedGraph | None = None
 
     def verify(self) -> None:
         layers = {n.name for n in self.graph.nodes() if isinstance(n.op, QLinear)}
@@ -71,6 +76,11 @@ class PlannedGraph:
             elif self.stream is not None and self.stream.copies:
                 copied = len(self.stream.copies)
                 lines.append(f"// map{{mapping=duplicate}}: {copied} layers copied")
+            if self.pipeline is not None:
+                lines += [f"// {line}" for line in self.pipeline.note()]
+            if self.pipelined is not None and self.pipelined.pipeline is not None:
+                stages = len(self.pipelined.pipeline.stages)
+                lines.append(f"// map{{mapping=auto}}: lower also prices a {stages}-stage pipeline")
         if self.values is not None:
             lines += _value_lines(self.values)
         if self.memory is not None:

@@ -3,6 +3,7 @@ plan level)."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, cast
 
@@ -11,9 +12,17 @@ from cimc.backend.builder.values import plan_values
 from cimc.backend.plan.duplication import check_duplicated, check_mapping
 from cimc.backend.plan.from_graph import reserved_macros, workload_from_graph
 from cimc.backend.plan.memory import plan_memory
+from cimc.backend.plan.micro_batch import split_batch
+from cimc.backend.plan.pipeline import plan_stages
 from cimc.backend.plan.precision import check_input_bits
 from cimc.backend.plan.sparsity import plan_sparsity
-from cimc.backend.plan.streaming import POLICIES, Policy, StreamPlan, plan_streaming
+from cimc.backend.plan.streaming import (
+    POLICIES,
+    Policy,
+    StreamPlan,
+    plan_streaming,
+    resident_plan,
+)
 from cimc.backend.plan.target import Target
 from cimc.backend.plan.tiling import tile_workload
 from cimc.backend.plan.window import check_window, plan_window
@@ -69,7 +78,9 @@ class MapWeights(Pass):
     INPUT: ClassVar[str] = "plan"
     OUTPUT: ClassVar[str] = "plan"
     policy: str = "auto"  # sequential, double-buffer, pin-what-fits or auto (the fastest)
-    mapping: str = "auto"  # spread, duplicate or auto (the faster; plan/duplication.py)
+    mapping: str = "auto"  # spread, duplicate, pipeline or auto (plan/duplication.py)
+    stages: int = 0  # mapping=pipeline: stages (0: plan/pipeline.py's DEFAULT_STAGES)
+    micro_batches: int = 0  # mapping=pipeline: micro-batches (0: one per batch element)
 
     def apply(self, ir: Any) -> PassResult:
         plan = planned(self, ir)
@@ -99,12 +110,40 @@ class MapWeights(Pass):
         stream = stream_plan(self.mapping == "duplicate")
         if self.mapping == "duplicate":
             check_duplicated(stream, plan.arch.name)
-        duplicated = None
+        mapped = replace(plan, mapped=True, stream=stream, reserve=reserve)
+        if self.mapping == "pipeline":
+            return PassResult(self._pipelined(mapped), True)
         if self.mapping == "auto" and not stream.streamed:  # copies need resident weights
             duplicated = stream_plan(True)
-            duplicated = duplicated if duplicated.copies else None
-        changed = replace(plan, mapped=True, stream=stream, reserve=reserve, duplicated=duplicated)
-        return PassResult(changed, True)
+            mapped = replace(mapped, duplicated=duplicated if duplicated.copies else None)
+            with suppress(CimcError):  # a pipeline when there is a batch no op mixes
+                mapped = replace(mapped, pipelined=self._pipelined(mapped))
+        return PassResult(mapped, True)
+
+    def _pipelined(self, plan: PlannedGraph) -> PlannedGraph:
+        """`plan` (spread, mapped) as a pipeline (cimc/backend/plan/pipeline.py), else a
+        one-line reason."""
+        assert plan.stream is not None
+        if plan.stream.streamed:
+            raise CimcError(
+                f"mapping=pipeline needs every weight resident, but they stream through the "
+                f"macros in {len(plan.stream.phases)} phases on '{plan.arch.name}'; use "
+                "--mapping spread or a larger arch",
+                "map",
+            )
+        micro = split_batch(plan.graph, self.micro_batches or None)
+        target = Target.from_arch(plan.arch)
+        pipeline, placement = plan_stages(
+            plan.graph,
+            plan.workload,
+            plan.tiling,
+            target,
+            plan.reserve,
+            micro,
+            self.stages or None,
+        )
+        stream = resident_plan(plan.workload, target, placement)
+        return replace(plan, stream=stream, pipeline=pipeline)
 
 
 @register_pass
@@ -117,8 +156,13 @@ class PlanValues(Pass):
     OUTPUT: ClassVar[str] = "plan"
 
     def apply(self, ir: Any) -> PassResult:
-        plan = planned(self, ir)
-        return PassResult(replace(plan, values=plan_values(plan.graph, plan.arch)), True)
+        return PassResult(self._values(planned(self, ir)), True)
+
+    def _values(self, plan: PlannedGraph) -> PlannedGraph:
+        stages = plan.pipeline.stage_of() if plan.pipeline is not None else None
+        values = plan_values(plan.graph, plan.arch, stages=stages)
+        other = self._values(plan.pipelined) if plan.pipelined is not None else None
+        return replace(plan, values=values, pipelined=other)
 
 
 @register_pass
@@ -135,13 +179,16 @@ class PlanMemory(Pass):
     reserve: int = context(0)
 
     def apply(self, ir: Any) -> PassResult:
-        plan = planned(self, ir)
+        return PassResult(self._memory(planned(self, ir)), True)
+
+    def _memory(self, plan: PlannedGraph) -> PlannedGraph:
         if not plan.mapped or plan.values is None:
             raise CimcError("plan-memory needs the map and plan-values passes before it")
         need = dram_need(plan.graph, plan.values)
         other = max(need.other, self.reserve)
         memory = plan_memory(plan.stream, plan.arch, other, need.tables)
-        return PassResult(replace(plan, memory=memory), True)
+        pipelined = self._memory(plan.pipelined) if plan.pipelined is not None else None
+        return replace(plan, memory=memory, pipelined=pipelined)
 
 
 @register_pass
@@ -179,7 +226,17 @@ class PlanSparsity(Pass):
                 f"{sparsity.mode}",
                 "plan-sparsity",
             )
+        if own and plan.pipeline is not None:  # each micro-batch would load its own rows
+            raise CimcError(
+                f"mapping=pipeline keeps every weight resident, but --sparsity "
+                f"{sparsity.mode} loads rows by the active inputs; use --mapping spread "
+                "(or auto)",
+                "plan-sparsity",
+            )
         if duplicated is not None and set(own) & set(duplicated.copies):
             duplicated = None  # auto: the sparse layers keep the spread plan
-        changed = replace(plan, sparsity=sparsity, memory=memory, duplicated=duplicated)
+        pipelined = plan.pipelined if not own else None
+        changed = replace(
+            plan, sparsity=sparsity, memory=memory, duplicated=duplicated, pipelined=pipelined
+        )
         return PassResult(changed, bool(own))
