@@ -255,10 +255,13 @@ def run(args: argparse.Namespace) -> int:
             {"program": str(path), "constants": str(consts), "arch": arch.name,
              "cores": len(program.cores), "instructions": count, "pipeline": args.pipeline,
              "mapping": mapping.mapping, "copies": mapping.copies,
-             "core_groups": mapping.core_groups},
+             "core_groups": mapping.core_groups, "stages": [vars(s) for s in mapping.stages],
+             "micro_batches": mapping.micro_batches},
         )  # fmt: skip
         return 0
     copied = f", {len(mapping.copies)} layers duplicated" if mapping.copies else ""
+    if mapping.stages:
+        copied = f", {len(mapping.stages)} pipeline stages x {mapping.micro_batches} micro-batches"
     print(
         f"wrote {path} + {consts}: {count} instructions on {len(program.cores)} cores "
         f"of '{arch.name}'{copied}"

@@ -125,13 +125,18 @@ def print_summary(
 
 def _mapping_rows(head: Table, m: dict[str, Any], makespan_cycles: int) -> None:
     """Which mapping ran (inspect/mapping.py), its copies, latency vs throughput."""
-    copies = m["copies"]
+    copies, stages = m["copies"], m["stages"]
     what = "spread (each layer once)"
     if copies:
         what = f"duplicate: {len(copies)} layers, {sum(copies.values())} copies"
+    if stages:
+        what = f"pipeline: {len(stages)} stages, {m['micro_batches']} micro-batches"
     head.add_row("mapping", what)
     for layer, groups in m["core_groups"].items():
         head.add_row(f"  %{layer}", " | ".join(",".join(map(str, g)) for g in groups))
+    for k, stage in enumerate(stages):
+        cores = ",".join(map(str, stage["cores"]))
+        head.add_row(f"  stage {k}", f"cores {cores}: %{stage['first']} .. %{stage['last']}")
     if m["tokens_per_cycle"] is not None:
         head.add_row(
             "throughput",

@@ -122,6 +122,8 @@ def _print(report: VerifyReport, top: int) -> None:
         f"{f['macro_cell_utilization']:.1%}, {f['weight_bytes_loaded']} weight bytes loaded"
     )
     copied = f" ({len(f['copies'])} layers copied)" if f["copies"] else ""
+    if f["stages"]:
+        copied = f" ({len(f['stages'])} stages x {f['micro_batches']} micro-batches)"
     rate = f", {f['tokens_per_cycle']:.5f} tokens/cycle" if f["tokens_per_cycle"] else ""
     console.print(f"mapping {f['mapping']}{copied}{rate}")
     if report.divergence is not None:

@@ -1,11 +1,13 @@
 """Which mapping a program was compiled with, read back from the program itself.
 
 A duplicated program says so in its header (cimc/backend/plan/duplication.py,
-`mapping_note`): the copies of each layer and the cores each copy runs on. A program
-without those lines was spread (each layer once): spread programs carry no note, so their
-text is what it was before mappings existed. Throughput needs the tokens one run
-processes: the rows the linear layers see, from the model's inputs as the constants file
-records them (token ids: every id is a token; a float input: every vector of its last
+`mapping_note`): the copies of each layer and the cores each copy runs on. A pipelined one
+names its micro-batches and each stage's cores and nodes (cimc/backend/plan/pipeline.py,
+`PipelinePlan.note`). A program without those lines was spread (each layer once): spread
+programs carry no note, so their text is what it was before mappings existed. Throughput
+needs the tokens one run processes: the rows the linear layers see, from the model's
+inputs as the constants file records them (token ids: every id is a token; a float
+input: every vector of its last
 axis).
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cimc.backend.builder.saved import GraphInput, bindings_of
 from cimc.backend.plan.duplication import NOTE
@@ -23,13 +25,26 @@ from cimc.machine.mapped_consts import MappedConsts
 from cimc.machine.program import Comment, Program
 
 _LAYER = re.compile(rf"^{NOTE} %(\S+): (\d+) copies on cores (.+)$")
+_PIPE = re.compile(rf"^{NOTE} pipeline: (\d+) stages, (\d+) micro-batches of \d+ \(batch \d+\)$")
+_STAGE = re.compile(rf"^{NOTE} stage (\d+) on cores (\S+): %(\S+) \.\. %(\S+) \(\d+ nodes\)$")
+
+
+@dataclass(frozen=True)
+class StageNote:
+    """One pipeline stage as the header names it: its cores and first and last node."""
+
+    cores: list[int]
+    first: str
+    last: str
 
 
 @dataclass(frozen=True)
 class ProgramMapping:
-    mapping: str  # spread or duplicate
+    mapping: str  # spread, duplicate or pipeline
     copies: dict[str, int]  # duplicated layers only
     core_groups: dict[str, list[list[int]]]  # per duplicated layer: the cores of each copy
+    stages: list[StageNote] = field(default_factory=list)  # pipeline only
+    micro_batches: int = 1  # pipeline: micro-batches streamed through the stages
 
     def figures(self, makespan_cycles: int, tokens: int | None) -> dict[str, object]:
         """Mapping, copies, core groups and throughput for a JSON object that holds the
@@ -39,6 +54,8 @@ class ProgramMapping:
             "mapping": self.mapping,
             "copies": self.copies,
             "core_groups": self.core_groups,
+            "stages": [vars(s) for s in self.stages],
+            "micro_batches": self.micro_batches,
             "run_tokens": tokens,  # tokens one run processes
             "tokens_per_cycle": per_cycle,
         }
@@ -47,12 +64,21 @@ class ProgramMapping:
 def program_mapping(program: Program) -> ProgramMapping:
     copies: dict[str, int] = {}
     groups: dict[str, list[list[int]]] = {}
+    stages: list[StageNote] = []
+    micro = 0
     for item in program.header:
-        match = _LAYER.match(item.text.strip()) if isinstance(item, Comment) else None
-        if match:
+        text = item.text.strip() if isinstance(item, Comment) else ""
+        if match := _LAYER.match(text):
             layer, count, cores = match.groups()
             copies[layer] = int(count)
             groups[layer] = [[int(c) for c in g.split(",")] for g in cores.split(" | ")]
+        elif match := _PIPE.match(text):
+            micro = int(match.group(2))
+        elif match := _STAGE.match(text):
+            _, cores, first, last = match.groups()
+            stages.append(StageNote([int(c) for c in cores.split(",")], first, last))
+    if micro:
+        return ProgramMapping("pipeline", {}, {}, stages, micro)
     return ProgramMapping("duplicate" if copies else "spread", copies, groups)
 
 
