@@ -7,8 +7,7 @@ names its micro-batches and each stage's cores and nodes (cimc/backend/plan/pipe
 programs carry no note, so their text is what it was before mappings existed. Throughput
 needs the tokens one run processes: the rows the linear layers see, from the model's
 inputs as the constants file records them (token ids: every id is a token; a float
-input: every vector of its last
-axis).
+input: every vector of its last axis).
 """
 
 from __future__ import annotations
