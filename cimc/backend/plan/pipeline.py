@@ -41,7 +41,7 @@ from cimc.quant.dialect import QQuantize
 
 WHERE = "pipeline"
 SLACK = 0.15  # of a stage's share of the work: how far a cut may move to send fewer bytes
-DEFAULT_STAGES = 2  # the shortest pipe, filled soonest (benchmarks/mapping_bench.py)
+STAGE_COUNTS = (2, 4, 8)  # tried when none is asked for (benchmarks/mapping_bench.py)
 NOTE = "mapping"  # header comments of a pipelined program start so (inspect/mapping.py)
 
 
@@ -89,12 +89,11 @@ def plan_stages(
     target: Target,
     reserve: int,
     micro: MicroBatches,
-    stages: int | None = None,
+    count: int,
 ) -> tuple[PipelinePlan, Placement]:
-    """The stages of `graph` on `target` (default: DEFAULT_STAGES) and the
-    placement of every stage's tiles on its own cores' macros."""
+    """`count` stages of `graph` on `target` and the placement of every stage's tiles on
+    its own cores' macros."""
     nodes = [n for n in graph.nodes() if emits_code(n)]
-    count = DEFAULT_STAGES if stages is None else stages
     if not 2 <= count <= min(target.cores, len(nodes)):
         raise CimcError(
             f"{count} stages: a pipeline needs 2 to {min(target.cores, len(nodes))} stages "
@@ -114,6 +113,13 @@ def plan_stages(
     )
     placement = _place(plan_stages_, by_layer, target, usable)
     return PipelinePlan(plan_stages_, micro), placement
+
+
+def stage_counts(target: Target, micro_batches: int) -> list[int]:
+    """The stage counts worth lowering: STAGE_COUNTS up to the cores and the micro-batches
+    (a pipe longer than the micro-batches never fills), at least the shortest."""
+    fits = [s for s in STAGE_COUNTS if s <= min(target.cores, micro_batches)]
+    return fits or [STAGE_COUNTS[0]]
 
 
 def _core_groups(target: Target, count: int) -> list[tuple[int, ...]]:

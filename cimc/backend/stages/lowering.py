@@ -1,11 +1,12 @@
 """`lower`: the plan level -> a program (instructions, constants, graph bindings).
 
-Under `map{mapping=auto}` with candidates beside the spread plan, a duplicated one
-(cimc/backend/plan/duplication.py) and a pipelined one (cimc/backend/plan/pipeline.py),
-every candidate is lowered and the program of the smallest modelled makespan (the schedule
-simulation of cimc/machine/schedule.py, as `cimc report` prices it) is kept; spread on a
-tie, and a candidate that cannot be lowered is dropped, so auto is never slower than
-spread by the cost model's own measure and refuses nothing spread compiles.
+When the map pass left candidates beside its plan (auto: a duplicated plan,
+cimc/backend/plan/duplication.py, and pipelines, cimc/backend/plan/pipeline.py; pipeline:
+its other stage counts), every candidate is lowered and the program of the smallest
+modelled makespan (the schedule simulation of cimc/machine/schedule.py, as `cimc report`
+prices it) is kept; the plan itself on a tie (auto: spread), and a candidate that cannot
+be lowered is dropped, so auto is never slower than spread by the cost model's own measure
+and refuses nothing spread compiles.
 """
 
 from __future__ import annotations
@@ -41,11 +42,9 @@ class Lower(Pass):
                 "lower needs the map, plan-values and plan-memory passes before it", "pipeline"
             )
         compiled = self._lower(plan)  # with GC paused, as every backend pass (PassManager.run)
-        candidates = []  # mapping=auto: price the copies and the pipeline too
-        if plan.duplicated is not None:
-            candidates.append(replace(plan, stream=plan.duplicated))
-        if plan.pipelined is not None:
-            candidates.append(plan.pipelined)
+        candidates = list(plan.pipelines)  # other stage counts, or auto's pipelines
+        if plan.duplicated is not None:  # auto: the copies
+            candidates.insert(0, replace(plan, stream=plan.duplicated))
         best = simulate(compiled.program, plan.arch).makespan if candidates else 0
         for candidate in candidates:
             try:

@@ -40,9 +40,9 @@ class PlannedGraph:
     memory: MemoryPlan | None = None  # where the weight image lives (plan-memory)
     sparsity: SparsityPlan | None = None  # layers loading only their active rows
     pipeline: PipelinePlan | None = None  # map{mapping=pipeline}: stages, micro-batches
-    # map{mapping=auto} with a batch to pipeline: the pipelined plan, carried through
-    # plan-values and plan-memory beside this one, which `lower` prices too
-    pipelined: PlannedGraph | None = None
+    # pipelined plans (one per stage count tried) carried through plan-values and
+    # plan-memory beside this one; `lower` prices them all and keeps the fastest
+    pipelines: tuple[PlannedGraph, ...] = ()
 
     def verify(self) -> None:
         layers = {n.name for n in self.graph.nodes() if isinstance(n.op, QLinear)}
@@ -78,9 +78,10 @@ class PlannedGraph:
                 lines.append(f"// map{{mapping=duplicate}}: {copied} layers copied")
             if self.pipeline is not None:
                 lines += [f"// {line}" for line in self.pipeline.note()]
-            if self.pipelined is not None and self.pipelined.pipeline is not None:
-                stages = len(self.pipelined.pipeline.stages)
-                lines.append(f"// map{{mapping=auto}}: lower also prices a {stages}-stage pipeline")
+            for other in self.pipelines:
+                assert other.pipeline is not None
+                stages = len(other.pipeline.stages)
+                lines.append(f"// map: lower also prices a {stages}-stage pipeline")
         if self.values is not None:
             lines += _value_lines(self.values)
         if self.memory is not None:

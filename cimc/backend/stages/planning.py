@@ -13,7 +13,7 @@ from cimc.backend.plan.duplication import check_duplicated, check_mapping
 from cimc.backend.plan.from_graph import reserved_macros, workload_from_graph
 from cimc.backend.plan.memory import plan_memory
 from cimc.backend.plan.micro_batch import split_batch
-from cimc.backend.plan.pipeline import plan_stages
+from cimc.backend.plan.pipeline import plan_stages, stage_counts
 from cimc.backend.plan.precision import check_input_bits
 from cimc.backend.plan.sparsity import plan_sparsity
 from cimc.backend.plan.streaming import (
@@ -79,7 +79,7 @@ class MapWeights(Pass):
     OUTPUT: ClassVar[str] = "plan"
     policy: str = "auto"  # sequential, double-buffer, pin-what-fits or auto (the fastest)
     mapping: str = "auto"  # spread, duplicate, pipeline or auto (plan/duplication.py)
-    stages: int = 0  # mapping=pipeline: stages (0: plan/pipeline.py's DEFAULT_STAGES)
+    stages: int = 0  # pipelines: stages (0: each of plan/pipeline.py's stage_counts)
     micro_batches: int = 0  # mapping=pipeline: micro-batches (0: one per batch element)
 
     def apply(self, ir: Any) -> PassResult:
@@ -90,6 +90,11 @@ class MapWeights(Pass):
                 f"unknown streaming policy {self.policy!r}; use one of {choices}", "streaming"
             )
         check_mapping(self.mapping)
+        if self.stages and self.mapping not in ("pipeline", "auto"):
+            raise CimcError(
+                f"stages={self.stages} is for mapping=pipeline (or auto), not {self.mapping}",
+                "map",
+            )
         if not any(isinstance(n.op, QLinear) for n in plan.graph.nodes()):
             if self.mapping == "duplicate":
                 raise CimcError("mapping=duplicate: the graph has no static-weight layer", "map")
@@ -112,17 +117,19 @@ class MapWeights(Pass):
             check_duplicated(stream, plan.arch.name)
         mapped = replace(plan, mapped=True, stream=stream, reserve=reserve)
         if self.mapping == "pipeline":
-            return PassResult(self._pipelined(mapped), True)
+            first, *rest = self._pipelines(mapped)
+            return PassResult(replace(first, pipelines=tuple(rest)), True)
         if self.mapping == "auto" and not stream.streamed:  # copies need resident weights
             duplicated = stream_plan(True)
             mapped = replace(mapped, duplicated=duplicated if duplicated.copies else None)
             with suppress(CimcError):  # a pipeline when there is a batch no op mixes
-                mapped = replace(mapped, pipelined=self._pipelined(mapped))
+                mapped = replace(mapped, pipelines=self._pipelines(mapped))
         return PassResult(mapped, True)
 
-    def _pipelined(self, plan: PlannedGraph) -> PlannedGraph:
-        """`plan` (spread, mapped) as a pipeline (cimc/backend/plan/pipeline.py), else a
-        one-line reason."""
+    def _pipelines(self, plan: PlannedGraph) -> tuple[PlannedGraph, ...]:
+        """`plan` (spread, mapped) as pipelines (cimc/backend/plan/pipeline.py): with
+        `stages` stages, else with each of `stage_counts` that plans; a one-line reason
+        when none does."""
         assert plan.stream is not None
         if plan.stream.streamed:
             raise CimcError(
@@ -133,17 +140,21 @@ class MapWeights(Pass):
             )
         micro = split_batch(plan.graph, self.micro_batches or None)
         target = Target.from_arch(plan.arch)
-        pipeline, placement = plan_stages(
-            plan.graph,
-            plan.workload,
-            plan.tiling,
-            target,
-            plan.reserve,
-            micro,
-            self.stages or None,
-        )
-        stream = resident_plan(plan.workload, target, placement)
-        return replace(plan, stream=stream, pipeline=pipeline)
+        counts = [self.stages] if self.stages else stage_counts(target, micro.count)
+        plans, errors = [], []
+        for count in counts:
+            try:
+                pipeline, placement = plan_stages(
+                    plan.graph, plan.workload, plan.tiling, target, plan.reserve, micro, count
+                )
+            except CimcError as e:
+                errors.append(e)
+                continue
+            stream = resident_plan(plan.workload, target, placement)
+            plans.append(replace(plan, stream=stream, pipeline=pipeline))
+        if not plans:
+            raise errors[0]
+        return tuple(plans)
 
 
 @register_pass
@@ -161,8 +172,7 @@ class PlanValues(Pass):
     def _values(self, plan: PlannedGraph) -> PlannedGraph:
         stages = plan.pipeline.stage_of() if plan.pipeline is not None else None
         values = plan_values(plan.graph, plan.arch, stages=stages)
-        other = self._values(plan.pipelined) if plan.pipelined is not None else None
-        return replace(plan, values=values, pipelined=other)
+        return replace(plan, values=values, pipelines=tuple(map(self._values, plan.pipelines)))
 
 
 @register_pass
@@ -187,8 +197,8 @@ class PlanMemory(Pass):
         need = dram_need(plan.graph, plan.values)
         other = max(need.other, self.reserve)
         memory = plan_memory(plan.stream, plan.arch, other, need.tables)
-        pipelined = self._memory(plan.pipelined) if plan.pipelined is not None else None
-        return replace(plan, memory=memory, pipelined=pipelined)
+        pipelines = tuple(map(self._memory, plan.pipelines))
+        return replace(plan, memory=memory, pipelines=pipelines)
 
 
 @register_pass
@@ -235,8 +245,8 @@ class PlanSparsity(Pass):
             )
         if duplicated is not None and set(own) & set(duplicated.copies):
             duplicated = None  # auto: the sparse layers keep the spread plan
-        pipelined = plan.pipelined if not own else None
+        pipelines = plan.pipelines if not own else ()
         changed = replace(
-            plan, sparsity=sparsity, memory=memory, duplicated=duplicated, pipelined=pipelined
+            plan, sparsity=sparsity, memory=memory, duplicated=duplicated, pipelines=pipelines
         )
         return PassResult(changed, bool(own))
