@@ -1,4 +1,4 @@
-"""Mappings side by side (`--mapping spread|duplicate|auto`): when do duplicated layers win?
+"""Mappings side by side (`--mapping spread|duplicate|pipeline|auto`): when does each win?
 
     python benchmarks/mapping_bench.py                   # bert/gpt2 tiny, batch 1 and 8
     python benchmarks/mapping_bench.py --models bert:odd --batches 8 --archs large --seq 32
@@ -9,8 +9,11 @@ golden (unless --no-verify), and priced by the cost model: the makespan of the p
 compiled (cold: every weight, and every copy's, written into the macros) and of its warm
 variant (the steady state of repeated inferences: the macros that keep their weights are
 not written again, cimc/decode/warm.py), tokens per cycle for both, energy of the cold
-run, macros used and the copies the map pass made. `auto` lowers spread and duplicate and
-keeps the smaller cold makespan, so its cold column must never exceed spread's.
+run, macros used, the copies the map pass made and the pipeline stages it kept (pipeline
+lowers 2, 4 and 8 stages up to the cores and micro-batches and keeps the fastest; it needs
+a batch of 2 or more, so at batch 1 its row is the one-line refusal). `auto` lowers every
+candidate and keeps the smallest cold makespan, so its cold column must never exceed
+spread's.
 Prints a Markdown table and one JSON object (--json-out FILE writes it too).
 """
 
@@ -26,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MAPPINGS = ("spread", "duplicate", "auto")
+MAPPINGS = ("spread", "duplicate", "pipeline", "auto")
 
 
 def measure(
@@ -71,6 +74,7 @@ def measure(
         row.update(
             ran=chosen.mapping,
             copies=sum(chosen.copies.values()) - len(chosen.copies),
+            stages=len(chosen.stages) or "-",
             makespan_cycles=cold.makespan_cycles,
             tokens_per_cycle=tokens / cold.makespan_cycles,
             warm_cycles=warm_cycles,
@@ -87,18 +91,18 @@ def measure(
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| model | batch | tokens | arch | mapping | ran | extra copies | cold cycles | "
+        "| model | batch | tokens | arch | mapping | ran | extra copies | stages | cold cycles | "
         "tokens/kcycle | warm cycles | warm tokens/kcycle | energy uJ | macros | bit-exact |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "error" in r:
             cells = [r["model"], r["batch"], r["tokens"], r["arch"], r["mapping"], r["error"]]
-            lines.append("| " + " | ".join(map(str, cells)) + " |" + " |" * 8)  # 14 columns
+            lines.append("| " + " | ".join(map(str, cells)) + " |" + " |" * 9)  # 15 columns
             continue
         cells = [
             r["model"], r["batch"], r["tokens"], r["arch"], r["mapping"], r["ran"], r["copies"],
-            f"{r['makespan_cycles']:,}", f"{1000 * r['tokens_per_cycle']:.3f}",
+            r["stages"], f"{r['makespan_cycles']:,}", f"{1000 * r['tokens_per_cycle']:.3f}",
             f"{r['warm_cycles']:,}", f"{1000 * r['warm_tokens_per_cycle']:.3f}",
             r["energy_uj"], r["macros_used"], r.get("bit_exact", "-"),
         ]  # fmt: skip

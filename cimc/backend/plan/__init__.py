@@ -7,6 +7,9 @@ from_graph.py that workload derived from a float or quantized graph
 target.py     the arch preset's numbers, flattened
 tiling.py     macro-sized tiles (any dims) and packing of partial tiles into windows
 mapping.py    weight-stationary placement on (core, macro, window), duplication
+duplication.py the map pass's mappings (spread, duplicate, auto) and their header notes
+pipeline.py   stages of nodes on core groups (mapping=pipeline); batch_axes.py and
+              micro_batch.py split the batch into micro-batches no op mixes
 traffic.py    reduction groups per core and the activation traffic they imply
 streaming.py  phases, macro banks and the load-ordered weight image (policies)
 memory.py     the weight image in DRAM, or split between DRAM and flash
