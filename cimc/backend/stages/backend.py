@@ -17,7 +17,7 @@ from cimc.backend.stages.planning import (
     PlanValues,
     TileWeights,
 )
-from cimc.backend.stages.program import HoistConstLoads, MergeSends, StageConsts
+from cimc.backend.stages.program import program_passes
 from cimc.ir.graph import Graph
 from cimc.machine.arch import Arch
 from cimc.passes.manager import CompositePass, Pass, PassManager, register_pass, verify_deep
@@ -36,9 +36,7 @@ class Backend(CompositePass):
             PlanMemory(),
             PlanSparsity(),
             Lower(),
-            StageConsts(),
-            HoistConstLoads(),
-            MergeSends(),
+            *program_passes(),
         ]
 
 

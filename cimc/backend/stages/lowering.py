@@ -3,10 +3,12 @@
 When the map pass left candidates beside its plan (auto: a duplicated plan,
 cimc/backend/plan/duplication.py, and pipelines, cimc/backend/plan/pipeline.py; pipeline:
 its other stage counts), every candidate is lowered and the program of the smallest
-modelled makespan (the schedule simulation of cimc/machine/schedule.py, as `cimc report`
-prices it) is kept; the plan itself on a tie (auto: spread), and a candidate that cannot
-be lowered is dropped, so auto is never slower than spread by the cost model's own measure
-and refuses nothing spread compiles.
+modelled makespan is kept: the schedule simulation of cimc/machine/schedule.py, as
+`cimc report` prices it, of the program after the program passes (program.py `finished`;
+they move makespans by several percent, and not alike for every mapping). The plan itself
+wins a tie (auto: spread), and a candidate that cannot be lowered is dropped, so auto is
+never slower than spread by the cost model's own measure and refuses nothing spread
+compiles.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cimc.backend.lower.driver import lower_graph
 from cimc.backend.lower.table import LOWERINGS, LoweringTable
 from cimc.backend.stages.planned import PlannedGraph
 from cimc.backend.stages.planning import planned
+from cimc.backend.stages.program import finished
 from cimc.errors import CimcError
 from cimc.machine.schedule import simulate
 from cimc.passes.manager import Pass, PassResult, context, register_pass
@@ -45,13 +48,13 @@ class Lower(Pass):
         candidates = list(plan.pipelines)  # other stage counts, or auto's pipelines
         if plan.duplicated is not None:  # auto: the copies
             candidates.insert(0, replace(plan, stream=plan.duplicated))
-        best = simulate(compiled.program, plan.arch).makespan if candidates else 0
+        best = simulate(finished(compiled), plan.arch).makespan if candidates else 0
         for candidate in candidates:
             try:
                 other = self._lower(candidate)
             except CimcError:  # e.g. a copy's rows too wide for its scratchpad: no candidate
                 continue
-            makespan = simulate(other.program, plan.arch).makespan
+            makespan = simulate(finished(other), plan.arch).makespan
             if makespan < best:
                 compiled, best = other, makespan
         return PassResult(compiled, True)

@@ -68,3 +68,16 @@ class MergeSends(ProgramPass):
 
     def rewrite(self, compiled: Compiled) -> Program:
         return merge_sends(compiled.program)
+
+
+def program_passes() -> list[ProgramPass]:
+    """The program passes of the `backend` composite, in order."""
+    return [StageConsts(), HoistConstLoads(), MergeSends()]
+
+
+def finished(compiled: Compiled) -> Program:
+    """The program after `program_passes`: what a candidate of `lower` is priced by (the
+    passes change schedules by several percent, and not alike for every mapping)."""
+    for p in program_passes():
+        compiled = replace(compiled, program=p.rewrite(compiled))
+    return compiled.program
