@@ -33,9 +33,14 @@ from cimc.errors import CimcError
 from cimc.machine.arch import field_types, load_arch, preset_path, read_arch_toml
 
 STREAMING = ("auto", "sequential", "double-buffer", "pin-what-fits")
-MAPPINGS = ("auto", "spread", "duplicate")  # cimc/backend/plan/duplication.py
+MAPPINGS = ("auto", "spread", "duplicate", "pipeline")  # cimc/backend/plan/duplication.py
 # a type, or the tuple of the names the option takes
-COMPILE_OPTIONS: dict[str, object] = {"seq_len": int, "streaming": STREAMING, "mapping": MAPPINGS}
+COMPILE_OPTIONS: dict[str, object] = {
+    "seq_len": int,
+    "streaming": STREAMING,
+    "mapping": MAPPINGS,
+    "stages": int,  # pipeline stages (cimc/backend/plan/pipeline.py)
+}
 MESH = re.compile(r"^([1-9][0-9]*)x([1-9][0-9]*)$")
 Value = int | float | str
 

@@ -106,6 +106,7 @@ def _measure(job: TrialJob) -> tuple[dict[str, float], bool | None]:
         seq_len=options.get("seq_len"),
         streaming=options.get("streaming"),
         mapping=options.get("mapping"),
+        stages=options.get("stages"),
         calibration=job.calibration,
     )
     result = compile_model(job.model, arch, pipeline)
