@@ -2,6 +2,8 @@
 
     python benchmarks/mapping_bench.py                   # bert/gpt2 tiny, batch 1 and 8
     python benchmarks/mapping_bench.py --models bert:odd --batches 8 --archs large --seq 32
+    python benchmarks/mapping_bench.py --models bert:base --config num_hidden_layers=2 \
+        --batches 8 --seq 32 --archs large --mappings spread,pipeline
 
 Each model (a zoo family and preset, random weights) is compiled at every batch (token
 rows = batch x seq) for every arch and mapping, verified bit for bit against the integer
@@ -33,7 +35,14 @@ MAPPINGS = ("spread", "duplicate", "pipeline", "auto")
 
 
 def measure(
-    family: str, preset: str, batch: int, seq: int, arch_name: str, verify: bool
+    family: str,
+    preset: str,
+    batch: int,
+    seq: int,
+    arch_name: str,
+    verify: bool,
+    mappings: tuple[str, ...] = MAPPINGS,
+    config: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     from cimc.api import import_model
     from cimc.decode.warm import warm_decode
@@ -45,7 +54,7 @@ def measure(
     from cimc.verify import verify_compiled
     from cimc.zoo import build_model, example_inputs
 
-    module = build_model(family, preset)
+    module = build_model(family, preset, **(config or {}))
     ids, mask = example_inputs(module, batch=batch, seq_len=seq)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -54,7 +63,7 @@ def measure(
     arch = load_arch(arch_name)
     tokens = batch * seq
     rows = []
-    for mapping in MAPPINGS:
+    for mapping in mappings:
         row: dict[str, Any] = {
             "model": f"{family}:{preset}", "batch": batch, "tokens": tokens,
             "arch": arch_name, "mapping": mapping,
@@ -116,19 +125,28 @@ def main() -> int:
     p.add_argument("--batches", default="1,8", help="batch sizes")
     p.add_argument("--seq", type=int, default=16, help="tokens per sequence")
     p.add_argument("--archs", default="default,large", help="arch presets")
+    p.add_argument("--mappings", default=",".join(MAPPINGS), help="mappings to compare")
+    p.add_argument(
+        "--config", action="append", default=[], metavar="KEY=N", help="model config override"
+    )
     p.add_argument("--no-verify", action="store_true", help="skip the bit-exact check")
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(1)
+    mappings = tuple(args.mappings.split(","))
+    config = {k: int(v) for k, _, v in (c.partition("=") for c in args.config)}
     rows: list[dict[str, Any]] = []
     for model in args.models.split(","):
         family, _, preset = model.partition(":")
         for batch in (int(b) for b in args.batches.split(",")):
             for arch in args.archs.split(","):
-                rows += measure(family, preset or "tiny", batch, args.seq, arch, not args.no_verify)
-                last = markdown(rows[-len(MAPPINGS) :]).splitlines()[2:]
+                rows += measure(
+                    family, preset or "tiny", batch, args.seq, arch, not args.no_verify,
+                    mappings, config,
+                )  # fmt: skip
+                last = markdown(rows[-len(mappings) :]).splitlines()[2:]
                 print("\n".join(last), file=sys.stderr, flush=True)
     print(markdown(rows))
     doc = {"seq": args.seq, "rows": rows}
