@@ -44,19 +44,30 @@ class Lower(Pass):
             raise CimcError(
                 "lower needs the map, plan-values and plan-memory passes before it", "pipeline"
             )
-        compiled = self._lower(plan)  # with GC paused, as every backend pass (PassManager.run)
         candidates = list(plan.pipelines)  # other stage counts, or auto's pipelines
         if plan.duplicated is not None:  # auto: the copies
             candidates.insert(0, replace(plan, stream=plan.duplicated))
-        best = simulate(finished(compiled), plan.arch).makespan if candidates else 0
+        # with GC paused, as every backend pass (PassManager.run); a pipeline whose first
+        # stage count cannot be lowered may still have another that can
+        error: CimcError | None = None
+        try:
+            compiled: Compiled | None = self._lower(plan)
+        except CimcError as e:
+            if plan.pipeline is None or not candidates:
+                raise
+            compiled, error = None, e
+        best = simulate(finished(compiled), plan.arch).makespan if compiled and candidates else 0
         for candidate in candidates:
             try:
                 other = self._lower(candidate)
             except CimcError:  # e.g. a copy's rows too wide for its scratchpad: no candidate
                 continue
             makespan = simulate(finished(other), plan.arch).makespan
-            if makespan < best:
+            if compiled is None or makespan < best:
                 compiled, best = other, makespan
+        if compiled is None:
+            assert error is not None
+            raise error
         return PassResult(compiled, True)
 
     def _lower(self, plan: PlannedGraph) -> Compiled:
