@@ -67,6 +67,7 @@ class PipelineOptions:
     streaming: str | None = None  # overrides the map pass's policy (backend/plan/streaming.py)
     mapping: str | None = None  # overrides the map pass's mapping (backend/plan/duplication.py)
     stages: int | None = None  # the map pass's pipeline stages (backend/plan/pipeline.py)
+    micro_batches: int | None = None  # and its micro-batches (backend/plan/micro_batch.py)
     sparsity: str | None = None  # overrides plan-sparsity's mode (backend/plan/sparsity.py)
     window: int | None = None  # plan-sparsity's window (backend/plan/window.py)
     weight_bits: int | None = None  # overrides quantize's weight_bits (4: packed int4)
@@ -151,6 +152,7 @@ def configurer(
             options.window,
             options.mapping,
             options.stages,
+            options.micro_batches,
         )
 
     return configure

@@ -109,6 +109,13 @@ def add_mapping_option(p: argparse.ArgumentParser, what: str = "", pipeline: boo
         help="pipeline stages of --mapping pipeline and of auto's pipeline candidates "
         "(default: 2, 4 and 8 up to the cores and micro-batches all lowered, the fastest kept)",
     )
+    p.add_argument(
+        "--micro-batches",
+        type=int,
+        metavar="N",
+        help="micro-batches the pipeline streams, a divisor of the batch (default: one batch "
+        "element each, at most 8)",
+    )
 
 
 def add_sparsity_option(p: argparse.ArgumentParser) -> None:
@@ -207,6 +214,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         streaming=args.streaming,
         mapping=args.mapping,
         stages=getattr(args, "stages", None),
+        micro_batches=getattr(args, "micro_batches", None),
         sparsity=args.sparsity,
         window=checked_window(args),
         **weight_options(args),  # type: ignore[arg-type]

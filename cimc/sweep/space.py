@@ -40,6 +40,7 @@ COMPILE_OPTIONS: dict[str, object] = {
     "streaming": STREAMING,
     "mapping": MAPPINGS,
     "stages": int,  # pipeline stages (cimc/backend/plan/pipeline.py)
+    "micro_batches": int,  # and micro-batches (cimc/backend/plan/micro_batch.py)
 }
 MESH = re.compile(r"^([1-9][0-9]*)x([1-9][0-9]*)$")
 Value = int | float | str

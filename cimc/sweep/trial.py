@@ -107,6 +107,7 @@ def _measure(job: TrialJob) -> tuple[dict[str, float], bool | None]:
         streaming=options.get("streaming"),
         mapping=options.get("mapping"),
         stages=options.get("stages"),
+        micro_batches=options.get("micro_batches"),
         calibration=job.calibration,
     )
     result = compile_model(job.model, arch, pipeline)

@@ -23,6 +23,8 @@ from cimc.ir.op_base import Op
 from cimc.ir.ops import Expand, Input, Reshape
 from cimc.ir.types import TensorType
 
+MAX_MICRO_BATCHES = 8  # by default (the largest stage count tried: plan/pipeline.py)
+
 
 @dataclass(frozen=True)
 class MicroBatches:
@@ -43,9 +45,9 @@ class MicroBatches:
 
 
 def split_batch(graph: Graph, count: int | None = None) -> MicroBatches:
-    """`graph` split into `count` micro-batches (default: one batch element each)."""
+    """`graph` split into `count` micro-batches (default: `default_count`)."""
     batch = batch_size(graph)
-    count = batch if count is None else count
+    count = default_count(batch) if count is None else count
     if batch < 2:
         raise CimcError(
             "batch 1: nothing to pipeline (a pipeline streams batch elements through its "
@@ -60,6 +62,15 @@ def split_batch(graph: Graph, count: int | None = None) -> MicroBatches:
         )
     axes = batch_axes(graph, batch)
     return MicroBatches(batch, count, axes, _micro_graph(graph, axes, count))
+
+
+def default_count(batch: int) -> int:
+    """One batch element per micro-batch, up to MAX_MICRO_BATCHES: the largest divisor of
+    the batch from 2 to that (every micro-batch lowers the whole graph once more, so the
+    program grows with the count; past the stages, more micro-batches only shorten the
+    pipe's fill and drain); a batch with no such divisor (a prime) one element each."""
+    divisors = [d for d in range(2, min(batch, MAX_MICRO_BATCHES) + 1) if batch % d == 0]
+    return max(divisors, default=batch)
 
 
 def _micro_graph(graph: Graph, axes: Mapping[str, Axis], count: int) -> Graph:

@@ -50,18 +50,24 @@ def configure_backend(
     window: int | None = None,
     mapping: str | None = None,
     stages: int | None = None,
+    micro_batches: int | None = None,
 ) -> Pass:
     """`p` with what the caller knows set: the arch on tile, the streaming policy, the
-    mapping and the pipeline stages on map,
+    mapping and the pipeline's stages and micro-batches on map,
     the sparsity mode and window on plan-sparsity, the program name and lowering table on lower;
     other passes unchanged."""
     from dataclasses import replace
 
     if isinstance(p, TileWeights):
         return replace(p, target=arch)
-    if isinstance(p, MapWeights) and (streaming, mapping, stages) != (None, None, None):
-        policy, mapping = streaming or p.policy, mapping or p.mapping
-        return replace(p, policy=policy, mapping=mapping, stages=stages or p.stages)
+    if isinstance(p, MapWeights) and (streaming, mapping, stages, micro_batches) != (None,) * 4:
+        return replace(
+            p,
+            policy=streaming or p.policy,
+            mapping=mapping or p.mapping,
+            stages=stages or p.stages,
+            micro_batches=micro_batches or p.micro_batches,
+        )
     if isinstance(p, PlanSparsity) and (sparsity is not None or window is not None):
         return replace(p, mode=sparsity or p.mode, window=window)
     if isinstance(p, Lower):

@@ -80,7 +80,7 @@ class MapWeights(Pass):
     policy: str = "auto"  # sequential, double-buffer, pin-what-fits or auto (the fastest)
     mapping: str = "auto"  # spread, duplicate, pipeline or auto (plan/duplication.py)
     stages: int = 0  # pipelines: stages (0: each of plan/pipeline.py's stage_counts)
-    micro_batches: int = 0  # mapping=pipeline: micro-batches (0: one per batch element)
+    micro_batches: int = 0  # pipelines: micro-batches (0: micro_batch.py's default_count)
 
     def apply(self, ir: Any) -> PassResult:
         plan = planned(self, ir)
@@ -90,11 +90,12 @@ class MapWeights(Pass):
                 f"unknown streaming policy {self.policy!r}; use one of {choices}", "streaming"
             )
         check_mapping(self.mapping)
-        if self.stages and self.mapping not in ("pipeline", "auto"):
-            raise CimcError(
-                f"stages={self.stages} is for mapping=pipeline (or auto), not {self.mapping}",
-                "map",
-            )
+        for option, value in (("stages", self.stages), ("micro_batches", self.micro_batches)):
+            if value and self.mapping not in ("pipeline", "auto"):
+                raise CimcError(
+                    f"{option}={value} is for mapping=pipeline (or auto), not {self.mapping}",
+                    "map",
+                )
         if not any(isinstance(n.op, QLinear) for n in plan.graph.nodes()):
             if self.mapping == "duplicate":
                 raise CimcError("mapping=duplicate: the graph has no static-weight layer", "map")
