@@ -1,7 +1,7 @@
 """Random transformer-like torch modules and random valid arch presets, from one seed.
 
     spec = random_spec(seed)            # a ModelSpec: dims, heads, norms, activations...
-    module = build_module(spec)         # a seeded torch.nn.Module taking x (1, S, D)
+    module = build_module(spec)         # a seeded torch.nn.Module taking x (batch, S, D)
     arch = random_arch(seed)            # tiny/default with random cores, macros, buffers
 
 Weights come from a numpy generator seeded by the spec, so a case is the same on every
@@ -48,6 +48,9 @@ class ModelSpec:
     sdpa: bool  # F.scaled_dot_product_attention vs explicit softmax(QK^T)V
     head_out: int  # output projection width (0: none)
     interleave: bool = False  # GQA by repeat_interleave (torch.export only) instead of expand
+    batch: int = (
+        1  # leading axis of x; never drawn (dataclasses.replace it): seeds keep their specs
+    )
 
     @property
     def hidden(self) -> int:
@@ -150,7 +153,7 @@ class Attention(nn.Module):
         self.register_buffer("bias", _mask_bias(spec), persistent=False)
 
     def _split(self, t: torch.Tensor, heads: int) -> torch.Tensor:
-        return t.view(1, self.spec.seq, heads, self.spec.head_dim).transpose(1, 2)
+        return t.view(self.spec.batch, self.spec.seq, heads, self.spec.head_dim).transpose(1, 2)
 
     def _repeat_kv(self, t: torch.Tensor) -> torch.Tensor:
         """GQA the way Hugging Face LLaMA writes it (expand + reshape)."""
@@ -158,8 +161,8 @@ class Attention(nn.Module):
         rep = s.heads // s.kv_heads
         if s.interleave:
             return t.repeat_interleave(rep, dim=1)
-        t = t[:, :, None, :, :].expand(1, s.kv_heads, rep, s.seq, s.head_dim)
-        return t.reshape(1, s.heads, s.seq, s.head_dim)
+        t = t[:, :, None, :, :].expand(s.batch, s.kv_heads, rep, s.seq, s.head_dim)
+        return t.reshape(s.batch, s.heads, s.seq, s.head_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.spec
@@ -178,7 +181,7 @@ class Attention(nn.Module):
             if s.mask != "none":
                 scores = scores + self.bias
             out = scores.softmax(-1) @ v
-        return self.o(out.transpose(1, 2).reshape(1, s.seq, s.heads * s.head_dim))
+        return self.o(out.transpose(1, 2).reshape(s.batch, s.seq, s.heads * s.head_dim))
 
 
 def _mask_bias(spec: ModelSpec) -> torch.Tensor:
@@ -243,7 +246,7 @@ def build_module(spec: ModelSpec) -> nn.Module:
 
 def example_input(spec: ModelSpec) -> np.ndarray:
     rng = np.random.default_rng(spec.seed + 1)
-    return rng.normal(0, 1, (1, spec.seq, spec.hidden)).astype(np.float32)
+    return rng.normal(0, 1, (spec.batch, spec.seq, spec.hidden)).astype(np.float32)
 
 
 def _preset(name: str) -> dict[str, Any]:
