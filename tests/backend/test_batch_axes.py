@@ -119,16 +119,32 @@ def test_integer_cumsum_and_slices_along_other_axes_keep_the_batch() -> None:
 @pytest.mark.parametrize(
     ("make", "node", "message"),
     [
-        (lambda g, x: g.add_node(O.Slice(0, 0, 2), [x], "cut"), "cut", "slices, gathers"),
-        (lambda g, x: g.add_node(O.Gather(0, 1), [x], "pick"), "pick", "slices, gathers"),
-        (lambda g, x: g.add_node(O.CumSum(0), [x], "run"), "run", "sums along the batch"),
-        (lambda g, x: g.add_node(O.Concat(0), [x, x], "cat"), "cat", "along the batch"),
+        (
+            lambda g, x: g.add_node(O.Slice(0, 0, 2), [x], "cut"),
+            "cut",
+            "slice slices, gathers or sums along the batch: micro-batches would not be independent",
+        ),
+        (
+            lambda g, x: g.add_node(O.Gather(0, 1), [x], "pick"),
+            "pick",
+            "gather slices, gathers or sums along the batch: micro-batches would not be independent",
+        ),
+        (
+            lambda g, x: g.add_node(O.CumSum(0), [x], "run"),
+            "run",
+            "cumsum slices, gathers or sums along the batch: micro-batches would not be independent",
+        ),
+        (
+            lambda g, x: g.add_node(O.Concat(0), [x, x], "cat"),
+            "cat",
+            "concat slices, gathers or sums along the batch: micro-batches would not be independent",
+        ),
         (
             lambda g, x: g.add_node(
                 O.Concat(2), [x, g.add_constant(np.zeros((B, S, 2), np.int8))], "mix"
             ),
             "mix",
-            "concatenates batch and non-batch operands",
+            "concat concatenates batch and non-batch operands: micro-batches would not be independent",
         ),
         (
             lambda g, x: g.add_node(O.Reshape((2, B // 2 * S, H)), [x], "split"),
@@ -177,7 +193,7 @@ def test_ops_that_mix_or_scatter_batch_elements_are_refused(
 
 def test_a_reduction_over_the_batch_is_refused() -> None:
     q = _quantized(_float_graph(lambda g, x: g.add_node(O.ReduceSum((0,), True), [x], "total")))
-    _refused(q, "total", "q.reduce reduces over the batch")
+    _refused(q, "total", "q.reduce reduces over the batch: micro-batches would not be independent")
 
 
 def test_operands_with_the_batch_on_different_axes_are_refused() -> None:
@@ -185,7 +201,11 @@ def test_operands_with_the_batch_on_different_axes_are_refused() -> None:
     a = g.add_input("a", TensorType((B, 1, H), DType.I8))
     b = g.add_input("b", TensorType((B, H), DType.I8))
     g.set_outputs([g.add_node(O.Add(), [a, b], "outer")])  # [B, B, H]: every pair
-    _refused(g, "outer", "aligns the batch of its operands on different axes")
+    _refused(
+        g,
+        "outer",
+        "add aligns the batch of its operands on different axes: micro-batches would not be independent",
+    )
 
 
 def test_a_matmul_along_the_batch_is_refused() -> None:
@@ -195,7 +215,11 @@ def test_a_matmul_along_the_batch_is_refused() -> None:
     x = g.add_input("x", TensorType((B, H), DType.I8))
     ones = g.add_constant(np.ones((1, B), np.int8), "ones")
     g.set_outputs([g.add_node(QMatMul(scale=0.1, bits=8, plan=plan), [ones, x], "mm")])
-    _refused(g, "mm", "q.matmul multiplies along the batch in the batch")
+    _refused(
+        g,
+        "mm",
+        "q.matmul multiplies along the batch (its right operand's reduction axis): micro-batches would not be independent",
+    )
 
 
 def test_attention_over_the_batch_is_refused() -> None:
@@ -205,7 +229,11 @@ def test_attention_over_the_batch_is_refused() -> None:
     plan = plan_attention(0.1, 0.1, 0.1, H**-0.5, 0.01, 8, H, 10.0)
     att = g.add_node(QAttention(scale=0.01, bits=8, plan=plan), [seq, seq, seq], "att")
     g.set_outputs([att])
-    _refused(g, "att", "q.attention combines along the batch in the batch")
+    _refused(
+        g,
+        "att",
+        "q.attention combines elements along the batch: micro-batches would not be independent",
+    )
 
 
 def test_batch_size_needs_inputs_that_agree() -> None:

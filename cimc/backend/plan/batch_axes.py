@@ -142,7 +142,7 @@ def _axis(graph: Graph, node: Node, axes: Mapping[str, Axis], batch: int) -> Axi
     if isinstance(op, QReduce):
         axis = _known(ins[0])
         if axis in op.axes:
-            _mixes(node, "reduces over")
+            _mixes(node, "reduces over the batch")
         return axis if op.keepdim else axis - sum(1 for a in op.axes if a < axis)
     rank = len(node.type.shape)
     if type(op) in LAST_AXES:
@@ -150,7 +150,7 @@ def _axis(graph: Graph, node: Node, axes: Mapping[str, Axis], batch: int) -> Axi
     if isinstance(op, QMatMul):  # rows of a stay apart; b's K axis (result rank-2) mixes
         out = _aligned(node, shapes, ins, rank, (rank - 1,))
         if ins[1] is not None and out == rank - 2:
-            _mixes(node, "multiplies along the batch in")
+            _mixes(node, "multiplies along the batch (its right operand's reduction axis)")
         return out
     if isinstance(op, QAttention):  # [B, H, S, D]: the sequence and head dims mix
         return _aligned(node, shapes, ins, rank, (2, 3))
@@ -171,7 +171,7 @@ def _known(axis: Axis) -> int:
 def _only(node: Node, ins: Sequence[Axis], k: int) -> Axis:
     """The batch axis of operand k; the other operands must not carry the batch."""
     if any(a is not None for i, a in enumerate(ins) if i != k):
-        _mixes(node, "takes the batch from a second operand of")
+        _mixes(node, "takes the batch from a second operand too")
     return ins[k]
 
 
@@ -190,10 +190,10 @@ def _aligned(
         if axis is not None:
             found.add(axis + rank - len(shape))
     if len(found) != 1:
-        _mixes(node, "aligns the batch of its operands on different axes in")
+        _mixes(node, "aligns the batch of its operands on different axes")
     out = found.pop()
     if out in mixed:
-        _mixes(node, "combines along the batch in")
+        _mixes(node, "combines elements along the batch")
     for shape, axis in zip(shapes, ins, strict=True):
         at = out - (rank - len(shape))
         if axis is None and 0 <= at < len(shape) and shape[at] != 1:
@@ -210,10 +210,10 @@ def _along(node: Node, ins: Sequence[Axis], axis: int) -> int:
     """Slice / gather / cumsum / concat along `axis`: fine unless it is the batch axis."""
     found = {a for a in ins if a is not None}
     if len(found) != 1 or any(a is None for a in ins):  # concat with a constant part
-        _mixes(node, "concatenates batch and non-batch operands in")
+        _mixes(node, "concatenates batch and non-batch operands")
     out = found.pop()
     if out == axis:
-        _mixes(node, "slices, gathers or sums along the batch in")
+        _mixes(node, "slices, gathers or sums along the batch")
     return out - 1 if isinstance(node.op, Gather) and axis < out else out
 
 
@@ -236,7 +236,6 @@ def _reshape_axis(node: Node, shape: tuple[int, ...], axis: Axis, batch: int) ->
 
 def _mixes(node: Node, what: str) -> None:
     raise CimcError(
-        f"{node.op.NAME} {what} the batch: micro-batches would not be independent; "
-        "use --mapping spread",
+        f"{node.op.NAME} {what}: micro-batches would not be independent; use --mapping spread",
         f"{WHERE} at {node.where}",
     )
