@@ -220,3 +220,15 @@ def test_exact_sparsity_is_refused_with_a_pipeline() -> None:
     auto = compile_model(graph, load_arch("default"), PipelineOptions(sparsity="exact"))
     assert program_mapping(auto.compiled.program).mapping == "spread"  # the sparse layers
     _verify(auto, {"x": x})
+
+
+def test_a_mask_shared_by_the_batch_lowers_spread() -> None:
+    """An [S, S] padding mask (a constant, the same for every sequence) at batch 2: spread
+    lowers it for each of the 2 sequences, as the pipeline's micro-batches of 1 do."""
+    spec = replace(random_spec(0), batch=2)
+    assert spec.mask == "padding" and spec.sdpa
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = import_case(spec, "torch.export", Path(tmp))
+    for mapping in ("spread", "pipeline"):
+        result = compile_model(graph.copy(), load_arch("default"), PipelineOptions(mapping=mapping))
+        _verify(result, {"x": example_input(spec)})

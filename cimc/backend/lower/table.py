@@ -249,10 +249,14 @@ def _attention_bias(em: Emitter, node: Node, sk: int) -> tuple[View, tuple[int, 
 
 
 def _attention_mask(em: Emitter, node: Node, k: int, batch: int, sq: int, sk: int) -> View:
-    """The bool mask (operand k) as [B x Sk] (same for every head and query) or [B*Sq x Sk]."""
+    """The bool mask (operand k) as [B x Sk] (same for every head and query) or [B*Sq x Sk];
+    a mask shared by the batch (a causal or padding table [Sq, Sk]) is materialized per
+    batch element first."""
     shape = em.shape(node, k)
     m = (1,) * (4 - len(shape)) + shape
-    if m[1] == 1 and m[0] == batch and m[2] in (1, sq) and m[3] == sk:
+    if m[1] == 1 and m[0] in (1, batch) and m[2] in (1, sq) and m[3] == sk:
+        if m[0] != batch:
+            return em.expanded(node, k, (batch, 1, m[2], sk))
         return em.operand(node, k)
     raise CimcError(
         f"attention mask of shape {list(shape)} is not [B, 1, 1 or Sq, Sk]; per-head masks "
