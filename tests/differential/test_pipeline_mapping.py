@@ -107,6 +107,20 @@ def test_pipeline_is_bit_exact_on_random_graphs(seed: int) -> None:
     _verify(result, {"x": example_input(spec)})
 
 
+def test_early_cuts_leave_the_later_stages_room() -> None:
+    """Seed 68 on 6 cores in 4 stages (groups of 2, 2, 1, 1 cores, 30 free macros a core):
+    cut by work alone, the last stage got weights for 35 macros and the pipeline was
+    refused, though cuts exist that fit every stage."""
+    seed, stages = 68, 4
+    spec = replace(random_spec(seed), batch=3)
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = import_case(spec, exporter_for(seed, spec), Path(tmp))
+    options = PipelineOptions(mapping="pipeline", stages=stages)
+    result = compile_model(graph, pipeline_arch(seed, stages), options)
+    check_stages(result, stages, 3)
+    _verify(result, {"x": example_input(spec)})
+
+
 # family, arch, batch, stages, sequence: every family at batches 2 and 4 on both archs. On
 # `large` (96 macros a core) 32 tokens make attention write K^T and V into the macros
 # (below that the vector unit is cheaper), which stay there across query chunks and heads:

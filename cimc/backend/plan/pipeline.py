@@ -14,7 +14,8 @@ How the stages are cut: core groups are contiguous runs of the snake order (mesh
 neighbours), as even as the cores allow. The nodes that emit code are cut where the
 running work (`min_duration` of their work items, the time each would take on the whole
 machine) is nearest the stage's share of what is left; a stage whose weights do not fit
-its group's macros ends earlier. Each stage's tiles are then placed by the same algorithm
+its group's macros ends earlier, and one ends late enough for the later stages to hold
+the rest (`_earliest_starts`). Each stage's tiles are then placed by the same algorithm
 as spread (mapping.place) on the macros of its own cores. Preferring, near the balanced
 cut, the one that sends the fewest bytes between stages was measured and dropped: on
 BERT, GPT-2 and LLaMA tiny at batch 8 on `default` and `large` it was never faster and up
@@ -166,6 +167,7 @@ def _cuts(
     cuts: list[int] = []
     start = 0
     count = len(capacity)
+    earliest = _earliest_starts(nodes, capacity, by_layer, target)
     for s in range(count - 1):
         left = count - s - 1  # stages after this one, each needs a node
         share = (total - prefix[start]) / (count - s)
@@ -178,7 +180,9 @@ def _cuts(
                 f"{capacity[s]} free slots; use fewer stages or --mapping spread",
                 WHERE,
             )
-        best = min(range(start + 1, last + 1), key=lambda p: abs(prefix[p] - aim))
+        # no cut before the later stages can hold the rest (else the last one overflows)
+        first = max(start + 1, min(earliest[s + 1], last))
+        best = min(range(first, last + 1), key=lambda p: abs(prefix[p] - aim))
         cuts.append(best)
         start = best
     rest = [t for n in nodes[start:] for t in by_layer.get(n.name, [])]
@@ -190,6 +194,32 @@ def _cuts(
             WHERE,
         )
     return cuts
+
+
+def _earliest_starts(
+    nodes: Sequence[Node],
+    capacity: Sequence[int],
+    by_layer: Mapping[str, list[Tile]],
+    target: Target,
+) -> list[int]:
+    """earliest[s]: the first node stage s may start at for stages s.. to hold every node
+    after it, each filled from the back as far as its macros allow (one node at least,
+    one left for each earlier stage); earliest[0] = 0. Filling from the back reaches
+    furthest, so a cut before earliest[s] leaves the later stages more than they hold."""
+    count = len(capacity)
+    earliest = [0] * count
+    end = len(nodes)
+    for s in range(count - 1, 0, -1):
+        tiles = list(by_layer.get(nodes[end - 1].name, []))
+        p = end - 1
+        while p > s:
+            extra = by_layer.get(nodes[p - 1].name, [])
+            if extra and len(pack([*tiles, *extra], target.rows, target.cols)) > capacity[s]:
+                break
+            tiles += extra
+            p -= 1
+        earliest[s] = end = p
+    return earliest
 
 
 def _fitting_end(
