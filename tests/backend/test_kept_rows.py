@@ -100,3 +100,32 @@ def test_linear_blocks_feed_an_elementwise_consumer_in_place() -> None:
     luts = {s.core for s in program.cores if any(i.opcode == "lut" for i in s.instrs)}
     homes = {s.core for s in program.cores if any(i.opcode == "mvm" for i in s.instrs)}
     assert luts == homes
+
+
+def test_a_consumer_on_other_cores_rereads_the_linear_blocks() -> None:
+    """A pipeline's stage boundary between linear (cores 0, 1) and gelu (cores 2, 3,
+    ProgramBuilder.on_cores): the gelu runs on its own cores and reads h from memory; the
+    blocks the linear kept on cores 0 and 1 are not worked on there."""
+    from cimc.backend.lower.elementwise import lower_unary
+    from cimc.backend.lower.linear import lower_linear
+    from cimc.quant.plans import plan_linear, plan_unary
+
+    rng = np.random.default_rng(3)
+    t, k, n = 6, 64, 300
+    lin = plan_linear(rng.normal(0, 0.2, (k, n)), rng.normal(0, 1, n), 0.05, 0.05, 8)
+    act = plan_unary("gelu", 0.05, 0.03, 8)
+    x = codes(rng, (t, k), 8)
+    want = recipes.unary(recipes.linear(torch.from_numpy(x), lin), act)
+    b = ProgramBuilder(arch("default"))
+    xv, hv = b.input("x", "i8", t, k), b.region("h", "i8", t, n, "gb")
+    yv = b.output("y", "i8", t, n)
+    with b.on_cores([0, 1]):
+        lower_linear(b, xv, hv, lin, split="n")
+    with b.on_cores([2, 3]):
+        lower_unary(b, hv, yv, act)
+    assert_exact(run(b, {"x": x.astype(np.int8)})["y"], want)
+    program, _ = b.build()
+    luts = {s.core for s in program.cores if any(i.opcode == "lut" for i in s.instrs)}
+    homes = {s.core for s in program.cores if any(i.opcode == "mvm" for i in s.instrs)}
+    assert homes <= {0, 1} and luts and luts <= {2, 3}
+    assert _reads_of(b, "h")[0] > 0  # h comes from memory

@@ -76,15 +76,18 @@ def take(b: ProgramBuilder, x: View, work: Sequence[CoreSpan]) -> dict[CoreSpan,
 
 
 def take_cols(b: ProgramBuilder, x: View) -> dict[CoreSpan, View] | None:
-    """The held column blocks when they are all of x and still valid (the caller frees
-    them); otherwise held blocks are freed (held rows are left to `take`), None."""
+    """The held column blocks when they are all of x, still valid and on cores the caller
+    may work on (`b.cores`: a pipeline stage's consumer does not work on the previous
+    stage's cores); the caller frees them. Otherwise held blocks are freed (held rows are
+    left to `take`), None."""
     held = b.held_rows
     if not isinstance(held, _Held) or held.rows:
         return None  # rows are for take()
     spans = sorted((c0, c1) for _, c0, c1 in held.chunks)
     covers = [c1 for _, c1 in spans[:-1]] == [c0 for c0, _ in spans[1:]]
     whole = bool(spans) and covers and spans[0][0] == 0 and spans[-1][1] == x.cols
-    if held.value != x or not whole or held.stamp != b.instruction_count():
+    here = {core for core, _, _ in held.chunks} <= set(b.cores)
+    if held.value != x or not whole or not here or held.stamp != b.instruction_count():
         release(b)
         return None
     b.held_rows = None
