@@ -169,3 +169,25 @@ def test_without_the_ordering_the_random_programs_race(monkeypatch: pytest.Monke
     monkeypatch.setattr(SharedOrder, "before", lambda self, core, instr: None)
     with pytest.raises(CimcError, match="races with core"):
         validate(_random_program(0, brute_force=False), arch("default"))
+
+
+def test_a_stage_reading_every_other_active_core_gets_tokens_not_a_barrier() -> None:
+    """Pipeline stages (ProgramBuilder.on_cores): stage 0 on cores 0 and 1 writes t, then
+    stage 1 on core 2 reads all of it. A barrier would hold stage 0's next micro-batch
+    back until stage 1 got here; tokens from cores 0 and 1 to core 2 order only the read."""
+    b = ProgramBuilder(arch("default"))
+    x, y = b.input("x", "i8", 4, 32), b.output("y", "i8", 4, 32)
+    t = b.region("t", "i8", 4, 32)
+    with b.on_cores([0, 1]):
+        for core in (0, 1):
+            _copy(b, core, cols(t, 16 * core, 16 * core + 16), cols(x, 16 * core, 16 * core + 16))
+    with b.on_cores([2]):
+        _copy(b, 2, y, t)  # conflicts with every other active core (0 and 1)
+    with b.on_cores([0, 1]):  # stage 0 goes on (its next micro-batch), unordered
+        _copy(b, 0, b.region(None, "i8", 4, 16), cols(x, 0, 16))
+    program, _ = b.build()
+    assert not any("barrier" in _ops(program, c) for c in range(3))
+    assert _ops(program, 2).count("recv") == 2
+    assert _ops(program, 0).count("send") == 1 and _ops(program, 1).count("send") == 1
+    assert _ops(program, 0)[-3:-1] == ["dma", "dma"]  # after its send, no wait for core 2
+    validate(program, b.arch)

@@ -10,7 +10,10 @@ instruction the builder asks `SharedOrder` whether it touches bytes another core
   the two cores wait for each other, not the whole chip;
 - with a barrier on every active core when this core conflicts with every other one (a
   layer that reads what all cores wrote): one instruction per core instead of a token
-  from each of them, and the same waiting.
+  from each of them, and the same waiting. Not when a lowering spreads over a group of
+  the cores only (a pipeline stage, `ProgramBuilder.on_cores`) while cores outside it are
+  active: those run other stages, which a barrier would hold back to this point (their
+  next micro-batch waiting for this stage), so the conflicting cores get tokens instead.
 
 What each core has seen of the others is a vector clock over stream positions (as the
 validator's race check computes it, cimc/machine/sync.py), so a token already received,
@@ -47,6 +50,7 @@ class Streams(Protocol):
 
     consts: dict[str, np.ndarray]  # read-only data: never a conflict
     chip_cores: tuple[int, ...]  # every core that may touch shared memory
+    cores: tuple[int, ...]  # the cores the current lowering spreads over (a stage's)
 
     def position(self, core: int) -> int: ...
     def active_cores(self) -> list[int]: ...
@@ -88,7 +92,7 @@ class SharedOrder:
         at = self.b.position(core)
         others = self._conflicts(mine)
         active = set(self.b.active_cores()) - {core}
-        if others and others == active and len(active) > 1:
+        if others and others == active and len(active) > 1 and active <= set(self.b.cores):
             self.b.barrier()  # everyone conflicts: one barrier is cheaper than the tokens
         else:
             for other in sorted(others):
