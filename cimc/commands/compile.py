@@ -199,6 +199,11 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
 
     if args.seq_len is not None and args.seq_len < 1:
         raise CimcError(f"--seq-len must be positive, got {args.seq_len}", "--seq-len")
+    for flag in ("stages", "micro_batches"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 2:
+            option = "--" + flag.replace("_", "-")
+            raise CimcError(f"{option} must be 2 or more (a pipeline), got {value}", option)
     return PipelineOptions(
         pipeline=args.pipeline,
         seq_len=args.seq_len,

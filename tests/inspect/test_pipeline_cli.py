@@ -69,3 +69,14 @@ def test_generate_has_no_pipeline(
     assert "Traceback" not in err
     wanted = "invalid choice: 'pipeline'" if "pipeline" in extra else "unrecognized arguments"
     assert wanted in err
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--stages", "0"), ("--micro-batches", "1")])
+def test_a_pipeline_of_fewer_than_2_is_refused_before_compiling(
+    flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.cimasm"
+    assert main(["compile", str(zoo_onnx("bert")), flag, value, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{flag}: {flag} must be 2 or more (a pipeline), got {value}"]
+    assert not out.exists()
