@@ -1,6 +1,7 @@
 """plan_values(..., stages=...) (cimc/backend/builder/values.py): in a pipeline, a value
 touched by one stage reuses only bytes of values of that same stage (never while one of
-them is live), and a value touched by two stages shares its bytes with no other value."""
+them is live), a value touched by two stages shares its bytes with no other value, and a
+batch-carrying value of one stage holds one micro-batch's rows (`per_micro`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from cimc.backend.builder.values import ValuePlan, machine_dtype, plan_values, rows_cols
+from cimc.backend.plan.micro_batch import MicroBatches, split_batch
 from cimc.backend.plan.pipeline import emits_code
 from cimc.ir.graph import Graph
 from cimc.ir.ops import Reshape
@@ -34,8 +36,11 @@ def _stage_map(graph: Graph, count: int) -> dict[str, int]:
     return {name: k * count // len(names) for k, name in enumerate(names)}
 
 
-def _slots(graph: Graph, plan: ValuePlan, stages: dict[str, int]) -> list[Slot]:
-    """Every pool value with its bytes, live range and stages, computed from the graph."""
+def _slots(
+    graph: Graph, plan: ValuePlan, stages: dict[str, int], micro: MicroBatches | None = None
+) -> list[Slot]:
+    """Every pool value with its bytes (one micro-batch's for a per_micro slot), live range
+    and stages, computed from the graph."""
     nodes = graph.nodes()
     index = {n.name: i for i, n in enumerate(nodes)}
     root: dict[str, str] = {}
@@ -55,7 +60,8 @@ def _slots(graph: Graph, plan: ValuePlan, stages: dict[str, int]) -> list[Slot]:
         slot = plan.slots[n.name]
         if slot.kind != "pool":
             continue
-        r, c = rows_cols(n.type.shape)
+        shaped = micro.micro.node(n.name) if slot.per_micro and micro is not None else n
+        r, c = rows_cols(shaped.type.shape)
         size = r * c * DTYPE_BYTES[machine_dtype(n)]
         end = len(nodes) if n.name in outputs else dies.get(n.name, index[n.name])
         stages_of = frozenset(touched.get(n.name, set()))
@@ -76,8 +82,9 @@ def bert() -> Graph:
 @pytest.mark.parametrize("count", [2, 3])
 def test_stage_pools_never_share_bytes_across_stages(bert: Graph, count: int) -> None:
     stages = _stage_map(bert, count)
-    plan = plan_values(bert, load_arch("default"), stages=stages)
-    slots = _slots(bert, plan, stages)
+    micro = split_batch(bert)
+    plan = plan_values(bert, load_arch("default"), stages=stages, micro=micro)
+    slots = _slots(bert, plan, stages, micro)
     crossing = [s for s in slots if len(s.stages) > 1]
     assert crossing  # values passed from stage to stage exist (else the test proves nothing)
     shared = 0
@@ -103,3 +110,19 @@ def test_without_stages_values_of_different_stages_do_share(bert: Graph) -> None
     assert any(
         _overlap(a, b) and a.stages != b.stages for i, a in enumerate(slots) for b in slots[i + 1 :]
     )
+
+
+def test_one_stage_batch_values_hold_one_micro_batch(bert: Graph) -> None:
+    """Exactly the pooled values of one stage that carry the batch are per_micro; their
+    slots are the micro-batch's size, the crossing values' the whole batch's."""
+    stages = _stage_map(bert, 2)
+    micro = split_batch(bert)
+    assert micro.count == 2
+    plan = plan_values(bert, load_arch("default"), stages=stages, micro=micro)
+    slots = {s.name: s for s in _slots(bert, plan, stages, micro)}
+    per = {name for name in slots if plan.slots[name].per_micro}
+    want = {n for n, s in slots.items() if len(s.stages) == 1 and micro.carries(n)}
+    assert per == want and per and set(slots) - per  # both kinds exist
+    for name in per:
+        whole = rows_cols(bert.node(name).type.shape)[0]
+        assert rows_cols(micro.micro.node(name).type.shape)[0] * 2 == whole

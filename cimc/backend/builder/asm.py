@@ -126,10 +126,18 @@ class ProgramBuilder:
         self._views: dict[View, View] = {}  # see _interned
         self._names: set[str] = set()
         self._fresh = 0
+        self._calls = 0  # see call_key
         self.hook: EmitHook | None = None  # weight prefetch (cimc/backend/stream/prefetch.py)
         self.held_rows: object | None = None  # kept in scratchpads (lower/kept_rows.py)
 
     # ------------------------------------------------------------------ declarations
+    def call_key(self) -> int:
+        """A number no other call gets: run-time data a lowering writes into the macros
+        under a key is valid for that call only (a pipeline runs a node once per
+        micro-batch, possibly on the same buffers), so its key includes this."""
+        self._calls += 1
+        return self._calls
+
     def fresh_name(self, stem: str) -> str:
         while True:
             self._fresh += 1

@@ -20,7 +20,12 @@ Every value of shape (d0, ..., dn) lives as a contiguous [d0*...*d(n-1) x dn] re
   early stage runs while micro-batch k is in a later one, so a slot shared by values of
   two stages would order the stages (the later write waits for the earlier read) and
   serialize the pipe. A value touched by one stage only reuses slots of that stage's own
-  pool; a value passed between stages keeps a slot of its own for the whole run.
+  pool; a value passed between stages keeps a slot of its own for the whole run, every
+  micro-batch writing its own rows. A value of one stage that carries the batch lives only
+  while its stage works on one micro-batch, so its slot holds one micro-batch's rows and
+  every micro-batch reuses it (`per_micro`; the stage's cores run the micro-batches in
+  order): without that, a stage's pool held the whole batch of each of its values, and
+  BERT-base at batch 8 spilled them to DRAM.
 
 Why a plan first: declarations need their addresses before the first instruction, and the
 pools are declared once with their high-water size, so the rest of gb stays free.
@@ -31,10 +36,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cimc.backend.builder.alloc import Allocator, align_up
 from cimc.backend.builder.asm import ProgramBuilder
+from cimc.backend.plan.micro_batch import MicroBatches
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
 from cimc.ir.ops import Constant, Input, Reshape
@@ -89,6 +95,7 @@ class Storage:
     space: Space = "dram"
     offset: int = 0  # byte offset inside the pool
     root: str = ""  # for aliases: the value whose region this re-views
+    per_micro: bool = False  # a pipeline's pool slot of one micro-batch's rows (see above)
 
 
 @dataclass
@@ -124,14 +131,21 @@ def _kind(graph: Graph, node: Node, outputs: set[str]) -> Storage | None:
 
 
 def plan_values(
-    graph: Graph, arch: Arch, lag: int | None = None, stages: Mapping[str, int] | None = None
+    graph: Graph,
+    arch: Arch,
+    lag: int | None = None,
+    stages: Mapping[str, int] | None = None,
+    micro: MicroBatches | None = None,
 ) -> ValuePlan:
     """Place every value (see the module docstring); deterministic in the graph order.
     `lag` (default: REUSE_LAG when the weights stay resident, 0 when they stream or when
     waiting would push a value out of gb) is the number of nodes a freed slot waits
-    before it is reused; `stages`: the pipeline stage of every code-emitting node."""
+    before it is reused; `stages`: the pipeline stage of every code-emitting node, and
+    `micro` its micro-batches."""
     if stages is not None:
-        return _plan_staged(graph, arch, stages, REUSE_LAG if lag is None else lag)
+        if micro is None:
+            raise CimcError("a pipeline's values need its micro-batches", "plan-values")
+        return _plan_staged(graph, arch, stages, micro, REUSE_LAG if lag is None else lag)
     if lag is None:
         lagged = plan_values(graph, arch, REUSE_LAG) if _weights_fit(graph, arch) else None
         if lagged is not None and "dram" not in lagged.pool_bytes:
@@ -176,7 +190,9 @@ def _kinds(graph: Graph) -> tuple[dict[str, Storage], dict[str, str], dict[str, 
     return slots, host, _last_uses(graph, nodes, index, slots, outputs)
 
 
-def _plan_staged(graph: Graph, arch: Arch, stages: Mapping[str, int], lag: int) -> ValuePlan:
+def _plan_staged(
+    graph: Graph, arch: Arch, stages: Mapping[str, int], micro: MicroBatches, lag: int
+) -> ValuePlan:
     """Pools per stage plus one of values passed between stages (see the module doc),
     laid out one after another: in gb while they fit GB_SHARE of it, then in dram."""
     slots, host, last_use = _kinds(graph)
@@ -195,8 +211,10 @@ def _plan_staged(graph: Graph, arch: Arch, stages: Mapping[str, int], lag: int) 
             pool = pools.setdefault(key, Allocator(
                 f"activation pool of stage {key}", arch.memory.dram_bytes, "memory.dram_bytes",
                 align=SLOT_ALIGN))  # fmt: skip
-            slot = _place_in(pool, node)
-            slots[node.name], pool_of[node.name] = Storage("pool", "gb", slot), key
+            per_micro = key >= 0 and micro.carries(node.name)
+            slot = _place_in(pool, micro.micro.node(node.name) if per_micro else node)
+            slots[node.name] = Storage("pool", "gb", slot, per_micro=per_micro)
+            pool_of[node.name] = key
             if key >= 0:
                 frees.setdefault(last_use.get(node.name, i) + lag, []).append((key, slot))
         for key, offset in frees.pop(i, []):
@@ -216,7 +234,7 @@ def _plan_staged(graph: Graph, arch: Arch, stages: Mapping[str, int], lag: int) 
         )
     for name, key in pool_of.items():
         space, start = where[key]
-        slots[name] = Storage("pool", space, start + slots[name].offset)
+        slots[name] = replace(slots[name], space=space, offset=start + slots[name].offset)
     return ValuePlan(slots, {s: n for s, n in base.items() if n}, last_use, host)
 
 
@@ -270,10 +288,13 @@ def _place(pools: dict[Space, Allocator], node: Node) -> Storage:
 class ValueStore:
     """The views of every value once the plan's declarations exist in a builder."""
 
-    def __init__(self, graph: Graph, plan: ValuePlan, b: ProgramBuilder) -> None:
+    def __init__(
+        self, graph: Graph, plan: ValuePlan, b: ProgramBuilder, micro: Graph | None = None
+    ) -> None:
         self.graph = graph
         self.plan = plan
         self.b = b
+        self.micro = micro  # a pipeline's graph at the micro-batch size (per_micro values)
         self.views: dict[str, View] = {}
         self.output_decls: dict[str, str] = {}  # graph output name -> declaration name
         self._pools: dict[Space, View] = {}
@@ -281,14 +302,20 @@ class ValueStore:
             self._pools[space] = b.region(POOL_NAMES[space], "i8", 1, nbytes, space)
 
     def view(self, name: str) -> View:
-        """The [rows x cols] view of value `name` (declared on first use)."""
+        """The [rows x cols] view of value `name` (declared on first use); of a per_micro
+        value, the one micro-batch's rows its slot holds."""
         if name not in self.views:
             self.views[name] = self._make(self.graph.node(name))
         return self.views[name]
 
+    def per_micro(self, name: str) -> bool:
+        """Does the value's slot hold one micro-batch's rows (see the module doc)?"""
+        return self.plan.slots[_root(self.plan.slots, name)].per_micro
+
     def _make(self, node: Node) -> View:
         slot = self.plan.slots[node.name]
-        r, c = rows_cols(node.type.shape)
+        shaped = self.micro.node(node.name) if self.per_micro(node.name) and self.micro else node
+        r, c = rows_cols(shaped.type.shape)
         dt = machine_dtype(node)
         if slot.kind == "alias":
             base = self.view(slot.root)

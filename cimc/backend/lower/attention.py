@@ -118,6 +118,7 @@ class _Attn:
     macros: list[int]
     bias: View | None = None  # i16 logit codes [Bb*Hb*Sb x Sk]: Bb 1 or B, Hb 1 or Hq, Sb 1 or Sq
     bias_shape: tuple[int, int, int] = (1, 1, 1)  # (Bb, Hb, Sb)
+    call: int = 0  # ProgramBuilder.call_key of this lowering (keys its K/V tiles)
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,7 @@ def lower_attention_groups(
                 pool,
                 g.bias,
                 g.bias_shape,
+                b.call_key(),
             )
         )
     pairs = [(at, bi, h) for at in ats for bi in range(at.q.batch) for h in range(at.k.heads)]
@@ -245,9 +247,9 @@ def _kv_head(at: _Attn, core: int, bi: int, g: int) -> None:
         b.emit(core, "dma", ks, at.k.head(bi, g))
         b.emit(core, "dma", vs, at.v.head(bi, g))
         # K/V tiles stay in the macros across query chunks and the heads of a group; the
-        # source view in the key keeps another run of this node (a pipeline's next
-        # micro-batch: other rows, cimc/backend/lower/micro_store.py) from reusing them
-        key = (at.name, bi, g, at.k.head(bi, g))
+        # call's own key keeps another run of this node (a pipeline's next micro-batch,
+        # cimc/backend/lower/micro_store.py, maybe from the same buffer) from reusing them
+        key = (at.name, at.call, bi, g)
         vt = None
         if at.mode == "vector":
             vt = sc("i8", dv, sk)

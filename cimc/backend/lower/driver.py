@@ -70,7 +70,7 @@ def lower_graph(
         b.note(line)
     for line in pipeline.note() if pipeline is not None else ():
         b.note(line)
-    store = ValueStore(graph, values, b)
+    store = ValueStore(graph, values, b, pipeline.micro.micro if pipeline is not None else None)
     own = sparsity.own_loads if sparsity is not None else ()
     setup = emit_streaming(b, graph, stream, reserve, memory, own)
     comments: dict[str, str] = {}
@@ -83,7 +83,8 @@ def lower_graph(
     outputs = _bind_outputs(b, store, graph, comments)
     program, consts = b.build(f"{name}.cimasm", f"{name}.safetensors")
     inputs = _bind_inputs(graph, values.host_inputs, store)
-    views = dict(store.views)
+    # a per_micro slot holds the last micro-batch's rows only: not the value to compare
+    views = {name: v for name, v in store.views.items() if not store.per_micro(name)}
     return Compiled(program, consts, arch, graph, inputs, outputs, views, comments, stream, memory)
 
 

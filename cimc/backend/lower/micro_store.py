@@ -3,7 +3,9 @@
 Why views and not buffers of their own: batch_axes.py proved that micro-batch k of every
 batch-carrying value is one contiguous block of rows of its [rows x cols] storage, so the
 lowering of a node for micro-batch k reads and writes those rows in place. Values without
-the batch (constants, what is computed from them alone) are seen whole.
+the batch (constants, what is computed from them alone) are seen whole, and so are the
+values of one stage whose slot holds one micro-batch's rows, reused by every micro-batch
+(cimc/backend/builder/values.py, `per_micro`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,6 @@ class MicroStore:
 
     def view(self, name: str) -> View:
         whole = self.store.view(name)
-        if not self.micro.carries(name):
-            return whole
+        if not self.micro.carries(name) or self.store.per_micro(name):
+            return whole  # no batch, or a slot of one micro-batch's rows (values.py)
         return rows(whole, *self.micro.row_range(name, self.k))

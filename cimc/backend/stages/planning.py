@@ -172,7 +172,8 @@ class PlanValues(Pass):
 
     def _values(self, plan: PlannedGraph) -> PlannedGraph:
         stages = plan.pipeline.stage_of() if plan.pipeline is not None else None
-        values = plan_values(plan.graph, plan.arch, stages=stages)
+        micro = plan.pipeline.micro if plan.pipeline is not None else None
+        values = plan_values(plan.graph, plan.arch, stages=stages, micro=micro)
         return replace(plan, values=values, pipelines=tuple(map(self._values, plan.pipelines)))
 
 
