@@ -9,7 +9,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from cimc.backend.builder.values import ValuePlan, machine_dtype, plan_values, rows_cols
+from cimc.backend.builder.values import (
+    MICRO_BUFFERS,
+    ValuePlan,
+    machine_dtype,
+    plan_values,
+    rows_cols,
+)
 from cimc.backend.plan.micro_batch import MicroBatches, split_batch
 from cimc.backend.plan.pipeline import emits_code
 from cimc.ir.graph import Graph
@@ -39,8 +45,8 @@ def _stage_map(graph: Graph, count: int) -> dict[str, int]:
 def _slots(
     graph: Graph, plan: ValuePlan, stages: dict[str, int], micro: MicroBatches | None = None
 ) -> list[Slot]:
-    """Every pool value with its bytes (one micro-batch's for a per_micro slot), live range
-    and stages, computed from the graph."""
+    """Every pool value with its bytes (MICRO_BUFFERS of one micro-batch's rows for a
+    per_micro slot), live range and stages, computed from the graph."""
     nodes = graph.nodes()
     index = {n.name: i for i, n in enumerate(nodes)}
     root: dict[str, str] = {}
@@ -62,7 +68,7 @@ def _slots(
             continue
         shaped = micro.micro.node(n.name) if slot.per_micro and micro is not None else n
         r, c = rows_cols(shaped.type.shape)
-        size = r * c * DTYPE_BYTES[machine_dtype(n)]
+        size = r * c * DTYPE_BYTES[machine_dtype(n)] * (MICRO_BUFFERS if slot.per_micro else 1)
         end = len(nodes) if n.name in outputs else dies.get(n.name, index[n.name])
         stages_of = frozenset(touched.get(n.name, set()))
         out.append(Slot(n.name, slot.space, slot.offset, slot.offset + size, index[n.name], end,

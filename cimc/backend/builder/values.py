@@ -22,10 +22,11 @@ Every value of shape (d0, ..., dn) lives as a contiguous [d0*...*d(n-1) x dn] re
   serialize the pipe. A value touched by one stage only reuses slots of that stage's own
   pool; a value passed between stages keeps a slot of its own for the whole run, every
   micro-batch writing its own rows. A value of one stage that carries the batch lives only
-  while its stage works on one micro-batch, so its slot holds one micro-batch's rows and
-  every micro-batch reuses it (`per_micro`; the stage's cores run the micro-batches in
-  order): without that, a stage's pool held the whole batch of each of its values, and
-  BERT-base at batch 8 spilled them to DRAM.
+  while its stage works on one micro-batch, so its slot holds `MICRO_BUFFERS` buffers of
+  one micro-batch's rows, micro-batch k using buffer k % MICRO_BUFFERS (`per_micro`; the
+  stage's cores run the micro-batches in order; two buffers let micro-batch k+1's writes
+  go ahead while micro-batch k's last reads finish). Without that, a stage's pool held
+  the whole batch of each of its values.
 
 Why a plan first: declarations need their addresses before the first instruction, and the
 pools are declared once with their high-water size, so the rest of gb stays free.
@@ -53,6 +54,7 @@ from cimc.quant.dialect import QConstant, QLinear, QQuantize
 GB_SHARE = 3 / 4  # of the global buffer for activations; the rest stays for lowerings
 REUSE_LAG = 4  # nodes a freed slot waits before reuse (when gb has the room)
 SLOT_ALIGN = 64
+MICRO_BUFFERS = 2  # per_micro slots: micro-batch k uses buffer k % 2 (see the module doc)
 POOL_NAMES: dict[Space, str] = {"gb": "act.gb", "dram": "act.dram"}
 
 MACHINE_DTYPE: dict[DType, MDType] = {
@@ -212,7 +214,8 @@ def _plan_staged(
                 f"activation pool of stage {key}", arch.memory.dram_bytes, "memory.dram_bytes",
                 align=SLOT_ALIGN))  # fmt: skip
             per_micro = key >= 0 and micro.carries(node.name)
-            slot = _place_in(pool, micro.micro.node(node.name) if per_micro else node)
+            shaped = micro.micro.node(node.name) if per_micro else node
+            slot = _place_in(pool, shaped, MICRO_BUFFERS if per_micro else 1)
             slots[node.name] = Storage("pool", "gb", slot, per_micro=per_micro)
             pool_of[node.name] = key
             if key >= 0:
@@ -238,9 +241,9 @@ def _plan_staged(
     return ValuePlan(slots, {s: n for s, n in base.items() if n}, last_use, host)
 
 
-def _place_in(pool: Allocator, node: Node) -> int:
+def _place_in(pool: Allocator, node: Node, copies: int = 1) -> int:
     r, c = rows_cols(node.type.shape)
-    return pool.alloc(r * c * DTYPE_BYTES[machine_dtype(node)])
+    return pool.alloc(r * c * DTYPE_BYTES[machine_dtype(node)] * copies)
 
 
 def _weights_fit(graph: Graph, arch: Arch) -> bool:

@@ -10,8 +10,10 @@ values of one stage whose slot holds one micro-batch's rows, reused by every mic
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cimc.backend.builder.alloc import rows
-from cimc.backend.builder.values import ValueStore
+from cimc.backend.builder.values import MICRO_BUFFERS, ValueStore
 from cimc.backend.plan.micro_batch import MicroBatches
 from cimc.machine.program import View
 
@@ -24,6 +26,9 @@ class MicroStore:
 
     def view(self, name: str) -> View:
         whole = self.store.view(name)
-        if not self.micro.carries(name) or self.store.per_micro(name):
-            return whole  # no batch, or a slot of one micro-batch's rows (values.py)
+        if not self.micro.carries(name):
+            return whole
+        if self.store.per_micro(name):  # buffers of one micro-batch's rows, in turn
+            step = (self.k % MICRO_BUFFERS) * whole.nbytes
+            return replace(whole, addr=whole.addr + step, offset=whole.offset + step)
         return rows(whole, *self.micro.row_range(name, self.k))
