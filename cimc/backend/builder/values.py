@@ -147,7 +147,14 @@ def plan_values(
     if stages is not None:
         if micro is None:
             raise CimcError("a pipeline's values need its micro-batches", "plan-values")
-        return _plan_staged(graph, arch, stages, micro, REUSE_LAG if lag is None else lag)
+        if lag is not None:
+            return _plan_staged(graph, arch, stages, micro, lag)
+        lagged = _plan_staged(graph, arch, stages, micro, REUSE_LAG)  # as below: gb first
+        return (
+            lagged
+            if "dram" not in lagged.pool_bytes
+            else _plan_staged(graph, arch, stages, micro, 0)
+        )
     if lag is None:
         lagged = plan_values(graph, arch, REUSE_LAG) if _weights_fit(graph, arch) else None
         if lagged is not None and "dram" not in lagged.pool_bytes:
@@ -196,7 +203,10 @@ def _plan_staged(
     graph: Graph, arch: Arch, stages: Mapping[str, int], micro: MicroBatches, lag: int
 ) -> ValuePlan:
     """Pools per stage plus one of values passed between stages (see the module doc),
-    laid out one after another: in gb while they fit GB_SHARE of it, then in dram."""
+    laid out one after another: in gb while they fit GB_SHARE of it, then in dram. The
+    stages' pools come first: their values are written and read by several nodes each,
+    the passed ones once each way, and a stage whose pool is in dram (a DRAM channel of a
+    tenth of gb's bandwidth on `large`) becomes the pipe's slowest."""
     slots, host, last_use = _kinds(graph)
     touched: dict[str, set[int]] = {}
     for node in graph.nodes():
@@ -224,7 +234,7 @@ def _plan_staged(
             pools[key].free(offset)
     base: dict[Space, int] = {"gb": 0, "dram": 0}
     where: dict[int, tuple[Space, int]] = {}
-    for key in sorted(pools):
+    for key in sorted(pools, key=lambda k: (k < 0, k)):  # stages' own pools first: see doc
         size = align_up(pools[key].high_water, SLOT_ALIGN)
         space: Space = "gb" if base["gb"] + size <= int(arch.memory.gb_bytes * GB_SHARE) else "dram"
         where[key] = (space, base[space])
