@@ -149,12 +149,10 @@ def plan_values(
             raise CimcError("a pipeline's values need its micro-batches", "plan-values")
         if lag is not None:
             return _plan_staged(graph, arch, stages, micro, lag)
-        lagged = _plan_staged(graph, arch, stages, micro, REUSE_LAG)  # as below: gb first
-        return (
-            lagged
-            if "dram" not in lagged.pool_bytes
-            else _plan_staged(graph, arch, stages, micro, 0)
-        )
+        staged = _plan_staged(graph, arch, stages, micro, REUSE_LAG)  # as below: gb first
+        if "dram" not in staged.pool_bytes:
+            return staged
+        return _plan_staged(graph, arch, stages, micro, 0)
     if lag is None:
         lagged = plan_values(graph, arch, REUSE_LAG) if _weights_fit(graph, arch) else None
         if lagged is not None and "dram" not in lagged.pool_bytes:
