@@ -5,12 +5,15 @@ batch-carrying value of one stage holds one micro-batch's rows (`per_micro`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pytest
 
 from cimc.backend.builder.values import (
+    GB_SHARE,
     MICRO_BUFFERS,
+    REUSE_LAG,
     ValuePlan,
     machine_dtype,
     plan_values,
@@ -20,7 +23,7 @@ from cimc.backend.plan.micro_batch import MicroBatches, split_batch
 from cimc.backend.plan.pipeline import emits_code
 from cimc.ir.graph import Graph
 from cimc.ir.ops import Reshape
-from cimc.machine.arch import load_arch
+from cimc.machine.arch import Arch, arch_from_dict, load_arch, read_arch_toml
 from cimc.machine.program import DTYPE_BYTES
 from tests.differential.zoo_graphs import quantized, zoo_graph
 
@@ -132,3 +135,33 @@ def test_one_stage_batch_values_hold_one_micro_batch(bert: Graph) -> None:
     for name in per:
         whole = rows_cols(bert.node(name).type.shape)[0]
         assert rows_cols(micro.micro.node(name).type.shape)[0] * 2 == whole
+
+
+def _gb_for(cap: int, at_least: bool) -> Arch:
+    """`default` with a gb (a multiple of 8 bytes) whose activation share (GB_SHARE) is at
+    least `cap` bytes, or at most."""
+    eighths = cap / GB_SHARE / 8
+    data = read_arch_toml("default")
+    data["memory"]["gb_bytes"] = 8 * (math.ceil(eighths) if at_least else math.floor(eighths))
+    return arch_from_dict(data, f"<default, about {cap} activation bytes of gb>")
+
+
+def test_when_the_pools_outgrow_gb_the_passed_values_go_to_dram_first(bert: Graph) -> None:
+    """A stage whose own pool is in DRAM becomes the pipe's slowest; the values passed
+    between stages are written and read once each way, so they spill first."""
+    stages, micro = _stage_map(bert, 2), split_batch(bert)
+    fits = plan_values(bert, load_arch("default"), 0, stages, micro)
+    assert set(fits.pool_bytes) == {"gb"}
+    tight = plan_values(bert, _gb_for(fits.pool_bytes["gb"] - 1, False), 0, stages, micro)
+    slots = _slots(bert, tight, stages, micro)
+    assert {s.space for s in slots if len(s.stages) > 1} == {"dram"}
+    assert {s.space for s in slots if len(s.stages) == 1} == {"gb"}
+
+
+def test_staged_pools_drop_the_reuse_lag_rather_than_spill(bert: Graph) -> None:
+    stages, micro = _stage_map(bert, 2), split_batch(bert)
+    unlagged = plan_values(bert, load_arch("default"), 0, stages, micro).pool_bytes["gb"]
+    arch = _gb_for(unlagged, True)
+    lagged = plan_values(bert, arch, REUSE_LAG, stages, micro)
+    assert "dram" in lagged.pool_bytes  # the lag needs more than the room there is
+    assert set(plan_values(bert, arch, stages=stages, micro=micro).pool_bytes) == {"gb"}
