@@ -12,8 +12,8 @@ from __future__ import annotations
 import inspect
 from collections import defaultdict
 
-from cimc.backend.lower.driver import DECLARED
 from cimc.backend.lower.table import LOWERINGS
+from cimc.backend.plan.from_graph import DECLARED
 from cimc.importers import onnx_import, torch_export  # noqa: F401  (register their handlers)
 from cimc.importers.onnx_load import MAX_OPSET, MIN_OPSET
 from cimc.importers.onnx_translate import HANDLERS

@@ -76,36 +76,12 @@ def test_nothing_is_held_when_a_chunk_exceeds_the_budget() -> None:
     assert kept_rows.can_keep(b, View("gb", 0, "i8", 4, 8), [(0, 0, 2), (1, 2, 4)])
 
 
-def test_linear_blocks_feed_an_elementwise_consumer_in_place() -> None:
-    """linear -> gelu: the gelu works on the linear's output blocks where they were
-    computed (home cores), so the linear's output is written to memory but not re-read."""
-    from cimc.backend.lower.elementwise import lower_unary
-    from cimc.backend.lower.linear import lower_linear
-    from cimc.quant.plans import plan_linear, plan_unary
-
-    rng = np.random.default_rng(3)
-    t, k, n = 6, 64, 300  # 3 column blocks of default's 128-column macros
-    lin = plan_linear(rng.normal(0, 0.2, (k, n)), rng.normal(0, 1, n), 0.05, 0.05, 8)
-    act = plan_unary("gelu", 0.05, 0.03, 8)
-    x = codes(rng, (t, k), 8)
-    want = recipes.unary(recipes.linear(torch.from_numpy(x), lin), act)
-    b = ProgramBuilder(arch("default"))
-    xv, hv = b.input("x", "i8", t, k), b.region("h", "i8", t, n, "gb")
-    yv = b.output("y", "i8", t, n)
-    lower_linear(b, xv, hv, lin, split="n")
-    lower_unary(b, hv, yv, act)
-    assert_exact(run(b, {"x": x.astype(np.int8)})["y"], want)
-    assert _reads_of(b, "h") == (0, 3)
-    program, _ = b.build()
-    luts = {s.core for s in program.cores if any(i.opcode == "lut" for i in s.instrs)}
-    homes = {s.core for s in program.cores if any(i.opcode == "mvm" for i in s.instrs)}
-    assert luts == homes
-
-
-def test_a_consumer_on_other_cores_rereads_the_linear_blocks() -> None:
-    """A pipeline's stage boundary between linear (cores 0, 1) and gelu (cores 2, 3,
-    ProgramBuilder.on_cores): the gelu runs on its own cores and reads h from memory; the
-    blocks the linear kept on cores 0 and 1 are not worked on there."""
+def _linear_then_gelu(
+    linear_cores: tuple[int, ...] = (), gelu_cores: tuple[int, ...] = ()
+) -> tuple[ProgramBuilder, set[int], set[int]]:
+    """x [6 x 64] -> linear (3 column blocks of default's 128-column macros) -> h in gb ->
+    gelu -> y, each op on the given cores (default: all), checked against the recipes;
+    the builder, the cores issuing `lut` and those issuing `mvm`."""
     from cimc.backend.lower.elementwise import lower_unary
     from cimc.backend.lower.linear import lower_linear
     from cimc.quant.plans import plan_linear, plan_unary
@@ -119,13 +95,29 @@ def test_a_consumer_on_other_cores_rereads_the_linear_blocks() -> None:
     b = ProgramBuilder(arch("default"))
     xv, hv = b.input("x", "i8", t, k), b.region("h", "i8", t, n, "gb")
     yv = b.output("y", "i8", t, n)
-    with b.on_cores([0, 1]):
+    with b.on_cores(linear_cores or b.chip_cores):
         lower_linear(b, xv, hv, lin, split="n")
-    with b.on_cores([2, 3]):
+    with b.on_cores(gelu_cores or b.chip_cores):
         lower_unary(b, hv, yv, act)
     assert_exact(run(b, {"x": x.astype(np.int8)})["y"], want)
     program, _ = b.build()
     luts = {s.core for s in program.cores if any(i.opcode == "lut" for i in s.instrs)}
     homes = {s.core for s in program.cores if any(i.opcode == "mvm" for i in s.instrs)}
+    return b, luts, homes
+
+
+def test_linear_blocks_feed_an_elementwise_consumer_in_place() -> None:
+    """linear -> gelu: the gelu works on the linear's output blocks where they were
+    computed (home cores), so the linear's output is written to memory but not re-read."""
+    b, luts, homes = _linear_then_gelu()
+    assert _reads_of(b, "h") == (0, 3)
+    assert luts == homes
+
+
+def test_a_consumer_on_other_cores_rereads_the_linear_blocks() -> None:
+    """A pipeline's stage boundary between linear (cores 0, 1) and gelu (cores 2, 3,
+    ProgramBuilder.on_cores): the gelu runs on its own cores and reads h from memory; the
+    blocks the linear kept on cores 0 and 1 are not worked on there."""
+    b, luts, homes = _linear_then_gelu((0, 1), (2, 3))
     assert homes <= {0, 1} and luts and luts <= {2, 3}
     assert _reads_of(b, "h")[0] > 0  # h comes from memory

@@ -33,6 +33,7 @@ from cimc.backend.lower.micro_store import MicroStore
 from cimc.backend.lower.movement import copy_view
 from cimc.backend.lower.table import LoweringTable
 from cimc.backend.plan.duplication import mapping_note
+from cimc.backend.plan.from_graph import DECLARED
 from cimc.backend.plan.memory import MemoryPlan
 from cimc.backend.plan.pipeline import PipelinePlan
 from cimc.backend.plan.sparsity import SparsityPlan
@@ -40,12 +41,10 @@ from cimc.backend.plan.streaming import StreamPlan
 from cimc.backend.stream.prefetch import StreamSetup, emit_streaming
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
-from cimc.ir.ops import Constant, Input, Reshape
+from cimc.ir.ops import Input
 from cimc.machine.arch import Arch
 from cimc.progress import report
-from cimc.quant.dialect import QConstant, QQuantize
-
-DECLARED = (Input, Constant, QConstant, QQuantize, Reshape)  # placed by values.py, no code
+from cimc.quant.dialect import QQuantize
 
 
 def lower_graph(

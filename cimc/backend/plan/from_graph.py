@@ -41,6 +41,7 @@ from cimc.quant.dialect import (
     QMaskedLinear,
     QMatMul,
     QMul,
+    QQuantize,
     QRmsNorm,
     QRotary,
     QSoftmax,
@@ -48,6 +49,9 @@ from cimc.quant.dialect import (
 )
 
 FREE_OPS: tuple[type[Op], ...] = (Input, Constant, QConstant, Reshape)
+# ops that emit no instructions: their values are declarations or re-views (plan-values);
+# the driver lowers every other node, and a pipeline gives every other node a stage
+DECLARED: tuple[type[Op], ...] = (*FREE_OPS, QQuantize)
 CONSTANTS: tuple[type[Op], ...] = (Constant, QConstant)
 LINEAR_OPS: tuple[type[Op], ...] = (Linear, QLinear, QMaskedLinear)
 MATMUL_OPS: tuple[type[Op], ...] = (MatMul, QMatMul)

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cimc.backend.plan.bounds import min_duration
-from cimc.backend.plan.from_graph import FREE_OPS
+from cimc.backend.plan.from_graph import DECLARED
 from cimc.backend.plan.mapping import PlacedMacro, Placement, place
 from cimc.backend.plan.micro_batch import MicroBatches
 from cimc.backend.plan.target import Target
@@ -42,7 +42,6 @@ from cimc.backend.plan.tiling import Tile, TilingPlan, pack
 from cimc.backend.plan.workload import Workload
 from cimc.errors import CimcError
 from cimc.ir.graph import Graph, Node
-from cimc.quant.dialect import QQuantize
 
 WHERE = "pipeline"
 STAGE_COUNTS = (2, 4, 8)  # tried when none is asked for (benchmarks/mapping_bench.py)
@@ -83,7 +82,7 @@ class PipelinePlan:
 
 
 def emits_code(node: Node) -> bool:
-    return not isinstance(node.op, (*FREE_OPS, QQuantize))
+    return not isinstance(node.op, DECLARED)
 
 
 def plan_stages(
@@ -145,9 +144,10 @@ def _tiles_by_layer(tiles: Sequence[Tile]) -> dict[str, list[Tile]]:
 
 def _node_work(workload: Workload, target: Target, names: Sequence[str]) -> list[int]:
     """Each node's work: its work items' times on the whole machine (attention: 3 items)."""
+    known = set(names)
     per: dict[str, int] = {}
     for item in workload.items:
-        node = item.name if item.name in names else item.name.rsplit(".", 1)[0]
+        node = item.name if item.name in known else item.name.rsplit(".", 1)[0]
         per[node] = per.get(node, 0) + min_duration(item, target)
     return [per.get(name, 0) for name in names]
 
